@@ -1,0 +1,66 @@
+"""Opening the store: the file under the home folder, WAL mode, migrations applied."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import sqlite3
+from pathlib import Path
+
+from pulse_cli.store.migrations import apply_migrations
+from pulse_core.errors import StoreError
+
+DB_NAME = "pulse.db"
+
+
+def open_store(home: Path) -> sqlite3.Connection:
+    """Open (creating if needed) `home/pulse.db`, migrated to the latest schema."""
+    try:
+        home.mkdir(parents=True, exist_ok=True, mode=0o700)
+        conn = sqlite3.connect(home / DB_NAME, isolation_level=None, timeout=10.0)
+    except (OSError, sqlite3.Error) as exc:
+        raise StoreError(f"store: cannot open {home / DB_NAME}: {exc}") from exc
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        apply_migrations(conn)
+        ensure_client_id(conn)
+    except sqlite3.DatabaseError as exc:
+        conn.close()
+        raise StoreError(f"store: {home / DB_NAME} is not a usable Pulse store: {exc}") from exc
+    return conn
+
+
+def ensure_client_id(conn: sqlite3.Connection) -> str:
+    """The install's random id: it names this device's mutations and breaks HLC ties."""
+    row = conn.execute("SELECT value FROM meta WHERE key = 'client_id'").fetchone()
+    if row is not None:
+        return str(row[0])
+    client_id = secrets.token_hex(8)
+    conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('client_id', ?)", (client_id,))
+    row = conn.execute("SELECT value FROM meta WHERE key = 'client_id'").fetchone()
+    return str(row[0])
+
+
+def read_meta(conn: sqlite3.Connection, key: str) -> str | None:
+    row = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+    return None if row is None else str(row[0])
+
+
+def write_meta(conn: sqlite3.Connection, key: str, value: str) -> None:
+    conn.execute(
+        "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        (key, value),
+    )
+
+
+def resolve_home(option: str | None, environ: dict[str, str] | None = None) -> Path:
+    """`--home`, then `PULSE_HOME`, then `$XDG_DATA_HOME/pulse` (default ~/.local/share/pulse)."""
+    env = os.environ if environ is None else environ
+    if option:
+        return Path(option).expanduser()
+    if env.get("PULSE_HOME"):
+        return Path(env["PULSE_HOME"]).expanduser()
+    data_home = env.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(data_home).expanduser() / "pulse"

@@ -1,0 +1,91 @@
+"""The SQLite unit of work: entry changes, their outbox mutations and the clock commit together."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sqlite3
+import time
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Any
+
+from pulse_cli.store.connection import ensure_client_id, read_meta, write_meta
+from pulse_cli.store.entries import SqliteEntryRepository
+from pulse_core.errors import StoreError
+from pulse_core.ports import EntryChange, UnitOfWork
+from sync.hlc import HybridClock, Stamp
+
+
+def wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def wire_value(value: Any) -> Any:
+    """Decimals go on the wire as JSON numbers; they carry at most two decimal places."""
+    return float(value) if isinstance(value, Decimal) else value
+
+
+class SqliteUnitOfWork(UnitOfWork):
+    """`BEGIN IMMEDIATE` on enter, so two `pulse` processes never interleave a read-modify-write."""
+
+    def __init__(self, conn: sqlite3.Connection, wall: Callable[[], int] = wall_ms) -> None:
+        self.conn = conn
+        self.wall = wall
+        self.entries = SqliteEntryRepository(conn)
+        self._clock: HybridClock | None = None
+
+    def __enter__(self) -> SqliteUnitOfWork:
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise StoreError(f"store: busy or locked: {exc}") from exc
+        self._clock = None
+        return self
+
+    def _hlc(self) -> HybridClock:
+        if self._clock is None:
+            last = read_meta(self.conn, "hlc_last")
+            offset = int(read_meta(self.conn, "clock_offset_ms") or 0)
+            self._clock = HybridClock(
+                ensure_client_id(self.conn),
+                self.wall,
+                Stamp.parse(last) if last else None,
+                offset_ms=offset,
+            )
+        return self._clock
+
+    def next_stamp(self) -> str:
+        return str(self._hlc().now())
+
+    def record(self, change: EntryChange) -> None:
+        self.conn.execute(
+            "INSERT INTO outbox (user_id, date, op, fields, base, hlc, source, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                change.user,
+                change.date.isoformat(),
+                change.op,
+                json.dumps({k: wire_value(v) for k, v in change.fields.items()}, sort_keys=True),
+                json.dumps(change.base, sort_keys=True),
+                change.stamp,
+                change.source,
+                dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            ),
+        )
+
+    def commit(self) -> None:
+        if not self.conn.in_transaction:
+            return
+        if self._clock is not None:
+            write_meta(self.conn, "hlc_last", str(self._clock.last))
+        try:
+            self.conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise StoreError(f"store: commit failed: {exc}") from exc
+        self._clock = None
+
+    def rollback(self) -> None:
+        if self.conn.in_transaction:
+            self.conn.execute("ROLLBACK")
+        self._clock = None
