@@ -11,7 +11,7 @@ from pulse_core.errors import ValidationError
 from pulse_core.rules import HRV_METHODS, LIMITS, MAX_DAYS_AHEAD, MESSAGES, NOTE_MAX_CHARS
 
 CENT = Decimal("0.01")
-DATE_ALLOWED = "a date as YYYY-MM-DD"
+DATE_ALLOWED = "YYYY-MM-DD, today or yesterday"
 
 
 def fail(code: str, field: str, value: object, allowed: str) -> ValidationError:
@@ -21,8 +21,11 @@ def fail(code: str, field: str, value: object, allowed: str) -> ValidationError:
 
 def parse_date(value: object, today: dt.date, field: str = "date") -> dt.date:
     """A calendar date no more than MAX_DAYS_AHEAD days after `today`."""
+    words = {"today": today, "yesterday": today - dt.timedelta(days=1), "tomorrow": today + dt.timedelta(days=1)}
     if isinstance(value, dt.date):
         day = value
+    elif str(value).strip().lower() in words:
+        day = words[str(value).strip().lower()]
     else:
         try:
             day = dt.date.fromisoformat(str(value).strip())

@@ -1,0 +1,1 @@
+"""`pulse` commands, one module per group; each registers its commands on the app."""

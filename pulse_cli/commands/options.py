@@ -1,0 +1,24 @@
+"""Options shared by several commands, and the device each command opens."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Annotated, Any
+
+import typer
+
+from pulse_cli.bootstrap import Device, bootstrap
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON (schema in docs/cli.md).")]
+FromOption = Annotated[str | None, typer.Option("--from", metavar="DATE", help="First day, YYYY-MM-DD.")]
+ToOption = Annotated[str | None, typer.Option("--to", metavar="DATE", help="Last day, YYYY-MM-DD (default today).")]
+
+
+def open_device(ctx: typer.Context) -> Device:
+    home = (ctx.find_root().obj or {}).get("home")
+    return bootstrap(home)
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
