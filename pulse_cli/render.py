@@ -9,7 +9,6 @@ from decimal import Decimal
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
 from rich.table import Table
 
 from pulse_core.entry import Entry
@@ -149,6 +148,8 @@ def import_progress(enabled: bool = True) -> Iterator[Any]:
     if not enabled or not err_console.is_terminal:
         yield None
         return
+    from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
+
     with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
                   TimeRemainingColumn(), console=err_console, transient=True) as bar:
         task = bar.add_task("importing", total=None)

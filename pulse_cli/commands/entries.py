@@ -8,8 +8,6 @@ from typing import Annotated
 import typer
 
 from pulse_cli.commands.options import FromOption, JsonOption, ToOption, open_device, print_json
-from pulse_core import queries
-from pulse_core.insights import trends as compute_trends
 from pulse_core.usecases import delete_entry, log_entry
 from pulse_core.values import parse_date
 
@@ -62,6 +60,8 @@ def show(
       pulse show
       pulse show 2026-11-26 --json
     """
+    from pulse_core import queries
+
     device = open_device(ctx)
     day = parse_date(date, device.today) if date else device.today
     view = queries.day_view(device.entries, device.user, day)
@@ -82,6 +82,8 @@ def history(
       pulse history
       pulse history --from 2026-10-01 --to 2026-10-31 --json
     """
+    from pulse_core import queries
+
     device = open_device(ctx)
     first, last = queries.date_range(start, end, device.today)
     rows = device.entries.list(device.user, first, last)
@@ -105,6 +107,8 @@ def trends(
       pulse trends
       pulse trends --days 90 --json
     """
+    from pulse_core.insights import trends as compute_trends
+
     device = open_device(ctx)
     last = parse_date(end, device.today, "to") if end else device.today
     window_start = last - dt.timedelta(days=max(days, 28) - 1)
@@ -128,6 +132,8 @@ def delete(
       pulse delete 2026-11-20
       pulse delete 2026-11-20 --yes
     """
+    from pulse_core import queries
+
     device = open_device(ctx)
     day = parse_date(date, device.today)
     view = queries.day_view(device.entries, device.user, day)  # fails clearly if there is none
