@@ -31,13 +31,14 @@ class ValidationError(PulseError):
     code = "invalid_value"
 
     def __init__(
-        self, field: str, value: Any, allowed: str, message: str, code: str = "invalid_value"
+        self, field: str, value: Any, allowed: str, message: str, code: str | None = None
     ) -> None:
         super().__init__(message)
         self.field = field
         self.value = value
         self.allowed = allowed
-        self.code = code
+        if code is not None:
+            self.code = code
 
     def as_dict(self) -> dict[str, Any]:
         return {

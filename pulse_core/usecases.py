@@ -78,7 +78,10 @@ def log_entry(
             "fields: nothing to set (allowed at least one of sleep_hours, hrv_ms, steps, weight_kg, note)",
         )
     with uow:
-        entry = uow.entries.get(user, date) or Entry(user=user, date=date)
+        existing = uow.entries.get(user, date)
+        if (existing is None or existing.deleted) and all(v is None for v in fields.values()):
+            raise NotFoundError(f"date: no entry for {date.isoformat()} (nothing to clear)")
+        entry = existing or Entry(user=user, date=date)
         previous = uow.entries.previous_with(user, date, "weight_kg")
         warnings = field_warnings(fields, previous)
         if _unchanged(entry, fields, MANUAL):
@@ -181,15 +184,17 @@ def _import_one(
         return
     entry = existing or Entry(user=user, date=date)
     wanted: dict[str, FieldValue] = {}
+    kept_manual: set[str] = set()
     for name, value in fields.items():
         merge = _merge_name(name)
-        current_source = entry.sources.get(merge)
-        if entry.value(merge) is not None and current_source == MANUAL:
+        if entry.sources.get(merge) == MANUAL:  # set or cleared by hand: never overwritten by an import
             if entry.value(name) != value:
-                summary.skipped[f"{merge} kept (set by hand)"] += 1
+                kept_manual.add(merge)
             continue
         if entry.value(name) != value:
             wanted[name] = value
+    for merge in kept_manual:
+        summary.skipped[f"{merge} kept (set by hand)"] += 1
     if "hrv_method" in wanted and "hrv_ms" not in wanted:
         wanted["hrv_ms"] = fields["hrv_ms"]
     if "hrv_ms" in wanted and "hrv_method" not in wanted:

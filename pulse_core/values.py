@@ -54,10 +54,9 @@ def parse_metric(name: str, raw: object) -> Decimal | int:
         if not limit.low <= number <= limit.high:
             raise fail("out_of_range", name, _show(number), limit.allowed)
         return int(number)
-    number = number.quantize(CENT, rounding=ROUND_HALF_UP)
-    if not limit.low <= number <= limit.high:
+    if not limit.low <= number <= limit.high:  # the unrounded value: 24.004 h is out of range
         raise fail("out_of_range", name, _show(number), limit.allowed)
-    return number
+    return number.quantize(CENT, rounding=ROUND_HALF_UP) + 0  # + 0 turns -0.00 into 0.00
 
 
 def parse_fields(raw: Mapping[str, object]) -> dict[str, FieldValue]:

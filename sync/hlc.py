@@ -29,7 +29,7 @@ class Stamp:
 
     @classmethod
     def parse(cls, text: str) -> Stamp:
-        match = _STAMP.match(text)
+        match = _STAMP.fullmatch(text)
         if match is None:
             raise StampError(f"hlc: {text!r} is not a stamp (allowed <16 digits>:<5 digits>:<client id>)")
         return cls(int(match[1]), int(match[2]), match[3])

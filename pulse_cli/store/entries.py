@@ -8,6 +8,7 @@ from decimal import Decimal
 from typing import Any
 
 from pulse_core.entry import DELETED, MERGE_FIELDS, Entry
+from pulse_core.errors import StoreError
 from pulse_core.ports import EntryRepository
 
 STAMPED = (*MERGE_FIELDS, DELETED)
@@ -90,4 +91,7 @@ class SqliteEntryRepository(EntryRepository):
         return None if row is None else row_to_entry(row)
 
     def save(self, entry: Entry) -> None:
-        self.conn.execute(_INSERT.format(table=self.table), entry_to_row(entry))
+        try:
+            self.conn.execute(_INSERT.format(table=self.table), entry_to_row(entry))
+        except sqlite3.Error as exc:
+            raise StoreError(f"store: cannot save the entry for {entry.date.isoformat()}: {exc}") from exc

@@ -59,6 +59,12 @@ class SqliteUnitOfWork(UnitOfWork):
         return str(self._hlc().now())
 
     def record(self, change: EntryChange) -> None:
+        try:
+            self._insert_outbox(change)
+        except sqlite3.Error as exc:
+            raise StoreError(f"store: cannot record the change to the outbox: {exc}") from exc
+
+    def _insert_outbox(self, change: EntryChange) -> None:
         self.conn.execute(
             "INSERT INTO outbox (user_id, date, op, fields, base, hlc, source, created_at)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",

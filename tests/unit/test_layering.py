@@ -1,0 +1,179 @@
+"""The import rules between packages, checked mechanically on the source (AST), not by convention.
+
+- pulse_core imports only the standard library (and itself);
+- sync never imports pulse_cli or pulse_server;
+- pulse_server never imports pulse_cli;
+- pulse_cli imports pulse_server only inside functions, never at module level.
+"""
+
+from __future__ import annotations
+
+import ast
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+STDLIB = frozenset(sys.stdlib_module_names)
+
+
+@dataclass(frozen=True)
+class Import:
+    module: str  # the absolute dotted name ("" for a bare relative import)
+    line: int
+    in_function: bool
+
+    @property
+    def top(self) -> str:
+        return self.module.split(".")[0]
+
+
+def _resolve_relative(package: str, level: int, module: str | None) -> str:
+    parts = package.split(".")
+    base = parts[: len(parts) - (level - 1)] if level > 1 else parts
+    return ".".join([*base, module] if module else base)
+
+
+def imports_of(source: str, package: str) -> list[Import]:
+    """Every import in `source` (a module of `package`), with whether it sits inside a function.
+
+    Calls to `importlib.import_module("...")` and `__import__("...")` with a literal name count too.
+    """
+    tree = ast.parse(source)
+    found: list[Import] = []
+
+    def visit(node: ast.AST, in_function: bool) -> None:
+        for child in ast.iter_child_nodes(node):
+            inside = in_function or isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda)
+            if isinstance(child, ast.Import):
+                found.extend(Import(alias.name, child.lineno, in_function) for alias in child.names)
+            elif isinstance(child, ast.ImportFrom):
+                name = (
+                    _resolve_relative(package, child.level, child.module)
+                    if child.level
+                    else child.module or ""
+                )
+                found.append(Import(name, child.lineno, in_function))
+            elif isinstance(child, ast.Call) and _dynamic_import_name(child) is not None:
+                found.append(Import(_dynamic_import_name(child) or "", child.lineno, in_function))
+            visit(child, inside)
+
+    visit(tree, False)
+    return found
+
+
+def _dynamic_import_name(call: ast.Call) -> str | None:
+    func = call.func
+    is_import_module = isinstance(func, ast.Attribute) and func.attr == "import_module"
+    is_dunder = isinstance(func, ast.Name) and func.id == "__import__"
+    if (is_import_module or is_dunder) and call.args and isinstance(call.args[0], ast.Constant):
+        value = call.args[0].value
+        return value if isinstance(value, str) else None
+    return None
+
+
+def modules_of(package: str) -> list[tuple[Path, str]]:
+    """(path, dotted package of the module) for every .py file under ROOT/package."""
+    base = ROOT / package
+    out = []
+    for path in sorted(base.rglob("*.py")):
+        # a module's package is its dotted path minus its own name; an __init__ is its package's module
+        out.append((path, ".".join(path.relative_to(ROOT).parts[:-1])))
+    return out
+
+
+def violations(package: str, rule: str) -> list[str]:
+    bad = []
+    for path, pkg in modules_of(package):
+        for imp in imports_of(path.read_text(encoding="utf-8"), pkg):
+            if _breaks(rule, imp):
+                where = "inside a function" if imp.in_function else "at module level"
+                bad.append(f"{path.relative_to(ROOT)}:{imp.line} imports {imp.module} {where}")
+    return bad
+
+
+def _breaks(rule: str, imp: Import) -> bool:
+    if rule == "core":
+        return imp.top not in STDLIB and imp.top != "pulse_core"
+    if rule == "sync":
+        return imp.top in ("pulse_cli", "pulse_server")
+    if rule == "server":
+        return imp.top == "pulse_cli"
+    if rule == "cli":
+        return imp.top == "pulse_server" and not imp.in_function
+    raise AssertionError(rule)
+
+
+# --- the checker itself, on made-up sources, so a passing rule cannot be a vacuous one ---------------
+
+
+def test_the_checker_sees_plain_from_relative_and_dynamic_imports() -> None:
+    source = (
+        "import os.path\n"
+        "from decimal import Decimal\n"
+        "from . import entry\n"
+        "from ..sibling import thing\n"
+        "import importlib\n"
+        "mod = importlib.import_module('typer')\n"
+    )
+    found = {imp.module for imp in imports_of(source, "pulse_core.sub")}
+    assert found == {"os.path", "decimal", "pulse_core.sub", "pulse_core.sibling", "importlib", "typer"}
+
+
+def test_the_checker_tells_function_level_imports_from_module_level_ones() -> None:
+    source = (
+        "import pulse_server.app\n"
+        "if True:\n"
+        "    from pulse_server import routes\n"
+        "class C:\n"
+        "    import pulse_server.models\n"
+        "def serve():\n"
+        "    from pulse_server.app import create_app\n"
+        "    return create_app\n"
+    )
+    found = [(imp.module, imp.in_function) for imp in imports_of(source, "pulse_cli")]
+    assert found == [
+        ("pulse_server.app", False),
+        ("pulse_server", False),
+        ("pulse_server.models", False),
+        ("pulse_server.app", True),
+    ]
+
+
+def test_a_third_party_import_in_core_code_counts_as_a_violation() -> None:
+    assert _breaks("core", Import("pydantic", 1, False))
+    assert _breaks("core", Import("pulse_cli.store", 1, True))
+    assert not _breaks("core", Import("fractions", 1, False))
+    assert not _breaks("core", Import("pulse_core.rules", 1, False))
+
+
+def test_the_cli_rule_allows_server_imports_only_inside_functions() -> None:
+    assert _breaks("cli", Import("pulse_server.app", 1, False))
+    assert not _breaks("cli", Import("pulse_server.app", 1, True))
+
+
+# --- the rules, on the real code -----------------------------------------------------------------
+
+
+def test_pulse_core_exists_and_has_modules_to_check() -> None:
+    assert len(modules_of("pulse_core")) >= 5
+
+
+def test_pulse_core_imports_only_the_standard_library() -> None:
+    assert violations("pulse_core", "core") == []
+
+
+def test_sync_never_imports_the_cli_or_the_server() -> None:
+    assert violations("sync", "sync") == []
+
+
+def test_the_server_never_imports_the_cli() -> None:
+    if not (ROOT / "pulse_server").is_dir():
+        pytest.skip("pulse_server does not exist yet")
+    assert violations("pulse_server", "server") == []
+
+
+def test_the_cli_imports_the_server_only_inside_functions() -> None:
+    assert violations("pulse_cli", "cli") == []
