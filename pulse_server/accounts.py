@@ -1,0 +1,153 @@
+"""Accounts: users with argon2 password hashes, opaque bearer tokens stored as SHA-256, coach grants."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import re
+import secrets
+from dataclasses import dataclass
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy import delete, update
+from sqlmodel import Session, select
+
+from pulse_server.db.models import Grant, Token, User
+from pulse_server.errors import ApiError
+
+USERNAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{1,63}$")
+_hasher = PasswordHasher()
+# Verifying against this when the user does not exist keeps the timing the same either way.
+_DUMMY_HASH = _hasher.hash("not a real password")
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The authenticated caller."""
+
+    id: int
+    username: str
+    is_coach: bool
+
+    @property
+    def role(self) -> str:
+        return "coach" if self.is_coach else "athlete"
+
+
+def check_username(name: str) -> str:
+    if not USERNAME.match(name):
+        raise ApiError(422, "invalid_value", f"username: {name!r} is not valid (allowed 2-64 of a-z 0-9 _ . -,"
+                       " starting with a letter or digit)", field="username", value=name,
+                       allowed="2-64 of a-z 0-9 _ . -")
+    return name
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def add_user(session: Session, username: str, password: str, is_coach: bool) -> User:
+    check_username(username)
+    if len(password) < 8:
+        raise ApiError(422, "invalid_value", "password: too short (allowed 8 or more characters)",
+                       field="password", allowed="8 or more characters")
+    if session.exec(select(User).where(User.username == username)).first() is not None:
+        raise ApiError(409, "already_exists", f"username: {username} already exists", field="username", value=username)
+    user = User(username=username, password_hash=_hasher.hash(password), is_coach=is_coach)
+    session.add(user)
+    session.commit()
+    session.refresh(user)
+    return user
+
+
+def authenticate(session: Session, username: str, password: str) -> User | None:
+    user = session.exec(select(User).where(User.username == username)).first()
+    try:
+        _hasher.verify(user.password_hash if user else _DUMMY_HASH, password)
+    except (VerificationError, InvalidHashError):
+        return None
+    return user
+
+
+def issue_token(session: Session, user: User, ttl_days: int) -> tuple[str, dt.datetime]:
+    """A random token; only its SHA-256 is stored, so a database leak reveals no usable token."""
+    token = secrets.token_urlsafe(32)
+    expires = dt.datetime.now(dt.UTC) + dt.timedelta(days=ttl_days)
+    assert user.id is not None
+    session.add(Token(user_id=user.id, token_hash=hash_token(token), expires_at=expires))
+    session.commit()
+    return token, expires
+
+
+def principal_for_token(session: Session, token: str) -> Principal | None:
+    now = dt.datetime.now(dt.UTC)
+    row = session.exec(
+        select(User)
+        .join(Token, Token.user_id == User.id)  # type: ignore[arg-type]
+        .where(Token.token_hash == hash_token(token), Token.revoked_at.is_(None), Token.expires_at > now)  # type: ignore[union-attr]
+    ).first()
+    if row is None or row.id is None:
+        return None
+    return Principal(row.id, row.username, row.is_coach)
+
+
+def revoke_tokens(session: Session, user: User) -> int:
+    result = session.execute(
+        update(Token)
+        .where(Token.user_id == user.id, Token.revoked_at.is_(None))  # type: ignore[union-attr,arg-type]
+        .values(revoked_at=dt.datetime.now(dt.UTC))
+    )
+    session.commit()
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def find_user(session: Session, username: str) -> User | None:
+    return session.exec(select(User).where(User.username == username)).first()
+
+
+def grant(session: Session, athlete: Principal | User, coach_name: str) -> User:
+    coach = find_user(session, coach_name)
+    if coach is None or not coach.is_coach or coach.id == athlete.id:
+        raise ApiError(404, "not_found", f"coach: no coach named {coach_name}", field="coach", value=coach_name)
+    assert athlete.id is not None and coach.id is not None
+    exists = session.get(Grant, (athlete.id, coach.id))
+    if exists is None:
+        session.add(Grant(athlete_id=athlete.id, coach_id=coach.id))
+        session.commit()
+    return coach
+
+
+def revoke_grant(session: Session, athlete: Principal | User, coach_name: str) -> bool:
+    coach = find_user(session, coach_name)
+    if coach is None:
+        return False
+    result = session.execute(delete(Grant).where(Grant.athlete_id == athlete.id, Grant.coach_id == coach.id))  # type: ignore[arg-type]
+    session.commit()
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def grants_of(session: Session, who: Principal) -> list[dict[str, str]]:
+    """An athlete sees the coaches they granted; a coach sees the athletes who granted them."""
+    if who.is_coach:
+        rows = session.exec(
+            select(User.username, Grant.created_at).join(Grant, Grant.athlete_id == User.id)  # type: ignore[arg-type]
+            .where(Grant.coach_id == who.id).order_by(User.username)
+        ).all()
+        return [{"athlete": name, "since": since.isoformat()} for name, since in rows]
+    rows = session.exec(
+        select(User.username, Grant.created_at).join(Grant, Grant.coach_id == User.id)  # type: ignore[arg-type]
+        .where(Grant.athlete_id == who.id).order_by(User.username)
+    ).all()
+    return [{"coach": name, "since": since.isoformat()} for name, since in rows]
+
+
+def readable_user(session: Session, who: Principal, username: str | None) -> int:
+    """The user id whose entries `who` may read: their own, or a granting athlete's (else 404)."""
+    if username is None or username == who.username:
+        return who.id
+    other = find_user(session, username)
+    granted = who.is_coach and other is not None and session.get(Grant, (other.id, who.id)) is not None
+    if granted and other is not None and other.id is not None:
+        return other.id
+    raise ApiError(404, "not_found", f"user: no readable user {username}", field="user", value=username)

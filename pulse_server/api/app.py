@@ -1,0 +1,147 @@
+"""`create_app`: the FastAPI application, wired by the server process's one bootstrap."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from pulse_core.errors import PulseError
+from pulse_server.api import routes_auth, routes_entries, routes_grants, routes_meta, routes_sync
+from pulse_server.db.database import Database, DatabaseUnavailable
+from pulse_server.errors import ApiError, from_domain
+from pulse_server.logs import request_id, user_id
+from pulse_server.metrics import Metrics
+from pulse_server.ratelimit import RateLimiter
+from pulse_server.settings import Settings
+
+log = logging.getLogger("pulse.http")
+
+
+def wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _json_error(error: ApiError) -> JSONResponse:
+    return JSONResponse(error.body(), status_code=error.status, headers=error.headers)
+
+
+class BodyLimit:
+    """Refuse request bodies over the limit (413) before they are read into memory."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        too_large = ApiError(413, "payload_too_large", f"body: larger than {self.max_bytes} bytes",
+                             allowed=f"at most {self.max_bytes} bytes")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await _json_error(too_large)(scope, receive, send)
+            return
+        seen = 0
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.max_bytes:
+                raise ApiError(413, "payload_too_large", too_large.message, allowed=too_large.allowed)
+            return message
+
+        await self.app(scope, counted, send)
+
+
+def create_app(
+    settings: Settings | None = None,
+    clock: Callable[[], int] = wall_ms,
+    database: Database | None = None,
+) -> FastAPI:
+    settings = settings or Settings()
+    db = database or Database(settings)
+    app = FastAPI(
+        title="NGX Pulse sync server",
+        version="1",
+        description="Accounts, entries and the exactly-once push endpoint. Errors: docs/api.md.",
+    )
+    app.state.settings = settings
+    app.state.db = db
+    app.state.clock = clock
+    app.state.metrics = Metrics()
+    app.state.login_limiter = RateLimiter(settings.login_attempts_per_minute)
+    for module in (routes_auth, routes_entries, routes_sync, routes_grants, routes_meta):
+        app.include_router(module.router)
+    _install_error_handlers(app)
+
+    @app.middleware("http")
+    async def observe(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        rid = request.headers.get("x-request-id") or uuid.uuid4().hex
+        request_id.set(rid[:64])
+        user_id.set(None)
+        started = time.perf_counter()
+        response = await call_next(request)
+        elapsed = time.perf_counter() - started
+        route = request.scope.get("route")
+        template = getattr(route, "path", "unmatched")
+        user_id.set(getattr(request.state, "user_id", None))
+        app.state.metrics.latency.labels(request.method, template, str(response.status_code)).observe(elapsed)
+        response.headers["x-request-id"] = rid[:64]
+        log.info("request", extra={"fields": {"method": request.method, "route": template,
+                                              "status": response.status_code, "ms": round(elapsed * 1000, 2)}})
+        return response
+
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+
+    @app.on_event("shutdown")
+    def close_pool() -> None:
+        db.dispose()
+
+    return app
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def api_error(_: Request, exc: ApiError) -> JSONResponse:
+        return _json_error(exc)
+
+    @app.exception_handler(PulseError)
+    async def domain_error(_: Request, exc: PulseError) -> JSONResponse:
+        return _json_error(from_domain(exc))
+
+    @app.exception_handler(DatabaseUnavailable)
+    async def unavailable(_: Request, exc: DatabaseUnavailable) -> JSONResponse:
+        retry = str(max(1, round(exc.retry_after_s)))
+        return _json_error(ApiError(503, "unavailable", "database unavailable; retry later",
+                                    headers={"Retry-After": retry}))
+
+    @app.exception_handler(RequestValidationError)
+    async def malformed(_: Request, exc: RequestValidationError) -> JSONResponse:
+        first: dict[str, Any] = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or "body"
+        message = f"{where}: {first.get('msg', 'malformed request')}"
+        value = first.get("input")
+        return _json_error(ApiError(400, "bad_request", message, field=where,
+                                    value=value if isinstance(value, (str, int, float, bool)) else None))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "bad_request", 401: "unauthorized", 403: "forbidden"}.get(
+            exc.status_code, "bad_request")
+        return _json_error(ApiError(exc.status_code, code, str(exc.detail)))
+
+    @app.exception_handler(Exception)
+    async def unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.error("unhandled error", exc_info=exc)
+        return _json_error(ApiError(500, "internal", "internal error"))

@@ -1,0 +1,33 @@
+"""Signing in: `POST /v1/auth/token` (rate-limited) and `GET /v1/me`."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+
+from pulse_server import accounts
+from pulse_server.api.deps import CurrentUser, DbDep, SettingsDep
+from pulse_server.api.schemas import Me, TokenRequest, TokenResponse
+from pulse_server.errors import ApiError
+
+router = APIRouter(prefix="/v1", tags=["auth"])
+
+
+@router.post("/auth/token", response_model=TokenResponse)
+def issue_token(body: TokenRequest, request: Request, db: DbDep, settings: SettingsDep) -> TokenResponse:
+    """Exchange a username and password for a bearer token."""
+    address = request.client.host if request.client else "unknown"
+    wait = request.app.state.login_limiter.hit(f"user:{body.username}", f"addr:{address}")
+    if wait:
+        raise ApiError(429, "rate_limited", "too many sign-in attempts; try again later",
+                       headers={"Retry-After": str(max(1, round(wait)))})
+    with db.session() as session:
+        user = accounts.authenticate(session, body.username, body.password)
+        if user is None:
+            raise ApiError(401, "unauthorized", "username or password is wrong", headers={"WWW-Authenticate": "Bearer"})
+        token, expires = accounts.issue_token(session, user, settings.token_ttl_days)
+    return TokenResponse(access_token=token, expires_at=expires.isoformat())
+
+
+@router.get("/me", response_model=Me)
+def me(user: CurrentUser) -> Me:
+    return Me(username=user.username, role="coach" if user.is_coach else "athlete")

@@ -1,0 +1,108 @@
+"""Entries over REST: read (own, or a granting athlete's), set fields, delete; the conflict audit."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+
+from pulse_core.errors import ValidationError
+from pulse_core.values import parse_date
+from pulse_core.warnings import field_warnings
+from pulse_server import accounts
+from pulse_server.api.deps import Athlete, ClockDep, CurrentUser, DbDep, SettingsDep
+from pulse_server.api.schemas import EntriesOut, EntryFields, EntryWrite
+from pulse_server.db.entries import PostgresEntryRepository
+from pulse_server.errors import ApiError
+from pulse_server.push import Reconciler, api_write
+
+router = APIRouter(prefix="/v1", tags=["entries"])
+
+
+def _today(clock: ClockDep) -> dt.date:
+    return dt.datetime.fromtimestamp(clock() / 1000, dt.UTC).date()
+
+
+def _day(value: str, clock: ClockDep, field: str = "date") -> dt.date:
+    return parse_date(value, _today(clock), field)
+
+
+@router.get("/entries", response_model=EntriesOut)
+def list_entries(
+    user: CurrentUser,
+    db: DbDep,
+    clock: ClockDep,
+    start: Annotated[str | None, Query(alias="from", description="First day, YYYY-MM-DD")] = None,
+    end: Annotated[str | None, Query(alias="to", description="Last day, YYYY-MM-DD")] = None,
+    of: Annotated[str | None, Query(alias="user", description="An athlete who granted you access (coaches)")] = None,
+) -> dict[str, Any]:
+    """Entries from `from` to `to` (inclusive), oldest first, deleted days left out."""
+    first = _day(start, clock, "from") if start else None
+    last = _day(end, clock, "to") if end else None
+    with db.session() as session:
+        owner = accounts.readable_user(session, user, of)
+    rows = db.run(lambda conn: PostgresEntryRepository(conn).list(str(owner), first, last))
+    return {"user": of or user.username, "entries": [e.as_json() for e in rows]}
+
+
+@router.put("/entries/{date}", response_model=EntryWrite)
+def put_entry(
+    date: str, body: EntryFields, user: Athlete, db: DbDep, clock: ClockDep, settings: SettingsDep
+) -> dict[str, Any]:
+    """Set the given fields of a day's entry (an explicit null clears one); same path as a push."""
+    day = _day(date, clock)
+    fields = body.model_dump(exclude_unset=True)
+    if not fields:
+        raise ApiError(400, "bad_request", "fields: nothing to set (allowed at least one field)", field="fields")
+    reconciler = Reconciler(clock, settings.clock_skew_limit_ms)
+
+    def write(conn: Any) -> tuple[dict[str, Any], Any, Any]:
+        result, entry = api_write(reconciler, conn, user.id, day, "set", fields)
+        previous = PostgresEntryRepository(conn).previous_with(str(user.id), day, "weight_kg")
+        return result, entry, previous
+
+    result, entry, previous = db.run(write)
+    if result["status"] == "rejected":
+        error = result["error"]
+        raise ValidationError(error.get("field") or "fields", error.get("value"), error.get("allowed") or "",
+                              error["message"], code=error["code"])
+    warnings = field_warnings({k: getattr(entry, k) for k in fields if k != "note"}, previous)
+    return {"entry": entry.as_json(), "warnings": [w.as_json() for w in warnings], "status": result["status"]}
+
+
+@router.delete("/entries/{date}", status_code=204)
+def delete_entry(date: str, user: Athlete, db: DbDep, clock: ClockDep, settings: SettingsDep) -> None:
+    """Delete a day's entry (a tombstone, so older writes cannot bring it back)."""
+    day = _day(date, clock)
+    reconciler = Reconciler(clock, settings.clock_skew_limit_ms)
+
+    def write(conn: Any) -> bool:
+        existing = PostgresEntryRepository(conn).get(str(user.id), day, lock=True)
+        if existing is None or existing.deleted:
+            return False
+        api_write(reconciler, conn, user.id, day, "delete", {})
+        return True
+
+    if not db.run(write):
+        raise ApiError(404, "not_found", f"date: no entry for {day.isoformat()}")
+
+
+@router.get("/conflicts")
+def list_conflicts(user: CurrentUser, db: DbDep, limit: Annotated[int, Query(ge=1, le=1000)] = 200) -> dict[str, Any]:
+    """The conflict audit of your entries, newest first: what lost to what, and under which rule."""
+
+    def read(conn: Any) -> list[dict[str, Any]]:
+        rows = conn.execute(
+            "SELECT date, client_id, seq, field, kept, lost, kept_hlc, lost_hlc, rule, clamped, created_at"
+            " FROM conflicts WHERE user_id = %s ORDER BY id DESC LIMIT %s",
+            (user.id, limit),
+        ).fetchall()
+        keys = ("date", "client_id", "seq", "field", "kept", "lost", "kept_hlc", "lost_hlc", "rule", "clamped",
+                "created_at")
+        return [
+            {k: (v.isoformat() if isinstance(v, (dt.date, dt.datetime)) else v) for k, v in zip(keys, r, strict=True)}
+            for r in rows
+        ]
+
+    return {"conflicts": db.run(read)}

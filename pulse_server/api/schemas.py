@@ -1,0 +1,126 @@
+"""Request and response bodies. Field names are the ones used everywhere (docs/cli.md)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class TokenRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    username: str = Field(min_length=1, max_length=64)
+    password: str = Field(min_length=1, max_length=1024)
+
+
+class TokenResponse(BaseModel):
+    access_token: str
+    token_type: Literal["bearer"] = "bearer"
+    expires_at: str
+
+
+class Me(BaseModel):
+    username: str
+    role: Literal["athlete", "coach"]
+
+
+class EntryFields(BaseModel):
+    """The fields a PUT sets; an explicit null clears a field. Values are checked by pulse_core."""
+
+    model_config = ConfigDict(extra="forbid")
+    sleep_hours: float | str | None = None
+    hrv_ms: float | str | None = None
+    hrv_method: Literal["rmssd", "sdnn"] | None = None
+    steps: int | str | None = None
+    weight_kg: float | str | None = None
+    note: str | None = Field(default=None, max_length=1000)
+
+
+class EntryOut(BaseModel):
+    date: str
+    sleep_hours: float | None
+    hrv_ms: float | None
+    hrv_method: str | None
+    steps: int | None
+    weight_kg: float | None
+    note: str | None
+    score: int | None
+    score_version: int | None
+    deleted: bool
+    sources: dict[str, str | None]
+
+
+class EntriesOut(BaseModel):
+    user: str
+    entries: list[EntryOut]
+
+
+class WarningOut(BaseModel):
+    code: str
+    field: str
+    value: Any
+    message: str
+
+
+class EntryWrite(BaseModel):
+    entry: EntryOut
+    warnings: list[WarningOut] = []
+    status: Literal["applied", "conflict"]
+
+
+class MutationIn(BaseModel):
+    """One mutation, checked for its form only; its meaning is checked per mutation (and rejected alone)."""
+
+    seq: int = Field(ge=0)
+    date: Any = None
+    op: Any = None
+    fields: Any = None
+    base: Any = None
+    hlc: Any = None
+    source: Any = "manual"
+
+
+class PushRequest(BaseModel):
+    protocol: int
+    client_id: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    mutations: list[MutationIn]
+
+
+class ErrorOut(BaseModel):
+    code: str
+    message: str
+    field: str | None = None
+    value: Any = None
+    allowed: str | None = None
+
+
+class ConflictOut(BaseModel):
+    field: str
+    kept: Any
+    lost: Any
+    kept_hlc: str | None
+    lost_hlc: str | None
+    rule: str
+
+
+class MutationResult(BaseModel):
+    seq: int
+    status: Literal["applied", "conflict", "duplicate", "rejected"]
+    original_status: str | None = None
+    hlc: str | None = None
+    clamped_from: str | None = None
+    error: ErrorOut | None = None
+    conflicts: list[ConflictOut] | None = None
+
+
+class PushResponse(BaseModel):
+    server_time_ms: int
+    txid: str
+    lsn: str
+    max_batch: int
+    results: list[MutationResult]
+
+
+class GrantRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    coach: str = Field(min_length=1, max_length=64)

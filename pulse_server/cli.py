@@ -1,0 +1,189 @@
+"""`pulse-server`: migrate, serve, and manage users, tokens and grants."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+from pulse_server.settings import Settings
+
+app = typer.Typer(name="pulse-server", help="The NGX Pulse sync server.", no_args_is_help=True,
+                  pretty_exceptions_enable=False, rich_markup_mode=None)
+user_app = typer.Typer(help="Manage users.", no_args_is_help=True)
+token_app = typer.Typer(help="Issue and revoke bearer tokens.", no_args_is_help=True)
+app.add_typer(user_app, name="user")
+app.add_typer(token_app, name="token")
+
+DatabaseOption = Annotated[str | None, typer.Option("--database-url", envvar="PULSE_DATABASE_URL",
+                                                    help="postgresql:// URL (default postgresql://postgres@127.0.0.1:5432/pulse).")]
+
+
+def bootstrap(database_url: str | None = None, **overrides: object) -> Settings:
+    """The server process's one place where configuration is read."""
+    values = {k: v for k, v in overrides.items() if v is not None}
+    if database_url:
+        values["database_url"] = database_url
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+@app.command()
+def migrate(database_url: DatabaseOption = None) -> None:
+    """Migrate the database to the latest schema (safe to re-run).
+
+    Examples:
+      pulse-server migrate
+      PULSE_DATABASE_URL=postgresql://postgres@127.0.0.1:5432/pulse pulse-server migrate
+    """
+    from pulse_server.db.migrate import migrate as run
+
+    settings = bootstrap(database_url)
+    run(settings.database_url)
+    typer.echo("database at head")
+
+
+@app.command()
+def serve(
+    database_url: DatabaseOption = None,
+    host: Annotated[str | None, typer.Option(help="Address to listen on (default 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default 8000).")] = None,
+    workers: Annotated[int | None, typer.Option(help="Worker processes (default 1).")] = None,
+) -> None:
+    """Serve the HTTP API; SIGTERM finishes the requests in flight, then stops.
+
+    Examples:
+      pulse-server serve --port 8000
+      pulse-server serve --host 0.0.0.0 --workers 2
+    """
+    import os
+
+    import uvicorn
+
+    from pulse_server import logs
+
+    settings = bootstrap(database_url, host=host, port=port, workers=workers)
+    os.environ["PULSE_DATABASE_URL"] = settings.database_url  # worker processes read it again
+    logs.configure(settings.log_level)
+    uvicorn.run("pulse_server.main:app_from_environment", factory=True, host=settings.host, port=settings.port,
+                workers=settings.workers, log_config=None, access_log=False, timeout_graceful_shutdown=30)
+
+
+def _session(database_url: str | None):  # type: ignore[no-untyped-def]
+    from pulse_server.db.database import Database
+
+    return Database(bootstrap(database_url)).session()
+
+
+def _password(stdin: bool) -> str:
+    if stdin:
+        return sys.stdin.readline().rstrip("\n")
+    return str(typer.prompt("Password", hide_input=True, confirmation_prompt=True))
+
+
+@user_app.command("add")
+def user_add(
+    name: Annotated[str, typer.Argument(help="Username.")],
+    coach: Annotated[bool, typer.Option("--coach", help="A coach account (reads granted athletes).")] = False,
+    password_stdin: Annotated[bool, typer.Option("--password-stdin", help="Read the password from stdin.")] = False,
+    database_url: DatabaseOption = None,
+) -> None:
+    """Create a user (prompted for a password unless --password-stdin).
+
+    Examples:
+      pulse-server user add ana
+      echo 's3cret-pass' | pulse-server user add coach-kim --coach --password-stdin
+    """
+    from pulse_server.accounts import add_user
+
+    with _session(database_url) as session:
+        user = add_user(session, name, _password(password_stdin), coach)
+    typer.echo(f"added {'coach' if user.is_coach else 'athlete'} {user.username}")
+
+
+@token_app.command("issue")
+def token_issue(name: Annotated[str, typer.Argument(help="Username.")], database_url: DatabaseOption = None) -> None:
+    """Issue a bearer token for a user and print it (it is stored only as a hash).
+
+    Examples:
+      pulse-server token issue ana
+    """
+    from pulse_server.accounts import find_user, issue_token
+
+    settings = bootstrap(database_url)
+    with _session(database_url) as session:
+        user = _existing(find_user(session, name), name)
+        token, expires = issue_token(session, user, settings.token_ttl_days)
+    typer.echo(token)
+    typer.echo(f"expires {expires.isoformat()}", err=True)
+
+
+@token_app.command("revoke")
+def token_revoke(name: Annotated[str, typer.Argument(help="Username.")], database_url: DatabaseOption = None) -> None:
+    """Revoke every token of a user.
+
+    Examples:
+      pulse-server token revoke ana
+    """
+    from pulse_server.accounts import find_user, revoke_tokens
+
+    with _session(database_url) as session:
+        count = revoke_tokens(session, _existing(find_user(session, name), name))
+    typer.echo(f"revoked {count} tokens of {name}")
+
+
+@app.command("grant")
+def grant_cmd(coach: str, athlete: str, database_url: DatabaseOption = None) -> None:
+    """Let COACH read ATHLETE's entries.
+
+    Examples:
+      pulse-server grant coach-kim ana
+    """
+    from pulse_server.accounts import find_user, grant
+
+    with _session(database_url) as session:
+        grant(session, _existing(find_user(session, athlete), athlete), coach)
+    typer.echo(f"{coach} can read {athlete}")
+
+
+@app.command("revoke")
+def revoke_cmd(coach: str, athlete: str, database_url: DatabaseOption = None) -> None:
+    """Take COACH's access to ATHLETE's entries away.
+
+    Examples:
+      pulse-server revoke coach-kim ana
+    """
+    from pulse_server.accounts import find_user, revoke_grant
+
+    with _session(database_url) as session:
+        done = revoke_grant(session, _existing(find_user(session, athlete), athlete), coach)
+    typer.echo(f"{coach} can no longer read {athlete}" if done else f"{coach} had no access to {athlete}")
+
+
+def _existing(user, name: str):  # type: ignore[no-untyped-def]
+    from pulse_server.errors import ApiError
+
+    if user is None:
+        raise ApiError(404, "not_found", f"user: no user named {name}", field="user", value=name)
+    return user
+
+
+def run() -> None:
+    """Console entry point: errors become one line and an exit code, never a traceback."""
+    from pulse_core.errors import PulseError
+    from pulse_server.errors import ApiError
+
+    try:
+        app()
+    except ApiError as exc:
+        sys.stderr.write(f"error: {exc.message}\n")
+        sys.exit(2 if exc.status in (400, 409, 422) else 1)
+    except PulseError as exc:
+        sys.stderr.write(f"error: {exc.message}\n")
+        sys.exit(1)
+    except Exception as exc:  # database down and the like: one line, not a traceback
+        name = type(exc).__name__
+        if name in ("OperationalError", "DatabaseUnavailable"):
+            sys.stderr.write(f"error: database unavailable: {str(exc).splitlines()[0] if str(exc) else name}\n")
+            sys.exit(1)
+        raise

@@ -1,0 +1,1 @@
+"""Postgres adapters: table models, the engine and pool, the entry repository."""

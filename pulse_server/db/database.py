@@ -1,0 +1,133 @@
+"""The bounded connection pool, the breaker around it, and retries of transient failures."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+import psycopg
+import sqlalchemy.exc
+from psycopg import errors as pg_errors
+from sqlalchemy import create_engine
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
+
+from pulse_server.breaker import CircuitBreaker, CircuitOpenError
+from pulse_server.settings import Settings, psycopg_url
+
+T = TypeVar("T")
+
+
+class DatabaseUnavailable(Exception):
+    """Postgres cannot be reached (or the breaker is open): answer 503 with Retry-After."""
+
+    def __init__(self, retry_after_s: float, detail: str = "") -> None:
+        super().__init__(detail or "database unavailable")
+        self.retry_after_s = retry_after_s
+
+
+class ConnectionLostBeforeCommit(Exception):
+    """The connection failed while the transaction was still open: nothing was committed."""
+
+
+def _transient(exc: BaseException) -> bool:
+    return isinstance(
+        exc, (pg_errors.SerializationFailure, pg_errors.DeadlockDetected, ConnectionLostBeforeCommit)
+    )
+
+
+def _is_connection_failure(exc: BaseException) -> bool:
+    if isinstance(exc, sqlalchemy.exc.TimeoutError):  # pool exhausted: not the database's fault
+        return False
+    if isinstance(exc, sqlalchemy.exc.DBAPIError):
+        return exc.connection_invalidated or isinstance(exc.orig, psycopg.OperationalError)
+    return isinstance(exc, (psycopg.OperationalError, ConnectionLostBeforeCommit))
+
+
+class Database:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.engine: Engine = create_engine(
+            psycopg_url(settings.database_url),
+            pool_size=settings.pool_size,
+            max_overflow=0,
+            pool_timeout=settings.pool_timeout_s,
+            pool_pre_ping=True,
+            connect_args={
+                "connect_timeout": 3,
+                "options": f"-c statement_timeout={settings.statement_timeout_ms}",
+                "application_name": "pulse-server",
+            },
+        )
+        self.breaker = CircuitBreaker(settings.breaker_failures, settings.breaker_reset_s)
+
+    def pool_in_use(self) -> int:
+        return int(self.engine.pool.checkedout())  # type: ignore[attr-defined]
+
+    @contextlib.contextmanager
+    def _guard(self) -> Iterator[None]:
+        try:
+            self.breaker.before_call()
+        except CircuitOpenError as exc:
+            raise DatabaseUnavailable(exc.retry_after_s) from exc
+        try:
+            yield
+        except Exception as exc:
+            if _is_connection_failure(exc):
+                self.breaker.record_failure()
+                raise DatabaseUnavailable(self.settings.breaker_reset_s, str(exc)) from exc
+            if isinstance(exc, sqlalchemy.exc.TimeoutError):
+                self.breaker.record_neutral()
+                raise DatabaseUnavailable(1.0, "connection pool exhausted") from exc
+            self.breaker.record_neutral()
+            raise
+        else:
+            self.breaker.record_success()
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator[Session]:
+        """An ORM session for plain CRUD (accounts, tokens, grants)."""
+        with self._guard(), Session(self.engine) as session:
+            yield session
+
+    def run(self, work: Callable[[psycopg.Connection[Any]], T], retries: int = 2) -> T:
+        """Run `work` in one transaction on a raw psycopg connection, retrying transient failures.
+
+        Retried: serialization failures, deadlocks, a connection lost before commit (at most
+        `retries` times, with jittered exponential backoff). Safe because writes are exactly-once.
+        """
+        retrying = Retrying(
+            retry=retry_if_exception(_transient),
+            stop=stop_after_attempt(retries + 1),
+            wait=wait_random_exponential(multiplier=0.02, max=0.5),
+            reraise=True,
+        )
+        with self._guard():
+            for attempt in retrying:
+                with attempt:
+                    return self._once(work)
+        raise AssertionError("unreachable")
+
+    def _once(self, work: Callable[[psycopg.Connection[Any]], T]) -> T:
+        fairy = self.engine.raw_connection()
+        try:
+            conn: psycopg.Connection[Any] = fairy.driver_connection  # type: ignore[assignment]
+            committing = False
+            try:
+                with conn.transaction():
+                    result = work(conn)
+                    committing = True
+            except psycopg.OperationalError as exc:
+                if conn.closed or conn.broken:
+                    fairy.invalidate()
+                    if not committing:
+                        raise ConnectionLostBeforeCommit(str(exc)) from exc
+                raise  # lost during COMMIT: the outcome is unknown, so the client retries (exactly-once)
+            return result
+        finally:
+            fairy.close()
+
+    def dispose(self) -> None:
+        self.engine.dispose()

@@ -1,0 +1,76 @@
+"""The server's errors and the one table that turns every error into an HTTP answer.
+
+    ApiError                an answer chosen by a route (status + stable code)
+    pulse_core PulseError   translated by ERROR_STATUS (ValidationError -> 422, NotFoundError -> 404, ...)
+    DatabaseUnavailable     503 with Retry-After (Postgres down, breaker open, pool exhausted)
+
+Body, everywhere but /v1/shape: {"error": {"code", "message", "field"?, "value"?, "allowed"?}}.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pulse_core.errors import NotFoundError, PulseError, StoreError, UsageError, ValidationError
+
+# Stable error codes, documented in docs/api.md.
+CODES = {
+    "bad_request": 400,
+    "unauthorized": 401,
+    "forbidden": 403,
+    "not_found": 404,
+    "already_exists": 409,
+    "payload_too_large": 413,
+    "batch_too_large": 413,
+    "invalid_value": 422,
+    "unsupported_protocol": 426,
+    "rate_limited": 429,
+    "internal": 500,
+    "unavailable": 503,
+}
+
+
+class ApiError(Exception):
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        field: str | None = None,
+        value: Any = None,
+        allowed: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.field = field
+        self.value = value
+        self.allowed = allowed
+        self.headers = headers or {}
+
+    def body(self) -> dict[str, Any]:
+        error: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.field is not None:
+            error["field"] = self.field
+            error["value"] = _jsonable(self.value)
+        if self.allowed is not None:
+            error["allowed"] = self.allowed
+        return {"error": error}
+
+
+def _jsonable(value: Any) -> Any:
+    return value if isinstance(value, (str, int, float, bool, type(None))) else str(value)
+
+
+def from_domain(exc: PulseError) -> ApiError:
+    if isinstance(exc, UsageError):
+        return ApiError(400, "bad_request", exc.message, exc.field, exc.value, exc.allowed)
+    if isinstance(exc, ValidationError):
+        return ApiError(422, exc.code, exc.message, exc.field, exc.value, exc.allowed)
+    if isinstance(exc, NotFoundError):
+        return ApiError(404, "not_found", exc.message)
+    if isinstance(exc, StoreError):
+        return ApiError(503, "unavailable", "storage unavailable", headers={"Retry-After": "1"})
+    return ApiError(500, "internal", "internal error")

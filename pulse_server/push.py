@@ -1,0 +1,192 @@
+"""Reconciling pushed mutations into Postgres, exactly once (sync-protocol.md).
+
+One transaction per batch, a savepoint per mutation. Each mutation is checked with the same rules as
+the device (pulse_core), merged field by field (sync.merge), and recorded with its result in
+`applied_mutations` in the same savepoint, so a replay returns the original result as `duplicate`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg import errors as pg_errors
+from psycopg.types.json import Jsonb
+
+from pulse_core.entry import Entry
+from pulse_core.errors import ValidationError
+from pulse_server.db.entries import PostgresEntryRepository
+from sync.hlc import Stamp
+from sync.merge import Conflict, merge_delete, merge_set
+from sync.wire import Mutation, clamp, parse_mutation
+
+
+@dataclass(frozen=True)
+class BatchOutcome:
+    results: list[dict[str, Any]]
+    txid: str
+    lsn: str
+    entries: dict[dt.date, Entry]
+
+
+def _error_json(exc: ValidationError) -> dict[str, Any]:
+    value = exc.value
+    if not isinstance(value, (str, int, float, bool, type(None))):
+        value = str(value)
+    return {"code": exc.code, "message": exc.message, "field": exc.field, "value": value, "allowed": exc.allowed}
+
+
+class Reconciler:
+    """Applies batches for one authenticated user; `now_ms` is the server clock (tests inject it)."""
+
+    def __init__(self, now_ms: Callable[[], int], skew_limit_ms: int) -> None:
+        self.now_ms = now_ms
+        self.skew_limit_ms = skew_limit_ms
+
+    def apply_batch(
+        self, conn: psycopg.Connection[Any], user_id: int, client_id: str, raw: Sequence[dict[str, Any]]
+    ) -> BatchOutcome:
+        # Pushes from one client are serialised, so concurrent duplicates see each other's records.
+        conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, %s))", (client_id, user_id))
+        repo = PostgresEntryRepository(conn)
+        server_ms = self.now_ms()
+        today = dt.datetime.fromtimestamp(server_ms / 1000, dt.UTC).date()
+        results = []
+        touched: dict[dt.date, Entry] = {}
+        for item in raw:
+            with conn.transaction():  # a savepoint: one bad mutation never fails its batch
+                results.append(self._apply_one(conn, repo, user_id, client_id, item, server_ms, today, touched))
+        row = conn.execute("SELECT pg_current_xact_id()::text, pg_current_wal_insert_lsn()").fetchone()
+        assert row is not None
+        txid, lsn_text = row
+        return BatchOutcome(results, txid, str(lsn_to_int(lsn_text)), touched)
+
+    def _apply_one(
+        self,
+        conn: psycopg.Connection[Any],
+        repo: PostgresEntryRepository,
+        user_id: int,
+        client_id: str,
+        item: dict[str, Any],
+        server_ms: int,
+        today: dt.date,
+        touched: dict[dt.date, Entry],
+    ) -> dict[str, Any]:
+        seq = item.get("seq")
+        done = conn.execute(
+            "SELECT result FROM applied_mutations WHERE user_id = %s AND client_id = %s AND seq = %s",
+            (user_id, client_id, seq),
+        ).fetchone()
+        if done is not None:
+            original: dict[str, Any] = done[0]
+            return {**original, "status": "duplicate", "original_status": original["status"]}
+        try:
+            mutation = parse_mutation(item, client_id, today)
+        except ValidationError as exc:
+            result = {"seq": seq, "status": "rejected", "error": _error_json(exc)}
+        else:
+            try:
+                with conn.transaction():
+                    result = self._merge(conn, repo, user_id, client_id, mutation, server_ms, touched)
+            except pg_errors.DataError as exc:
+                message = f"value not storable: {exc.diag.message_primary}"
+                result = {"seq": seq, "status": "rejected", "error": {"code": "invalid_value", "message": message}}
+        conn.execute(
+            "INSERT INTO applied_mutations (user_id, client_id, seq, result, applied_at)"
+            " VALUES (%s, %s, %s, %s, now())",
+            (user_id, client_id, seq, Jsonb(result)),
+        )
+        return result
+
+    def _merge(
+        self,
+        conn: psycopg.Connection[Any],
+        repo: PostgresEntryRepository,
+        user_id: int,
+        client_id: str,
+        m: Mutation,
+        server_ms: int,
+        touched: dict[dt.date, Entry],
+    ) -> dict[str, Any]:
+        stamp, clamped = clamp(m.stamp, server_ms, self.skew_limit_ms)
+        user = str(user_id)
+        entry = repo.get(user, m.date, lock=True) or Entry(user=user, date=m.date)
+        if m.op == "delete":
+            outcome = merge_delete(entry, m.base, str(stamp), m.source)
+        else:
+            outcome = merge_set(entry, m.fields, m.base, str(stamp), m.source)
+        repo.save(entry)
+        touched[m.date] = entry
+        self._audit(conn, user_id, client_id, m, outcome.conflicts, clamped)
+        result: dict[str, Any] = {
+            "seq": m.seq,
+            "status": "conflict" if outcome.conflicts else "applied",
+            "hlc": str(stamp),
+        }
+        if clamped:
+            result["clamped_from"] = str(m.stamp)
+        if outcome.conflicts:
+            result["conflicts"] = [c.as_json() for c in outcome.conflicts]
+        return result
+
+    @staticmethod
+    def _audit(
+        conn: psycopg.Connection[Any],
+        user_id: int,
+        client_id: str,
+        m: Mutation,
+        conflicts: list[Conflict],
+        clamped: bool,
+    ) -> None:
+        if not conflicts:
+            return
+        with conn.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO conflicts (user_id, date, client_id, seq, field, kept, lost, kept_hlc, lost_hlc, rule,"
+                " clamped, created_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, now())",
+                [
+                    (user_id, m.date, client_id, m.seq, c.field, Jsonb(c.kept), Jsonb(c.lost), c.kept_hlc,
+                     c.lost_hlc, c.rule, clamped)
+                    for c in conflicts
+                ],
+            )
+
+
+API_CLIENT = "api"
+
+
+def api_write(
+    reconciler: Reconciler, conn: psycopg.Connection[Any], user_id: int, day: dt.date, op: str, fields: dict[str, Any]
+) -> tuple[dict[str, Any], Entry | None]:
+    """A REST write (PUT/DELETE) as a mutation of the server's own client, through the same path.
+
+    Its stamp is later than every stamp on the entry and its base is what is stored, so it is a
+    plain overwrite, never a conflict.
+    """
+    repo = PostgresEntryRepository(conn)
+    current = repo.get(str(user_id), day, lock=True)
+    stamps = list(current.stamps.values()) if current else []
+    newest = max((Stamp.parse(s) for s in stamps), default=None)
+    now = reconciler.now_ms()
+    if newest is None or now > newest.ms:
+        stamp = Stamp(now, 0, API_CLIENT)
+    else:
+        stamp = Stamp(newest.ms, newest.counter + 1, API_CLIENT)
+    row = conn.execute("SELECT nextval('api_mutation_seq')").fetchone()
+    assert row is not None
+    base = dict(current.stamps) if current else {}
+    base.pop("deleted", None)
+    raw = {"seq": row[0], "date": day.isoformat(), "op": op, "fields": fields, "base": base,
+           "hlc": str(stamp), "source": "manual"}
+    outcome = reconciler.apply_batch(conn, user_id, API_CLIENT, [raw])
+    return outcome.results[0], outcome.entries.get(day)
+
+
+def lsn_to_int(text: str) -> int:
+    """`16/B374D848` → the decimal LSN Electric's clients parse with BigInt."""
+    high, low = text.split("/")
+    return (int(high, 16) << 32) + int(low, 16)
+

@@ -1,0 +1,39 @@
+"""Server configuration, read from the environment (`PULSE_*`) by pydantic-settings."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PULSE_", extra="ignore")
+
+    database_url: str = "postgresql://postgres@127.0.0.1:5432/pulse"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = 1
+    pool_size: int = Field(default=10, ge=1, le=200)
+    pool_timeout_s: float = 5.0
+    statement_timeout_ms: int = 15_000
+    token_ttl_days: int = 30
+    max_batch: int = 500
+    max_body_bytes: int = 1_048_576
+    login_attempts_per_minute: int = 10
+    breaker_failures: int = 5
+    breaker_reset_s: float = 5.0
+    clock_skew_limit_ms: int = 60_000
+    log_level: str = "info"
+
+
+def psycopg_url(url: str) -> str:
+    """SQLAlchemy needs `postgresql+psycopg://`; people and psycopg itself write `postgresql://`."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    return url
+
+
+def libpq_url(url: str) -> str:
+    """The plain `postgresql://` form psycopg's `connect()` takes."""
+    return url.replace("postgresql+psycopg://", "postgresql://", 1)

@@ -1,0 +1,126 @@
+"""Per-field merge rules: last writer wins by HLC, one rule table keyed by field, versioned.
+
+The merge is commutative, associative and idempotent: each field ends with the value of the highest
+stamp that ever wrote it, whatever order the mutations arrive in. A delete writes null to every field
+at its stamp and raises the entry's delete stamp; an entry is deleted while no field has a newer
+stamp than that delete (so a later `set` brings it back with only its newer fields).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from pulse_core.entry import DELETED, MERGE_FIELDS, Entry, FieldValue
+from pulse_core.score import rescore
+
+LWW_V1 = "lww@1"
+RULES: dict[str, str] = dict.fromkeys(MERGE_FIELDS, LWW_V1)
+# Values written together and merged as one: `hrv_method` belongs to `hrv_ms`.
+COMPANIONS: dict[str, tuple[str, ...]] = {"hrv_ms": ("hrv_ms", "hrv_method")}
+
+
+@dataclass(frozen=True)
+class Conflict:
+    """A write concurrent with the stored value: its base was not the stored stamp."""
+
+    field: str
+    kept: Any
+    lost: Any
+    kept_hlc: str | None
+    lost_hlc: str | None
+    rule: str
+
+    def as_json(self) -> dict[str, Any]:
+        return {"field": self.field, "kept": self.kept, "lost": self.lost, "kept_hlc": self.kept_hlc,
+                "lost_hlc": self.lost_hlc, "rule": self.rule}
+
+
+@dataclass
+class MergeOutcome:
+    written: list[str] = field(default_factory=list)  # merge fields whose value this mutation set
+    conflicts: list[Conflict] = field(default_factory=list)
+
+
+def _values(entry: Entry, name: str) -> dict[str, FieldValue]:
+    return {part: entry.value(part) for part in COMPANIONS.get(name, (name,))}
+
+
+def _shown(values: dict[str, FieldValue]) -> Any:
+    """How a value appears in a conflict record: the bare value, or the pair for HRV."""
+    if len(values) == 1:
+        (value,) = values.values()
+        return _plain(value)
+    return {k: _plain(v) for k, v in values.items()}
+
+
+def _plain(value: FieldValue) -> Any:
+    return float(value) if isinstance(value, Decimal) else value
+
+
+def _settle_deleted(entry: Entry) -> None:
+    tomb = entry.stamps.get(DELETED)
+    entry.deleted = tomb is not None and all(entry.stamps.get(f, "") <= tomb for f in MERGE_FIELDS)
+    rescore(entry)
+
+
+def merge_field(
+    entry: Entry,
+    name: str,
+    incoming: dict[str, FieldValue],
+    stamp: str,
+    base: str | None,
+    source: str,
+    outcome: MergeOutcome,
+) -> None:
+    """Merge one field (with its companions) under its rule."""
+    rule = RULES[name]
+    stored = entry.stamps.get(name)
+    if stored == stamp:
+        return  # the same write again: idempotent
+    concurrent = stored is not None and base != stored
+    if stored is None or stamp > stored:
+        lost_values = _values(entry, name)
+        for part, value in incoming.items():
+            setattr(entry, part, value)
+        entry.stamps[name] = stamp
+        entry.sources[name] = source
+        outcome.written.append(name)
+        if concurrent and any(v is not None for v in lost_values.values()):
+            outcome.conflicts.append(Conflict(name, _shown(incoming), _shown(lost_values), stamp, stored, rule))
+    elif (kept := _values(entry, name)) != incoming:
+        # A write older than the stored value loses, and is always recorded: either it was concurrent,
+        # or its stamp was clamped to server time behind a value it had already seen.
+        outcome.conflicts.append(Conflict(name, _shown(kept), _shown(incoming), stored, stamp, rule))
+
+
+def merge_set(
+    entry: Entry, fields: Mapping[str, FieldValue], base: Mapping[str, str | None], stamp: str, source: str
+) -> MergeOutcome:
+    """Apply a `set` mutation's fields to `entry` in place."""
+    outcome = MergeOutcome()
+    for name in MERGE_FIELDS:
+        parts = COMPANIONS.get(name, (name,))
+        if not any(part in fields for part in parts):
+            continue
+        incoming = {part: fields.get(part) for part in parts}
+        if name == "hrv_ms" and incoming["hrv_ms"] is None:
+            incoming["hrv_method"] = None
+        merge_field(entry, name, incoming, stamp, base.get(name), source, outcome)
+    _settle_deleted(entry)
+    return outcome
+
+
+def merge_delete(entry: Entry, base: Mapping[str, str | None], stamp: str, source: str) -> MergeOutcome:
+    """Apply a `delete`: every field null at `stamp`, and the tombstone stamp raised."""
+    outcome = MergeOutcome()
+    for name in MERGE_FIELDS:
+        nulls: dict[str, FieldValue] = dict.fromkeys(COMPANIONS.get(name, (name,)))
+        merge_field(entry, name, nulls, stamp, base.get(name), source, outcome)
+    if entry.stamps.get(DELETED, "") < stamp:
+        entry.stamps[DELETED] = stamp
+        entry.sources[DELETED] = source
+    _settle_deleted(entry)
+    return outcome
