@@ -1,0 +1,379 @@
+"""Reading days from an Apple Health export: `export.xml`, or the `export.zip` the Health app
+writes (which holds `apple_health_export/export.xml`), or the unzipped folder.
+
+The file is parsed streaming (`xml.etree.ElementTree.iterparse`), handling each top-level
+`Record` as it starts and clearing the tree after every top-level element, so memory holds only
+the per-day aggregates below, however large the export (real ones reach gigabytes). Records
+inside a `Correlation` are skipped: Apple writes each of them again at the top level. The internal
+DTD is dropped before parsing (iOS 16 and later write a broken one), and so are the control
+characters XML forbids (some apps put U+000B in source names).
+
+Every timestamp in the export carries its own UTC offset (`2016-04-18 08:25:32 -0700`); a
+sample's day is the local date as written there, never converted to this computer's zone.
+
+- steps (HKQuantityTypeIdentifierStepCount): an iPhone and an Apple Watch both count the steps
+  of the same walk, so adding every sample double counts. Per day, each source's samples are
+  summed into 24 hourly buckets (a sample that spans an hour boundary is shared out over the
+  hours in proportion to its time, in whole steps); for each hour the source with the most steps
+  is taken, and the day's steps are the sum of those hourly maxima. With one source this is
+  exactly its total; with overlapping sources the hour is counted once, by the device that saw
+  most of it; and when the Watch was off (charging) the phone's steps for those hours still
+  count. The result is never below the best single source's day total, nor above the sum of all
+  sources. The day of a sample is its startDate's local date. Memory: 24 counters per source per
+  day.
+- sleep_hours (HKCategoryTypeIdentifierSleepAnalysis): only time asleep (Asleep,
+  AsleepUnspecified, AsleepCore, AsleepDeep, AsleepREM), not InBed or Awake. Asleep intervals
+  from all sources are merged (their union, on the absolute time line, so a Watch and a sleep
+  app recording the same night count it once); each merged stretch belongs to the day you woke:
+  the local date of its end. Memory: a few merged stretches per day.
+- weight_kg (HKQuantityTypeIdentifierBodyMass): lb x 0.45359237 (exact, Decimal), st x 14 lb,
+  g / 1000, kg as is; the last sample of the day (by startDate; a tie goes to the later record).
+- hrv_ms (HKQuantityTypeIdentifierHeartRateVariabilitySDNN): hrv_method "sdnn", the first sample
+  of the day (by startDate; a tie goes to the earlier record).
+- Other record types are ignored; so are samples whose value or dates cannot be read, and
+  body-mass samples in a unit not listed above.
+
+The export is read and checked when `read_apple_health` is called (errors and progress come
+before the store is locked); it returns an iterator over the days in date order.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import zipfile
+from array import array
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import ExitStack
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from pathlib import Path
+from typing import IO
+from xml.etree.ElementTree import ParseError, iterparse
+
+from pulse_cli.importers._common import ByteCounter, CountingReader, Progress, file_size, usage
+from pulse_core.usecases import DayRecord
+
+STEPS = "HKQuantityTypeIdentifierStepCount"
+SLEEP = "HKCategoryTypeIdentifierSleepAnalysis"
+BODY_MASS = "HKQuantityTypeIdentifierBodyMass"
+HRV_SDNN = "HKQuantityTypeIdentifierHeartRateVariabilitySDNN"
+
+ASLEEP = frozenset(
+    "HKCategoryValueSleepAnalysis" + name
+    for name in ("Asleep", "AsleepUnspecified", "AsleepCore", "AsleepDeep", "AsleepREM")
+)
+KG_PER_LB = Decimal("0.45359237")
+KG_PER_UNIT = {
+    "kg": Decimal(1),
+    "lb": KG_PER_LB,
+    "lbs": KG_PER_LB,
+    "st": 14 * KG_PER_LB,
+    "g": Decimal("0.001"),
+}
+EXPORT_XML = "export.xml"
+ZIP_MEMBER = "apple_health_export/export.xml"
+ALLOWED = "an Apple Health export.xml or export.zip"
+SECONDS_PER_HOUR = 3600
+SECONDS_PER_DAY = 86400
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+ONE_SECOND = dt.timedelta(seconds=1)
+COMPACT_AT = 32  # merge a day's asleep intervals once this many have piled up
+# Control characters XML 1.0 forbids (all but tab, LF and CR); some apps write them into names.
+# UTF-8 never uses these bytes inside a multi-byte character, so deleting them is safe.
+FORBIDDEN_BYTES = bytes(range(0x09)) + b"\x0b\x0c" + bytes(range(0x0E, 0x20))
+ROOT_TAG = re.compile(rb"<HealthData[\s>/]")
+HEAD_LIMIT = 1 << 22  # look this far for the root tag (the DTD is about 10 KB)
+
+
+class _Day:
+    """One day's aggregates; with slots and arrays, a few hundred bytes a day."""
+
+    __slots__ = ("hrv", "sleep", "steps", "weight")
+
+    def __init__(self) -> None:
+        self.steps: array[int] | None = None  # 24 hourly counts for each source (by source index)
+        self.sleep: array[int] | None = None  # asleep intervals that end this day: start, end, ...
+        self.weight: tuple[int, Decimal] | None = None  # (instant, kg) of the day's last sample
+        self.hrv: tuple[int, str] | None = None  # (instant, ms) of the day's first sample
+
+
+class _Aggregates:
+    """Everything kept while parsing: a bounded amount per day, nothing per record."""
+
+    def __init__(self) -> None:
+        self.days: dict[str, _Day] = {}
+        self.sources: dict[str, int] = {}  # step sources, numbered in order of appearance
+
+    def day(self, key: str) -> _Day:
+        day = self.days.get(key)
+        if day is None:
+            day = self.days[key] = _Day()
+        return day
+
+    def add_steps(self, attrib: Mapping[str, str]) -> None:
+        start = attrib["startDate"]
+        value = attrib["value"]
+        try:
+            count = int(value)
+        except ValueError:
+            count = int(Decimal(value).to_integral_value(ROUND_HALF_UP))
+        if count <= 0:
+            return
+        key = start[:10]
+        day = self.days.get(key)
+        if day is None:
+            day = self.days[key] = _Day()
+        source = attrib.get("sourceName", "")
+        index = self.sources.get(source)
+        if index is None:
+            index = self.sources[source] = len(self.sources)
+        base = index * 24
+        hours = day.steps
+        if hours is None:
+            hours = day.steps = array("i", bytes(4 * (base + 24)))
+        elif len(hours) < base + 24:  # a source new to this day: grow to the exact size
+            hours = day.steps = hours + array("i", bytes(4 * (base + 24 - len(hours))))
+        end = attrib["endDate"]
+        hour = int(start[11:13])
+        if end[:13] == start[:13]:  # within one hour: almost every sample
+            hours[base + hour] += count
+            return
+        begin = hour * SECONDS_PER_HOUR + int(start[14:16]) * 60 + int(start[17:19])
+        if end[:10] == key:
+            finish = int(end[11:13]) * SECONDS_PER_HOUR + int(end[14:16]) * 60 + int(end[17:19])
+        else:  # runs past midnight: its steps still belong to the start's day
+            finish = SECONDS_PER_DAY
+        _spread(hours, base, count, begin, finish)
+
+    def add_sleep(self, attrib: Mapping[str, str]) -> None:
+        if attrib.get("value") not in ASLEEP:
+            return
+        end_text = attrib["endDate"]
+        start, end = _instant(attrib["startDate"]), _instant(end_text)
+        if end <= start:
+            return
+        day = self.day(end_text[:10])
+        intervals = day.sleep
+        if intervals is None:
+            day.sleep = array("q", (start, end))
+        elif intervals[-2] <= start <= intervals[-1]:  # the next stage of the same sleep
+            if end > intervals[-1]:
+                intervals[-1] = end
+        else:
+            intervals.extend((start, end))
+            if len(intervals) >= 2 * COMPACT_AT:
+                day.sleep = array("q", [t for pair in _union(_pairs(intervals)) for t in pair])
+
+    def add_weight(self, attrib: Mapping[str, str]) -> None:
+        per_unit = KG_PER_UNIT.get(attrib.get("unit", "").strip().lower())
+        if per_unit is None:
+            return
+        kg = Decimal(attrib["value"]) * per_unit
+        if not kg.is_finite():
+            return
+        start = attrib["startDate"]
+        instant = _instant(start)
+        day = self.day(start[:10])
+        if day.weight is None or instant >= day.weight[0]:  # a tie: the later record wins
+            day.weight = (instant, kg)
+
+    def add_hrv(self, attrib: Mapping[str, str]) -> None:
+        value = attrib["value"].strip()
+        start = attrib["startDate"]
+        instant = _instant(start)
+        day = self.day(start[:10])
+        if day.hrv is None or instant < day.hrv[0]:  # a tie: the earlier record wins
+            day.hrv = (instant, value)
+
+    def records(self, origin: str) -> Iterator[DayRecord]:
+        """The days in date order, emptying the aggregates as it goes."""
+        asleep = _asleep_by_wake_day(
+            (start, end, key)
+            for key, day in self.days.items()
+            if day.sleep is not None
+            for start, end in _union(_pairs(day.sleep))
+        )
+        for key in sorted(self.days):
+            day = self.days.pop(key)
+            fields: dict[str, object] = {}
+            if day.steps is not None:
+                hours = day.steps
+                sources = range(0, len(hours), 24)
+                fields["steps"] = sum(max(hours[base + hour] for base in sources) for hour in range(24))
+            seconds = asleep.pop(key, None)
+            if seconds is not None:
+                fields["sleep_hours"] = Decimal(seconds) / SECONDS_PER_HOUR
+            if day.weight is not None:
+                fields["weight_kg"] = day.weight[1]
+            if day.hrv is not None:
+                fields.update(hrv_ms=day.hrv[1], hrv_method="sdnn")
+            try:
+                date = dt.date.fromisoformat(key)
+            except ValueError:
+                continue  # a date the export could not have written; nothing to attach it to
+            if fields:
+                yield DayRecord(date, fields, origin)
+
+
+def _spread(hours: array[int], base: int, count: int, begin: int, finish: int) -> None:
+    """Share `count` steps over the hours of [begin, finish) seconds, in whole steps, exactly."""
+    if finish <= begin:
+        hours[base + min(begin // SECONDS_PER_HOUR, 23)] += count
+        return
+    span = finish - begin
+    given = 0
+    cursor = begin
+    while cursor < finish:
+        hour = cursor // SECONDS_PER_HOUR
+        stop = min(finish, (hour + 1) * SECONDS_PER_HOUR)
+        share = count * (stop - begin) // span - given
+        hours[base + min(hour, 23)] += share
+        given += share
+        cursor = stop
+
+
+def _pairs(flat: array[int]) -> list[tuple[int, int]]:
+    return list(zip(flat[::2], flat[1::2], strict=True))
+
+
+def _instant(text: str) -> int:
+    """Seconds since the epoch of `2016-04-18 08:25:32 -0700`."""
+    moment = dt.datetime.fromisoformat(text[:19] + text[19:].replace(" ", ""))
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.UTC)
+    return (moment - EPOCH) // ONE_SECOND
+
+
+def _union(intervals: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    merged: list[tuple[int, int]] = []
+    for start, end in sorted(intervals):
+        if merged and start <= merged[-1][1]:
+            if end > merged[-1][1]:
+                merged[-1] = (merged[-1][0], end)
+        else:
+            merged.append((start, end))
+    return merged
+
+
+def _asleep_by_wake_day(stretches: Iterable[tuple[int, int, str]]) -> dict[str, int]:
+    """Union asleep intervals across days and sources; each merged stretch goes to its end's day."""
+    ordered = sorted(stretches)
+    totals: dict[str, int] = {}
+    if not ordered:
+        return totals
+    first, last, wake_day = ordered[0]
+    for start, end, day in ordered[1:]:
+        if start <= last:  # overlaps (or touches) the current stretch: one sleep
+            if end > last:
+                last, wake_day = end, day
+            continue
+        totals[wake_day] = totals.get(wake_day, 0) + last - first
+        first, last, wake_day = start, end, day
+    totals[wake_day] = totals.get(wake_day, 0) + last - first
+    return totals
+
+
+def read_apple_health(path: Path, progress: Progress | None = None) -> Iterator[DayRecord]:
+    """The days in the Apple Health export at `path`, in date order."""
+    path = Path(path)
+    if not path.exists():
+        raise usage("file", path, ALLOWED, "does not exist")
+    if path.is_dir():
+        inside = next((p for p in (path / EXPORT_XML, path / ZIP_MEMBER) if p.is_file()), None)
+        if inside is None:
+            raise usage("file", path, ALLOWED, f"is a folder without {EXPORT_XML}")
+        path = inside
+    aggregates = _Aggregates()
+    with ExitStack() as stack:
+        stream, total, name = _open(path, stack)
+        counter = ByteCounter(total, progress)
+        _parse(CountingReader(stream, counter), aggregates, name)
+        counter.finish()
+    return aggregates.records(f"apple-health {name}")
+
+
+def _open(path: Path, stack: ExitStack) -> tuple[IO[bytes], int, str]:
+    """The export.xml byte stream, its size and a name for messages."""
+    try:
+        if zipfile.is_zipfile(path):
+            archive = stack.enter_context(zipfile.ZipFile(path))
+            member = _zip_member(archive)
+            if member is None:
+                raise usage("file", path, ALLOWED, f"is a zip without {ZIP_MEMBER}")
+            stream = stack.enter_context(archive.open(member))
+            return stream, member.file_size, f"{path.name}:{member.filename}"
+        return stack.enter_context(path.open("rb")), file_size(path), path.name
+    except (OSError, zipfile.BadZipFile) as exc:
+        raise usage("file", path, ALLOWED, f"cannot be read: {exc}") from None
+
+
+def _zip_member(archive: zipfile.ZipFile) -> zipfile.ZipInfo | None:
+    """`apple_health_export/export.xml` (the folder's name varies with the phone's language)."""
+    candidates = [
+        info for info in archive.infolist() if info.filename.rsplit("/", 1)[-1] == EXPORT_XML
+    ]
+    candidates.sort(key=lambda info: (info.filename != ZIP_MEMBER, info.filename.count("/")))
+    return candidates[0] if candidates else None
+
+
+class _ExportStream:
+    """export.xml as the parser should see it: without its internal DTD and without the control
+    characters XML forbids. Exports from iOS 16 on carry a broken DTD (an ATTLIST missing its
+    `>`: "syntax error: line 156") and some carry U+000B in names; neither matters to the data."""
+
+    def __init__(self, raw: CountingReader) -> None:
+        self._raw = raw
+        self._head = True
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._raw.read(size)
+        if self._head:
+            self._head = False
+            data = self._without_doctype(data, size)
+        return data.translate(None, FORBIDDEN_BYTES)
+
+    def _without_doctype(self, data: bytes, size: int) -> bytes:
+        root = ROOT_TAG.search(data)
+        while root is None and len(data) < HEAD_LIMIT:
+            more = self._raw.read(size if size > 0 else 1 << 16)
+            if not more:
+                break
+            data += more
+            root = ROOT_TAG.search(data)
+        doctype = data.find(b"<!DOCTYPE")
+        if root is None or doctype < 0 or doctype > root.start():
+            return data
+        return data[:doctype] + data[root.start() :]
+
+
+def _parse(stream: CountingReader, aggregates: _Aggregates, name: str) -> None:
+    handlers: dict[str | None, Callable[[Mapping[str, str]], None]] = {
+        STEPS: aggregates.add_steps,
+        SLEEP: aggregates.add_sleep,
+        BODY_MASS: aggregates.add_weight,
+        HRV_SDNN: aggregates.add_hrv,
+    }
+    try:
+        context = iterparse(_ExportStream(stream), events=("start", "end"))
+        event, root = next(context)
+        if root.tag != "HealthData":
+            raise usage("file", name, ALLOWED, f"is not an Apple Health export (its root is <{root.tag}>)")
+        depth = 1
+        for event, element in context:
+            if event == "start":
+                depth += 1
+                if depth == 2 and element.tag == "Record":
+                    handler = handlers.get(element.get("type"))
+                    if handler is not None:
+                        try:  # noqa: SIM105 (cheaper than contextlib.suppress in this loop)
+                            handler(element.attrib)
+                        except (KeyError, ValueError, IndexError, InvalidOperation, OverflowError):
+                            pass  # a sample without a readable value or date: skip it
+            else:
+                depth -= 1
+                if depth == 1:
+                    root.clear()  # drop the finished top-level element and everything under it
+    except ParseError as exc:
+        raise usage("file", name, ALLOWED, f"is not well-formed XML: {exc}") from None
+    except StopIteration:
+        raise usage("file", name, ALLOWED, "is empty") from None
