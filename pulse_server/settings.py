@@ -24,6 +24,10 @@ class Settings(BaseSettings):
     breaker_reset_s: float = 5.0
     clock_skew_limit_ms: int = 60_000
     log_level: str = "info"
+    # Run the replication reader in this process (one leader among all instances) and the shape
+    # log watcher that wakes live requests. Tests of the REST API alone can turn them off.
+    replication_reader: bool = False
+    shape_watcher: bool = False
 
 
 def psycopg_url(url: str) -> str:

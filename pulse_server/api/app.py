@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -21,7 +25,11 @@ from pulse_server.errors import ApiError, from_domain
 from pulse_server.logs import request_id, user_id
 from pulse_server.metrics import Metrics
 from pulse_server.ratelimit import RateLimiter
-from pulse_server.settings import Settings
+from pulse_server.replication.reader import ReplicationReader
+from pulse_server.settings import Settings, libpq_url
+from pulse_server.shapes import route as shape_route
+from pulse_server.shapes.log import LogWatcher
+from pulse_server.shapes.protocol import EXPOSE_HEADERS
 
 log = logging.getLogger("pulse.http")
 
@@ -51,17 +59,24 @@ class BodyLimit:
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
             await _json_error(too_large)(scope, receive, send)
             return
+        # A streamed (chunked) body is read here, at most max_bytes of it, and replayed to the app: an
+        # error raised from inside `receive` would reach FastAPI wrapped, and come out as a 400.
+        buffered: list[Message] = []
         seen = 0
-
-        async def counted() -> Message:
-            nonlocal seen
+        more = True
+        while more:
             message = await receive()
+            buffered.append(message)
             seen += len(message.get("body", b""))
             if seen > self.max_bytes:
-                raise ApiError(413, "payload_too_large", too_large.message, allowed=too_large.allowed)
-            return message
+                await _json_error(too_large)(scope, receive, send)
+                return
+            more = message["type"] == "http.request" and bool(message.get("more_body", False))
 
-        await self.app(scope, counted, send)
+        async def replay() -> Message:
+            return buffered.pop(0) if buffered else await receive()
+
+        await self.app(scope, replay, send)
 
 
 def create_app(
@@ -71,10 +86,21 @@ def create_app(
 ) -> FastAPI:
     settings = settings or Settings()
     db = database or Database(settings)
+
+    background = Background(settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.watcher = background.start(asyncio.get_running_loop())
+        yield
+        background.stop()
+        db.dispose()  # on shutdown: close the pool
+
     app = FastAPI(
         title="NGX Pulse sync server",
         version="1",
         description="Accounts, entries and the exactly-once push endpoint. Errors: docs/api.md.",
+        lifespan=lifespan,
     )
     app.state.settings = settings
     app.state.db = db
@@ -83,6 +109,7 @@ def create_app(
     app.state.login_limiter = RateLimiter(settings.login_attempts_per_minute)
     for module in (routes_auth, routes_entries, routes_sync, routes_grants, routes_meta):
         app.include_router(module.router)
+    app.include_router(shape_route.router)
     _install_error_handlers(app)
 
     @app.middleware("http")
@@ -103,12 +130,37 @@ def create_app(
         return response
 
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
-
-    @app.on_event("shutdown")
-    def close_pool() -> None:
-        db.dispose()
-
+    app.add_middleware(
+        CORSMiddleware, allow_origins=["*"], allow_methods=["GET", "POST", "PUT", "DELETE", "OPTIONS"],
+        allow_headers=["*"], expose_headers=[h.strip() for h in EXPOSE_HEADERS.split(",")], max_age=86400,
+    )
     return app
+
+
+class Background:
+    """The replication reader and the shape log watcher: threads of this process, stopped with it."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.stop_event = threading.Event()
+        self.reader: ReplicationReader | None = None
+        self.watcher: LogWatcher | None = None
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> LogWatcher | None:
+        dsn = libpq_url(self.settings.database_url)
+        if self.settings.replication_reader:
+            self.reader = ReplicationReader(dsn)
+            threading.Thread(target=self.reader.run, args=(self.stop_event,), name="replication-reader",
+                             daemon=True).start()
+        if self.settings.shape_watcher:
+            self.watcher = LogWatcher(dsn)
+            self.watcher.start(loop)
+        return self.watcher
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        if self.watcher is not None:
+            self.watcher.stop()
 
 
 def _install_error_handlers(app: FastAPI) -> None:

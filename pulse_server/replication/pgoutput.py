@@ -1,0 +1,182 @@
+"""A decoder for the pgoutput logical replication protocol (version 1), with no I/O.
+
+Only what the shape log needs: transactions (Begin/Commit) and row changes (Relation, Insert,
+Update, Delete, Truncate), with column values in Postgres text format, exactly as Electric sends them.
+Reference: "Logical Replication Message Formats" in the PostgreSQL manual.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+
+EPOCH_2000_US = 946_684_800_000_000
+
+
+class DecodeError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type_oid: int
+    is_key: bool
+
+
+@dataclass(frozen=True)
+class Relation:
+    oid: int
+    namespace: str
+    name: str
+    columns: tuple[Column, ...]
+
+
+@dataclass(frozen=True)
+class Begin:
+    final_lsn: int
+    commit_time_us: int
+    xid: int
+
+
+@dataclass(frozen=True)
+class Commit:
+    commit_lsn: int
+    end_lsn: int
+
+
+@dataclass(frozen=True)
+class Change:
+    relation: Relation
+    operation: str  # "insert" | "update" | "delete"
+    new: dict[str, str | None] | None  # text values; None for a delete
+    old: dict[str, str | None] | None  # key (or full old row with REPLICA IDENTITY FULL)
+    unchanged: frozenset[str] = field(default_factory=frozenset)  # unchanged TOAST columns
+
+
+@dataclass(frozen=True)
+class Truncate:
+    relations: tuple[Relation, ...]
+
+
+Message = Begin | Commit | Relation | Change | Truncate | None
+
+
+class Decoder:
+    """Stateful: remembers Relation messages so row changes can name their columns."""
+
+    def __init__(self) -> None:
+        self.relations: dict[int, Relation] = {}
+
+    def decode(self, data: bytes) -> Message:
+        if not data:
+            raise DecodeError("empty message")
+        kind = data[0:1]
+        reader = _Reader(data, 1)
+        if kind == b"B":
+            lsn, ts, xid = reader.unpack("!QqI")
+            return Begin(lsn, ts + EPOCH_2000_US, xid)
+        if kind == b"C":
+            _flags, commit_lsn, end_lsn, _ts = reader.unpack("!BQQq")
+            return Commit(commit_lsn, end_lsn)
+        if kind == b"R":
+            (oid,) = reader.unpack("!I")
+            namespace, name = reader.string(), reader.string()
+            _identity, ncols = reader.unpack("!BH")
+            columns = []
+            for _ in range(ncols):
+                (flags,) = reader.unpack("!B")
+                col_name = reader.string()
+                type_oid, _typmod = reader.unpack("!Ii")
+                columns.append(Column(col_name, type_oid, bool(flags & 1)))
+            relation = Relation(oid, namespace or "pg_catalog", name, tuple(columns))
+            self.relations[oid] = relation
+            return relation
+        if kind == b"I":
+            relation = self._relation(reader)
+            reader.expect(b"N")
+            new, unchanged = reader.tuple(relation)
+            return Change(relation, "insert", new, None, unchanged)
+        if kind == b"U":
+            relation = self._relation(reader)
+            old = None
+            marker = reader.byte()
+            if marker in (b"K", b"O"):
+                old, _ = reader.tuple(relation)
+                marker = reader.byte()
+            if marker != b"N":
+                raise DecodeError(f"update: expected N, got {marker!r}")
+            new, unchanged = reader.tuple(relation)
+            return Change(relation, "update", new, old, unchanged)
+        if kind == b"D":
+            relation = self._relation(reader)
+            marker = reader.byte()
+            if marker not in (b"K", b"O"):
+                raise DecodeError(f"delete: expected K or O, got {marker!r}")
+            old, _ = reader.tuple(relation)
+            return Change(relation, "delete", None, old)
+        if kind == b"T":
+            count, _options = reader.unpack("!IB")
+            oids = reader.unpack("!" + "I" * count)
+            return Truncate(tuple(self.relations[o] for o in oids if o in self.relations))
+        if kind in (b"Y", b"O", b"M"):  # types, origins, logical messages: nothing for the shape log
+            return None
+        raise DecodeError(f"unknown pgoutput message {kind!r}")
+
+    def _relation(self, reader: _Reader) -> Relation:
+        (oid,) = reader.unpack("!I")
+        try:
+            return self.relations[oid]
+        except KeyError:
+            raise DecodeError(f"row change for unknown relation {oid}") from None
+
+
+class _Reader:
+    def __init__(self, data: bytes, offset: int) -> None:
+        self.data = data
+        self.offset = offset
+
+    def unpack(self, fmt: str) -> tuple[int, ...]:
+        size = struct.calcsize(fmt)
+        if self.offset + size > len(self.data):
+            raise DecodeError("message truncated")
+        values = struct.unpack_from(fmt, self.data, self.offset)
+        self.offset += size
+        return values
+
+    def byte(self) -> bytes:
+        if self.offset >= len(self.data):
+            raise DecodeError("message truncated")
+        value = self.data[self.offset:self.offset + 1]
+        self.offset += 1
+        return value
+
+    def expect(self, marker: bytes) -> None:
+        got = self.byte()
+        if got != marker:
+            raise DecodeError(f"expected {marker!r}, got {got!r}")
+
+    def string(self) -> str:
+        end = self.data.index(b"\0", self.offset)
+        value = self.data[self.offset:end].decode()
+        self.offset = end + 1
+        return value
+
+    def tuple(self, relation: Relation) -> tuple[dict[str, str | None], frozenset[str]]:
+        (ncols,) = self.unpack("!H")
+        values: dict[str, str | None] = {}
+        unchanged = set()
+        for index in range(ncols):
+            name = relation.columns[index].name if index < len(relation.columns) else f"col{index}"
+            kind = self.byte()
+            if kind == b"n":
+                values[name] = None
+            elif kind == b"u":
+                unchanged.add(name)
+            elif kind == b"t":
+                (length,) = self.unpack("!I")
+                values[name] = self.data[self.offset:self.offset + length].decode()
+                self.offset += length
+            else:
+                raise DecodeError(f"unsupported tuple value kind {kind!r}")
+        return values, frozenset(unchanged)

@@ -1,0 +1,240 @@
+"""The replication reader: WAL (pgoutput, through a logical slot) into the shape log.
+
+We read with `pg_logical_slot_peek_binary_changes` and advance the slot with
+`pg_replication_slot_advance` only after the shape log has committed, woken by NOTIFY (a statement
+trigger on the synced tables) rather than a timer. Why this way and not START_REPLICATION over
+psycopg's copy interface: acknowledging is then an ordinary SQL call made strictly after our own
+commit, so "acknowledged only once durable" holds by construction; a crash between the two replays
+the same transactions, which land at the same (lsn, op) offsets and are ignored. The cost is a
+round trip per batch instead of a stream, which the batch size amortises.
+
+One reader at a time, among any number of server instances: the leader holds a session advisory
+lock on a dedicated connection; when it dies, its connection drops, the lock is freed and another
+instance takes over.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import select
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from pulse_server.replication.pgoutput import Begin, Change, Commit, Decoder, Relation, Truncate
+
+log = logging.getLogger("pulse.replication")
+
+PUBLICATION = "pulse_shapes"
+WAKE_CHANNEL = "pulse_wal"
+LOG_CHANNEL = "pulse_shape_log"
+LEADER_LOCK = 7041978
+SYNCED_TABLES = ("entries",)
+
+
+def slot_name(database: str) -> str:
+    """Slots are cluster-wide, so the name carries the database's."""
+    safe = "".join(c if c.isalnum() else "_" for c in database.lower())
+    return f"pulse_shapes_{safe}"[:63]
+
+
+def lsn_text(lsn: int) -> str:
+    return f"{lsn >> 32:X}/{lsn & 0xFFFFFFFF:X}"
+
+
+def lsn_int(text: str) -> int:
+    high, low = text.split("/")
+    return (int(high, 16) << 32) + int(low, 16)
+
+
+@dataclass
+class Transaction:
+    begin: Begin
+    changes: list[Change | Truncate] = field(default_factory=list)
+    commit: Commit | None = None
+
+
+@dataclass
+class ReadStats:
+    transactions: int = 0
+    changes: int = 0
+    head: tuple[int, int] = (0, 0)
+
+
+class ReplicationReader:
+    def __init__(self, dsn: str, batch_changes: int = 5000, on_error: Callable[[Exception], None] | None = None):
+        self.dsn = dsn
+        self.batch_changes = batch_changes
+        self.on_error = on_error
+        self.decoder = Decoder()
+        self.lag_bytes = 0
+        self.is_leader = False
+
+    # -- one round ---------------------------------------------------------------------------------
+    def ensure_slot(self, conn: psycopg.Connection[Any]) -> str:
+        row = conn.execute("SELECT current_database()").fetchone()
+        assert row is not None
+        slot = slot_name(row[0])
+        exists = conn.execute("SELECT 1 FROM pg_replication_slots WHERE slot_name = %s", (slot,)).fetchone()
+        if exists is None:
+            conn.execute("SELECT pg_create_logical_replication_slot(%s, 'pgoutput')", (slot,))
+            log.info("created replication slot", extra={"fields": {"slot": slot}})
+        self.slot = slot
+        return slot
+
+    def read_once(self, conn: psycopg.Connection[Any]) -> ReadStats:
+        """Peek a batch, write whole transactions to the shape log, commit, then advance the slot."""
+        rows = conn.execute(
+            "SELECT data FROM pg_logical_slot_peek_binary_changes(%s, NULL, %s,"
+            " 'proto_version', '1', 'publication_names', %s)",
+            (self.slot, self.batch_changes, PUBLICATION),
+        ).fetchall()
+        transactions = self._transactions(bytes(r[0]) for r in rows)
+        stats = ReadStats()
+        if not transactions:
+            self._measure_lag(conn)
+            return stats
+        with conn.transaction():
+            epoch = self._xid_epoch(conn)
+            for tx in transactions:
+                stats.changes += self._write_transaction(conn, tx, epoch)
+                stats.transactions += 1
+            head = conn.execute(
+                "UPDATE shape_state SET head_lsn = h.lsn, head_op = h.op, updated_at = now()"
+                " FROM (SELECT lsn, op FROM shape_log ORDER BY lsn DESC, op DESC LIMIT 1) h"
+                " WHERE id = 1 RETURNING head_lsn, head_op"
+            ).fetchone()
+            if head is not None:
+                stats.head = (int(head[0]), int(head[1]))
+            conn.execute("SELECT pg_notify(%s, %s)", (LOG_CHANNEL, f"{stats.head[0]}_{stats.head[1]}"))
+        last = transactions[-1].commit
+        assert last is not None
+        # Acknowledge only now that the shape log has committed.
+        conn.execute("SELECT pg_replication_slot_advance(%s, %s::pg_lsn)", (self.slot, lsn_text(last.end_lsn)))
+        self._measure_lag(conn)
+        return stats
+
+    def _transactions(self, messages: Any) -> list[Transaction]:
+        done: list[Transaction] = []
+        current: Transaction | None = None
+        for data in messages:
+            message = self.decoder.decode(data)
+            if isinstance(message, Begin):
+                current = Transaction(message)
+            elif isinstance(message, (Change, Truncate)) and current is not None:
+                current.changes.append(message)
+            elif isinstance(message, Commit) and current is not None:
+                current.commit = message
+                done.append(current)
+                current = None
+        return done  # an incomplete transaction at the end is read again next round
+
+    @staticmethod
+    def _xid_epoch(conn: psycopg.Connection[Any]) -> int:
+        row = conn.execute("SELECT pg_current_xact_id()::text::bigint").fetchone()
+        assert row is not None
+        return int(row[0]) >> 32
+
+    def _write_transaction(self, conn: psycopg.Connection[Any], tx: Transaction, epoch: int) -> int:
+        lsn = tx.begin.final_lsn
+        txid = (epoch << 32) | tx.begin.xid
+        written = 0
+        for op, change in enumerate(c for c in tx.changes if _synced(c)):
+            if isinstance(change, Truncate):
+                # Clients cannot follow a truncate change by change: every handle must refetch.
+                conn.execute("DELETE FROM shape_rows")
+                conn.execute("UPDATE shape_state SET generation = generation + 1 WHERE id = 1")
+                continue
+            row = change.new if change.new is not None else change.old
+            assert row is not None
+            if change.new is not None and change.old is not None:
+                row = {**change.old, **change.new}
+            user_id, date = int(row["user_id"] or 0), row["date"]
+            conn.execute(
+                "INSERT INTO shape_log (lsn, op, txid, user_id, date, operation, value)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                (lsn, op, txid, user_id, date, change.operation, json.dumps(row)),
+            )
+            if change.operation == "delete":
+                conn.execute(
+                    "DELETE FROM shape_rows WHERE user_id = %s AND date = %s AND (lsn, op) < (%s, %s)",
+                    (user_id, date, lsn, op),
+                )
+            else:
+                conn.execute(
+                    "INSERT INTO shape_rows (user_id, date, value, lsn, op) VALUES (%s, %s, %s, %s, %s)"
+                    " ON CONFLICT (user_id, date) DO UPDATE SET value = excluded.value, lsn = excluded.lsn,"
+                    " op = excluded.op WHERE (shape_rows.lsn, shape_rows.op) < (excluded.lsn, excluded.op)",
+                    (user_id, date, json.dumps(row), lsn, op),
+                )
+            written += 1
+        return written
+
+    def _measure_lag(self, conn: psycopg.Connection[Any]) -> None:
+        row = conn.execute(
+            "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint"
+            " FROM pg_replication_slots WHERE slot_name = %s",
+            (self.slot,),
+        ).fetchone()
+        self.lag_bytes = int(row[0]) if row and row[0] is not None else 0
+
+    # -- the loop ----------------------------------------------------------------------------------
+    def run(self, stop: threading.Event, idle_wait_s: float = 5.0) -> None:
+        """Become the leader (or wait to), then read whenever the WAL moves, until `stop` is set."""
+        while not stop.is_set():
+            try:
+                self._lead(stop, idle_wait_s)
+            except psycopg.Error as exc:
+                self.is_leader = False
+                if self.on_error:
+                    self.on_error(exc)
+                log.warning("replication reader stopped; retrying", extra={"fields": {"error": str(exc)}})
+                stop.wait(1.0)
+
+    def _lead(self, stop: threading.Event, idle_wait_s: float) -> None:
+        with psycopg.connect(self.dsn, autocommit=True, application_name="pulse-replication") as conn:
+            while not stop.is_set():
+                row = conn.execute("SELECT pg_try_advisory_lock(%s)", (LEADER_LOCK,)).fetchone()
+                if row and row[0]:
+                    break
+                stop.wait(1.0)
+            if stop.is_set():
+                return
+            self.is_leader = True
+            self.ensure_slot(conn)
+            woken = threading.Event()
+            conn.add_notify_handler(lambda _n: woken.set())
+            conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(WAKE_CHANNEL)))
+            while not stop.is_set():
+                woken.clear()
+                stats = self.read_once(conn)
+                if stats.transactions:
+                    continue
+                self._wait_for_wal(conn, woken, stop, idle_wait_s)
+
+    @staticmethod
+    def _wait_for_wal(
+        conn: psycopg.Connection[Any], woken: threading.Event, stop: threading.Event, timeout_s: float
+    ) -> None:
+        """Sleep until a NOTIFY arrives (or timeout, or stop): no polling of the database per change.
+
+        A notification that arrived while the last peek ran has already set `woken`."""
+        waited = 0.0
+        while not stop.is_set() and not woken.is_set() and waited < timeout_s:
+            ready, _, _ = select.select([conn.fileno()], [], [], 0.25)
+            if ready:
+                for _ in conn.notifies(timeout=0):
+                    pass
+                return
+            waited += 0.25
+
+
+def _synced(change: Change | Truncate) -> bool:
+    if isinstance(change, Truncate):
+        return any(r.name in SYNCED_TABLES for r in change.relations)
+    return isinstance(change.relation, Relation) and change.relation.name in SYNCED_TABLES

@@ -1,0 +1,1 @@
+"""The Electric-compatible HTTP Shape API (`GET /v1/shape`), served from the shape log."""

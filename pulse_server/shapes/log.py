@@ -1,0 +1,173 @@
+"""Reading the shape log: snapshots, changes after an offset, and one watcher per process.
+
+The watcher LISTENs for the reader's notification, reads the new part of the log once, and wakes
+every held live request; each filters that one read for its own scope (no query per client).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import contextlib
+import logging
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+
+from pulse_server.replication.reader import LOG_CHANNEL
+
+log = logging.getLogger("pulse.shapes")
+
+Offset = tuple[int, int]
+
+
+@dataclass(frozen=True)
+class LogChange:
+    lsn: int
+    op: int
+    txid: int
+    user_id: int
+    operation: str
+    value: dict[str, str | None]
+
+    @property
+    def offset(self) -> Offset:
+        return (self.lsn, self.op)
+
+
+@dataclass(frozen=True)
+class Head:
+    offset: Offset
+    generation: int
+
+
+def read_head(conn: psycopg.Connection[Any]) -> Head:
+    row = conn.execute("SELECT head_lsn, head_op, generation FROM shape_state WHERE id = 1").fetchone()
+    assert row is not None
+    return Head((int(row[0]), int(row[1])), int(row[2]))
+
+
+def read_snapshot(
+    conn: psycopg.Connection[Any], user_ids: Sequence[int]
+) -> tuple[list[tuple[int, dict[str, Any]]], Head]:
+    """Current rows of these users and the log position they reflect (one consistent read)."""
+    conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+    head = read_head(conn)
+    rows = conn.execute(
+        "SELECT user_id, value FROM shape_rows WHERE user_id = ANY(%s) ORDER BY user_id, date", (list(user_ids),)
+    ).fetchall()
+    return [(int(r[0]), r[1]) for r in rows], head
+
+
+def read_changes(
+    conn: psycopg.Connection[Any], user_ids: Sequence[int] | None, after: Offset, limit: int
+) -> list[LogChange]:
+    """Changes strictly after `after`, oldest first; all users when `user_ids` is None."""
+    if user_ids is None:
+        rows = conn.execute(
+            "SELECT lsn, op, txid, user_id, operation, value FROM shape_log WHERE (lsn, op) > (%s, %s)"
+            " ORDER BY lsn, op LIMIT %s",
+            (after[0], after[1], limit),
+        ).fetchall()
+    else:
+        rows = conn.execute(
+            "SELECT lsn, op, txid, user_id, operation, value FROM shape_log"
+            " WHERE user_id = ANY(%s) AND (lsn, op) > (%s, %s) ORDER BY lsn, op LIMIT %s",
+            (list(user_ids), after[0], after[1], limit),
+        ).fetchall()
+    return [LogChange(int(r[0]), int(r[1]), int(r[2]), int(r[3]), r[4], r[5]) for r in rows]
+
+
+class LogWatcher:
+    """One per process: follows the log head and keeps its recent tail in memory."""
+
+    def __init__(self, dsn: str, keep: int = 200_000) -> None:
+        self.dsn = dsn
+        self.keep = keep
+        self.tail: list[LogChange] = []  # ordered by offset
+        self.offsets: list[Offset] = []
+        self.head: Offset = (0, 0)
+        self.base: Offset | None = None  # every change after this offset is in `tail`
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._changed = asyncio.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self._changed = asyncio.Event()
+        self._thread = threading.Thread(target=self._run, name="shape-log-watcher", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def covers(self, after: Offset) -> bool:
+        """Whether the in-memory tail holds every change after `after`."""
+        with self._lock:
+            return self.base is not None and after >= self.base
+
+    def changes_after(self, after: Offset, user_ids: set[int]) -> tuple[list[LogChange], Offset]:
+        """This scope's changes after `after`, and the head they reach (read together)."""
+        with self._lock:
+            start = bisect.bisect_right(self.offsets, after)
+            return [c for c in self.tail[start:] if c.user_id in user_ids], self.head
+
+    async def wait(self, timeout_s: float) -> None:
+        event = self._changed
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(event.wait(), timeout_s)
+
+    def _wake(self) -> None:
+        old, self._changed = self._changed, asyncio.Event()
+        old.set()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._follow()
+            except psycopg.Error as exc:
+                log.warning("shape log watcher reconnecting", extra={"fields": {"error": str(exc)}})
+                self._stop.wait(1.0)
+
+    def _follow(self) -> None:
+        with self._lock:
+            self.base = None  # until we have caught up again
+        with psycopg.connect(self.dsn, autocommit=True, application_name="pulse-shape-watcher") as conn:
+            conn.execute(f"LISTEN {LOG_CHANNEL}")
+            with self._lock:
+                self.head = read_head(conn).offset
+                self.base = start = self.head
+                self.tail, self.offsets = [], []
+            self._catch_up(conn, start)
+            while not self._stop.is_set():
+                got = False
+                for _ in conn.notifies(timeout=1.0, stop_after=1):
+                    got = True
+                if got:
+                    for _ in conn.notifies(timeout=0):
+                        pass  # several commits, one read
+                    self._catch_up(conn, self.head)
+
+    def _catch_up(self, conn: psycopg.Connection[Any], after: Offset) -> None:
+        while True:
+            changes = read_changes(conn, None, after, 10_000)
+            if not changes:
+                break
+            with self._lock:
+                self.tail.extend(changes)
+                self.offsets.extend(c.offset for c in changes)
+                if len(self.tail) > 2 * self.keep:  # forget the older half; older offsets go to the database
+                    cut = len(self.tail) - self.keep
+                    self.base = self.offsets[cut - 1]
+                    self.tail, self.offsets = self.tail[cut:], self.offsets[cut:]
+                self.head = changes[-1].offset
+            after = changes[-1].offset
+            if len(changes) < 10_000:
+                break
+        if self.loop is not None:
+            self.loop.call_soon_threadsafe(self._wake)

@@ -1,0 +1,153 @@
+"""The Electric wire format: request parameters, messages, headers (shape-protocol.md)."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pulse_server.shapes.where import Predicate, WhereError, parse_where
+
+TABLE = "entries"
+TABLE_NAMES = {"entries", "public.entries", '"public"."entries"', '"entries"', "public.\"entries\""}
+RELATION = ["public", TABLE]
+# Column -> Electric schema entry. Types are Postgres type names; values travel in text format.
+SCHEMA: dict[str, dict[str, Any]] = {
+    "user_id": {"type": "int8", "pk_index": 0, "not_null": True},
+    "date": {"type": "date", "pk_index": 1, "not_null": True},
+    "username": {"type": "text"},
+    "sleep_hours": {"type": "numeric", "precision": 4, "scale": 2},
+    "hrv_ms": {"type": "numeric", "precision": 5, "scale": 2},
+    "hrv_method": {"type": "text"},
+    "steps": {"type": "int4"},
+    "weight_kg": {"type": "numeric", "precision": 5, "scale": 2},
+    "note": {"type": "text"},
+    "score": {"type": "int2"},
+    "score_version": {"type": "int2"},
+    "deleted": {"type": "bool", "not_null": True},
+    **{f"{f}_{kind}": {"type": "text"} for f in ("sleep_hours", "hrv_ms", "steps", "weight_kg", "note", "deleted")
+       for kind in ("hlc", "src")},
+}
+PK = ("user_id", "date")
+EXPOSE_HEADERS = (
+    "electric-handle, electric-offset, electric-schema, electric-cursor, electric-up-to-date, "
+    "electric-chunk-last-offset, etag, retry-after"
+)
+LIVE_HOLD_S = 20.0
+_OFFSET = re.compile(r"^(\d+)_(\d+)$")
+
+
+class ShapeRequestError(ValueError):
+    def __init__(self, errors: dict[str, list[str]]) -> None:
+        super().__init__("invalid request")
+        self.errors = errors
+
+
+@dataclass(frozen=True)
+class ShapeRequest:
+    offset: str  # "-1", "now" or "<lsn>_<op>"
+    handle: str | None
+    live: bool
+    where_text: str | None
+    params: dict[str, str]
+    columns: tuple[str, ...]
+    replica: str
+    predicate: Predicate | None = field(default=None, compare=False)
+
+    @property
+    def position(self) -> tuple[int, int]:
+        match = _OFFSET.match(self.offset)
+        assert match is not None
+        return int(match[1]), int(match[2])
+
+    def definition(self) -> dict[str, Any]:
+        return {"table": TABLE, "where": self.where_text, "params": self.params, "columns": list(self.columns),
+                "replica": self.replica}
+
+
+def parse_request(query: Mapping[str, str], params: Mapping[str, str]) -> ShapeRequest:
+    """Check the query string; raises ShapeRequestError with Electric's per-parameter reasons."""
+    errors: dict[str, list[str]] = {}
+    table = query.get("table")
+    if table is None:
+        errors["table"] = ["table is required"]
+    elif table not in TABLE_NAMES:
+        errors["table"] = [f"table {table!r} is not a synced table (allowed: entries)"]
+    offset = query.get("offset")
+    if offset is None:
+        errors["offset"] = ["offset is required"]
+    elif offset not in ("-1", "now") and not _OFFSET.match(offset):
+        errors["offset"] = ["has invalid format: use -1, now, or <lsn>_<op>"]
+    handle = query.get("handle") or query.get("shape_handle")
+    if offset not in (None, "-1", "now") and not handle:
+        errors["handle"] = ["handle is required unless offset is -1 or now"]
+    live = query.get("live") == "true"
+    if live and offset in ("-1", "now"):
+        errors["live"] = ["can't be true with offset -1 or now"]
+    replica = query.get("replica", "default")
+    if replica not in ("default", "full"):
+        errors["replica"] = ["must be default or full"]
+    columns = tuple(SCHEMA)
+    if query.get("columns"):
+        asked = tuple(c.strip().strip('"') for c in query["columns"].split(","))
+        unknown = [c for c in asked if c not in SCHEMA]
+        if unknown:
+            errors["columns"] = [f"unknown columns: {', '.join(unknown)}"]
+        elif not set(PK) <= set(asked):
+            errors["columns"] = ["must include the primary key columns user_id and date"]
+        else:
+            columns = asked
+    predicate = None
+    where_text = query.get("where")
+    if where_text:
+        try:
+            predicate = parse_where(where_text, params)
+        except WhereError as exc:
+            errors["where"] = [str(exc)]
+    if errors:
+        raise ShapeRequestError(errors)
+    assert offset is not None
+    return ShapeRequest(offset, handle, live, where_text, dict(params), columns, replica, predicate)
+
+
+def key(user_id: int | str, date: str) -> str:
+    return f'"public"."{TABLE}"/"{user_id}"/"{date}"'
+
+
+def shape_value(row: Mapping[str, Any], username: str | None, columns: tuple[str, ...]) -> dict[str, str | None]:
+    full = {**row, "username": username}
+    return {c: full.get(c) for c in columns if c in full}
+
+
+def change_message(
+    operation: str, value: dict[str, str | None], headers: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    return {
+        "key": key(value["user_id"] or "", value["date"] or ""),
+        "value": value,
+        "headers": {"operation": operation, "relation": RELATION, **(headers or {})},
+    }
+
+
+def up_to_date(lsn: int) -> dict[str, Any]:
+    return {"headers": {"control": "up-to-date", "global_last_seen_lsn": str(lsn)}}
+
+
+def snapshot_end(xmin: str, xmax: str, xip: list[str]) -> dict[str, Any]:
+    return {"headers": {"control": "snapshot-end", "xmin": xmin, "xmax": xmax, "xip_list": xip}}
+
+
+def offset_text(position: tuple[int, int]) -> str:
+    return f"{position[0]}_{position[1]}"
+
+
+def live_cursor() -> str:
+    """Changes every 20 s, so identical live requests are not collapsed across intervals by caches."""
+    return str(int(time.time() // LIVE_HOLD_S))
+
+
+def schema_header() -> str:
+    return json.dumps(SCHEMA, separators=(",", ":"))

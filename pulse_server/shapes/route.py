@@ -1,0 +1,182 @@
+"""`GET /v1/shape`: snapshots, catch-up and live long-polling, scoped by the caller's token."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.concurrency import run_in_threadpool
+
+from pulse_server.accounts import Principal, principal_for_token
+from pulse_server.db.database import Database
+from pulse_server.shapes import protocol
+from pulse_server.shapes.log import Head, LogChange, LogWatcher, read_changes, read_head, read_snapshot
+from pulse_server.shapes.scope import Origin, Scope, read_origin, resolve_scope, shape_handle
+
+router = APIRouter(tags=["shapes"])
+CHUNK = 10_000
+
+
+def _bad_request(errors: dict[str, list[str]]) -> Response:
+    body = json.dumps({"message": "Invalid request", "errors": errors})
+    return Response(body, status_code=400, media_type="application/json", headers={"cache-control": "no-store"})
+
+
+def _unauthorized(message: str) -> Response:
+    return Response(json.dumps({"message": message}), status_code=401, media_type="application/json",
+                    headers={"www-authenticate": "Bearer", "cache-control": "no-store"})
+
+
+@router.get("/v1/shape")
+async def shape(request: Request) -> Response:
+    """The Electric HTTP Shape API over the `entries` table (docs/shapes.md)."""
+    query = dict(request.query_params)
+    params = {k[len("params["):-1]: v for k, v in query.items() if k.startswith("params[") and k.endswith("]")}
+    try:
+        req = protocol.parse_request(query, params)
+    except protocol.ShapeRequestError as exc:
+        return _bad_request(exc.errors)
+    db: Database = request.app.state.db
+    token = request.headers.get("authorization", "").partition(" ")[2].strip()
+    if not token:
+        return _unauthorized("a bearer token is required")
+    who = await run_in_threadpool(_principal, db, token)
+    if who is None:
+        return _unauthorized("the token is invalid, expired or revoked")
+    scope, head, origin = await run_in_threadpool(_scope_and_head, request, db, who)
+    handle = shape_handle(req.definition(), scope, origin, head.generation)
+    if req.offset not in ("-1", "now") and req.handle != handle:
+        return Response(json.dumps([{"headers": {"control": "must-refetch"}}]), status_code=409,
+                        media_type="application/json",
+                        headers={"electric-handle": handle, "cache-control": "no-store"})
+    if req.offset == "-1":
+        messages, position = await run_in_threadpool(_snapshot, db, req, scope)
+        return _respond(request, req, handle, messages, position, up_to_date=False)
+    if req.offset == "now":
+        return _respond(request, req, handle, [protocol.up_to_date(head.offset[0])], head.offset, up_to_date=True)
+    return await _changes(request, req, handle, scope, db)
+
+
+def _principal(db: Database, token: str) -> Principal | None:
+    with db.session() as session:
+        return principal_for_token(session, token)
+
+
+def _scope_and_head(request: Request, db: Database, who: Principal) -> tuple[Scope, Head, Origin]:
+    def read(conn: Any) -> tuple[Scope, Head, Origin]:
+        origin: Origin | None = getattr(request.app.state, "origin", None)
+        if origin is None:
+            origin = request.app.state.origin = read_origin(conn)
+        return resolve_scope(conn, who), read_head(conn), origin
+
+    result: tuple[Scope, Head, Origin] = db.run(read)
+    return result
+
+
+def _visible(req: protocol.ShapeRequest, value: dict[str, Any]) -> bool:
+    return req.predicate is None or req.predicate(value)
+
+
+def _snapshot(db: Database, req: protocol.ShapeRequest, scope: Scope) -> tuple[list[dict[str, Any]], tuple[int, int]]:
+    def read(conn: Any) -> tuple[list[tuple[int, dict[str, Any]]], Head, tuple[str, str, list[str]]]:
+        rows, head = read_snapshot(conn, sorted(scope.user_ids))
+        snap = conn.execute(
+            "SELECT pg_snapshot_xmin(s)::text, pg_snapshot_xmax(s)::text,"
+            " ARRAY(SELECT pg_snapshot_xip(s)::text) FROM pg_current_snapshot() s"
+        ).fetchone()
+        return rows, head, (snap[0], snap[1], list(snap[2]))
+
+    rows, head, (xmin, xmax, xip) = db.run(read)
+    messages = []
+    for user_id, row in rows:
+        value = protocol.shape_value(row, scope.usernames.get(user_id), req.columns)
+        if _visible(req, value):
+            messages.append(protocol.change_message("insert", value))
+    messages.append(protocol.snapshot_end(xmin, xmax, xip))
+    return messages, head.offset
+
+
+def _log_messages(req: protocol.ShapeRequest, scope: Scope, changes: list[LogChange]) -> list[dict[str, Any]]:
+    messages = []
+    for index, change in enumerate(changes):
+        value = protocol.shape_value(change.value, scope.usernames.get(change.user_id), req.columns)
+        operation = change.operation
+        if operation != "delete" and not _visible(req, value):
+            if operation == "insert":
+                continue
+            operation = "delete"  # moved out of the client's filter
+            value = {k: value.get(k) for k in protocol.PK}
+        if operation == "delete":
+            value = {k: value.get(k) for k in protocol.PK}
+        last = index == len(changes) - 1 or changes[index + 1].lsn != change.lsn
+        messages.append(protocol.change_message(operation, value, {
+            "lsn": str(change.lsn), "op_position": change.op, "txids": [change.txid], "last": last,
+        }))
+    return messages
+
+
+def _read_from_db(db: Database, scope: Scope, after: tuple[int, int]) -> tuple[list[LogChange], tuple[int, int]]:
+    def read(conn: Any) -> tuple[list[LogChange], tuple[int, int]]:
+        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        head = read_head(conn).offset
+        changes = [c for c in read_changes(conn, sorted(scope.user_ids), after, CHUNK) if c.offset <= head]
+        reached = head if len(changes) < CHUNK else changes[-1].offset
+        return changes, reached
+
+    result: tuple[list[LogChange], tuple[int, int]] = db.run(read)
+    return result
+
+
+async def _changes(request: Request, req: protocol.ShapeRequest, handle: str, scope: Scope, db: Database) -> Response:
+    watcher: LogWatcher | None = getattr(request.app.state, "watcher", None)
+    after = req.position
+    deadline = time.monotonic() + protocol.LIVE_HOLD_S
+    while True:
+        if watcher is not None and watcher.covers(after):
+            changes, reached = watcher.changes_after(after, scope.user_ids)
+        else:
+            changes, reached = await run_in_threadpool(_read_from_db, db, scope, after)
+        messages = _log_messages(req, scope, changes)
+        remaining = deadline - time.monotonic()
+        if messages or not req.live or remaining <= 0 or watcher is None or await request.is_disconnected():
+            position = max(after, reached)
+            messages.append(protocol.up_to_date(position[0]))
+            return _respond(request, req, handle, messages, position, up_to_date=True)
+        after = max(after, reached)  # nothing for this client yet: skip what others changed
+        await watcher.wait(min(remaining, 5.0))
+
+
+def _respond(
+    request: Request,
+    req: protocol.ShapeRequest,
+    handle: str,
+    messages: list[dict[str, Any]],
+    position: tuple[int, int],
+    up_to_date: bool,
+) -> Response:
+    offset = protocol.offset_text(position)
+    body = json.dumps(messages, separators=(",", ":"))
+    etag = '"' + hashlib.sha256(f"{handle}:{req.offset}:{offset}:{body}".encode()).hexdigest()[:32] + '"'
+    headers = {
+        "electric-handle": handle,
+        "electric-offset": offset,
+        "etag": etag,
+        "vary": "Authorization",
+    }
+    if req.live:
+        headers["electric-cursor"] = protocol.live_cursor()
+        headers["cache-control"] = "private, max-age=5, stale-while-revalidate=5"
+    else:
+        headers["electric-schema"] = protocol.schema_header()
+        headers["cache-control"] = (
+            "private, max-age=604800, stale-while-revalidate=2629746" if req.offset == "-1"
+            else "private, max-age=60, stale-while-revalidate=300"
+        )
+    if up_to_date:
+        headers["electric-up-to-date"] = ""
+    if request.headers.get("if-none-match") == etag:
+        return Response(status_code=304, headers=headers)
+    return Response(body, media_type="application/json", headers=headers)
