@@ -12,8 +12,8 @@ from typing import Annotated
 import typer
 
 from pulse_cli import __version__
-from pulse_cli.commands import entries, transfer
-from pulse_core.errors import NotFoundError, PulseError, ValidationError
+from pulse_cli.commands import agent, entries, syncing, transfer
+from pulse_core.errors import PulseError, ValidationError
 
 app = typer.Typer(
     name="pulse",
@@ -26,6 +26,8 @@ app = typer.Typer(
 )
 entries.register(app)
 transfer.register(app)
+syncing.register(app)
+agent.register(app)
 
 
 def _version(value: bool) -> None:
@@ -54,11 +56,11 @@ def main(
 
 
 def error_exit_code(exc: PulseError) -> int:
-    """2 for invalid values or usage (like typer's own usage errors), 1 for other failures."""
+    """2 for invalid values or usage (like typer's own usage errors), 3 offline, 1 for other failures."""
     if isinstance(exc, ValidationError):
         return 2
-    if isinstance(exc, NotFoundError):
-        return 1
+    if exc.code == "offline":
+        return 3
     return 1
 
 
@@ -68,7 +70,7 @@ def run() -> None:
         app()
     except PulseError as exc:
         colour = sys.stderr.isatty()
-        line = f"error: {exc.message}"
+        line = exc.message if exc.code == "offline" else f"error: {exc.message}"
         sys.stderr.write(f"\x1b[31m{line}\x1b[0m\n" if colour else f"{line}\n")
         sys.exit(error_exit_code(exc))
     except KeyboardInterrupt:

@@ -23,3 +23,7 @@ class Metrics:
         self.pool_in_use = Gauge("pulse_db_pool_in_use", "Connections checked out of the pool",
                                  registry=self.registry)
         self.pool_size = Gauge("pulse_db_pool_size", "Size of the connection pool", registry=self.registry)
+        self.replication_lag = Gauge(
+            "pulse_replication_lag_bytes", "WAL bytes not yet acknowledged by the shape log's replication slot",
+            registry=self.registry,
+        )

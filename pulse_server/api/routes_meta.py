@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from fastapi import APIRouter, Response
@@ -10,6 +11,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pulse_core.rules import rules_document
 from pulse_server.api.deps import DbDep, MetricsDep
 from pulse_server.breaker import STATE_VALUES
+from pulse_server.db.database import DatabaseUnavailable
 
 router = APIRouter(tags=["meta"])
 
@@ -33,9 +35,20 @@ def readyz(db: DbDep) -> dict[str, str]:
     return {"status": "ready"}
 
 
+def _replication_lag(conn: Any) -> int:
+    """WAL written but not yet acknowledged by this database's shape slot (0 without a slot)."""
+    row = conn.execute(
+        "SELECT coalesce(max(pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)), 0)::bigint"
+        " FROM pg_replication_slots WHERE database = current_database() AND slot_name LIKE 'pulse_shapes_%'"
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
 @router.get("/metrics", include_in_schema=False)
 def metrics(db: DbDep, m: MetricsDep) -> Response:
     m.breaker_state.set(STATE_VALUES[db.breaker.state])
     m.pool_in_use.set(db.pool_in_use())
     m.pool_size.set(db.settings.pool_size)
+    with contextlib.suppress(DatabaseUnavailable):  # metrics must answer most when Postgres does not
+        m.replication_lag.set(db.run(_replication_lag, retries=0))
     return Response(generate_latest(m.registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,106 @@
+"""`pulse agent`: a foreground process that keeps the device in sync.
+
+apscheduler runs a sync round every `interval` seconds and, through a cheap local watch of the
+outbox, as soon as something new is queued; a separate thread keeps a live shape pull open. SIGTERM
+or SIGINT stops it after the round in hand has finished and saved its state.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from pathlib import Path
+from types import FrameType
+
+from pulse_cli.agent.account import load_account
+from pulse_cli.agent.pull import follow_live
+from pulse_cli.agent.runner import LoginRequired, Unreachable, run_sync
+from pulse_cli.bootstrap import Device, bootstrap
+from pulse_core.errors import PulseError
+
+log = logging.getLogger("pulse.agent")
+
+
+class Agent:
+    def __init__(self, device: Device, interval_s: float = 60.0, watch_s: float = 0.5) -> None:
+        self.home: Path = device.home
+        self.interval_s = interval_s
+        self.watch_s = watch_s
+        self.stop = threading.Event()
+        self._seen_seq = -1
+
+    def _device(self) -> Device:
+        return bootstrap(str(self.home))
+
+    def round(self) -> None:
+        """One push + pull round; failures are reported and retried later, never fatal."""
+        device = self._device()
+        try:
+            report = run_sync(device)
+            pushed = sum(report.pushed.values())
+            if pushed or report.pulled:
+                log.info("synced: pushed %d, pulled %d, %d pending", pushed, report.pulled, report.pending)
+        except Unreachable as exc:
+            log.warning("%s", exc.message)
+        except LoginRequired as exc:
+            log.error("%s", exc.message)
+        except PulseError as exc:
+            log.error("sync failed: %s", exc.message)
+        finally:
+            device.close()
+
+    def watch_outbox(self) -> None:
+        """Runs twice a second: a local query, no network; a new pending change triggers a round."""
+        device = self._device()
+        try:
+            row = device.conn.execute("SELECT coalesce(max(seq), 0) FROM outbox WHERE status = 'pending'").fetchone()
+        finally:
+            device.close()
+        newest = int(row[0])
+        if self._seen_seq >= 0 and newest > self._seen_seq:
+            self.round()
+        self._seen_seq = newest
+
+    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        log.info("signal %d: stopping after the round in hand", signum)
+        self.stop.set()
+
+    def run_forever(self) -> None:
+        from apscheduler.executors.pool import ThreadPoolExecutor
+        from apscheduler.schedulers.background import BackgroundScheduler
+
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+        if load_account(self.home) is None:
+            raise LoginRequired("account: not logged in; run pulse login --server URL --username NAME")
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+        # One worker: rounds never overlap, and a round always finishes before shutdown returns.
+        scheduler = BackgroundScheduler(executors={"default": ThreadPoolExecutor(1)},
+                                        job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 30})
+        scheduler.add_job(self.round, "interval", seconds=self.interval_s, id="sync", next_run_time=_now())
+        scheduler.add_job(self.watch_outbox, "interval", seconds=self.watch_s, id="watch-outbox")
+        live = threading.Thread(target=follow_live, args=(self.home, self.stop), name="live-pull", daemon=True)
+        scheduler.start()
+        live.start()
+        log.info("agent running for %s (interval %.0f s); Ctrl-C to stop", self.home, self.interval_s)
+        try:
+            while not self.stop.wait(0.5):
+                pass
+        finally:
+            scheduler.shutdown(wait=True)
+            live.join(timeout=5)
+            log.info("agent stopped")
+
+
+def _now() -> object:
+    import datetime as dt
+
+    return dt.datetime.now(dt.UTC)
+
+
+def sleep_until(stop: threading.Event, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while not stop.is_set() and time.monotonic() < deadline:
+        stop.wait(min(0.5, deadline - time.monotonic()))

@@ -1,0 +1,99 @@
+"""Pulling the user's shape into the server copy, one local transaction per batch with its cursor."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pulse_cli.agent import outbox, replica
+from pulse_cli.agent.account import Account, load_account
+from pulse_cli.store.connection import read_meta, write_meta
+from sync.client import AuthExpired, Offline
+from sync.shape_client import ShapeAuthError, ShapeBatch, ShapeCursor, ShapeError, ShapeStream, ShapeUnavailable
+
+if TYPE_CHECKING:
+    from pulse_cli.agent.engine import SyncEngine, SyncReport
+
+log = logging.getLogger("pulse.agent")
+SHAPE = "entries"
+
+
+def load_cursor(conn: sqlite3.Connection) -> ShapeCursor:
+    row = conn.execute('SELECT handle, "offset", cursor FROM shape_cursors WHERE shape = ?', (SHAPE,)).fetchone()
+    if row is None:
+        return ShapeCursor()
+    schema = read_meta(conn, "shape_schema")
+    return ShapeCursor(row[0], row[1], row[2], json.loads(schema) if schema else None)
+
+
+def apply_batch(conn: sqlite3.Connection, batch: ShapeBatch, role: str) -> int:
+    """The batch's rows and the cursor after them, in one local transaction."""
+    with conn:
+        conn.execute("BEGIN IMMEDIATE")
+        if batch.must_refetch:
+            replica.clear_server_copy(conn)  # never the outbox
+            write_meta(conn, "pulled_lsn", "0")
+        count = replica.apply_changes(conn, [(c.operation, c.value) for c in batch.changes], role)
+        cursor = batch.cursor
+        conn.execute(
+            'INSERT INTO shape_cursors (shape, handle, "offset", cursor, updated_at)'
+            " VALUES (?, ?, ?, ?, datetime('now')) ON CONFLICT (shape) DO UPDATE SET handle = excluded.handle,"
+            ' "offset" = excluded."offset", cursor = excluded.cursor, updated_at = excluded.updated_at',
+            (SHAPE, cursor.handle, cursor.offset, cursor.cursor),
+        )
+        if cursor.schema is not None:
+            write_meta(conn, "shape_schema", json.dumps(cursor.schema))
+        if batch.up_to_date and "_" in cursor.offset:
+            write_meta(conn, "pulled_lsn", cursor.offset.split("_")[0])
+    return count
+
+
+def _stream(account: Account, conn: sqlite3.Connection) -> ShapeStream:
+    return ShapeStream(account.server, account.token, cursor=load_cursor(conn))
+
+
+def pull_shape(engine: SyncEngine, report: SyncReport) -> None:
+    """Catch up with the server's shape (snapshot first on a fresh device)."""
+    try:
+        with _stream(engine.account, engine.conn) as stream:
+            for batch in stream.follow():
+                report.pulled += apply_batch(engine.conn, batch, engine.account.role)
+                report.refetched = report.refetched or batch.must_refetch
+    except ShapeUnavailable as exc:
+        raise Offline(str(exc)) from exc
+    except ShapeAuthError as exc:
+        raise AuthExpired("the server refused the token: log in again (pulse login)") from exc
+
+
+def follow_live(home: Path, stop: threading.Event) -> None:
+    """The agent's live pull: hold a long-poll open, apply what arrives, rebuild the local view."""
+    from pulse_cli.agent.daemon import sleep_until
+    from pulse_cli.bootstrap import bootstrap
+
+    pause = 1.0
+    while not stop.is_set():
+        account = load_account(home)
+        if account is None:
+            sleep_until(stop, 5.0)
+            continue
+        device = bootstrap(str(home))
+        try:
+            with _stream(account, device.conn) as stream:
+                while not stop.is_set():
+                    batch = stream.poll(live=True)
+                    if apply_batch(device.conn, batch, account.role) or batch.must_refetch:
+                        pulled = int(read_meta(device.conn, "pulled_lsn") or 0)
+                        with device.conn:
+                            device.conn.execute("BEGIN IMMEDIATE")
+                            replica.rebuild_view(device.conn, outbox.to_reapply(device.conn, pulled), device.today)
+                    pause = 1.0
+        except ShapeError as exc:
+            log.warning("live pull: %s; retrying in %.0f s", exc, pause)
+            sleep_until(stop, pause)
+            pause = min(pause * 2, 60.0)
+        finally:
+            device.close()
