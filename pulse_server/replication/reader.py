@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import logging
-import select
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -155,6 +154,12 @@ class ReplicationReader:
             if change.new is not None and change.old is not None:
                 row = {**change.old, **change.new}
             user_id, date = int(row["user_id"] or 0), row["date"]
+            if change.unchanged:  # unchanged TOASTed columns are not sent: keep what we have
+                stored = conn.execute(
+                    "SELECT value FROM shape_rows WHERE user_id = %s AND date = %s", (user_id, date)
+                ).fetchone()
+                previous = stored[0] if stored else {}
+                row = {**{k: previous.get(k) for k in change.unchanged}, **row}
             conn.execute(
                 "INSERT INTO shape_log (lsn, op, txid, user_id, date, operation, value)"
                 " VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
@@ -168,7 +173,8 @@ class ReplicationReader:
             else:
                 conn.execute(
                     "INSERT INTO shape_rows (user_id, date, value, lsn, op) VALUES (%s, %s, %s, %s, %s)"
-                    " ON CONFLICT (user_id, date) DO UPDATE SET value = excluded.value, lsn = excluded.lsn,"
+                    " ON CONFLICT (user_id, date) DO UPDATE SET value = shape_rows.value || excluded.value,"
+                    " lsn = excluded.lsn,"
                     " op = excluded.op WHERE (shape_rows.lsn, shape_rows.op) < (excluded.lsn, excluded.op)",
                     (user_id, date, json.dumps(row), lsn, op),
                 )
@@ -207,29 +213,23 @@ class ReplicationReader:
                 return
             self.is_leader = True
             self.ensure_slot(conn)
-            woken = threading.Event()
-            conn.add_notify_handler(lambda _n: woken.set())
             conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(WAKE_CHANNEL)))
             while not stop.is_set():
-                woken.clear()
                 stats = self.read_once(conn)
                 if stats.transactions:
                     continue
-                self._wait_for_wal(conn, woken, stop, idle_wait_s)
+                self._wait_for_wal(conn, stop, idle_wait_s)
 
     @staticmethod
-    def _wait_for_wal(
-        conn: psycopg.Connection[Any], woken: threading.Event, stop: threading.Event, timeout_s: float
-    ) -> None:
+    def _wait_for_wal(conn: psycopg.Connection[Any], stop: threading.Event, timeout_s: float) -> None:
         """Sleep until a NOTIFY arrives (or timeout, or stop): no polling of the database per change.
 
-        A notification that arrived while the last peek ran has already set `woken`."""
+        psycopg keeps notifications that arrived while the last peek ran and returns them here."""
         waited = 0.0
-        while not stop.is_set() and not woken.is_set() and waited < timeout_s:
-            ready, _, _ = select.select([conn.fileno()], [], [], 0.25)
-            if ready:
+        while not stop.is_set() and waited < timeout_s:
+            for _ in conn.notifies(timeout=0.25, stop_after=1):
                 for _ in conn.notifies(timeout=0):
-                    pass
+                    pass  # several commits, one read
                 return
             waited += 0.25
 

@@ -19,6 +19,8 @@ import psycopg
 
 from pulse_server.replication.reader import LOG_CHANNEL
 
+GRANTS_CHANNEL = "pulse_grants"
+
 log = logging.getLogger("pulse.shapes")
 
 Offset = tuple[int, int]
@@ -91,6 +93,7 @@ class LogWatcher:
         self.offsets: list[Offset] = []
         self.head: Offset = (0, 0)
         self.base: Offset | None = None  # every change after this offset is in `tail`
+        self.grants_epoch = 0  # bumped whenever grants change: coaches' scopes must be checked again
         self.loop: asyncio.AbstractEventLoop | None = None
         self._changed = asyncio.Event()
         self._stop = threading.Event()
@@ -139,19 +142,21 @@ class LogWatcher:
             self.base = None  # until we have caught up again
         with psycopg.connect(self.dsn, autocommit=True, application_name="pulse-shape-watcher") as conn:
             conn.execute(f"LISTEN {LOG_CHANNEL}")
+            conn.execute(f"LISTEN {GRANTS_CHANNEL}")
             with self._lock:
                 self.head = read_head(conn).offset
                 self.base = start = self.head
                 self.tail, self.offsets = [], []
             self._catch_up(conn, start)
             while not self._stop.is_set():
-                got = False
-                for _ in conn.notifies(timeout=1.0, stop_after=1):
-                    got = True
-                if got:
-                    for _ in conn.notifies(timeout=0):
-                        pass  # several commits, one read
-                    self._catch_up(conn, self.head)
+                channels = {n.channel for n in conn.notifies(timeout=1.0, stop_after=1)}
+                if not channels:
+                    continue
+                channels |= {n.channel for n in conn.notifies(timeout=0)}  # several commits, one read
+                if GRANTS_CHANNEL in channels:
+                    with self._lock:
+                        self.grants_epoch += 1
+                self._catch_up(conn, self.head)
 
     def _catch_up(self, conn: psycopg.Connection[Any], after: Offset) -> None:
         while True:

@@ -49,15 +49,19 @@ async def shape(request: Request) -> Response:
     scope, head, origin = await run_in_threadpool(_scope_and_head, request, db, who)
     handle = shape_handle(req.definition(), scope, origin, head.generation)
     if req.offset not in ("-1", "now") and req.handle != handle:
-        return Response(json.dumps([{"headers": {"control": "must-refetch"}}]), status_code=409,
-                        media_type="application/json",
-                        headers={"electric-handle": handle, "cache-control": "no-store"})
+        return _must_refetch(handle)
     if req.offset == "-1":
         messages, position = await run_in_threadpool(_snapshot, db, req, scope)
         return _respond(request, req, handle, messages, position, up_to_date=False)
     if req.offset == "now":
         return _respond(request, req, handle, [protocol.up_to_date(head.offset[0])], head.offset, up_to_date=True)
-    return await _changes(request, req, handle, scope, db)
+    return await _changes(request, req, handle, scope, db, who)
+
+
+def _must_refetch(new_handle: str) -> Response:
+    return Response(json.dumps([{"headers": {"control": "must-refetch"}}]), status_code=409,
+                    media_type="application/json",
+                    headers={"electric-handle": new_handle, "cache-control": "no-store"})
 
 
 def _principal(db: Database, token: str) -> Principal | None:
@@ -76,8 +80,9 @@ def _scope_and_head(request: Request, db: Database, who: Principal) -> tuple[Sco
     return result
 
 
-def _visible(req: protocol.ShapeRequest, value: dict[str, Any]) -> bool:
-    return req.predicate is None or req.predicate(value)
+def _visible(req: protocol.ShapeRequest, row: dict[str, Any], username: str | None) -> bool:
+    """The client's filter sees every column of the row, whichever columns it asked to receive."""
+    return req.predicate is None or req.predicate({**row, "username": username})
 
 
 def _snapshot(db: Database, req: protocol.ShapeRequest, scope: Scope) -> tuple[list[dict[str, Any]], tuple[int, int]]:
@@ -92,9 +97,9 @@ def _snapshot(db: Database, req: protocol.ShapeRequest, scope: Scope) -> tuple[l
     rows, head, (xmin, xmax, xip) = db.run(read)
     messages = []
     for user_id, row in rows:
-        value = protocol.shape_value(row, scope.usernames.get(user_id), req.columns)
-        if _visible(req, value):
-            messages.append(protocol.change_message("insert", value))
+        username = scope.usernames.get(user_id)
+        if _visible(req, row, username):
+            messages.append(protocol.change_message("insert", protocol.shape_value(row, username, req.columns)))
     messages.append(protocol.snapshot_end(xmin, xmax, xip))
     return messages, head.offset
 
@@ -102,9 +107,10 @@ def _snapshot(db: Database, req: protocol.ShapeRequest, scope: Scope) -> tuple[l
 def _log_messages(req: protocol.ShapeRequest, scope: Scope, changes: list[LogChange]) -> list[dict[str, Any]]:
     messages = []
     for index, change in enumerate(changes):
-        value = protocol.shape_value(change.value, scope.usernames.get(change.user_id), req.columns)
+        username = scope.usernames.get(change.user_id)
+        value = protocol.shape_value(change.value, username, req.columns)
         operation = change.operation
-        if operation != "delete" and not _visible(req, value):
+        if operation != "delete" and not _visible(req, change.value, username):
             if operation == "insert":
                 continue
             operation = "delete"  # moved out of the client's filter
@@ -118,33 +124,49 @@ def _log_messages(req: protocol.ShapeRequest, scope: Scope, changes: list[LogCha
     return messages
 
 
-def _read_from_db(db: Database, scope: Scope, after: tuple[int, int]) -> tuple[list[LogChange], tuple[int, int]]:
-    def read(conn: Any) -> tuple[list[LogChange], tuple[int, int]]:
+def _read_from_db(
+    db: Database, scope: Scope, after: tuple[int, int]
+) -> tuple[list[LogChange], tuple[int, int], bool]:
+    """This scope's changes after `after` (at most CHUNK), the position they reach, and whether that
+    position is the head of the log (only then is the response up to date)."""
+
+    def read(conn: Any) -> tuple[list[LogChange], tuple[int, int], bool]:
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
         head = read_head(conn).offset
         changes = [c for c in read_changes(conn, sorted(scope.user_ids), after, CHUNK) if c.offset <= head]
-        reached = head if len(changes) < CHUNK else changes[-1].offset
-        return changes, reached
+        if len(changes) < CHUNK:
+            return changes, head, True
+        return changes, changes[-1].offset, False
 
-    result: tuple[list[LogChange], tuple[int, int]] = db.run(read)
+    result: tuple[list[LogChange], tuple[int, int], bool] = db.run(read)
     return result
 
 
-async def _changes(request: Request, req: protocol.ShapeRequest, handle: str, scope: Scope, db: Database) -> Response:
+async def _changes(
+    request: Request, req: protocol.ShapeRequest, handle: str, scope: Scope, db: Database, who: Principal
+) -> Response:
     watcher: LogWatcher | None = getattr(request.app.state, "watcher", None)
     after = req.position
     deadline = time.monotonic() + protocol.LIVE_HOLD_S
+    epoch = watcher.grants_epoch if watcher is not None else 0
     while True:
+        if watcher is not None and epoch != watcher.grants_epoch and who.is_coach:
+            epoch = watcher.grants_epoch  # grants changed while this request was held: check the scope again
+            scope, head, origin = await run_in_threadpool(_scope_and_head, request, db, who)
+            if shape_handle(req.definition(), scope, origin, head.generation) != handle:
+                return _must_refetch(shape_handle(req.definition(), scope, origin, head.generation))
+        at_head = True
         if watcher is not None and watcher.covers(after):
             changes, reached = watcher.changes_after(after, scope.user_ids)
         else:
-            changes, reached = await run_in_threadpool(_read_from_db, db, scope, after)
+            changes, reached, at_head = await run_in_threadpool(_read_from_db, db, scope, after)
         messages = _log_messages(req, scope, changes)
         remaining = deadline - time.monotonic()
         if messages or not req.live or remaining <= 0 or watcher is None or await request.is_disconnected():
             position = max(after, reached)
-            messages.append(protocol.up_to_date(position[0]))
-            return _respond(request, req, handle, messages, position, up_to_date=True)
+            if at_head:
+                messages.append(protocol.up_to_date(position[0]))
+            return _respond(request, req, handle, messages, position, up_to_date=at_head)
         after = max(after, reached)  # nothing for this client yet: skip what others changed
         await watcher.wait(min(remaining, 5.0))
 

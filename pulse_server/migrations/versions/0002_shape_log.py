@@ -73,9 +73,25 @@ def upgrade() -> None:
         "CREATE TRIGGER entries_wake_reader AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON entries"
         " FOR EACH STATEMENT EXECUTE FUNCTION pulse_wake_reader()"
     )
+    # A grant given or revoked changes a coach's scope: held live requests must answer 409 at once.
+    op.execute(
+        """
+        CREATE FUNCTION pulse_grants_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            PERFORM pg_notify('pulse_grants', '');
+            RETURN NULL;
+        END $$
+        """
+    )
+    op.execute(
+        "CREATE TRIGGER grants_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON grants"
+        " FOR EACH STATEMENT EXECUTE FUNCTION pulse_grants_changed()"
+    )
 
 
 def downgrade() -> None:
+    op.execute("DROP TRIGGER grants_changed ON grants")
+    op.execute("DROP FUNCTION pulse_grants_changed()")
     op.execute("DROP TRIGGER entries_wake_reader ON entries")
     op.execute("DROP FUNCTION pulse_wake_reader()")
     op.execute("DROP TABLE shape_state")
