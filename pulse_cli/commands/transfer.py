@@ -49,7 +49,7 @@ def import_fitbit(
     Examples:
       pulse import fitbit tests/data/fitbit --source-user 1503960366
     """
-    from pulse_cli.importers.fitbit import read_fitbit
+    from pulse_core.importers.fitbit import read_fitbit
 
     _run_import(ctx, "fitbit", lambda p: read_fitbit(folder, source_user, p), as_json)
 
@@ -66,7 +66,7 @@ def import_welltory(
     Examples:
       pulse import welltory tests/data/welltory --source-user 8d7f2c6e8d
     """
-    from pulse_cli.importers.welltory import read_welltory
+    from pulse_core.importers.welltory import read_welltory
 
     _run_import(ctx, "welltory", lambda p: read_welltory(folder, source_user, p), as_json)
 
@@ -82,7 +82,7 @@ def import_apple_health(
     Examples:
       pulse import apple-health ~/Downloads/export.zip
     """
-    from pulse_cli.importers.apple_health import read_apple_health
+    from pulse_core.importers.apple_health import read_apple_health
 
     _run_import(ctx, "apple-health", lambda p: read_apple_health(file, p), as_json)
 

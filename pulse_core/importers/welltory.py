@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 
-from pulse_cli.importers._common import (
+from pulse_core.importers._common import (
     ByteCounter,
     CsvFile,
     Progress,

@@ -50,7 +50,7 @@ from pathlib import Path
 from typing import IO
 from xml.etree.ElementTree import ParseError, iterparse
 
-from pulse_cli.importers._common import ByteCounter, CountingReader, Progress, file_size, usage
+from pulse_core.importers._common import ByteCounter, CountingReader, Progress, file_size, usage
 from pulse_core.usecases import DayRecord
 
 STEPS = "HKQuantityTypeIdentifierStepCount"
