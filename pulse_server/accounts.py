@@ -62,7 +62,7 @@ def add_user(session: Session, username: str, password: str, is_coach: bool) -> 
 
 
 def authenticate(session: Session, username: str, password: str) -> User | None:
-    user = session.exec(select(User).where(User.username == username)).first()
+    user = find_user(session, username)
     try:
         _hasher.verify(user.password_hash if user else _DUMMY_HASH, password)
     except (VerificationError, InvalidHashError):
@@ -103,6 +103,8 @@ def revoke_tokens(session: Session, user: User) -> int:
 
 
 def find_user(session: Session, username: str) -> User | None:
+    if not USERNAME.fullmatch(username):  # no such user can exist (and a NUL byte would be a driver error)
+        return None
     return session.exec(select(User).where(User.username == username)).first()
 
 

@@ -9,6 +9,7 @@ Body, everywhere but /v1/shape: {"error": {"code", "message", "field"?, "value"?
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from pulse_core.errors import NotFoundError, PulseError, StoreError, UsageError, ValidationError
@@ -61,7 +62,12 @@ class ApiError(Exception):
 
 
 def _jsonable(value: Any) -> Any:
-    return value if isinstance(value, (str, int, float, bool, type(None))) else str(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)  # JSON has no inf or nan (1e400 in a request body parses as inf)
+    if not isinstance(value, (str, int, float, bool, type(None))):
+        value = str(value)
+    # A lone surrogate ("\ud800" is valid JSON) cannot be encoded as UTF-8 in the response.
+    return value.encode("utf-8", "replace").decode("utf-8") if isinstance(value, str) else value
 
 
 def from_domain(exc: PulseError) -> ApiError:

@@ -8,6 +8,7 @@ the device (pulse_core), merged field by field (sync.merge), and recorded with i
 from __future__ import annotations
 
 import datetime as dt
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -33,10 +34,19 @@ class BatchOutcome:
 
 
 def _error_json(exc: ValidationError) -> dict[str, Any]:
-    value = exc.value
+    return {"code": exc.code, "message": _storable(exc.message), "field": exc.field, "value": _storable(exc.value),
+            "allowed": exc.allowed}
+
+
+def _storable(value: Any) -> Any:
+    """A rejected value as jsonb can hold it (no inf or nan, no NUL, no lone surrogate), or the batch would fail."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
     if not isinstance(value, (str, int, float, bool, type(None))):
         value = str(value)
-    return {"code": exc.code, "message": exc.message, "field": exc.field, "value": value, "allowed": exc.allowed}
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd").encode("utf-8", "replace").decode("utf-8")
+    return value
 
 
 class Reconciler:
@@ -91,8 +101,9 @@ class Reconciler:
             try:
                 with conn.transaction():
                     result = self._merge(conn, repo, user_id, client_id, mutation, server_ms, touched)
-            except pg_errors.DataError as exc:
-                message = f"value not storable: {exc.diag.message_primary}"
+            except (pg_errors.DataError, UnicodeEncodeError) as exc:  # NUL in text; a lone surrogate
+                diag = getattr(exc, "diag", None)
+                message = f"value not storable: {(diag and diag.message_primary) or _storable(str(exc))}"
                 result = {"seq": seq, "status": "rejected", "error": {"code": "invalid_value", "message": message}}
         conn.execute(
             "INSERT INTO applied_mutations (user_id, client_id, seq, result, applied_at)"
@@ -113,6 +124,10 @@ class Reconciler:
     ) -> dict[str, Any]:
         stamp, clamped = clamp(m.stamp, server_ms, self.skew_limit_ms)
         user = str(user_id)
+        # A new day has no row to lock yet: a transaction-level advisory lock on (user, date) makes
+        # concurrent pushes to it wait for each other instead of overwriting (without writing an empty
+        # row first, which would reach every shape as an extra change).
+        conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"entry:{user_id}:{m.date}",))
         entry = repo.get(user, m.date, lock=True) or Entry(user=user, date=m.date)
         if m.op == "delete":
             outcome = merge_delete(entry, m.base, str(stamp), m.source)

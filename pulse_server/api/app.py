@@ -191,7 +191,7 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "bad_request", 401: "unauthorized", 403: "forbidden"}.get(
             exc.status_code, "bad_request")
-        return _json_error(ApiError(exc.status_code, code, str(exc.detail)))
+        return _json_error(ApiError(exc.status_code, code, str(exc.detail), headers=dict(exc.headers or {})))
 
     @app.exception_handler(Exception)
     async def unexpected(_: Request, exc: Exception) -> JSONResponse:

@@ -26,7 +26,8 @@ def add_grant(body: GrantRequest, user: Athlete, db: DbDep) -> dict[str, Any]:
     """Let a coach read your entries."""
     with db.session() as session:
         coach = accounts.grant(session, user, body.coach)
-    return {"coach": coach.username}
+        name = coach.username  # read while the session is open: the commit expired the row
+    return {"coach": name}
 
 
 @router.delete("/{coach}", status_code=204)

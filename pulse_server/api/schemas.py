@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr
 
 
 class TokenRequest(BaseModel):
@@ -24,15 +24,20 @@ class Me(BaseModel):
     role: Literal["athlete", "coach"]
 
 
+# A number (or its text) for pulse_core to check, so that 1.5 steps is a 422 not_an_integer as in a push.
+# Strict, or pydantic would read `true` as 1 step; a JSON true is a wrong type: 400.
+Number = StrictInt | StrictFloat | StrictStr
+
+
 class EntryFields(BaseModel):
     """The fields a PUT sets; an explicit null clears a field. Values are checked by pulse_core."""
 
     model_config = ConfigDict(extra="forbid")
-    sleep_hours: float | str | None = None
-    hrv_ms: float | str | None = None
+    sleep_hours: Number | None = None
+    hrv_ms: Number | None = None
     hrv_method: Literal["rmssd", "sdnn"] | None = None
-    steps: int | str | None = None
-    weight_kg: float | str | None = None
+    steps: Number | None = None
+    weight_kg: Number | None = None
     note: str | None = Field(default=None, max_length=1000)
 
 
@@ -71,7 +76,7 @@ class EntryWrite(BaseModel):
 class MutationIn(BaseModel):
     """One mutation, checked for its form only; its meaning is checked per mutation (and rejected alone)."""
 
-    seq: int = Field(ge=0)
+    seq: int = Field(ge=0, le=2**63 - 1)  # stored as a Postgres bigint: a larger one failed the whole batch
     date: Any = None
     op: Any = None
     fields: Any = None
