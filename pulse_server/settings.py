@@ -25,9 +25,9 @@ class Settings(BaseSettings):
     clock_skew_limit_ms: int = 60_000
     log_level: str = "info"
     # Run the replication reader in this process (one leader among all instances) and the shape
-    # log watcher that wakes live requests. Tests of the REST API alone can turn them off.
-    replication_reader: bool = False
-    shape_watcher: bool = False
+    # log watcher that wakes live requests. Both need Postgres with wal_level=logical.
+    replication_reader: bool = True
+    shape_watcher: bool = True
 
 
 def psycopg_url(url: str) -> str:
