@@ -19,7 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pulse_core.errors import PulseError
-from pulse_server.api import routes_auth, routes_entries, routes_grants, routes_meta, routes_sync
+from pulse_server.api import openapi, routes_auth, routes_entries, routes_grants, routes_meta, routes_sync
 from pulse_server.db.database import Database, DatabaseUnavailable
 from pulse_server.errors import ApiError, from_domain
 from pulse_server.logs import request_id, user_id
@@ -111,6 +111,7 @@ def create_app(
         app.include_router(module.router)
     app.include_router(shape_route.router)
     _install_error_handlers(app)
+    openapi.install(app)
 
     @app.middleware("http")
     async def observe(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
