@@ -8,10 +8,10 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
@@ -113,29 +113,50 @@ def create_app(
     _install_error_handlers(app)
     openapi.install(app)
 
-    @app.middleware("http")
-    async def observe(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        rid = request.headers.get("x-request-id") or uuid.uuid4().hex
-        request_id.set(rid[:64])
-        user_id.set(None)
-        started = time.perf_counter()
-        response = await call_next(request)
-        elapsed = time.perf_counter() - started
-        route = request.scope.get("route")
-        template = getattr(route, "path", "unmatched")
-        user_id.set(getattr(request.state, "user_id", None))
-        app.state.metrics.latency.labels(request.method, template, str(response.status_code)).observe(elapsed)
-        response.headers["x-request-id"] = rid[:64]
-        log.info("request", extra={"fields": {"method": request.method, "route": template,
-                                              "status": response.status_code, "ms": round(elapsed * 1000, 2)}})
-        return response
-
+    app.add_middleware(Observe, metrics=app.state.metrics)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(
         CORSMiddleware, allow_origins=["*"], allow_methods=["GET", "POST", "PUT", "DELETE", "OPTIONS"],
         allow_headers=["*"], expose_headers=[h.strip() for h in EXPOSE_HEADERS.split(",")], max_age=86400,
     )
     return app
+
+
+class Observe:
+    """Request id, access log line and latency histogram, as plain ASGI (a BaseHTTPMiddleware would
+    hide client disconnects from held live requests)."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        rid = (headers.get(b"x-request-id", b"").decode("latin-1") or uuid.uuid4().hex)[:64]
+        request_id.set(rid)
+        user_id.set(None)
+        started = time.perf_counter()
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", rid.encode("latin-1"))]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            elapsed = time.perf_counter() - started
+            template = getattr(scope.get("route"), "path", "unmatched")
+            user_id.set(scope.get("state", {}).get("user_id"))
+            self.metrics.latency.labels(scope["method"], template, str(status)).observe(elapsed)
+            log.info("request", extra={"fields": {"method": scope["method"], "route": template, "status": status,
+                                                  "ms": round(elapsed * 1000, 2)}})
 
 
 class Background:

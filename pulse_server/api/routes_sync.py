@@ -9,7 +9,7 @@ from fastapi import APIRouter
 from pulse_server.api.deps import Athlete, ClockDep, DbDep, MetricsDep, SettingsDep
 from pulse_server.api.schemas import PushRequest, PushResponse
 from pulse_server.errors import ApiError
-from pulse_server.push import Reconciler, lsn_to_int
+from pulse_server.push import Reconciler
 from sync.wire import PROTOCOL
 
 router = APIRouter(prefix="/v1/sync", tags=["sync"])
@@ -32,7 +32,5 @@ def push(
     outcome = db.run(lambda conn: reconciler.apply_batch(conn, user.id, body.client_id, raw))
     for result in outcome.results:
         metrics.mutations.labels(result["status"]).inc()
-    # Read after the commit, so the shape stream has caught up with this batch once its offset reaches it.
-    lsn = db.run(lambda conn: lsn_to_int(conn.execute("SELECT pg_current_wal_insert_lsn()::text").fetchone()[0]))  # type: ignore[index]
-    return {"server_time_ms": clock(), "txid": outcome.txid, "lsn": str(lsn), "max_batch": settings.max_batch,
+    return {"server_time_ms": clock(), "txid": outcome.txid, "lsn": outcome.lsn, "max_batch": settings.max_batch,
             "results": outcome.results}

@@ -157,8 +157,10 @@ class _Reader:
             raise DecodeError(f"expected {marker!r}, got {got!r}")
 
     def string(self) -> str:
-        end = self.data.index(b"\0", self.offset)
-        value = self.data[self.offset:end].decode()
+        end = self.data.find(b"\0", self.offset)
+        if end < 0:
+            raise DecodeError("unterminated string")
+        value = _text(self.data[self.offset:end])
         self.offset = end + 1
         return value
 
@@ -175,8 +177,17 @@ class _Reader:
                 unchanged.add(name)
             elif kind == b"t":
                 (length,) = self.unpack("!I")
-                values[name] = self.data[self.offset:self.offset + length].decode()
+                if self.offset + length > len(self.data):
+                    raise DecodeError("message truncated inside a value")
+                values[name] = _text(self.data[self.offset:self.offset + length])
                 self.offset += length
             else:
                 raise DecodeError(f"unsupported tuple value kind {kind!r}")
         return values, frozenset(unchanged)
+
+
+def _text(raw: bytes) -> str:
+    try:
+        return raw.decode()
+    except UnicodeDecodeError as exc:
+        raise DecodeError(f"invalid UTF-8: {exc.reason}") from None

@@ -25,7 +25,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from pulse_server.replication.pgoutput import Begin, Change, Commit, Decoder, Relation, Truncate
+from pulse_server.replication.pgoutput import Begin, Change, Commit, DecodeError, Decoder, Relation, Truncate
 
 log = logging.getLogger("pulse.replication")
 
@@ -83,11 +83,38 @@ class ReplicationReader:
         if exists is None:
             conn.execute("SELECT pg_create_logical_replication_slot(%s, 'pgoutput')", (slot,))
             log.info("created replication slot", extra={"fields": {"slot": slot}})
+            self.slot = slot
+            self.backfill(conn)
         self.slot = slot
         return slot
 
+    @staticmethod
+    def backfill(conn: psycopg.Connection[Any]) -> int:
+        """Rows that existed before the slot: into shape_rows at offset (0, 0), as Postgres text.
+
+        Taken after the slot exists, so nothing falls between the two: a change committed meanwhile is
+        also in the slot's stream, at a later offset, which wins. Handles move to a new generation."""
+        columns = [r[0] for r in conn.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = 'public'"
+            " AND table_name = 'entries' ORDER BY ordinal_position"
+        ).fetchall()]
+        pairs = sql.SQL(", ").join(
+            sql.SQL("{}, {}::text").format(sql.Literal(c), sql.Identifier(c)) for c in columns
+        )
+        with conn.transaction():
+            done = conn.execute(
+                sql.SQL(
+                    "INSERT INTO shape_rows (user_id, date, value, lsn, op)"
+                    " SELECT user_id, date, jsonb_build_object({}), 0, 0 FROM entries ON CONFLICT DO NOTHING"
+                ).format(pairs)
+            )
+            conn.execute("UPDATE shape_state SET generation = generation + 1 WHERE id = 1")
+        return done.rowcount
+
     def read_once(self, conn: psycopg.Connection[Any]) -> ReadStats:
         """Peek a batch, write whole transactions to the shape log, commit, then advance the slot."""
+        before = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()
+        assert before is not None
         rows = conn.execute(
             "SELECT data FROM pg_logical_slot_peek_binary_changes(%s, NULL, %s,"
             " 'proto_version', '1', 'publication_names', %s)",
@@ -96,6 +123,9 @@ class ReplicationReader:
         transactions = self._transactions(bytes(r[0]) for r in rows)
         stats = ReadStats()
         if not transactions:
+            if not rows:
+                # Nothing for us up to `before`: acknowledge it, so Postgres can recycle unrelated WAL.
+                conn.execute("SELECT pg_replication_slot_advance(%s, %s::pg_lsn)", (self.slot, before[0]))
             self._measure_lag(conn)
             return stats
         with conn.transaction():
@@ -195,7 +225,7 @@ class ReplicationReader:
         while not stop.is_set():
             try:
                 self._lead(stop, idle_wait_s)
-            except psycopg.Error as exc:
+            except (psycopg.Error, DecodeError) as exc:
                 self.is_leader = False
                 if self.on_error:
                     self.on_error(exc)
@@ -227,9 +257,8 @@ class ReplicationReader:
         psycopg keeps notifications that arrived while the last peek ran and returns them here."""
         waited = 0.0
         while not stop.is_set() and waited < timeout_s:
-            for _ in conn.notifies(timeout=0.25, stop_after=1):
-                for _ in conn.notifies(timeout=0):
-                    pass  # several commits, one read
+            if list(conn.notifies(timeout=0.25, stop_after=1)):
+                list(conn.notifies(timeout=0))  # several commits, one read
                 return
             waited += 0.25
 

@@ -85,6 +85,8 @@ def parse_request(query: Mapping[str, str], params: Mapping[str, str]) -> ShapeR
     if offset not in (None, "-1", "now") and not handle:
         errors["handle"] = ["handle is required unless offset is -1 or now"]
     live = query.get("live") == "true"
+    if query.get("live_sse") == "true" or query.get("experimental_live_sse") == "true":
+        errors["live_sse"] = ["server-sent events are not supported: use long polling (the default)"]
     if live and offset in ("-1", "now"):
         errors["live"] = ["can't be true with offset -1 or now"]
     replica = query.get("replica", "default")

@@ -25,6 +25,8 @@ from typing import Any
 
 Row = Mapping[str, str | None]
 Predicate = Callable[[Row], bool]
+# SQL's three-valued logic inside the parser: None is "unknown" (a comparison with NULL).
+Tri = Callable[[Row], bool | None]
 
 # The columns a client may filter on, and how to read their text values.
 COLUMN_TYPES: dict[str, Callable[[str], Any]] = {
@@ -37,7 +39,7 @@ COLUMN_TYPES: dict[str, Callable[[str], Any]] = {
     "note": str,
     "score": Decimal,
     "score_version": Decimal,
-    "deleted": lambda text: text in ("t", "true"),
+    "deleted": lambda text: _pg_bool(text),
     "username": str,
 }
 
@@ -54,10 +56,10 @@ class WhereError(ValueError):
 def parse_where(text: str, params: Mapping[str, str]) -> Predicate:
     tokens = _tokenize(text)
     parser = _Parser(tokens, params)
-    predicate = parser.expr()
+    tri = parser.expr()
     if parser.pos != len(tokens):
         raise WhereError(f"unexpected {tokens[parser.pos][1]!r}")
-    return predicate
+    return lambda row: tri(row) is True  # as in SQL, a row is kept only when the filter is true
 
 
 def _tokenize(text: str) -> list[tuple[str, str]]:
@@ -98,25 +100,25 @@ class _Parser:
             raise WhereError(f"expected {value!r}")
         self.pos += 1
 
-    def expr(self) -> Predicate:
+    def expr(self) -> Tri:
         parts = [self.conjunction()]
         while self.keyword("OR"):
             parts.append(self.conjunction())
-        return parts[0] if len(parts) == 1 else (lambda row: any(p(row) for p in parts))
+        return parts[0] if len(parts) == 1 else (lambda row: _or([p(row) for p in parts]))
 
-    def conjunction(self) -> Predicate:
+    def conjunction(self) -> Tri:
         parts = [self.negation()]
         while self.keyword("AND"):
             parts.append(self.negation())
-        return parts[0] if len(parts) == 1 else (lambda row: all(p(row) for p in parts))
+        return parts[0] if len(parts) == 1 else (lambda row: _and([p(row) for p in parts]))
 
-    def negation(self) -> Predicate:
+    def negation(self) -> Tri:
         if self.keyword("NOT"):
             inner = self.negation()
-            return lambda row: not inner(row)
+            return lambda row: None if (value := inner(row)) is None else not value
         return self.primary()
 
-    def primary(self) -> Predicate:
+    def primary(self) -> Tri:
         token = self.peek()
         if token is None:
             raise WhereError("unexpected end")
@@ -140,7 +142,11 @@ class _Parser:
                 self.pos += 1
                 values.append(self.value(read))
             self.take(")")
-            return lambda row: _cell(row, column, read) is not None and (_cell(row, column, read) in values) != negate
+            def member(row: Row) -> bool | None:
+                cell = _cell(row, column, read)
+                return None if cell is None else (cell in values) != negate
+
+            return member
         if negate:
             raise WhereError("expected IN after NOT")
         token = self.peek()
@@ -150,9 +156,9 @@ class _Parser:
         compare = _COMPARE[token[1]]
         value = self.value(read)
 
-        def test(row: Row) -> bool:
+        def test(row: Row) -> bool | None:
             cell = _cell(row, column, read)
-            return cell is not None and bool(compare(cell, value))
+            return None if cell is None else bool(compare(cell, value))
 
         return test
 
@@ -184,9 +190,34 @@ class _Parser:
         elif kind != "number":
             raise WhereError(f"expected a value, got {text!r}")
         try:
-            return read(text)
+            value = read(text)
         except (ValueError, InvalidOperation):
             raise WhereError(f"{text!r} is not a valid value for this column") from None
+        if isinstance(value, Decimal) and not value.is_finite():
+            raise WhereError(f"{text!r} is not a finite number")
+        return value
+
+
+def _and(values: list[bool | None]) -> bool | None:
+    if any(v is False for v in values):
+        return False
+    return None if any(v is None for v in values) else True
+
+
+def _or(values: list[bool | None]) -> bool | None:
+    if any(v is True for v in values):
+        return True
+    return None if any(v is None for v in values) else False
+
+
+def _pg_bool(text: str) -> bool:
+    """Postgres's boolean input: t/true/y/yes/on/1 and f/false/n/no/off/0, any case."""
+    word = text.strip().lower()
+    if word in ("t", "true", "y", "yes", "on", "1"):
+        return True
+    if word in ("f", "false", "n", "no", "off", "0"):
+        return False
+    raise ValueError(f"not a boolean: {text!r}")
 
 
 def _cell(row: Row, column: str, read: Callable[[str], Any]) -> Any:

@@ -54,6 +54,7 @@ def upgrade() -> None:
             head_lsn bigint NOT NULL DEFAULT 0,
             head_op integer NOT NULL DEFAULT 0,
             generation integer NOT NULL DEFAULT 1,
+            log_id uuid NOT NULL DEFAULT gen_random_uuid(),  -- this log, not another database's
             updated_at timestamptz NOT NULL DEFAULT now()
         )
         """
@@ -87,9 +88,35 @@ def upgrade() -> None:
         "CREATE TRIGGER grants_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON grants"
         " FOR EACH STATEMENT EXECUTE FUNCTION pulse_grants_changed()"
     )
+    # Each change of a user's scope gets a new version, so a handle is never handed out twice even
+    # when a coach's set of athletes comes back to an earlier one (clients remember expired handles).
+    op.execute("CREATE TABLE scope_versions (user_id bigint PRIMARY KEY, version bigint NOT NULL)")
+    op.execute(
+        """
+        CREATE FUNCTION pulse_bump_scope() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF TG_OP IN ('INSERT', 'UPDATE') THEN
+                INSERT INTO scope_versions VALUES (NEW.coach_id, 1)
+                    ON CONFLICT (user_id) DO UPDATE SET version = scope_versions.version + 1;
+            END IF;
+            IF TG_OP IN ('DELETE', 'UPDATE') THEN
+                INSERT INTO scope_versions VALUES (OLD.coach_id, 1)
+                    ON CONFLICT (user_id) DO UPDATE SET version = scope_versions.version + 1;
+            END IF;
+            RETURN NULL;
+        END $$
+        """
+    )
+    op.execute(
+        "CREATE TRIGGER grants_scope_version AFTER INSERT OR UPDATE OR DELETE ON grants"
+        " FOR EACH ROW EXECUTE FUNCTION pulse_bump_scope()"
+    )
 
 
 def downgrade() -> None:
+    op.execute("DROP TRIGGER grants_scope_version ON grants")
+    op.execute("DROP FUNCTION pulse_bump_scope()")
+    op.execute("DROP TABLE scope_versions")
     op.execute("DROP TRIGGER grants_changed ON grants")
     op.execute("DROP FUNCTION pulse_grants_changed()")
     op.execute("DROP TRIGGER entries_wake_reader ON entries")

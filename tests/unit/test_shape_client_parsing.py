@@ -1,0 +1,276 @@
+"""The shape client on its own: parsing, state, errors and retries, against httpx.MockTransport."""
+
+from __future__ import annotations
+
+import datetime as dt
+import email.utils
+import json
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Any
+
+import httpx
+import pytest
+
+from sync.shape_client import (
+    ChangeMessage,
+    RetryPolicy,
+    ShapeAuthError,
+    ShapeBatch,
+    ShapeCursor,
+    ShapeProtocolError,
+    ShapeRequestError,
+    ShapeStream,
+    ShapeUnavailable,
+    apply_batch,
+    parse_value,
+    retry_after_seconds,
+)
+
+SCHEMA: dict[str, dict[str, Any]] = {
+    "user_id": {"type": "int8", "pk_index": 0, "not_null": True},
+    "date": {"type": "date", "pk_index": 1, "not_null": True},
+    "steps": {"type": "int4"},
+    "score": {"type": "int2"},
+    "sleep_hours": {"type": "numeric", "precision": 4, "scale": 2},
+    "deleted": {"type": "bool", "not_null": True},
+    "note": {"type": "text"},
+}
+KEY = '"public"."entries"/"7"/"2026-11-20"'
+ROW = {"user_id": "7", "date": "2026-11-20", "steps": "8000", "score": "71", "sleep_hours": "7.50",
+       "deleted": "f", "note": None}
+Handler = Callable[[httpx.Request], httpx.Response]
+
+
+def insert(value: dict[str, Any], key: str = KEY) -> dict[str, Any]:
+    return {"key": key, "value": value, "headers": {"operation": "insert", "relation": ["public", "entries"]}}
+
+
+def control(name: str) -> dict[str, Any]:
+    return {"headers": {"control": name}}
+
+
+def shape_response(messages: list[dict[str, Any]], offset: str = "100_0", handle: str = "h-1",
+                   live: bool = False, up_to_date: bool = False) -> httpx.Response:
+    headers = {"electric-handle": handle, "electric-offset": offset}
+    if live:
+        headers["electric-cursor"] = "c-1"
+    else:
+        headers["electric-schema"] = json.dumps(SCHEMA)
+    if up_to_date:
+        headers["electric-up-to-date"] = ""
+    return httpx.Response(200, json=messages, headers=headers)
+
+
+class Recorder:
+    """A scripted server: answers in turn (the last one repeats), remembering each request."""
+
+    def __init__(self, *answers: httpx.Response | Exception) -> None:
+        self.answers = list(answers)
+        self.requests: list[httpx.Request] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        answer = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    def params(self, index: int) -> dict[str, str]:
+        return dict(self.requests[index].url.params)
+
+
+def stream_with(server: Handler, sleeps: list[float] | None = None, **options: Any) -> ShapeStream:
+    record = sleeps if sleeps is not None else []
+    return ShapeStream("http://pulse.test", "tok", transport=httpx.MockTransport(server), sleep=record.append,
+                       **options)
+
+
+# -- values and state ------------------------------------------------------------------------------------
+
+
+def test_values_are_typed_by_the_electric_schema() -> None:
+    stream = stream_with(Recorder(shape_response([insert(ROW), control("snapshot-end")])))
+    batch = stream.poll()
+    assert batch.changes == [ChangeMessage(KEY, "insert", {
+        "user_id": 7, "date": dt.date(2026, 11, 20), "steps": 8000, "score": 71, "sleep_hours": Decimal("7.50"),
+        "deleted": False, "note": None}, {"operation": "insert", "relation": ["public", "entries"]})]
+    assert batch.snapshot_end and not batch.up_to_date and not batch.must_refetch
+
+
+@pytest.mark.parametrize(("text", "kind", "value"), [
+    ("t", "bool", True), ("true", "bool", True), ("f", "bool", False), ("false", "bool", False),
+    ("-3", "int4", -3), ("9007199254740993", "int8", 9007199254740993), ("0.10", "numeric", Decimal("0.10")),
+    ("1.5", "float8", 1.5), ('{"a": 1}', "jsonb", {"a": 1}), ("2026-02-28", "date", dt.date(2026, 2, 28)),
+    ("x", "text", "x"), ("x", "uuid", "x"), (None, "int4", None),
+])
+def test_each_postgres_text_value_reads_as_its_python_type(text: str | None, kind: str, value: Any) -> None:
+    assert parse_value(text, {"type": kind}) == value
+    assert type(parse_value(text, {"type": kind})) is type(value)
+
+
+def test_a_value_that_does_not_read_as_its_type_is_a_protocol_error_naming_the_column() -> None:
+    stream = stream_with(Recorder(shape_response([insert({**ROW, "steps": "many"})])))
+    with pytest.raises(ShapeProtocolError, match="steps"):
+        stream.poll()
+
+
+def test_a_cursor_survives_a_json_round_trip_and_rejects_what_is_not_a_cursor() -> None:
+    cursor = ShapeCursor("h-1", "123_4", "c-9", SCHEMA)
+    assert ShapeCursor.from_dict(json.loads(json.dumps(cursor.to_dict()))) == cursor
+    assert ShapeCursor.from_dict({}) == ShapeCursor()
+    for bad in ({"offset": "0/16B3748", "handle": "h"}, {"offset": "5_0"}, {"handle": 3}, {"schema": [1]}):
+        with pytest.raises(ValueError):
+            ShapeCursor.from_dict(bad)
+
+
+def test_apply_batch_inserts_merges_updates_deletes_and_clears_on_must_refetch() -> None:
+    rows: dict[str, dict[str, Any]] = {}
+    cursor = ShapeCursor()
+
+    def change(op: str, key: str, **value: Any) -> ChangeMessage:
+        return ChangeMessage(key, op, value, {"operation": op})
+
+    apply_batch(rows, ShapeBatch([change("insert", "a", x=1, y=2), change("insert", "b", x=3)], cursor))
+    apply_batch(rows, ShapeBatch([change("update", "a", y=5), change("delete", "b"), change("delete", "zz")], cursor))
+    assert rows == {"a": {"x": 1, "y": 5}}
+    apply_batch(rows, ShapeBatch([], cursor, must_refetch=True))
+    assert rows == {}
+
+
+# -- the request sequence -----------------------------------------------------------------------------------
+
+
+def test_the_stream_walks_snapshot_catch_up_then_live_with_the_servers_handle_offset_and_cursor() -> None:
+    server = Recorder(
+        shape_response([insert(ROW), control("snapshot-end")], offset="100_0"),
+        shape_response([control("up-to-date")], offset="120_1", up_to_date=True),
+        shape_response([control("up-to-date")], offset="130_0", live=True, up_to_date=True),
+        shape_response([control("up-to-date")], offset="130_0", live=True, up_to_date=True),
+    )
+    stream = stream_with(server, where="steps > $1", params=["5000"], columns=["user_id", "date", "steps"])
+    assert stream.poll(live=True).snapshot_end  # not caught up yet: asked without live
+    batches = list(stream.follow())
+    assert len(batches) == 1 and batches[0].up_to_date
+    stream.poll(live=True)
+    stream.poll(live=True)
+    assert [server.params(i) for i in range(4)] == [
+        {"table": "entries", "where": "steps > $1", "params[1]": "5000", "columns": "user_id,date,steps",
+         "offset": "-1"},
+        {"table": "entries", "where": "steps > $1", "params[1]": "5000", "columns": "user_id,date,steps",
+         "offset": "100_0", "handle": "h-1"},
+        {"table": "entries", "where": "steps > $1", "params[1]": "5000", "columns": "user_id,date,steps",
+         "offset": "120_1", "handle": "h-1", "live": "true"},
+        {"table": "entries", "where": "steps > $1", "params[1]": "5000", "columns": "user_id,date,steps",
+         "offset": "130_0", "handle": "h-1", "live": "true", "cursor": "c-1"},
+    ]
+    assert server.requests[0].headers["authorization"] == "Bearer tok"
+    assert stream.cursor == ShapeCursor("h-1", "130_0", "c-1", SCHEMA)  # the schema outlives live responses
+
+
+def test_a_409_resets_to_a_snapshot_with_the_new_handle_and_reports_must_refetch() -> None:
+    server = Recorder(
+        httpx.Response(409, json=[control("must-refetch")], headers={"electric-handle": "h-2"}),
+        shape_response([insert(ROW), control("snapshot-end")], handle="h-2", offset="200_0"),
+        shape_response([control("up-to-date")], handle="h-2", offset="200_0", up_to_date=True),
+    )
+    stream = stream_with(server, cursor=ShapeCursor("h-1", "150_3", "c-1", SCHEMA))
+    batches = list(stream.follow())
+    assert batches[0].must_refetch and batches[0].cursor == ShapeCursor("h-2", "-1")
+    assert server.params(1) == {"table": "entries", "offset": "-1", "handle": "h-2"}
+    rows = {"stale": {"x": 1}}
+    for batch in batches:
+        apply_batch(rows, batch)
+    assert list(rows) == [KEY]
+
+
+def test_a_must_refetch_inside_a_200_body_resets_like_a_409() -> None:
+    stream = stream_with(Recorder(shape_response([insert(ROW), control("must-refetch")], handle="h-3")),
+                         cursor=ShapeCursor("h-1", "1_0"))
+    batch = stream.poll()
+    assert batch.must_refetch and batch.changes == [] and stream.cursor == ShapeCursor("h-3", "-1")
+
+
+def test_a_server_that_keeps_asking_to_refetch_is_an_error_not_an_endless_loop() -> None:
+    stream = stream_with(Recorder(httpx.Response(409, json=[control("must-refetch")],
+                                                 headers={"electric-handle": "h-2"})))
+    with pytest.raises(ShapeProtocolError, match="refetch"):
+        list(stream.follow())
+
+
+@pytest.mark.parametrize(("live", "missing"), [
+    (False, "electric-handle"), (False, "electric-offset"), (False, "electric-schema"), (True, "electric-cursor"),
+])
+def test_a_200_without_a_required_electric_header_is_a_protocol_error_and_not_retried(
+    live: bool, missing: str
+) -> None:
+    good = shape_response([control("up-to-date")], live=live, up_to_date=True)
+    server = Recorder(shape_response([control("up-to-date")], up_to_date=True),
+                      httpx.Response(200, json=[], headers={k: v for k, v in good.headers.items() if k != missing}))
+    stream = stream_with(server, cursor=ShapeCursor("h-1", "1_0"))
+    stream.poll()
+    with pytest.raises(ShapeProtocolError, match=missing):
+        stream.poll(live=live)
+    assert len(server.requests) == 2
+
+
+# -- errors and retries ---------------------------------------------------------------------------------------
+
+
+def test_401_is_an_auth_error_after_one_request() -> None:
+    server = Recorder(httpx.Response(401, json={"message": "the token is invalid, expired or revoked"}))
+    with pytest.raises(ShapeAuthError, match="revoked"):
+        stream_with(server).poll()
+    assert len(server.requests) == 1
+
+
+def test_400_is_a_request_error_carrying_the_servers_errors() -> None:
+    errors = {"where": ["column 'password' cannot be filtered"]}
+    server = Recorder(httpx.Response(400, json={"message": "Invalid request", "errors": errors}))
+    with pytest.raises(ShapeRequestError) as caught:
+        stream_with(server, where="password = 'x'").poll()
+    assert caught.value.errors == errors and "password" in str(caught.value)
+    assert len(server.requests) == 1
+
+
+def test_503_is_retried_waiting_at_least_retry_after_then_succeeds() -> None:
+    server = Recorder(
+        httpx.Response(503, headers={"retry-after": "3"}),
+        httpx.Response(429, headers={"retry-after": "2"}),
+        shape_response([control("snapshot-end")]),
+    )
+    sleeps: list[float] = []
+    batch = stream_with(server, sleeps, retry=RetryPolicy(initial_s=0.1, jitter_s=0.1)).poll()
+    assert batch.snapshot_end and len(server.requests) == 3
+    assert len(sleeps) == 2 and 3 <= sleeps[0] <= 3.2 and 2 <= sleeps[1] <= 2.3
+
+
+def test_backoff_doubles_with_jitter_up_to_its_cap_and_gives_up_with_shape_unavailable() -> None:
+    server = Recorder(httpx.Response(503))
+    sleeps: list[float] = []
+    policy = RetryPolicy(attempts=7, initial_s=0.5, max_s=4.0, jitter_s=0.25)
+    with pytest.raises(ShapeUnavailable) as caught:
+        stream_with(server, sleeps, retry=policy).poll()
+    assert caught.value.attempts == 7 and "503" in str(caught.value)
+    assert len(server.requests) == 7 and len(sleeps) == 6
+    for sleep, base in zip(sleeps, [0.5, 1, 2, 4, 4, 4], strict=True):
+        assert base <= sleep <= base + 0.25
+
+
+def test_a_retry_after_beyond_the_cap_is_capped_and_an_http_date_is_understood() -> None:
+    policy = RetryPolicy(initial_s=0.1, jitter_s=0, retry_after_max_s=30)
+    assert policy.delay(1, 3600) == 30
+    assert policy.delay(1, None) == 0.1
+    later = email.utils.formatdate(1_000_060, usegmt=True)
+    assert retry_after_seconds(later, now=lambda: 1_000_000) == 60
+    assert retry_after_seconds("soon") is None and retry_after_seconds(None) is None
+
+
+def test_network_errors_are_retried_and_named_when_they_outlast_the_attempts() -> None:
+    flaky = Recorder(httpx.ConnectError("refused"), httpx.ReadTimeout("slow"), shape_response([]))
+    assert stream_with(flaky).poll().changes == []
+    assert len(flaky.requests) == 3
+    down = Recorder(httpx.ConnectError("connection refused"))
+    with pytest.raises(ShapeUnavailable, match="ConnectError: connection refused") as caught:
+        stream_with(down, retry=RetryPolicy(attempts=3)).poll()
+    assert isinstance(caught.value.__cause__, httpx.ConnectError)
