@@ -19,12 +19,12 @@ from xml.etree import ElementTree
 
 import pytest
 
-from pulse_core.importers.apple_health import read_apple_health
-from pulse_core.importers.fitbit import read_fitbit
-from pulse_core.importers.welltory import read_welltory
 from pulse_cli.store.connection import open_store
 from pulse_cli.store.uow import SqliteUnitOfWork
 from pulse_core.errors import UsageError
+from pulse_core.importers.apple_health import read_apple_health
+from pulse_core.importers.fitbit import read_fitbit
+from pulse_core.importers.welltory import read_welltory
 from pulse_core.usecases import DayRecord, ImportSummary, import_days
 from pulse_core.values import parse_fields
 
