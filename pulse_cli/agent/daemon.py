@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -19,6 +20,7 @@ from pulse_cli.agent.pull import follow_live
 from pulse_cli.agent.runner import LoginRequired, Unreachable, run_sync
 from pulse_cli.bootstrap import Device, bootstrap
 from pulse_core.errors import PulseError
+from sync.shape_client import ShapeStream
 
 log = logging.getLogger("pulse.agent")
 
@@ -30,6 +32,8 @@ class Agent:
         self.watch_s = watch_s
         self.stop = threading.Event()
         self._seen_seq = -1
+        self._watch_conn: sqlite3.Connection | None = None
+        self._streams: list[ShapeStream] = []
 
     def _device(self) -> Device:
         return bootstrap(str(self.home))
@@ -52,12 +56,14 @@ class Agent:
             device.close()
 
     def watch_outbox(self) -> None:
-        """Runs twice a second: a local query, no network; a new pending change triggers a round."""
-        device = self._device()
-        try:
-            row = device.conn.execute("SELECT coalesce(max(seq), 0) FROM outbox WHERE status = 'pending'").fetchone()
-        finally:
-            device.close()
+        """Runs twice a second: one query on a read-only connection kept open, no network; a new pending
+        change triggers a round."""
+        if self._watch_conn is None:
+            uri = (self.home / "pulse.db").resolve().as_uri() + "?mode=ro"
+            self._watch_conn = sqlite3.connect(uri, uri=True, check_same_thread=False)
+        row = self._watch_conn.execute(
+            "SELECT coalesce(max(seq), 0) FROM outbox WHERE status = 'pending'"
+        ).fetchone()
         newest = int(row[0])
         if self._seen_seq >= 0 and newest > self._seen_seq:
             self.round()
@@ -66,12 +72,17 @@ class Agent:
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
         log.info("signal %d: stopping after the round in hand", signum)
         self.stop.set()
+        for stream in self._streams:  # end the held live request now rather than in up to 20 s
+            stream.close()
 
     def run_forever(self) -> None:
         from apscheduler.executors.pool import ThreadPoolExecutor
         from apscheduler.schedulers.background import BackgroundScheduler
 
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+        # A line per job run or request (50 MiB a day); skipped runs while a long round retries are expected.
+        for noisy, level in (("apscheduler", logging.ERROR), ("httpx", logging.WARNING), ("httpcore", logging.WARNING)):
+            logging.getLogger(noisy).setLevel(level)
         if load_account(self.home) is None:
             raise LoginRequired("account: not logged in; run pulse login --server URL --username NAME")
         signal.signal(signal.SIGTERM, self._on_signal)
@@ -81,7 +92,8 @@ class Agent:
                                         job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 30})
         scheduler.add_job(self.round, "interval", seconds=self.interval_s, id="sync", next_run_time=_now())
         scheduler.add_job(self.watch_outbox, "interval", seconds=self.watch_s, id="watch-outbox")
-        live = threading.Thread(target=follow_live, args=(self.home, self.stop), name="live-pull", daemon=True)
+        live = threading.Thread(target=follow_live, args=(self.home, self.stop, self._streams), name="live-pull",
+                                daemon=True)
         scheduler.start()
         live.start()
         log.info("agent running for %s (interval %.0f s); Ctrl-C to stop", self.home, self.interval_s)
@@ -89,8 +101,12 @@ class Agent:
             while not self.stop.wait(0.5):
                 pass
         finally:
-            scheduler.shutdown(wait=True)
-            live.join(timeout=5)
+            scheduler.shutdown(wait=True)  # the round in hand finishes and commits first
+            # The live pull holds no unsaved state while a long-poll is held (each batch commits with
+            # its cursor), so it is not waited for: its request is simply dropped.
+            live.join(timeout=1)
+            if self._watch_conn is not None:
+                self._watch_conn.close()
             log.info("agent stopped")
 
 

@@ -69,8 +69,10 @@ def pull_shape(engine: SyncEngine, report: SyncReport) -> None:
         raise AuthExpired("the server refused the token: log in again (pulse login)") from exc
 
 
-def follow_live(home: Path, stop: threading.Event) -> None:
-    """The agent's live pull: hold a long-poll open, apply what arrives, rebuild the local view."""
+def follow_live(home: Path, stop: threading.Event, streams: list[ShapeStream] | None = None) -> None:
+    """The agent's live pull: hold a long-poll open, apply what arrives, rebuild the local view.
+
+    The open stream is kept in `streams`, so stopping can close it and end a held request at once."""
     from pulse_cli.agent.daemon import sleep_until
     from pulse_cli.bootstrap import bootstrap
 
@@ -83,6 +85,8 @@ def follow_live(home: Path, stop: threading.Event) -> None:
         device = bootstrap(str(home))
         try:
             with _stream(account, device.conn) as stream:
+                if streams is not None:
+                    streams[:] = [stream]
                 while not stop.is_set():
                     batch = stream.poll(live=True)
                     if apply_batch(device.conn, batch, account.role) or batch.must_refetch:
@@ -92,8 +96,13 @@ def follow_live(home: Path, stop: threading.Event) -> None:
                             replica.rebuild_view(device.conn, outbox.to_reapply(device.conn, pulled), device.today)
                     pause = 1.0
         except ShapeError as exc:
+            if stop.is_set():
+                break
             log.warning("live pull: %s; retrying in %.0f s", exc, pause)
             sleep_until(stop, pause)
             pause = min(pause * 2, 60.0)
+        except RuntimeError:  # the stream was closed under a held request: we are stopping
+            if not stop.is_set():
+                raise
         finally:
             device.close()
