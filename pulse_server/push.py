@@ -59,8 +59,101 @@ class Reconciler:
     def apply_batch(
         self, conn: psycopg.Connection[Any], user_id: int, client_id: str, raw: Sequence[dict[str, Any]]
     ) -> BatchOutcome:
+        """The batch in a handful of statements (see `_apply_batch_fast`); if Postgres still refuses a
+        value, the whole batch again one savepoint per mutation, so that only that mutation is rejected."""
         # Pushes from one client are serialised, so concurrent duplicates see each other's records.
         conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, %s))", (client_id, user_id))
+        try:
+            with conn.transaction():
+                return self._apply_batch_fast(conn, user_id, client_id, raw)
+        except (pg_errors.DataError, UnicodeEncodeError):
+            return self._apply_batch_slow(conn, user_id, client_id, raw)
+
+    def _apply_batch_fast(
+        self, conn: psycopg.Connection[Any], user_id: int, client_id: str, raw: Sequence[dict[str, Any]]
+    ) -> BatchOutcome:
+        """Read the batch's earlier results and entries at once, merge in memory, write each touched day
+        once and every record in one pipelined statement each. Same results as one savepoint per mutation."""
+        repo = PostgresEntryRepository(conn)
+        server_ms = self.now_ms()
+        today = dt.datetime.fromtimestamp(server_ms / 1000, dt.UTC).date()
+        seqs = [item.get("seq") for item in raw]
+        earlier = {
+            int(seq): result
+            for seq, result in conn.execute(
+                "SELECT seq, result FROM applied_mutations WHERE user_id = %s AND client_id = %s AND seq = ANY(%s)",
+                (user_id, client_id, [s for s in seqs if isinstance(s, int)]),
+            )
+        }
+        parsed: list[Mutation | dict[str, Any]] = []
+        for item in raw:
+            try:
+                mutation = parse_mutation(item, client_id, today)
+                _check_storable(mutation)
+                parsed.append(mutation)
+            except ValidationError as exc:
+                parsed.append({"seq": item.get("seq"), "status": "rejected", "error": _error_json(exc)})
+        dates = sorted({m.date for m in parsed if isinstance(m, Mutation)})
+        if dates:  # in date order, so two batches never wait for each other in a cycle
+            conn.execute(
+                "SELECT pg_advisory_xact_lock(hashtextextended('entry:' || %s::text || ':' || d::text, 0))"
+                " FROM unnest(%s::date[]) AS d ORDER BY d",
+                (user_id, dates),
+            )
+        entries = {e.date: e for e in repo.get_many(str(user_id), dates, lock=True)}
+        results: list[dict[str, Any]] = []
+        fresh: list[tuple[int, dict[str, Any]]] = []
+        audit: list[tuple[Any, ...]] = []
+        touched: dict[dt.date, Entry] = {}
+        for item, outcome in zip(raw, parsed, strict=True):
+            seq = int(item["seq"])  # the request schema requires an integer seq
+            if seq in earlier:
+                original = earlier[seq]
+                results.append({**original, "status": "duplicate", "original_status": original["status"]})
+                continue
+            if isinstance(outcome, Mutation):
+                entry = entries.setdefault(outcome.date, Entry(user=str(user_id), date=outcome.date))
+                result, conflicts, clamped = self._merge_in_memory(entry, outcome, server_ms)
+                touched[outcome.date] = entry
+                audit.extend(_audit_row(user_id, client_id, outcome, c, clamped) for c in conflicts)
+            else:
+                result = outcome
+            earlier[seq] = result
+            fresh.append((seq, result))
+            results.append(result)
+        repo.save_many(list(touched.values()))
+        with conn.cursor() as cur:
+            if audit:
+                cur.executemany(_AUDIT_SQL, audit)
+            if fresh:
+                cur.executemany(
+                    "INSERT INTO applied_mutations (user_id, client_id, seq, result, applied_at)"
+                    " VALUES (%s, %s, %s, %s, now())",
+                    [(user_id, client_id, seq, Jsonb(result)) for seq, result in fresh],
+                )
+        row = conn.execute("SELECT pg_current_xact_id()::text, pg_current_wal_insert_lsn()").fetchone()
+        assert row is not None
+        return BatchOutcome(results, row[0], str(lsn_to_int(row[1])), touched)
+
+    def _merge_in_memory(
+        self, entry: Entry, m: Mutation, server_ms: int
+    ) -> tuple[dict[str, Any], list[Conflict], bool]:
+        stamp, clamped = clamp(m.stamp, server_ms, self.skew_limit_ms)
+        if m.op == "delete":
+            outcome = merge_delete(entry, m.base, str(stamp), m.source)
+        else:
+            outcome = merge_set(entry, m.fields, m.base, str(stamp), m.source)
+        result: dict[str, Any] = {"seq": m.seq, "status": "conflict" if outcome.conflicts else "applied",
+                                  "hlc": str(stamp)}
+        if clamped:
+            result["clamped_from"] = str(m.stamp)
+        if outcome.conflicts:
+            result["conflicts"] = [c.as_json() for c in outcome.conflicts]
+        return result, outcome.conflicts, clamped
+
+    def _apply_batch_slow(
+        self, conn: psycopg.Connection[Any], user_id: int, client_id: str, raw: Sequence[dict[str, Any]]
+    ) -> BatchOutcome:
         repo = PostgresEntryRepository(conn)
         server_ms = self.now_ms()
         today = dt.datetime.fromtimestamp(server_ms / 1000, dt.UTC).date()
@@ -122,52 +215,17 @@ class Reconciler:
         server_ms: int,
         touched: dict[dt.date, Entry],
     ) -> dict[str, Any]:
-        stamp, clamped = clamp(m.stamp, server_ms, self.skew_limit_ms)
-        user = str(user_id)
         # A new day has no row to lock yet: a transaction-level advisory lock on (user, date) makes
-        # concurrent pushes to it wait for each other instead of overwriting (without writing an empty
-        # row first, which would reach every shape as an extra change).
+        # concurrent pushes to it wait for each other instead of overwriting.
         conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"entry:{user_id}:{m.date}",))
-        entry = repo.get(user, m.date, lock=True) or Entry(user=user, date=m.date)
-        if m.op == "delete":
-            outcome = merge_delete(entry, m.base, str(stamp), m.source)
-        else:
-            outcome = merge_set(entry, m.fields, m.base, str(stamp), m.source)
+        entry = repo.get(str(user_id), m.date, lock=True) or Entry(user=str(user_id), date=m.date)
+        result, conflicts, clamped = self._merge_in_memory(entry, m, server_ms)
         repo.save(entry)
         touched[m.date] = entry
-        self._audit(conn, user_id, client_id, m, outcome.conflicts, clamped)
-        result: dict[str, Any] = {
-            "seq": m.seq,
-            "status": "conflict" if outcome.conflicts else "applied",
-            "hlc": str(stamp),
-        }
-        if clamped:
-            result["clamped_from"] = str(m.stamp)
-        if outcome.conflicts:
-            result["conflicts"] = [c.as_json() for c in outcome.conflicts]
+        if conflicts:
+            with conn.cursor() as cur:
+                cur.executemany(_AUDIT_SQL, [_audit_row(user_id, client_id, m, c, clamped) for c in conflicts])
         return result
-
-    @staticmethod
-    def _audit(
-        conn: psycopg.Connection[Any],
-        user_id: int,
-        client_id: str,
-        m: Mutation,
-        conflicts: list[Conflict],
-        clamped: bool,
-    ) -> None:
-        if not conflicts:
-            return
-        with conn.cursor() as cur:
-            cur.executemany(
-                "INSERT INTO conflicts (user_id, date, client_id, seq, field, kept, lost, kept_hlc, lost_hlc, rule,"
-                " clamped, created_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, now())",
-                [
-                    (user_id, m.date, client_id, m.seq, c.field, Jsonb(c.kept), Jsonb(c.lost), c.kept_hlc,
-                     c.lost_hlc, c.rule, clamped)
-                    for c in conflicts
-                ],
-            )
 
 
 API_CLIENT = "api"
@@ -198,6 +256,34 @@ def api_write(
            "hlc": str(stamp), "source": "manual"}
     outcome = reconciler.apply_batch(conn, user_id, API_CLIENT, [raw])
     return outcome.results[0], outcome.entries.get(day)
+
+
+_AUDIT_SQL = (
+    "INSERT INTO conflicts (user_id, date, client_id, seq, field, kept, lost, kept_hlc, lost_hlc, rule,"
+    " clamped, created_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, now())"
+)
+
+
+def _audit_row(user_id: int, client_id: str, m: Mutation, c: Conflict, clamped: bool) -> tuple[Any, ...]:
+    return (user_id, m.date, client_id, m.seq, c.field, Jsonb(c.kept), Jsonb(c.lost), c.kept_hlc, c.lost_hlc,
+            c.rule, clamped)
+
+
+def _check_storable(m: Mutation) -> None:
+    """Text Postgres cannot hold (a NUL, a lone surrogate) is refused before anything is written."""
+    for name, value in m.fields.items():
+        if isinstance(value, str) and ("\x00" in value or not _encodes(value)):
+            raise ValidationError(name, _storable(value), "text without NUL or unpaired surrogates",
+                                  f"{name}: the text cannot be stored (allowed text without NUL or unpaired"
+                                  " surrogates)", code="invalid_value")
+
+
+def _encodes(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def lsn_to_int(text: str) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import builtins
 import datetime as dt
+from collections.abc import Sequence
 from typing import Any
 
 import psycopg
@@ -78,20 +79,40 @@ class PostgresEntryRepository(EntryRepository):
         row = self.conn.execute(query, (int(user), day)).fetchone()
         return None if row is None else row_to_entry(user, row)
 
-    def save(self, entry: Entry) -> None:
-        columns = ("user_id", *COLUMNS, "updated_at")
-        values: list[Any] = [
-            int(entry.user), entry.date, entry.sleep_hours, entry.hrv_ms, entry.hrv_method, entry.steps,
-            entry.weight_kg, entry.note, entry.score, entry.score_version, entry.deleted,
-            *(v for f in STAMPED for v in (entry.stamps.get(f), entry.sources.get(f))),
-        ]
-        query = sql.SQL(
-            "INSERT INTO entries ({cols}) VALUES ({vals}, now()) ON CONFLICT (user_id, date) DO UPDATE SET {sets}"
-        ).format(
-            cols=sql.SQL(", ").join(sql.Identifier(c) for c in columns),
-            vals=sql.SQL(", ").join(sql.Placeholder() for _ in values),
-            sets=sql.SQL(", ").join(
-                sql.SQL("{c} = excluded.{c}").format(c=sql.Identifier(c)) for c in (*COLUMNS[1:], "updated_at")
-            ),
+    def get_many(self, user: str, days: Sequence[dt.date], lock: bool = False) -> builtins.list[Entry]:
+        """The entries of these days that exist, locked for update when asked, in one query."""
+        if not days:
+            return []
+        query = sql.SQL("SELECT {} FROM entries WHERE user_id = %s AND date = ANY(%s) ORDER BY date{}").format(
+            _SELECT, sql.SQL(" FOR UPDATE") if lock else sql.SQL("")
         )
-        self.conn.execute(query, values)
+        rows = self.conn.execute(query, (int(user), list(days))).fetchall()
+        return [row_to_entry(user, row) for row in rows]
+
+    def save(self, entry: Entry) -> None:
+        self.conn.execute(_UPSERT, _row_values(entry))
+
+    def save_many(self, entries: Sequence[Entry]) -> None:
+        """One pipelined statement for every entry."""
+        if entries:
+            with self.conn.cursor() as cur:
+                cur.executemany(_UPSERT, [_row_values(e) for e in entries])
+
+
+def _row_values(entry: Entry) -> list[Any]:
+    return [
+        int(entry.user), entry.date, entry.sleep_hours, entry.hrv_ms, entry.hrv_method, entry.steps,
+        entry.weight_kg, entry.note, entry.score, entry.score_version, entry.deleted,
+        *(v for f in STAMPED for v in (entry.stamps.get(f), entry.sources.get(f))),
+    ]
+
+
+_UPSERT = sql.SQL(
+    "INSERT INTO entries ({cols}) VALUES ({vals}, now()) ON CONFLICT (user_id, date) DO UPDATE SET {sets}"
+).format(
+    cols=sql.SQL(", ").join(sql.Identifier(c) for c in ("user_id", *COLUMNS, "updated_at")),
+    vals=sql.SQL(", ").join(sql.Placeholder() for _ in ("user_id", *COLUMNS)),
+    sets=sql.SQL(", ").join(
+        sql.SQL("{c} = excluded.{c}").format(c=sql.Identifier(c)) for c in (*COLUMNS[1:], "updated_at")
+    ),
+)
