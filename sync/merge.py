@@ -1,7 +1,10 @@
-"""Per-field merge rules: last writer wins by HLC, one rule table keyed by field, versioned.
+"""Per-field merge rules: one rule table keyed by field, versioned.
 
-The merge is commutative, associative and idempotent: each field ends with the value of the highest
-stamp that ever wrote it, whatever order the mutations arrive in. A delete writes null to every field
+`lww@2`: a value set by hand beats an imported one, whatever their stamps (an import never
+overwrites what the user corrected, on any device); between two of the same kind the last writer
+wins by HLC. Every write is ranked by (hand-set?, stamp), a total order, so the merge is
+commutative, associative and idempotent: each field ends with the value of the highest-ranked write
+that ever reached it, whatever order the mutations arrive in. A delete writes null to every field
 at its stamp and raises the entry's delete stamp; an entry is deleted while no field has a newer
 stamp than that delete (so a later `set` brings it back with only its newer fields).
 """
@@ -16,8 +19,14 @@ from typing import Any
 from pulse_core.entry import DELETED, MERGE_FIELDS, Entry, FieldValue
 from pulse_core.score import rescore
 
-LWW_V1 = "lww@1"
-RULES: dict[str, str] = dict.fromkeys(MERGE_FIELDS, LWW_V1)
+LWW_V2 = "lww@2"
+RULES: dict[str, str] = dict.fromkeys(MERGE_FIELDS, LWW_V2)
+MANUAL = "manual"
+
+
+def rank(source: str | None, stamp: str | None) -> tuple[int, str]:
+    """How writes of one field are ordered under lww@2."""
+    return (1 if source == MANUAL else 0, stamp or "")
 # Values written together and merged as one: `hrv_method` belongs to `hrv_ms`.
 COMPANIONS: dict[str, tuple[str, ...]] = {"hrv_ms": ("hrv_ms", "hrv_method")}
 
@@ -81,7 +90,7 @@ def merge_field(
     if stored == stamp:
         return  # the same write again: idempotent
     concurrent = stored is not None and base != stored
-    if stored is None or stamp > stored:
+    if stored is None or rank(source, stamp) > rank(entry.sources.get(name), stored):
         lost_values = _values(entry, name)
         for part, value in incoming.items():
             setattr(entry, part, value)

@@ -7,8 +7,6 @@ failure the outbox keeps its pending mutations and the next round starts from th
 
 from __future__ import annotations
 
-import json
-import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,14 +14,16 @@ from typing import Any
 
 from pulse_cli.agent import outbox, replica
 from pulse_cli.agent.account import Account
+from pulse_cli.agent.breaker_state import load_breaker, save_breaker
 from pulse_cli.bootstrap import Device
 from pulse_cli.store.connection import read_meta, write_meta
-from sync.breaker import BreakerState, ClientBreaker
 from sync.client import Offline, SyncClient
+from sync.hlc import Stamp
 
 PUSH_BATCH = 200
 SHAPE = "entries"
 OFFSET_TOLERANCE_MS = 1_000
+SKEW_LIMIT_MS = 60_000  # the server clamps stamps further ahead than this
 
 
 @dataclass
@@ -43,17 +43,6 @@ class SyncReport:
 
 class BreakerOpen(Offline):
     pass
-
-
-def load_breaker(conn: sqlite3.Connection) -> ClientBreaker:
-    raw = read_meta(conn, "breaker")
-    return ClientBreaker(BreakerState.from_dict(json.loads(raw) if raw else None))
-
-
-def save_breaker(conn: sqlite3.Connection, breaker: ClientBreaker) -> None:
-    with conn:
-        conn.execute("BEGIN IMMEDIATE")
-        write_meta(conn, "breaker", json.dumps(breaker.state.to_dict()))
 
 
 class SyncEngine:
@@ -118,6 +107,13 @@ class SyncEngine:
         midpoint_ms = int((sent_at + self.now()) / 2 * 1000)
         offset = server_ms - midpoint_ms
         write_meta(self.conn, "clock_offset_ms", str(offset if abs(offset) > OFFSET_TOLERANCE_MS else 0))
+        # A clock that ran ahead left the last stamp in the future, and the HLC never goes back past its
+        # last stamp: bring it back to server time, as the server has clamped those stamps anyway.
+        last = read_meta(self.conn, "hlc_last")
+        if last:
+            stamp = Stamp.parse(last)
+            if stamp.ms > server_ms + SKEW_LIMIT_MS:
+                write_meta(self.conn, "hlc_last", str(Stamp(server_ms, 0, stamp.node)))
 
     def rebuild(self) -> None:
         pulled = int(read_meta(self.conn, "pulled_lsn") or 0)

@@ -13,7 +13,15 @@ from pulse_cli.agent import outbox, replica
 from pulse_cli.agent.account import Account, load_account
 from pulse_cli.store.connection import read_meta, write_meta
 from sync.client import AuthExpired, Offline
-from sync.shape_client import ShapeAuthError, ShapeBatch, ShapeCursor, ShapeError, ShapeStream, ShapeUnavailable
+from sync.shape_client import (
+    RetryPolicy,
+    ShapeAuthError,
+    ShapeBatch,
+    ShapeCursor,
+    ShapeError,
+    ShapeStream,
+    ShapeUnavailable,
+)
 
 if TYPE_CHECKING:
     from pulse_cli.agent.engine import SyncEngine, SyncReport
@@ -52,14 +60,18 @@ def apply_batch(conn: sqlite3.Connection, batch: ShapeBatch, role: str) -> int:
     return count
 
 
-def _stream(account: Account, conn: sqlite3.Connection) -> ShapeStream:
-    return ShapeStream(account.server, account.token, cursor=load_cursor(conn))
+# `pulse sync` must answer within a few seconds when the server is away; the agent can be patient.
+CLI_RETRY = RetryPolicy(attempts=4, initial_s=0.25, max_s=2.0, jitter_s=0.25)
+
+
+def _stream(account: Account, conn: sqlite3.Connection, retry: RetryPolicy | None = None) -> ShapeStream:
+    return ShapeStream(account.server, account.token, cursor=load_cursor(conn), retry=retry)
 
 
 def pull_shape(engine: SyncEngine, report: SyncReport) -> None:
     """Catch up with the server's shape (snapshot first on a fresh device)."""
     try:
-        with _stream(engine.account, engine.conn) as stream:
+        with _stream(engine.account, engine.conn, CLI_RETRY) as stream:
             for batch in stream.follow():
                 report.pulled += apply_batch(engine.conn, batch, engine.account.role)
                 report.refetched = report.refetched or batch.must_refetch

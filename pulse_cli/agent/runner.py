@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from typing import Any
+import time
+from typing import TYPE_CHECKING, Any
 
 from pulse_cli.agent import outbox
 from pulse_cli.agent.account import Account, load_account
-from pulse_cli.agent.engine import SyncEngine, SyncReport, load_breaker
-from pulse_cli.agent.pull import pull_shape
+from pulse_cli.agent.breaker_state import load_breaker
 from pulse_cli.bootstrap import Device
 from pulse_cli.store.connection import read_meta, write_meta
 from pulse_core.errors import NotFoundError, PulseError
 from pulse_core.usecases import log_entry
-from sync.client import AuthExpired, Offline, ServerRefused, SyncClient
+
+if TYPE_CHECKING:
+    from pulse_cli.agent.engine import SyncReport
 
 
 class Unreachable(PulseError):
@@ -36,6 +38,15 @@ def require_account(device: Device) -> Account:
 
 def run_sync(device: Device, push_only: bool = False) -> SyncReport:
     account = require_account(device)
+    breaker = load_breaker(device.conn)
+    if breaker.is_open(time.time()):  # answer at once, without even loading the HTTP stack
+        queued = outbox.counts(device.conn).get("pending", 0)
+        raise Unreachable(f"offline: {queued} changes queued (server unreachable: {breaker.state.last_error};"
+                          f" next try in {breaker.retry_in(time.time()):.0f} s)")
+    from pulse_cli.agent.engine import SyncEngine
+    from pulse_cli.agent.pull import pull_shape
+    from sync.client import AuthExpired, Offline, ServerRefused, SyncClient
+
     with SyncClient(account.server, account.token) as client:
         engine = SyncEngine(device, account, client, pull=pull_shape)
         try:
@@ -54,12 +65,25 @@ def run_sync(device: Device, push_only: bool = False) -> SyncReport:
     return report
 
 
+def discard(device: Device, seq: int | None = None) -> int:
+    """Drop one rejected (or pending) change, or every pending one, and show the view without it."""
+    from pulse_cli.agent import replica
+
+    with device.conn:
+        device.conn.execute("BEGIN IMMEDIATE")
+        if seq is None:
+            count = device.conn.execute("UPDATE outbox SET status = 'discarded' WHERE status = 'pending'").rowcount
+        else:
+            count = int(outbox.discard(device.conn, seq))
+        pulled = int(read_meta(device.conn, "pulled_lsn") or 0)
+        replica.rebuild_view(device.conn, outbox.to_reapply(device.conn, pulled), device.today)
+    return count
+
+
 def sync_status(device: Device) -> dict[str, Any]:
     account = load_account(device.home)
     counts = outbox.counts(device.conn)
     breaker = load_breaker(device.conn)
-    import time
-
     return {
         "server": account.server if account else None,
         "username": account.username if account else read_meta(device.conn, "account_username"),

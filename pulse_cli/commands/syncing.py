@@ -68,9 +68,9 @@ def logout(
         raise UsageError("pending", pending, "0, or --discard",
                          f"pending: {pending} changes are not synced yet; run pulse sync first, or --discard them")
     if pending:
-        with device.conn:
-            device.conn.execute("BEGIN IMMEDIATE")
-            device.conn.execute("UPDATE outbox SET status = 'discarded' WHERE status = 'pending'")
+        from pulse_cli.agent.runner import discard as discard_changes
+
+        discard_changes(device)
     forget_token(device.home)
     typer.echo("logged out" + (f"; {pending} unsynced changes discarded" if pending else ""))
 
@@ -145,7 +145,8 @@ def conflicts(
         typer.echo("no conflicts")
     for row in rows:
         typer.echo(f"[{row['id']}] {row['date']} {row['field']}: kept {_show(row['kept'])} over {_show(row['lost'])}"
-                   f" ({row['rule']}: the later stamp wins; kept {row['kept_hlc']}, lost {row['lost_hlc']})")
+                   f" ({row['rule']}: a hand-set value beats an import, then the later stamp wins;"
+                   f" kept {row['kept_hlc']}, lost {row['lost_hlc']})")
 
 
 def _show(value: Any) -> str:
@@ -168,10 +169,10 @@ def rejected(
 
     device = open_device(ctx)
     if discard is not None:
-        with device.conn:
-            device.conn.execute("BEGIN IMMEDIATE")
-            if not outbox.discard(device.conn, discard):
-                raise NotFoundError(f"seq: no rejected change {discard}")
+        from pulse_cli.agent.runner import discard as discard_changes
+
+        if not discard_changes(device, discard):
+            raise NotFoundError(f"seq: no rejected change {discard}")
         typer.echo(f"discarded {discard}")
         return
     rows = outbox.by_status(device.conn, "rejected")

@@ -140,19 +140,19 @@ def test_concurrent_writes_to_one_field_keep_the_later_stamp_and_audit_the_confl
     result = api.pushed("laptop", [set_mutation(1, DAY, {"steps": 2000}, laptop)])["results"][0]
     assert result["status"] == "conflict"
     assert result["conflicts"] == [{"field": "steps", "kept": 2000, "lost": 1000, "kept_hlc": laptop,
-                                    "lost_hlc": phone, "rule": "lww@1"}]
+                                    "lost_hlc": phone, "rule": "lww@2"}]
     # An older concurrent write arriving last loses, and is audited too.
     older = stamp(ms - 5, 0, "watch")
     late = api.pushed("watch", [set_mutation(1, DAY, {"steps": 500}, older)])["results"][0]
     assert late["status"] == "conflict"
     assert late["conflicts"] == [{"field": "steps", "kept": 2000, "lost": 500, "kept_hlc": laptop,
-                                  "lost_hlc": older, "rule": "lww@1"}]
+                                  "lost_hlc": older, "rule": "lww@2"}]
     entry = api.entry(DAY)
     assert entry is not None and entry["steps"] == 2000
     audit = api.get("/v1/conflicts").json()["conflicts"]
     assert [(c["client_id"], c["field"], c["kept"], c["lost"], c["kept_hlc"], c["lost_hlc"], c["rule"])
-            for c in audit] == [("watch", "steps", 2000, 500, laptop, older, "lww@1"),
-                                ("laptop", "steps", 2000, 1000, laptop, phone, "lww@1")]
+            for c in audit] == [("watch", "steps", 2000, 500, laptop, older, "lww@2"),
+                                ("laptop", "steps", 2000, 1000, laptop, phone, "lww@2")]
     assert all(c["date"] == DAY and c["clamped"] is False for c in audit)
 
 

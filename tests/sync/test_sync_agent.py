@@ -1,0 +1,95 @@
+"""`pulse agent` as a real background process: it pushes as soon as something is logged, pulls other
+devices' changes live, and stops cleanly on SIGTERM."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from sync_support import PULSE, Device, User, clean_env, day, wait_for
+
+pytestmark = pytest.mark.e2e
+
+
+class AgentProcess:
+    def __init__(self, device: Device, log_path: Path, interval_s: float) -> None:
+        self.log_path = log_path
+        self._log = log_path.open("w")
+        self.proc = subprocess.Popen([str(PULSE), "agent", "--interval", str(interval_s)],
+                                     env=clean_env(PULSE_HOME=str(device.home), NO_COLOR="1"),
+                                     stdout=self._log, stderr=subprocess.STDOUT)
+
+    def text(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+        self._log.close()
+
+
+@pytest.fixture
+def start_agent(tmp_path: Path) -> Iterator[Callable[[Device], AgentProcess]]:
+    started: list[AgentProcess] = []
+
+    def start(device: Device) -> AgentProcess:
+        agent = AgentProcess(device, tmp_path / f"agent-{device.name}.log", interval_s=2)
+        started.append(agent)
+        return agent
+
+    yield start
+    for agent in started:
+        agent.close()
+
+
+def server_steps(pg: psycopg.Connection[Any], user: User, date: str) -> int | None:
+    row = pg.execute("SELECT steps FROM entries WHERE user_id = %s AND date = %s", (user.id, date)).fetchone()
+    return None if row is None else row[0]
+
+
+def test_the_agent_pushes_on_change_pulls_live_and_stops_cleanly_on_sigterm(
+    make_device: Callable[..., Device], make_user: Callable[..., User], start_agent: Callable[[Device], AgentProcess],
+    pg: psycopg.Connection[Any],
+) -> None:
+    user = make_user()
+    a, b = make_device("A"), make_device("B")
+    for device in (a, b):
+        assert device.login(user).returncode == 0
+    agent = start_agent(a)
+    wait_for(lambda: "agent running" in agent.text(), 30, "the agent to start", every_s=0.1)
+    wait_for(lambda: a.meta("last_sync"), 30, "the agent's first round", every_s=0.1)
+    time.sleep(1.0)  # let the live pull settle on its long poll
+
+    # Push on change: no `pulse sync`, no waiting for the 2 s schedule to come round by luck.
+    a.log(day(-1), steps=4242)
+    logged = time.monotonic()
+    wait_for(lambda: server_steps(pg, user, day(-1)) == 4242, 10, "A's edit on the server", every_s=0.05)
+    assert time.monotonic() - logged < 3.0, "pushed within about the 2 s interval"
+    wait_for(lambda: a.outbox_counts() == {"applied": 1}, 10, "A's outbox acknowledged")
+
+    # Live pull: B's change shows up in A's history with no command run on A.
+    b.log(day(-2), note="from B")
+    b.synced()
+    pushed = time.monotonic()
+    wait_for(lambda: [e["note"] for e in a.history(day(-2), day(-2))] == ["from B"], 15, "B's edit on A",
+             every_s=0.2)
+    assert time.monotonic() - pushed < 10.0
+
+    agent.proc.send_signal(signal.SIGTERM)
+    stopping = time.monotonic()
+    code = agent.proc.wait(timeout=30)
+    took = time.monotonic() - stopping
+    assert code == 0, agent.text()
+    assert took < 8.0, f"the agent took {took:.1f} s to stop"
+    log = agent.text()
+    assert "stopping after the round in hand" in log
+    assert "agent stopped" in log
+    assert "Traceback" not in log
