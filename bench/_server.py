@@ -1,0 +1,281 @@
+"""Helpers for benchmarks that need a real server (used by bench/push_load.py).
+
+A throwaway Postgres database (created, migrated, dropped WITH (FORCE) even on error or Ctrl-C),
+athletes with bearer tokens issued by `pulse_server.accounts.issue_token`, a `pulse-server serve`
+process in its own session, and CPU accounting from /proc (utime + stime per process).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+BIN = Path(sys.executable).parent
+PG_BASE = "postgresql://postgres@127.0.0.1:5432"
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+@contextlib.contextmanager
+def no_interrupts() -> Iterator[None]:
+    """Let clean-up finish: a second Ctrl-C (or SIGTERM) must not leave a database or a server behind."""
+    old_int = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    old_term = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old_int)
+        signal.signal(signal.SIGTERM, old_term)
+
+
+@contextlib.contextmanager
+def throwaway_database(base: str = PG_BASE, prefix: str = "pulse_bench") -> Iterator[str]:
+    """`CREATE DATABASE <prefix>_<random>`, migrated to head; dropped WITH (FORCE) on the way out."""
+    import psycopg
+    from psycopg import sql
+
+    from pulse_server.db.migrate import migrate
+
+    name = f"{prefix}_{secrets.token_hex(4)}"
+    with psycopg.connect(f"{base}/postgres", autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    url = f"{base}/{name}"
+    try:
+        migrate(url)
+        yield url
+    finally:
+        with no_interrupts():
+            drop_database(base, name)
+
+
+def drop_database(base: str, name: str, timeout_s: float = 20.0) -> None:
+    """DROP DATABASE ... WITH (FORCE), after dropping its logical slots (the shape reader's), which would
+    block the drop; retried while a just-stopped server's connections and slots are still going away."""
+    import psycopg
+    from psycopg import sql
+
+    deadline = time.monotonic() + timeout_s
+    with psycopg.connect(f"{base}/postgres", autocommit=True) as admin:
+        while True:
+            try:
+                admin.execute("SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots"
+                              " WHERE database = %s AND active", (name,))
+                admin.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots"
+                              " WHERE database = %s AND NOT active", (name,))
+                admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+                break
+            except psycopg.errors.ObjectInUse:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+    with contextlib.suppress(OSError):  # stderr may be a closed pipe by now
+        print(f"dropped database {name}", file=sys.stderr)
+
+
+@dataclass(frozen=True)
+class Account:
+    username: str
+    user_id: int
+    token: str
+
+
+def create_athletes(url: str, count: int, prefix: str = "athlete") -> list[Account]:
+    """`count` athletes with one token each.
+
+    The first goes through `add_user` (one argon2 hash); the others copy its hash by SQL, since 200
+    argon2 hashes would take longer than the benchmark. Every token is issued by `issue_token`.
+    """
+    from sqlalchemy import text
+    from sqlmodel import select
+
+    from pulse_server.accounts import add_user, issue_token
+    from pulse_server.db.database import Database
+    from pulse_server.db.models import User
+    from pulse_server.settings import Settings
+
+    db = Database(Settings(database_url=url, pool_size=1))
+    try:
+        with db.session() as session:
+            first = add_user(session, f"{prefix}-0000", secrets.token_urlsafe(12), False)
+            session.execute(
+                text("INSERT INTO users (username, password_hash, is_coach, created_at)"
+                     " SELECT :prefix || '-' || lpad(i::text, 4, '0'), :hash, false, now()"
+                     " FROM generate_series(1, :n) AS i"),
+                {"prefix": prefix, "hash": first.password_hash, "n": count - 1},
+            )
+            session.commit()
+            users = session.exec(select(User).where(User.username.startswith(f"{prefix}-"))  # type: ignore[union-attr]
+                                 .order_by(User.id)).all()  # type: ignore[arg-type]
+            accounts = []
+            for user in users:
+                name, user_id = user.username, user.id
+                assert user_id is not None
+                token, _ = issue_token(session, user, 1)
+                accounts.append(Account(name, user_id, token))
+        return accounts
+    finally:
+        db.dispose()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Server:
+    """`pulse-server serve` in its own session (Ctrl-C reaches us, not it; we stop it ourselves)."""
+
+    def __init__(self, url: str, workers: int, extra_env: dict[str, str] | None = None) -> None:
+        self.url = url
+        self.workers = workers
+        self.port = free_port()
+        self.env = {**os.environ, "PULSE_DATABASE_URL": url, "PULSE_LOG_LEVEL": "warning", **(extra_env or {})}
+        self.log = tempfile.NamedTemporaryFile(prefix="pulse-server-", suffix=".log", delete=False)  # noqa: SIM115
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout_s: float = 60.0) -> None:
+        cmd = [str(BIN / "pulse-server"), "serve", "--host", "127.0.0.1", "--port", str(self.port),
+               "--workers", str(self.workers)]
+        self.proc = subprocess.Popen(cmd, env=self.env, stdout=self.log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"pulse-server exited with {self.proc.returncode}:\n{self.log_tail()}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/readyz", timeout=2) as reply:
+                    if reply.status == 200:
+                        time.sleep(2.0 if self.workers > 1 else 0.0)  # the other workers finish importing
+                        return
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"pulse-server not ready after {timeout_s:.0f} s:\n{self.log_tail()}")
+
+    def pids(self) -> set[int]:
+        """The server process and all its descendants (uvicorn's worker processes)."""
+        if self.proc is None:
+            return set()
+        return descendants(self.proc.pid, process_table())
+
+    def log_tail(self, lines: int = 30) -> str:
+        return "\n".join(Path(self.log.name).read_text(errors="replace").splitlines()[-lines:])
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGTERM)  # our own session: the server and its workers only
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=5)
+
+
+@contextlib.contextmanager
+def running_server(url: str, workers: int, extra_env: dict[str, str] | None = None) -> Iterator[Server]:
+    server = Server(url, workers, extra_env)
+    try:
+        server.start()
+        yield server
+    finally:
+        with no_interrupts():
+            server.stop()
+            Path(server.log.name).unlink(missing_ok=True)
+
+
+# --- CPU accounting from /proc ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Proc:
+    comm: str
+    ppid: int
+    ticks: int  # utime + stime. Not cutime: a long-lived child exiting would charge its whole life to the window
+
+
+def process_table() -> dict[int, Proc]:
+    table = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as f:
+                raw = f.read().decode(errors="replace")
+        except OSError:
+            continue  # gone meanwhile
+        comm = raw[raw.index("(") + 1:raw.rindex(")")]
+        rest = raw[raw.rindex(")") + 2:].split()
+        table[int(entry.name)] = Proc(comm, int(rest[1]), int(rest[11]) + int(rest[12]))
+    return table
+
+
+def descendants(root: int, table: dict[int, Proc]) -> set[int]:
+    found = {root} if root in table else set()
+    grew = True
+    while grew:
+        more = {pid for pid, p in table.items() if p.ppid in found and pid not in found}
+        found |= more
+        grew = bool(more)
+    return found
+
+
+def machine_ticks() -> tuple[int, int]:
+    """(busy, total) jiffies of all CPUs since boot, from /proc/stat."""
+    with open("/proc/stat") as f:
+        values = [int(x) for x in f.readline().split()[1:]]
+    idle = values[3] + values[4]  # idle + iowait
+    total = sum(values[:8])  # guest time is already inside user
+    return total - idle, total
+
+
+@dataclass(frozen=True)
+class CpuSnapshot:
+    at: float
+    table: dict[int, Proc]
+    machine: tuple[int, int]
+
+    @classmethod
+    def take(cls) -> CpuSnapshot:
+        return cls(time.monotonic(), process_table(), machine_ticks())
+
+
+def cpu_seconds(before: CpuSnapshot, after: CpuSnapshot, pids: Iterable[int]) -> float:
+    """CPU seconds the given processes used between the snapshots.
+
+    A process born in the window counts from zero; one that ended in it is missed (its time shows up
+    as "rest" of the machine), which is fine for the long-lived server workers and pooled backends.
+    """
+    ticks = 0
+    for pid in set(pids):
+        now = after.table.get(pid)
+        if now is None:
+            continue
+        then = before.table.get(pid)
+        ticks += now.ticks - (then.ticks if then is not None and then.comm == now.comm else 0)
+    return ticks / CLOCK_TICKS
+
+
+def postgres_pids(snapshot: CpuSnapshot) -> set[int]:
+    return {pid for pid, p in snapshot.table.items() if p.comm == "postgres"}
+
+
+def machine_seconds(before: CpuSnapshot, after: CpuSnapshot) -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine between the snapshots."""
+    busy = (after.machine[0] - before.machine[0]) / CLOCK_TICKS
+    total = (after.machine[1] - before.machine[1]) / CLOCK_TICKS
+    return busy, total
