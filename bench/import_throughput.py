@@ -34,10 +34,10 @@ sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
 from make_apple_health_export import make_export  # noqa: E402
 
-from pulse_core.importers.apple_health import read_apple_health  # noqa: E402
-from pulse_core.importers.fitbit import read_fitbit  # noqa: E402
 from pulse_cli.store.connection import open_store  # noqa: E402
 from pulse_cli.store.uow import SqliteUnitOfWork  # noqa: E402
+from pulse_core.importers.apple_health import read_apple_health  # noqa: E402
+from pulse_core.importers.fitbit import read_fitbit  # noqa: E402
 from pulse_core.usecases import DayRecord, ImportSummary, import_days  # noqa: E402
 
 FITBIT = ROOT / "tests" / "data" / "fitbit"
