@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from pulse_cli import __version__
-from pulse_cli.commands import agent, entries, syncing, transfer
+from pulse_cli.commands import agent, coach, entries, syncing, transfer
 from pulse_core.errors import PulseError, ValidationError
 
 app = typer.Typer(
@@ -28,6 +28,7 @@ entries.register(app)
 transfer.register(app)
 syncing.register(app)
 agent.register(app)
+coach.register(app)
 
 
 def _version(value: bool) -> None:

@@ -148,7 +148,8 @@ def flags(live: Sequence[Entry], end: dt.date) -> list[Flag]:
     if len(weights) >= 2:
         low = min(weights, key=lambda w: w[1])
         high = max(weights, key=lambda w: w[1])
-        pct = (high[1] - low[1]) / low[1] * 100
+        earlier = low if low[0] <= high[0] else high  # the change is relative to where it started
+        pct = (high[1] - low[1]) / earlier[1] * 100
         if pct > WEIGHT_CHANGE_PCT:
             found.append(Flag(
                 "weight_change",

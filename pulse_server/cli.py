@@ -160,6 +160,39 @@ def revoke_cmd(coach: str, athlete: str, database_url: DatabaseOption = None) ->
     typer.echo(f"{coach} can no longer read {athlete}" if done else f"{coach} had no access to {athlete}")
 
 
+@app.command("seed-demo")
+def seed_demo_cmd(
+    coach: Annotated[str, typer.Option("--coach", metavar="NAME", help="The coach the athletes grant.")] = "coach",
+    password_stdin: Annotated[bool, typer.Option("--password-stdin", help="Read a new coach's password from stdin.")]
+    = False,
+    data: Annotated[str | None, typer.Option("--data", metavar="DIR", help="Sample data (default tests/data).")]
+    = None,
+    database_url: DatabaseOption = None,
+) -> None:
+    """Seed the 33 Fitbit and 185 Welltory sample users as athletes who granted COACH access (re-run: no change).
+
+    Examples:
+      pulse-server seed-demo --coach coach
+      echo 's3cret-pass' | pulse-server seed-demo --coach coach-kim --password-stdin
+    """
+    from pathlib import Path
+
+    from pulse_server.db.database import Database
+    from pulse_server.demo import DATA_DIR, seed_demo
+
+    settings = bootstrap(database_url)
+    db = Database(settings)
+    try:
+        done = seed_demo(db, coach, lambda: _password(password_stdin), Path(data) if data else DATA_DIR,
+                         skew_limit_ms=settings.clock_skew_limit_ms)
+    finally:
+        db.dispose()
+    skipped = sum(done.skipped.values())
+    typer.echo(f"coach {coach}{' (new)' if done.coach_created else ''}: {done.athletes} athletes"
+               f" ({done.athletes_created} new, {done.grants_added} new grants); days: {done.days_written} written,"
+               f" {done.days_unchanged} unchanged, {done.days_duplicate} duplicate, {skipped} skipped")
+
+
 def _existing(user, name: str):  # type: ignore[no-untyped-def]
     from pulse_server.errors import ApiError
 

@@ -1,0 +1,121 @@
+"""A coach's commands, over this device's copy of the athletes' entries (so they work offline):
+`pulse coach athletes` and `pulse report`."""
+
+from __future__ import annotations
+
+import datetime as dt
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from pulse_cli.commands.options import FromOption, JsonOption, ToOption, open_device, print_json
+from pulse_core.errors import UsageError
+
+coach_app = typer.Typer(
+    help="A coach's view of the athletes who granted access, from this device's copy (pulse sync to refresh).",
+    no_args_is_help=True,
+)
+FORMATS = "md|csv|json|html|pdf"
+
+
+@coach_app.command("athletes")
+def athletes(ctx: typer.Context, end: ToOption = None, as_json: JsonOption = False) -> None:
+    """Each athlete with their last entry, last sync, days logged in the last 7 and 28 days, and open flags.
+
+    "Last sync" is when the athlete's newest change that this device has was made (its clock stamp).
+    Everything is as of --to (default today).
+
+    Examples:
+      pulse coach athletes
+      pulse coach athletes --to 2016-05-12 --json
+    """
+    from pulse_cli.reports_render.model import athlete_rows, roster
+    from pulse_cli.store.connection import read_meta
+    from pulse_core.values import parse_date
+
+    device = open_device(ctx)
+    last = parse_date(end, device.today, "to") if end else device.today
+    rows = athlete_rows(device.conn, roster(device.conn), last)
+    device_sync = read_meta(device.conn, "last_sync")
+    if as_json:
+        print_json({"as_of": last.isoformat(), "device_last_sync": device_sync, "athletes": rows})
+        return
+    if not rows:
+        typer.echo("no athletes on this device: sign in as a coach (pulse login) and run pulse sync")
+        return
+    from pulse_cli.reports_render import terminal
+
+    terminal.athletes(rows, last.isoformat(), device_sync)
+
+
+def report(
+    ctx: typer.Context,
+    athlete: Annotated[
+        list[str] | None,
+        typer.Option("--athlete", "-a", metavar="NAME",
+                     help="An athlete to report (repeatable; shell patterns like 'fitbit-*' work). Default: all."),
+    ] = None,
+    team: Annotated[bool, typer.Option("--team", help="Add the team roll-up, sorted by open flags.")] = False,
+    start: FromOption = None,
+    end: ToOption = None,
+    fmt: Annotated[str, typer.Option("--format", "-f", metavar=FORMATS, help="Output format (default md).")] = "md",
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", metavar="FILE", help="Write here, not stdout (a PDF needs it).")
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Per athlete, as of --to: a weekly table, 7- and 28-day rolling averages, means over the range,
+    compliance, readiness against baseline and open flags with their numbers; --team adds the roll-up.
+    HTML and PDF add a chart per metric with its baseline band. Markdown to a terminal shows a summary.
+
+    Examples:
+      pulse report --team --format html -o team.html
+      pulse report --athlete fitbit-1503960366 --from 2016-04-12 --to 2016-05-12
+      pulse report --athlete 'fitbit-*' --team --to 2016-05-12 --format pdf -o team.pdf
+      pulse report --team --format csv -o long.csv
+    """
+    from pulse_cli.reports_render.formats import FORMATS as KNOWN
+    from pulse_cli.reports_render.formats import render
+    from pulse_cli.reports_render.model import build_report, roster, select_athletes
+    from pulse_core import queries
+
+    fmt = "json" if as_json else fmt.lower()
+    if fmt not in KNOWN:
+        raise UsageError("format", fmt, ", ".join(KNOWN), f"format: {fmt!r} is not one of {', '.join(KNOWN)}")
+    if fmt == "pdf" and output is None:
+        raise UsageError("output", None, "-o FILE", "output: a PDF is written to a file (allowed -o FILE)")
+    device = open_device(ctx)
+    first, last = queries.date_range(start, end, device.today)
+    keys = roster(device.conn)
+    names = select_athletes(list(keys), athlete or [])
+    generated = dt.datetime.now(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    built = build_report(device.conn, {name: keys[name] for name in names}, first, last, team, generated)
+    if output is None and fmt == "md" and sys.stdout.isatty():
+        from pulse_cli.reports_render import terminal
+
+        terminal.summary(built)
+        return
+    content = render(built, fmt)
+    if output is None:
+        assert isinstance(content, str)
+        sys.stdout.write(content)
+        return
+    try:
+        if isinstance(content, bytes):
+            output.write_bytes(content)
+        else:
+            output.write_text(content, encoding="utf-8")
+    except OSError as exc:
+        raise UsageError("output", str(output), "a writable file path", f"output: cannot write {output}:"
+                         f" {exc.strerror} (allowed a writable file path)") from exc
+    from pulse_cli.reports_render.text import athletes_count
+
+    typer.echo(f"wrote the {fmt} report of {athletes_count(len(names))} ({first.isoformat()} to"
+               f" {last.isoformat()}) to {output}", err=True)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(coach_app, name="coach")
+    app.command()(report)

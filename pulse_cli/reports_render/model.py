@@ -1,0 +1,207 @@
+"""What a report shows, gathered from the device's store: the athletes, their figures and chart series.
+
+A coach's device holds every granting athlete's entries in its local view (`entries`), keyed by the
+athlete's username; the device owner's own rows are keyed ''. The figures are pulse_core.reports';
+this module only chooses whose, over which days, and adds the daily series the charts draw.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import fnmatch
+import math
+import sqlite3
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pulse_cli.store.connection import read_meta
+from pulse_cli.store.entries import SqliteEntryRepository
+from pulse_core.entry import MERGE_FIELDS, Entry
+from pulse_core.errors import NotFoundError, UsageError
+from pulse_core.insights import BASELINE_DAYS, TREND_METRICS, metric_value
+from pulse_core.reports import AthleteReport, athlete_report, flags, team_rollup
+
+OWNER = ""
+STAMP_COLUMNS = tuple(f"{f}_hlc" for f in (*MERGE_FIELDS, "deleted"))
+
+
+@dataclass(frozen=True)
+class Band:
+    """Mean and sample SD of the BASELINE_DAYS days before one day (None until two values exist)."""
+
+    mean: float
+    sd: float
+
+
+@dataclass
+class Series:
+    """One metric of one athlete, a value (or None) and a baseline band (or None) per day of the range."""
+
+    metric: str
+    days: list[dt.date]
+    values: list[float | None]
+    bands: list[Band | None]
+
+    @property
+    def has_values(self) -> bool:
+        return any(v is not None for v in self.values)
+
+
+@dataclass
+class TeamReport:
+    start: dt.date
+    end: dt.date
+    athletes: list[AthleteReport]
+    team: bool
+    generated_at: str
+    histories: dict[str, list[Entry]] = field(default_factory=dict)  # live entries up to `end`
+
+    @property
+    def rollup(self) -> list[dict[str, Any]]:
+        return team_rollup(self.athletes)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "from": self.start.isoformat(),
+            "to": self.end.isoformat(),
+            "generated_at": self.generated_at,
+            "athletes": [a.as_json() for a in self.athletes],
+            "team": self.rollup if self.team else None,
+        }
+
+    def series(self, athlete: str) -> list[Series]:
+        """The charts of one athlete: each metric (and the score) over the range with its baseline band."""
+        return chart_series(self.histories.get(athlete, []), self.start, self.end)
+
+
+def roster(conn: sqlite3.Connection) -> dict[str, str]:
+    """Who can be reported on this device: display name -> the user key of their rows.
+
+    A coach's athletes are keyed by their username. The owner's own rows (key '') are shown under the
+    account's username, and only on a device that holds nobody else's (an athlete's own report)."""
+    rows = conn.execute("SELECT DISTINCT user_id FROM entries WHERE deleted = 0 ORDER BY user_id").fetchall()
+    users = [str(r[0]) for r in rows]
+    others = {u: u for u in users if u != OWNER}
+    if OWNER in users and not others:
+        return {read_meta(conn, "account_username") or "me": OWNER}
+    return others
+
+
+def select_athletes(available: Sequence[str], wanted: Sequence[str]) -> list[str]:
+    """The athletes named (exact names or shell patterns like 'fitbit-*'), in the device's order."""
+    if not available:
+        raise NotFoundError("athletes: none on this device; sign in as a coach (pulse login) and run pulse sync")
+    if not wanted:
+        return list(available)
+    chosen: list[str] = []
+    for pattern in wanted:
+        matches = [a for a in available if fnmatch.fnmatchcase(a, pattern)]
+        if not matches:
+            examples = ", ".join(available[:3]) + (", ..." if len(available) > 3 else "")
+            raise UsageError("athlete", pattern, f"one of the {len(available)} athletes on this device ({examples})",
+                             f"athlete: {pattern!r} matches no athlete on this device"
+                             f" (allowed one of {len(available)}: {examples})")
+        chosen.extend(m for m in matches if m not in chosen)
+    order = {name: i for i, name in enumerate(available)}
+    return sorted(chosen, key=order.__getitem__)
+
+
+def build_report(
+    conn: sqlite3.Connection, keys: dict[str, str], start: dt.date, end: dt.date, team: bool, generated_at: str
+) -> TeamReport:
+    """Each athlete's figures over `start`..`end`, evaluated as of `end` (the whole history before it counts).
+
+    `keys` maps each athlete to report (display name) to the user key of their rows, in report order."""
+    repo = SqliteEntryRepository(conn)
+    report = TeamReport(start, end, [], team, generated_at)
+    for name, key in keys.items():
+        history = repo.list(key, None, end)
+        figures = athlete_report(name, history, start, end)
+        report.athletes.append(figures)
+        report.histories[name] = [e for e in history if not e.is_empty()]
+    return report
+
+
+# -- pulse coach athletes -----------------------------------------------------------------------------
+def athlete_rows(conn: sqlite3.Connection, keys: dict[str, str], end: dt.date) -> list[dict[str, Any]]:
+    """Per athlete, as of `end`: last entry, last sync, days logged in the last 7 and 28 days, open flags."""
+    repo = SqliteEntryRepository(conn)
+    synced = _last_stamps(conn)
+    rows = []
+    for name, key in keys.items():
+        live = [e for e in repo.list(key, None, end) if not e.is_empty()]
+        days = {e.date for e in live}
+        open_flags = flags(live, end)
+        rows.append({
+            "athlete": name,
+            "last_entry": max(days).isoformat() if days else None,
+            "last_sync": synced.get(key),
+            "days_7": sum(1 for d in days if (end - d).days < 7),
+            "days_28": sum(1 for d in days if (end - d).days < 28),
+            "open_flags": len(open_flags),
+            "flags": [f.as_json() for f in open_flags],
+        })
+    return rows
+
+
+def _last_stamps(conn: sqlite3.Connection) -> dict[str, str]:
+    """Per user, the wall time (UTC) of the newest change this device has received of theirs.
+
+    Every field carries the hybrid-clock stamp of its last write (`<ms>:<counter>:<client>`); the
+    newest one is when that athlete's latest change was made, the best the replica knows of when
+    they last synced."""
+    newest = ", ".join(f"coalesce({c}, '')" for c in STAMP_COLUMNS)
+    out: dict[str, str] = {}
+    for user, stamp in conn.execute(f"SELECT user_id, max(max({newest})) FROM entries GROUP BY user_id"):
+        if stamp:
+            ms = int(str(stamp).split(":", 1)[0])
+            when = dt.datetime.fromtimestamp(ms / 1000, dt.UTC)
+            out[str(user)] = when.isoformat(timespec="seconds").replace("+00:00", "Z")
+    return out
+
+
+# -- chart series ---------------------------------------------------------------------------------------
+def chart_series(history: Sequence[Entry], start: dt.date, end: dt.date) -> list[Series]:
+    days = [start + dt.timedelta(days=i) for i in range((end - start).days + 1)]
+    out = []
+    for metric in TREND_METRICS:
+        entries = history
+        if metric == "hrv_ms":  # RMSSD and SDNN are never mixed in a baseline: chart the latest method's
+            methods = [e.hrv_method for e in history if e.hrv_ms is not None and e.date <= end]
+            method = methods[-1] if methods else "rmssd"
+            entries = [e for e in history if e.hrv_method == method]
+        by_day = {e.date: v for e in entries if (v := metric_value(e, metric)) is not None}
+        out.append(Series(metric, days, [by_day.get(d) for d in days], trailing_bands(by_day, days)))
+    return out
+
+
+def trailing_bands(by_day: dict[dt.date, float], days: Sequence[dt.date]) -> list[Band | None]:
+    """For each day, mean ± sample SD of the values in the BASELINE_DAYS days before it (a sliding window)."""
+    if not days:
+        return []
+    window: deque[tuple[dt.date, float]] = deque()
+    first = days[0] - dt.timedelta(days=BASELINE_DAYS)
+    pending = sorted((d, v) for d, v in by_day.items() if first <= d < days[-1])
+    i = 0
+    total = squares = 0.0
+    out: list[Band | None] = []
+    for day in days:
+        while i < len(pending) and pending[i][0] < day:
+            window.append(pending[i])
+            total += pending[i][1]
+            squares += pending[i][1] ** 2
+            i += 1
+        while window and window[0][0] < day - dt.timedelta(days=BASELINE_DAYS):
+            _, old = window.popleft()
+            total -= old
+            squares -= old ** 2
+        n = len(window)
+        if n < 2:
+            out.append(None)
+            continue
+        mean = total / n
+        variance = max(0.0, (squares - n * mean * mean) / (n - 1))
+        out.append(Band(mean, math.sqrt(variance)))
+    return out

@@ -1,0 +1,60 @@
+"""Labels and number formatting shared by every report format."""
+
+from __future__ import annotations
+
+from typing import Any
+
+LABELS: dict[str, tuple[str, str]] = {
+    "sleep_hours": ("Sleep", "h"),
+    "hrv_ms": ("HRV", "ms"),
+    "steps": ("Steps", ""),
+    "weight_kg": ("Weight", "kg"),
+    "score": ("Score", ""),
+}
+WHOLE = ("steps",)
+
+
+def label(metric: str) -> str:
+    name, unit = LABELS[metric]
+    return f"{name} ({unit})" if unit else name
+
+
+def number(metric: str, value: float | None, missing: str = "–") -> str:
+    """Steps and the score as whole numbers with separators, the rest to two decimals at most."""
+    if value is None:
+        return missing
+    if metric in WHOLE:
+        return f"{value:,.0f}"
+    return f"{value:,.2f}".rstrip("0").rstrip(".")
+
+
+def athletes_count(n: int) -> str:
+    return f"{n} athlete" if n == 1 else f"{n} athletes"
+
+
+def percent(fraction: float) -> str:
+    return f"{fraction * 100:.1f}%"
+
+
+def readiness_text(item: dict[str, Any]) -> str:
+    """One readiness item (pulse_core's as_json) as a short phrase."""
+    status = str(item.get("status"))
+    base = item.get("baseline") or {}
+    if status == "calibrating":
+        return f"calibrating ({base.get('days', 0)} of 7 days)"
+    if status == "no value":
+        return "no value that day"
+    metric = str(item.get("metric"))
+    z = item.get("z")
+    z_text = "" if z is None else f", z {z:+.2f}"
+    return (f"{status} (baseline {number(metric, base.get('mean'))} ± {number(metric, base.get('sd'))}"
+            f" over {base.get('days')} days{z_text})")
+
+
+def flag_numbers(numbers: dict[str, Any]) -> str:
+    """A flag's numbers as `key value; key value`, lists joined by commas."""
+    parts = []
+    for key, value in numbers.items():
+        shown = ", ".join(str(v) for v in value) if isinstance(value, list) else "–" if value is None else str(value)
+        parts.append(f"{key.replace('_', ' ')} {shown}")
+    return "; ".join(parts)
