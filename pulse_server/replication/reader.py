@@ -98,14 +98,24 @@ class ReplicationReader:
             "SELECT column_name FROM information_schema.columns WHERE table_schema = 'public'"
             " AND table_name = 'entries' ORDER BY ordinal_position"
         ).fetchall()]
+        # format('%s') uses each type's output function, as pgoutput does ('f', not 'false').
         pairs = sql.SQL(", ").join(
-            sql.SQL("{}, {}::text").format(sql.Literal(c), sql.Identifier(c)) for c in columns
+            sql.SQL("{name}, CASE WHEN {col} IS NULL THEN NULL ELSE format('%s', {col}) END").format(
+                name=sql.Literal(c), col=sql.Identifier(c))
+            for c in columns
         )
         with conn.transaction():
+            # A recreated slot (dropped, or lost in a failover) leaves rows that changed or went away
+            # meanwhile: the copy replaces them all.
+            conn.execute(
+                "DELETE FROM shape_rows s WHERE NOT EXISTS"
+                " (SELECT 1 FROM entries e WHERE e.user_id = s.user_id AND e.date = s.date)"
+            )
             done = conn.execute(
                 sql.SQL(
                     "INSERT INTO shape_rows (user_id, date, value, lsn, op)"
-                    " SELECT user_id, date, jsonb_build_object({}), 0, 0 FROM entries ON CONFLICT DO NOTHING"
+                    " SELECT user_id, date, jsonb_build_object({}), 0, 0 FROM entries"
+                    " ON CONFLICT (user_id, date) DO UPDATE SET value = excluded.value, lsn = 0, op = 0"
                 ).format(pairs)
             )
             conn.execute("UPDATE shape_state SET generation = generation + 1 WHERE id = 1")
@@ -113,7 +123,8 @@ class ReplicationReader:
 
     def read_once(self, conn: psycopg.Connection[Any]) -> ReadStats:
         """Peek a batch, write whole transactions to the shape log, commit, then advance the slot."""
-        before = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()
+        # The flush position: decoding reads no further, so nothing past it is acknowledged unread.
+        before = conn.execute("SELECT pg_current_wal_flush_lsn()::text").fetchone()
         assert before is not None
         rows = conn.execute(
             "SELECT data FROM pg_logical_slot_peek_binary_changes(%s, NULL, %s,"

@@ -1,0 +1,249 @@
+"""A coach's full shape catch-up over HTTP: 100 athletes x 365 days (36,500 rows). Target: under 0.5 s.
+
+Run from the repo root (PostgreSQL with wal_level=logical at 127.0.0.1:5432, user postgres):
+
+    .venv/bin/python bench/shape_catchup.py              # 5 runs
+    .venv/bin/python bench/shape_catchup.py --runs 10
+    .venv/bin/python bench/shape_catchup.py --columns user_id,date,sleep_hours,hrv_ms,steps,weight_kg,note,score
+
+It creates `pulse_bench_<random>`, migrates it, creates a coach and 100 athletes who grant the coach
+access (tokens from `pulse_server.accounts.issue_token`), starts `pulse-server serve` with the
+replication reader and the shape watcher on (PULSE_LOG_LEVEL=warning), seeds a year of entries per
+athlete with SQL (rows as a synced device leaves them: every field with its stamp and source), and
+waits until the reader has put all of them in the shape log. Then, for each run, a fresh Python
+process (this script with --client) follows the coach's shape the way a client does: `offset=-1`
+(the snapshot), then the offsets it is given until a response ends in `up-to-date`. The time is
+measured inside that process, from the first request to the parsed up-to-date response (process
+start-up and imports are not counted). Printed per run: seconds, response bytes, rows, and per
+request its time, the time to its response headers (the server sends them once the body is built)
+and to the end of its body (the rest is the client's JSON parse). At the end the server is stopped,
+the database's replication slots are dropped and the database is dropped WITH (FORCE), even on
+error or Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from _server import Server, create_athletes, no_interrupts, running_server, throwaway_database
+
+ATHLETES = 100
+DAYS = 365
+TARGET_S = 0.5
+READER_ENV = {"PULSE_REPLICATION_READER": "true", "PULSE_SHAPE_WATCHER": "true", "PULSE_LOG_LEVEL": "warning"}
+
+
+# -- the database ------------------------------------------------------------------------------------
+
+
+def drop_slots(url: str) -> None:
+    """Drop the replication slots of the bench database (slots are cluster-wide and block DROP DATABASE)."""
+    import psycopg
+
+    name = url.rsplit("/", 1)[1]
+    with psycopg.connect(url.rsplit("/", 1)[0] + "/postgres", autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots"
+                      " WHERE database = %s AND active_pid IS NOT NULL", (name,))
+        for _ in range(100):
+            row = admin.execute("SELECT count(*) FROM pg_replication_slots WHERE database = %s"
+                                " AND active_pid IS NOT NULL", (name,)).fetchone()
+            if row is None or row[0] == 0:
+                break
+            time.sleep(0.1)
+        admin.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = %s",
+                      (name,))
+
+
+@contextlib.contextmanager
+def replication_database() -> Iterator[str]:
+    """A throwaway database (bench/_server.py) whose replication slots are dropped before it is."""
+    with throwaway_database() as url:
+        try:
+            yield url
+        finally:
+            with no_interrupts():
+                drop_slots(url)
+
+
+def wait_for_slot(url: str, timeout_s: float = 30.0) -> None:
+    """Until the reader's slot exists and is consistent: only commits after that reach the shape log."""
+    import psycopg
+
+    deadline = time.monotonic() + timeout_s
+    with psycopg.connect(url, autocommit=True) as conn:
+        while time.monotonic() < deadline:
+            row = conn.execute("SELECT count(*) FROM pg_replication_slots WHERE database = current_database()"
+                               " AND slot_name LIKE 'pulse_shapes_%' AND confirmed_flush_lsn IS NOT NULL").fetchone()
+            if row is not None and row[0] > 0:
+                return
+            time.sleep(0.05)
+    raise RuntimeError("the replication reader did not create its slot")
+
+
+def create_coach(url: str, athlete_ids: list[int]) -> str:
+    """A coach every athlete has granted access to; its bearer token."""
+    import secrets
+
+    import psycopg
+
+    from pulse_server.accounts import add_user, issue_token
+    from pulse_server.db.database import Database
+    from pulse_server.settings import Settings
+
+    db = Database(Settings(database_url=url, pool_size=1))
+    try:
+        with db.session() as session:
+            coach = add_user(session, "coach-bench", secrets.token_urlsafe(12), True)
+            token, _ = issue_token(session, coach, 1)
+            coach_id = coach.id
+    finally:
+        db.dispose()
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("INSERT INTO grants (athlete_id, coach_id) SELECT unnest(%s::bigint[]), %s",
+                     (athlete_ids, coach_id))
+    return token
+
+
+SEED = """
+INSERT INTO entries (user_id, date, sleep_hours, sleep_hours_hlc, sleep_hours_src, hrv_ms, hrv_method, hrv_ms_hlc,
+                     hrv_ms_src, steps, steps_hlc, steps_src, weight_kg, weight_kg_hlc, weight_kg_src, note, note_hlc,
+                     note_src, score, score_version, deleted, updated_at)
+SELECT u, d::date, s.sleep, s.stamp, s.src, s.hrv, 'rmssd', s.stamp, s.src, s.steps, s.stamp, s.src,
+       s.weight, s.stamp, s.src, CASE WHEN random() < 0.3 THEN 'felt ok after the long run' END, s.stamp, s.src,
+       (50 + random() * 50)::int, 1, false, now()
+FROM unnest(%s::bigint[]) u
+CROSS JOIN generate_series('2025-01-01'::date, '2025-01-01'::date + %s - 1, '1 day') d
+CROSS JOIN LATERAL (SELECT round((5 + random() * 4)::numeric, 2) AS sleep,
+                           round((30 + random() * 70)::numeric, 2) AS hrv,
+                           (random() * 20000)::int AS steps, round((55 + random() * 30)::numeric, 2) AS weight,
+                           lpad((1735689600000 + (d::date - '2025-01-01'::date)::bigint * 86400000)::text, 16, '0')
+                               || ':00000:watch-' || u AS stamp,
+                           'watch-' || u AS src) s
+"""
+
+
+def seed_entries(url: str, athlete_ids: list[int]) -> float:
+    """A year of entries per athlete, ten athletes per transaction; the seconds it took."""
+    import psycopg
+
+    started = time.perf_counter()
+    with psycopg.connect(url) as conn:
+        for i in range(0, len(athlete_ids), 10):
+            with conn.transaction():
+                conn.execute(SEED, (athlete_ids[i:i + 10], DAYS))
+    return time.perf_counter() - started
+
+
+def wait_for_log(url: str, rows: int, timeout_s: float = 300.0) -> float:
+    import psycopg
+
+    started = time.perf_counter()
+    with psycopg.connect(url, autocommit=True) as conn:
+        while time.perf_counter() - started < timeout_s:
+            row = conn.execute("SELECT count(*) FROM shape_rows").fetchone()
+            if row is not None and row[0] >= rows:
+                return time.perf_counter() - started
+            time.sleep(0.1)
+    raise RuntimeError(f"the reader did not put {rows} rows in the shape log within {timeout_s} s")
+
+
+# -- the client (a separate process) -----------------------------------------------------------------
+
+
+def follow(base_url: str, token: str, columns: str | None) -> dict[str, object]:
+    """Follow the shape from offset -1 to up-to-date; what it took."""
+    import httpx
+
+    rows = size = 0
+    # per request: offset, seconds in all, seconds to the response headers, to the whole body, bytes
+    requests: list[tuple[str, float, float, float, int]] = []
+    with httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {token}"}, timeout=60) as http:
+        http.get("/healthz")  # the connection is open before the clock starts, as a running client's is
+        shape = {"table": "entries", **({"columns": columns} if columns else {})}
+        params = {**shape, "offset": "-1"}
+        started = time.perf_counter()
+        while True:
+            sent = time.perf_counter()
+            with http.stream("GET", "/v1/shape", params=params) as reply:
+                headers_at = time.perf_counter()
+                body = reply.read()
+                body_at = time.perf_counter()
+            if reply.status_code != 200:
+                raise RuntimeError(f"{reply.status_code}: {body[:200]!r}")
+            messages = json.loads(body)
+            size += len(body)
+            rows += sum(1 for m in messages if "operation" in m["headers"])
+            requests.append((params["offset"], time.perf_counter() - sent, headers_at - sent, body_at - sent,
+                             len(body)))
+            if "electric-up-to-date" in reply.headers:
+                break
+            params = {**shape, "offset": reply.headers["electric-offset"], "handle": reply.headers["electric-handle"]}
+        elapsed = time.perf_counter() - started
+    return {"seconds": elapsed, "bytes": size, "rows": rows, "requests": requests}
+
+
+def run_client(base_url: str, token: str, columns: str | None) -> dict[str, object]:
+    """This script with --client, in a fresh process; its JSON result."""
+    command = [sys.executable, str(Path(__file__).resolve()), "--client", base_url]
+    if columns:
+        command += ["--columns", columns]
+    done = subprocess.run(command, input=token, capture_output=True, text=True, timeout=300, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"client failed:\n{done.stderr}")
+    result: dict[str, object] = json.loads(done.stdout)
+    return result
+
+
+# -- main ---------------------------------------------------------------------------------------------
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--runs", type=int, default=5, help="catch-ups to time, each from a fresh process")
+    parser.add_argument("--columns", help="the shape's columns= parameter (default: all columns), e.g."
+                        " user_id,date,sleep_hours,hrv_ms,hrv_method,steps,weight_kg,note,score,deleted,username")
+    parser.add_argument("--client", metavar="URL", help=argparse.SUPPRESS)  # internal: be the client
+    args = parser.parse_args()
+    if args.client:
+        print(json.dumps(follow(args.client, sys.stdin.readline().strip(), args.columns)))
+        return
+
+    print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())} ({os.cpu_count()} CPUs)")
+    with replication_database() as url:
+        accounts = create_athletes(url, ATHLETES)
+        token = create_coach(url, [a.user_id for a in accounts])
+        server: Server
+        with running_server(url, 1, READER_ENV) as server:
+            wait_for_slot(url)
+            seeded = seed_entries(url, [a.user_id for a in accounts])
+            logged = wait_for_log(url, ATHLETES * DAYS)
+            print(f"seeded {ATHLETES * DAYS} rows in {seeded:.2f} s; in the shape log {logged:.2f} s later")
+            base_url = f"http://127.0.0.1:{server.port}"
+            results = []
+            for run in range(1, args.runs + 1):
+                result = run_client(base_url, token, args.columns)
+                results.append(result)
+                steps = ", ".join(f"offset={o}: {t * 1000:.0f} ms (headers {h * 1000:.0f}, body {r * 1000:.0f})"
+                                  f" {b / 1e6:.2f} MB"
+                                  for o, t, h, r, b in result["requests"])  # type: ignore[attr-defined]
+                print(f"run {run}: {result['seconds']:.3f} s, {result['bytes'] / 1e6:.2f} MB,"  # type: ignore[operator]
+                      f" {result['rows']} rows ({steps})")
+            times = [float(r["seconds"]) for r in results]  # type: ignore[arg-type]
+            median = statistics.median(times)
+            print(f"catch-up of {ATHLETES} athletes x {DAYS} days: median {median:.3f} s, best {min(times):.3f} s,"
+                  f" worst {max(times):.3f} s over {len(times)} runs; {results[0]['bytes']} bytes,"
+                  f" {results[0]['rows']} rows; target < {TARGET_S} s: {'met' if median < TARGET_S else 'NOT met'}")
+    print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+
+
+if __name__ == "__main__":
+    main()
