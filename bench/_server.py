@@ -279,3 +279,50 @@ def machine_seconds(before: CpuSnapshot, after: CpuSnapshot) -> tuple[float, flo
     busy = (after.machine[0] - before.machine[0]) / CLOCK_TICKS
     total = (after.machine[1] - before.machine[1]) / CLOCK_TICKS
     return busy, total
+
+
+# -- replication (the shape benches) ----------------------------------------------------------------
+
+
+def drop_slots(url: str) -> None:
+    """Drop the replication slots of the bench database (slots are cluster-wide and block DROP DATABASE)."""
+    import psycopg
+
+    name = url.rsplit("/", 1)[1]
+    with psycopg.connect(url.rsplit("/", 1)[0] + "/postgres", autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots"
+                      " WHERE database = %s AND active_pid IS NOT NULL", (name,))
+        for _ in range(100):
+            row = admin.execute("SELECT count(*) FROM pg_replication_slots WHERE database = %s"
+                                " AND active_pid IS NOT NULL", (name,)).fetchone()
+            if row is None or row[0] == 0:
+                break
+            time.sleep(0.1)
+        admin.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = %s",
+                      (name,))
+
+
+@contextlib.contextmanager
+def replication_database() -> Iterator[str]:
+    """A throwaway database whose replication slots are dropped before it is."""
+    with throwaway_database() as url:
+        try:
+            yield url
+        finally:
+            with no_interrupts():
+                drop_slots(url)
+
+
+def wait_for_slot(url: str, timeout_s: float = 30.0) -> None:
+    """Until the reader's slot exists and is consistent: only commits after that reach the shape log."""
+    import psycopg
+
+    deadline = time.monotonic() + timeout_s
+    with psycopg.connect(url, autocommit=True) as conn:
+        while time.monotonic() < deadline:
+            row = conn.execute("SELECT count(*) FROM pg_replication_slots WHERE database = current_database()"
+                               " AND slot_name LIKE 'pulse_shapes_%' AND confirmed_flush_lsn IS NOT NULL").fetchone()
+            if row is not None and row[0] > 0:
+                return
+            time.sleep(0.05)
+    raise RuntimeError("the replication reader did not create its slot")
