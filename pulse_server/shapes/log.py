@@ -95,14 +95,14 @@ class LogWatcher:
         self.base: Offset | None = None  # every change after this offset is in `tail`
         self.grants_epoch = 0  # bumped whenever grants change: coaches' scopes must be checked again
         self.loop: asyncio.AbstractEventLoop | None = None
-        self._changed = asyncio.Event()
+        # Held requests, each with the users whose changes concern it (None: any change, e.g. grants).
+        self._waiters: set[tuple[asyncio.Event, frozenset[int] | None]] = set()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
-        self._changed = asyncio.Event()
         self._thread = threading.Thread(target=self._run, name="shape-log-watcher", daemon=True)
         self._thread.start()
 
@@ -120,14 +120,24 @@ class LogWatcher:
             start = bisect.bisect_right(self.offsets, after)
             return [c for c in self.tail[start:] if c.user_id in user_ids], self.head
 
-    async def wait(self, timeout_s: float) -> None:
-        event = self._changed
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(event.wait(), timeout_s)
+    async def wait(self, timeout_s: float, since: Offset, epoch: int, user_ids: set[int] | None = None) -> None:
+        """Until a change for one of `user_ids` (or grants) arrives, or the timeout. Returns at once if
+        the log moved past `since`, or grants changed after `epoch`, while the caller was looking."""
+        if self.head > since or self.grants_epoch != epoch:
+            return
+        waiter = (asyncio.Event(), None if user_ids is None else frozenset(user_ids))
+        self._waiters.add(waiter)
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(waiter[0].wait(), timeout_s)
+        finally:
+            self._waiters.discard(waiter)
 
-    def _wake(self) -> None:
-        old, self._changed = self._changed, asyncio.Event()
-        old.set()
+    def _wake(self, users: frozenset[int] | None) -> None:
+        """On the event loop: wake the held requests these changes concern (all of them for grants)."""
+        for event, wanted in list(self._waiters):
+            if users is None or wanted is None or not wanted.isdisjoint(users):
+                event.set()
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -156,11 +166,15 @@ class LogWatcher:
                 if GRANTS_CHANNEL in channels:
                     with self._lock:
                         self.grants_epoch += 1
+                    if self.loop is not None:
+                        self.loop.call_soon_threadsafe(self._wake, None)
                 self._catch_up(conn, self.head)
 
     def _catch_up(self, conn: psycopg.Connection[Any], after: Offset) -> None:
+        users: set[int] = set()
         while True:
             changes = read_changes(conn, None, after, 10_000)
+            users.update(c.user_id for c in changes)
             if not changes:
                 break
             with self._lock:
@@ -174,5 +188,5 @@ class LogWatcher:
             after = changes[-1].offset
             if len(changes) < 10_000:
                 break
-        if self.loop is not None:
-            self.loop.call_soon_threadsafe(self._wake)
+        if self.loop is not None and users:
+            self.loop.call_soon_threadsafe(self._wake, frozenset(users))

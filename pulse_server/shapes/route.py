@@ -150,11 +150,12 @@ async def _changes(
     deadline = time.monotonic() + protocol.LIVE_HOLD_S
     epoch = watcher.grants_epoch if watcher is not None else 0
     while True:
-        if watcher is not None and epoch != watcher.grants_epoch and who.is_coach:
-            epoch = watcher.grants_epoch  # grants changed while this request was held: check the scope again
-            scope, head, origin = await run_in_threadpool(_scope_and_head, request, db, who)
-            if shape_handle(req.definition(), scope, origin, head.generation) != handle:
-                return _must_refetch(shape_handle(req.definition(), scope, origin, head.generation))
+        if watcher is not None and epoch != watcher.grants_epoch:
+            epoch = watcher.grants_epoch
+            if who.is_coach:  # grants changed while this request was held: check the scope again
+                scope, head, origin = await run_in_threadpool(_scope_and_head, request, db, who)
+                if shape_handle(req.definition(), scope, origin, head.generation) != handle:
+                    return _must_refetch(shape_handle(req.definition(), scope, origin, head.generation))
         at_head = True
         if watcher is not None and watcher.covers(after):
             changes, reached = watcher.changes_after(after, scope.user_ids)
@@ -168,7 +169,7 @@ async def _changes(
                 messages.append(protocol.up_to_date(position[0]))
             return _respond(request, req, handle, messages, position, up_to_date=at_head)
         after = max(after, reached)  # nothing for this client yet: skip what others changed
-        await watcher.wait(min(remaining, 5.0))
+        await watcher.wait(min(remaining, 5.0), after, epoch, scope.user_ids)
 
 
 def _respond(
