@@ -14,7 +14,7 @@ from rich.table import Table
 from pulse_core.entry import Entry
 from pulse_core.insights import metric_value
 from pulse_core.queries import DayView
-from pulse_core.usecases import ImportSummary, LogResult
+from pulse_core.usecases import ImportSummary
 
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
@@ -69,14 +69,6 @@ def _entry_table(entry: Entry) -> Table:
     score = "[dim]needs sleep and steps[/dim]" if entry.score is None else f"[bold]{entry.score}[/bold] / 100"
     table.add_row("Score", score, f"v{entry.score_version}" if entry.score_version else "")
     return table
-
-
-def logged(result: LogResult) -> None:
-    verb = "logged" if result.changed else "unchanged"
-    console.print(f"[green]{verb}[/green] {result.entry.date.isoformat()}")
-    console.print(_entry_table(result.entry))
-    for warning in result.warnings:
-        console.print(f"[yellow]warning:[/yellow] {warning.message}")
 
 
 def day(view: DayView) -> None:

@@ -44,9 +44,9 @@ def log(
         print_json({"entry": result.entry.as_json(), "changed": result.changed,
                     "warnings": [w.as_json() for w in result.warnings]})
         return
-    from pulse_cli import render
+    from pulse_cli import render_plain
 
-    render.logged(result)
+    render_plain.logged(result)
 
 
 def show(
