@@ -12,13 +12,12 @@ from typing import Any
 
 import psycopg
 import pytest
-from psycopg import sql
 from report_support import wait_for
+from throwaway_db import migrated_database
 
 from pulse_core.entry import Entry
 from pulse_core.reports import flags
 from pulse_server.accounts import add_user
-from pulse_server.db.migrate import migrate
 from pulse_server.push import Reconciler
 from sync.hlc import Stamp
 
@@ -53,18 +52,8 @@ def test_a_write_made_while_the_server_runs_reaches_the_shape_log(demo_server: A
 
 @pytest.fixture
 def fresh_database() -> Iterator[str]:
-    name = f"pulse_bug_{secrets.token_hex(5)}"
-    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        url = f"postgresql://postgres@127.0.0.1:5432/{name}"
-        migrate(url)
+    with migrated_database("pulse_bug") as url:
         yield url
-    finally:
-        with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
-            admin.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = %s",
-                          (name,))
-            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 def test_entries_written_before_the_replication_slot_exists_reach_the_shape_log(fresh_database: str) -> None:

@@ -12,12 +12,11 @@ from collections.abc import Callable, Generator, Iterator
 
 import psycopg
 import pytest
-from psycopg import sql
-from server_support import ADMIN_URL, Api, PortTaken, ServerProcess, User
+from server_support import Api, PortTaken, ServerProcess, User
+from throwaway_db import migrated_database
 
 from pulse_server.accounts import add_user
 from pulse_server.db.database import Database
-from pulse_server.db.migrate import migrate
 from pulse_server.settings import Settings
 
 # A password that passes the server's rules; every test user has it.
@@ -40,22 +39,8 @@ def pytest_runtest_makereport(
 
 @pytest.fixture(scope="session")
 def database_url() -> Iterator[str]:
-    name = f"pulse_test_{secrets.token_hex(6)}"
-    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        url = f"postgresql://postgres@127.0.0.1:5432/{name}"
-        migrate(url)
+    with migrated_database("pulse_test") as url:
         yield url
-    finally:
-        with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
-            # The replication reader's slot lives in the cluster, not the database: drop it first.
-            admin.execute(
-                "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots"
-                " WHERE database = %s AND active_pid IS NOT NULL", (name,))
-            admin.execute(
-                "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = %s", (name,))
-            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 @pytest.fixture(scope="session")

@@ -45,6 +45,7 @@ import psycopg
 import pytest
 from psycopg import sql
 from server_support import ADMIN_URL, ServerProcess
+from throwaway_db import drop_database
 
 from pulse_server.accounts import add_user, issue_token
 from pulse_server.db.database import Database
@@ -651,13 +652,7 @@ def fresh_database() -> Iterator[tuple[str, str]]:
             conn.execute("INSERT INTO users (username, password_hash) VALUES ('early', 'x')")
         yield url, name
     finally:
-        with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
-            admin.execute("SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots"
-                          " WHERE database = %s AND active_pid IS NOT NULL", (name,))
-            time.sleep(0.2)
-            admin.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots"
-                          " WHERE database = %s", (name,))
-            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        drop_database(name)
 
 
 def start_on(url: str, name: str, log: Path) -> ServerProcess:

@@ -22,11 +22,11 @@ import httpx
 import psycopg
 import pytest
 from psycopg import sql
-from server_support import ADMIN_URL, Api, PortTaken, ServerProcess, User, now_ms, set_mutation, stamp
+from server_support import Api, PortTaken, ServerProcess, User, now_ms, set_mutation, stamp
+from throwaway_db import migrated_database
 
 from pulse_server.accounts import add_user, issue_token
 from pulse_server.db.database import Database
-from pulse_server.db.migrate import migrate
 from pulse_server.db.models import User as UserRow
 from pulse_server.settings import Settings
 
@@ -1051,36 +1051,9 @@ class Early:
     first_snapshot: httpx.Response
 
 
-def _drop_database(name: str) -> None:
-    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
-        # Slots are cluster-wide and outlive the database's processes: drop ours, waiting for its reader to go.
-        deadline = time.monotonic() + 10
-        while True:
-            admin.execute("SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots"
-                          " WHERE database = %s AND active_pid IS NOT NULL", (name,))
-            try:
-                admin.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots"
-                              " WHERE database = %s", (name,))
-                break
-            except psycopg.errors.ObjectInUse:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
-        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-
-
-@contextlib.contextmanager
-def fresh_database() -> Iterator[str]:
+def fresh_database() -> contextlib.AbstractContextManager[str]:
     """A migrated database of our own (its slot and itself dropped at the end)."""
-    name = f"pulse_test_shape_{secrets.token_hex(5)}"
-    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        url = f"postgresql://postgres@127.0.0.1:5432/{name}"
-        migrate(url)
-        yield url
-    finally:
-        _drop_database(name)
+    return migrated_database("pulse_test_shape")
 
 
 def shape_server(url: str, log_dir: Path) -> ServerProcess:

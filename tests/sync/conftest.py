@@ -15,12 +15,11 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from psycopg import sql
 from sync_support import PASSWORD, Device, PulseServer, User
+from throwaway_db import migrated_database
 
 from pulse_server.accounts import add_user, find_user, issue_token
 from pulse_server.db.database import Database
-from pulse_server.db.migrate import migrate
 from pulse_server.settings import Settings
 
 ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -37,27 +36,10 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     return report
 
 
-def drop_database(admin_url: str, name: str) -> None:
-    with psycopg.connect(admin_url, autocommit=True) as admin:
-        # The replication reader's slot lives in the cluster, not the database: drop it first.
-        admin.execute("SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots"
-                      " WHERE database = %s AND active_pid IS NOT NULL", (name,))
-        admin.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = %s",
-                      (name,))
-        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-
-
 @pytest.fixture(scope="session")
 def database_url() -> Iterator[str]:
-    name = f"pulse_sync_{secrets.token_hex(6)}"
-    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        url = f"postgresql://postgres@127.0.0.1:5432/{name}"
-        migrate(url)
+    with migrated_database("pulse_sync") as url:
         yield url
-    finally:
-        drop_database(ADMIN_URL, name)
 
 
 @pytest.fixture(scope="session")
