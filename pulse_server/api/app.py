@@ -30,6 +30,7 @@ from pulse_server.settings import Settings, libpq_url
 from pulse_server.shapes import route as shape_route
 from pulse_server.shapes.log import LogWatcher
 from pulse_server.shapes.protocol import EXPOSE_HEADERS
+from pulse_server.web import mount_pwa
 
 log = logging.getLogger("pulse.http")
 
@@ -110,6 +111,7 @@ def create_app(
     for module in (routes_auth, routes_entries, routes_sync, routes_grants, routes_meta):
         app.include_router(module.router)
     app.include_router(shape_route.router)
+    mount_pwa(app)
     _install_error_handlers(app)
     openapi.install(app)
 
