@@ -14,6 +14,7 @@ import threading
 import time
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from pulse_cli.agent.account import load_account
 from pulse_cli.agent.pull import follow_live
@@ -34,6 +35,8 @@ class Agent:
         self._seen_seq = -1
         self._watch_conn: sqlite3.Connection | None = None
         self._streams: list[ShapeStream] = []
+        self._scheduler: Any = None
+        self._live: threading.Thread | None = None
 
     def _device(self) -> Device:
         return bootstrap(str(self.home))
@@ -76,38 +79,55 @@ class Agent:
             stream.close()
 
     def run_forever(self) -> None:
-        from apscheduler.executors.pool import ThreadPoolExecutor
-        from apscheduler.schedulers.background import BackgroundScheduler
-
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-        # A line per job run or request (50 MiB a day); skipped runs while a long round retries are expected.
-        for noisy, level in (("apscheduler", logging.ERROR), ("httpx", logging.WARNING), ("httpcore", logging.WARNING)):
-            logging.getLogger(noisy).setLevel(level)
-        if load_account(self.home) is None:
-            raise LoginRequired("account: not logged in; run pulse login --server URL --username NAME")
+        quiet_logging()
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
-        # One worker: rounds never overlap, and a round always finishes before shutdown returns.
-        scheduler = BackgroundScheduler(executors={"default": ThreadPoolExecutor(1)},
-                                        job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 30})
-        scheduler.add_job(self.round, "interval", seconds=self.interval_s, id="sync", next_run_time=_now())
-        scheduler.add_job(self.watch_outbox, "interval", seconds=self.watch_s, id="watch-outbox")
-        live = threading.Thread(target=follow_live, args=(self.home, self.stop, self._streams), name="live-pull",
-                                daemon=True)
-        scheduler.start()
-        live.start()
-        log.info("agent running for %s (interval %.0f s); Ctrl-C to stop", self.home, self.interval_s)
+        self.start()
         try:
             while not self.stop.wait(0.5):
                 pass
         finally:
-            scheduler.shutdown(wait=True)  # the round in hand finishes and commits first
-            # The live pull holds no unsaved state while a long-poll is held (each batch commits with
-            # its cursor), so it is not waited for: its request is simply dropped.
-            live.join(timeout=1)
-            if self._watch_conn is not None:
-                self._watch_conn.close()
-            log.info("agent stopped")
+            self.shutdown()
+
+    def start(self) -> None:
+        """Start the scheduled rounds, the outbox watch and the live pull, in background threads."""
+        from apscheduler.executors.pool import ThreadPoolExecutor
+        from apscheduler.schedulers.background import BackgroundScheduler
+
+        if load_account(self.home) is None:
+            raise LoginRequired("account: not logged in; run pulse login --server URL --username NAME")
+        # One worker: rounds never overlap, and a round always finishes before shutdown returns.
+        self._scheduler = BackgroundScheduler(
+            executors={"default": ThreadPoolExecutor(1)},
+            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 30})
+        self._scheduler.add_job(self.round, "interval", seconds=self.interval_s, id="sync", next_run_time=_now())
+        self._scheduler.add_job(self.watch_outbox, "interval", seconds=self.watch_s, id="watch-outbox")
+        self._live = threading.Thread(target=follow_live, args=(self.home, self.stop, self._streams),
+                                      name="live-pull", daemon=True)
+        self._scheduler.start()
+        self._live.start()
+        log.info("agent running for %s (interval %.0f s); Ctrl-C to stop", self.home, self.interval_s)
+
+    def shutdown(self) -> None:
+        self.stop.set()
+        for stream in self._streams:
+            stream.close()
+        if self._scheduler is not None:
+            self._scheduler.shutdown(wait=True)  # the round in hand finishes and commits first
+        # The live pull holds no unsaved state while a long-poll is held (each batch commits with
+        # its cursor), so it is not waited for: its request is simply dropped.
+        if self._live is not None:
+            self._live.join(timeout=1)
+        if self._watch_conn is not None:
+            self._watch_conn.close()
+        log.info("agent stopped")
+
+
+def quiet_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    # A line per job run or request (50 MiB a day); skipped runs while a long round retries are expected.
+    for noisy, level in (("apscheduler", logging.ERROR), ("httpx", logging.WARNING), ("httpcore", logging.WARNING)):
+        logging.getLogger(noisy).setLevel(level)
 
 
 def _now() -> object:

@@ -89,14 +89,19 @@ class SyncEngine:
             batch = outbox.pending(self.conn, PUSH_BATCH, after)
             if not batch:
                 return
-            sent_at = self.now()
-            response = self.client.push(client_id, [row.wire() for row in batch])
-            with self.conn:
-                self.conn.execute("BEGIN IMMEDIATE")
-                tally = outbox.record_results(self.conn, batch, response)
-                self._learn_clock(response, sent_at)
-            for status, count in tally.items():
-                report.pushed[status] = report.pushed.get(status, 0) + count
+            # This device's own mutations, and those it relays for each browser under the browser's id.
+            by_client: dict[str, list[outbox.OutboxRow]] = {}
+            for row in batch:
+                by_client.setdefault(row.client_id or client_id, []).append(row)
+            for sender, rows in by_client.items():
+                sent_at = self.now()
+                response = self.client.push(sender, [row.wire() for row in rows])
+                with self.conn:
+                    self.conn.execute("BEGIN IMMEDIATE")
+                    tally = outbox.record_results(self.conn, rows, response)
+                    self._learn_clock(response, sent_at)
+                for status, count in tally.items():
+                    report.pushed[status] = report.pushed.get(status, 0) + count
             after = batch[-1].seq
 
     def _learn_clock(self, response: dict[str, Any], sent_at: float) -> None:

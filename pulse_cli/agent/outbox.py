@@ -23,19 +23,25 @@ class OutboxRow:
     source: str
     status: str
     result: dict[str, Any] | None
+    client_id: str | None = None  # a browser's, for a mutation relayed by `pulse agent --serve`
+    client_seq: int | None = None
+
+    @property
+    def wire_seq(self) -> int:
+        return self.seq if self.client_seq is None else self.client_seq
 
     def wire(self) -> dict[str, Any]:
-        return {"seq": self.seq, "date": self.date, "op": self.op, "fields": self.fields, "base": self.base,
+        return {"seq": self.wire_seq, "date": self.date, "op": self.op, "fields": self.fields, "base": self.base,
                 "hlc": self.hlc, "source": self.source}
 
 
-_COLUMNS = "seq, user_id, date, op, fields, base, hlc, source, status, result"
+_COLUMNS = "seq, user_id, date, op, fields, base, hlc, source, status, result, client_id, client_seq"
 
 
 def _row(values: tuple[Any, ...]) -> OutboxRow:
-    seq, user_id, date, op, fields, base, hlc, source, status, result = values
+    seq, user_id, date, op, fields, base, hlc, source, status, result, client_id, client_seq = values
     return OutboxRow(seq, user_id, date, op, json.loads(fields), json.loads(base), hlc, source, status,
-                     json.loads(result) if result else None)
+                     json.loads(result) if result else None, client_id, client_seq)
 
 
 def pending(conn: sqlite3.Connection, limit: int, after_seq: int = 0) -> list[OutboxRow]:
@@ -80,7 +86,7 @@ def record_results(conn: sqlite3.Connection, batch: list[OutboxRow], response: d
     by_seq = {r.get("seq"): r for r in response.get("results", [])}
     tally: dict[str, int] = {}
     for row in batch:
-        result = by_seq.get(row.seq)
+        result = by_seq.get(row.wire_seq)
         if result is None:
             continue  # no answer for it: still pending, pushed again next time
         status = result.get("status", "rejected")

@@ -16,7 +16,7 @@ from typing import Any
 
 from pulse_cli.agent.outbox import ACKED, OutboxRow
 from pulse_cli.store.connection import read_meta, write_meta
-from pulse_cli.store.entries import COLUMNS, SqliteEntryRepository, row_to_entry
+from pulse_cli.store.entries import COLUMNS, SqliteEntryRepository, entry_to_row, row_to_entry
 from pulse_core.entry import DELETED, MERGE_FIELDS, Entry
 from sync.merge import merge_delete, merge_set
 from sync.wire import parse_mutation
@@ -61,8 +61,11 @@ def apply_changes(conn: sqlite3.Connection, changes: Iterable[tuple[str, Mapping
     """Apply shape change messages to the server copy (inside the caller's transaction)."""
     server = SqliteEntryRepository(conn, "server_entries")
     count = 0
+    owner_id = None
     for operation, value in changes:
         count += 1
+        if role == "athlete" and value.get("user_id") is not None:
+            owner_id = str(value["user_id"])
         if operation == "delete":
             date = value["date"]
             day = date.isoformat() if isinstance(date, dt.date) else str(date)
@@ -81,6 +84,8 @@ def apply_changes(conn: sqlite3.Connection, changes: Iterable[tuple[str, Mapping
             merged = {**_as_shape(previous), **{k: v for k, v in value.items()}}
             incoming = entry_from_shape(merged, user)
         server.save(incoming)
+    if owner_id is not None and read_meta(conn, "owner_user_id") != owner_id:
+        write_meta(conn, "owner_user_id", owner_id)  # the server's id of this device's user (for its shape)
     return count
 
 
@@ -122,8 +127,16 @@ def rebuild_view(conn: sqlite3.Connection, reapply: list[OutboxRow], today: dt.d
         else:
             merge_set(entry, mutation.fields, mutation.base, stamp, mutation.source)
         view[key] = entry
-    conn.execute("DELETE FROM entries")
-    local = SqliteEntryRepository(conn, "entries")
-    for entry in view.values():
-        local.save(entry)
+    _write_view(conn, view)
     return len(view)
+
+
+def _write_view(conn: sqlite3.Connection, view: dict[tuple[str, dt.date], Entry]) -> None:
+    """Write only the rows that differ: the shape log of `pulse agent --serve` records each write."""
+    current = {(row[0], row[1]): row for row in conn.execute(f"SELECT {', '.join(COLUMNS)} FROM entries")}
+    local = SqliteEntryRepository(conn, "entries")
+    for (user, date), entry in view.items():
+        if current.pop((user, date.isoformat()), None) != entry_to_row(entry):
+            local.save(entry)
+    for user, day in current:
+        conn.execute("DELETE FROM entries WHERE user_id = ? AND date = ?", (user, day))

@@ -13,17 +13,30 @@ def agent(
     ctx: typer.Context,
     interval: Annotated[float, typer.Option("--interval", metavar="SECONDS", min=1.0,
                                             help="Push and pull at least this often (default 60).")] = 60.0,
+    serve: Annotated[bool, typer.Option("--serve", help="Also serve the web app over this device's store.")] = False,
+    port: Annotated[int, typer.Option("--port", min=1, max=65535, help="Port for --serve (default 8765).")] = 8765,
+    host: Annotated[str, typer.Option("--host", help="Address for --serve (default 127.0.0.1: this device only).")]
+    = "127.0.0.1",
 ) -> None:
     """Sync in the foreground: pushes on a schedule and as soon as you log something, keeps a live
     pull open, and stops cleanly on Ctrl-C or SIGTERM after finishing the batch in hand.
 
+    With --serve, the web app (the PWA) is served at http://HOST:PORT/app/ over this device's store:
+    sign in with your sync server username and password; what you log there is synced by this agent.
+
     Examples:
       pulse agent
       pulse agent --interval 30
+      pulse agent --serve --port 8765
     """
+    device = open_device(ctx)
+    if serve:
+        from pulse_cli.agent.serve import serve as serve_app
+
+        serve_app(device, host, port, interval)
+        return
     from pulse_cli.agent.daemon import Agent
 
-    device = open_device(ctx)
     Agent(device, interval_s=interval).run_forever()
 
 

@@ -177,7 +177,7 @@ def rejected(
         return
     rows = outbox.by_status(device.conn, "rejected")
     if as_json:
-        print_json({"rejected": [{**r.wire(), "error": (r.result or {}).get("error")} for r in rows]})
+        print_json({"rejected": [{**r.wire(), "seq": r.seq, "error": (r.result or {}).get("error")} for r in rows]})
         return
     if not rows:
         typer.echo("no rejected changes")

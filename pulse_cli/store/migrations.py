@@ -80,7 +80,62 @@ CREATE TABLE shape_cursors (
 );
 """,
     ),
+    (
+        "0002_device_app",
+        """
+-- The shape log of `pulse agent --serve`: every change to the owner's rows of the local view, in order,
+-- written by triggers in the same transaction as the change, whichever process made it.
+CREATE TABLE shape_log (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    date TEXT NOT NULL,
+    op TEXT NOT NULL CHECK (op IN ('upsert', 'delete'))
+);
+CREATE TRIGGER shape_log_insert AFTER INSERT ON entries WHEN NEW.user_id = '' BEGIN
+    INSERT INTO shape_log (date, op) VALUES (NEW.date, 'upsert');
+END;
+CREATE TRIGGER shape_log_update AFTER UPDATE ON entries WHEN NEW.user_id = '' BEGIN
+    INSERT INTO shape_log (date, op) VALUES (NEW.date, 'upsert');
+END;
+CREATE TRIGGER shape_log_delete AFTER DELETE ON entries WHEN OLD.user_id = '' BEGIN
+    INSERT INTO shape_log (date, op) VALUES (OLD.date, 'delete');
+END;
+
+-- A browser's mutation relayed upstream keeps its own client id and seq, so the server applies it
+-- exactly once by the browser's (client, seq); NULL means this device's own mutation (seq = outbox seq).
+ALTER TABLE outbox ADD COLUMN client_id TEXT;
+ALTER TABLE outbox ADD COLUMN client_seq INTEGER;
+
+-- Mutations a browser pushed to this device: exactly once by (client, seq), with the result given.
+CREATE TABLE relayed (
+    client_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    outbox_seq INTEGER,
+    result TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    PRIMARY KEY (client_id, seq)
+) WITHOUT ROWID;
+
+-- Sign-ins to the device's app: SHA-256 of each bearer token, never the token.
+CREATE TABLE web_tokens (
+    token_hash TEXT PRIMARY KEY,
+    expires_at TEXT NOT NULL
+) WITHOUT ROWID;
+""",
+    ),
 ]
+
+
+def _statements(sql: str) -> list[str]:
+    """Split a script into statements, keeping a trigger's BEGIN ... END body whole."""
+    statements, buffer = [], ""
+    for line in sql.splitlines(keepends=True):
+        buffer += line
+        if sqlite3.complete_statement(buffer):
+            statements.append(buffer.strip())
+            buffer = ""
+    if buffer.strip():
+        statements.append(buffer.strip())
+    return [s for s in statements if s and not all(part.startswith("--") for part in s.splitlines() if part.strip())]
 
 
 def apply_migrations(conn: sqlite3.Connection) -> list[str]:
@@ -95,9 +150,8 @@ def apply_migrations(conn: sqlite3.Connection) -> list[str]:
             continue
         with conn:  # one transaction per migration, recorded with it
             conn.execute("BEGIN IMMEDIATE")
-            for statement in sql.split(";"):
-                if statement.strip():
-                    conn.execute(statement)
+            for statement in _statements(sql):
+                conn.execute(statement)
             conn.execute(
                 "INSERT INTO schema_migrations (name, applied_at) VALUES (?, datetime('now'))", (name,)
             )

@@ -58,6 +58,10 @@ class SqliteUnitOfWork(UnitOfWork):
     def next_stamp(self) -> str:
         return str(self._hlc().now())
 
+    def observe(self, stamp: Stamp) -> None:
+        """A stamp made elsewhere (a browser's): later local stamps are ordered after it."""
+        self._hlc().observe(stamp)
+
     def record(self, change: EntryChange) -> None:
         try:
             self._insert_outbox(change)

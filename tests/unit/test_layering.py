@@ -3,7 +3,8 @@
 - pulse_core imports only the standard library (and itself);
 - sync never imports pulse_cli or pulse_server;
 - pulse_server never imports pulse_cli;
-- pulse_cli imports pulse_server only inside functions, never at module level.
+- pulse_cli imports pulse_server only inside functions (or under `if TYPE_CHECKING:`, which never runs),
+  never at module level.
 """
 
 from __future__ import annotations
@@ -46,7 +47,8 @@ def imports_of(source: str, package: str) -> list[Import]:
 
     def visit(node: ast.AST, in_function: bool) -> None:
         for child in ast.iter_child_nodes(node):
-            inside = in_function or isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda)
+            inside = in_function or isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda) or (
+                isinstance(child, ast.If) and _is_type_checking(child.test))
             if isinstance(child, ast.Import):
                 found.extend(Import(alias.name, child.lineno, in_function) for alias in child.names)
             elif isinstance(child, ast.ImportFrom):
@@ -62,6 +64,12 @@ def imports_of(source: str, package: str) -> list[Import]:
 
     visit(tree, False)
     return found
+
+
+def _is_type_checking(test: ast.expr) -> bool:
+    """`if TYPE_CHECKING:` (or `typing.TYPE_CHECKING`): imports under it are for the type checker only."""
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
 
 
 def _dynamic_import_name(call: ast.Call) -> str | None:
@@ -132,6 +140,10 @@ def test_the_checker_tells_function_level_imports_from_module_level_ones() -> No
         "def serve():\n"
         "    from pulse_server.app import create_app\n"
         "    return create_app\n"
+        "if TYPE_CHECKING:\n"
+        "    from pulse_server.ports import Port\n"
+        "if typing.TYPE_CHECKING:\n"
+        "    import pulse_server.errors\n"
     )
     found = [(imp.module, imp.in_function) for imp in imports_of(source, "pulse_cli")]
     assert found == [
@@ -139,6 +151,8 @@ def test_the_checker_tells_function_level_imports_from_module_level_ones() -> No
         ("pulse_server", False),
         ("pulse_server.models", False),
         ("pulse_server.app", True),
+        ("pulse_server.ports", True),
+        ("pulse_server.errors", True),
     ]
 
 

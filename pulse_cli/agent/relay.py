@@ -1,0 +1,93 @@
+"""A browser's pushed mutations, taken in by the device that serves it (`pulse agent --serve`).
+
+Each is checked as the server checks it, merged into the local view by the same rules, and queued in
+the outbox under the browser's own client id and seq, so the sync server applies it exactly once by
+the browser's identity. A replay is answered with the first result, as the server does.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from pulse_cli.store.uow import SqliteUnitOfWork, wire_value
+from pulse_core.entry import Entry
+from pulse_core.errors import ValidationError
+from sync.merge import merge_delete, merge_set
+from sync.wire import Mutation, clamp, parse_mutation
+
+OWNER = ""
+SKEW_LIMIT_MS = 60_000
+
+
+def relay_batch(
+    uow: SqliteUnitOfWork, client_id: str, mutations: Sequence[Mapping[str, Any]], now_ms: int, today: dt.date
+) -> list[dict[str, Any]]:
+    """Apply a browser's batch in one local transaction; one result per mutation, in order."""
+    results = []
+    with uow:
+        for raw in mutations:
+            results.append(_relay_one(uow, client_id, raw, now_ms, today))
+        uow.commit()
+    return results
+
+
+def _relay_one(
+    uow: SqliteUnitOfWork, client_id: str, raw: Mapping[str, Any], now_ms: int, today: dt.date
+) -> dict[str, Any]:
+    conn = uow.conn
+    seq = raw.get("seq")
+    if isinstance(seq, int) and not isinstance(seq, bool):
+        prior = conn.execute("SELECT result FROM relayed WHERE client_id = ? AND seq = ?", (client_id, seq)).fetchone()
+        if prior is not None:
+            original: dict[str, Any] = json.loads(prior[0])
+            return {**original, "status": "duplicate", "original_status": original["status"]}
+    try:
+        mutation = parse_mutation(raw, client_id, today)
+    except ValidationError as exc:
+        result: dict[str, Any] = {"seq": seq, "status": "rejected", "error": {
+            "code": exc.code, "message": exc.message, "field": exc.field, "value": _jsonable(exc.value),
+            "allowed": exc.allowed}}
+        outbox_seq = None
+    else:
+        result, outbox_seq = _apply(uow, client_id, mutation, now_ms)
+    if isinstance(seq, int) and not isinstance(seq, bool):
+        conn.execute(
+            "INSERT INTO relayed (client_id, seq, outbox_seq, result, created_at) VALUES (?, ?, ?, ?, ?)",
+            (client_id, seq, outbox_seq, json.dumps(result), dt.datetime.now(dt.UTC).isoformat(timespec="seconds")),
+        )
+    return result
+
+
+def _apply(uow: SqliteUnitOfWork, client_id: str, m: Mutation, now_ms: int) -> tuple[dict[str, Any], int]:
+    stamp, clamped = clamp(m.stamp, now_ms, SKEW_LIMIT_MS)
+    entry = uow.entries.get(OWNER, m.date) or Entry(user=OWNER, date=m.date)
+    if m.op == "delete":
+        outcome = merge_delete(entry, m.base, str(stamp), m.source)
+    else:
+        outcome = merge_set(entry, m.fields, m.base, str(stamp), m.source)
+    uow.entries.save(entry)
+    uow.observe(stamp)
+    cursor = uow.conn.execute(
+        "INSERT INTO outbox (user_id, date, op, fields, base, hlc, source, created_at, client_id, client_seq)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (OWNER, m.date.isoformat(), m.op, json.dumps({k: wire_value(v) for k, v in m.fields.items()}, sort_keys=True),
+         json.dumps(m.base, sort_keys=True), str(stamp), m.source,
+         dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), client_id, m.seq),
+    )
+    result: dict[str, Any] = {"seq": m.seq, "status": "conflict" if outcome.conflicts else "applied",
+                              "hlc": str(stamp)}
+    if clamped:
+        result["clamped_from"] = str(m.stamp)
+    if outcome.conflicts:
+        result["conflicts"] = [c.as_json() for c in outcome.conflicts]
+    return result, int(cursor.lastrowid or 0)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)  # JSON has no inf or nan
+    return value if isinstance(value, (str, int, float, bool, type(None))) else str(value)

@@ -1,0 +1,150 @@
+"""`create_device_app`: the PWA and the endpoints it uses, over a `DeviceBackend`."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
+
+from pulse_core.errors import PulseError
+from pulse_core.rules import rules_document
+from pulse_server.api.schemas import Me, TokenRequest, TokenResponse
+from pulse_server.device import shape
+from pulse_server.device.ports import DeviceBackend
+from pulse_server.device.watch import HeadWatcher
+from pulse_server.errors import ApiError, from_domain
+from pulse_server.ratelimit import RateLimiter
+from pulse_server.shapes.protocol import EXPOSE_HEADERS
+from pulse_server.web import mount_pwa
+from sync.wire import MAX_BATCH, PROTOCOL
+
+UNAUTHORIZED = {"WWW-Authenticate": "Bearer"}
+MAX_BODY_BYTES = 1_048_576
+
+
+def signed_in(request: Request) -> None:
+    backend: DeviceBackend = request.app.state.backend
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not backend.authenticate(token.strip()):
+        raise ApiError(401, "unauthorized", "authorization: a valid bearer token is required; sign in",
+                       headers=UNAUTHORIZED)
+
+
+SignedIn = Annotated[None, Depends(signed_in)]
+
+
+def create_device_app(backend: DeviceBackend, sign_ins_per_minute: int = 10) -> FastAPI:
+    watcher = HeadWatcher(backend.head)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        watcher.start()
+        yield
+        await watcher.stop()
+
+    app = FastAPI(title="NGX Pulse on this device", version="1", lifespan=lifespan,
+                  description="The PWA's endpoints over the device's store (docs/pwa.md).")
+    app.state.backend = backend
+    app.state.watcher = watcher
+    limiter = RateLimiter(sign_ins_per_minute)
+
+    @app.post("/v1/auth/token", response_model=TokenResponse, tags=["auth"])
+    def issue_token(body: TokenRequest, request: Request) -> TokenResponse:
+        """Sign in as the device's user, with that user's password on the sync server."""
+        wait = limiter.hit(f"user:{body.username}", f"addr:{request.client.host if request.client else '-'}")
+        if wait:
+            raise ApiError(429, "rate_limited", "too many sign-in attempts; try again later",
+                           headers={"Retry-After": str(max(1, round(wait)))})
+        signed = backend.sign_in(body.username, body.password)
+        if signed is None:
+            raise ApiError(401, "unauthorized", "username or password is wrong", headers=UNAUTHORIZED)
+        return TokenResponse(access_token=signed.token, expires_at=signed.expires_at)
+
+    @app.get("/v1/me", response_model=Me, tags=["auth"])
+    def me(_: SignedIn) -> Me:
+        return Me(username=backend.username, role="coach" if backend.role == "coach" else "athlete")
+
+    @app.get("/v1/rules", tags=["meta"])
+    def rules() -> dict[str, Any]:
+        """The same rules document as the cloud server's."""
+        return rules_document()
+
+    @app.get("/healthz", tags=["meta"])
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.post("/v1/sync/push", tags=["sync"])
+    async def push(request: Request, _: SignedIn) -> dict[str, Any]:
+        """The push endpoint of sync-protocol.md; the device relays what it accepts upstream."""
+        body = await _json_object(request)
+        protocol = body.get("protocol")
+        if protocol != PROTOCOL:
+            raise ApiError(426, "unsupported_protocol", f"protocol: {protocol!r} is not supported (allowed {PROTOCOL})",
+                           field="protocol", value=protocol, allowed=str(PROTOCOL))
+        client_id, mutations = body.get("client_id"), body.get("mutations")
+        if not isinstance(client_id, str) or not 1 <= len(client_id) <= 64:
+            raise ApiError(400, "bad_request", "client_id: required, 1 to 64 characters", field="client_id",
+                           value=client_id, allowed="1 to 64 characters")
+        if not isinstance(mutations, list) or not all(isinstance(m, dict) for m in mutations):
+            raise ApiError(400, "bad_request", "mutations: must be a list of objects", field="mutations",
+                           allowed="a list of objects")
+        if len(mutations) > MAX_BATCH:
+            raise ApiError(413, "batch_too_large",
+                           f"mutations: {len(mutations)} in one batch (allowed at most {MAX_BATCH})",
+                           field="mutations", value=len(mutations), allowed=f"at most {MAX_BATCH}")
+        pushed = await run_in_threadpool(backend.push, client_id, mutations)
+        return {"server_time_ms": pushed.server_time_ms, "txid": str(pushed.position), "lsn": str(pushed.position),
+                "max_batch": MAX_BATCH, "results": pushed.results}
+
+    @app.get("/v1/conflicts", tags=["entries"])
+    def conflicts(_: SignedIn, limit: Annotated[int, Query(ge=1, le=1000)] = 200) -> dict[str, Any]:
+        return {"conflicts": backend.conflicts(limit)}
+
+    app.include_router(shape.router)
+    mount_pwa(app)
+    _install_error_handlers(app)
+    app.add_middleware(
+        CORSMiddleware, allow_origins=["*"], allow_methods=["GET", "POST", "OPTIONS"], allow_headers=["*"],
+        expose_headers=[h.strip() for h in EXPOSE_HEADERS.split(",")], max_age=86400,
+    )
+    return app
+
+
+async def _json_object(request: Request) -> dict[str, Any]:
+    raw = await request.body()
+    if len(raw) > MAX_BODY_BYTES:
+        raise ApiError(413, "payload_too_large", f"body: larger than {MAX_BODY_BYTES} bytes",
+                       allowed=f"at most {MAX_BODY_BYTES} bytes")
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise ApiError(400, "bad_request", "body: is not JSON (allowed a JSON object)") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "bad_request", "body: is not a JSON object (allowed a JSON object)")
+    return body
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    def answer(error: ApiError) -> JSONResponse:
+        return JSONResponse(error.body(), status_code=error.status, headers=error.headers)
+
+    @app.exception_handler(ApiError)
+    async def api_error(_: Request, exc: ApiError) -> JSONResponse:
+        return answer(exc)
+
+    @app.exception_handler(PulseError)
+    async def domain_error(_: Request, exc: PulseError) -> JSONResponse:
+        return answer(from_domain(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def malformed(_: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ())[1:]) or "body"
+        return answer(ApiError(400, "bad_request", f"{where}: {first.get('msg', 'malformed request')}", field=where))

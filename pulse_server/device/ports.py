@@ -1,0 +1,60 @@
+"""What the device app needs from the store it serves: one port, implemented by the local agent."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+# A shape row: column -> value in Postgres text format (or None), as the cloud server sends it.
+Row = dict[str, str | None]
+
+
+@dataclass(frozen=True)
+class Signed:
+    token: str
+    expires_at: str
+
+
+@dataclass(frozen=True)
+class Pushed:
+    results: list[dict[str, Any]]
+    server_time_ms: int
+    position: int  # the shape log's head after the batch
+
+
+@dataclass(frozen=True)
+class LogChange:
+    position: int
+    operation: str  # "insert" | "update" | "delete"
+    row: Row  # the key columns only for a delete
+
+
+class DeviceBackend(Protocol):
+    username: str
+    role: str
+
+    def sign_in(self, username: str, password: str) -> Signed | None:
+        """A token for the device's own user, or None for a wrong username or password. Raises
+        pulse_server.errors.ApiError when the password cannot be checked now (503)."""
+
+    def authenticate(self, token: str) -> bool:
+        """The token is one this device issued, unexpired."""
+
+    def push(self, client_id: str, mutations: Sequence[Mapping[str, Any]]) -> Pushed:
+        """Apply a browser's mutations exactly once by (client_id, seq); one result per mutation."""
+
+    def conflicts(self, limit: int) -> list[dict[str, Any]]:
+        """The conflict audit of the user's entries, newest first."""
+
+    def log_id(self) -> str:
+        """Names this shape log: a new one (a store rebuilt from scratch) means a new handle."""
+
+    def head(self) -> int:
+        """The newest position of the shape log (0 when empty)."""
+
+    def snapshot(self) -> tuple[list[Row], int]:
+        """Every row of the user's entries and the log position they are consistent with."""
+
+    def changes_after(self, position: int, limit: int) -> tuple[list[LogChange], int]:
+        """At most `limit` changes after `position`, and the position they reach."""
