@@ -7,6 +7,7 @@ Reference: "Logical Replication Message Formats" in the PostgreSQL manual.
 
 from __future__ import annotations
 
+import functools
 import struct
 from dataclasses import dataclass, field
 
@@ -30,6 +31,10 @@ class Relation:
     namespace: str
     name: str
     columns: tuple[Column, ...]
+
+    @functools.cached_property
+    def names(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.columns)
 
 
 @dataclass(frozen=True)
@@ -165,25 +170,44 @@ class _Reader:
         return value
 
     def tuple(self, relation: Relation) -> tuple[dict[str, str | None], frozenset[str]]:
-        (ncols,) = self.unpack("!H")
+        # The hot loop of the reader (every column of every change): locals, no method calls.
+        data, offset = self.data, self.offset
+        if offset + 2 > len(data):
+            raise DecodeError("message truncated")
+        (ncols,) = _U16.unpack_from(data, offset)
+        offset += 2
+        names = relation.names
         values: dict[str, str | None] = {}
         unchanged = set()
-        for index in range(ncols):
-            name = relation.columns[index].name if index < len(relation.columns) else f"col{index}"
-            kind = self.byte()
-            if kind == b"n":
-                values[name] = None
-            elif kind == b"u":
-                unchanged.add(name)
-            elif kind == b"t":
-                (length,) = self.unpack("!I")
-                if self.offset + length > len(self.data):
-                    raise DecodeError("message truncated inside a value")
-                values[name] = _text(self.data[self.offset:self.offset + length])
-                self.offset += length
-            else:
-                raise DecodeError(f"unsupported tuple value kind {kind!r}")
+        try:
+            for index in range(ncols):
+                name = names[index] if index < len(names) else f"col{index}"
+                kind = data[offset]
+                offset += 1
+                if kind == 0x74:  # t: text
+                    (length,) = _U32.unpack_from(data, offset)
+                    offset += 4
+                    end = offset + length
+                    if end > len(data):
+                        raise DecodeError("message truncated inside a value")
+                    values[name] = data[offset:end].decode()
+                    offset = end
+                elif kind == 0x6E:  # n: null
+                    values[name] = None
+                elif kind == 0x75:  # u: unchanged TOASTed value, not sent
+                    unchanged.add(name)
+                else:
+                    raise DecodeError(f"unsupported tuple value kind {bytes([kind])!r}")
+        except (IndexError, struct.error):
+            raise DecodeError("message truncated") from None
+        except UnicodeDecodeError as exc:
+            raise DecodeError(f"invalid UTF-8: {exc.reason}") from None
+        self.offset = offset
         return values, frozenset(unchanged)
+
+
+_U16 = struct.Struct("!H")
+_U32 = struct.Struct("!I")
 
 
 def _text(raw: bytes) -> str:

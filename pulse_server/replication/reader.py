@@ -1,8 +1,11 @@
 """The replication reader: WAL (pgoutput, through a logical slot) into the shape log.
 
 We read with `pg_logical_slot_peek_binary_changes` and advance the slot with
-`pg_replication_slot_advance` only after the shape log has committed, woken by NOTIFY (a statement
-trigger on the synced tables) rather than a timer. Why this way and not START_REPLICATION over
+`pg_replication_slot_advance` only after the shape log has committed. Each peek writes a whole
+batch set-wise (a few statements, whatever its size). Between peeks the reader polls the WAL flush
+position, a cheap query, every few milliseconds while changes flow and less often when idle; a
+NOTIFY from a trigger on the synced tables would cost less when idle but serialises every writer's
+commits on a cluster-wide lock. Why this way and not START_REPLICATION over
 psycopg's copy interface: acknowledging is then an ordinary SQL call made strictly after our own
 commit, so "acknowledged only once durable" holds by construction; a crash between the two replays
 the same transactions, which land at the same (lsn, op) offsets and are ignored. The cost is a
@@ -15,6 +18,7 @@ instance takes over.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import threading
@@ -26,11 +30,11 @@ import psycopg
 from psycopg import sql
 
 from pulse_server.replication.pgoutput import Begin, Change, Commit, DecodeError, Decoder, Relation, Truncate
+from pulse_server.shapes.protocol import row_message
 
 log = logging.getLogger("pulse.replication")
 
 PUBLICATION = "pulse_shapes"
-WAKE_CHANNEL = "pulse_wal"
 LOG_CHANNEL = "pulse_shape_log"
 LEADER_LOCK = 7041978
 SYNCED_TABLES = ("entries",)
@@ -65,14 +69,108 @@ class ReadStats:
     head: tuple[int, int] = (0, 0)
 
 
+Key = tuple[int, str]  # (user_id, date)
+
+
+@dataclass(frozen=True)
+class LogEntry:
+    lsn: int
+    op: int
+    txid: int
+    key: Key
+    operation: str  # "insert" | "update" | "delete"
+    row: dict[str, str | None]
+
+    @functools.cached_property
+    def value(self) -> str:
+        """The row as JSON, for both shape_log and shape_rows."""
+        return json.dumps(self.row, separators=(",", ":"))
+
+
+@dataclass
+class Batch:
+    """One peeked batch, written set-wise: every change into shape_log, and the last change of each row
+    into shape_rows (a few statements per batch, not several per change)."""
+
+    log: list[LogEntry] = field(default_factory=list)
+    rows: dict[Key, LogEntry] = field(default_factory=dict)  # the last change of each row, after any truncate
+    truncated: bool = False  # a truncate came before the changes in `rows`
+    usernames: dict[int, str | None] = field(default_factory=dict)
+
+    def add(self, entry: LogEntry) -> None:
+        self.log.append(entry)
+        self.rows[entry.key] = entry
+
+    def truncate(self) -> None:
+        self.rows.clear()
+        self.truncated = True
+
+    def current(self, key: Key) -> dict[str, str | None] | None:
+        """The row as this batch left it so far; None when only the database knows."""
+        entry = self.rows.get(key)
+        if entry is None:
+            return {} if self.truncated else None
+        return {} if entry.operation == "delete" else entry.row
+
+    def write(self, conn: psycopg.Connection[Any]) -> None:
+        if self.log:
+            conn.execute(
+                "INSERT INTO shape_log (lsn, op, txid, user_id, date, operation, value)"
+                " SELECT * FROM unnest(%b::int8[], %b::int4[], %b::int8[], %b::int8[], %b::text[]::date[],"
+                " %b::text[], %b::text[]::jsonb[]) ON CONFLICT DO NOTHING",
+                _columns(self.log, lambda e: (e.lsn, e.op, e.txid, e.key[0], e.key[1], e.operation, e.value)),
+            )
+        if self.truncated:  # clients cannot follow a truncate change by change: every handle must refetch
+            conn.execute("DELETE FROM shape_rows")
+            conn.execute("UPDATE shape_state SET generation = generation + 1 WHERE id = 1")
+        gone = [e for e in self.rows.values() if e.operation == "delete"]
+        if gone:
+            conn.execute(
+                "DELETE FROM shape_rows s USING unnest(%b::int8[], %b::text[]::date[], %b::int8[], %b::int4[])"
+                " AS k(user_id, date, lsn, op)"
+                " WHERE s.user_id = k.user_id AND s.date = k.date AND (s.lsn, s.op) < (k.lsn, k.op)",
+                _columns(gone, lambda e: (e.key[0], e.key[1], e.lsn, e.op)),
+            )
+        present = [e for e in self.rows.values() if e.operation != "delete"]
+        if present:
+            # `message` is the row's snapshot message with every column, encoded once here rather than
+            # on every snapshot request.
+            conn.execute(
+                "INSERT INTO shape_rows (user_id, date, value, lsn, op, message)"
+                " SELECT * FROM unnest(%b::int8[], %b::text[]::date[], %b::text[]::jsonb[], %b::int8[],"
+                " %b::int4[], %b::text[])"
+                " ON CONFLICT (user_id, date) DO UPDATE SET value = excluded.value, lsn = excluded.lsn,"
+                " op = excluded.op, message = excluded.message"
+                " WHERE (shape_rows.lsn, shape_rows.op) < (excluded.lsn, excluded.op)",
+                _columns(present, lambda e: (e.key[0], e.key[1], e.value, e.lsn, e.op,
+                                             row_message(e.row, self.usernames.get(e.key[0])))),
+            )
+
+
+def _columns(entries: list[LogEntry], fields: Callable[[LogEntry], tuple[Any, ...]]) -> list[list[Any]]:
+    """Rows to columns: one array parameter per column, for unnest()."""
+    return [list(column) for column in zip(*(fields(e) for e in entries), strict=True)]
+
+
 class ReplicationReader:
-    def __init__(self, dsn: str, batch_changes: int = 5000, on_error: Callable[[Exception], None] | None = None):
+    def __init__(
+        self,
+        dsn: str,
+        batch_changes: int = 20_000,
+        on_error: Callable[[Exception], None] | None = None,
+        poll_s: float = 0.005,
+        idle_poll_s: float = 0.04,
+    ) -> None:
         self.dsn = dsn
         self.batch_changes = batch_changes
+        self.poll_s = poll_s
+        self.idle_poll_s = idle_poll_s
         self.on_error = on_error
         self.decoder = Decoder()
         self.lag_bytes = 0
         self.is_leader = False
+        self.usernames: dict[int, str | None] = {}
+        self.seen_flush = ""  # the WAL flush position the last peek read up to
 
     # -- one round ---------------------------------------------------------------------------------
     def ensure_slot(self, conn: psycopg.Connection[Any]) -> str:
@@ -115,7 +213,8 @@ class ReplicationReader:
                 sql.SQL(
                     "INSERT INTO shape_rows (user_id, date, value, lsn, op)"
                     " SELECT user_id, date, jsonb_build_object({}), 0, 0 FROM entries"
-                    " ON CONFLICT (user_id, date) DO UPDATE SET value = excluded.value, lsn = 0, op = 0"
+                    " ON CONFLICT (user_id, date) DO UPDATE SET value = excluded.value, lsn = 0, op = 0,"
+                    " message = NULL"
                 ).format(pairs)
             )
             conn.execute("UPDATE shape_state SET generation = generation + 1 WHERE id = 1")
@@ -126,6 +225,7 @@ class ReplicationReader:
         # The flush position: decoding reads no further, so nothing past it is acknowledged unread.
         before = conn.execute("SELECT pg_current_wal_flush_lsn()::text").fetchone()
         assert before is not None
+        self.seen_flush = before[0]
         rows = conn.execute(
             "SELECT data FROM pg_logical_slot_peek_binary_changes(%s, NULL, %s,"
             " 'proto_version', '1', 'publication_names', %s)",
@@ -140,10 +240,9 @@ class ReplicationReader:
             self._measure_lag(conn)
             return stats
         with conn.transaction():
-            epoch = self._xid_epoch(conn)
-            for tx in transactions:
-                stats.changes += self._write_transaction(conn, tx, epoch)
-                stats.transactions += 1
+            batch = self._batch(conn, transactions)
+            batch.write(conn)
+            stats.transactions, stats.changes = len(transactions), len(batch.log)
             head = conn.execute(
                 "UPDATE shape_state SET head_lsn = h.lsn, head_op = h.op, updated_at = now()"
                 " FROM (SELECT lsn, op FROM shape_log ORDER BY lsn DESC, op DESC LIMIT 1) h"
@@ -180,47 +279,41 @@ class ReplicationReader:
         assert row is not None
         return int(row[0]) >> 32
 
-    def _write_transaction(self, conn: psycopg.Connection[Any], tx: Transaction, epoch: int) -> int:
-        lsn = tx.begin.final_lsn
-        txid = (epoch << 32) | tx.begin.xid
-        written = 0
-        for op, change in enumerate(c for c in tx.changes if _synced(c)):
-            if isinstance(change, Truncate):
-                # Clients cannot follow a truncate change by change: every handle must refetch.
-                conn.execute("DELETE FROM shape_rows")
-                conn.execute("UPDATE shape_state SET generation = generation + 1 WHERE id = 1")
-                continue
-            row = change.new if change.new is not None else change.old
-            assert row is not None
-            if change.new is not None and change.old is not None:
-                row = {**change.old, **change.new}
-            user_id, date = int(row["user_id"] or 0), row["date"]
-            if change.unchanged:  # unchanged TOASTed columns are not sent: keep what we have
-                stored = conn.execute(
-                    "SELECT value FROM shape_rows WHERE user_id = %s AND date = %s", (user_id, date)
-                ).fetchone()
-                previous = stored[0] if stored else {}
-                row = {**{k: previous.get(k) for k in change.unchanged}, **row}
-            conn.execute(
-                "INSERT INTO shape_log (lsn, op, txid, user_id, date, operation, value)"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
-                (lsn, op, txid, user_id, date, change.operation, json.dumps(row)),
-            )
-            if change.operation == "delete":
-                conn.execute(
-                    "DELETE FROM shape_rows WHERE user_id = %s AND date = %s AND (lsn, op) < (%s, %s)",
-                    (user_id, date, lsn, op),
-                )
-            else:
-                conn.execute(
-                    "INSERT INTO shape_rows (user_id, date, value, lsn, op) VALUES (%s, %s, %s, %s, %s)"
-                    " ON CONFLICT (user_id, date) DO UPDATE SET value = shape_rows.value || excluded.value,"
-                    " lsn = excluded.lsn,"
-                    " op = excluded.op WHERE (shape_rows.lsn, shape_rows.op) < (excluded.lsn, excluded.op)",
-                    (user_id, date, json.dumps(row), lsn, op),
-                )
-            written += 1
-        return written
+    def _batch(self, conn: psycopg.Connection[Any], transactions: list[Transaction]) -> Batch:
+        """The log entries of these transactions, and the final state of every row they touch."""
+        epoch = self._xid_epoch(conn)
+        batch = Batch()
+        for tx in transactions:
+            lsn = tx.begin.final_lsn
+            txid = (epoch << 32) | tx.begin.xid
+            for op, change in enumerate(c for c in tx.changes if _synced(c)):
+                if isinstance(change, Truncate):
+                    batch.truncate()
+                    continue
+                row = change.new if change.new is not None else change.old
+                assert row is not None
+                if change.new is not None and change.old is not None:
+                    row = {**change.old, **change.new}
+                key = (int(row["user_id"] or 0), str(row["date"]))
+                if change.unchanged:  # unchanged TOASTed columns are not sent: keep what we have
+                    previous = batch.current(key)
+                    if previous is None:
+                        stored = conn.execute(
+                            "SELECT value FROM shape_rows WHERE user_id = %s AND date = %s", key
+                        ).fetchone()
+                        previous = stored[0] if stored else {}
+                    row = {**{k: previous.get(k) for k in change.unchanged}, **row}
+                batch.add(LogEntry(lsn, op, txid, key, change.operation, row))
+        batch.usernames = self._usernames(conn, {key[0] for key in batch.rows})
+        return batch
+
+    def _usernames(self, conn: psycopg.Connection[Any], user_ids: set[int]) -> dict[int, str | None]:
+        """Usernames never change, so they are read once per user and kept."""
+        missing = [u for u in user_ids if u not in self.usernames]
+        if missing:
+            found = dict(conn.execute("SELECT id, username FROM users WHERE id = ANY(%s)", (missing,)).fetchall())
+            self.usernames.update({u: found.get(u) for u in missing})
+        return {u: self.usernames[u] for u in user_ids}
 
     def _measure_lag(self, conn: psycopg.Connection[Any]) -> None:
         row = conn.execute(
@@ -231,11 +324,11 @@ class ReplicationReader:
         self.lag_bytes = int(row[0]) if row and row[0] is not None else 0
 
     # -- the loop ----------------------------------------------------------------------------------
-    def run(self, stop: threading.Event, idle_wait_s: float = 5.0) -> None:
+    def run(self, stop: threading.Event) -> None:
         """Become the leader (or wait to), then read whenever the WAL moves, until `stop` is set."""
         while not stop.is_set():
             try:
-                self._lead(stop, idle_wait_s)
+                self._lead(stop)
             except (psycopg.Error, DecodeError) as exc:
                 self.is_leader = False
                 if self.on_error:
@@ -243,7 +336,7 @@ class ReplicationReader:
                 log.warning("replication reader stopped; retrying", extra={"fields": {"error": str(exc)}})
                 stop.wait(1.0)
 
-    def _lead(self, stop: threading.Event, idle_wait_s: float) -> None:
+    def _lead(self, stop: threading.Event) -> None:
         with psycopg.connect(self.dsn, autocommit=True, application_name="pulse-replication") as conn:
             while not stop.is_set():
                 row = conn.execute("SELECT pg_try_advisory_lock(%s)", (LEADER_LOCK,)).fetchone()
@@ -254,24 +347,24 @@ class ReplicationReader:
                 return
             self.is_leader = True
             self.ensure_slot(conn)
-            conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(WAKE_CHANNEL)))
+            interval = self.poll_s
             while not stop.is_set():
-                stats = self.read_once(conn)
-                if stats.transactions:
+                if self.read_once(conn).transactions:
+                    interval = self.poll_s
                     continue
-                self._wait_for_wal(conn, stop, idle_wait_s)
+                interval = self._wait_for_wal(conn, stop, interval)
 
-    @staticmethod
-    def _wait_for_wal(conn: psycopg.Connection[Any], stop: threading.Event, timeout_s: float) -> None:
-        """Sleep until a NOTIFY arrives (or timeout, or stop): no polling of the database per change.
-
-        psycopg keeps notifications that arrived while the last peek ran and returns them here."""
-        waited = 0.0
-        while not stop.is_set() and waited < timeout_s:
-            if list(conn.notifies(timeout=0.25, stop_after=1)):
-                list(conn.notifies(timeout=0))  # several commits, one read
-                return
-            waited += 0.25
+    def _wait_for_wal(self, conn: psycopg.Connection[Any], stop: threading.Event, interval: float) -> float:
+        """Until the WAL flush position moves past what the last peek read, or `stop`; the interval to
+        poll at next time. The poll is one cheap query, every `poll_s` while changes flow, backing
+        off to `idle_poll_s` while nothing happens. Not NOTIFY from a trigger on the synced tables:
+        a notifying commit takes a cluster-wide lock, which would serialise every writer's commits."""
+        while not stop.wait(interval):
+            row = conn.execute("SELECT pg_current_wal_flush_lsn()::text").fetchone()
+            if row is None or row[0] != self.seen_flush:
+                return interval
+            interval = min(interval * 2, self.idle_poll_s)
+        return interval
 
 
 def _synced(change: Change | Truncate) -> bool:

@@ -53,15 +53,21 @@ def read_head(conn: psycopg.Connection[Any]) -> Head:
 
 
 def read_snapshot(
-    conn: psycopg.Connection[Any], user_ids: Sequence[int]
-) -> tuple[list[tuple[int, dict[str, Any]]], Head]:
-    """Current rows of these users and the log position they reflect (one consistent read)."""
+    conn: psycopg.Connection[Any], user_ids: Sequence[int], stored_messages: bool = False
+) -> tuple[list[tuple[int, str | None, dict[str, Any] | None]], Head]:
+    """Current rows of these users and the log position they reflect (one consistent read).
+
+    Each row comes as (user_id, message, value). With `stored_messages`, the message is the one the
+    reader stored (the value only where there is none); otherwise the message is None."""
     conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
     head = read_head(conn)
-    rows = conn.execute(
-        "SELECT user_id, value FROM shape_rows WHERE user_id = ANY(%s) ORDER BY user_id, date", (list(user_ids),)
-    ).fetchall()
-    return [(int(r[0]), r[1]) for r in rows], head
+    if stored_messages:
+        query = ("SELECT user_id, message, CASE WHEN message IS NULL THEN value END FROM shape_rows"
+                 " WHERE user_id = ANY(%s) ORDER BY user_id, date")
+    else:
+        query = "SELECT user_id, NULL::text, value FROM shape_rows WHERE user_id = ANY(%s) ORDER BY user_id, date"
+    rows = conn.execute(query, (list(user_ids),)).fetchall()
+    return [(int(r[0]), r[1], r[2]) for r in rows], head
 
 
 def read_changes(

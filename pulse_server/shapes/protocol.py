@@ -31,6 +31,7 @@ SCHEMA: dict[str, dict[str, Any]] = {
     **{f"{f}_{kind}": {"type": "text"} for f in ("sleep_hours", "hrv_ms", "steps", "weight_kg", "note", "deleted")
        for kind in ("hlc", "src")},
 }
+ALL_COLUMNS = tuple(SCHEMA)
 PK = ("user_id", "date")
 EXPOSE_HEADERS = (
     "electric-handle, electric-offset, electric-schema, electric-cursor, electric-up-to-date, "
@@ -92,7 +93,7 @@ def parse_request(query: Mapping[str, str], params: Mapping[str, str]) -> ShapeR
     replica = query.get("replica", "default")
     if replica not in ("default", "full"):
         errors["replica"] = ["must be default or full"]
-    columns = tuple(SCHEMA)
+    columns = ALL_COLUMNS
     if query.get("columns"):
         asked = tuple(c.strip().strip('"') for c in query["columns"].split(","))
         unknown = [c for c in asked if c not in SCHEMA]
@@ -132,6 +133,16 @@ def change_message(
         "value": value,
         "headers": {"operation": operation, "relation": RELATION, **(headers or {})},
     }
+
+
+def row_message(row: Mapping[str, Any], username: str | None) -> str:
+    """A row's snapshot message with every column, as JSON: the reader stores it with the row, so a
+    snapshot of the default columns is a concatenation of stored text."""
+    return encode(change_message("insert", shape_value(row, username, ALL_COLUMNS)))
+
+
+def encode(message: Any) -> str:
+    return json.dumps(message, separators=(",", ":"))
 
 
 def up_to_date(lsn: int) -> dict[str, Any]:

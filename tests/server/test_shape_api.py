@@ -1126,13 +1126,13 @@ def test_a_truncate_makes_every_handle_409_and_the_refetch_is_empty(early: Early
         assert [m["key"] for m in seen] == [key(early.user.id, "2026-11-21")]
 
 
-def test_the_reader_keeps_logging_after_a_notification_wakes_it(tmp_path: Path) -> None:
+def test_the_reader_picks_up_each_write_after_idling_between_them(tmp_path: Path) -> None:
     with fresh_database() as url, psycopg.connect(url, autocommit=True) as conn:
         user_id = _probe_user(conn)
         server = shape_server(url, tmp_path)
         try:
             wait_for_slot(conn)
-            time.sleep(0.5)  # the reader is now waiting for a NOTIFY
+            time.sleep(0.5)  # the reader has backed off to its idle poll
             for steps in (1, 2, 3):
                 conn.execute(
                     "INSERT INTO entries (user_id, date, steps) VALUES (%s, '2026-11-27', %s)"
