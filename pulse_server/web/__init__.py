@@ -1,21 +1,60 @@
-"""The PWA's static files, served at /app/ by the cloud server and by `pulse agent --serve` alike."""
+"""The PWA's static files, served at /app/ by the cloud server and by `pulse agent --serve` alike.
+
+What the server ships is what runs: plain ES modules, no build step. Two things are added on the way
+out: `Cache-Control: no-cache` on every file (the service worker's cache is the offline copy; the
+browser's HTTP cache must not hand out a stale module beside fresh ones), and the shell's content hash
+written into sw.js, so that any change to a shell file installs a new service worker and cache.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import mimetypes
 from pathlib import Path
 
 from fastapi import FastAPI
-from fastapi.responses import RedirectResponse
+from fastapi.responses import RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.types import Scope
 
 STATIC = Path(__file__).parent / "static"
+SERVICE_WORKER = "sw.js"
+NO_CACHE = {"Cache-Control": "no-cache"}
+
+mimetypes.add_type("application/manifest+json", ".webmanifest")
+mimetypes.add_type("text/javascript", ".js")
 
 
-def mount_pwa(app: FastAPI) -> None:
-    """Serve the app shell at /app/ (what the server ships is what runs: no build step)."""
+def shell_version(root: Path = STATIC) -> str:
+    """A digest of every file of the app (names and bytes): changes whenever any of them does."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        digest.update(path.relative_to(root).as_posix().encode())
+        digest.update(b"\0")
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+class AppFiles(StaticFiles):
+    """StaticFiles that asks browsers to revalidate every time (the ETag keeps that cheap)."""
+
+    async def get_response(self, path: str, scope: Scope) -> Response:
+        response = await super().get_response(path, scope)
+        response.headers.update(NO_CACHE)
+        return response
+
+
+def mount_pwa(app: FastAPI, root: Path = STATIC) -> None:
+    """Serve the app shell at /app/ and its service worker at /app/sw.js (scope /app/)."""
+    worker = (root / SERVICE_WORKER).read_text(encoding="utf-8").replace("__SHELL_VERSION__", shell_version(root))
 
     @app.get("/app", include_in_schema=False)
     def app_root() -> RedirectResponse:
         return RedirectResponse("/app/", status_code=308)
 
-    app.mount("/app", StaticFiles(directory=STATIC, html=True), name="pwa")
+    @app.get(f"/app/{SERVICE_WORKER}", include_in_schema=False)
+    def service_worker() -> Response:
+        return Response(worker, media_type="text/javascript",
+                        headers={**NO_CACHE, "Service-Worker-Allowed": "/app/"})
+
+    app.mount("/app", AppFiles(directory=root, html=True), name="pwa")

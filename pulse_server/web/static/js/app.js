@@ -1,0 +1,446 @@
+// The screens: sign in, today, log a day, history, sync. Everything shown comes from the local view
+// (sync.js); every write goes to the outbox first.
+
+import { Engine } from './sync.js';
+import { fieldWarnings, plain } from './score.js';
+import { previousWeight } from './replica.js';
+import { localToday, parseDate, parseFields, ValidationError } from './values.js';
+
+const FIELDS = ['sleep_hours', 'hrv_ms', 'hrv_method', 'steps', 'weight_kg', 'note'];
+const NUMERIC = ['sleep_hours', 'hrv_ms', 'steps', 'weight_kg'];
+const LABELS = { sleep_hours: 'Sleep', hrv_ms: 'HRV', steps: 'Steps', weight_kg: 'Weight', note: 'Note' };
+const UNITS = { sleep_hours: ' h', hrv_ms: ' ms', steps: '', weight_kg: ' kg', note: '' };
+const SCREENS = ['signin', 'today', 'log', 'history', 'sync'];
+
+const $ = (id) => document.getElementById(id);
+const engine = new Engine();
+let loaded = {}; // the values the log form opened with, as shown
+let fixing = null; // the rejected mutation the log form is fixing
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (k === 'class') node.className = v;
+    else if (k.startsWith('on')) node.addEventListener(k.slice(2), v);
+    else node.setAttribute(k, v);
+  }
+  node.append(...children.filter((c) => c !== null && c !== undefined));
+  return node;
+}
+
+const shown = (name, value) => (value === null || value === undefined ? '' :
+  (NUMERIC.includes(name) ? plain(value) : String(value)));
+
+function describe(entry) {
+  const parts = [];
+  for (const name of ['sleep_hours', 'hrv_ms', 'steps', 'weight_kg']) {
+    if (entry[name] === null || entry[name] === undefined) continue;
+    let text = `${LABELS[name]} ${shown(name, entry[name])}${UNITS[name]}`;
+    if (name === 'hrv_ms' && entry.hrv_method) text += ` (${entry.hrv_method.toUpperCase()})`;
+    parts.push(text);
+  }
+  return parts.join(' · ');
+}
+
+function visibleEntries() {
+  return [...engine.view.values()].filter((e) => !e.deleted).sort((a, b) => (a.date < b.date ? 1 : -1));
+}
+
+// -- routing ------------------------------------------------------------------------------------
+function route() {
+  const [name, arg] = location.hash.replace(/^#/, '').split('/');
+  const signedIn = Boolean(engine.token);
+  const screen = !signedIn ? 'signin' : (SCREENS.includes(name) && name !== 'signin' ? name : 'today');
+  for (const s of SCREENS) $(`screen-${s}`).hidden = s !== screen;
+  $('loading').hidden = true;
+  $('tabs').hidden = !signedIn;
+  $('signout').hidden = !signedIn;
+  for (const a of $('tabs').querySelectorAll('a')) {
+    if (a.getAttribute('href') === `#${screen}`) a.setAttribute('aria-current', 'page');
+    else a.removeAttribute('aria-current');
+  }
+  if (screen === 'log') openLog(arg || localToday());
+  render();
+  return screen;
+}
+
+function go(hash) {
+  if (location.hash === hash) route();
+  else location.hash = hash;
+}
+
+// -- rendering ----------------------------------------------------------------------------------
+function render() {
+  renderPill();
+  if (!engine.token) return;
+  renderToday();
+  renderHistory();
+  renderSync();
+}
+
+function counts() {
+  const pending = engine.outbox.filter((m) => m.status === 'pending').length;
+  const rejected = engine.outbox.filter((m) => m.status === 'rejected').length;
+  return { pending, rejected };
+}
+
+function renderPill() {
+  const pill = $('sync-pill');
+  if (!engine.token) { pill.textContent = navigator.onLine ? 'Online' : 'Offline'; pill.className = 'pill'; return; }
+  const { pending, rejected } = counts();
+  const queued = pending === 1 ? '1 change queued' : `${pending} changes queued`;
+  let text;
+  let cls = 'pill';
+  if (engine.needsSignIn) { text = 'Sign in again to sync'; cls += ' attention'; }
+  else if (!engine.online) { text = `Offline · ${pending ? queued : 'all saved here'}`; cls += ' offline'; }
+  else if (pending) text = `Online · ${engine.syncing ? 'syncing' : queued}`;
+  else text = 'Online · synced';
+  if (rejected) { text += ` · ${rejected} rejected`; cls = 'pill attention'; }
+  if (pill.textContent !== text) pill.textContent = text;
+  pill.className = cls;
+  const badge = $('sync-badge');
+  badge.hidden = !rejected;
+  badge.textContent = String(rejected);
+}
+
+function renderToday() {
+  const today = localToday();
+  const entry = engine.view.get(today);
+  const live = entry && !entry.deleted ? entry : null;
+  $('today-title').textContent = `Today, ${today}`;
+  $('today-score').textContent = live?.score ?? '–';
+  $('today-score-label').textContent = live?.score != null
+    ? `Day score (out of 100)${live.pending ? ', not synced yet' : ''}`
+    : 'No score yet: log sleep and steps for today.';
+  const warnings = $('today-warnings');
+  warnings.replaceChildren();
+  if (live && engine.rules) {
+    const values = Object.fromEntries(NUMERIC.map((n) => [n, live[n]]));
+    const previous = previousWeight(engine.view, today);
+    for (const w of fieldWarnings(engine.rules, values, previous)) warnings.append(el('li', {}, w.message));
+  }
+  const dl = $('today-values');
+  dl.replaceChildren();
+  for (const name of ['sleep_hours', 'hrv_ms', 'steps', 'weight_kg', 'note']) {
+    let value = live ? shown(name, live[name]) : '';
+    if (value && name === 'hrv_ms' && live.hrv_method) value += ` ms (${live.hrv_method.toUpperCase()})`;
+    else if (value) value += UNITS[name];
+    dl.append(el('dt', {}, LABELS[name]), el('dd', {}, value || 'not logged'));
+  }
+  $('today-log').textContent = live ? 'Edit today' : 'Log today';
+  $('today-log').setAttribute('href', `#log/${today}`);
+}
+
+function renderChart(entries) {
+  const days = 28;
+  const end = Date.parse(localToday() + 'T00:00:00Z');
+  const W = 560; const H = 180; const left = 34; const right = 10; const top = 12; const bottom = 26;
+  const x = (i) => left + (i * (W - left - right)) / (days - 1);
+  const y = (score) => top + ((100 - score) * (H - top - bottom)) / 100;
+  const byDate = new Map(entries.map((e) => [e.date, e]));
+  const points = [];
+  for (let i = 0; i < days; i += 1) {
+    const date = new Date(end - (days - 1 - i) * 86_400_000).toISOString().slice(0, 10);
+    const e = byDate.get(date);
+    if (e && e.score !== null && e.score !== undefined) points.push({ i, date, score: Number(e.score), pending: e.pending });
+  }
+  const ns = 'http://www.w3.org/2000/svg';
+  const svg = document.createElementNS(ns, 'svg');
+  svg.setAttribute('viewBox', `0 0 ${W} ${H}`);
+  svg.setAttribute('role', 'img');
+  const summary = points.length
+    ? `Day scores for ${points.length} of the last ${days} days, from ${Math.min(...points.map((p) => p.score))} to ${Math.max(...points.map((p) => p.score))}.`
+    : `No day scores in the last ${days} days.`;
+  svg.setAttribute('aria-label', summary);
+  const add = (tag, attrs, text) => {
+    const node = document.createElementNS(ns, tag);
+    for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v);
+    if (text !== undefined) node.textContent = text;
+    svg.append(node);
+    return node;
+  };
+  for (const level of [0, 50, 100]) {
+    add('line', { class: 'axis', x1: left, x2: W - right, y1: y(level), y2: y(level) });
+    add('text', { x: left - 6, y: y(level) + 4, 'text-anchor': 'end' }, String(level));
+  }
+  for (const i of [0, Math.floor((days - 1) / 2), days - 1]) {
+    const date = new Date(end - (days - 1 - i) * 86_400_000).toISOString().slice(5, 10);
+    add('text', { x: x(i), y: H - 8, 'text-anchor': i === 0 ? 'start' : (i === days - 1 ? 'end' : 'middle') }, date);
+  }
+  if (points.length > 1) add('polyline', { class: 'line', points: points.map((p) => `${x(p.i)},${y(p.score)}`).join(' ') });
+  for (const p of points) {
+    const dot = add('circle', { class: p.pending ? 'dot pending' : 'dot', cx: x(p.i), cy: y(p.score), r: 4.5 });
+    const title = document.createElementNS(ns, 'title');
+    title.textContent = `${p.date}: ${p.score}${p.pending ? ' (not synced yet)' : ''}`;
+    dot.append(title);
+  }
+  $('history-chart').replaceChildren(svg);
+}
+
+function renderHistory() {
+  const entries = visibleEntries();
+  renderChart(entries);
+  const list = $('history-list');
+  list.replaceChildren();
+  for (const e of entries) {
+    const head = el('div', { class: 'head' },
+      el('span', { class: 'date' }, e.date),
+      el('span', {}, e.score != null ? `Score ${e.score}` : 'No score'),
+      e.pending ? el('span', { class: 'tag' }, 'not synced') : null);
+    list.append(el('li', { 'data-date': e.date }, head,
+      el('p', { class: 'facts' }, describe(e) || 'no values'),
+      e.note ? el('p', { class: 'facts' }, `Note: ${e.note}`) : null,
+      el('a', { href: `#log/${e.date}`, class: 'button secondary', 'aria-label': `Edit ${e.date}` }, 'Edit')));
+  }
+  $('history-empty').hidden = entries.length > 0;
+}
+
+function when(ms) {
+  return ms ? new Date(ms).toLocaleString() : 'never';
+}
+
+function renderSync() {
+  const { pending, rejected } = counts();
+  const dl = $('sync-state');
+  dl.replaceChildren();
+  const rows = [
+    ['Signed in as', engine.username || ''],
+    ['Connection', engine.needsSignIn ? 'sign in again to sync' : (engine.online ? 'online' : 'offline')],
+    ['Waiting to sync', String(pending)],
+    ['Rejected', String(rejected)],
+    ['Last sync', when(engine.meta.lastSyncMs)],
+  ];
+  if (engine.meta.clockOffsetMs) rows.push(['Clock offset', `${engine.meta.clockOffsetMs} ms`]);
+  for (const [k, v] of rows) dl.append(el('dt', {}, k), el('dd', {}, v));
+  $('sync-error').textContent = engine.needsSignIn
+    ? 'The server refused the saved sign-in. Sign out and in again: your queued changes are kept until then.'
+    : (engine.lastError || '');
+
+  const list = $('rejected-list');
+  list.replaceChildren();
+  for (const m of engine.outbox.filter((x) => x.status === 'rejected').sort((a, b) => a.seq - b.seq)) {
+    const what = m.op === 'delete' ? 'Delete the day' : describe(m.fields) || (m.fields.note ? `Note: ${m.fields.note}` : 'clear values');
+    list.append(el('li', { 'data-seq': String(m.seq) },
+      el('strong', {}, m.date), ` ${what}`,
+      el('p', { class: 'message' }, m.result?.error?.message || 'refused by the server'),
+      el('div', { class: 'actions' },
+        m.op === 'set' ? el('button', { type: 'button', class: 'secondary', onclick: () => fix(m) }, 'Fix') : null,
+        el('button', { type: 'button', class: 'danger', onclick: () => discard(m) }, 'Discard'))));
+  }
+  if (!list.children.length) list.append(el('li', { class: 'muted' }, 'None.'));
+
+  const conflicts = $('conflicts-list');
+  conflicts.replaceChildren();
+  const fmt = (v) => (v && typeof v === 'object' ? Object.values(v).filter((x) => x !== null).join(' ') : String(v ?? 'empty'));
+  for (const c of engine.meta.conflicts || []) {
+    conflicts.append(el('li', {},
+      el('strong', {}, `${c.date} · ${LABELS[c.field] || c.field}`),
+      el('p', { class: 'facts' }, `kept ${fmt(c.kept)}, not ${fmt(c.lost)}`)));
+  }
+  if (!conflicts.children.length) conflicts.append(el('li', { class: 'muted' }, 'None.'));
+}
+
+// -- the log form -------------------------------------------------------------------------------
+function clearErrors() {
+  for (const name of ['date', ...FIELDS]) {
+    $(`e-${name}`).textContent = '';
+    $(`f-${name}`).removeAttribute('aria-invalid');
+  }
+  $('log-status').textContent = '';
+  $('log-status').className = 'status';
+}
+
+function showError(error) {
+  const field = FIELDS.includes(error.field) || error.field === 'date' ? error.field : 'sleep_hours';
+  $(`e-${field}`).textContent = error.message;
+  $(`f-${field}`).setAttribute('aria-invalid', 'true');
+  $('log-status').textContent = error.message;
+  $('log-status').className = 'status bad';
+  $(`f-${field}`).focus();
+}
+
+function openLog(date, values = null) {
+  clearErrors();
+  const input = $('f-date');
+  input.value = date;
+  const tomorrow = new Date(Date.parse(localToday() + 'T00:00:00Z') + 86_400_000).toISOString().slice(0, 10);
+  input.max = tomorrow;
+  const entry = engine.view.get(date);
+  const live = entry && !entry.deleted ? entry : null;
+  loaded = {};
+  for (const name of FIELDS) loaded[name] = name === 'hrv_method' ? (live?.hrv_method || 'rmssd') : shown(name, live?.[name]);
+  const fill = values || loaded;
+  for (const name of FIELDS) $(`f-${name}`).value = fill[name] ?? (name === 'hrv_method' ? 'rmssd' : '');
+  $('log-delete').hidden = !live;
+  $('log-title').textContent = fixing ? `Fix the change for ${date}` : (live ? `Edit ${date}` : 'Log a day');
+  if (engine.rules) {
+    for (const name of NUMERIC) $(`h-${name}`).textContent = `Allowed ${engine.rules.limits[name].allowed}`;
+  }
+}
+
+/** What the user changed: typed text for the validator, plus the fields emptied (cleared). */
+function changes() {
+  const typed = {};
+  const cleared = [];
+  for (const name of ['sleep_hours', 'hrv_ms', 'steps', 'weight_kg', 'note']) {
+    const value = $(`f-${name}`).value;
+    if (value === loaded[name] && !fixing) continue;
+    if (value === '') { if (loaded[name] !== '') cleared.push(name); }
+    else typed[name] = value;
+  }
+  const method = $('f-hrv_method').value;
+  if ((method !== loaded.hrv_method || fixing) && $('f-hrv_ms').value !== '') typed.hrv_ms = $('f-hrv_ms').value;
+  if ('hrv_ms' in typed) typed.hrv_method = method;
+  return { typed, cleared };
+}
+
+async function saveLog(event) {
+  event.preventDefault();
+  clearErrors();
+  if (!engine.rules) {
+    showError({ field: 'date', message: 'The rules have not been loaded yet: connect once to sign in.' });
+    return;
+  }
+  let date;
+  let fields;
+  try {
+    date = parseDate(engine.rules, $('f-date').value, localToday());
+    const { typed, cleared } = changes();
+    fields = parseFields(engine.rules, typed);
+    for (const name of cleared) fields[name] = null;
+    if (cleared.includes('hrv_ms')) fields.hrv_method = null;
+  } catch (error) {
+    if (error instanceof ValidationError) { showError(error); return; }
+    throw error;
+  }
+  const current = engine.view.get(date);
+  const live = current && !current.deleted ? current : null;
+  const same = (name) => {
+    const a = live?.[name] ?? null;
+    const b = fields[name] ?? null;
+    if (a === null || b === null) return a === b;
+    return NUMERIC.includes(name) ? plain(a) === plain(b) : String(a) === String(b);
+  };
+  if (!fixing) {
+    for (const name of ['sleep_hours', 'steps', 'weight_kg', 'note']) if (name in fields && same(name)) delete fields[name];
+    if ('hrv_ms' in fields && same('hrv_ms') && same('hrv_method')) { delete fields.hrv_ms; delete fields.hrv_method; }
+  }
+  if (!Object.keys(fields).length) {
+    $('log-status').textContent = 'Nothing changed.';
+    return;
+  }
+  const previous = previousWeight(engine.view, date);
+  const warnings = fieldWarnings(engine.rules, fields, previous).map((w) => w.message);
+  await engine.write(date, 'set', fields);
+  if (fixing) { await engine.discard(fixing.seq); fixing = null; }
+  openLog(date);
+  const where = engine.online ? 'Saved.' : 'Saved on this device; it will sync when you are online.';
+  $('log-status').textContent = [where, ...warnings].join(' ');
+}
+
+async function deleteDay() {
+  const date = $('f-date').value;
+  if (!confirm(`Delete everything logged for ${date}?`)) return;
+  await engine.write(date, 'delete');
+  go('#history');
+}
+
+function fix(mutation) {
+  fixing = mutation;
+  const values = {};
+  for (const name of FIELDS) {
+    const v = mutation.fields[name];
+    values[name] = v === null || v === undefined ? (name === 'hrv_method' ? 'rmssd' : '') : String(v);
+  }
+  go(`#log/${mutation.date}`);
+  openLog(mutation.date, values);
+  const error = mutation.result?.error;
+  if (error) showError({ field: error.field, message: error.message });
+}
+
+async function discard(mutation) {
+  await engine.discard(mutation.seq);
+  $('sync-error').textContent = '';
+  render();
+}
+
+// -- validation as you go: one field at a time, on leaving it -------------------------------------
+function checkField(name) {
+  if (!engine.rules) return;
+  const value = $(`f-${name}`).value;
+  $(`e-${name}`).textContent = '';
+  $(`f-${name}`).removeAttribute('aria-invalid');
+  if (value === '' || value === loaded[name]) return;
+  try {
+    if (name === 'date') parseDate(engine.rules, value, localToday());
+    else parseFields(engine.rules, { [name]: value });
+  } catch (error) {
+    if (!(error instanceof ValidationError)) throw error;
+    $(`e-${name}`).textContent = error.message;
+    $(`f-${name}`).setAttribute('aria-invalid', 'true');
+  }
+}
+
+// -- sign in and out ----------------------------------------------------------------------------
+async function signIn(event) {
+  event.preventDefault();
+  const username = $('signin-username').value.trim();
+  const password = $('signin-password').value;
+  const error = $('signin-error');
+  error.textContent = '';
+  if (!username || !password) { error.textContent = 'Enter your username and password.'; return; }
+  const button = event.submitter || $('signin-form').querySelector('button');
+  button.disabled = true;
+  try {
+    await engine.signIn(username, password);
+    $('signin-password').value = '';
+    go('#today');
+    $('main').focus();
+  } catch (e) {
+    error.textContent = e.message;
+  } finally {
+    button.disabled = false;
+  }
+}
+
+async function signOut() {
+  const { pending, rejected } = counts();
+  const waiting = pending + rejected;
+  if (waiting && !confirm(`${waiting} change${waiting === 1 ? ' has' : 's have'} not reached the server and will be lost. Sign out anyway?`)) return;
+  await engine.signOut();
+  go('#signin');
+}
+
+// -- start --------------------------------------------------------------------------------------
+async function main() {
+  $('signin-form').addEventListener('submit', signIn);
+  $('log-form').addEventListener('submit', saveLog);
+  $('log-delete').addEventListener('click', deleteDay);
+  $('signout').addEventListener('click', signOut);
+  $('sync-now').addEventListener('click', () => { engine.reachable = true; engine.resume(); });
+  $('f-date').addEventListener('change', () => { fixing = null; openLog($('f-date').value || localToday()); });
+  for (const name of ['sleep_hours', 'hrv_ms', 'steps', 'weight_kg', 'note']) {
+    $(`f-${name}`).addEventListener('blur', () => checkField(name));
+  }
+  addEventListener('hashchange', () => { if (!location.hash.startsWith('#log')) fixing = null; route(); });
+  addEventListener('online', render);
+  addEventListener('offline', render);
+  let pendingRender = false;
+  engine.addEventListener('change', () => {
+    if (pendingRender) return;
+    pendingRender = true;
+    requestAnimationFrame(() => { pendingRender = false; render(); });
+  });
+  await engine.start();
+  route();
+  document.documentElement.dataset.ready = 'true';
+  if ('serviceWorker' in navigator) {
+    navigator.serviceWorker.register('sw.js').catch(() => { /* the app still works online */ });
+  }
+}
+
+window.pulse = { engine }; // for the browser tests and for a curious person with devtools
+main().catch((error) => {
+  $('loading').hidden = false;
+  $('loading').textContent = `NGX Pulse could not start: ${error.message}`;
+});

@@ -1,0 +1,46 @@
+// The service worker: the app shell from a versioned cache (cache first), the API always from the
+// network. The server writes the shell's content hash into VERSION when it serves this file, so any
+// change to a shell file installs a new cache and removes the old one.
+
+const VERSION = '__SHELL_VERSION__';
+const CACHE = `ngx-pulse-shell-${VERSION}`;
+const SHELL = [
+  './', 'index.html', 'app.css', 'manifest.webmanifest',
+  'icons/icon.svg', 'icons/icon-192.png', 'icons/icon-512.png',
+  'js/app.js', 'js/sync.js', 'js/store.js', 'js/replica.js', 'js/hlc.js', 'js/values.js', 'js/score.js',
+];
+
+self.addEventListener('install', (event) => {
+  event.waitUntil((async () => {
+    const cache = await caches.open(CACHE);
+    await cache.addAll(SHELL.map((path) => new Request(path, { cache: 'reload' })));
+    await self.skipWaiting();
+  })());
+});
+
+self.addEventListener('activate', (event) => {
+  event.waitUntil((async () => {
+    for (const name of await caches.keys()) {
+      if (name.startsWith('ngx-pulse-shell-') && name !== CACHE) await caches.delete(name);
+    }
+    await self.clients.claim();
+  })());
+});
+
+self.addEventListener('fetch', (event) => {
+  const request = event.request;
+  const url = new URL(request.url);
+  const scope = new URL(self.registration.scope);
+  // The API (/v1/*) and anything outside the app's folder go to the network, untouched.
+  if (request.method !== 'GET' || url.origin !== scope.origin || !url.pathname.startsWith(scope.pathname)) return;
+  if (request.mode === 'navigate') {
+    event.respondWith((async () => (await caches.match('index.html', { cacheName: CACHE, ignoreVary: true })) || fetch(request))());
+    return;
+  }
+  event.respondWith((async () => {
+    // ignoreVary: the server's CORS layer adds `Vary: Origin` to every response, and module scripts are
+    // requested with an Origin header that the install-time requests did not carry.
+    const hit = await caches.match(request, { cacheName: CACHE, ignoreSearch: true, ignoreVary: true });
+    return hit || fetch(request);
+  })());
+});

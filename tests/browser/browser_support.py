@@ -1,0 +1,92 @@
+"""Driving the PWA in the browser tests: the target a flow runs against, signing in, logging a day."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from playwright.sync_api import Page
+from sync_support import Device
+
+STAMPED = ("sleep_hours", "hrv_ms", "hrv_method", "steps", "weight_kg", "note", "score", "deleted")
+
+
+@dataclass
+class Target:
+    """Where the app runs, signed in as whom, and how to look behind it.
+
+    A second target (e.g. `pulse agent --serve` over a device's SQLite) provides the same fields:
+    - `base_url`: serves the app at `/app/` and the endpoints /v1/auth/token, /v1/me, /v1/rules,
+      /v1/sync/push, /v1/shape, /v1/conflicts;
+    - `username`, `password`: an athlete who can sign in there, with no entries yet;
+    - `new_device(name)`: a CLI device (its own PULSE_HOME) logged in as that user, whose `pulse sync`
+      exchanges changes with the same data the page syncs with;
+    - `stored(date)`: that day's row as stored behind the API (text values, keys `STAMPED`), or None;
+    - `settle()`: returns once every committed write is visible to shape readers (a no-op where
+      reads and writes share one store).
+    """
+
+    name: str
+    base_url: str
+    username: str
+    password: str
+    new_device: Callable[[str], Device]
+    stored: Callable[[str], dict[str, str | None] | None]
+    settle: Callable[[], None]
+
+    @property
+    def app_url(self) -> str:
+        return f"{self.base_url}/app/"
+
+
+# -- driving the app -----------------------------------------------------------------------------
+def sign_in(page: Page, target: Target) -> None:
+    page.goto(target.app_url)
+    page.get_by_label("Username").fill(target.username)
+    page.get_by_label("Password").fill(target.password)
+    page.get_by_role("button", name="Sign in").click()
+    page.get_by_role("heading", name="Today").wait_for()
+
+
+def pill(page: Page) -> str:
+    return page.locator("#sync-pill").inner_text()
+
+
+def wait_pill(page: Page, text: str, timeout_ms: float = 20_000) -> None:
+    page.wait_for_function("t => document.getElementById('sync-pill').textContent.includes(t)", arg=text,
+                           timeout=timeout_ms)
+
+
+def log_day(page: Page, date: str, **fields: str) -> None:
+    """Open the log form for `date`, type the given fields (by their labels) and save."""
+    page.goto(page.url.split("#")[0] + f"#log/{date}")
+    page.get_by_label("Date").fill(date)
+    labels = {"sleep_hours": "Sleep", "hrv_ms": "HRV (ms)", "steps": "Steps", "weight_kg": "Weight", "note": "Note"}
+    for name, value in fields.items():
+        if name == "hrv_method":
+            page.get_by_label("HRV method").select_option(value)
+        else:
+            page.get_by_label(labels[name]).fill(value)
+    page.get_by_role("button", name="Save").click()
+
+
+def outbox(page: Page) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = page.evaluate("window.pulse.engine.outbox")
+    return rows
+
+
+
+def ready(page: Page) -> None:
+    """The app has started (its local data loaded) after a load or reload."""
+    page.wait_for_function("document.documentElement.dataset.ready === 'true'")
+
+
+def today_values(page: Page) -> dict[str, str]:
+    """The Today screen's values by their labels, and its score."""
+    page.goto(page.url.split("#")[0] + "#today")
+    names = page.locator("#today-values dt").all_inner_texts()
+    values = page.locator("#today-values dd").all_inner_texts()
+    shown = dict(zip(names, values, strict=True))
+    shown["score"] = page.locator("#today-score").inner_text()
+    return shown

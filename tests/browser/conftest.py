@@ -1,0 +1,166 @@
+"""Fixtures for the PWA tests: a real `pulse-server` on a throwaway database, headless Chromium, targets.
+
+A **target** is one place the app is served from, with everything a test needs to drive it and to
+check behind it (see `Target`). Today there is one, `cloud`: `pulse-server serve` with the shape API
+on, on `pulse_browser_<random>` at 127.0.0.1:5432 (dropped at the end with its replication slot). A
+second one, `pulse agent --serve`, only has to provide the same fields to run the same flows.
+
+Chromium is Debian's (/usr/bin/chromium), driven by Playwright's sync API; each test gets a fresh
+browser context (its own IndexedDB, service worker and cache), 360 px wide like a small phone.
+"""
+
+from __future__ import annotations
+
+import secrets
+import sys
+from collections.abc import Generator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, Page, Playwright, ViewportSize, sync_playwright
+from throwaway_db import migrated_database
+
+HERE = Path(__file__).resolve().parent
+SYNC_TESTS = HERE.parent / "sync"
+if str(SYNC_TESTS) not in sys.path:
+    sys.path.insert(0, str(SYNC_TESTS))  # the device and server helpers of the sync tests, by plain name
+
+from browser_support import STAMPED, Target  # noqa: E402
+from sync_support import PASSWORD, Device, PulseServer, User, wait_replicated  # noqa: E402
+
+from pulse_server.accounts import add_user  # noqa: E402
+from pulse_server.db.database import Database  # noqa: E402
+from pulse_server.settings import Settings  # noqa: E402
+
+CHROMIUM = Path("/usr/bin/chromium")
+VIEWPORT: ViewportSize = {"width": 360, "height": 780}
+_servers: list[PulseServer] = []
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """A failing test shows what the server wrote."""
+    report: pytest.TestReport = yield
+    if report.failed:
+        for server in _servers:
+            report.sections.append((f"pulse-server {server.url} (last lines)", server.log_text()))
+    return report
+
+
+# -- the cloud server ----------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    with migrated_database("pulse_browser") as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def pg(database_url: str) -> Iterator[psycopg.Connection[tuple[Any, ...]]]:
+    with psycopg.connect(database_url, autocommit=True, application_name="pulse-browser-tests") as conn:
+        yield conn
+
+
+@pytest.fixture(scope="session")
+def db(database_url: str) -> Iterator[Database]:
+    database = Database(Settings(database_url=database_url, pool_size=1))
+    yield database
+    database.dispose()
+
+
+@pytest.fixture(scope="session")
+def cloud_server(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PulseServer]:
+    env = {"PULSE_DATABASE_URL": database_url, "PULSE_LOGIN_ATTEMPTS_PER_MINUTE": "100000",
+           "PULSE_REPLICATION_READER": "true", "PULSE_SHAPE_WATCHER": "true"}
+    server = PulseServer(tmp_path_factory.mktemp("server-logs") / "server.log", env)
+    _servers.append(server)
+    server.wait_ready()
+    yield server
+    server.close()
+    _servers.remove(server)
+
+
+# -- targets -------------------------------------------------------------------------------------
+def _cloud_target(server: PulseServer, db: Database, pg: psycopg.Connection[tuple[Any, ...]],
+                  tmp_path: Path) -> Target:
+    name = f"web-{secrets.token_hex(5)}"
+    with db.session() as session:
+        row = add_user(session, name, PASSWORD, False)
+    assert row.id is not None
+    user = User(row.id, name, PASSWORD)
+
+    def new_device(label: str) -> Device:
+        device = Device(label, tmp_path / f"device-{label}", server.url)
+        done = device.login(user)
+        assert done.returncode == 0, done.stderr
+        return device
+
+    def stored(date: str) -> dict[str, str | None] | None:
+        columns = ", ".join(f"{c}::text" for c in STAMPED)
+        found = pg.execute(f"SELECT {columns} FROM entries WHERE user_id = %s AND date = %s",
+                           (user.id, date)).fetchone()
+        return None if found is None else dict(zip(STAMPED, found, strict=True))
+
+    return Target("cloud", server.url, name, PASSWORD, new_device, stored, lambda: wait_replicated(pg, user.id))
+
+
+@pytest.fixture(params=["cloud"])
+def target(request: pytest.FixtureRequest, tmp_path: Path) -> Target:
+    """A fresh athlete on one target (parametrised: add the agent here when it serves the app)."""
+    if request.param == "cloud":
+        server: PulseServer = request.getfixturevalue("cloud_server")
+        return _cloud_target(server, request.getfixturevalue("db"), request.getfixturevalue("pg"), tmp_path)
+    raise AssertionError(f"unknown target {request.param}")
+
+
+# -- the browser ---------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def playwright() -> Iterator[Playwright]:
+    with sync_playwright() as pw:
+        yield pw
+
+
+@pytest.fixture(scope="session")
+def browser(playwright: Playwright) -> Iterator[Browser]:
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium")
+    browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True,
+                                         args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"])
+    yield browser
+    browser.close()
+
+
+@pytest.fixture
+def context(browser: Browser) -> Iterator[BrowserContext]:
+    context = browser.new_context(viewport=VIEWPORT, service_workers="allow")
+    yield context
+    context.close()
+
+
+@dataclass
+class PageErrors:
+    messages: list[str]
+
+
+@pytest.fixture
+def page(context: BrowserContext) -> Iterator[Page]:
+    """A page that fails the test on any uncaught error or console error of the app."""
+    page = context.new_page()
+    errors = PageErrors([])
+    page.on("pageerror", lambda exc: errors.messages.append(f"uncaught: {exc}"))
+
+    def on_console(message: ConsoleMessage) -> None:
+        # Failed fetches while offline are expected and logged by Chromium itself, not by the app.
+        if message.type == "error" and "Failed to load resource" not in message.text \
+                and "net::ERR_INTERNET_DISCONNECTED" not in message.text:
+            errors.messages.append(f"console: {message.text}")
+
+    page.on("console", on_console)
+    yield page
+    assert errors.messages == [], errors.messages
+
+
