@@ -7,7 +7,9 @@ import hashlib
 import re
 import secrets
 from dataclasses import dataclass
+from typing import Any
 
+import psycopg
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import delete, update
@@ -90,6 +92,18 @@ def principal_for_token(session: Session, token: str) -> Principal | None:
     if row is None or row.id is None:
         return None
     return Principal(row.id, row.username, row.is_coach)
+
+
+_PRINCIPAL_SQL = (
+    "SELECT u.id, u.username, u.is_coach FROM tokens t JOIN users u ON u.id = t.user_id"
+    " WHERE t.token_hash = %s AND t.revoked_at IS NULL AND t.expires_at > now()"
+)
+
+
+def principal_on(conn: psycopg.Connection[Any], token: str) -> Principal | None:
+    """`principal_for_token` as one query on a raw connection the caller already holds (the push's own)."""
+    row = conn.execute(_PRINCIPAL_SQL, (hash_token(token),)).fetchone()
+    return None if row is None else Principal(int(row[0]), str(row[1]), bool(row[2]))
 
 
 def revoke_tokens(session: Session, user: User) -> int:

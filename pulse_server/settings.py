@@ -23,6 +23,10 @@ class Settings(BaseSettings):
     breaker_failures: int = 5
     breaker_reset_s: float = 5.0
     clock_skew_limit_ms: int = 60_000
+    # Pushes doing their database work at once (on threads of their own, at most pool_size), and how many
+    # more may wait for a turn before the answer is 503 with Retry-After (load shedding).
+    push_concurrency: int = Field(default=4, ge=1, le=200)
+    push_queue_limit: int = Field(default=256, ge=0)
     log_level: str = "info"
     # Run the replication reader in this process (one leader among all instances) and the shape
     # log watcher that wakes live requests. Both need Postgres with wal_level=logical.

@@ -24,7 +24,7 @@ from pulse_server.db.database import Database, DatabaseUnavailable
 from pulse_server.errors import ApiError, from_domain
 from pulse_server.logs import request_id, user_id
 from pulse_server.metrics import Metrics
-from pulse_server.ratelimit import RateLimiter
+from pulse_server.ratelimit import ConcurrencyGate, RateLimiter
 from pulse_server.replication.reader import ReplicationReader
 from pulse_server.settings import Settings, libpq_url
 from pulse_server.shapes import route as shape_route
@@ -108,6 +108,7 @@ def create_app(
     app.state.clock = clock
     app.state.metrics = Metrics()
     app.state.login_limiter = RateLimiter(settings.login_attempts_per_minute)
+    app.state.push_gate = ConcurrencyGate(min(settings.push_concurrency, settings.pool_size), settings.push_queue_limit)
     for module in (routes_auth, routes_entries, routes_sync, routes_grants, routes_meta):
         app.include_router(module.router)
     app.include_router(shape_route.router)

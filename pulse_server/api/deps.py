@@ -1,13 +1,18 @@
-"""Dependencies shared by the routes: the database, the caller, the clock."""
+"""Dependencies shared by the routes: the database, the caller, the clock.
+
+The trivial ones are `async`, so they run on the event loop instead of costing a worker-thread hop each.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Annotated
+from typing import Annotated, Any
 
+import psycopg
 from fastapi import Depends, Request
+from starlette.concurrency import run_in_threadpool
 
-from pulse_server.accounts import Principal, principal_for_token
+from pulse_server.accounts import Principal, principal_on
 from pulse_server.db.database import Database
 from pulse_server.errors import ApiError
 from pulse_server.logs import user_id
@@ -15,22 +20,22 @@ from pulse_server.metrics import Metrics
 from pulse_server.settings import Settings
 
 
-def get_db(request: Request) -> Database:
+async def get_db(request: Request) -> Database:
     db: Database = request.app.state.db
     return db
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_clock(request: Request) -> Callable[[], int]:
+async def get_clock(request: Request) -> Callable[[], int]:
     clock: Callable[[], int] = request.app.state.clock
     return clock
 
 
-def get_metrics(request: Request) -> Metrics:
+async def get_metrics(request: Request) -> Metrics:
     metrics: Metrics = request.app.state.metrics
     return metrics
 
@@ -43,26 +48,46 @@ MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 UNAUTHORIZED = {"WWW-Authenticate": "Bearer"}
 
 
-def current_user(request: Request, db: DbDep) -> Principal:
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
+def bearer_token(request: Request) -> str:
+    """The request's bearer token, or 401 before any database work."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise ApiError(401, "unauthorized", "authorization: a bearer token is required", headers=UNAUTHORIZED)
-    with db.session() as session:
-        principal = principal_for_token(session, token.strip())
+    return token.strip()
+
+
+def authenticate_on(conn: psycopg.Connection[Any], token: str) -> Principal:
+    """The token's user, looked up on a connection the caller holds; 401 if it is invalid, expired or revoked."""
+    principal = principal_on(conn, token)
     if principal is None:
         raise ApiError(401, "unauthorized", "authorization: the token is invalid, expired or revoked; log in again",
                        headers=UNAUTHORIZED)
-    request.state.user_id = principal.id  # for the access log (this runs in a worker thread)
-    user_id.set(principal.id)
     return principal
 
 
-def athlete(user: Annotated[Principal, Depends(current_user)]) -> Principal:
+def must_write(user: Principal) -> Principal:
     """Writes are the athlete's own: coaches read, never write."""
     if user.is_coach:
         raise ApiError(403, "forbidden", "coaches can read their athletes' entries but not write them")
     return user
+
+
+def identify(request: Request, principal: Principal) -> None:
+    """Name the caller in the access log line and in this request's log records."""
+    request.state.user_id = principal.id
+    user_id.set(principal.id)
+
+
+async def current_user(request: Request) -> Principal:
+    token = bearer_token(request)
+    db: Database = request.app.state.db
+    principal = await run_in_threadpool(db.run, lambda conn: authenticate_on(conn, token))
+    identify(request, principal)
+    return principal
+
+
+async def athlete(user: Annotated[Principal, Depends(current_user)]) -> Principal:
+    return must_write(user)
 
 
 CurrentUser = Annotated[Principal, Depends(current_user)]

@@ -1,36 +1,131 @@
-"""`POST /v1/sync/push`: the exactly-once push endpoint (sync-protocol.md)."""
+"""`POST /v1/sync/push`: the exactly-once push endpoint (sync-protocol.md).
+
+The hot path of the server, so it is written closer to the metal than the other routes: the body is
+parsed once with `json` and checked for its form here (each mutation's meaning is checked by
+`sync.wire.parse_mutation`, and rejected alone), and the caller's token is looked up on the push's own
+connection, in its transaction, so one worker-thread hop and one pooled connection serve the request.
+"""
 
 from __future__ import annotations
 
+import json
+import re
+from collections import Counter
+from dataclasses import dataclass
 from typing import Any
 
-from fastapi import APIRouter
+import psycopg
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
 
-from pulse_server.api.deps import Athlete, ClockDep, DbDep, MetricsDep, SettingsDep
-from pulse_server.api.schemas import PushRequest, PushResponse
+from pulse_server.accounts import Principal
+from pulse_server.api.deps import authenticate_on, bearer_token, identify, must_write
+from pulse_server.api.schemas import PushRequest, PushResponse, inline_schema
+from pulse_server.db.database import Database
 from pulse_server.errors import ApiError
-from pulse_server.push import Reconciler
+from pulse_server.metrics import Metrics
+from pulse_server.push import BatchOutcome, Reconciler
+from pulse_server.ratelimit import ConcurrencyGate
+from pulse_server.settings import Settings
 from sync.wire import PROTOCOL
 
 router = APIRouter(prefix="/v1/sync", tags=["sync"])
 
+CLIENT_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+MAX_SEQ = 2**63 - 1  # stored as a Postgres bigint
+PUSH_BODY = {"requestBody": {"required": True, "content": {"application/json": {"schema": inline_schema(PushRequest)}}}}
 
-@router.post("/push", response_model=PushResponse, response_model_exclude_none=True)
-def push(
-    body: PushRequest, user: Athlete, db: DbDep, settings: SettingsDep, clock: ClockDep, metrics: MetricsDep
-) -> dict[str, Any]:
-    """Apply a batch of mutations in one transaction; one result per mutation, in order."""
+
+@dataclass(frozen=True)
+class PushBody:
+    protocol: int
+    client_id: str
+    mutations: list[dict[str, Any]]
+
+
+def _malformed(where: str, message: str, value: Any = None) -> ApiError:
+    shown = value if isinstance(value, (str, int, float, bool)) else None
+    return ApiError(400, "bad_request", f"{where}: {message}", field=where, value=shown)
+
+
+def _integer(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def parse_push_body(raw: bytes) -> PushBody:
+    """The body's form, as `PushRequest` documents it; 400 naming the first thing wrong."""
+    try:
+        body = json.loads(raw)
+    except (ValueError, RecursionError):
+        raise _malformed("body", "JSON decode error") from None
+    if not isinstance(body, dict):
+        raise _malformed("body", "Input should be a valid dictionary")
+    for name in ("protocol", "client_id", "mutations"):
+        if name not in body:
+            raise _malformed(name, "Field required")
+    protocol, client_id, mutations = body["protocol"], body["client_id"], body["mutations"]
+    if not _integer(protocol):
+        raise _malformed("protocol", "Input should be a valid integer", protocol)
+    if not isinstance(client_id, str) or not CLIENT_ID.fullmatch(client_id):
+        raise _malformed("client_id", "String should match pattern '^[A-Za-z0-9_-]{1,64}$'", client_id)
+    if not isinstance(mutations, list):
+        raise _malformed("mutations", "Input should be a valid list")
+    for i, item in enumerate(mutations):
+        if not isinstance(item, dict):
+            raise _malformed(f"mutations.{i}", "Input should be a valid dictionary")
+        if "seq" not in item:
+            raise _malformed(f"mutations.{i}.seq", "Field required")
+        seq = item["seq"]
+        if not _integer(seq) or not 0 <= seq <= MAX_SEQ:
+            raise _malformed(f"mutations.{i}.seq", f"Input should be an integer from 0 to {MAX_SEQ}", seq)
+    return PushBody(protocol, client_id, mutations)
+
+
+def _check_batch(body: PushBody, max_batch: int) -> None:
     if body.protocol != PROTOCOL:
         raise ApiError(426, "unsupported_protocol", f"protocol: {body.protocol} is not supported (allowed {PROTOCOL})",
                        field="protocol", value=body.protocol, allowed=str(PROTOCOL))
-    if len(body.mutations) > settings.max_batch:
+    if len(body.mutations) > max_batch:
         raise ApiError(413, "batch_too_large",
-                       f"mutations: {len(body.mutations)} in one batch (allowed at most {settings.max_batch})",
-                       field="mutations", value=len(body.mutations), allowed=f"at most {settings.max_batch}")
-    raw = [m.model_dump() for m in body.mutations]
-    reconciler = Reconciler(clock, settings.clock_skew_limit_ms)
-    outcome = db.run(lambda conn: reconciler.apply_batch(conn, user.id, body.client_id, raw))
-    for result in outcome.results:
-        metrics.mutations.labels(result["status"]).inc()
-    return {"server_time_ms": clock(), "txid": outcome.txid, "lsn": outcome.lsn, "max_batch": settings.max_batch,
-            "results": outcome.results}
+                       f"mutations: {len(body.mutations)} in one batch (allowed at most {max_batch})",
+                       field="mutations", value=len(body.mutations), allowed=f"at most {max_batch}")
+
+
+def _without_nulls(result: dict[str, Any]) -> dict[str, Any]:
+    """A result as `MutationResult` serialises with exclude_none (also inside its error and conflicts)."""
+    out = {k: v for k, v in result.items() if v is not None}
+    if isinstance(error := out.get("error"), dict):
+        out["error"] = {k: v for k, v in error.items() if v is not None}
+    if isinstance(conflicts := out.get("conflicts"), list):
+        out["conflicts"] = [{k: v for k, v in c.items() if v is not None} for c in conflicts]
+    return out
+
+
+@router.post("/push", response_model=PushResponse, response_model_exclude_none=True, openapi_extra=PUSH_BODY)
+async def push(request: Request) -> JSONResponse:
+    """Apply a batch of mutations in one transaction; one result per mutation, in order."""
+    token = bearer_token(request)
+    try:
+        body: PushBody | ApiError = parse_push_body(await request.body())
+    except ApiError as exc:
+        body = exc  # answered once the token is known good: a bad token is a 401 whatever the body
+    state = request.app.state
+    settings: Settings = state.settings
+    db: Database = state.db
+    gate: ConcurrencyGate = state.push_gate
+    reconciler = Reconciler(state.clock, settings.clock_skew_limit_ms)
+
+    def work(conn: psycopg.Connection[Any]) -> tuple[Principal, BatchOutcome]:
+        user = must_write(authenticate_on(conn, token))
+        if isinstance(body, ApiError):
+            raise body
+        _check_batch(body, settings.max_batch)
+        return user, reconciler.apply_batch(conn, user.id, body.client_id, body.mutations)
+
+    user, outcome = await gate.run(lambda: db.run(work))
+    identify(request, user)
+    metrics: Metrics = state.metrics
+    for status, count in Counter(r["status"] for r in outcome.results).items():
+        metrics.mutations.labels(status).inc(count)
+    return JSONResponse({"server_time_ms": state.clock(), "txid": outcome.txid, "lsn": outcome.lsn,
+                         "max_batch": settings.max_batch, "results": [_without_nulls(r) for r in outcome.results]})

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import psycopg
 import sqlalchemy.exc
 from psycopg import errors as pg_errors
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine
+from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
 from sqlmodel import Session
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
@@ -18,6 +20,11 @@ from pulse_server.breaker import CircuitBreaker, CircuitOpenError
 from pulse_server.settings import Settings, psycopg_url
 
 T = TypeVar("T")
+
+# A pooled connection used again within this many seconds is not pinged first: under load that saves a
+# round trip (and two autocommit switches) per checkout, and a connection lost in between is caught
+# anyway (ConnectionLostBeforeCommit is retried; a failed ORM statement invalidates the pool).
+PING_AFTER_IDLE_S = 1.0
 
 
 class DatabaseUnavailable(Exception):
@@ -54,7 +61,7 @@ class Database:
             pool_size=settings.pool_size,
             max_overflow=0,
             pool_timeout=settings.pool_timeout_s,
-            pool_pre_ping=True,
+            pool_pre_ping=False,  # see _ping_if_idle
             connect_args={
                 "connect_timeout": 3,
                 "options": f"-c statement_timeout={settings.statement_timeout_ms}",
@@ -62,6 +69,26 @@ class Database:
             },
         )
         self.breaker = CircuitBreaker(settings.breaker_failures, settings.breaker_reset_s)
+        self._distrust_before = 0.0  # connections returned before a connection was found lost get pinged
+        event.listen(self.engine, "connect", self._mark_used)
+        event.listen(self.engine, "checkin", self._mark_used)
+        event.listen(self.engine, "checkout", self._ping_if_idle)
+
+    @staticmethod
+    def _mark_used(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+        record.info["used_at"] = time.monotonic()
+
+    def _ping_if_idle(self, dbapi_connection: Any, record: ConnectionPoolEntry, proxy: PoolProxiedConnection) -> None:
+        """Pessimistic disconnect handling, for connections idle long enough to have been dropped."""
+        used_at = record.info.get("used_at", 0.0)
+        if used_at > self._distrust_before and time.monotonic() - used_at < PING_AFTER_IDLE_S:
+            return
+        try:
+            alive = not dbapi_connection.closed and self.engine.dialect.do_ping(dbapi_connection)
+        except psycopg.Error:
+            alive = False
+        if not alive:  # the pool replaces it with a new connection (and tries again)
+            raise sqlalchemy.exc.DisconnectionError("pooled connection lost")
 
     def pool_in_use(self) -> int:
         return int(self.engine.pool.checkedout())  # type: ignore[attr-defined]
@@ -122,6 +149,7 @@ class Database:
             except psycopg.OperationalError as exc:
                 if conn.closed or conn.broken:
                     fairy.invalidate()
+                    self._distrust_before = time.monotonic()  # its pool mates may be gone too
                     if not committing:
                         raise ConnectionLostBeforeCommit(str(exc)) from exc
                 raise  # lost during COMMIT: the outcome is unknown, so the client retries (exactly-once)
