@@ -59,7 +59,11 @@ function route() {
     if (a.getAttribute('href') === `#${screen}`) a.setAttribute('aria-current', 'page');
     else a.removeAttribute('aria-current');
   }
-  if (screen === 'log') openLog(arg || localToday());
+  if (screen === 'log') {
+    openLog(arg || localToday(), fixing ? valuesOf(fixing) : null);
+    const error = fixing?.result?.error;
+    if (error) showError({ field: error.field, message: error.message });
+  }
   render();
   return screen;
 }
@@ -345,17 +349,19 @@ async function deleteDay() {
   go('#history');
 }
 
-function fix(mutation) {
-  fixing = mutation;
+/** The form's values for a rejected mutation: what it tried to set, as typed text. */
+function valuesOf(mutation) {
   const values = {};
   for (const name of FIELDS) {
     const v = mutation.fields[name];
     values[name] = v === null || v === undefined ? (name === 'hrv_method' ? 'rmssd' : '') : String(v);
   }
+  return values;
+}
+
+function fix(mutation) {
+  fixing = mutation;
   go(`#log/${mutation.date}`);
-  openLog(mutation.date, values);
-  const error = mutation.result?.error;
-  if (error) showError({ field: error.field, message: error.message });
 }
 
 async function discard(mutation) {

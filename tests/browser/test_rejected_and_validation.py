@@ -1,0 +1,141 @@
+"""Writes the server refuses stay visible until fixed or discarded; bad input never reaches the outbox;
+the screens work with labels, the keyboard and a 360 px wide screen.
+
+A refused write is queued here through the app's own engine with a value the form would not let
+through (as a write queued under looser rules, or by an older version of the app, would be).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from browser_support import Target, log_day, outbox, sign_in, wait_pill
+from playwright.sync_api import Page, expect
+from sync_support import wait_for
+
+TODAY = dt.date.today().isoformat()
+YESTERDAY = (dt.date.today() - dt.timedelta(days=1)).isoformat()
+
+
+def queue_unchecked(page: Page, date: str, fields: dict[str, object]) -> None:
+    page.evaluate("([date, fields]) => window.pulse.engine.write(date, 'set', fields)", [date, fields])
+
+
+def test_a_rejected_write_is_listed_with_its_message_and_can_be_discarded(page: Page, target: Target) -> None:
+    sign_in(page, target)
+    queue_unchecked(page, YESTERDAY, {"steps": 200000})
+    wait_pill(page, "1 rejected")
+    page.get_by_role("link", name="Sync").click()
+    rejected = page.locator("#rejected-list li")
+    expect(rejected).to_have_count(1)
+    expect(rejected).to_contain_text(YESTERDAY)
+    expect(rejected.locator(".message")).to_have_text("steps: 200000 is out of range (allowed 0 to 100000 steps)")
+    assert target.stored(YESTERDAY) is None
+    assert [m["status"] for m in outbox(page)] == ["rejected"]
+
+    rejected.get_by_role("button", name="Discard").click()
+    expect(page.locator("#rejected-list")).to_have_text("None.")
+    assert outbox(page) == []
+    wait_pill(page, "Online · synced")
+
+
+def test_a_rejected_write_can_be_fixed_in_the_form_and_then_reaches_the_server(page: Page, target: Target) -> None:
+    sign_in(page, target)
+    queue_unchecked(page, YESTERDAY, {"weight_kg": 600, "note": "new scale"})
+    wait_pill(page, "1 rejected")
+    page.get_by_role("link", name="Sync").click()
+    page.locator("#rejected-list li").get_by_role("button", name="Fix").click()
+
+    expect(page.locator("#log-title")).to_have_text(f"Fix the change for {YESTERDAY}")
+    weight = page.get_by_label("Weight")
+    expect(weight).to_have_value("600")
+    expect(page.locator("#e-weight_kg")).to_have_text("weight_kg: 600 is out of range (allowed 20 to 500 kg)")
+    expect(weight).to_be_focused()
+    weight.fill("72")
+    page.get_by_role("button", name="Save").click()
+
+    wait_for(lambda: target.stored(YESTERDAY), 20, "the fixed entry on the server")
+    stored = target.stored(YESTERDAY)
+    assert stored is not None and stored["weight_kg"] == "72.00" and stored["note"] == "new scale"
+    wait_pill(page, "Online · synced")
+    assert {m["status"] for m in outbox(page)} == {"done"}
+
+
+def test_invalid_input_shows_the_cli_message_and_queues_nothing(page: Page, target: Target) -> None:
+    sign_in(page, target)
+    log_day(page, TODAY, sleep_hours="7,5", steps="9000")
+    message = "sleep_hours: '7,5' is not a number (allowed 0 to 24 h)"
+    expect(page.locator("#log-status")).to_have_text(message)
+    expect(page.locator("#e-sleep_hours")).to_have_text(message)
+    sleep = page.get_by_label("Sleep")
+    expect(sleep).to_have_attribute("aria-invalid", "true")
+    expect(sleep).to_be_focused()
+    assert outbox(page) == []
+
+    # Leaving a field checks it at once.
+    page.get_by_label("Steps").fill("100001")
+    page.get_by_label("Steps").press("Tab")
+    expect(page.locator("#e-steps")).to_have_text("steps: 100001 is out of range (allowed 0 to 100000 steps)")
+    page.get_by_label("Date").fill((dt.date.today() + dt.timedelta(days=3)).isoformat())
+    page.get_by_label("Sleep").fill("7.5")
+    page.get_by_label("Steps").fill("9000")
+    page.get_by_role("button", name="Save").click()
+    latest = (dt.date.today() + dt.timedelta(days=1)).isoformat()
+    future = (dt.date.today() + dt.timedelta(days=3)).isoformat()
+    expect(page.locator("#log-status")).to_have_text(f"date: {future} is in the future (allowed up to {latest})")
+    assert outbox(page) == []
+
+    page.get_by_label("Date").fill(TODAY)
+    page.get_by_label("Sleep").fill("2.5")
+    page.get_by_label("Steps").fill("9000")
+    page.get_by_role("button", name="Save").click()
+    expect(page.locator("#log-status")).to_contain_text("sleep_hours: 2.5 h is unusually low (warning below 3 h)")
+    assert len(outbox(page)) == 1
+
+
+def test_a_day_can_be_logged_with_the_keyboard_alone(page: Page, target: Target) -> None:
+    sign_in(page, target)
+    page.goto(target.app_url + f"#log/{TODAY}")
+    page.get_by_label("Sleep").focus()  # the date input keeps Tab for its own day, month and year parts
+    page.keyboard.type("8")  # sleep
+    page.keyboard.press("Tab")
+    page.keyboard.type("55")  # HRV
+    page.keyboard.press("Tab")  # method: keep RMSSD
+    page.keyboard.press("Tab")
+    page.keyboard.type("10000")  # steps
+    page.keyboard.press("Enter")
+    expect(page.locator("#log-status")).to_contain_text("Saved")
+    wait_for(lambda: target.stored(TODAY), 20, "the entry on the server")
+    stored = target.stored(TODAY)
+    assert stored is not None
+    assert (stored["sleep_hours"], stored["hrv_ms"], stored["steps"]) == ("8.00", "55.00", "10000")
+
+
+def test_every_screen_labels_its_fields_and_fits_a_360_px_screen(page: Page, target: Target) -> None:
+    page.goto(target.app_url)
+    unlabelled = ("[...document.querySelectorAll('input, select, textarea')]"
+                  ".filter(e => !e.labels.length).map(e => e.id)")
+    overflow = "document.documentElement.scrollWidth > document.documentElement.clientWidth"
+    assert page.evaluate(unlabelled) == []
+    assert page.evaluate(overflow) is False
+    sign_in(page, target)
+    log_day(page, TODAY, sleep_hours="7.5", steps="9000", note="a rather long note " * 8)
+    for screen in ("today", "log", "history", "sync"):
+        page.goto(target.app_url + f"#{screen}")
+        expect(page.locator(f"#screen-{screen}")).to_be_visible()
+        assert page.evaluate(overflow) is False, screen
+    assert page.evaluate(unlabelled) == []
+    live = page.evaluate("[...document.querySelectorAll('[aria-live], [role=alert], [role=status]')].map(e => e.id)")
+    assert {"sync-pill", "log-status", "signin-error", "sync-error"} <= set(live)
+
+
+def test_signing_out_forgets_the_account_and_its_data_on_this_device(page: Page, target: Target) -> None:
+    sign_in(page, target)
+    log_day(page, TODAY, sleep_hours="7", steps="8000")
+    wait_pill(page, "Online · synced")
+    page.get_by_role("button", name="Sign out").click()
+    expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+    assert page.evaluate("window.pulse.engine.view.size") == 0
+    page.reload()
+    expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+    assert target.stored(TODAY) is not None  # still on the server, only this device forgot it
