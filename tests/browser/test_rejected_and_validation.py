@@ -133,6 +133,7 @@ def test_signing_out_forgets_the_account_and_its_data_on_this_device(page: Page,
     sign_in(page, target)
     log_day(page, TODAY, sleep_hours="7", steps="8000")
     wait_pill(page, "Online · synced")
+    page.get_by_role("link", name="Sync").click()
     page.get_by_role("button", name="Sign out").click()
     expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
     assert page.evaluate("window.pulse.engine.view.size") == 0

@@ -54,7 +54,6 @@ function route() {
   for (const s of SCREENS) $(`screen-${s}`).hidden = s !== screen;
   $('loading').hidden = true;
   $('tabs').hidden = !signedIn;
-  $('signout').hidden = !signedIn;
   for (const a of $('tabs').querySelectorAll('a')) {
     if (a.getAttribute('href') === `#${screen}`) a.setAttribute('aria-current', 'page');
     else a.removeAttribute('aria-current');
@@ -138,7 +137,7 @@ function renderToday() {
 function renderChart(entries) {
   const days = 28;
   const end = Date.parse(localToday() + 'T00:00:00Z');
-  const W = 560; const H = 180; const left = 34; const right = 10; const top = 12; const bottom = 26;
+  const W = 360; const H = 190; const left = 30; const right = 10; const top = 12; const bottom = 26;
   const x = (i) => left + (i * (W - left - right)) / (days - 1);
   const y = (score) => top + ((100 - score) * (H - top - bottom)) / 100;
   const byDate = new Map(entries.map((e) => [e.date, e]));
@@ -190,11 +189,11 @@ function renderHistory() {
     const head = el('div', { class: 'head' },
       el('span', { class: 'date' }, e.date),
       el('span', {}, e.score != null ? `Score ${e.score}` : 'No score'),
-      e.pending ? el('span', { class: 'tag' }, 'not synced') : null);
+      e.pending ? el('span', { class: 'tag' }, 'not synced') : null,
+      el('a', { href: `#log/${e.date}`, class: 'edit', 'aria-label': `Edit ${e.date}` }, 'Edit'));
     list.append(el('li', { 'data-date': e.date }, head,
       el('p', { class: 'facts' }, describe(e) || 'no values'),
-      e.note ? el('p', { class: 'facts' }, `Note: ${e.note}`) : null,
-      el('a', { href: `#log/${e.date}`, class: 'button secondary', 'aria-label': `Edit ${e.date}` }, 'Edit')));
+      e.note ? el('p', { class: 'facts' }, `Note: ${e.note}`) : null));
   }
   $('history-empty').hidden = entries.length > 0;
 }
@@ -426,7 +425,11 @@ async function main() {
   $('sync-now').addEventListener('click', () => { engine.reachable = true; engine.resume(); });
   $('f-date').addEventListener('change', () => { fixing = null; openLog($('f-date').value || localToday()); });
   for (const name of ['sleep_hours', 'hrv_ms', 'steps', 'weight_kg', 'note']) {
-    $(`f-${name}`).addEventListener('blur', () => checkField(name));
+    // Not when leaving for a button: the message would move the button away under the pointer, and
+    // saving checks everything anyway.
+    $(`f-${name}`).addEventListener('blur', (event) => {
+      if (!(event.relatedTarget instanceof HTMLButtonElement)) checkField(name);
+    });
   }
   addEventListener('hashchange', () => { if (!location.hash.startsWith('#log')) fixing = null; route(); });
   addEventListener('online', render);
