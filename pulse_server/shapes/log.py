@@ -16,6 +16,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
+from psycopg.abc import Buffer
+from psycopg.adapt import Loader
+from psycopg.pq import Format
 
 from pulse_server.replication.reader import LOG_CHANNEL
 
@@ -24,6 +27,7 @@ GRANTS_CHANNEL = "pulse_grants"
 log = logging.getLogger("pulse.shapes")
 
 Offset = tuple[int, int]
+SnapshotRow = tuple[int, bytes | None, dict[str, Any] | None]  # (user_id, stored message, value)
 
 
 @dataclass(frozen=True)
@@ -52,12 +56,21 @@ def read_head(conn: psycopg.Connection[Any]) -> Head:
     return Head((int(row[0]), int(row[1])), int(row[2]))
 
 
+class _RawText(Loader):
+    """Text columns as their UTF-8 bytes, undecoded: stored messages go to the response as they are."""
+
+    format = Format.BINARY
+
+    def load(self, data: Buffer) -> bytes:
+        return bytes(data)
+
+
 def read_snapshot(
     conn: psycopg.Connection[Any], user_ids: Sequence[int], stored_messages: bool = False
-) -> tuple[list[tuple[int, str | None, dict[str, Any] | None]], Head]:
+) -> tuple[list[SnapshotRow], Head]:
     """Current rows of these users and the log position they reflect (one consistent read).
 
-    Each row comes as (user_id, message, value). With `stored_messages`, the message is the one the
+    Each row comes as (user_id, message, value). With `stored_messages`, the message is the JSON the
     reader stored (the value only where there is none); otherwise the message is None."""
     conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
     head = read_head(conn)
@@ -66,7 +79,9 @@ def read_snapshot(
                  " WHERE user_id = ANY(%s) ORDER BY user_id, date")
     else:
         query = "SELECT user_id, NULL::text, value FROM shape_rows WHERE user_id = ANY(%s) ORDER BY user_id, date"
-    rows = conn.execute(query, (list(user_ids),)).fetchall()
+    cursor = conn.cursor(binary=True)
+    cursor.adapters.register_loader("text", _RawText)
+    rows = cursor.execute(query, (list(user_ids),)).fetchall()
     return [(int(r[0]), r[1], r[2]) for r in rows], head
 
 

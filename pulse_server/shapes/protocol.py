@@ -38,6 +38,11 @@ EXPOSE_HEADERS = (
     "electric-chunk-last-offset, etag, retry-after"
 )
 LIVE_HOLD_S = 20.0
+# An SSE stream is held this long, then ended (the client reconnects from its last up-to-date), with
+# a comment line after each quiet interval so proxies and load balancers keep the connection open.
+SSE_HOLD_S = 60.0
+SSE_KEEPALIVE_S = 15.0
+SSE_KEEPALIVE = b": keep-alive\n\n"
 _OFFSET = re.compile(r"^(\d+)_(\d+)$")
 
 
@@ -57,6 +62,7 @@ class ShapeRequest:
     columns: tuple[str, ...]
     replica: str
     predicate: Predicate | None = field(default=None, compare=False)
+    sse: bool = False  # live changes as server-sent events (live_sse=true) rather than long polls
 
     @property
     def position(self) -> tuple[int, int]:
@@ -86,8 +92,9 @@ def parse_request(query: Mapping[str, str], params: Mapping[str, str]) -> ShapeR
     if offset not in (None, "-1", "now") and not handle:
         errors["handle"] = ["handle is required unless offset is -1 or now"]
     live = query.get("live") == "true"
-    if query.get("live_sse") == "true" or query.get("experimental_live_sse") == "true":
-        errors["live_sse"] = ["server-sent events are not supported: use long polling (the default)"]
+    sse = query.get("live_sse") == "true" or query.get("experimental_live_sse") == "true"
+    if sse and not live:
+        errors["live_sse"] = ["can only be true when live is true"]
     if live and offset in ("-1", "now"):
         errors["live"] = ["can't be true with offset -1 or now"]
     replica = query.get("replica", "default")
@@ -113,7 +120,7 @@ def parse_request(query: Mapping[str, str], params: Mapping[str, str]) -> ShapeR
     if errors:
         raise ShapeRequestError(errors)
     assert offset is not None
-    return ShapeRequest(offset, handle, live, where_text, dict(params), columns, replica, predicate)
+    return ShapeRequest(offset, handle, live, where_text, dict(params), columns, replica, predicate, sse=sse)
 
 
 def key(user_id: int | str, date: str) -> str:
@@ -147,6 +154,20 @@ def encode(message: Any) -> str:
 
 def up_to_date(lsn: int) -> dict[str, Any]:
     return {"headers": {"control": "up-to-date", "global_last_seen_lsn": str(lsn)}}
+
+
+def sse_event(message: dict[str, Any]) -> bytes:
+    """One message as one server-sent event (JSON holds no raw newline, so one `data:` line)."""
+    return b"data: " + encode(message).encode() + b"\n\n"
+
+
+def sse_up_to_date(position: tuple[int, int]) -> dict[str, Any]:
+    """The up-to-date that ends a batch on an SSE stream. There the client takes its next offset from
+    this message alone, as `<global_last_seen_lsn>_0`, and offsets are exclusive; so a position inside
+    a transaction (op > 0) is sent as the next LSN: after every change of that transaction, and before
+    any later one (a later commit's LSN is past this commit record)."""
+    lsn, op = position
+    return up_to_date(lsn + 1 if op > 0 else lsn)
 
 
 def snapshot_end(xmin: str, xmax: str, xip: list[str]) -> dict[str, Any]:

@@ -1,19 +1,30 @@
-"""`GET /v1/shape`: snapshots, catch-up and live long-polling, scoped by the caller's token."""
+"""`GET /v1/shape`: snapshots, catch-up, live long polls and SSE streams, scoped by the caller's token."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import StreamingResponse
 
 from pulse_server.accounts import Principal, principal_for_token
 from pulse_server.db.database import Database
 from pulse_server.shapes import protocol
-from pulse_server.shapes.log import Head, LogChange, LogWatcher, read_changes, read_head, read_snapshot
+from pulse_server.shapes.log import (
+    Head,
+    LogChange,
+    LogWatcher,
+    SnapshotRow,
+    read_changes,
+    read_head,
+    read_snapshot,
+)
 from pulse_server.shapes.scope import Origin, Scope, read_origin, resolve_scope, shape_handle
 
 router = APIRouter(tags=["shapes"])
@@ -55,6 +66,8 @@ async def shape(request: Request) -> Response:
         return _respond(request, req, handle, messages, position, up_to_date=False)
     if req.offset == "now":
         return _respond(request, req, handle, [protocol.up_to_date(head.offset[0])], head.offset, up_to_date=True)
+    if req.sse:
+        return _sse(request, req, handle, scope, db, who)
     return await _changes(request, req, handle, scope, db, who)
 
 
@@ -85,14 +98,14 @@ def _visible(req: protocol.ShapeRequest, row: dict[str, Any], username: str | No
     return req.predicate is None or req.predicate({**row, "username": username})
 
 
-def _snapshot(db: Database, req: protocol.ShapeRequest, scope: Scope) -> tuple[list[str], tuple[int, int]]:
-    """The snapshot's messages as JSON texts, ending in snapshot-end, and the log position it reflects.
+def _snapshot(db: Database, req: protocol.ShapeRequest, scope: Scope) -> tuple[list[bytes], tuple[int, int]]:
+    """The snapshot's messages as encoded JSON, ending in snapshot-end, and the log position it reflects.
 
     With every column and no filter (what clients ask for), each row's message is the text the
     reader stored with it (a row with none is encoded here): no per-row JSON work per request."""
     whole = req.columns == protocol.ALL_COLUMNS and req.predicate is None
 
-    def read(conn: Any) -> tuple[list[tuple[int, str | None, dict[str, Any] | None]], Head, tuple[str, str, list[str]]]:
+    def read(conn: Any) -> tuple[list[SnapshotRow], Head, tuple[str, str, list[str]]]:
         rows, head = read_snapshot(conn, sorted(scope.user_ids), stored_messages=whole)
         snap = conn.execute(
             "SELECT pg_snapshot_xmin(s)::text, pg_snapshot_xmax(s)::text,"
@@ -110,8 +123,8 @@ def _snapshot(db: Database, req: protocol.ShapeRequest, scope: Scope) -> tuple[l
         username = scope.usernames.get(user_id)
         if _visible(req, row, username):
             messages.append(protocol.encode(
-                protocol.change_message("insert", protocol.shape_value(row, username, req.columns))))
-    messages.append(protocol.encode(protocol.snapshot_end(xmin, xmax, xip)))
+                protocol.change_message("insert", protocol.shape_value(row, username, req.columns))).encode())
+    messages.append(protocol.encode(protocol.snapshot_end(xmin, xmax, xip)).encode())
     return messages, head.offset
 
 
@@ -153,6 +166,26 @@ def _read_from_db(
     return result
 
 
+async def _rescoped(request: Request, req: protocol.ShapeRequest, handle: str, db: Database,
+                    who: Principal) -> str | None:
+    """After grants changed: the caller's new handle if this changed their scope, else None."""
+    if not who.is_coach:
+        return None
+    scope, head, origin = await run_in_threadpool(_scope_and_head, request, db, who)
+    current = shape_handle(req.definition(), scope, origin, head.generation)
+    return None if current == handle else current
+
+
+async def _read_after(
+    watcher: LogWatcher | None, db: Database, scope: Scope, after: tuple[int, int]
+) -> tuple[list[LogChange], tuple[int, int], bool]:
+    """From the watcher's one in-memory read of the log when it covers `after`, else the database."""
+    if watcher is not None and watcher.covers(after):
+        changes, reached = watcher.changes_after(after, scope.user_ids)
+        return changes, reached, True
+    return await run_in_threadpool(_read_from_db, db, scope, after)
+
+
 async def _changes(
     request: Request, req: protocol.ShapeRequest, handle: str, scope: Scope, db: Database, who: Principal
 ) -> Response:
@@ -163,15 +196,10 @@ async def _changes(
     while True:
         if watcher is not None and epoch != watcher.grants_epoch:
             epoch = watcher.grants_epoch
-            if who.is_coach:  # grants changed while this request was held: check the scope again
-                scope, head, origin = await run_in_threadpool(_scope_and_head, request, db, who)
-                if shape_handle(req.definition(), scope, origin, head.generation) != handle:
-                    return _must_refetch(shape_handle(req.definition(), scope, origin, head.generation))
-        at_head = True
-        if watcher is not None and watcher.covers(after):
-            changes, reached = watcher.changes_after(after, scope.user_ids)
-        else:
-            changes, reached, at_head = await run_in_threadpool(_read_from_db, db, scope, after)
+            # Grants changed while this request was held: check the scope again.
+            if (new_handle := await _rescoped(request, req, handle, db, who)) is not None:
+                return _must_refetch(new_handle)
+        changes, reached, at_head = await _read_after(watcher, db, scope, after)
         messages = _log_messages(req, scope, changes)
         remaining = deadline - time.monotonic()
         if messages or not req.live or remaining <= 0 or watcher is None or await request.is_disconnected():
@@ -183,23 +211,72 @@ async def _changes(
         await watcher.wait(min(remaining, 5.0), after, epoch, scope.user_ids)
 
 
+def _sse(
+    request: Request, req: protocol.ShapeRequest, handle: str, scope: Scope, db: Database, who: Principal
+) -> Response:
+    """Live mode over server-sent events: one response carries every change for SSE_HOLD_S, each
+    batch ending in up-to-date. Held streams wait on the same watcher as long polls, so one read of
+    the log serves them all. Starlette cancels the stream when the client goes away."""
+    watcher: LogWatcher | None = getattr(request.app.state, "watcher", None)
+
+    async def events() -> AsyncIterator[bytes]:
+        after = req.position
+        epoch = watcher.grants_epoch if watcher is not None else 0
+        started = quiet_since = time.monotonic()
+        while True:
+            if watcher is not None and epoch != watcher.grants_epoch:
+                epoch = watcher.grants_epoch
+                if await _rescoped(request, req, handle, db, who) is not None:
+                    return  # the stream cannot turn into a 409: end it, and the next request gets one
+            changes, reached, at_head = await _read_after(watcher, db, scope, after)
+            messages = _log_messages(req, scope, changes)
+            after = max(after, reached)
+            if messages:
+                if at_head:
+                    messages.append(protocol.sse_up_to_date(after))
+                yield b"".join(protocol.sse_event(m) for m in messages)
+                quiet_since = time.monotonic()
+            if not at_head:
+                continue  # more of the log to read from the database first
+            now = time.monotonic()
+            if now - started >= protocol.SSE_HOLD_S:
+                return
+            if now - quiet_since >= protocol.SSE_KEEPALIVE_S:
+                yield protocol.SSE_KEEPALIVE
+                quiet_since = now
+            timeout = min(started + protocol.SSE_HOLD_S, quiet_since + protocol.SSE_KEEPALIVE_S) - now
+            if watcher is None:
+                await asyncio.sleep(min(timeout, 1.0))
+            else:
+                await watcher.wait(timeout, after, epoch, scope.user_ids)
+
+    headers = {
+        "electric-handle": handle,
+        "electric-offset": protocol.offset_text(req.position),
+        "electric-cursor": protocol.live_cursor(),
+        "cache-control": "private, no-cache",
+        "vary": "Authorization",
+        "x-accel-buffering": "no",  # nginx: pass each event on at once
+    }
+    return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
+
+
 def _respond(
     request: Request,
     req: protocol.ShapeRequest,
     handle: str,
-    messages: list[dict[str, Any]] | list[str],
+    messages: list[dict[str, Any]] | list[bytes],
     position: tuple[int, int],
     up_to_date: bool,
 ) -> Response:
-    """`messages` are dicts, or JSON texts (a snapshot's, already encoded)."""
+    """`messages` are dicts, or encoded JSON (a snapshot's)."""
     offset = protocol.offset_text(position)
-    texts = [m if isinstance(m, str) else protocol.encode(m) for m in messages]
-    body = "[" + ",".join(texts) + "]"
+    body = b"[" + b",".join(m if isinstance(m, bytes) else protocol.encode(m).encode() for m in messages) + b"]"
     # A snapshot's content follows from the handle (definition, scope, generation) and the log
     # position it reflects: not hashed from the body (megabytes), nor from snapshot-end, whose
     # xmin/xmax move with every transaction in the cluster.
-    material = f"{handle}:{req.offset}:{offset}" + ("" if req.offset == "-1" else f":{body}")
-    etag = '"' + hashlib.sha256(material.encode()).hexdigest()[:32] + '"'
+    material = f"{handle}:{req.offset}:{offset}".encode() + (b"" if req.offset == "-1" else b":" + body)
+    etag = '"' + hashlib.sha256(material).hexdigest()[:32] + '"'
     headers = {
         "electric-handle": handle,
         "electric-offset": offset,

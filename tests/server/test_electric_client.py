@@ -544,21 +544,33 @@ def test_a_fresh_electric_stream_is_not_mistaken_for_a_stale_cache_when_a_coachs
     assert len(snapshots) == 1 and warnings == [], (len(snapshots), warnings)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "SSE is not implemented: with `liveSse: true` the client sends live_sse=true and expects text/event-stream "
-    "(node_modules/@electric-sql/client/src/client.ts:1641-1648, 1764); the server refuses it with a 400 naming "
-    "live_sse, so nothing is lost silently, but the stream does not receive live changes over SSE"
-))
 def test_a_live_sse_electric_stream_receives_live_changes(
     shape_server: ServerProcess, make_user: Callable[..., User], pg: psycopg.Connection[Any],
     follow: Callable[..., NodeStream],
 ) -> None:
     athlete = make_user()
     _put(shape_server, athlete, DAYS[0], {"steps": 8000})
+    _put(shape_server, athlete, DAYS[1], {"steps": 5000})
     columns = _wait_until_served(shape_server, pg, athlete)
     stream = follow(athlete, "athlete-sse", "--live-sse")
     stream.wait_rows(_pg_rows(pg, [athlete], columns))
     time.sleep(0.3)  # the client's live SSE request is now held by the server
     mark = stream.mark()
-    pg.execute("UPDATE entries SET steps = 8001 WHERE user_id = %s", (athlete.id,))
+    pg.execute("UPDATE entries SET steps = 8001 WHERE user_id = %s AND date = %s", (athlete.id, DAYS[0]))
     stream.wait_for("the change over SSE", _change_for(athlete, DAYS[0], "steps", 8001), mark, timeout_s=3)
+    with pg.transaction():  # two changes in one transaction, then one more: each arrives once, in order
+        pg.execute("UPDATE entries SET steps = 8002 WHERE user_id = %s AND date = %s", (athlete.id, DAYS[0]))
+        pg.execute("UPDATE entries SET steps = 5001 WHERE user_id = %s AND date = %s", (athlete.id, DAYS[1]))
+    pg.execute("UPDATE entries SET steps = 8003 WHERE user_id = %s AND date = %s", (athlete.id, DAYS[0]))
+    stream.wait_for("the last change over SSE", _change_for(athlete, DAYS[0], "steps", 8003), mark, timeout_s=3)
+    stream.wait_rows(_pg_rows(pg, [athlete], columns), mark)
+    steps = [m["value"]["steps"] for e in stream.of("messages", mark) for m in _changes(e)]
+    assert steps == [8001, 8002, 5001, 8003], steps  # int4 parsed by the client
+    sse = [e for e in stream.of("http") if e["params"].get("live_sse") == "true"]
+    assert sse and all(e["status"] == 200 for e in sse), sse
+    assert sse[0]["headers"]["content-type"].startswith("text/event-stream"), sse[0]["headers"]
+    assert {"electric-handle", "electric-offset", "electric-cursor"} <= set(sse[0]["headers"]), sse[0]["headers"]
+    # The changes came over the held stream, not over new requests.
+    live = [e for e in stream.of("http", mark) if e["params"].get("live") == "true"]
+    assert live == [], [e["params"] for e in live]
+    assert stream.of("warning") == [] and stream.of("error") == []

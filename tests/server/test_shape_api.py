@@ -537,6 +537,7 @@ def test_an_unknown_handle_is_409_must_refetch_with_the_current_handle(
         ({"offset": "-1", "table": "entries; drop table entries"}, "table"),
         ({"offset": "-1", "table": ""}, "table"),
         ({"offset": "-1", "replica": "half"}, "replica"),
+        ({"offset": "-1", "live_sse": "true"}, "live_sse"),
     ],
 )
 def test_a_bad_request_is_400_naming_the_parameter_with_no_store(
@@ -835,6 +836,108 @@ def test_a_coachs_held_live_request_answers_409_at_once_when_an_athlete_revokes(
     pg.execute("UPDATE entries SET steps = 2 WHERE user_id = %s", (athlete.id,))
     time.sleep(0.3)
     assert change_messages(follower.catch_up().json()) == []
+
+
+# -- live mode over server-sent events ---------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def sse_stream(follower: Follower, flag: str = "live_sse") -> Iterator[tuple[httpx.Response, Iterator[str]]]:
+    """A live SSE request from the follower's position: the response (headers in), and its lines."""
+    query = {"table": "entries", **follower.params, "offset": follower.offset, "handle": follower.handle,
+             "live": "true", flag: "true"}
+    with follower.api.http.stream("GET", SHAPE, params=query) as response:
+        yield response, response.iter_lines()
+
+
+def sse_batch(lines: Iterator[str]) -> list[Message]:
+    """The events up to and including the next up-to-date (keep-alive comments skipped)."""
+    batch: list[Message] = []
+    for line in lines:
+        if line.startswith("data: "):
+            batch.append(json.loads(line[len("data: "):]))
+            if batch[-1]["headers"].get("control") == "up-to-date":
+                return batch
+        else:
+            assert line == "" or line.startswith(":"), line
+    raise AssertionError(f"the stream ended before an up-to-date: {batch}")
+
+
+@pytest.mark.parametrize("flag", ["live_sse", "experimental_live_sse"])
+def test_an_sse_stream_carries_each_change_once_and_its_up_to_date_gives_an_exclusive_offset(
+    flag: str, new_user: Callable[..., User], shape_client: Callable[[User | None], Api],
+    pg: psycopg.Connection[Any],
+) -> None:
+    user = new_user()
+    follower = Follower(shape_client(user)).follow()
+    with sse_stream(follower, flag) as (response, lines):
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        assert response.headers["electric-handle"] == follower.handle
+        assert response.headers["electric-offset"] == follower.offset and response.headers["electric-cursor"]
+        assert "private" in response.headers["cache-control"] and "no-cache" in response.headers["cache-control"]
+        with pg.transaction():  # two changes in one transaction: the up-to-date falls after the second
+            pg.execute("INSERT INTO entries (user_id, date, steps) VALUES (%s, '2026-11-01', 1)", (user.id,))
+            pg.execute("INSERT INTO entries (user_id, date, steps) VALUES (%s, '2026-11-02', 2)", (user.id,))
+        first = sse_batch(lines)
+        pg.execute("UPDATE entries SET steps = 3 WHERE user_id = %s AND date = '2026-11-01'", (user.id,))
+        second = sse_batch(lines)
+    assert [(m["key"], m["headers"]["operation"]) for m in change_messages(first)] == [
+        (key(user.id, "2026-11-01"), "insert"), (key(user.id, "2026-11-02"), "insert")]
+    assert [(m["key"], m["value"]["steps"]) for m in change_messages(second)] == [(key(user.id, "2026-11-01"), "3")]
+    # The client resumes from `<global_last_seen_lsn>_0`: past every change it was sent, before any later one.
+    last = change_messages(first)[-1]["headers"]
+    resume = f'{first[-1]["headers"]["global_last_seen_lsn"]}_0'
+    assert last["op_position"] == 1 and resume == f'{int(last["lsn"]) + 1}_0'
+    assert [m["value"]["steps"] for m in change_messages(get_shape(
+        follower.api, offset=resume, handle=follower.handle).json())] == ["3"]
+    single = change_messages(second)[-1]["headers"]
+    assert single["op_position"] == 0 and second[-1]["headers"]["global_last_seen_lsn"] == single["lsn"]
+    after = get_shape(follower.api, offset=f'{single["lsn"]}_0', handle=follower.handle)
+    assert change_messages(after.json()) == [] and "electric-up-to-date" in after.headers
+
+
+def test_an_sse_stream_never_carries_another_users_changes(
+    new_user: Callable[..., User], shape_client: Callable[[User | None], Api], pg: psycopg.Connection[Any]
+) -> None:
+    me, other = new_user(), new_user()
+    follower = Follower(shape_client(me)).follow()
+    with sse_stream(follower) as (_, lines):
+        pg.execute("INSERT INTO entries (user_id, date, steps) VALUES (%s, '2026-11-03', 1)", (other.id,))
+        time.sleep(0.3)
+        pg.execute("INSERT INTO entries (user_id, date, steps) VALUES (%s, '2026-11-03', 2)", (me.id,))
+        batch = sse_batch(lines)
+    assert [m["key"] for m in change_messages(batch)] == [key(me.id, "2026-11-03")]
+
+
+def test_a_quiet_sse_stream_sends_a_keep_alive_comment_about_every_15_s(
+    new_user: Callable[..., User], shape_client: Callable[[User | None], Api]
+) -> None:
+    follower = Follower(shape_client(new_user())).follow()
+    with sse_stream(follower) as (_, lines):
+        started = time.monotonic()
+        line = next(lines)
+        waited = time.monotonic() - started
+    assert line == ": keep-alive" and 13 <= waited <= 20, (line, waited)
+
+
+def test_a_coachs_sse_stream_ends_when_an_athlete_revokes_and_the_next_request_is_409(
+    new_user: Callable[..., User], shape_client: Callable[[User | None], Api], pg: psycopg.Connection[Any]
+) -> None:
+    coach, athlete = new_user(coach=True), new_user()
+    assert shape_client(athlete).post("/v1/grants", json={"coach": coach.username}).status_code == 201
+    pg.execute("INSERT INTO entries (user_id, date, steps) VALUES (%s, '2026-11-27', 1)", (athlete.id,))
+    api = shape_client(coach)
+    snapshot_settles(api, pg, athlete.id)
+    follower = Follower(api).follow()
+    with sse_stream(follower) as (_, lines):
+        assert shape_client(athlete).delete(f"/v1/grants/{coach.username}").status_code == 204
+        revoked = time.monotonic()
+        rest = list(lines)  # until the server ends the stream
+        waited = time.monotonic() - revoked
+    assert [line for line in rest if line.startswith("data: ")] == [] and waited < 2, (rest, waited)
+    again = get_shape(api, offset=follower.offset, handle=follower.handle, live="true", live_sse="true")
+    assert again.status_code == 409 and again.headers["electric-handle"] != follower.handle
 
 
 # -- headers -----------------------------------------------------------------------------------------
