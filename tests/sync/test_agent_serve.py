@@ -5,22 +5,20 @@ an Electric shape that a CLI edit reaches live, and signs in offline with a pass
 from __future__ import annotations
 
 import json
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import psycopg
 import pytest
 from sync_support import (
-    PULSE,
+    BROWSER,
     Device,
+    ServedDevice,
     User,
     applied_mutations,
-    clean_env,
     day,
     free_port,
     wait_for,
@@ -28,53 +26,6 @@ from sync_support import (
 )
 
 pytestmark = pytest.mark.e2e
-BROWSER = "browser0000000001"
-
-
-class ServedDevice:
-    def __init__(self, device: Device, log_path: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._log = log_path.open("w")
-        self.log_path = log_path
-        self.proc = subprocess.Popen(
-            [str(PULSE), "agent", "--serve", "--port", str(self.port), "--interval", "2"],
-            env=clean_env(PULSE_HOME=str(device.home), NO_COLOR="1"), stdout=self._log, stderr=subprocess.STDOUT)
-        wait_for(self._up, 30, f"pulse agent --serve on {self.url}", every_s=0.1)
-
-    def _up(self) -> bool:
-        if self.proc.poll() is not None:
-            raise AssertionError(f"pulse agent --serve exited:\n{self.log_path.read_text()}")
-        try:
-            return httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    def sign_in(self, username: str, password: str) -> httpx.Response:
-        return httpx.post(f"{self.url}/v1/auth/token", json={"username": username, "password": password}, timeout=10)
-
-    def token(self, user: User) -> str:
-        response = self.sign_in(user.username, user.password)
-        assert response.status_code == 200, response.text
-        return str(response.json()["access_token"])
-
-    def push(self, token: str, mutations: list[dict[str, Any]], client_id: str = BROWSER) -> httpx.Response:
-        return httpx.post(f"{self.url}/v1/sync/push", headers={"authorization": f"Bearer {token}"}, timeout=10,
-                          json={"protocol": 1, "client_id": client_id, "mutations": mutations})
-
-    def shape(self, token: str, timeout: float = 30, **params: str) -> httpx.Response:
-        return httpx.get(f"{self.url}/v1/shape", params={"table": "entries", **params}, timeout=timeout,
-                         headers={"authorization": f"Bearer {token}"})
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
-        self._log.close()
 
 
 @pytest.fixture
