@@ -24,7 +24,8 @@ class Target:
       exchanges changes with the same data the page syncs with;
     - `stored(date)`: that day's row as stored behind the API (text values, keys `STAMPED`), or None;
     - `settle()`: returns once every committed write is visible to shape readers (a no-op where
-      reads and writes share one store).
+      reads and writes share one store);
+    - optionally `revoke_sign_ins()`: make the server refuse every token the user holds.
     """
 
     name: str
@@ -34,6 +35,7 @@ class Target:
     new_device: Callable[[str], Device]
     stored: Callable[[str], dict[str, str | None] | None]
     settle: Callable[[], None]
+    revoke_sign_ins: Callable[[], None] | None = None  # optional: where tokens can be revoked
 
     @property
     def app_url(self) -> str:
@@ -90,3 +92,13 @@ def today_values(page: Page) -> dict[str, str]:
     shown = dict(zip(names, values, strict=True))
     shown["score"] = page.locator("#today-score").inner_text()
     return shown
+
+
+def pump_until(page: Page, condition: Callable[[], Any], timeout_s: float, what: str) -> Any:
+    """Like wait_for, but lets Playwright deliver events and route handlers while waiting."""
+    for _ in range(int(timeout_s * 10)):
+        value = condition()
+        if value:
+            return value
+        page.wait_for_timeout(100)
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")

@@ -31,7 +31,7 @@ if str(SYNC_TESTS) not in sys.path:
 from browser_support import STAMPED, Target  # noqa: E402
 from sync_support import PASSWORD, Device, PulseServer, User, wait_replicated  # noqa: E402
 
-from pulse_server.accounts import add_user  # noqa: E402
+from pulse_server.accounts import add_user, find_user, revoke_tokens  # noqa: E402
 from pulse_server.db.database import Database  # noqa: E402
 from pulse_server.settings import Settings  # noqa: E402
 
@@ -105,7 +105,14 @@ def _cloud_target(server: PulseServer, db: Database, pg: psycopg.Connection[tupl
                            (user.id, date)).fetchone()
         return None if found is None else dict(zip(STAMPED, found, strict=True))
 
-    return Target("cloud", server.url, name, PASSWORD, new_device, stored, lambda: wait_replicated(pg, user.id))
+    def revoke_sign_ins() -> None:
+        with db.session() as session:
+            account = find_user(session, name)
+            assert account is not None
+            revoke_tokens(session, account)
+
+    return Target("cloud", server.url, name, PASSWORD, new_device, stored, lambda: wait_replicated(pg, user.id),
+                  revoke_sign_ins)
 
 
 @pytest.fixture(params=["cloud"])

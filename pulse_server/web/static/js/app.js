@@ -50,7 +50,13 @@ function visibleEntries() {
 function route() {
   const [name, arg] = location.hash.replace(/^#/, '').split('/');
   const signedIn = Boolean(engine.token);
-  const screen = !signedIn ? 'signin' : (SCREENS.includes(name) && name !== 'signin' ? name : 'today');
+  // Signed in with a token the server refused: the data and the queue stay; signing in again resumes.
+  const again = signedIn && engine.needsSignIn && name === 'signin';
+  const screen = !signedIn || again ? 'signin' : (SCREENS.includes(name) && name !== 'signin' ? name : 'today');
+  if (screen === 'signin') {
+    $('signin-title').textContent = again ? 'Sign in again' : 'Sign in';
+    if (again && !$('signin-username').value) $('signin-username').value = engine.username || '';
+  }
   for (const s of SCREENS) $(`screen-${s}`).hidden = s !== screen;
   $('loading').hidden = true;
   $('tabs').hidden = !signedIn;
@@ -216,8 +222,9 @@ function renderSync() {
   if (engine.meta.clockOffsetMs) rows.push(['Clock offset', `${engine.meta.clockOffsetMs} ms`]);
   for (const [k, v] of rows) dl.append(el('dt', {}, k), el('dd', {}, v));
   $('sync-error').textContent = engine.needsSignIn
-    ? 'The server refused the saved sign-in. Sign out and in again: your queued changes are kept until then.'
+    ? 'The server refused the saved sign-in: sign in again to sync. Your queued changes are kept.'
     : (engine.lastError || '');
+  $('sync-signin').hidden = !engine.needsSignIn;
 
   const list = $('rejected-list');
   list.replaceChildren();

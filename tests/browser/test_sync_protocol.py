@@ -1,0 +1,102 @@
+"""The page's sync engine against the server's protocols: the shape cursor survives a reload, a
+`409 must-refetch` rebuilds the local copy without touching the outbox, and a refused sign-in stops
+sync without costing the queue."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from browser_support import Target, log_day, outbox, pump_until, ready, sign_in, wait_pill
+from playwright.sync_api import BrowserContext, Page, Request, Route, expect
+from sync_support import wait_for
+
+TODAY = dt.date.today().isoformat()
+YESTERDAY = (dt.date.today() - dt.timedelta(days=1)).isoformat()
+SAVED_SHAPE = "import('./js/store.js').then((store) => store.getMeta('shape'))"
+
+
+def shape_params(request: Request) -> dict[str, str]:
+    return {k: v[0] for k, v in parse_qs(urlsplit(request.url).query).items()}
+
+
+def test_a_reload_resumes_the_shape_from_the_saved_handle_and_offset(page: Page, target: Target) -> None:
+    sign_in(page, target)
+    log_day(page, TODAY, sleep_hours="7", steps="7000")
+    wait_pill(page, "Online · synced")
+    page.wait_for_function(f"{SAVED_SHAPE}.then((s) => s && s.upToDate && s.offset !== '-1')")
+    saved: dict[str, Any] = page.evaluate(SAVED_SHAPE)
+
+    asked: list[dict[str, str]] = []
+    page.on("request", lambda r: asked.append(shape_params(r)) if "/v1/shape" in r.url else None)
+    page.reload()
+    ready(page)
+    pump_until(page, lambda: asked, 10, "a shape request after the reload")
+    assert asked[0]["offset"] == saved["offset"] and asked[0]["handle"] == saved["handle"]
+    assert asked[0]["live"] == "true"
+    assert all(a["offset"] != "-1" for a in asked)
+    expect(page.locator("#today-values")).to_contain_text("7000")
+
+
+def test_must_refetch_rebuilds_the_copy_from_a_snapshot_and_keeps_pending_writes(
+    page: Page, context: BrowserContext, target: Target
+) -> None:
+    sign_in(page, target)
+    log_day(page, YESTERDAY, sleep_hours="6.5", steps="6000")
+    wait_pill(page, "Online · synced")
+
+    # Pushes fail for a while, so the next write stays pending through the refetch.
+    context.route("**/v1/sync/push", lambda route: route.abort("internetdisconnected"))
+    log_day(page, TODAY, sleep_hours="8", steps="11000")
+    wait_pill(page, "1 change queued")
+
+    refetched: list[dict[str, str]] = []
+    answered_409: list[bool] = []
+
+    def must_refetch_once(route: Route) -> None:
+        if not answered_409:
+            answered_409.append(True)
+            route.fulfill(status=409, headers={"electric-handle": "gone-handle", "content-type": "application/json"},
+                          body='[{"headers":{"control":"must-refetch"}}]')
+        else:
+            refetched.append(shape_params(route.request))
+            route.continue_()
+
+    context.route("**/v1/shape?*", must_refetch_once)
+    page.evaluate("window.pulse.engine.startPull()")
+    pump_until(page, lambda: refetched, 10, "the refetch after 409")
+    assert refetched[0]["offset"] == "-1" and "handle" not in refetched[0]
+
+    page.goto(target.app_url + "#history")
+    days = page.locator("#history-list li")
+    expect(days).to_have_count(2)  # the server's day from the new snapshot, and the pending one
+    expect(days.nth(0)).to_contain_text("not synced")
+    assert [m["status"] for m in outbox(page)] == ["done", "pending"]
+
+    context.unroute("**/v1/sync/push")
+    page.evaluate("window.pulse.engine.push()")
+    wait_for(lambda: target.stored(TODAY), 20, "the pending write on the server after the refetch")
+
+
+def test_a_refused_sign_in_keeps_the_queue_and_sync_resumes_after_signing_in_again(
+    page: Page, target: Target
+) -> None:
+    assert target.revoke_sign_ins is not None, "this target cannot revoke sign-ins"
+    sign_in(page, target)
+    wait_pill(page, "Online · synced")
+    target.revoke_sign_ins()
+    log_day(page, TODAY, sleep_hours="7.25", steps="8000")
+    wait_pill(page, "Sign in again to sync")
+    assert [m["status"] for m in outbox(page)] == ["pending"]
+    assert target.stored(TODAY) is None
+
+    page.get_by_role("link", name="Sync").click()
+    page.get_by_role("link", name="Sign in again").click()
+    expect(page.get_by_label("Username")).to_have_value(target.username)
+    page.get_by_label("Password").fill(target.password)
+    page.get_by_role("button", name="Sign in").click()
+    wait_for(lambda: target.stored(TODAY), 20, "the queued write on the server after signing in again")
+    stored = target.stored(TODAY)
+    assert stored is not None and stored["sleep_hours"] == "7.25"
+    wait_pill(page, "Online · synced")
