@@ -60,7 +60,10 @@ class Reconciler:
         self, conn: psycopg.Connection[Any], user_id: int, client_id: str, raw: Sequence[dict[str, Any]]
     ) -> BatchOutcome:
         """The batch in a handful of statements (see `_apply_batch_fast`); if Postgres still refuses a
-        value, the whole batch again one savepoint per mutation, so that only that mutation is rejected."""
+        value, the whole batch again one savepoint per mutation, so that only that mutation is rejected.
+
+        On a connection in pipeline mode (`Database.run(..., pipeline=True)`) the statements whose
+        results are not needed at once are sent together: a batch costs about three round trips."""
         # Pushes from one client are serialised, so concurrent duplicates see each other's records.
         conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, %s))", (client_id, user_id))
         try:
@@ -77,14 +80,6 @@ class Reconciler:
         repo = PostgresEntryRepository(conn)
         server_ms = self.now_ms()
         today = dt.datetime.fromtimestamp(server_ms / 1000, dt.UTC).date()
-        seqs = [item.get("seq") for item in raw]
-        earlier = {
-            int(seq): result
-            for seq, result in conn.execute(
-                "SELECT seq, result FROM applied_mutations WHERE user_id = %s AND client_id = %s AND seq = ANY(%s)",
-                (user_id, client_id, [s for s in seqs if isinstance(s, int)]),
-            )
-        }
         parsed: list[Mutation | dict[str, Any]] = []
         for item in raw:
             try:
@@ -93,6 +88,11 @@ class Reconciler:
                 parsed.append(mutation)
             except ValidationError as exc:
                 parsed.append({"seq": item.get("seq"), "status": "rejected", "error": _error_json(exc)})
+        seqs = [item.get("seq") for item in raw]
+        earlier_rows = conn.execute(
+            "SELECT seq, result FROM applied_mutations WHERE user_id = %s AND client_id = %s AND seq = ANY(%s)",
+            (user_id, client_id, [s for s in seqs if isinstance(s, int)]),
+        )
         dates = sorted({m.date for m in parsed if isinstance(m, Mutation)})
         if dates:  # in date order, so two batches never wait for each other in a cycle
             conn.execute(
@@ -101,6 +101,7 @@ class Reconciler:
                 (user_id, dates),
             )
         entries = {e.date: e for e in repo.get_many(str(user_id), dates, lock=True)}
+        earlier = {int(seq): result for seq, result in earlier_rows.fetchall()}
         results: list[dict[str, Any]] = []
         fresh: list[tuple[int, dict[str, Any]]] = []
         audit: list[tuple[Any, ...]] = []
@@ -122,15 +123,15 @@ class Reconciler:
             fresh.append((seq, result))
             results.append(result)
         repo.save_many(list(touched.values()))
-        with conn.cursor() as cur:
-            if audit:
+        if audit:
+            with conn.cursor() as cur:
                 cur.executemany(_AUDIT_SQL, audit)
-            if fresh:
-                cur.executemany(
-                    "INSERT INTO applied_mutations (user_id, client_id, seq, result, applied_at)"
-                    " VALUES (%s, %s, %s, %s, now())",
-                    [(user_id, client_id, seq, Jsonb(result)) for seq, result in fresh],
-                )
+        if fresh:  # one statement: every result of the batch as one JSON array
+            conn.execute(
+                "INSERT INTO applied_mutations (user_id, client_id, seq, result, applied_at)"
+                " SELECT %s, %s, (r->>'seq')::bigint, r, now() FROM jsonb_array_elements(%s) AS r",
+                (user_id, client_id, Jsonb([result for _, result in fresh])),
+            )
         row = conn.execute("SELECT pg_current_xact_id()::text, pg_current_wal_insert_lsn()").fetchone()
         assert row is not None
         return BatchOutcome(results, row[0], str(lsn_to_int(row[1])), touched)
