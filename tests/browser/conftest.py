@@ -29,7 +29,7 @@ if str(SYNC_TESTS) not in sys.path:
     sys.path.insert(0, str(SYNC_TESTS))  # the device and server helpers of the sync tests, by plain name
 
 from browser_support import STAMPED, Target  # noqa: E402
-from sync_support import PASSWORD, Device, PulseServer, User, wait_replicated  # noqa: E402
+from sync_support import PASSWORD, Device, PulseServer, ServedDevice, User, wait_replicated  # noqa: E402
 
 from pulse_server.accounts import add_user, find_user, revoke_tokens  # noqa: E402
 from pulse_server.db.database import Database  # noqa: E402
@@ -115,13 +115,35 @@ def _cloud_target(server: PulseServer, db: Database, pg: psycopg.Connection[tupl
                   revoke_sign_ins)
 
 
+def _agent_target(server: PulseServer, db: Database, pg: psycopg.Connection[tuple[Any, ...]],
+                  tmp_path: Path) -> Iterator[Target]:
+    """`pulse agent --serve` on a device logged in to the cloud server: the page talks to the device.
+
+    Its CLI device is the served device itself (`pulse log` and `pulse sync` on the same home), and
+    `stored` reads Postgres, at the far end of the chain page -> device -> sync server."""
+    cloud = _cloud_target(server, db, pg, tmp_path)
+    served_home = cloud.new_device("served")
+    served = ServedDevice(served_home, tmp_path / "agent-serve.log")
+    try:
+        yield Target("agent", served.url, cloud.username, cloud.password, lambda _name: served_home, cloud.stored,
+                     cloud.settle)
+    finally:
+        served.close()
+
+
 @pytest.fixture(params=["cloud"])
-def target(request: pytest.FixtureRequest, tmp_path: Path) -> Target:
-    """A fresh athlete on one target (parametrised: add the agent here when it serves the app)."""
+def target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Target]:
+    """A fresh athlete on one target. Tests run on `cloud`; a test may ask for more with
+    `@pytest.mark.parametrize("target", ["cloud", "agent"], indirect=True)`."""
+    server: PulseServer = request.getfixturevalue("cloud_server")
+    db: Database = request.getfixturevalue("db")
+    pg: psycopg.Connection[tuple[Any, ...]] = request.getfixturevalue("pg")
     if request.param == "cloud":
-        server: PulseServer = request.getfixturevalue("cloud_server")
-        return _cloud_target(server, request.getfixturevalue("db"), request.getfixturevalue("pg"), tmp_path)
-    raise AssertionError(f"unknown target {request.param}")
+        yield _cloud_target(server, db, pg, tmp_path)
+    elif request.param == "agent":
+        yield from _agent_target(server, db, pg, tmp_path)
+    else:
+        raise AssertionError(f"unknown target {request.param}")
 
 
 # -- the browser ---------------------------------------------------------------------------------

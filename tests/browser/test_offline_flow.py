@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 
+import pytest
 from browser_support import Target, log_day, outbox, pill, ready, sign_in, today_values, wait_pill
 from playwright.sync_api import BrowserContext, Page, expect
 from sync_support import wait_for
@@ -26,9 +27,10 @@ YESTERDAY_SCORE = "75"
 EDITED_SCORE = "91"
 
 
+@pytest.mark.parametrize("target", ["cloud", "agent"], indirect=True)
 def test_days_logged_offline_survive_a_reload_sync_to_a_cli_device_and_a_cli_edit_shows_live(
-    page: Page, context: BrowserContext, target: Target
-) -> None:
+    target: Target, page: Page, context: BrowserContext
+) -> None:  # the target first: it is set up before the browser and torn down after it
     sign_in(page, target)
     wait_pill(page, "Online · synced")
     page.wait_for_function("navigator.serviceWorker.controller !== null")  # the shell is cached
