@@ -120,6 +120,7 @@ export class Engine extends EventTarget {
     const me = await this.request('me', { headers: { Authorization: `Bearer ${token}` }, anonymous: true });
     const who = await readJson(me);
     if (!me.ok) throw new Error(who?.error?.message || 'sign-in failed');
+    if (who.role !== 'athlete') throw new Error(`${who.username} is a coach account: the app logs an athlete's own days`);
     const previous = await getMeta('username');
     await transact(['meta', 'rows', 'outbox'], 'readwrite', async (s) => {
       if (previous && previous !== who.username) {
