@@ -15,40 +15,39 @@ from sync_support import wait_for
 
 TODAY = dt.date.today().isoformat()
 YESTERDAY = (dt.date.today() - dt.timedelta(days=1)).isoformat()
+BEFORE = (dt.date.today() - dt.timedelta(days=2)).isoformat()
 
 
 def queue_unchecked(page: Page, date: str, fields: dict[str, object]) -> None:
     page.evaluate("([date, fields]) => window.pulse.engine.write(date, 'set', fields)", [date, fields])
 
 
-def test_a_rejected_write_is_listed_with_its_message_and_can_be_discarded(page: Page, target: Target) -> None:
+def test_rejected_writes_are_listed_with_their_message_then_discarded_or_fixed(page: Page, target: Target) -> None:
     sign_in(page, target)
-    queue_unchecked(page, YESTERDAY, {"steps": 200000})
-    wait_pill(page, "1 rejected")
+    queue_unchecked(page, BEFORE, {"steps": 200000})
+    queue_unchecked(page, YESTERDAY, {"weight_kg": 600, "note": "new scale"})
+    wait_pill(page, "2 rejected")
     page.get_by_role("link", name="Sync").click()
     rejected = page.locator("#rejected-list li")
+    expect(rejected).to_have_count(2)
+    expect(rejected.nth(0)).to_contain_text(BEFORE)
+    expect(rejected.nth(0).locator(".message")).to_have_text(
+        "steps: 200000 is out of range (allowed 0 to 100000 steps)")
+    expect(rejected.nth(1).locator(".message")).to_have_text("weight_kg: 600 is out of range (allowed 20 to 500 kg)")
+    assert target.stored(BEFORE) is None and target.stored(YESTERDAY) is None
+    assert [m["status"] for m in outbox(page)] == ["rejected", "rejected"]
+
+    # Discard: gone from the list and from the outbox.
+    rejected.nth(0).get_by_role("button", name="Discard").click()
     expect(rejected).to_have_count(1)
-    expect(rejected).to_contain_text(YESTERDAY)
-    expect(rejected.locator(".message")).to_have_text("steps: 200000 is out of range (allowed 0 to 100000 steps)")
-    assert target.stored(YESTERDAY) is None
-    assert [m["status"] for m in outbox(page)] == ["rejected"]
+    assert [m["date"] for m in outbox(page)] == [YESTERDAY]
 
-    rejected.get_by_role("button", name="Discard").click()
-    expect(page.locator("#rejected-list")).to_have_text("None.")
-    assert outbox(page) == []
-    wait_pill(page, "Online · synced")
-
-
-def test_a_rejected_write_can_be_fixed_in_the_form_and_then_reaches_the_server(page: Page, target: Target) -> None:
-    sign_in(page, target)
-    queue_unchecked(page, YESTERDAY, {"weight_kg": 600, "note": "new scale"})
-    wait_pill(page, "1 rejected")
-    page.get_by_role("link", name="Sync").click()
-    page.locator("#rejected-list li").get_by_role("button", name="Fix").click()
-
+    # Fix: the form opens with the refused values and the server's message, and the fix is delivered.
+    rejected.nth(0).get_by_role("button", name="Fix").click()
     expect(page.locator("#log-title")).to_have_text(f"Fix the change for {YESTERDAY}")
     weight = page.get_by_label("Weight")
     expect(weight).to_have_value("600")
+    expect(page.get_by_label("Note")).to_have_value("new scale")
     expect(page.locator("#e-weight_kg")).to_have_text("weight_kg: 600 is out of range (allowed 20 to 500 kg)")
     expect(weight).to_be_focused()
     weight.fill("72")
@@ -58,7 +57,8 @@ def test_a_rejected_write_can_be_fixed_in_the_form_and_then_reaches_the_server(p
     stored = target.stored(YESTERDAY)
     assert stored is not None and stored["weight_kg"] == "72.00" and stored["note"] == "new scale"
     wait_pill(page, "Online · synced")
-    assert {m["status"] for m in outbox(page)} == {"done"}
+    assert [m["status"] for m in outbox(page)] == ["done"]
+    assert target.stored(BEFORE) is None
 
 
 def test_invalid_input_shows_the_cli_message_and_queues_nothing(page: Page, target: Target) -> None:
@@ -77,6 +77,7 @@ def test_invalid_input_shows_the_cli_message_and_queues_nothing(page: Page, targ
     page.get_by_label("Steps").press("Tab")
     expect(page.locator("#e-steps")).to_have_text("steps: 100001 is out of range (allowed 0 to 100000 steps)")
     page.get_by_label("Date").fill((dt.date.today() + dt.timedelta(days=3)).isoformat())
+    expect(page.get_by_label("Sleep")).to_have_value("7,5")  # another date keeps what was typed
     page.get_by_label("Sleep").fill("7.5")
     page.get_by_label("Steps").fill("9000")
     page.get_by_role("button", name="Save").click()

@@ -430,7 +430,13 @@ async function main() {
   $('log-delete').addEventListener('click', deleteDay);
   $('signout').addEventListener('click', signOut);
   $('sync-now').addEventListener('click', () => { engine.reachable = true; engine.resume(); });
-  $('f-date').addEventListener('change', () => { fixing = null; openLog($('f-date').value || localToday()); });
+  $('f-date').addEventListener('change', () => {
+    // Another day: its values fill the form, unless something was typed already (then that stays).
+    const typed = Object.fromEntries(FIELDS.map((name) => [name, $(`f-${name}`).value]));
+    const edited = fixing || FIELDS.some((name) => typed[name] !== loaded[name]);
+    fixing = null;
+    openLog($('f-date').value || localToday(), edited ? typed : null);
+  });
   for (const name of ['sleep_hours', 'hrv_ms', 'steps', 'weight_kg', 'note']) {
     // Not when leaving for a button: the message would move the button away under the pointer, and
     // saving checks everything anyway.
