@@ -2,10 +2,10 @@
 
 We read with `pg_logical_slot_peek_binary_changes` and advance the slot with
 `pg_replication_slot_advance` only after the shape log has committed. Each peek writes a whole
-batch set-wise (a few statements, whatever its size). Between peeks the reader polls the WAL flush
-position, a cheap query, every few milliseconds while changes flow and less often when idle; a
-NOTIFY from a trigger on the synced tables would cost less when idle but serialises every writer's
-commits on a cluster-wide lock. Why this way and not START_REPLICATION over
+batch set-wise (a few statements, whatever its size). Between peeks the reader polls a write counter
+(a sequence a statement trigger on entries bumps) and the WAL flush position, one cheap query every
+few milliseconds while entries change and less often when idle; a NOTIFY from that trigger would
+serialise every writer's commits on a cluster-wide lock. Why this way and not START_REPLICATION over
 psycopg's copy interface: acknowledging is then an ordinary SQL call made strictly after our own
 commit, so "acknowledged only once durable" holds by construction; a crash between the two replays
 the same transactions, which land at the same (lsn, op) offsets and are ignored. The cost is a
@@ -22,6 +22,7 @@ import functools
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -159,18 +160,25 @@ class ReplicationReader:
         batch_changes: int = 20_000,
         on_error: Callable[[Exception], None] | None = None,
         poll_s: float = 0.005,
-        idle_poll_s: float = 0.04,
+        idle_poll_s: float = 0.02,
+        hot_s: float = 1.0,
+        sweep_s: float = 1.0,
     ) -> None:
         self.dsn = dsn
         self.batch_changes = batch_changes
         self.poll_s = poll_s
         self.idle_poll_s = idle_poll_s
+        self.hot_s = hot_s
+        self.sweep_s = sweep_s
         self.on_error = on_error
         self.decoder = Decoder()
         self.lag_bytes = 0
         self.is_leader = False
         self.usernames: dict[int, str | None] = {}
         self.seen_flush = ""  # the WAL flush position the last peek read up to
+        self.peeked_at = 0.0  # time.monotonic() of the last peek
+        self.seen_writes = ""  # the write counter as last polled
+        self.hot_until = 0.0  # entries changed lately: poll fast until then
 
     # -- one round ---------------------------------------------------------------------------------
     def ensure_slot(self, conn: psycopg.Connection[Any]) -> str:
@@ -225,7 +233,7 @@ class ReplicationReader:
         # The flush position: decoding reads no further, so nothing past it is acknowledged unread.
         before = conn.execute("SELECT pg_current_wal_flush_lsn()::text").fetchone()
         assert before is not None
-        self.seen_flush = before[0]
+        self.seen_flush, self.peeked_at = before[0], time.monotonic()
         rows = conn.execute(
             "SELECT data FROM pg_logical_slot_peek_binary_changes(%s, NULL, %s,"
             " 'proto_version', '1', 'publication_names', %s)",
@@ -347,24 +355,36 @@ class ReplicationReader:
                 return
             self.is_leader = True
             self.ensure_slot(conn)
-            interval = self.poll_s
             while not stop.is_set():
                 if self.read_once(conn).transactions:
-                    interval = self.poll_s
                     continue
-                interval = self._wait_for_wal(conn, stop, interval)
+                self._wait_for_writes(conn, stop)
 
-    def _wait_for_wal(self, conn: psycopg.Connection[Any], stop: threading.Event, interval: float) -> float:
-        """Until the WAL flush position moves past what the last peek read, or `stop`; the interval to
-        poll at next time. The poll is one cheap query, every `poll_s` while changes flow, backing
-        off to `idle_poll_s` while nothing happens. Not NOTIFY from a trigger on the synced tables:
-        a notifying commit takes a cluster-wide lock, which would serialise every writer's commits."""
-        while not stop.wait(interval):
-            row = conn.execute("SELECT pg_current_wal_flush_lsn()::text").fetchone()
-            if row is None or row[0] != self.seen_flush:
-                return interval
-            interval = min(interval * 2, self.idle_poll_s)
-        return interval
+    def _wait_for_writes(self, conn: psycopg.Connection[Any], stop: threading.Event) -> None:
+        """Until entries may have changed since the last peek, or `stop`.
+
+        One cheap query per poll: the write counter (a sequence the statement trigger on entries bumps;
+        not NOTIFY, whose commit-time lock would serialise every writer) and the WAL flush position.
+        For `hot_s` after the counter moves, the reader polls every `poll_s` and peeks as soon as the
+        WAL moves (the writer commits a little after it bumps the counter); otherwise it polls every
+        `idle_poll_s`, and peeks at most every `sweep_s` when only other databases' WAL moved (which
+        also catches writes that fire no trigger, e.g. under session_replication_role = replica)."""
+        while True:
+            hot = time.monotonic() < self.hot_until
+            if stop.wait(self.poll_s if hot else self.idle_poll_s):
+                return
+            row = conn.execute(
+                "SELECT (SELECT (last_value, is_called)::text FROM pulse_entries_writes),"
+                " pg_current_wal_flush_lsn()::text"
+            ).fetchone()
+            assert row is not None
+            writes, flush = row
+            now = time.monotonic()
+            if writes != self.seen_writes:
+                self.seen_writes = writes
+                self.hot_until = now + self.hot_s
+            if flush != self.seen_flush and (now < self.hot_until or now >= self.peeked_at + self.sweep_s):
+                return
 
 
 def _synced(change: Change | Truncate) -> bool:

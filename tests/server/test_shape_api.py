@@ -1141,6 +1141,26 @@ def test_the_replication_lag_falls_back_when_the_wal_moves_without_synced_change
         time.sleep(0.2)
 
 
+def test_no_trigger_on_entries_sends_a_notification(shapes: ServerProcess, pg: psycopg.Connection[Any]) -> None:
+    """NOTIFY takes a cluster-wide lock at commit, which would serialise every write to entries."""
+    sources = [r[0] for r in pg.execute(
+        "SELECT p.prosrc FROM pg_trigger t JOIN pg_proc p ON p.oid = t.tgfoid"
+        " WHERE t.tgrelid = 'entries'::regclass AND NOT t.tgisinternal").fetchall()]
+    assert any("pulse_entries_writes" in s for s in sources), sources  # the reader's write counter
+    assert not any("notify" in s.lower() for s in sources), sources
+
+
+def test_a_write_that_fires_no_trigger_still_reaches_the_shape_log(
+    new_user: Callable[..., User], shapes: ServerProcess, pg: psycopg.Connection[Any]
+) -> None:
+    user = new_user()
+    time.sleep(1.5)  # no write lately: the reader is idle
+    with pg.transaction():
+        pg.execute("SET LOCAL session_replication_role = replica")  # as a restore or an apply worker writes
+        pg.execute("INSERT INTO entries (user_id, date, steps) VALUES (%s, '2026-11-05', 77)", (user.id,))
+    assert logged_within(pg, user.id, "2026-11-05", 77, 5.0)
+
+
 # -- a database of our own: rows that predate the slot, TRUNCATE ---------------------------------------
 
 
