@@ -60,10 +60,7 @@ class Reconciler:
         self, conn: psycopg.Connection[Any], user_id: int, client_id: str, raw: Sequence[dict[str, Any]]
     ) -> BatchOutcome:
         """The batch in a handful of statements (see `_apply_batch_fast`); if Postgres still refuses a
-        value, the whole batch again one savepoint per mutation, so that only that mutation is rejected.
-
-        On a connection in pipeline mode (`Database.run(..., pipeline=True)`) the statements whose
-        results are not needed at once are sent together: a batch costs about three round trips."""
+        value, the whole batch again one savepoint per mutation, so that only that mutation is rejected."""
         # Pushes from one client are serialised, so concurrent duplicates see each other's records.
         conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, %s))", (client_id, user_id))
         try:

@@ -122,7 +122,7 @@ async def push(request: Request) -> JSONResponse:
         _check_batch(body, settings.max_batch)
         return user, reconciler.apply_batch(conn, user.id, body.client_id, body.mutations)
 
-    user, outcome = await gate.run(lambda: db.run(work, pipeline=True))
+    user, outcome = await gate.run(lambda: db.run(work))
     identify(request, user)
     metrics: Metrics = state.metrics
     for status, count in Counter(r["status"] for r in outcome.results).items():

@@ -119,13 +119,11 @@ class Database:
         with self._guard(), Session(self.engine) as session:
             yield session
 
-    def run(self, work: Callable[[psycopg.Connection[Any]], T], retries: int = 2, pipeline: bool = False) -> T:
+    def run(self, work: Callable[[psycopg.Connection[Any]], T], retries: int = 2) -> T:
         """Run `work` in one transaction on a raw psycopg connection, retrying transient failures.
 
         Retried: serialization failures, deadlocks, a connection lost before commit (at most
         `retries` times, with jittered exponential backoff). Safe because writes are exactly-once.
-        With `pipeline`, the connection is in pipeline mode: statements whose results `work` does not
-        fetch (BEGIN, locks, writes) travel with the next one it does, saving a round trip each.
         """
         retrying = Retrying(
             retry=retry_if_exception(_transient),
@@ -136,16 +134,16 @@ class Database:
         with self._guard():
             for attempt in retrying:
                 with attempt:
-                    return self._once(work, pipeline)
+                    return self._once(work)
         raise AssertionError("unreachable")
 
-    def _once(self, work: Callable[[psycopg.Connection[Any]], T], pipeline: bool) -> T:
+    def _once(self, work: Callable[[psycopg.Connection[Any]], T]) -> T:
         fairy = self.engine.raw_connection()
         try:
             conn: psycopg.Connection[Any] = fairy.driver_connection  # type: ignore[assignment]
             committing = False
             try:
-                with conn.pipeline() if pipeline else contextlib.nullcontext(), conn.transaction():
+                with conn.transaction():
                     result = work(conn)
                     committing = True
             except psycopg.OperationalError as exc:
