@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Mapping
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation, Overflow
 
 from pulse_core.entry import FieldValue
 from pulse_core.errors import ValidationError
@@ -19,6 +20,9 @@ def fail(code: str, field: str, value: object, allowed: str) -> ValidationError:
     return ValidationError(field, value, allowed, message, code=code)
 
 
+_ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
 def parse_date(value: object, today: dt.date, field: str = "date") -> dt.date:
     """A calendar date no more than MAX_DAYS_AHEAD days after `today`."""
     words = {"today": today, "yesterday": today - dt.timedelta(days=1), "tomorrow": today + dt.timedelta(days=1)}
@@ -27,8 +31,11 @@ def parse_date(value: object, today: dt.date, field: str = "date") -> dt.date:
     elif str(value).strip().lower() in words:
         day = words[str(value).strip().lower()]
     else:
+        text = str(value).strip()
         try:
-            day = dt.date.fromisoformat(str(value).strip())
+            if not _ISO_DATE.fullmatch(text):  # fromisoformat alone also takes 20261127 and 2026-W48-5
+                raise ValueError(text)
+            day = dt.date.fromisoformat(text)
         except ValueError:
             raise fail("invalid_date", field, value, DATE_ALLOWED) from None
     latest = today + dt.timedelta(days=MAX_DAYS_AHEAD)
@@ -87,4 +94,7 @@ def parse_fields(raw: Mapping[str, object]) -> dict[str, FieldValue]:
 
 
 def _show(number: Decimal) -> str:
-    return format(number.normalize(), "f")
+    try:
+        return format(number.normalize(), "f")
+    except Overflow:  # an exponent past the context's limit (1e1000000): as Decimal writes it
+        return str(number)

@@ -316,7 +316,7 @@ function isoWeekDate(year, week, weekday) {
   return Number(result.slice(0, 4)) >= 1 ? result : null;
 }
 
-/** parse_date: "YYYY-MM-DD" no more than max_days_ahead after `today` ("YYYY-MM-DD"). */
+/** parse_date: "YYYY-MM-DD" (only that form), today, yesterday or tomorrow, no more than max_days_ahead after `today` ("YYYY-MM-DD"). */
 export function parseDate(rules, value, today, field = 'date') {
   const todayMs = Date.parse(today + 'T00:00:00Z');
   const words = { today: todayMs, yesterday: todayMs - DAY_MS, tomorrow: todayMs + DAY_MS };
@@ -324,7 +324,8 @@ export function parseDate(rules, value, today, field = 'date') {
   let day;
   if (Object.hasOwn(words, word)) day = isoOf(words[word]);
   else {
-    day = fromIsoFormat(pyStrip(String(value)));
+    const text = pyStrip(String(value));
+    day = /^[0-9]{4}-[0-9]{2}-[0-9]{2}$/.test(text) ? fromIsoFormat(text) : null;
     if (day === null) throw fail(rules, 'invalid_date', field, value, DATE_ALLOWED);
   }
   const latest = isoOf(todayMs + rules.max_days_ahead * DAY_MS);
