@@ -93,6 +93,8 @@ def _check_batch(body: PushBody, max_batch: int) -> None:
 
 def _without_nulls(result: dict[str, Any]) -> dict[str, Any]:
     """A result as `MutationResult` serialises with exclude_none (also inside its error and conflicts)."""
+    if "error" not in result and "conflicts" not in result and None not in result.values():
+        return result  # an applied result, as most are: nothing to drop
     out = {k: v for k, v in result.items() if v is not None}
     if isinstance(error := out.get("error"), dict):
         out["error"] = {k: v for k, v in error.items() if v is not None}

@@ -116,7 +116,9 @@ class PostgresEntryRepository(EntryRepository):
         """Every entry in one statement: the rows travel as one JSON array, read back with the table's row
         type (a statement per row cost the push more than its merge). At most one entry per day."""
         if entries:
-            rows = [dict(zip(_ROW_KEYS, _row_values(e), strict=True)) for e in entries]
+            # A key left out is read as NULL, and most stamps and values of a day are unset.
+            rows = [{k: v for k, v in zip(_ROW_KEYS, _row_values(e), strict=True) if v is not None}
+                    for e in entries]
             self.conn.execute(_UPSERT_MANY, (Jsonb(rows, dumps=_dumps),))
 
 

@@ -129,3 +129,21 @@ def test_the_openapi_schema_still_documents_the_push_body_and_its_results(server
     assert body["required"] == ["protocol", "client_id", "mutations"]
     assert body["properties"]["mutations"]["items"]["required"] == ["seq"]
     assert "PushResponse" in str(push["responses"]["200"])
+
+
+def test_results_leave_out_nulls_exactly_as_the_documented_response_model_would() -> None:
+    from pulse_server.api.routes_sync import _without_nulls
+    from pulse_server.api.schemas import MutationResult
+
+    results = [
+        {"seq": 1, "status": "applied", "hlc": "0001764230400123:00000:dev"},
+        {"seq": 2, "status": "rejected", "error": {"code": "invalid_op", "message": "op: None", "field": "op",
+                                                   "value": None, "allowed": None}},
+        {"seq": 3, "status": "conflict", "hlc": "h", "clamped_from": None,
+         "conflicts": [{"field": "note", "kept": None, "lost": "x", "kept_hlc": "a", "lost_hlc": None,
+                        "rule": "lww@2"}]},
+        {"seq": 4, "status": "duplicate", "original_status": "applied", "hlc": "h"},
+    ]
+    for result in results:
+        expected = MutationResult.model_validate(result).model_dump(mode="json", exclude_none=True)
+        assert _without_nulls(result) == expected
