@@ -161,7 +161,8 @@ class ReplicationReader:
         on_error: Callable[[Exception], None] | None = None,
         poll_s: float = 0.005,
         idle_poll_s: float = 0.02,
-        hot_s: float = 1.0,
+        hot_s: float = 2.0,
+        repeek_s: float = 0.02,
         sweep_s: float = 1.0,
     ) -> None:
         self.dsn = dsn
@@ -169,6 +170,7 @@ class ReplicationReader:
         self.poll_s = poll_s
         self.idle_poll_s = idle_poll_s
         self.hot_s = hot_s
+        self.repeek_s = repeek_s
         self.sweep_s = sweep_s
         self.on_error = on_error
         self.decoder = Decoder()
@@ -178,6 +180,7 @@ class ReplicationReader:
         self.seen_flush = ""  # the WAL flush position the last peek read up to
         self.peeked_at = 0.0  # time.monotonic() of the last peek
         self.seen_writes = ""  # the write counter as last polled
+        self.peeked_writes = ""  # the write counter when the reader last went to peek
         self.hot_until = 0.0  # entries changed lately: poll fast until then
 
     # -- one round ---------------------------------------------------------------------------------
@@ -365,10 +368,12 @@ class ReplicationReader:
 
         One cheap query per poll: the write counter (a sequence the statement trigger on entries bumps;
         not NOTIFY, whose commit-time lock would serialise every writer) and the WAL flush position.
-        For `hot_s` after the counter moves, the reader polls every `poll_s` and peeks as soon as the
-        WAL moves (the writer commits a little after it bumps the counter); otherwise it polls every
-        `idle_poll_s`, and peeks at most every `sweep_s` when only other databases' WAL moved (which
-        also catches writes that fire no trigger, e.g. under session_replication_role = replica)."""
+        The reader peeks once the WAL has moved and: the counter moved since the last peek; or, for
+        `hot_s` after it last moved, `repeek_s` passed (the writer commits after it bumps the counter,
+        so the first peek may come too early); or `sweep_s` passed (writes that fire no trigger, e.g.
+        under session_replication_role = replica). It polls every `poll_s` while hot, otherwise every
+        `idle_poll_s`. Peeking on every move of the WAL would decode every database's writes in the
+        cluster a few milliseconds apart."""
         while True:
             hot = time.monotonic() < self.hot_until
             if stop.wait(self.poll_s if hot else self.idle_poll_s):
@@ -383,7 +388,12 @@ class ReplicationReader:
             if writes != self.seen_writes:
                 self.seen_writes = writes
                 self.hot_until = now + self.hot_s
-            if flush != self.seen_flush and (now < self.hot_until or now >= self.peeked_at + self.sweep_s):
+            if flush != self.seen_flush and (
+                writes != self.peeked_writes
+                or (now < self.hot_until and now >= self.peeked_at + self.repeek_s)
+                or now >= self.peeked_at + self.sweep_s
+            ):
+                self.peeked_writes = writes
                 return
 
 
