@@ -21,8 +21,8 @@ from pulse_core.entry import Entry
 from pulse_core.errors import ValidationError
 from pulse_server.db.entries import PostgresEntryRepository
 from sync.hlc import Stamp
-from sync.merge import Conflict, merge_delete, merge_set
-from sync.wire import Mutation, clamp, parse_mutation
+from sync.merge import Conflict, apply_mutation
+from sync.wire import Mutation, parse_mutation
 
 
 @dataclass(frozen=True)
@@ -136,18 +136,7 @@ class Reconciler:
     def _merge_in_memory(
         self, entry: Entry, m: Mutation, server_ms: int
     ) -> tuple[dict[str, Any], list[Conflict], bool]:
-        stamp, clamped = clamp(m.stamp, server_ms, self.skew_limit_ms)
-        if m.op == "delete":
-            outcome = merge_delete(entry, m.base, str(stamp), m.source)
-        else:
-            outcome = merge_set(entry, m.fields, m.base, str(stamp), m.source)
-        result: dict[str, Any] = {"seq": m.seq, "status": "conflict" if outcome.conflicts else "applied",
-                                  "hlc": str(stamp)}
-        if clamped:
-            result["clamped_from"] = str(m.stamp)
-        if outcome.conflicts:
-            result["conflicts"] = [c.as_json() for c in outcome.conflicts]
-        return result, outcome.conflicts, clamped
+        return apply_mutation(entry, m, server_ms, self.skew_limit_ms)
 
     def _apply_batch_slow(
         self, conn: psycopg.Connection[Any], user_id: int, client_id: str, raw: Sequence[dict[str, Any]]

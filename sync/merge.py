@@ -18,6 +18,7 @@ from typing import Any
 
 from pulse_core.entry import DELETED, MERGE_FIELDS, Entry, FieldValue
 from pulse_core.score import rescore
+from sync.wire import Mutation, clamp
 
 LWW_V2 = "lww@2"
 RULES: dict[str, str] = dict.fromkeys(MERGE_FIELDS, LWW_V2)
@@ -133,3 +134,22 @@ def merge_delete(entry: Entry, base: Mapping[str, str | None], stamp: str, sourc
         entry.sources[DELETED] = source
     _settle_deleted(entry)
     return outcome
+
+
+def apply_mutation(
+    entry: Entry, m: Mutation, now_ms: int, skew_limit_ms: int
+) -> tuple[dict[str, Any], list[Conflict], bool]:
+    """Merge a checked mutation into `entry` as a receiver does (clamping a stamp too far ahead of
+    `now_ms`): its result as the push response carries it, its conflicts, and whether it was clamped."""
+    stamp, clamped = clamp(m.stamp, now_ms, skew_limit_ms)
+    if m.op == "delete":
+        outcome = merge_delete(entry, m.base, str(stamp), m.source)
+    else:
+        outcome = merge_set(entry, m.fields, m.base, str(stamp), m.source)
+    result: dict[str, Any] = {"seq": m.seq, "status": "conflict" if outcome.conflicts else "applied",
+                              "hlc": str(stamp)}
+    if clamped:
+        result["clamped_from"] = str(m.stamp)
+    if outcome.conflicts:
+        result["conflicts"] = [c.as_json() for c in outcome.conflicts]
+    return result, outcome.conflicts, clamped

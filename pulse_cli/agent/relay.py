@@ -16,8 +16,9 @@ from typing import Any
 from pulse_cli.store.uow import SqliteUnitOfWork, wire_value
 from pulse_core.entry import Entry
 from pulse_core.errors import ValidationError
-from sync.merge import merge_delete, merge_set
-from sync.wire import Mutation, clamp, parse_mutation
+from sync.hlc import Stamp
+from sync.merge import apply_mutation
+from sync.wire import Mutation, parse_mutation
 
 OWNER = ""
 SKEW_LIMIT_MS = 60_000
@@ -63,13 +64,10 @@ def _relay_one(
 
 
 def _apply(uow: SqliteUnitOfWork, client_id: str, m: Mutation, now_ms: int) -> tuple[dict[str, Any], int]:
-    stamp, clamped = clamp(m.stamp, now_ms, SKEW_LIMIT_MS)
     entry = uow.entries.get(OWNER, m.date) or Entry(user=OWNER, date=m.date)
-    if m.op == "delete":
-        outcome = merge_delete(entry, m.base, str(stamp), m.source)
-    else:
-        outcome = merge_set(entry, m.fields, m.base, str(stamp), m.source)
+    result, _conflicts, _clamped = apply_mutation(entry, m, now_ms, SKEW_LIMIT_MS)
     uow.entries.save(entry)
+    stamp = Stamp.parse(result["hlc"])
     uow.observe(stamp)
     cursor = uow.conn.execute(
         "INSERT INTO outbox (user_id, date, op, fields, base, hlc, source, created_at, client_id, client_seq)"
@@ -78,12 +76,6 @@ def _apply(uow: SqliteUnitOfWork, client_id: str, m: Mutation, now_ms: int) -> t
          json.dumps(m.base, sort_keys=True), str(stamp), m.source,
          dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), client_id, m.seq),
     )
-    result: dict[str, Any] = {"seq": m.seq, "status": "conflict" if outcome.conflicts else "applied",
-                              "hlc": str(stamp)}
-    if clamped:
-        result["clamped_from"] = str(m.stamp)
-    if outcome.conflicts:
-        result["conflicts"] = [c.as_json() for c in outcome.conflicts]
     return result, int(cursor.lastrowid or 0)
 
 

@@ -9,19 +9,16 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
-from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
-from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from pulse_core.errors import PulseError
 from pulse_server.api import openapi, routes_auth, routes_entries, routes_grants, routes_meta, routes_sync
+from pulse_server.api.error_answers import install_error_handlers, json_error
 from pulse_server.db.database import Database, DatabaseUnavailable
-from pulse_server.errors import ApiError, from_domain
+from pulse_server.errors import ApiError
 from pulse_server.logs import request_id, user_id
 from pulse_server.metrics import Metrics
 from pulse_server.ratelimit import ConcurrencyGate, RateLimiter
@@ -39,10 +36,6 @@ def wall_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def _json_error(error: ApiError) -> JSONResponse:
-    return JSONResponse(error.body(), status_code=error.status, headers=error.headers)
-
-
 class BodyLimit:
     """Refuse request bodies over the limit (413) before they are read into memory."""
 
@@ -58,7 +51,7 @@ class BodyLimit:
         too_large = ApiError(413, "payload_too_large", f"body: larger than {self.max_bytes} bytes",
                              allowed=f"at most {self.max_bytes} bytes")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await _json_error(too_large)(scope, receive, send)
+            await json_error(too_large)(scope, receive, send)
             return
         # A streamed (chunked) body is read here, at most max_bytes of it, and replayed to the app: an
         # error raised from inside `receive` would reach FastAPI wrapped, and come out as a 400.
@@ -70,7 +63,7 @@ class BodyLimit:
             buffered.append(message)
             seen += len(message.get("body", b""))
             if seen > self.max_bytes:
-                await _json_error(too_large)(scope, receive, send)
+                await json_error(too_large)(scope, receive, send)
                 return
             more = message["type"] == "http.request" and bool(message.get("more_body", False))
 
@@ -189,36 +182,10 @@ class Background:
 
 
 def _install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(ApiError)
-    async def api_error(_: Request, exc: ApiError) -> JSONResponse:
-        return _json_error(exc)
-
-    @app.exception_handler(PulseError)
-    async def domain_error(_: Request, exc: PulseError) -> JSONResponse:
-        return _json_error(from_domain(exc))
+    install_error_handlers(app)
 
     @app.exception_handler(DatabaseUnavailable)
     async def unavailable(_: Request, exc: DatabaseUnavailable) -> JSONResponse:
         retry = str(max(1, round(exc.retry_after_s)))
-        return _json_error(ApiError(503, "unavailable", "database unavailable; retry later",
-                                    headers={"Retry-After": retry}))
-
-    @app.exception_handler(RequestValidationError)
-    async def malformed(_: Request, exc: RequestValidationError) -> JSONResponse:
-        first: dict[str, Any] = exc.errors()[0] if exc.errors() else {}
-        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or "body"
-        message = f"{where}: {first.get('msg', 'malformed request')}"
-        value = first.get("input")
-        return _json_error(ApiError(400, "bad_request", message, field=where,
-                                    value=value if isinstance(value, (str, int, float, bool)) else None))
-
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = {404: "not_found", 405: "bad_request", 401: "unauthorized", 403: "forbidden"}.get(
-            exc.status_code, "bad_request")
-        return _json_error(ApiError(exc.status_code, code, str(exc.detail), headers=dict(exc.headers or {})))
-
-    @app.exception_handler(Exception)
-    async def unexpected(_: Request, exc: Exception) -> JSONResponse:
-        log.error("unhandled error", exc_info=exc)
-        return _json_error(ApiError(500, "internal", "internal error"))
+        return json_error(ApiError(503, "unavailable", "database unavailable; retry later",
+                                   headers={"Retry-After": retry}))

@@ -9,17 +9,15 @@ from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse
 
-from pulse_core.errors import PulseError
 from pulse_core.rules import rules_document
+from pulse_server.api.error_answers import install_error_handlers
 from pulse_server.api.schemas import Me, TokenRequest, TokenResponse
 from pulse_server.device import shape
 from pulse_server.device.ports import DeviceBackend
 from pulse_server.device.watch import HeadWatcher
-from pulse_server.errors import ApiError, from_domain
+from pulse_server.errors import ApiError
 from pulse_server.ratelimit import RateLimiter
 from pulse_server.shapes.protocol import EXPOSE_HEADERS
 from pulse_server.web import mount_pwa
@@ -109,7 +107,7 @@ def create_device_app(backend: DeviceBackend, sign_ins_per_minute: int = 10) -> 
 
     app.include_router(shape.router)
     mount_pwa(app)
-    _install_error_handlers(app)
+    install_error_handlers(app)
     app.add_middleware(
         CORSMiddleware, allow_origins=["*"], allow_methods=["GET", "POST", "OPTIONS"], allow_headers=["*"],
         expose_headers=[h.strip() for h in EXPOSE_HEADERS.split(",")], max_age=86400,
@@ -129,22 +127,3 @@ async def _json_object(request: Request) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise ApiError(400, "bad_request", "body: is not a JSON object (allowed a JSON object)")
     return body
-
-
-def _install_error_handlers(app: FastAPI) -> None:
-    def answer(error: ApiError) -> JSONResponse:
-        return JSONResponse(error.body(), status_code=error.status, headers=error.headers)
-
-    @app.exception_handler(ApiError)
-    async def api_error(_: Request, exc: ApiError) -> JSONResponse:
-        return answer(exc)
-
-    @app.exception_handler(PulseError)
-    async def domain_error(_: Request, exc: PulseError) -> JSONResponse:
-        return answer(from_domain(exc))
-
-    @app.exception_handler(RequestValidationError)
-    async def malformed(_: Request, exc: RequestValidationError) -> JSONResponse:
-        first = exc.errors()[0] if exc.errors() else {}
-        where = ".".join(str(p) for p in first.get("loc", ())[1:]) or "body"
-        return answer(ApiError(400, "bad_request", f"{where}: {first.get('msg', 'malformed request')}", field=where))
