@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import multiprocessing as mp
 import os
 import random
@@ -116,9 +117,14 @@ async def run_clients(base_url: str, accounts: list[tuple[int, str]], pipe: Conn
     errors: list[str] = []
     ready = asyncio.Event()
     pending = [len(accounts)]
-    limits = httpx.Limits(max_connections=len(accounts) + 8, max_keepalive_connections=len(accounts) + 8)
-    async with httpx.AsyncClient(base_url=base_url, timeout=60, limits=limits) as http:
-        tasks = [asyncio.create_task(follow(http, u, t, receipts, errors, ready, pending)) for u, t in accounts]
+    # One client (one connection) per follower: httpcore's pool scans all its connections on every
+    # request, so one pool shared by hundreds of held requests costs the harness O(n) per request.
+    limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+    async with contextlib.AsyncExitStack() as stack:
+        pools = [await stack.enter_async_context(httpx.AsyncClient(base_url=base_url, timeout=60, limits=limits))
+                 for _ in accounts]
+        tasks = [asyncio.create_task(follow(http, u, t, receipts, errors, ready, pending))
+                 for http, (u, t) in zip(pools, accounts, strict=True)]
         await ready.wait()
         await asyncio.sleep(0.3)  # the last live requests reach the server
         pipe.send(("ready", len(accounts)))
