@@ -12,47 +12,39 @@ from fastapi.concurrency import run_in_threadpool
 
 from pulse_server.device.ports import DeviceBackend, LogChange, Row
 from pulse_server.device.watch import HeadWatcher
-from pulse_server.shapes import protocol
+from pulse_server.shapes import answers, protocol
 
 router = APIRouter(tags=["shapes"])
 CHUNK = 10_000
 
 
-def _plain(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
-    return Response(json.dumps(body), status_code=status, media_type="application/json",
-                    headers={"cache-control": "no-store", **(headers or {})})
-
-
 @router.get("/v1/shape")
 async def shape(request: Request) -> Response:
     """The Electric HTTP Shape API over this device's entries (docs/shapes.md)."""
-    query = dict(request.query_params)
-    params = {k[len("params["):-1]: v for k, v in query.items() if k.startswith("params[") and k.endswith("]")}
     try:
-        req = protocol.parse_request(query, params)
+        req = answers.read_request(request.query_params)
     except protocol.ShapeRequestError as exc:
-        return _plain(400, {"message": "Invalid request", "errors": exc.errors})
-    if getattr(req, "sse", False) or getattr(req, "live_sse", False):
-        return _plain(400, {"message": "Invalid request",
-                            "errors": {"live_sse": ["not served by a device: use long polling"]}})
+        return answers.bad_request(exc.errors)
+    if req.sse:
+        return answers.bad_request({"live_sse": ["not served by a device: use long polling"]})
     backend: DeviceBackend = request.app.state.backend
     token = request.headers.get("authorization", "").partition(" ")[2].strip()
     if not token or not await run_in_threadpool(backend.authenticate, token):
-        return _plain(401, {"message": "a valid bearer token is required"}, {"www-authenticate": "Bearer"})
+        return answers.unauthorized("a valid bearer token is required")
     handle = _handle(req, await run_in_threadpool(backend.log_id))
     if req.offset not in ("-1", "now") and req.handle != handle:
-        return _plain(409, [{"headers": {"control": "must-refetch"}}], {"electric-handle": handle})
+        return answers.must_refetch(handle)
     if req.offset == "-1":
         rows, head = await run_in_threadpool(backend.snapshot)
         messages = [protocol.change_message("insert", _columns(req, row)) for row in rows if _visible(req, row)]
         messages.append(protocol.snapshot_end(str(head), str(head), []))
-        return _respond(request, req, handle, messages, head, up_to_date=False)
+        return answers.respond(request, req, handle, messages, (head, 0), up_to_date=False)
     head = await run_in_threadpool(backend.head)
     if req.offset == "now":
-        return _respond(request, req, handle, [protocol.up_to_date(head)], head, up_to_date=True)
+        return answers.respond(request, req, handle, [protocol.up_to_date(head)], (head, 0), up_to_date=True)
     after = req.position[0]
     if after > head:  # an offset this log never reached: the store was replaced
-        return _plain(409, [{"headers": {"control": "must-refetch"}}], {"electric-handle": handle})
+        return answers.must_refetch(handle)
     return await _changes(request, req, handle, after)
 
 
@@ -82,7 +74,7 @@ async def _changes(request: Request, req: protocol.ShapeRequest, handle: str, af
             position = max(after, reached)
             if at_head:
                 messages.append(protocol.up_to_date(position))
-            return _respond(request, req, handle, messages, position, up_to_date=at_head)
+            return answers.respond(request, req, handle, messages, (position, 0), up_to_date=at_head)
         after = max(after, reached)
         await watcher.wait_past(after, min(remaining, 5.0))
 
@@ -98,24 +90,3 @@ def _messages(req: protocol.ShapeRequest, changes: list[LogChange]) -> list[dict
             "lsn": str(change.position), "op_position": 0, "txids": [str(change.position)], "last": True,
         }))
     return messages
-
-
-def _respond(
-    request: Request, req: protocol.ShapeRequest, handle: str, messages: list[dict[str, Any]], position: int,
-    up_to_date: bool,
-) -> Response:
-    offset = protocol.offset_text((position, 0))
-    body = json.dumps(messages, separators=(",", ":"))
-    etag = '"' + hashlib.sha256(f"{handle}:{req.offset}:{offset}:{body}".encode()).hexdigest()[:32] + '"'
-    headers = {"electric-handle": handle, "electric-offset": offset, "etag": etag, "vary": "Authorization"}
-    if req.live:
-        headers["electric-cursor"] = protocol.live_cursor()
-        headers["cache-control"] = "private, max-age=5, stale-while-revalidate=5"
-    else:
-        headers["electric-schema"] = protocol.schema_header()
-        headers["cache-control"] = "private, max-age=60, stale-while-revalidate=300"
-    if up_to_date:
-        headers["electric-up-to-date"] = ""
-    if request.headers.get("if-none-match") == etag:
-        return Response(status_code=304, headers=headers)
-    return Response(body, media_type="application/json", headers=headers)

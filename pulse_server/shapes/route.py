@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -15,7 +13,7 @@ from fastapi.responses import StreamingResponse
 
 from pulse_server.accounts import Principal, principal_for_token
 from pulse_server.db.database import Database
-from pulse_server.shapes import protocol
+from pulse_server.shapes import answers, protocol
 from pulse_server.shapes.log import (
     Head,
     LogChange,
@@ -31,50 +29,33 @@ router = APIRouter(tags=["shapes"])
 CHUNK = 10_000
 
 
-def _bad_request(errors: dict[str, list[str]]) -> Response:
-    body = json.dumps({"message": "Invalid request", "errors": errors})
-    return Response(body, status_code=400, media_type="application/json", headers={"cache-control": "no-store"})
-
-
-def _unauthorized(message: str) -> Response:
-    return Response(json.dumps({"message": message}), status_code=401, media_type="application/json",
-                    headers={"www-authenticate": "Bearer", "cache-control": "no-store"})
-
-
 @router.get("/v1/shape")
 async def shape(request: Request) -> Response:
     """The Electric HTTP Shape API over the `entries` table (docs/shapes.md)."""
-    query = dict(request.query_params)
-    params = {k[len("params["):-1]: v for k, v in query.items() if k.startswith("params[") and k.endswith("]")}
     try:
-        req = protocol.parse_request(query, params)
+        req = answers.read_request(request.query_params)
     except protocol.ShapeRequestError as exc:
-        return _bad_request(exc.errors)
+        return answers.bad_request(exc.errors)
     db: Database = request.app.state.db
     token = request.headers.get("authorization", "").partition(" ")[2].strip()
     if not token:
-        return _unauthorized("a bearer token is required")
+        return answers.unauthorized("a bearer token is required")
     who = await run_in_threadpool(_principal, db, token)
     if who is None:
-        return _unauthorized("the token is invalid, expired or revoked")
+        return answers.unauthorized("the token is invalid, expired or revoked")
     scope, head, origin = await run_in_threadpool(_scope_and_head, request, db, who)
     handle = shape_handle(req.definition(), scope, origin, head.generation)
     if req.offset not in ("-1", "now") and req.handle != handle:
-        return _must_refetch(handle)
+        return answers.must_refetch(handle)
     if req.offset == "-1":
         messages, position = await run_in_threadpool(_snapshot, db, req, scope)
-        return _respond(request, req, handle, messages, position, up_to_date=False)
+        return answers.respond(request, req, handle, messages, position, up_to_date=False)
     if req.offset == "now":
-        return _respond(request, req, handle, [protocol.up_to_date(head.offset[0])], head.offset, up_to_date=True)
+        now = [protocol.up_to_date(head.offset[0])]
+        return answers.respond(request, req, handle, now, head.offset, up_to_date=True)
     if req.sse:
         return _sse(request, req, handle, scope, db, who)
     return await _changes(request, req, handle, scope, db, who)
-
-
-def _must_refetch(new_handle: str) -> Response:
-    return Response(json.dumps([{"headers": {"control": "must-refetch"}}]), status_code=409,
-                    media_type="application/json",
-                    headers={"electric-handle": new_handle, "cache-control": "no-store"})
 
 
 def _principal(db: Database, token: str) -> Principal | None:
@@ -198,7 +179,7 @@ async def _changes(
             epoch = watcher.grants_epoch
             # Grants changed while this request was held: check the scope again.
             if (new_handle := await _rescoped(request, req, handle, db, who)) is not None:
-                return _must_refetch(new_handle)
+                return answers.must_refetch(new_handle)
         changes, reached, at_head = await _read_after(watcher, db, scope, after)
         messages = _log_messages(req, scope, changes)
         remaining = deadline - time.monotonic()
@@ -206,7 +187,7 @@ async def _changes(
             position = max(after, reached)
             if at_head:
                 messages.append(protocol.up_to_date(position[0]))
-            return _respond(request, req, handle, messages, position, up_to_date=at_head)
+            return answers.respond(request, req, handle, messages, position, up_to_date=at_head)
         after = max(after, reached)  # nothing for this client yet: skip what others changed
         await watcher.wait(min(remaining, 5.0), after, epoch, scope.user_ids)
 
@@ -259,41 +240,3 @@ def _sse(
         "x-accel-buffering": "no",  # nginx: pass each event on at once
     }
     return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
-
-
-def _respond(
-    request: Request,
-    req: protocol.ShapeRequest,
-    handle: str,
-    messages: list[dict[str, Any]] | list[bytes],
-    position: tuple[int, int],
-    up_to_date: bool,
-) -> Response:
-    """`messages` are dicts, or encoded JSON (a snapshot's)."""
-    offset = protocol.offset_text(position)
-    body = b"[" + b",".join(m if isinstance(m, bytes) else protocol.encode(m).encode() for m in messages) + b"]"
-    # A snapshot's content follows from the handle (definition, scope, generation) and the log
-    # position it reflects: not hashed from the body (megabytes), nor from snapshot-end, whose
-    # xmin/xmax move with every transaction in the cluster.
-    material = f"{handle}:{req.offset}:{offset}".encode() + (b"" if req.offset == "-1" else b":" + body)
-    etag = '"' + hashlib.sha256(material).hexdigest()[:32] + '"'
-    headers = {
-        "electric-handle": handle,
-        "electric-offset": offset,
-        "etag": etag,
-        "vary": "Authorization",
-    }
-    if req.live:
-        headers["electric-cursor"] = protocol.live_cursor()
-        headers["cache-control"] = "private, max-age=5, stale-while-revalidate=5"
-    else:
-        headers["electric-schema"] = protocol.schema_header()
-        headers["cache-control"] = (
-            "private, max-age=604800, stale-while-revalidate=2629746" if req.offset == "-1"
-            else "private, max-age=60, stale-while-revalidate=300"
-        )
-    if up_to_date:
-        headers["electric-up-to-date"] = ""
-    if request.headers.get("if-none-match") == etag:
-        return Response(status_code=304, headers=headers)
-    return Response(body, media_type="application/json", headers=headers)
