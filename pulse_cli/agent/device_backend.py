@@ -13,6 +13,7 @@ import hmac
 import json
 import os
 import sqlite3
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
 from pathlib import Path
@@ -44,7 +45,11 @@ def upstream_check(account: Account, username: str, password: str) -> bool | Non
         return None
     if response.status_code == 200:
         body = response.json()
-        return body.get("access_token") is not None and _refresh(account, body)
+        if not body.get("access_token"):
+            return None
+        account.token = str(body["access_token"])
+        account.expires_at = str(body.get("expires_at", account.expires_at))
+        return True
     if response.status_code == 401:
         return False
     if response.status_code == 429:
@@ -53,11 +58,6 @@ def upstream_check(account: Account, username: str, password: str) -> bool | Non
         raise ApiError(429, "rate_limited", "too many sign-in attempts; try again later",
                        headers={"Retry-After": response.headers.get("retry-after", "60")})
     return None
-
-
-def _refresh(account: Account, body: Mapping[str, Any]) -> bool:
-    account.token, account.expires_at = str(body["access_token"]), str(body.get("expires_at", account.expires_at))
-    return True
 
 
 class SqliteDeviceBackend:
@@ -69,6 +69,8 @@ class SqliteDeviceBackend:
         self.role = account.role
         self.check = check
         self.wall = wall
+        self._head_conn: sqlite3.Connection | None = None  # polled ten times a second: kept open
+        self._head_lock = threading.Lock()
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.home / DB_NAME, isolation_level=None, timeout=10.0, check_same_thread=False)
@@ -85,17 +87,19 @@ class SqliteDeviceBackend:
         verdict = self.check(self.account, username, password)
         conn = self._connect()
         try:
-            if verdict is True:
+            stored = read_meta(conn, "web_password")
+            if verdict is False:
+                return None
+            if verdict is None:  # the sync server did not answer: only a password it confirmed before
+                if stored is None:
+                    raise ApiError(503, "unavailable", "password: the sync server cannot be reached to check it; "
+                                   "sign in once while online", headers={"Retry-After": "30"})
+                if not _matches(stored, password):
+                    return None
+            else:
                 save_account(self.home, self.account)  # the sync server's fresh token for this device
                 salt = os.urandom(16)
                 write_meta(conn, "web_password", f"scrypt${salt.hex()}${_scrypt(password, salt).hex()}")
-            elif verdict is None and not _matches(read_meta(conn, "web_password"), password):
-                if read_meta(conn, "web_password") is None:
-                    raise ApiError(503, "unavailable", "password: the sync server cannot be reached to check it; "
-                                   "sign in once while online", headers={"Retry-After": "30"})
-                return None
-            elif verdict is False:
-                return None
             token = os.urandom(32).hex()
             expires = (dt.datetime.now(dt.UTC) + TOKEN_TTL).replace(microsecond=0)
             conn.execute("DELETE FROM web_tokens WHERE expires_at < ?", (_now(),))
@@ -159,11 +163,10 @@ class SqliteDeviceBackend:
             conn.close()
 
     def head(self) -> int:
-        conn = self._connect()
-        try:
-            return _head(conn)
-        finally:
-            conn.close()
+        with self._head_lock:
+            if self._head_conn is None:
+                self._head_conn = self._connect()
+            return _head(self._head_conn)
 
     def snapshot(self) -> tuple[list[Row], int]:
         conn = self._connect()
