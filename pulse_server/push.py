@@ -8,7 +8,6 @@ the device (pulse_core), merged field by field (sync.merge), and recorded with i
 from __future__ import annotations
 
 import datetime as dt
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -22,7 +21,7 @@ from pulse_core.errors import ValidationError
 from pulse_server.db.entries import PostgresEntryRepository
 from sync.hlc import Stamp
 from sync.merge import Conflict, apply_mutation
-from sync.wire import Mutation, parse_mutation
+from sync.wire import Mutation, parse_mutation, rejection, storable
 
 
 @dataclass(frozen=True)
@@ -31,22 +30,6 @@ class BatchOutcome:
     txid: str
     lsn: str
     entries: dict[dt.date, Entry]
-
-
-def _error_json(exc: ValidationError) -> dict[str, Any]:
-    return {"code": exc.code, "message": _storable(exc.message), "field": exc.field, "value": _storable(exc.value),
-            "allowed": exc.allowed}
-
-
-def _storable(value: Any) -> Any:
-    """A rejected value as jsonb can hold it (no inf or nan, no NUL, no lone surrogate), or the batch would fail."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    if not isinstance(value, (str, int, float, bool, type(None))):
-        value = str(value)
-    if isinstance(value, str):
-        return value.replace("\x00", "\ufffd").encode("utf-8", "replace").decode("utf-8")
-    return value
 
 
 class Reconciler:
@@ -81,10 +64,10 @@ class Reconciler:
         for item in raw:
             try:
                 mutation = parse_mutation(item, client_id, today)
-                _check_storable(mutation)
+                _checkstorable(mutation)
                 parsed.append(mutation)
             except ValidationError as exc:
-                parsed.append({"seq": item.get("seq"), "status": "rejected", "error": _error_json(exc)})
+                parsed.append(rejection(item.get("seq"), exc))
         seqs = [item.get("seq") for item in raw]
         earlier_rows = conn.execute(
             "SELECT seq, result FROM applied_mutations WHERE user_id = %s AND client_id = %s AND seq = ANY(%s)",
@@ -176,14 +159,14 @@ class Reconciler:
         try:
             mutation = parse_mutation(item, client_id, today)
         except ValidationError as exc:
-            result = {"seq": seq, "status": "rejected", "error": _error_json(exc)}
+            result = rejection(seq, exc)
         else:
             try:
                 with conn.transaction():
                     result = self._merge(conn, repo, user_id, client_id, mutation, server_ms, touched)
             except (pg_errors.DataError, UnicodeEncodeError) as exc:  # NUL in text; a lone surrogate
                 diag = getattr(exc, "diag", None)
-                message = f"value not storable: {(diag and diag.message_primary) or _storable(str(exc))}"
+                message = f"value not storable: {(diag and diag.message_primary) or storable(str(exc))}"
                 result = {"seq": seq, "status": "rejected", "error": {"code": "invalid_value", "message": message}}
         conn.execute(
             "INSERT INTO applied_mutations (user_id, client_id, seq, result, applied_at)"
@@ -256,11 +239,11 @@ def _audit_row(user_id: int, client_id: str, m: Mutation, c: Conflict, clamped: 
             c.rule, clamped)
 
 
-def _check_storable(m: Mutation) -> None:
+def _checkstorable(m: Mutation) -> None:
     """Text Postgres cannot hold (a NUL, a lone surrogate) is refused before anything is written."""
     for name, value in m.fields.items():
         if isinstance(value, str) and ("\x00" in value or not _encodes(value)):
-            raise ValidationError(name, _storable(value), "text without NUL or unpaired surrogates",
+            raise ValidationError(name, storable(value), "text without NUL or unpaired surrogates",
                                   f"{name}: the text cannot be stored (allowed text without NUL or unpaired"
                                   " surrogates)", code="invalid_value")
 

@@ -6,6 +6,7 @@ Pure functions: the server uses them on arrival, the client engine to build what
 from __future__ import annotations
 
 import datetime as dt
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -103,3 +104,22 @@ def clamp(stamp: Stamp, server_ms: int, limit_ms: int) -> tuple[Stamp, bool]:
     if stamp.ms > server_ms + limit_ms:
         return Stamp(server_ms, stamp.counter, stamp.node), True
     return stamp, False
+
+
+def storable(value: Any) -> Any:
+    """A value as JSON stores can hold it (no inf or nan, no NUL, no lone surrogate): a rejected value
+    is echoed back in its result, and that result is recorded for replays."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if not isinstance(value, (str, int, float, bool, type(None))):
+        value = str(value)
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd").encode("utf-8", "replace").decode("utf-8")
+    return value
+
+
+def rejection(seq: Any, exc: ValidationError) -> dict[str, Any]:
+    """The result of a mutation refused by the checks: one per mutation, never failing its batch."""
+    return {"seq": seq, "status": "rejected", "error": {
+        "code": exc.code, "message": storable(exc.message), "field": exc.field, "value": storable(exc.value),
+        "allowed": exc.allowed}}

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -18,7 +17,7 @@ from pulse_core.entry import Entry
 from pulse_core.errors import ValidationError
 from sync.hlc import Stamp
 from sync.merge import apply_mutation
-from sync.wire import Mutation, parse_mutation
+from sync.wire import Mutation, parse_mutation, rejection
 
 OWNER = ""
 SKEW_LIMIT_MS = 60_000
@@ -49,9 +48,7 @@ def _relay_one(
     try:
         mutation = parse_mutation(raw, client_id, today)
     except ValidationError as exc:
-        result: dict[str, Any] = {"seq": seq, "status": "rejected", "error": {
-            "code": exc.code, "message": exc.message, "field": exc.field, "value": _jsonable(exc.value),
-            "allowed": exc.allowed}}
+        result = rejection(seq, exc)
         outbox_seq = None
     else:
         result, outbox_seq = _apply(uow, client_id, mutation, now_ms)
@@ -77,9 +74,3 @@ def _apply(uow: SqliteUnitOfWork, client_id: str, m: Mutation, now_ms: int) -> t
          dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), client_id, m.seq),
     )
     return result, int(cursor.lastrowid or 0)
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)  # JSON has no inf or nan
-    return value if isinstance(value, (str, int, float, bool, type(None))) else str(value)
