@@ -157,5 +157,24 @@ class Database:
         finally:
             fairy.close()
 
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[psycopg.Connection[Any]]:
+        """A pooled connection in one transaction for a read that outlives one call (a snapshot
+        streamed to its client chunk by chunk), inside the breaker. Not retried: once the response
+        has started there is nothing to retry into. The transaction is rolled back at the end."""
+        with self._guard():
+            fairy = self.engine.raw_connection()
+            conn: psycopg.Connection[Any] = fairy.driver_connection  # type: ignore[assignment]
+            try:
+                with conn.transaction(force_rollback=True):
+                    yield conn
+            except psycopg.OperationalError:
+                if conn.closed or conn.broken:
+                    fairy.invalidate()
+                    self._distrust_before = time.monotonic()
+                raise
+            finally:
+                fairy.close()
+
     def dispose(self) -> None:
         self.engine.dispose()
