@@ -12,13 +12,14 @@ replication reader and the shape watcher on (PULSE_LOG_LEVEL=warning), seeds a y
 athlete with SQL (rows as a synced device leaves them: every field with its stamp and source), and
 waits until the reader has put all of them in the shape log. Then, for each run, a fresh Python
 process (this script with --client) follows the coach's shape the way a client does: `offset=-1`
-(the snapshot), then the offsets it is given until a response ends in `up-to-date`. The time is
-measured inside that process, from the first request to the parsed up-to-date response (process
-start-up and imports are not counted). Printed per run: seconds, response bytes, rows, and per
-request its time, the time to its response headers (the server sends them once the body is built)
-and to the end of its body (the rest is the client's JSON parse). At the end the server is stopped,
-the database's replication slots are dropped and the database is dropped WITH (FORCE), even on
-error or Ctrl-C.
+(the snapshot), then the offsets it is given until a response ends in `up-to-date`, applying each
+message to its in-memory copy of the shape (rows by key), as a client keeps it. The time is measured
+inside that process, from the first request to the applied up-to-date response (process start-up
+and imports are not counted). Printed per run: seconds, response bytes, rows in the copy, and per
+request its time, the time to its response headers (a snapshot's are sent before its rows are read),
+to the end of its body and to the end of the client's JSON parse (the rest is applying the messages).
+At the end the server is stopped, the database's replication slots are dropped and the database is
+dropped WITH (FORCE), even on error or Ctrl-C.
 """
 
 from __future__ import annotations
@@ -125,9 +126,11 @@ def follow(base_url: str, token: str, columns: str | None) -> dict[str, object]:
     """Follow the shape from offset -1 to up-to-date; what it took."""
     import httpx
 
-    rows = size = 0
-    # per request: offset, seconds in all, seconds to the response headers, to the whole body, bytes
-    requests: list[tuple[str, float, float, float, int]] = []
+    size = 0
+    copy: dict[str, dict[str, str | None]] = {}  # the client's copy of the shape, keyed as Electric keys rows
+    # per request: offset, seconds in all, seconds to the response headers, to the whole body, to the
+    # parsed body, bytes
+    requests: list[tuple[str, float, float, float, float, int]] = []
     with httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {token}"}, timeout=60) as http:
         http.get("/healthz")  # the connection is open before the clock starts, as a running client's is
         shape = {"table": "entries", **({"columns": columns} if columns else {})}
@@ -142,15 +145,23 @@ def follow(base_url: str, token: str, columns: str | None) -> dict[str, object]:
             if reply.status_code != 200:
                 raise RuntimeError(f"{reply.status_code}: {body[:200]!r}")
             messages = json.loads(body)
+            parsed_at = time.perf_counter()
             size += len(body)
-            rows += sum(1 for m in messages if "operation" in m["headers"])
+            for message in messages:
+                operation = message["headers"].get("operation")
+                if operation == "insert":
+                    copy[message["key"]] = message["value"]
+                elif operation == "update":
+                    copy[message["key"]].update(message["value"])
+                elif operation == "delete":
+                    copy.pop(message["key"], None)
             requests.append((params["offset"], time.perf_counter() - sent, headers_at - sent, body_at - sent,
-                             len(body)))
+                             parsed_at - sent, len(body)))
             if "electric-up-to-date" in reply.headers:
                 break
             params = {**shape, "offset": reply.headers["electric-offset"], "handle": reply.headers["electric-handle"]}
         elapsed = time.perf_counter() - started
-    return {"seconds": elapsed, "bytes": size, "rows": rows, "requests": requests}
+    return {"seconds": elapsed, "bytes": size, "rows": len(copy), "requests": requests}
 
 
 def run_client(base_url: str, token: str, columns: str | None) -> dict[str, object]:
@@ -194,9 +205,9 @@ def main() -> None:
             for run in range(1, args.runs + 1):
                 result = run_client(base_url, token, args.columns)
                 results.append(result)
-                steps = ", ".join(f"offset={o}: {t * 1000:.0f} ms (headers {h * 1000:.0f}, body {r * 1000:.0f})"
-                                  f" {b / 1e6:.2f} MB"
-                                  for o, t, h, r, b in result["requests"])  # type: ignore[attr-defined]
+                steps = ", ".join(f"offset={o}: {t * 1000:.0f} ms (headers {h * 1000:.0f}, body {r * 1000:.0f},"
+                                  f" parsed {p * 1000:.0f}) {b / 1e6:.2f} MB"
+                                  for o, t, h, r, p, b in result["requests"])  # type: ignore[attr-defined]
                 print(f"run {run}: {result['seconds']:.3f} s, {result['bytes'] / 1e6:.2f} MB,"  # type: ignore[operator]
                       f" {result['rows']} rows ({steps})")
             times = [float(r["seconds"]) for r in results]  # type: ignore[arg-type]

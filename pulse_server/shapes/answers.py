@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from fastapi import Request, Response
+from fastapi.responses import StreamingResponse
 
 from pulse_server.shapes import protocol
 
@@ -47,11 +48,39 @@ def respond(
     """`messages` are dicts, or encoded JSON (a snapshot's)."""
     offset = protocol.offset_text(position)
     body = b"[" + b",".join(m if isinstance(m, bytes) else protocol.encode(m).encode() for m in messages) + b"]"
+    etag = _etag(handle, req, offset, None if req.offset == "-1" else body)
+    headers = _headers(req, handle, offset, etag, up_to_date)
+    if request.headers.get("if-none-match") == etag:
+        return Response(status_code=304, headers=headers)
+    return Response(body, media_type="application/json", headers=headers)
+
+
+def snapshot_etag(req: protocol.ShapeRequest, handle: str, position: tuple[int, int]) -> str:
+    """A snapshot's ETag, known before its body is read (see `_etag`)."""
+    return _etag(handle, req, protocol.offset_text(position), None)
+
+
+def not_modified(req: protocol.ShapeRequest, handle: str, position: tuple[int, int], etag: str) -> Response:
+    return Response(status_code=304, headers=_headers(req, handle, protocol.offset_text(position), etag, False))
+
+
+def stream_snapshot(
+    req: protocol.ShapeRequest, handle: str, position: tuple[int, int], etag: str, body: AsyncIterator[bytes]
+) -> Response:
+    """A snapshot sent as it is read: the headers at once, then the body in parts."""
+    headers = _headers(req, handle, protocol.offset_text(position), etag, False)
+    return StreamingResponse(body, media_type="application/json", headers=headers)
+
+
+def _etag(handle: str, req: protocol.ShapeRequest, offset: str, body: bytes | None) -> str:
     # A snapshot's content follows from the handle (definition, scope, generation) and the log
     # position it reflects: not hashed from the body (megabytes), nor from snapshot-end, whose
     # xmin/xmax move with every transaction in the cluster.
-    material = f"{handle}:{req.offset}:{offset}".encode() + (b"" if req.offset == "-1" else b":" + body)
-    etag = '"' + hashlib.sha256(material).hexdigest()[:32] + '"'
+    material = f"{handle}:{req.offset}:{offset}".encode() + (b"" if body is None else b":" + body)
+    return '"' + hashlib.sha256(material).hexdigest()[:32] + '"'
+
+
+def _headers(req: protocol.ShapeRequest, handle: str, offset: str, etag: str, up_to_date: bool) -> dict[str, str]:
     headers = {
         "electric-handle": handle,
         "electric-offset": offset,
@@ -69,6 +98,4 @@ def respond(
         )
     if up_to_date:
         headers["electric-up-to-date"] = ""
-    if request.headers.get("if-none-match") == etag:
-        return Response(status_code=304, headers=headers)
-    return Response(body, media_type="application/json", headers=headers)
+    return headers

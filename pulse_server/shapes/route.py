@@ -7,6 +7,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+import anyio
 from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
@@ -18,10 +19,9 @@ from pulse_server.shapes.log import (
     Head,
     LogChange,
     LogWatcher,
-    SnapshotRow,
+    SnapshotRead,
     read_changes,
     read_head,
-    read_snapshot,
 )
 from pulse_server.shapes.scope import Origin, Scope, read_origin, resolve_scope, shape_handle
 
@@ -48,8 +48,7 @@ async def shape(request: Request) -> Response:
     if req.offset not in ("-1", "now") and req.handle != handle:
         return answers.must_refetch(handle)
     if req.offset == "-1":
-        messages, position = await run_in_threadpool(_snapshot, db, req, scope)
-        return answers.respond(request, req, handle, messages, position, up_to_date=False)
+        return await _snapshot(request, req, handle, scope, db)
     if req.offset == "now":
         now = [protocol.up_to_date(head.offset[0])]
         return answers.respond(request, req, handle, now, head.offset, up_to_date=True)
@@ -79,34 +78,52 @@ def _visible(req: protocol.ShapeRequest, row: dict[str, Any], username: str | No
     return req.predicate is None or req.predicate({**row, "username": username})
 
 
-def _snapshot(db: Database, req: protocol.ShapeRequest, scope: Scope) -> tuple[list[bytes], tuple[int, int]]:
-    """The snapshot's messages as encoded JSON, ending in snapshot-end, and the log position it reflects.
+async def _snapshot(
+    request: Request, req: protocol.ShapeRequest, handle: str, scope: Scope, db: Database
+) -> Response:
+    """The snapshot, streamed as it is read: its headers (the log position it reflects, the ETag)
+    go out at once and its rows follow in parts, ending in snapshot-end. The read's transaction stays
+    open while the body streams and ends with it, whether the client reads it all or goes away.
 
     With every column and no filter (what clients ask for), each row's message is the text the
     reader stored with it (a row with none is encoded here): no per-row JSON work per request."""
     whole = req.columns == protocol.ALL_COLUMNS and req.predicate is None
+    read = SnapshotRead(db, list(scope.user_ids), stored_messages=whole)
+    head, (xmin, xmax, xip) = await run_in_threadpool(read.open)
+    etag = answers.snapshot_etag(req, handle, head.offset)
+    if request.headers.get("if-none-match") == etag:
+        await run_in_threadpool(read.close)
+        return answers.not_modified(req, handle, head.offset, etag)
 
-    def read(conn: Any) -> tuple[list[SnapshotRow], Head, tuple[str, str, list[str]]]:
-        rows, head = read_snapshot(conn, sorted(scope.user_ids), stored_messages=whole)
-        snap = conn.execute(
-            "SELECT pg_snapshot_xmin(s)::text, pg_snapshot_xmax(s)::text,"
-            " ARRAY(SELECT pg_snapshot_xip(s)::text) FROM pg_current_snapshot() s"
-        ).fetchone()
-        return rows, head, (snap[0], snap[1], list(snap[2]))
+    async def body() -> AsyncIterator[bytes]:
+        try:
+            yield b"["
+            while part := await run_in_threadpool(_snapshot_part, req, scope, read):
+                yield part
+            yield protocol.encode(protocol.snapshot_end(xmin, xmax, xip)).encode() + b"]"
+        finally:
+            with anyio.CancelScope(shield=True):
+                await run_in_threadpool(read.close)
 
-    rows, head, (xmin, xmax, xip) = db.run(read)
-    messages = []
-    for user_id, message, row in rows:
-        if message is not None:
-            messages.append(message)
-            continue
-        assert row is not None
-        username = scope.usernames.get(user_id)
-        if _visible(req, row, username):
-            messages.append(protocol.encode(
-                protocol.change_message("insert", protocol.shape_value(row, username, req.columns))).encode())
-    messages.append(protocol.encode(protocol.snapshot_end(xmin, xmax, xip)).encode())
-    return messages, head.offset
+    return answers.stream_snapshot(req, handle, head.offset, etag, body())
+
+
+def _snapshot_part(req: protocol.ShapeRequest, scope: Scope, read: SnapshotRead) -> bytes | None:
+    """The next rows' messages, each followed by a comma (snapshot-end comes last); None at the end."""
+    while rows := read.chunk():
+        parts: list[bytes] = []
+        for user_id, message, row in rows:
+            if message is None:
+                assert row is not None
+                username = scope.usernames.get(user_id)
+                if not _visible(req, row, username):
+                    continue
+                value = protocol.shape_value(row, username, req.columns)
+                message = protocol.encode(protocol.change_message("insert", value)).encode()
+            parts += (message, b",")
+        if parts:
+            return b"".join(parts)
+    return None
 
 
 def _log_messages(req: protocol.ShapeRequest, scope: Scope, changes: list[LogChange]) -> list[dict[str, Any]]:

@@ -329,6 +329,61 @@ def test_a_snapshot_sends_every_row_as_an_insert_in_postgres_text_ending_in_snap
     assert all(isinstance(v, str) or v is None for value in by_key.values() for v in value.values())
 
 
+def test_rows_without_a_stored_message_are_encoded_in_their_place_in_the_snapshot(
+    new_user: Callable[..., User], shape_client: Callable[[User | None], Api], pg: psycopg.Connection[Any]
+) -> None:
+    """A log rebuilt from a copy of the table holds rows without a stored message: a snapshot mixing
+    such an athlete with one whose messages are all stored still holds every row, once, as in SQL,
+    ordered by athlete and date."""
+    coach, stored, rebuilt = new_user(coach=True), new_user(), new_user()
+    for athlete in (stored, rebuilt):
+        pg.execute("INSERT INTO entries (user_id, date, steps, note) SELECT %s, '2026-01-01'::date + i, i, 'n' || i"
+                   " FROM generate_series(0, 3) i", (athlete.id,))
+        assert shape_client(athlete).post("/v1/grants", json={"coach": coach.username}).status_code == 201
+    api = shape_client(coach)
+    snapshot_settles(api, pg, stored.id, rebuilt.id)
+    cleared = pg.execute("UPDATE shape_rows SET message = NULL"
+                         " WHERE user_id = %s AND date IN ('2026-01-02', '2026-01-04')", (rebuilt.id,)).rowcount
+    assert cleared == 2
+    rows = change_messages(get_shape(api, offset="-1").json())
+    athletes = sorted((stored, rebuilt), key=lambda u: u.id)
+    assert [m["key"] for m in rows] == [key(u.id, f"2026-01-0{d}") for u in athletes for d in range(1, 5)]
+    by_key = {m["key"]: m["value"] for m in rows}
+    assert without_username(by_key) == sql_rows(pg, stored.id, rebuilt.id)
+    assert {v["user_id"]: v["username"] for v in by_key.values()} == {
+        str(stored.id): stored.username, str(rebuilt.id): rebuilt.username}
+
+
+def test_a_client_leaving_in_the_middle_of_a_snapshot_ends_its_read(
+    new_user: Callable[..., User], shapes: ServerProcess, pg: psycopg.Connection[Any]
+) -> None:
+    """The snapshot streams from an open transaction; a client that goes away half way must not leave
+    that transaction (and its pooled connection) behind. (A subset of columns is read a few thousand
+    rows at a time: 20,000 rows of 1 kB are more than the sockets buffer.)"""
+    user = new_user()
+    pg.execute("INSERT INTO entries (user_id, date, steps, note) SELECT %s, '1990-01-01'::date + i, i, repeat('x', 999)"
+               " FROM generate_series(0, 19999) i", (user.id,))
+    assert logged_within(pg, user.id, "2044-10-03", 19999, 60.0)
+
+    def open_reads() -> int:
+        return int(pg.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                              " AND application_name = 'pulse-server' AND state <> 'idle'"
+                              " AND query LIKE '%%shape_snapshot%%'"
+                              ).fetchone()[0])  # type: ignore[index]
+
+    with (httpx.Client(base_url=shapes.url, headers={"Authorization": f"Bearer {user.token}"}) as http,
+          http.stream("GET", SHAPE, params={"table": "entries", "offset": "-1", "columns": "user_id,date,note"})
+          as response):
+        assert response.status_code == 200
+        first = next(response.iter_raw())
+        assert first.startswith(b"[")
+        assert open_reads() == 1  # the read is still going: the body is megabytes
+    deadline = time.monotonic() + 10
+    while open_reads():
+        assert time.monotonic() < deadline, "the snapshot's transaction outlived its client"
+        time.sleep(0.1)
+
+
 def test_the_schema_header_types_every_column_and_marks_the_primary_key(
     athlete_with_entries: User, shape_client: Callable[[User | None], Api]
 ) -> None:
