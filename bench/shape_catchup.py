@@ -5,13 +5,14 @@ Run from the repo root (PostgreSQL with wal_level=logical at 127.0.0.1:5432, use
     .venv/bin/python bench/shape_catchup.py              # 5 runs
     .venv/bin/python bench/shape_catchup.py --runs 10
     .venv/bin/python bench/shape_catchup.py --columns user_id,date,sleep_hours,hrv_ms,steps,weight_kg,note,score
+    .venv/bin/python bench/shape_catchup.py --client electric   # ElectricSQL's own client under Node
 
 It creates `pulse_bench_<random>`, migrates it, creates a coach and 100 athletes who grant the coach
 access (tokens from `pulse_server.accounts.issue_token`), starts `pulse-server serve` with the
 replication reader and the shape watcher on (PULSE_LOG_LEVEL=warning), seeds a year of entries per
 athlete with SQL (rows as a synced device leaves them: every field with its stamp and source), and
 waits until the reader has put all of them in the shape log. Then, for each run, a fresh Python
-process (this script with --client) follows the coach's shape the way a client does: `offset=-1`
+process (this script with --follow) follows the coach's shape the way a client does: `offset=-1`
 (the snapshot), then the offsets it is given until a response ends in `up-to-date`, applying each
 message to its in-memory copy of the shape (rows by key), as a client keeps it. The time is measured
 inside that process, from the first request to the applied up-to-date response (process start-up
@@ -165,13 +166,30 @@ def follow(base_url: str, token: str, columns: str | None) -> dict[str, object]:
 
 
 def run_client(base_url: str, token: str, columns: str | None) -> dict[str, object]:
-    """This script with --client, in a fresh process; its JSON result."""
-    command = [sys.executable, str(Path(__file__).resolve()), "--client", base_url]
+    """This script with --follow, in a fresh process; its JSON result."""
+    command = [sys.executable, str(Path(__file__).resolve()), "--follow", base_url]
     if columns:
         command += ["--columns", columns]
     done = subprocess.run(command, input=token, capture_output=True, text=True, timeout=300, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"client failed:\n{done.stderr}")
+    result: dict[str, object] = json.loads(done.stdout)
+    return result
+
+
+ELECTRIC_DIR = Path(__file__).resolve().parent.parent / "tests" / "server" / "electric_client"
+
+
+def run_electric_client(base_url: str, token: str, columns: str | None) -> dict[str, object]:
+    """bench/electric_catchup.mjs (Electric's own client under Node), in a fresh process; its result."""
+    if not (ELECTRIC_DIR / "node_modules" / "@electric-sql" / "client").is_dir():
+        subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=ELECTRIC_DIR, check=True, capture_output=True)
+    script = Path(__file__).resolve().parent / "electric_catchup.mjs"
+    command = ["node", str(script), base_url, *([columns] if columns else [])]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False,
+                          env={**os.environ, "SHAPE_TOKEN": token})
+    if done.returncode != 0:
+        raise RuntimeError(f"Electric's client failed:\n{done.stderr}")
     result: dict[str, object] = json.loads(done.stdout)
     return result
 
@@ -184,10 +202,13 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5, help="catch-ups to time, each from a fresh process")
     parser.add_argument("--columns", help="the shape's columns= parameter (default: all columns), e.g."
                         " user_id,date,sleep_hours,hrv_ms,hrv_method,steps,weight_kg,note,score,deleted,username")
-    parser.add_argument("--client", metavar="URL", help=argparse.SUPPRESS)  # internal: be the client
+    parser.add_argument("--client", choices=("python", "electric"), default="python",
+                        help="python: httpx and the json module (default); electric: ElectricSQL's own TypeScript"
+                        " client (@electric-sql/client) under Node, its Shape's rows at the first up-to-date")
+    parser.add_argument("--follow", metavar="URL", help=argparse.SUPPRESS)  # internal: be the Python client
     args = parser.parse_args()
-    if args.client:
-        print(json.dumps(follow(args.client, sys.stdin.readline().strip(), args.columns)))
+    if args.follow:
+        print(json.dumps(follow(args.follow, sys.stdin.readline().strip(), args.columns)))
         return
 
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())} ({os.cpu_count()} CPUs)")
@@ -203,6 +224,13 @@ def main() -> None:
             base_url = f"http://127.0.0.1:{server.port}"
             results = []
             for run in range(1, args.runs + 1):
+                if args.client == "electric":
+                    result = run_electric_client(base_url, token, args.columns)
+                    results.append(result)
+                    steps = ", ".join(f"offset={r['offset']}: headers {r['headers_ms']:.0f} ms"
+                                      for r in result["requests"])  # type: ignore[attr-defined]
+                    print(f"run {run}: {result['seconds']:.3f} s, {result['rows']} rows ({steps})")
+                    continue
                 result = run_client(base_url, token, args.columns)
                 results.append(result)
                 steps = ", ".join(f"offset={o}: {t * 1000:.0f} ms (headers {h * 1000:.0f}, body {r * 1000:.0f},"
@@ -212,9 +240,10 @@ def main() -> None:
                       f" {result['rows']} rows ({steps})")
             times = [float(r["seconds"]) for r in results]  # type: ignore[arg-type]
             median = statistics.median(times)
-            print(f"catch-up of {ATHLETES} athletes x {DAYS} days: median {median:.3f} s, best {min(times):.3f} s,"
-                  f" worst {max(times):.3f} s over {len(times)} runs; {results[0]['bytes']} bytes,"
-                  f" {results[0]['rows']} rows; target < {TARGET_S} s: {'met' if median < TARGET_S else 'NOT met'}")
+            print(f"catch-up of {ATHLETES} athletes x {DAYS} days ({args.client} client): median {median:.3f} s,"
+                  f" best {min(times):.3f} s, worst {max(times):.3f} s over {len(times)} runs;"
+                  f" {results[0].get('bytes', '?')} bytes, {results[0]['rows']} rows;"
+                  f" target < {TARGET_S} s: {'met' if median < TARGET_S else 'NOT met'}")
     print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
