@@ -8,8 +8,10 @@ the device (pulse_core), merged field by field (sync.merge), and recorded with i
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 import psycopg
@@ -18,10 +20,38 @@ from psycopg.types.json import Jsonb
 
 from pulse_core.entry import Entry
 from pulse_core.errors import ValidationError
-from pulse_server.db.entries import PostgresEntryRepository
+from pulse_server.accounts import Principal, hash_token
+from pulse_server.db.database import committing
+from pulse_server.db.entries import PostgresEntryRepository, entry_from_json, entry_json, json_dumps
 from sync.hlc import Stamp
 from sync.merge import Conflict, apply_mutation
 from sync.wire import Mutation, parse_mutation, rejection, storable
+
+# What pulse_push_write raises when an entry or a seq changed since the push read it (migration 0005).
+CHANGED_SINCE_READ = "PU001"
+_PUSH_WRITE = "SELECT txid, lsn FROM pulse_push_write(%s, %s, %s, %s, %s)"
+# The caller's token and, for an athlete, the batch's earlier results and its days' entries (with the row
+# version each was read at), in one statement. An invalid token reads nothing; a coach only themselves.
+# It first waits, sharing, for the lock a push of this client under locks (`apply_batch`) holds, so it
+# does not read what that push is about to change (and then have to take the locked path itself).
+_READ_FOR_PUSH = (
+    "SELECT u.id, u.username, u.is_coach,"
+    " CASE WHEN NOT u.is_coach THEN pg_advisory_xact_lock_shared(hashtextextended(%s, u.id))::text END,"
+    " CASE WHEN NOT u.is_coach THEN (SELECT jsonb_agg(a.result) FROM applied_mutations a"
+    "  WHERE a.user_id = u.id AND a.client_id = %s AND a.seq = ANY(%s)) END,"
+    " CASE WHEN NOT u.is_coach THEN (SELECT jsonb_agg(to_jsonb(e) || jsonb_build_object('seen', e.xmin::text))::text"
+    "  FROM entries e WHERE e.user_id = u.id AND e.date = ANY(%s)) END"
+    " FROM tokens t JOIN users u ON u.id = t.user_id"
+    " WHERE t.token_hash = %s AND t.revoked_at IS NULL AND t.expires_at > now()"
+)
+
+
+@dataclass
+class _Merged:
+    results: list[dict[str, Any]] = field(default_factory=list)
+    fresh: list[dict[str, Any]] = field(default_factory=list)  # results to record (not duplicates)
+    audit: list[tuple[Mutation, Conflict, bool]] = field(default_factory=list)
+    touched: dict[dt.date, Entry] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -59,15 +89,7 @@ class Reconciler:
         once and every record in one pipelined statement each. Same results as one savepoint per mutation."""
         repo = PostgresEntryRepository(conn)
         server_ms = self.now_ms()
-        today = dt.datetime.fromtimestamp(server_ms / 1000, dt.UTC).date()
-        parsed: list[Mutation | dict[str, Any]] = []
-        for item in raw:
-            try:
-                mutation = parse_mutation(item, client_id, today)
-                _checkstorable(mutation)
-                parsed.append(mutation)
-            except ValidationError as exc:
-                parsed.append(rejection(item.get("seq"), exc))
+        parsed = _parse_batch(raw, client_id, server_ms)
         seqs = [item.get("seq") for item in raw]
         earlier_rows = conn.execute(
             "SELECT seq, result FROM applied_mutations WHERE user_id = %s AND client_id = %s AND seq = ANY(%s)",
@@ -82,39 +104,104 @@ class Reconciler:
             )
         entries = {e.date: e for e in repo.get_many(str(user_id), dates, lock=True)}
         earlier = {int(seq): result for seq, result in earlier_rows.fetchall()}
-        results: list[dict[str, Any]] = []
-        fresh: list[tuple[int, dict[str, Any]]] = []
-        audit: list[tuple[Any, ...]] = []
-        touched: dict[dt.date, Entry] = {}
+        merged = self._merge_batch(user_id, raw, parsed, earlier, entries, server_ms)
+        repo.save_many(list(merged.touched.values()))
+        if merged.audit:
+            with conn.cursor() as cur:
+                cur.executemany(_AUDIT_SQL, [_audit_row(user_id, client_id, m, c, clamped)
+                                             for m, c, clamped in merged.audit])
+        if merged.fresh:  # one statement: every result of the batch as one JSON array
+            conn.execute(
+                "INSERT INTO applied_mutations (user_id, client_id, seq, result, applied_at)"
+                " SELECT %s, %s, (r->>'seq')::bigint, r, now() FROM jsonb_array_elements(%s) AS r",
+                (user_id, client_id, Jsonb(merged.fresh)),
+            )
+        row = conn.execute("SELECT pg_current_xact_id()::text, pg_current_wal_insert_lsn()").fetchone()
+        assert row is not None
+        return BatchOutcome(merged.results, row[0], str(lsn_to_int(row[1])), merged.touched)
+
+    def _merge_batch(
+        self,
+        user_id: int,
+        raw: Sequence[dict[str, Any]],
+        parsed: list[Mutation | dict[str, Any]],
+        earlier: dict[int, dict[str, Any]],
+        entries: dict[dt.date, Entry],
+        server_ms: int,
+    ) -> _Merged:
+        """The batch merged into `entries` in memory, in order: its results, the ones to record, the
+        conflicts to audit and the days touched (each rescored once, after its last mutation)."""
+        merged = _Merged()
         for item, outcome in zip(raw, parsed, strict=True):
             seq = int(item["seq"])  # the request schema requires an integer seq
             if seq in earlier:
                 original = earlier[seq]
-                results.append({**original, "status": "duplicate", "original_status": original["status"]})
+                merged.results.append({**original, "status": "duplicate", "original_status": original["status"]})
                 continue
             if isinstance(outcome, Mutation):
                 entry = entries.setdefault(outcome.date, Entry(user=str(user_id), date=outcome.date))
                 result, conflicts, clamped = self._merge_in_memory(entry, outcome, server_ms)
-                touched[outcome.date] = entry
-                audit.extend(_audit_row(user_id, client_id, outcome, c, clamped) for c in conflicts)
+                merged.touched[outcome.date] = entry
+                merged.audit.extend((outcome, c, clamped) for c in conflicts)
             else:
                 result = outcome
             earlier[seq] = result
-            fresh.append((seq, result))
-            results.append(result)
-        repo.save_many(list(touched.values()))
-        if audit:
-            with conn.cursor() as cur:
-                cur.executemany(_AUDIT_SQL, audit)
-        if fresh:  # one statement: every result of the batch as one JSON array
-            conn.execute(
-                "INSERT INTO applied_mutations (user_id, client_id, seq, result, applied_at)"
-                " SELECT %s, %s, (r->>'seq')::bigint, r, now() FROM jsonb_array_elements(%s) AS r",
-                (user_id, client_id, Jsonb([result for _, result in fresh])),
-            )
-        row = conn.execute("SELECT pg_current_xact_id()::text, pg_current_wal_insert_lsn()").fetchone()
-        assert row is not None
-        return BatchOutcome(results, row[0], str(lsn_to_int(row[1])), touched)
+            merged.fresh.append(result)
+            merged.results.append(result)
+        return merged
+
+    def apply_batch_unlocked(
+        self,
+        conn: psycopg.Connection[Any],
+        token: str,
+        client_id: str,
+        raw: Sequence[dict[str, Any]],
+        admit: Callable[[Principal | None], Principal],
+    ) -> tuple[Principal, BatchOutcome]:
+        """The push in two statements on an autocommit connection: one reads the caller's token, the
+        batch's earlier results and its entries (no locks); the batch is merged here; `pulse_push_write`
+        writes it all in its own transaction if nothing read has changed meanwhile. If something has
+        (a concurrent push to the same days or seqs), or Postgres refuses a value, the batch is done
+        again by `apply_batch`, under locks, in a transaction. `admit` turns the token's user (None: no
+        valid token) into the principal allowed to push, or raises; nothing else is read before it."""
+        server_ms = self.now_ms()
+        parsed = _parse_batch(raw, client_id, server_ms)
+        seqs = [s for item in raw if isinstance(s := item.get("seq"), int)]
+        dates = sorted({m.date for m in parsed if isinstance(m, Mutation)})
+        row = conn.execute(_READ_FOR_PUSH, (client_id, client_id, seqs, dates, hash_token(token))).fetchone()
+        user = admit(None if row is None else Principal(int(row[0]), str(row[1]), bool(row[2])))
+        earlier = {int(result["seq"]): result for result in row[4] or ()} if row else {}
+        entries: dict[dt.date, Entry] = {}
+        seen: dict[dt.date, str] = {}
+        for values in json.loads(row[5], parse_float=Decimal) if row and row[5] else ():
+            entry = entry_from_json(str(user.id), values)
+            entries[entry.date] = entry
+            seen[entry.date] = values["seen"]
+        merged = self._merge_batch(user.id, raw, parsed, earlier, entries, server_ms)
+        rows = []
+        for day, entry in merged.touched.items():
+            values = entry_json(entry)
+            if day in seen:
+                values["seen"] = seen[day]
+            rows.append(values)
+        audit = [{"date": m.date, "seq": m.seq, "field": c.field, "kept": c.kept, "lost": c.lost,
+                  "kept_hlc": c.kept_hlc, "lost_hlc": c.lost_hlc, "rule": c.rule, "clamped": clamped}
+                 for m, c, clamped in merged.audit]
+        try:
+            with committing(conn):
+                written = conn.execute(_PUSH_WRITE, (user.id, client_id, Jsonb(rows, dumps=json_dumps),
+                                                     Jsonb(merged.fresh), Jsonb(audit, dumps=json_dumps))).fetchone()
+        except (pg_errors.DataError, UnicodeEncodeError):
+            written = None
+        except psycopg.Error as exc:
+            if exc.sqlstate != CHANGED_SINCE_READ:
+                raise
+            written = None
+        if written is None:  # changed meanwhile, or a value refused: again, under locks
+            with committing(conn), conn.transaction():
+                outcome = self.apply_batch(conn, user.id, client_id, raw)
+            return user, outcome
+        return user, BatchOutcome(merged.results, written[0], str(lsn_to_int(written[1])), merged.touched)
 
     def _merge_in_memory(
         self, entry: Entry, m: Mutation, server_ms: int
@@ -237,6 +324,20 @@ _AUDIT_SQL = (
 def _audit_row(user_id: int, client_id: str, m: Mutation, c: Conflict, clamped: bool) -> tuple[Any, ...]:
     return (user_id, m.date, client_id, m.seq, c.field, Jsonb(c.kept), Jsonb(c.lost), c.kept_hlc, c.lost_hlc,
             c.rule, clamped)
+
+
+def _parse_batch(raw: Sequence[dict[str, Any]], client_id: str, server_ms: int) -> list[Mutation | dict[str, Any]]:
+    """Each mutation checked: the Mutation, or its rejection result."""
+    today = dt.datetime.fromtimestamp(server_ms / 1000, dt.UTC).date()
+    parsed: list[Mutation | dict[str, Any]] = []
+    for item in raw:
+        try:
+            mutation = parse_mutation(item, client_id, today)
+            _checkstorable(mutation)
+            parsed.append(mutation)
+        except ValidationError as exc:
+            parsed.append(rejection(item.get("seq"), exc))
+    return parsed
 
 
 def _checkstorable(m: Mutation) -> None:

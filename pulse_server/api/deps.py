@@ -58,7 +58,11 @@ def bearer_token(request: Request) -> str:
 
 def authenticate_on(conn: psycopg.Connection[Any], token: str) -> Principal:
     """The token's user, looked up on a connection the caller holds; 401 if it is invalid, expired or revoked."""
-    principal = principal_on(conn, token)
+    return admitted(principal_on(conn, token))
+
+
+def admitted(principal: Principal | None) -> Principal:
+    """The principal a token gave, or 401 if it gave none (invalid, expired or revoked)."""
     if principal is None:
         raise ApiError(401, "unauthorized", "authorization: the token is invalid, expired or revoked; log in again",
                        headers=UNAUTHORIZED)

@@ -19,7 +19,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from pulse_server.accounts import Principal
-from pulse_server.api.deps import authenticate_on, bearer_token, identify, must_write
+from pulse_server.api.deps import admitted, authenticate_on, bearer_token, identify, must_write
 from pulse_server.api.schemas import PushRequest, PushResponse, inline_schema
 from pulse_server.db.database import Database
 from pulse_server.errors import ApiError
@@ -91,6 +91,10 @@ def _check_batch(body: PushBody, max_batch: int) -> None:
                        field="mutations", value=len(body.mutations), allowed=f"at most {max_batch}")
 
 
+def _batch_error(body: PushBody, max_batch: int) -> bool:
+    return body.protocol != PROTOCOL or len(body.mutations) > max_batch
+
+
 def _without_nulls(result: dict[str, Any]) -> dict[str, Any]:
     """A result as `MutationResult` serialises with exclude_none (also inside its error and conflicts)."""
     if "error" not in result and "conflicts" not in result and None not in result.values():
@@ -118,13 +122,16 @@ async def push(request: Request) -> JSONResponse:
     reconciler = Reconciler(state.clock, settings.clock_skew_limit_ms)
 
     def work(conn: psycopg.Connection[Any]) -> tuple[Principal, BatchOutcome]:
-        user = must_write(authenticate_on(conn, token))
-        if isinstance(body, ApiError):
-            raise body
-        _check_batch(body, settings.max_batch)
-        return user, reconciler.apply_batch(conn, user.id, body.client_id, body.mutations)
+        if isinstance(body, ApiError) or _batch_error(body, settings.max_batch):
+            must_write(authenticate_on(conn, token))  # 401 and 403 come before what is wrong with the body
+            if isinstance(body, ApiError):
+                raise body
+            _check_batch(body, settings.max_batch)
+        assert not isinstance(body, ApiError)
+        return reconciler.apply_batch_unlocked(conn, token, body.client_id, body.mutations,
+                                               lambda principal: must_write(admitted(principal)))
 
-    user, outcome = await gate.run(lambda: db.run(work))
+    user, outcome = await gate.run(lambda: db.run(work, autocommit=True))
     identify(request, user)
     metrics: Metrics = state.metrics
     for status, count in Counter(r["status"] for r in outcome.results).items():

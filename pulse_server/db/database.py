@@ -39,6 +39,23 @@ class ConnectionLostBeforeCommit(Exception):
     """The connection failed while the transaction was still open: nothing was committed."""
 
 
+class CommitUncertain(Exception):
+    """The connection failed while a statement that commits was running: it may or may not have committed.
+    Not retried here (the answer is 503); the client retries, and writes are exactly-once."""
+
+
+@contextlib.contextmanager
+def committing(conn: psycopg.Connection[Any]) -> Iterator[None]:
+    """Around a statement (or transaction) that commits on an autocommit connection: a connection lost
+    inside it leaves the outcome unknown, so it is not retried as a loss before commit would be."""
+    try:
+        yield
+    except psycopg.OperationalError as exc:
+        if conn.closed or conn.broken:
+            raise CommitUncertain(str(exc)) from exc
+        raise
+
+
 def _transient(exc: BaseException) -> bool:
     return isinstance(
         exc, (pg_errors.SerializationFailure, pg_errors.DeadlockDetected, ConnectionLostBeforeCommit)
@@ -50,7 +67,7 @@ def _is_connection_failure(exc: BaseException) -> bool:
         return False
     if isinstance(exc, sqlalchemy.exc.DBAPIError):
         return exc.connection_invalidated or isinstance(exc.orig, psycopg.OperationalError)
-    return isinstance(exc, (psycopg.OperationalError, ConnectionLostBeforeCommit))
+    return isinstance(exc, (psycopg.OperationalError, ConnectionLostBeforeCommit, CommitUncertain))
 
 
 class Database:
@@ -119,8 +136,12 @@ class Database:
         with self._guard(), Session(self.engine) as session:
             yield session
 
-    def run(self, work: Callable[[psycopg.Connection[Any]], T], retries: int = 2) -> T:
+    def run(self, work: Callable[[psycopg.Connection[Any]], T], retries: int = 2, autocommit: bool = False) -> T:
         """Run `work` in one transaction on a raw psycopg connection, retrying transient failures.
+
+        With `autocommit`, `work` runs on the connection in autocommit mode instead (each statement its
+        own transaction, no BEGIN or COMMIT round trips; `work` opens transactions itself where it needs
+        them, and wraps what commits in `committing`).
 
         Retried: serialization failures, deadlocks, a connection lost before commit (at most
         `retries` times, with jittered exponential backoff). Safe because writes are exactly-once.
@@ -134,7 +155,7 @@ class Database:
         with self._guard():
             for attempt in retrying:
                 with attempt:
-                    return self._once(work)
+                    return self._once_autocommit(work) if autocommit else self._once(work)
         raise AssertionError("unreachable")
 
     def _once(self, work: Callable[[psycopg.Connection[Any]], T]) -> T:
@@ -175,6 +196,31 @@ class Database:
                 raise
             finally:
                 fairy.close()
+
+    def _once_autocommit(self, work: Callable[[psycopg.Connection[Any]], T]) -> T:
+        fairy = self.engine.raw_connection()
+        conn: psycopg.Connection[Any] = fairy.driver_connection  # type: ignore[assignment]
+        try:
+            conn.autocommit = True
+            try:
+                return work(conn)
+            except CommitUncertain:
+                fairy.invalidate()
+                self._distrust_before = time.monotonic()
+                raise
+            except psycopg.OperationalError as exc:
+                if conn.closed or conn.broken:
+                    fairy.invalidate()
+                    self._distrust_before = time.monotonic()
+                    raise ConnectionLostBeforeCommit(str(exc)) from exc
+                raise
+        finally:
+            if not conn.closed:
+                try:
+                    conn.autocommit = False
+                except psycopg.Error:
+                    fairy.invalidate()  # never back into the pool in autocommit mode
+            fairy.close()
 
     def dispose(self) -> None:
         self.engine.dispose()

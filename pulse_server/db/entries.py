@@ -73,6 +73,32 @@ def row_to_entry(user: str, row: tuple[Any, ...]) -> Entry:
     )
 
 
+def entry_from_json(user: str, values: dict[str, Any]) -> Entry:
+    """An entry from its row as Postgres' to_jsonb gives it (numbers read as Decimal, the date as text)."""
+    get = values.get
+    return Entry(
+        user=user,
+        date=dt.date.fromisoformat(values["date"]),
+        sleep_hours=get("sleep_hours"),
+        hrv_ms=get("hrv_ms"),
+        hrv_method=get("hrv_method"),
+        steps=None if (steps := get("steps")) is None else int(steps),
+        weight_kg=get("weight_kg"),
+        note=get("note"),
+        score=None if (score := get("score")) is None else int(score),
+        score_version=None if (version := get("score_version")) is None else int(version),
+        deleted=bool(get("deleted")),
+        stamps={f: v for f in STAMPED if (v := get(f"{f}_hlc")) is not None},
+        sources={f: v for f in STAMPED if (v := get(f"{f}_src")) is not None},
+    )
+
+
+def entry_json(entry: Entry) -> dict[str, Any]:
+    """An entry as a row object for jsonb_populate_record(NULL::entries, ...): unset columns left out
+    (read as NULL); encode with `json_dumps`."""
+    return {k: v for k, v in zip(_ROW_KEYS, _row_values(entry), strict=True) if v is not None}
+
+
 class PostgresEntryRepository(EntryRepository):
     """Entries of users named by their numeric id (as text, the domain's user key).
 
@@ -117,9 +143,7 @@ class PostgresEntryRepository(EntryRepository):
         type (a statement per row cost the push more than its merge). At most one entry per day."""
         if entries:
             # A key left out is read as NULL, and most stamps and values of a day are unset.
-            rows = [{k: v for k, v in zip(_ROW_KEYS, _row_values(e), strict=True) if v is not None}
-                    for e in entries]
-            self.conn.execute(_UPSERT_MANY, (Jsonb(rows, dumps=_dumps),))
+            self.conn.execute(_UPSERT_MANY, (Jsonb([entry_json(e) for e in entries], dumps=json_dumps),))
 
 
 def _row_values(entry: Entry) -> list[Any]:
@@ -160,5 +184,5 @@ def _json_value(value: Any) -> str:
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
-def _dumps(obj: Any) -> str:
+def json_dumps(obj: Any) -> str:
     return json.dumps(obj, default=_json_value)
