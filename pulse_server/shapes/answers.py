@@ -64,6 +64,12 @@ def not_modified(req: protocol.ShapeRequest, handle: str, position: tuple[int, i
     return Response(status_code=304, headers=_headers(req, handle, protocol.offset_text(position), etag, False))
 
 
+def whole_snapshot(req: protocol.ShapeRequest, handle: str, position: tuple[int, int], etag: str,
+                   body: bytes) -> Response:
+    headers = _headers(req, handle, protocol.offset_text(position), etag, False)
+    return Response(body, media_type="application/json", headers=headers)
+
+
 def stream_snapshot(
     req: protocol.ShapeRequest, handle: str, position: tuple[int, int], etag: str, body: AsyncIterator[bytes]
 ) -> Response:

@@ -89,6 +89,7 @@ class SnapshotRead:
         self._stack = contextlib.ExitStack()
         self._conn: psycopg.Connection[Any] | None = None
         self._cursor: psycopg.ServerCursor[Any] | None = None
+        self.exhausted = False  # the last chunk was the end of the read
 
     def open(self) -> tuple[Head, tuple[str, str, list[str]]]:
         """The head and (xmin, xmax, xip) of the read's snapshot."""
@@ -124,10 +125,16 @@ class SnapshotRead:
     def chunk(self) -> list[SnapshotRow]:
         """The next few rows (or users' joined rows); empty when the read is done."""
         assert self._cursor is not None and self._conn is not None
+        if self.exhausted:
+            return []
         if not self.stored_messages:
-            return [(int(r[0]), None, r[2]) for r in self._cursor.fetchmany(self.ROWS_PER_CHUNK)]
+            rows = self._cursor.fetchmany(self.ROWS_PER_CHUNK)
+            self.exhausted = len(rows) < self.ROWS_PER_CHUNK
+            return [(int(r[0]), None, r[2]) for r in rows]
         items: list[SnapshotRow] = []
-        for user_id, joined in self._cursor.fetchmany(self.USERS_PER_CHUNK):
+        groups = self._cursor.fetchmany(self.USERS_PER_CHUNK)
+        self.exhausted = len(groups) < self.USERS_PER_CHUNK
+        for user_id, joined in groups:
             if joined is not None:
                 items.append((int(user_id), joined, None))
                 continue

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
-from pulse_server.accounts import Principal, principal_for_token
+from pulse_server.accounts import Principal, principal_on
 from pulse_server.db.database import Database
 from pulse_server.shapes import answers, protocol
 from pulse_server.shapes.log import (
@@ -40,10 +40,10 @@ async def shape(request: Request) -> Response:
     token = request.headers.get("authorization", "").partition(" ")[2].strip()
     if not token:
         return answers.unauthorized("a bearer token is required")
-    who = await run_in_threadpool(_principal, db, token)
-    if who is None:
+    caller = await run_in_threadpool(_caller, request, db, token)
+    if caller is None:
         return answers.unauthorized("the token is invalid, expired or revoked")
-    scope, head, origin = await run_in_threadpool(_scope_and_head, request, db, who)
+    who, (scope, head, origin) = caller
     handle = shape_handle(req.definition(), scope, origin, head.generation)
     if req.offset not in ("-1", "now") and req.handle != handle:
         return answers.must_refetch(handle)
@@ -57,20 +57,28 @@ async def shape(request: Request) -> Response:
     return await _changes(request, req, handle, scope, db, who)
 
 
-def _principal(db: Database, token: str) -> Principal | None:
-    with db.session() as session:
-        return principal_for_token(session, token)
+def _caller(request: Request, db: Database, token: str) -> tuple[Principal, tuple[Scope, Head, Origin]] | None:
+    """Who the token is, what they may see and where the log stands: one transaction on a raw
+    connection (a live client asks again after every change it receives)."""
+
+    def read(conn: Any) -> tuple[Principal, tuple[Scope, Head, Origin]] | None:
+        who = principal_on(conn, token)
+        return None if who is None else (who, _read_scope_and_head(request, conn, who))
+
+    result: tuple[Principal, tuple[Scope, Head, Origin]] | None = db.run(read)
+    return result
 
 
 def _scope_and_head(request: Request, db: Database, who: Principal) -> tuple[Scope, Head, Origin]:
-    def read(conn: Any) -> tuple[Scope, Head, Origin]:
-        origin: Origin | None = getattr(request.app.state, "origin", None)
-        if origin is None:
-            origin = request.app.state.origin = read_origin(conn)
-        return resolve_scope(conn, who), read_head(conn), origin
-
-    result: tuple[Scope, Head, Origin] = db.run(read)
+    result: tuple[Scope, Head, Origin] = db.run(lambda conn: _read_scope_and_head(request, conn, who))
     return result
+
+
+def _read_scope_and_head(request: Request, conn: Any, who: Principal) -> tuple[Scope, Head, Origin]:
+    origin: Origin | None = getattr(request.app.state, "origin", None)
+    if origin is None:
+        origin = request.app.state.origin = read_origin(conn)
+    return resolve_scope(conn, who), read_head(conn), origin
 
 
 def _visible(req: protocol.ShapeRequest, row: dict[str, Any], username: str | None) -> bool:
@@ -81,31 +89,74 @@ def _visible(req: protocol.ShapeRequest, row: dict[str, Any], username: str | No
 async def _snapshot(
     request: Request, req: protocol.ShapeRequest, handle: str, scope: Scope, db: Database
 ) -> Response:
-    """The snapshot, streamed as it is read: its headers (the log position it reflects, the ETag)
+    """The snapshot. One that fits in one part (an athlete's) is read and answered in one go; a larger
+    one (a coach's) is streamed as it is read: its headers (the log position it reflects, the ETag)
     go out at once and its rows follow in parts, ending in snapshot-end. The read's transaction stays
     open while the body streams and ends with it, whether the client reads it all or goes away.
+
+    Reads are bounded (`_snapshot_slots`): a streamed one holds a pooled connection between parts, and
+    the parts need worker threads that requests waiting for the pool would otherwise all hold.
 
     With every column and no filter (what clients ask for), each row's message is the text the
     reader stored with it (a row with none is encoded here): no per-row JSON work per request."""
     whole = req.columns == protocol.ALL_COLUMNS and req.predicate is None
     read = SnapshotRead(db, list(scope.user_ids), stored_messages=whole)
-    head, (xmin, xmax, xip) = await run_in_threadpool(read.open)
+    slots = _snapshot_slots(request, db)
+    await slots.acquire()
+    try:
+        head, (xmin, xmax, xip), first = await run_in_threadpool(_open_snapshot, req, scope, read)
+    except BaseException:
+        slots.release()
+        raise
+    end = protocol.encode(protocol.snapshot_end(xmin, xmax, xip)).encode() + b"]"
     etag = answers.snapshot_etag(req, handle, head.offset)
-    if request.headers.get("if-none-match") == etag:
-        await run_in_threadpool(read.close)
-        return answers.not_modified(req, handle, head.offset, etag)
+    if read.exhausted or request.headers.get("if-none-match") == etag:
+        try:
+            if not read.exhausted:
+                await run_in_threadpool(read.close)
+        finally:
+            slots.release()
+        if request.headers.get("if-none-match") == etag:
+            return answers.not_modified(req, handle, head.offset, etag)
+        return answers.whole_snapshot(req, handle, head.offset, etag, b"[" + first + end)
 
     async def body() -> AsyncIterator[bytes]:
         try:
-            yield b"["
+            yield b"[" + first
             while part := await run_in_threadpool(_snapshot_part, req, scope, read):
                 yield part
-            yield protocol.encode(protocol.snapshot_end(xmin, xmax, xip)).encode() + b"]"
+            yield end
         finally:
             with anyio.CancelScope(shield=True):
-                await run_in_threadpool(read.close)
+                try:
+                    await run_in_threadpool(read.close)
+                finally:
+                    slots.release()
 
     return answers.stream_snapshot(req, handle, head.offset, etag, body())
+
+
+def _snapshot_slots(request: Request, db: Database) -> anyio.Semaphore:
+    """How many snapshot reads may hold a pooled connection at once: half the pool."""
+    slots: anyio.Semaphore | None = getattr(request.app.state, "snapshot_slots", None)
+    if slots is None:
+        slots = request.app.state.snapshot_slots = anyio.Semaphore(max(1, db.settings.pool_size // 2))
+    return slots
+
+
+def _open_snapshot(
+    req: protocol.ShapeRequest, scope: Scope, read: SnapshotRead
+) -> tuple[Head, tuple[str, str, list[str]], bytes]:
+    """Open the read and take its first part; a read that ends there is closed at once."""
+    head, snapshot = read.open()
+    try:
+        first = _snapshot_part(req, scope, read) or b""
+    except BaseException:
+        read.close()
+        raise
+    if read.exhausted:
+        read.close()
+    return head, snapshot, first
 
 
 def _snapshot_part(req: protocol.ShapeRequest, scope: Scope, read: SnapshotRead) -> bytes | None:

@@ -384,6 +384,32 @@ def test_a_client_leaving_in_the_middle_of_a_snapshot_ends_its_read(
         time.sleep(0.1)
 
 
+def test_many_streamed_snapshots_at_once_all_complete(
+    new_user: Callable[..., User], shape_client: Callable[[User | None], Api], shapes: ServerProcess,
+    start_server: Callable[..., ServerProcess], pg: psycopg.Connection[Any]
+) -> None:
+    """A coach's snapshot of more athletes than one part holds streams while holding a pooled
+    connection, and needs a worker thread for each part. Sixty at once against a pool of two (whose
+    waiters give up after a second) must all complete: requests waiting for the pool must not hold
+    every thread the streams need."""
+    coach = new_user(coach=True)
+    athletes = [new_user() for _ in range(12)]
+    for athlete in athletes:
+        pg.execute("INSERT INTO entries (user_id, date, steps) VALUES (%s, '2026-11-27', 1)", (athlete.id,))
+        assert shape_client(athlete).post("/v1/grants", json={"coach": coach.username}).status_code == 201
+    snapshot_settles(shape_client(coach), pg, *(a.id for a in athletes))
+    small = start_server(pool_size="2", pool_timeout_s="1")  # serves the log the first server's reader keeps
+
+    def snapshot(_: int) -> tuple[int, int]:
+        with httpx.Client(base_url=small.url, headers={"Authorization": f"Bearer {coach.token}"}, timeout=60) as http:
+            response = http.get(SHAPE, params={"table": "entries", "offset": "-1"})
+        return response.status_code, len(change_messages(response.json())) if response.status_code == 200 else -1
+
+    with ThreadPoolExecutor(60) as pool:
+        answers = list(pool.map(snapshot, range(60)))
+    assert answers == [(200, 12)] * 60
+
+
 def test_the_schema_header_types_every_column_and_marks_the_primary_key(
     athlete_with_entries: User, shape_client: Callable[[User | None], Api]
 ) -> None:
