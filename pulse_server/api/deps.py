@@ -50,7 +50,12 @@ UNAUTHORIZED = {"WWW-Authenticate": "Bearer"}
 
 def bearer_token(request: Request) -> str:
     """The request's bearer token, or 401 before any database work."""
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    return bearer_from(request.headers.get("authorization", ""))
+
+
+def bearer_from(authorization: str) -> str:
+    """The bearer token of an Authorization header's value, or 401."""
+    scheme, _, token = authorization.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise ApiError(401, "unauthorized", "authorization: a bearer token is required", headers=UNAUTHORIZED)
     return token.strip()

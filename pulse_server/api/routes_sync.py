@@ -23,6 +23,7 @@ from pulse_server.api.deps import admitted, authenticate_on, bearer_token, ident
 from pulse_server.api.schemas import PushRequest, PushResponse, inline_schema
 from pulse_server.db.database import Database
 from pulse_server.errors import ApiError
+from pulse_server.logs import user_id
 from pulse_server.metrics import Metrics
 from pulse_server.push import BatchOutcome, Reconciler
 from pulse_server.ratelimit import ConcurrencyGate
@@ -111,11 +112,18 @@ def _without_nulls(result: dict[str, Any]) -> dict[str, Any]:
 async def push(request: Request) -> JSONResponse:
     """Apply a batch of mutations in one transaction; one result per mutation, in order."""
     token = bearer_token(request)
+    user, answer = await answer_push(request.app.state, token, await request.body())
+    identify(request, user)
+    return JSONResponse(answer)
+
+
+async def answer_push(state: Any, token: str, raw: bytes) -> tuple[Principal, dict[str, Any]]:
+    """The push's answer for a caller's token and request body (the route above, and the app's fast path
+    for plain pushes, `pulse_server.api.app.PushFastPath`); errors raised as ApiError."""
     try:
-        body: PushBody | ApiError = parse_push_body(await request.body())
+        body: PushBody | ApiError = parse_push_body(raw)
     except ApiError as exc:
         body = exc  # answered once the token is known good: a bad token is a 401 whatever the body
-    state = request.app.state
     settings: Settings = state.settings
     db: Database = state.db
     gate: ConcurrencyGate = state.push_gate
@@ -132,9 +140,9 @@ async def push(request: Request) -> JSONResponse:
                                                lambda principal: must_write(admitted(principal)))
 
     user, outcome = await gate.run(lambda: db.run(work, autocommit=True))
-    identify(request, user)
+    user_id.set(user.id)
     metrics: Metrics = state.metrics
     for status, count in Counter(r["status"] for r in outcome.results).items():
         metrics.mutations.labels(status).inc(count)
-    return JSONResponse({"server_time_ms": state.clock(), "txid": outcome.txid, "lsn": outcome.lsn,
-                         "max_batch": settings.max_batch, "results": [_without_nulls(r) for r in outcome.results]})
+    return user, {"server_time_ms": state.clock(), "txid": outcome.txid, "lsn": outcome.lsn,
+                  "max_batch": settings.max_batch, "results": [_without_nulls(r) for r in outcome.results]}
