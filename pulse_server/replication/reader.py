@@ -19,7 +19,6 @@ instance takes over.
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import threading
 import time
@@ -31,7 +30,7 @@ import psycopg
 from psycopg import sql
 
 from pulse_server.replication.pgoutput import Begin, Change, Commit, DecodeError, Decoder, Relation, Truncate
-from pulse_server.shapes.protocol import row_message
+from pulse_server.shapes.protocol import ROW_COLUMNS, row_json, stored_message
 
 log = logging.getLogger("pulse.replication")
 
@@ -84,8 +83,8 @@ class LogEntry:
 
     @functools.cached_property
     def value(self) -> str:
-        """The row as JSON, for both shape_log and shape_rows."""
-        return json.dumps(self.row, separators=(",", ":"))
+        """The row's shape columns as JSON, for both shape_log and shape_rows."""
+        return row_json(self.row)
 
 
 @dataclass
@@ -144,7 +143,7 @@ class Batch:
                 " op = excluded.op, message = excluded.message"
                 " WHERE (shape_rows.lsn, shape_rows.op) < (excluded.lsn, excluded.op)",
                 _columns(present, lambda e: (e.key[0], e.key[1], e.value, e.lsn, e.op,
-                                             row_message(e.row, self.usernames.get(e.key[0])))),
+                                             stored_message(e.value, *e.key, self.usernames.get(e.key[0])))),
             )
 
 
@@ -206,7 +205,7 @@ class ReplicationReader:
         columns = [r[0] for r in conn.execute(
             "SELECT column_name FROM information_schema.columns WHERE table_schema = 'public'"
             " AND table_name = 'entries' ORDER BY ordinal_position"
-        ).fetchall()]
+        ).fetchall() if r[0] in ROW_COLUMNS]
         # format('%s') uses each type's output function, as pgoutput does ('f', not 'false').
         pairs = sql.SQL(", ").join(
             sql.SQL("{name}, CASE WHEN {col} IS NULL THEN NULL ELSE format('%s', {col}) END").format(

@@ -142,10 +142,22 @@ def change_message(
     }
 
 
-def row_message(row: Mapping[str, Any], username: str | None) -> str:
-    """A row's snapshot message with every column, as JSON: the reader stores it with the row, so a
-    snapshot of the default columns is a concatenation of stored text."""
-    return encode(change_message("insert", shape_value(row, username, ALL_COLUMNS)))
+ROW_COLUMNS = tuple(c for c in ALL_COLUMNS if c != "username")  # the columns of `entries` a shape carries
+_INSERT_HEADERS = json.dumps({"operation": "insert", "relation": RELATION}, separators=(",", ":"))
+
+
+def row_json(row: Mapping[str, Any]) -> str:
+    """The shape's columns of a table row as JSON: the log's value for a change."""
+    return encode({c: row[c] for c in ROW_COLUMNS if c in row})
+
+
+def stored_message(row_text: str, user_id: int, date: str, username: str | None) -> str:
+    """A row's snapshot message with every column, built around its `row_json` (the reader stores it
+    with the row, so a snapshot of the default columns is a concatenation of stored text, and each
+    row is encoded once, not once for the log and again for the message)."""
+    inner = row_text[1:-1]
+    value = "{" + inner + ("," if inner else "") + '"username":' + json.dumps(username) + "}"
+    return '{"key":' + json.dumps(key(user_id, date)) + ',"value":' + value + ',"headers":' + _INSERT_HEADERS + "}"
 
 
 def encode(message: Any) -> str:

@@ -277,10 +277,11 @@ def decoded_transactions(conn: psycopg.Connection[Any], slot: str) -> dict[int, 
 
 
 def entries_as_text(conn: psycopg.Connection[Any]) -> dict[tuple[int, str], dict[str, str | None]]:
-    """The current `entries`, every value in Postgres text format (what pgoutput sends)."""
+    """The current `entries`, every value in Postgres text format (what pgoutput sends), in every
+    column but `updated_at` (server bookkeeping that no shape carries, so the log does not keep it)."""
     columns = [r[0] for r in conn.execute(
         "SELECT column_name FROM information_schema.columns WHERE table_schema = 'public'"
-        " AND table_name = 'entries' ORDER BY ordinal_position")]
+        " AND table_name = 'entries' AND column_name <> 'updated_at' ORDER BY ordinal_position")]
     # format('%s', v) goes through the type's output function ('t' for true), as pgoutput does; v::text
     # would not ('true').
     query = sql.SQL("SELECT {} FROM entries").format(sql.SQL(", ").join(
