@@ -16,12 +16,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
+from psycopg import sql
 from psycopg.abc import Buffer
 from psycopg.adapt import Loader
 from psycopg.pq import Format
 
 from pulse_server.db.database import Database
 from pulse_server.replication.reader import LOG_CHANNEL
+from pulse_server.shapes import protocol
 
 GRANTS_CHANNEL = "pulse_grants"
 
@@ -73,19 +75,22 @@ class SnapshotRead:
     head) and Postgres's snapshot (for snapshot-end); `chunk()` then gives the rows a few at a time,
     ordered by user and date, until it gives an empty list; `close()` ends the transaction.
 
-    Each item is (user_id, message, value). Without `stored_messages`, one row with its value
-    (message None). With it, the messages the reader stored are joined in Postgres, one item per
-    user: (user_id, b'<message>,<message>,...', None), so a coach's year of 100 athletes is 100
-    values to fetch, not 36,500. A user with a row that has no stored message yet (after the log was
-    rebuilt from a copy) comes row by row instead: the message where there is one, else the value."""
+    Each item is (user_id, message, value). With `columns` None (a filtered shape, whose filter the
+    server applies), one row with its value (message None). Otherwise the rows' messages are joined
+    in Postgres, one item per user: (user_id, b'<message>,<message>,...', None), so a coach's year of
+    100 athletes is 100 values to fetch, not 36,500. With every column, the messages are those the
+    reader stored; a user with a row that has none yet (after the log was rebuilt from a copy) comes
+    row by row instead: the message where there is one, else the value. With fewer columns, Postgres
+    builds each message from the stored value (the column names come from the allow-list, never from
+    request text)."""
 
     USERS_PER_CHUNK = 8
     ROWS_PER_CHUNK = 2_000
 
-    def __init__(self, db: Database, user_ids: Sequence[int], stored_messages: bool) -> None:
+    def __init__(self, db: Database, user_ids: Sequence[int], columns: tuple[str, ...] | None) -> None:
         self.db = db
         self.user_ids = sorted(user_ids)
-        self.stored_messages = stored_messages
+        self.columns = columns
         self._stack = contextlib.ExitStack()
         self._conn: psycopg.Connection[Any] | None = None
         self._cursor: psycopg.ServerCursor[Any] | None = None
@@ -104,13 +109,15 @@ class SnapshotRead:
             assert snap is not None
             cursor = self._cursor = conn.cursor("shape_snapshot", binary=True)
             cursor.adapters.register_loader("text", _RawText)
-            if self.stored_messages:
+            if self.columns == protocol.ALL_COLUMNS:
                 cursor.execute(
                     "SELECT user_id, CASE WHEN bool_and(message IS NOT NULL)"
                     " THEN string_agg(message, ',' ORDER BY date) END"
                     " FROM shape_rows WHERE user_id = ANY(%s) GROUP BY user_id ORDER BY user_id",
                     (self.user_ids,),
                 )
+            elif self.columns is not None:
+                cursor.execute(_built_messages(self.columns), (self.user_ids,))
             else:
                 cursor.execute(
                     "SELECT user_id, NULL::text, value FROM shape_rows WHERE user_id = ANY(%s)"
@@ -127,7 +134,7 @@ class SnapshotRead:
         assert self._cursor is not None and self._conn is not None
         if self.exhausted:
             return []
-        if not self.stored_messages:
+        if self.columns is None:
             rows = self._cursor.fetchmany(self.ROWS_PER_CHUNK)
             self.exhausted = len(rows) < self.ROWS_PER_CHUNK
             return [(int(r[0]), None, r[2]) for r in rows]
@@ -151,6 +158,24 @@ class SnapshotRead:
         """End the read (its transaction is rolled back and the connection goes back to the pool)."""
         self._cursor = self._conn = None
         self._stack.close()
+
+
+def _built_messages(columns: Sequence[str]) -> sql.Composed:
+    """Per user, the snapshot messages of these columns joined with commas, built from shape_rows."""
+    pairs = sql.SQL(", ").join(
+        sql.SQL("{}, {}").format(
+            sql.Literal(c), sql.SQL("to_json(u.username)") if c == "username" else sql.SQL("s.value -> {}").format(
+                sql.Literal(c)))
+        for c in columns if c in protocol.SCHEMA
+    )
+    headers = protocol.encode({"operation": "insert", "relation": protocol.RELATION})
+    return sql.SQL(
+        "SELECT s.user_id, string_agg('{{\"key\":' || to_json(format('\"public\".\"entries\"/\"%%s\"/\"%%s\"',"
+        " s.value ->> 'user_id', s.value ->> 'date'))::text || ',\"value\":' || json_build_object({pairs})::text"
+        " || {tail}, ',' ORDER BY s.date)"
+        " FROM shape_rows s JOIN users u ON u.id = s.user_id WHERE s.user_id = ANY(%s)"
+        " GROUP BY s.user_id ORDER BY s.user_id"
+    ).format(pairs=pairs, tail=sql.Literal(',"headers":' + headers + "}"))
 
 
 def read_changes(

@@ -97,10 +97,10 @@ async def _snapshot(
     Reads are bounded (`_snapshot_slots`): a streamed one holds a pooled connection between parts, and
     the parts need worker threads that requests waiting for the pool would otherwise all hold.
 
-    With every column and no filter (what clients ask for), each row's message is the text the
-    reader stored with it (a row with none is encoded here): no per-row JSON work per request."""
-    whole = req.columns == protocol.ALL_COLUMNS and req.predicate is None
-    read = SnapshotRead(db, list(scope.user_ids), stored_messages=whole)
+    With no filter, the messages come from Postgres: with every column (what clients ask for) the text
+    the reader stored with each row, with fewer built there (`SnapshotRead`); no per-row JSON work
+    here. A filtered snapshot's rows are filtered and encoded here."""
+    read = SnapshotRead(db, list(scope.user_ids), columns=req.columns if req.predicate is None else None)
     slots = _snapshot_slots(request, db)
     await slots.acquire()
     try:
