@@ -8,10 +8,8 @@ the device (pulse_core), merged field by field (sync.merge), and recorded with i
 from __future__ import annotations
 
 import datetime as dt
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from decimal import Decimal
 from typing import Any
 
 import psycopg
@@ -22,7 +20,7 @@ from pulse_core.entry import Entry
 from pulse_core.errors import ValidationError
 from pulse_server.accounts import Principal, hash_token
 from pulse_server.db.database import committing
-from pulse_server.db.entries import PostgresEntryRepository, entry_from_json, entry_json, json_dumps
+from pulse_server.db.entries import COLUMNS, PostgresEntryRepository, entry_json, json_dumps, row_to_entry
 from sync.hlc import Stamp
 from sync.merge import Conflict, apply_mutation
 from sync.wire import Mutation, parse_mutation, rejection, storable
@@ -31,18 +29,25 @@ from sync.wire import Mutation, parse_mutation, rejection, storable
 CHANGED_SINCE_READ = "PU001"
 _PUSH_WRITE = "SELECT txid, lsn FROM pulse_push_write(%s, %s, %s, %s, %s)"
 # The caller's token and, for an athlete, the batch's earlier results and its days' entries (with the row
-# version each was read at), in one statement. An invalid token reads nothing; a coach only themselves.
-# It first waits, sharing, for the lock a push of this client under locks (`apply_batch`) holds, so it
-# does not read what that push is about to change (and then have to take the locked path itself).
+# version each was read at), in one statement: a row for the caller (kind 0), one per earlier result
+# (kind 1) and one per entry (kind 2; its columns as `row_to_entry` reads them). An invalid token reads
+# nothing; a coach only themselves. It first waits, sharing, for the lock a push of this client under
+# locks (`apply_batch`) holds, so it does not read what that push is about to change (and then have to
+# take the locked path itself).
+_ENTRY_COLUMNS = ", ".join(f"e.{c}" for c in COLUMNS)
+_NO_ENTRY = ", ".join(["NULL"] * len(COLUMNS))
 _READ_FOR_PUSH = (
-    "SELECT u.id, u.username, u.is_coach,"
-    " CASE WHEN NOT u.is_coach THEN pg_advisory_xact_lock_shared(hashtextextended(%s, u.id))::text END,"
-    " CASE WHEN NOT u.is_coach THEN (SELECT jsonb_agg(a.result) FROM applied_mutations a"
-    "  WHERE a.user_id = u.id AND a.client_id = %s AND a.seq = ANY(%s)) END,"
-    " CASE WHEN NOT u.is_coach THEN (SELECT jsonb_agg(to_jsonb(e) || jsonb_build_object('seen', e.xmin::text))::text"
-    "  FROM entries e WHERE e.user_id = u.id AND e.date = ANY(%s)) END"
-    " FROM tokens t JOIN users u ON u.id = t.user_id"
-    " WHERE t.token_hash = %s AND t.revoked_at IS NULL AND t.expires_at > now()"
+    "WITH me AS MATERIALIZED (SELECT u.id, u.username, u.is_coach,"
+    "  CASE WHEN NOT u.is_coach THEN pg_advisory_xact_lock_shared(hashtextextended(%(client)s, u.id))::text"
+    "  END AS waited"
+    "  FROM tokens t JOIN users u ON u.id = t.user_id"
+    "  WHERE t.token_hash = %(token)s AND t.revoked_at IS NULL AND t.expires_at > now())"
+    " SELECT 2, NULL::bigint, NULL::text, NULL::boolean, NULL::jsonb, e.xmin::text, " + _ENTRY_COLUMNS +
+    "  FROM me JOIN entries e ON NOT me.is_coach AND e.user_id = me.id AND e.date = ANY(%(dates)s)"
+    " UNION ALL SELECT 0, me.id, me.username, me.is_coach, NULL, me.waited, " + _NO_ENTRY + " FROM me"
+    " UNION ALL SELECT 1, NULL, NULL, NULL, a.result, NULL, " + _NO_ENTRY +
+    "  FROM me JOIN applied_mutations a ON NOT me.is_coach AND a.user_id = me.id AND a.client_id = %(client)s"
+    "  AND a.seq = ANY(%(seqs)s)"
 )
 
 
@@ -168,18 +173,23 @@ class Reconciler:
         parsed = _parse_batch(raw, client_id, server_ms)
         seqs = [s for item in raw if isinstance(s := item.get("seq"), int)]
         dates = sorted({m.date for m in parsed if isinstance(m, Mutation)})
-        row = conn.execute(_READ_FOR_PUSH, (client_id, client_id, seqs, dates, hash_token(token))).fetchone()
-        user = admit(None if row is None else Principal(int(row[0]), str(row[1]), bool(row[2])))
-        earlier = {int(result["seq"]): result for result in row[4] or ()} if row else {}
+        rows = conn.execute(_READ_FOR_PUSH, {"client": client_id, "token": hash_token(token), "seqs": seqs,
+                                             "dates": dates}).fetchall()
+        me = next((r for r in rows if r[0] == 0), None)
+        user = admit(None if me is None else Principal(int(me[1]), str(me[2]), bool(me[3])))
+        earlier: dict[int, dict[str, Any]] = {}
         entries: dict[dt.date, Entry] = {}
         seen: dict[dt.date, str] = {}
-        for values in json.loads(row[5], parse_float=Decimal) if row and row[5] else ():
-            entry = entry_from_json(str(user.id), values)
-            entries[entry.date] = entry
-            seen[entry.date] = values["seen"]
+        for row in rows:
+            if row[0] == 1:
+                earlier[int(row[4]["seq"])] = row[4]
+            elif row[0] == 2:
+                entry = row_to_entry(str(user.id), row[6:])
+                entries[entry.date] = entry
+                seen[entry.date] = row[5]
         merged = self._merge_batch(user.id, raw, parsed, earlier, entries, server_ms)
         rows = []
-        for day, entry in merged.touched.items():
+        for day, entry in sorted(merged.touched.items()):  # in date order: the order rows are locked in
             values = entry_json(entry)
             if day in seen:
                 values["seen"] = seen[day]

@@ -73,26 +73,6 @@ def row_to_entry(user: str, row: tuple[Any, ...]) -> Entry:
     )
 
 
-def entry_from_json(user: str, values: dict[str, Any]) -> Entry:
-    """An entry from its row as Postgres' to_jsonb gives it (numbers read as Decimal, the date as text)."""
-    get = values.get
-    return Entry(
-        user=user,
-        date=dt.date.fromisoformat(values["date"]),
-        sleep_hours=get("sleep_hours"),
-        hrv_ms=get("hrv_ms"),
-        hrv_method=get("hrv_method"),
-        steps=None if (steps := get("steps")) is None else int(steps),
-        weight_kg=get("weight_kg"),
-        note=get("note"),
-        score=None if (score := get("score")) is None else int(score),
-        score_version=None if (version := get("score_version")) is None else int(version),
-        deleted=bool(get("deleted")),
-        stamps={f: v for f in STAMPED if (v := get(f"{f}_hlc")) is not None},
-        sources={f: v for f in STAMPED if (v := get(f"{f}_src")) is not None},
-    )
-
-
 def entry_json(entry: Entry) -> dict[str, Any]:
     """An entry as a row object for jsonb_populate_record(NULL::entries, ...): unset columns left out
     (read as NULL); encode with `json_dumps`."""

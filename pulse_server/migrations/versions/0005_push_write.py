@@ -43,10 +43,8 @@ def upgrade() -> None:
             SELECT count(*) FILTER (WHERE x ? 'seen'), count(*) FILTER (WHERE NOT x ? 'seen')
               INTO wanted, changed FROM jsonb_array_elements(p_entries) AS x;
             IF wanted > 0 THEN
-                -- In date order, as the locked path takes them: two writers never wait for each other in a cycle.
-                PERFORM 1 FROM entries WHERE user_id = p_user
-                    AND date IN (SELECT (x->>'date')::date FROM jsonb_array_elements(p_entries) AS x WHERE x ? 'seen')
-                    ORDER BY date FOR UPDATE;
+                -- Rows are locked as they are updated, in the order the server sends them (by date, as the
+                -- locked path takes them); a deadlock all the same is detected, and the push retried.
                 UPDATE entries e SET {_SET}
                   FROM jsonb_array_elements(p_entries) AS x, jsonb_populate_record(NULL::entries, x) AS r
                  WHERE x ? 'seen' AND e.user_id = p_user AND e.date = r.date AND e.xmin = (x->>'seen')::xid;
