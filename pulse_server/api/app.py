@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import threading
 import time
 import uuid
@@ -137,6 +138,7 @@ class PushFastPath:
         self.app = app
         self.state = state
         self.max_bytes = max_bytes
+        self._latency: dict[int, Any] = {}  # the histogram's child per status, looked up once
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] != PUSH_ROUTE or scope["method"] != "POST":
@@ -153,7 +155,7 @@ class PushFastPath:
                 declared = value
             elif name == b"x-request-id" and rid is None:
                 rid = value
-        request_id_ = ((rid or b"").decode("latin-1") or uuid.uuid4().hex)[:64]
+        request_id_ = ((rid or b"").decode("latin-1") or os.urandom(16).hex())[:64]
         request_id.set(request_id_)
         user_id.set(None)
         started = time.perf_counter()
@@ -172,9 +174,13 @@ class PushFastPath:
                 await response(scope, receive, send_with_id)
         finally:
             elapsed = time.perf_counter() - started
-            self.state.metrics.latency.labels("POST", PUSH_ROUTE, str(status)).observe(elapsed)
-            log.info("request", extra={"fields": {"method": "POST", "route": PUSH_ROUTE, "status": status,
-                                                  "ms": round(elapsed * 1000, 2)}})
+            latency = self._latency.get(status)
+            if latency is None:
+                latency = self._latency[status] = self.state.metrics.latency.labels("POST", PUSH_ROUTE, str(status))
+            latency.observe(elapsed)
+            if log.isEnabledFor(logging.INFO):
+                log.info("request", extra={"fields": {"method": "POST", "route": PUSH_ROUTE, "status": status,
+                                                      "ms": round(elapsed * 1000, 2)}})
 
     async def _answer(self, authorization: bytes | None, declared: bytes | None, receive: Receive) -> Response | None:
         too_large = ApiError(413, "payload_too_large", f"body: larger than {self.max_bytes} bytes",

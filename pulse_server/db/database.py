@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import random
 import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
@@ -146,16 +147,23 @@ class Database:
         Retried: serialization failures, deadlocks, a connection lost before commit (at most
         `retries` times, with jittered exponential backoff). Safe because writes are exactly-once.
         """
-        retrying = Retrying(
-            retry=retry_if_exception(_transient),
-            stop=stop_after_attempt(retries + 1),
-            wait=wait_random_exponential(multiplier=0.02, max=0.5),
-            reraise=True,
-        )
+        once = self._once_autocommit if autocommit else self._once
         with self._guard():
+            try:  # the first attempt without building a Retrying: most calls need no other
+                return once(work)
+            except Exception as exc:
+                if retries < 1 or not _transient(exc):
+                    raise
+            time.sleep(random.uniform(0, 0.04))  # the backoff tenacity would have waited before attempt 2
+            retrying = Retrying(
+                retry=retry_if_exception(_transient),
+                stop=stop_after_attempt(retries),
+                wait=wait_random_exponential(multiplier=0.02, max=0.5),
+                reraise=True,
+            )
             for attempt in retrying:
                 with attempt:
-                    return self._once_autocommit(work) if autocommit else self._once(work)
+                    return once(work)
         raise AssertionError("unreachable")
 
     def _once(self, work: Callable[[psycopg.Connection[Any]], T]) -> T:

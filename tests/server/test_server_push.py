@@ -330,3 +330,42 @@ def test_a_put_of_a_value_postgres_or_json_cannot_hold_is_an_error_not_a_500(
         assert response.status_code == status, (raw, response.text)
         assert response.json()["error"]["code"] in ("bad_request", "invalid_value", "not_a_number")
     assert api.entries() == []
+
+
+def test_a_push_answers_the_same_through_the_fast_path_and_through_the_cors_stack(
+    make_user: Callable[..., User], client: Callable[..., Api]
+) -> None:
+    """A plain push is answered in front of the middleware stack (PushFastPath); one with an Origin goes
+    through it (CORS). Same bodies, statuses, request ids and metrics either way."""
+    api = client(make_user())
+    ms = now_ms()
+    bodies = {}
+    counted = _push_counts(api)
+    for name, headers in (("fast", {}), ("cors", {"origin": "https://pwa.example"})):
+        mutation = set_mutation(1, DAY, {"steps": 4000}, stamp(ms, 0, name))
+        sent = {"protocol": 1, "client_id": name, "mutations": [mutation]}
+        reply = api.http.post("/v1/sync/push", json=sent, headers={**headers, "x-request-id": f"rid-{name}"})
+        assert reply.status_code == 200 and reply.headers["x-request-id"] == f"rid-{name}"
+        assert reply.headers["content-type"] == "application/json"
+        assert ("access-control-allow-origin" in reply.headers) == (name == "cors")
+        body = reply.json()
+        assert set(body) == {"server_time_ms", "txid", "lsn", "max_batch", "results"}
+        bodies[name] = body["results"]
+        unauthorized = api.http.post("/v1/sync/push", json=sent, headers={**headers, "authorization": "Bearer nope"})
+        assert unauthorized.status_code == 401 and unauthorized.headers["www-authenticate"] == "Bearer"
+        bodies[name + " 401"] = unauthorized.json()
+        malformed = api.http.post("/v1/sync/push", content=b"{",
+                                  headers={**headers, "content-type": "application/json"})
+        assert malformed.status_code == 400 and len(malformed.headers["x-request-id"]) == 32
+        bodies[name + " 400"] = malformed.json()
+    assert [r["status"] for r in bodies["fast"]] == [r["status"] for r in bodies["cors"]] == ["applied"]
+    assert bodies["fast 401"] == bodies["cors 401"] and bodies["fast 400"] == bodies["cors 400"]
+    now = _push_counts(api)
+    assert {status: now.get(status, 0) - counted.get(status, 0) for status in now} == {"200": 2, "400": 2, "401": 2}
+
+
+def _push_counts(api: Api) -> dict[str, float]:
+    """Requests to the push route in the latency histogram, by status."""
+    prefix = 'pulse_http_request_duration_seconds_count{method="POST",route="/v1/sync/push",status="'
+    return {line[len(prefix):].split('"')[0]: float(line.split()[-1])
+            for line in api.get("/metrics").text.splitlines() if line.startswith(prefix)}
