@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -121,14 +122,19 @@ async def _snapshot(
         return answers.whole_snapshot(req, handle, head.offset, etag, b"[" + first + end)
 
     async def body() -> AsyncIterator[bytes]:
+        # Each part is read while the one before it is being sent.
+        reading = asyncio.ensure_future(run_in_threadpool(_snapshot_part, req, scope, read))
         try:
             yield b"[" + first
-            while part := await run_in_threadpool(_snapshot_part, req, scope, read):
+            while part := await reading:
+                reading = asyncio.ensure_future(run_in_threadpool(_snapshot_part, req, scope, read))
                 yield part
             yield end
         finally:
             with anyio.CancelScope(shield=True):
                 try:
+                    with contextlib.suppress(Exception):
+                        await reading  # its thread uses the connection: let it finish first
                     await run_in_threadpool(read.close)
                 finally:
                     slots.release()
