@@ -60,8 +60,11 @@ def wait_pill(page: Page, text: str, timeout_ms: float = 20_000) -> None:
                            timeout=timeout_ms)
 
 
-def log_day(page: Page, date: str, **fields: str) -> None:
-    """Open the log form for `date`, type the given fields (by their labels) and save."""
+def log_day(page: Page, date: str, *, queued: bool = True, **fields: str) -> None:
+    """Open the log form for `date`, type the given fields (by their labels) and save; unless the form is
+    expected to refuse them (`queued=False`), wait until the write is in the outbox, so that a sync pill
+    read next describes it and not the moment before it."""
+    before = page.evaluate("window.pulse.engine.outbox.length") if queued else 0
     page.goto(page.url.split("#")[0] + f"#log/{date}")
     page.get_by_label("Date").fill(date)
     labels = {"sleep_hours": "Sleep", "hrv_ms": "HRV (ms)", "steps": "Steps", "weight_kg": "Weight", "note": "Note"}
@@ -71,6 +74,8 @@ def log_day(page: Page, date: str, **fields: str) -> None:
         else:
             page.get_by_label(labels[name]).fill(value)
     page.get_by_role("button", name="Save").click()
+    if queued:
+        page.wait_for_function("n => window.pulse.engine.outbox.length > n", arg=before)
 
 
 def outbox(page: Page) -> list[dict[str, Any]]:

@@ -63,7 +63,7 @@ def test_rejected_writes_are_listed_with_their_message_then_discarded_or_fixed(p
 
 def test_invalid_input_shows_the_cli_message_and_queues_nothing(page: Page, target: Target) -> None:
     sign_in(page, target)
-    log_day(page, TODAY, sleep_hours="7,5", steps="9000")
+    log_day(page, TODAY, sleep_hours="7,5", steps="9000", queued=False)
     message = "sleep_hours: '7,5' is not a number (allowed 0 to 24 h)"
     expect(page.locator("#log-status")).to_have_text(message)
     expect(page.locator("#e-sleep_hours")).to_have_text(message)
