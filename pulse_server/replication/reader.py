@@ -1,19 +1,22 @@
 """The replication reader: WAL (pgoutput, through a logical slot) into the shape log.
 
-We read with `pg_logical_slot_peek_binary_changes` and advance the slot with
-`pg_replication_slot_advance` only after the shape log has committed. Each peek writes a whole
-batch set-wise (a few statements, whatever its size). Between peeks the reader polls a write counter
-(a sequence a statement trigger on entries bumps) and the WAL flush position, one cheap query every
-few milliseconds while entries change and less often when idle; a NOTIFY from that trigger would
-serialise every writer's commits on a cluster-wide lock. Why this way and not START_REPLICATION over
-psycopg's copy interface: acknowledging is then an ordinary SQL call made strictly after our own
-commit, so "acknowledged only once durable" holds by construction; a crash between the two replays
-the same transactions, which land at the same (lsn, op) offsets and are ignored. The cost is a
-round trip per batch instead of a stream, which the batch size amortises.
+We stream the slot with `START_REPLICATION` over psycopg's low-level copy interface (`stream.py`),
+and acknowledge a position (a standby status update, the slot's confirmed flush position) only after
+the shape log has committed every transaction up to it. Each round writes whatever whole
+transactions arrived set-wise (a few statements, whatever their number), in one transaction with the
+new log head and the NOTIFY that wakes the shape watchers. A crash between the commit and the
+acknowledgement replays the same transactions on the next start, which land at the same (lsn, op)
+offsets and are ignored.
+
+Why streaming and not `pg_logical_slot_peek_binary_changes` + `pg_replication_slot_advance`: both of
+those decode from the slot's restart point, which Postgres moves only when it logs the running
+transactions (about every 15 s), so under a steady write load every peek and every advance re-read
+up to 15 s of WAL: most of the reader's cost, and more Postgres CPU than the pushes themselves. The
+walsender decodes each record once, and wakes us when a transaction commits (no polling).
 
 One reader at a time, among any number of server instances: the leader holds a session advisory
-lock on a dedicated connection; when it dies, its connection drops, the lock is freed and another
-instance takes over.
+lock on a dedicated connection (which also writes the shape log); when it dies, its connections
+drop, the lock and the slot are freed and another instance takes over.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import psycopg
 from psycopg import sql
 
 from pulse_server.replication.pgoutput import Begin, Change, Commit, DecodeError, Decoder, Relation, Truncate
+from pulse_server.replication.stream import WalStream
 from pulse_server.shapes.protocol import ROW_COLUMNS, row_json, stored_message
 
 log = logging.getLogger("pulse.replication")
@@ -158,31 +162,25 @@ class ReplicationReader:
         dsn: str,
         batch_changes: int = 20_000,
         on_error: Callable[[Exception], None] | None = None,
-        poll_s: float = 0.005,
-        idle_poll_s: float = 0.02,
-        hot_s: float = 2.0,
-        repeek_s: float = 0.02,
-        sweep_s: float = 1.0,
+        wait_s: float = 0.5,
+        lag_every_s: float = 0.25,
     ) -> None:
         self.dsn = dsn
-        self.batch_changes = batch_changes
-        self.poll_s = poll_s
-        self.idle_poll_s = idle_poll_s
-        self.hot_s = hot_s
-        self.repeek_s = repeek_s
-        self.sweep_s = sweep_s
+        self.batch_changes = batch_changes  # messages read per round at most
+        self.wait_s = wait_s  # how long an idle round waits for the stream (and how often `stop` is checked)
+        self.lag_every_s = lag_every_s
         self.on_error = on_error
         self.decoder = Decoder()
         self.lag_bytes = 0
+        self.lag_measured_at = 0.0
         self.is_leader = False
         self.usernames: dict[int, str | None] = {}
-        self.seen_flush = ""  # the WAL flush position the last peek read up to
-        self.peeked_at = 0.0  # time.monotonic() of the last peek
-        self.seen_writes = ""  # the write counter as last polled
-        self.peeked_writes = ""  # the write counter when the reader last went to peek
-        self.hot_until = 0.0  # entries changed lately: poll fast until then
+        self.slot = ""
+        self.stream: WalStream | None = None
+        self.partial: Transaction | None = None  # a transaction whose commit has not arrived yet
+        self.acked = 0  # the last position acknowledged on this stream
 
-    # -- one round ---------------------------------------------------------------------------------
+    # -- the slot and its stream -------------------------------------------------------------------
     def ensure_slot(self, conn: psycopg.Connection[Any]) -> str:
         row = conn.execute("SELECT current_database()").fetchone()
         assert row is not None
@@ -195,6 +193,27 @@ class ReplicationReader:
             self.backfill(conn)
         self.slot = slot
         return slot
+
+    def open_stream(self, busy_s: float = 10.0) -> WalStream:
+        """Stream the slot from the position it has confirmed, with a new decoder (a new stream sends
+        each relation again) and no transaction half read."""
+        self.close()
+        self.decoder, self.partial, self.acked = Decoder(), None, 0
+        deadline = time.monotonic() + busy_s
+        while True:
+            try:
+                self.stream = WalStream(self.dsn, self.slot, PUBLICATION)
+                return self.stream
+            except psycopg.errors.ObjectInUse:
+                # The walsender of a reader that just died holds the slot until it notices.
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+
+    def close(self) -> None:
+        if self.stream is not None:
+            self.stream.close()
+            self.stream = None
 
     @staticmethod
     def backfill(conn: psycopg.Connection[Any]) -> int:
@@ -230,25 +249,52 @@ class ReplicationReader:
             conn.execute("UPDATE shape_state SET generation = generation + 1 WHERE id = 1")
         return done.rowcount
 
-    def read_once(self, conn: psycopg.Connection[Any]) -> ReadStats:
-        """Peek a batch, write whole transactions to the shape log, commit, then advance the slot."""
-        # The flush position: decoding reads no further, so nothing past it is acknowledged unread.
-        before = conn.execute("SELECT pg_current_wal_flush_lsn()::text").fetchone()
-        assert before is not None
-        self.seen_flush, self.peeked_at = before[0], time.monotonic()
-        rows = conn.execute(
-            "SELECT data FROM pg_logical_slot_peek_binary_changes(%s, NULL, %s,"
-            " 'proto_version', '1', 'publication_names', %s)",
-            (self.slot, self.batch_changes, PUBLICATION),
-        ).fetchall()
-        transactions = self._transactions(bytes(r[0]) for r in rows)
+    # -- one round ---------------------------------------------------------------------------------
+    def read_once(self, conn: psycopg.Connection[Any], wait_s: float = 0.0) -> ReadStats:
+        """What the stream brought (waiting up to `wait_s` if nothing had): whole transactions written
+        to the shape log and committed, then acknowledged."""
+        stream = self.stream or self.open_stream()
+        received = stream.read(wait_s, self.batch_changes)
+        transactions = self._transactions(received.messages)
         stats = ReadStats()
-        if not transactions:
-            if not rows:
-                # Nothing for us up to `before`: acknowledge it, so Postgres can recycle unrelated WAL.
-                conn.execute("SELECT pg_replication_slot_advance(%s, %s::pg_lsn)", (self.slot, before[0]))
+        if transactions:
+            stats = self.record(conn, transactions)
+            last = transactions[-1].commit
+            assert last is not None
+            self.acked = max(self.acked, last.end_lsn)
+            stream.acknowledge(self.acked)  # only now that the shape log has committed
+        if received.server_end > self.acked and self.partial is None:
+            # Every message before that keepalive came, and whole transactions are logged: nothing
+            # else for us up to there. Acknowledged, so Postgres can recycle unrelated WAL.
+            self.acked = received.server_end
+            stream.acknowledge(self.acked)
+        elif received.reply_requested:
+            stream.acknowledge(self.acked)
+        if time.monotonic() >= self.lag_measured_at + self.lag_every_s:
             self._measure_lag(conn)
-            return stats
+        return stats
+
+    def catch_up(self, conn: psycopg.Connection[Any], timeout_s: float = 10.0) -> ReadStats:
+        """Rounds until everything in the WAL when called is read and acknowledged (tests and tools)."""
+        row = conn.execute("SELECT pg_current_wal_flush_lsn()::text").fetchone()
+        assert row is not None
+        target, deadline = lsn_int(row[0]), time.monotonic() + timeout_s
+        total = ReadStats()
+        while True:
+            stats = self.read_once(conn, wait_s=0.05)
+            total.transactions += stats.transactions
+            total.changes += stats.changes
+            total.head = stats.head if stats.transactions else total.head
+            if self.acked >= target:
+                return total
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the replication stream did not reach {lsn_text(target)} in {timeout_s} s")
+            assert self.stream is not None
+            self.stream.acknowledge(self.acked, reply_requested=True)  # a keepalive tells where it is
+
+    def record(self, conn: psycopg.Connection[Any], transactions: list[Transaction]) -> ReadStats:
+        """Whole transactions into the shape log, with the new head and a NOTIFY, in one transaction."""
+        stats = ReadStats()
         with conn.transaction():
             batch = self._batch(conn, transactions)
             batch.write(conn)
@@ -261,16 +307,12 @@ class ReplicationReader:
             if head is not None:
                 stats.head = (int(head[0]), int(head[1]))
             conn.execute("SELECT pg_notify(%s, %s)", (LOG_CHANNEL, f"{stats.head[0]}_{stats.head[1]}"))
-        last = transactions[-1].commit
-        assert last is not None
-        # Acknowledge only now that the shape log has committed.
-        conn.execute("SELECT pg_replication_slot_advance(%s, %s::pg_lsn)", (self.slot, lsn_text(last.end_lsn)))
-        self._measure_lag(conn)
         return stats
 
-    def _transactions(self, messages: Any) -> list[Transaction]:
+    def _transactions(self, messages: list[bytes]) -> list[Transaction]:
+        """The transactions these messages complete; one begun but not committed waits for the rest."""
         done: list[Transaction] = []
-        current: Transaction | None = None
+        current = self.partial
         for data in messages:
             message = self.decoder.decode(data)
             if isinstance(message, Begin):
@@ -281,7 +323,8 @@ class ReplicationReader:
                 current.commit = message
                 done.append(current)
                 current = None
-        return done  # an incomplete transaction at the end is read again next round
+        self.partial = current
+        return done
 
     @staticmethod
     def _xid_epoch(conn: psycopg.Connection[Any]) -> int:
@@ -332,10 +375,11 @@ class ReplicationReader:
             (self.slot,),
         ).fetchone()
         self.lag_bytes = int(row[0]) if row and row[0] is not None else 0
+        self.lag_measured_at = time.monotonic()
 
     # -- the loop ----------------------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
-        """Become the leader (or wait to), then read whenever the WAL moves, until `stop` is set."""
+        """Become the leader (or wait to), then follow the stream, until `stop` is set."""
         while not stop.is_set():
             try:
                 self._lead(stop)
@@ -345,6 +389,8 @@ class ReplicationReader:
                     self.on_error(exc)
                 log.warning("replication reader stopped; retrying", extra={"fields": {"error": str(exc)}})
                 stop.wait(1.0)
+            finally:
+                self.close()
 
     def _lead(self, stop: threading.Event) -> None:
         with psycopg.connect(self.dsn, autocommit=True, application_name="pulse-replication") as conn:
@@ -357,43 +403,9 @@ class ReplicationReader:
                 return
             self.is_leader = True
             self.ensure_slot(conn)
+            self.open_stream()
             while not stop.is_set():
-                if self.read_once(conn).transactions:
-                    continue
-                self._wait_for_writes(conn, stop)
-
-    def _wait_for_writes(self, conn: psycopg.Connection[Any], stop: threading.Event) -> None:
-        """Until entries may have changed since the last peek, or `stop`.
-
-        One cheap query per poll: the write counter (a sequence the statement trigger on entries bumps;
-        not NOTIFY, whose commit-time lock would serialise every writer) and the WAL flush position.
-        The reader peeks once the WAL has moved and: the counter moved since the last peek; or, for
-        `hot_s` after it last moved, `repeek_s` passed (the writer commits after it bumps the counter,
-        so the first peek may come too early); or `sweep_s` passed (writes that fire no trigger, e.g.
-        under session_replication_role = replica). It polls every `poll_s` while hot, otherwise every
-        `idle_poll_s`. Peeking on every move of the WAL would decode every database's writes in the
-        cluster a few milliseconds apart."""
-        while True:
-            hot = time.monotonic() < self.hot_until
-            if stop.wait(self.poll_s if hot else self.idle_poll_s):
-                return
-            row = conn.execute(
-                "SELECT (SELECT (last_value, is_called)::text FROM pulse_entries_writes),"
-                " pg_current_wal_flush_lsn()::text"
-            ).fetchone()
-            assert row is not None
-            writes, flush = row
-            now = time.monotonic()
-            if writes != self.seen_writes:
-                self.seen_writes = writes
-                self.hot_until = now + self.hot_s
-            if flush != self.seen_flush and (
-                writes != self.peeked_writes
-                or (now < self.hot_until and now >= self.peeked_at + self.repeek_s)
-                or now >= self.peeked_at + self.sweep_s
-            ):
-                self.peeked_writes = writes
-                return
+                self.read_once(conn, self.wait_s)
 
 
 def _synced(change: Change | Truncate) -> bool:

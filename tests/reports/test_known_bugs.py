@@ -69,7 +69,8 @@ def test_entries_written_before_the_replication_slot_exists_reach_the_shape_log(
     reader = ReplicationReader(fresh_database)
     with psycopg.connect(fresh_database, autocommit=True) as conn:
         reader.ensure_slot(conn)
-        reader.read_once(conn)
+        reader.catch_up(conn)
+        reader.close()
         count = conn.execute("SELECT count(*) FROM shape_rows").fetchone()
     assert count == (1,)
 

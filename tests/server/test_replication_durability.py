@@ -50,7 +50,7 @@ from throwaway_db import drop_database
 from pulse_server.accounts import add_user, issue_token
 from pulse_server.db.database import Database
 from pulse_server.db.migrate import migrate
-from pulse_server.replication.reader import LEADER_LOCK, ReplicationReader, slot_name
+from pulse_server.replication.reader import LEADER_LOCK, ReplicationReader, lsn_int, slot_name
 from pulse_server.settings import Settings
 
 READER_ENV = {"PULSE_REPLICATION_READER": "true", "PULSE_SHAPE_WATCHER": "true", "PULSE_LOG_LEVEL": "warning",
@@ -414,14 +414,13 @@ def test_a_crash_between_the_shape_log_commit_and_the_slot_advance_replays_the_b
 ) -> None:
     """The window the random kills may or may not hit, made to happen: the reader in this process."""
     url, user = repl_db.url, repl_db.user_ids[5]
-    # No server runs now, but the backend of an earlier one may still be finishing a peek.
+    # No server runs now, but the walsender of an earlier one may still hold the slot for a moment.
     wait_for(lambda: not one(pgc, "SELECT count(*) FROM pg_replication_slots WHERE database = %s"
                                   " AND active_pid IS NOT NULL", (repl_db.name,)), 30, "the slot to be released")
     with psycopg.connect(url, autocommit=True, application_name="pulse-replication") as conn:
         reader = ReplicationReader(url)
         reader.ensure_slot(conn)
-        while reader.read_once(conn).transactions:  # whatever earlier tests left pending
-            pass
+        reader.catch_up(conn)  # whatever earlier tests left pending
         day = dt.date(2043, 1, 1)
         write_days(pgc, user, day, 20)
         write_days(pgc, user, day + dt.timedelta(days=20), 20)
@@ -430,17 +429,20 @@ def test_a_crash_between_the_shape_log_commit_and_the_slot_advance_replays_the_b
                         (user, day, day + dt.timedelta(days=9)))
             pgc.execute("DELETE FROM entries WHERE user_id = %s AND date BETWEEN %s AND %s",
                         (user, day + dt.timedelta(days=30), day + dt.timedelta(days=39)))
-        real_execute = conn.execute
+        assert reader.stream is not None
+        target = lsn_int(one(pgc, "SELECT pg_current_wal_flush_lsn()::text"))
 
-        def crash_before_advance(query: Any, params: Any = None, **kwargs: Any) -> Any:
-            if "pg_replication_slot_advance" in str(query):
+        def crash_before_acknowledging(lsn: int, reply_requested: bool = False) -> None:
+            """Status updates are lost until one would cover all three: then the process dies. Whatever
+            the stream's rounds, the shape log has committed them all and the slot confirms none."""
+            if lsn >= target:
                 raise Crash
-            return real_execute(query, params, **kwargs)
 
-        monkeypatch.setattr(conn, "execute", crash_before_advance)
+        monkeypatch.setattr(reader.stream, "acknowledge", crash_before_acknowledging)
         with pytest.raises(Crash):
-            reader.read_once(conn)
+            reader.catch_up(conn)
         monkeypatch.undo()
+        reader.close()  # as the process's death would
     assert one(pgc, REPLAY_PENDING, (slot_name(repl_db.name),))
     log_before = pgc.execute("SELECT * FROM shape_log ORDER BY lsn, op").fetchall()
     rows_before = shape_rows_values(pgc)
@@ -449,9 +451,12 @@ def test_a_crash_between_the_shape_log_commit_and_the_slot_advance_replays_the_b
     with psycopg.connect(url, autocommit=True, application_name="pulse-replication") as conn:
         again = ReplicationReader(url)  # a new process: a new decoder
         again.ensure_slot(conn)
-        replayed = again.read_once(conn)
+        replayed = again.catch_up(conn)
         assert replayed.transactions == 3 and replayed.changes == 20 + 20 + 10 + 10
-        assert not again.read_once(conn).transactions  # and this time the slot moved on
+        again.close()
+        again.ensure_slot(conn)
+        assert not again.catch_up(conn).transactions  # and this time the slot moved on
+        again.close()
     assert not one(pgc, REPLAY_PENDING, (slot_name(repl_db.name),))
     assert pgc.execute("SELECT * FROM shape_log ORDER BY lsn, op").fetchall() == log_before
     assert shape_rows_values(pgc) == rows_before

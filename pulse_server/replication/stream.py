@@ -1,0 +1,140 @@
+"""A logical replication stream: `START_REPLICATION` over psycopg 3's low-level (libpq) copy interface.
+
+psycopg 3 has no replication API, but a connection opened with `replication=database` accepts the
+replication commands, and `pgconn` exposes libpq's COPY calls. The walsender then decodes each WAL
+record once, as it is written, and sends our publication's transactions as they commit. (Reading
+with `pg_logical_slot_peek_binary_changes` instead decodes again from the slot's restart point on
+every call, and Postgres moves that point only when it logs the running transactions, every 15
+seconds or so: under a steady write load each peek and each advance re-read up to 15 s of WAL.)
+
+Messages (PostgreSQL manual, "Streaming Replication Protocol"): the server sends XLogData (`w`: start,
+end, send time, then one pgoutput message) and keepalives (`k`: its WAL position, send time, whether
+it wants an answer); we send standby status updates (`r`), whose flush position is what the slot
+keeps as confirmed. Nothing here decides when that is: the reader acknowledges a position only after
+the shape log has committed everything before it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import select
+import struct
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg import pq, sql
+
+from pulse_server.replication.pgoutput import EPOCH_2000_US
+
+_XLOG_DATA = struct.Struct("!QQq")  # after the 'w': start, end, send time
+_KEEPALIVE = struct.Struct("!Qq?")  # after the 'k': server WAL end, send time, reply requested
+_STATUS = struct.Struct("!cQQQq?")  # 'r', written, flushed, applied, send time, reply requested
+
+
+@dataclass(frozen=True)
+class Received:
+    """What one read of the socket brought: pgoutput messages in order, and the server's WAL position
+    from the last keepalive (every message before that keepalive has been received)."""
+
+    messages: list[bytes]
+    server_end: int  # 0 when no keepalive came
+    reply_requested: bool
+
+
+class WalStream:
+    """One replication connection streaming one slot, from the position the slot has confirmed."""
+
+    def __init__(
+        self, dsn: str, slot: str, publication: str, application_name: str = "pulse-replication-stream"
+    ) -> None:
+        self.conn: psycopg.Connection[Any] = psycopg.connect(
+            dsn, autocommit=True, replication="database", application_name=application_name
+        )
+        try:
+            command = sql.SQL(
+                "START_REPLICATION SLOT {} LOGICAL 0/0 (proto_version '1', publication_names {})"
+            ).format(sql.Identifier(slot), sql.Literal(publication)).as_bytes(self.conn)
+            pgconn = self.conn.pgconn
+            pgconn.send_query(command)
+            result = pgconn.get_result()
+            if result is None or result.status != pq.ExecStatus.COPY_BOTH:
+                raise _failure("START_REPLICATION failed", result)
+            pgconn.nonblocking = 1
+        except BaseException:
+            self.conn.close()
+            raise
+        self.pgconn = pgconn
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> WalStream:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def read(self, timeout_s: float, limit: int) -> Received:
+        """Whatever the server has sent, without waiting once something came (at most `limit` messages);
+        if nothing is there yet, wait up to `timeout_s` for it."""
+        messages: list[bytes] = []
+        server_end, reply = 0, False
+        waited = False
+        while len(messages) < limit:
+            try:
+                size, data = self.pgconn.get_copy_data(1)
+            except psycopg.Error as exc:
+                raise psycopg.OperationalError(f"replication stream: {exc}") from exc
+            if size > 0:
+                kind = data[0]
+                if kind == 0x77:  # 'w'
+                    messages.append(bytes(data[1 + _XLOG_DATA.size:]))
+                elif kind == 0x6B:  # 'k'
+                    end, _, wanted = _KEEPALIVE.unpack_from(data, 1)
+                    server_end, reply = max(server_end, end), reply or wanted
+                continue
+            if size < 0:  # the copy ended: the server stopped streaming (shut down, or terminated us)
+                raise _failure("replication stream ended", self.pgconn.get_result())
+            if messages or server_end or waited:
+                break
+            waited = True
+            readable, _, _ = select.select([self.pgconn.socket], [], [], timeout_s)
+            if not readable:
+                break
+            try:
+                self.pgconn.consume_input()
+            except psycopg.Error as exc:
+                raise psycopg.OperationalError(f"replication stream: {exc}") from exc
+        return Received(messages, server_end, reply)
+
+    def acknowledge(self, lsn: int, reply_requested: bool = False) -> None:
+        """Tell the server everything up to `lsn` is durable on our side: the slot's confirmed position."""
+        now_us = int(time.time() * 1_000_000) - EPOCH_2000_US
+        message = _STATUS.pack(b"r", lsn, lsn, lsn, now_us, reply_requested)
+        try:
+            if self.pgconn.put_copy_data(message) != 1:
+                raise psycopg.OperationalError("replication stream: could not queue a status update")
+            deadline = time.monotonic() + 10.0
+            while self.pgconn.flush() == 1:  # the rest is still in libpq's buffer
+                if time.monotonic() > deadline:
+                    raise psycopg.OperationalError("replication stream: a status update could not be sent")
+                select.select([], [self.pgconn.socket], [], 1.0)
+        except psycopg.Error as exc:
+            if isinstance(exc, psycopg.OperationalError):
+                raise
+            raise psycopg.OperationalError(f"replication stream: {exc}") from exc
+
+
+def _failure(what: str, result: pq.abc.PGresult | None) -> psycopg.Error:
+    """The server's error as psycopg's class for its SQLSTATE (e.g. ObjectInUse: the slot is taken)."""
+    if result is None:
+        return psycopg.OperationalError(f"{what}: no answer")
+    message = result.error_message.decode(errors="replace").strip() or "no reason given"
+    state = result.error_field(pq.DiagnosticField.SQLSTATE)
+    kind: type[psycopg.Error] = psycopg.OperationalError
+    if state:
+        with contextlib.suppress(KeyError):
+            kind = psycopg.errors.lookup(state.decode())
+    return kind(f"{what}: {message}")
