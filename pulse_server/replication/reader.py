@@ -164,11 +164,17 @@ class ReplicationReader:
         on_error: Callable[[Exception], None] | None = None,
         wait_s: float = 0.5,
         lag_every_s: float = 0.25,
+        round_s: float = 0.01,
     ) -> None:
         self.dsn = dsn
         self.batch_changes = batch_changes  # messages read per round at most
         self.wait_s = wait_s  # how long an idle round waits for the stream (and how often `stop` is checked)
         self.lag_every_s = lag_every_s
+        # A round that logged something is followed by the next one no sooner than this: under a load
+        # of small transactions the walsender sends each as it commits, and a round per transaction
+        # (a shape log transaction, the decoding, in the server's process) would cost more than
+        # the writes; an isolated write after an idle spell is still logged at once.
+        self.round_s = round_s
         self.on_error = on_error
         self.decoder = Decoder()
         self.lag_bytes = 0
@@ -405,7 +411,9 @@ class ReplicationReader:
             self.ensure_slot(conn)
             self.open_stream()
             while not stop.is_set():
-                self.read_once(conn, self.wait_s)
+                started = time.monotonic()
+                if self.read_once(conn, self.wait_s).transactions:
+                    stop.wait(started + self.round_s - time.monotonic())
 
 
 def _synced(change: Change | Truncate) -> bool:

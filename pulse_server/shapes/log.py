@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
+import functools
+import json
 import logging
 import threading
 from collections.abc import Sequence
@@ -40,7 +42,12 @@ class LogChange:
     txid: int
     user_id: int
     operation: str
-    value: dict[str, str | None]
+    raw: str  # the row's JSON, as Postgres gives it: parsed only if some request serves this change
+
+    @functools.cached_property
+    def value(self) -> dict[str, str | None]:
+        parsed: dict[str, str | None] = json.loads(self.raw)
+        return parsed
 
     @property
     def offset(self) -> Offset:
@@ -184,13 +191,13 @@ def read_changes(
     """Changes strictly after `after`, oldest first; all users when `user_ids` is None."""
     if user_ids is None:
         rows = conn.execute(
-            "SELECT lsn, op, txid, user_id, operation, value FROM shape_log WHERE (lsn, op) > (%s, %s)"
+            "SELECT lsn, op, txid, user_id, operation, value::text FROM shape_log WHERE (lsn, op) > (%s, %s)"
             " ORDER BY lsn, op LIMIT %s",
             (after[0], after[1], limit),
         ).fetchall()
     else:
         rows = conn.execute(
-            "SELECT lsn, op, txid, user_id, operation, value FROM shape_log"
+            "SELECT lsn, op, txid, user_id, operation, value::text FROM shape_log"
             " WHERE user_id = ANY(%s) AND (lsn, op) > (%s, %s) ORDER BY lsn, op LIMIT %s",
             (list(user_ids), after[0], after[1], limit),
         ).fetchall()
