@@ -31,11 +31,34 @@ def score_points(
 
 
 def day_score(sleep_hours: Decimal | None, hrv_ms: Decimal | None, steps: int | None) -> int | None:
-    """The score rounded half up, or None unless sleep and steps are both present."""
+    """The score rounded half up, or None unless sleep and steps are both present.
+
+    The same exact sum as `score_points` gives, in integer numerators and denominators: Fraction
+    normalises (a gcd) after every operation, which made this the costliest step of a push."""
     if sleep_hours is None or steps is None:
         return None
-    exact = sum(score_points(sleep_hours, hrv_ms, steps), Fraction(0)) / SCORE_MAX_POINTS * SCORE_SCALE
-    return int(exact + Fraction(1, 2))  # exact >= 0, so truncation is floor: this rounds half up
+    sleep = _capped(sleep_hours.as_integer_ratio(), _SLEEP_PER, _SLEEP_MAX)
+    hrv = _HRV_MISSING if hrv_ms is None else _capped(hrv_ms.as_integer_ratio(), _HRV_PER, _HRV_MAX)
+    walked = _capped((steps, 1), _STEPS_PER, _STEPS_MAX)
+    # exact = (sleep + hrv + walked) / SCORE_MAX_POINTS * SCORE_SCALE, as numerator / denominator
+    numerator = ((sleep[0] * hrv[1] + hrv[0] * sleep[1]) * walked[1] + walked[0] * sleep[1] * hrv[1]) \
+        * _MAX[1] * SCORE_SCALE
+    denominator = sleep[1] * hrv[1] * walked[1] * _MAX[0]
+    return (2 * numerator + denominator) // (2 * denominator)  # floor(exact + 1/2): exact >= 0
+
+
+Ratio = tuple[int, int]  # numerator, positive denominator
+_SLEEP_PER, _SLEEP_MAX = SLEEP_POINTS_PER_HOUR.as_integer_ratio(), SLEEP_MAX_POINTS.as_integer_ratio()
+_HRV_PER, _HRV_MAX = HRV_POINTS_PER_MS.as_integer_ratio(), HRV_MAX_POINTS.as_integer_ratio()
+_HRV_MISSING = HRV_MISSING_POINTS.as_integer_ratio()
+_STEPS_PER, _STEPS_MAX = STEPS_POINTS_PER_STEP.as_integer_ratio(), STEPS_MAX_POINTS.as_integer_ratio()
+_MAX = SCORE_MAX_POINTS.as_integer_ratio()
+
+
+def _capped(value: Ratio, per: Ratio, cap: Ratio) -> Ratio:
+    """min(value * per, cap)."""
+    numerator, denominator = value[0] * per[0], value[1] * per[1]
+    return (numerator, denominator) if numerator * cap[1] <= cap[0] * denominator else cap
 
 
 def rescore(entry: Entry) -> None:
