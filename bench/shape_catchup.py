@@ -18,7 +18,8 @@ message to its in-memory copy of the shape (rows by key), as a client keeps it. 
 inside that process, from the first request to the applied up-to-date response (process start-up
 and imports are not counted). Printed per run: seconds, response bytes, rows in the copy, and per
 request its time, the time to its response headers (a snapshot's are sent before its rows are read),
-to the end of its body and to the end of the client's JSON parse (the rest is applying the messages).
+to the end of its body and to the end of the client's JSON parse (orjson, as `sync.shape_client`
+parses; the rest is applying the messages).
 At the end the server is stopped, the database's replication slots are dropped and the database is
 dropped WITH (FORCE), even on error or Ctrl-C.
 """
@@ -127,6 +128,8 @@ def follow(base_url: str, token: str, columns: str | None) -> dict[str, object]:
     """Follow the shape from offset -1 to up-to-date; what it took."""
     import httpx
 
+    from sync.shape_client import decode_json  # the local agent's shape client parses bodies so
+
     size = 0
     copy: dict[str, dict[str, str | None]] = {}  # the client's copy of the shape, keyed as Electric keys rows
     # per request: offset, seconds in all, seconds to the response headers, to the whole body, to the
@@ -145,7 +148,7 @@ def follow(base_url: str, token: str, columns: str | None) -> dict[str, object]:
                 body_at = time.perf_counter()
             if reply.status_code != 200:
                 raise RuntimeError(f"{reply.status_code}: {body[:200]!r}")
-            messages = json.loads(body)
+            messages = decode_json(body)
             parsed_at = time.perf_counter()
             size += len(body)
             for message in messages:
@@ -203,8 +206,9 @@ def main() -> None:
     parser.add_argument("--columns", help="the shape's columns= parameter (default: all columns), e.g."
                         " user_id,date,sleep_hours,hrv_ms,hrv_method,steps,weight_kg,note,score,deleted,username")
     parser.add_argument("--client", choices=("python", "electric"), default="python",
-                        help="python: httpx and the json module (default); electric: ElectricSQL's own TypeScript"
-                        " client (@electric-sql/client) under Node, its Shape's rows at the first up-to-date")
+                        help="python: httpx, bodies parsed as sync.shape_client parses them (orjson) (default);"
+                        " electric: ElectricSQL's own TypeScript client (@electric-sql/client) under Node, its"
+                        " Shape's rows at the first up-to-date")
     parser.add_argument("--follow", metavar="URL", help=argparse.SUPPRESS)  # internal: be the Python client
     args = parser.parse_args()
     if args.follow:

@@ -36,6 +36,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, TypeVar
 
 import httpx
+import orjson
 import tenacity
 
 OFFSET_BEFORE_SNAPSHOT = "-1"
@@ -400,10 +401,15 @@ def _change(message: Mapping[str, Any], headers: dict[str, Any], schema: Schema 
     )
 
 
+def decode_json(data: bytes) -> Any:
+    """A response body's JSON: orjson, several times faster than the json module on a large snapshot."""
+    return orjson.loads(data)
+
+
 def _json_or_none(response: httpx.Response) -> Any:
     try:
-        return response.json()
-    except ValueError:
+        return decode_json(response.content)
+    except ValueError:  # orjson.JSONDecodeError is one
         return None
 
 

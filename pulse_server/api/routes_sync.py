@@ -14,6 +14,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 import psycopg
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
@@ -56,9 +57,12 @@ def _integer(value: Any) -> bool:
 def parse_push_body(raw: bytes) -> PushBody:
     """The body's form, as `PushRequest` documents it; 400 naming the first thing wrong."""
     try:
-        body = json.loads(raw)
-    except (ValueError, RecursionError):
-        raise _malformed("body", "JSON decode error") from None
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        try:  # what orjson refuses and the json module reads (an integer past 64 bits, NaN) is judged below
+            body = json.loads(raw)
+        except (ValueError, RecursionError):
+            raise _malformed("body", "JSON decode error") from None
     if not isinstance(body, dict):
         raise _malformed("body", "Input should be a valid dictionary")
     for name in ("protocol", "client_id", "mutations"):

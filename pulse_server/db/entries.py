@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import builtins
 import datetime as dt
-import json
 from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
+import orjson
 import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
@@ -164,5 +164,6 @@ def _json_value(value: Any) -> str:
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
-def json_dumps(obj: Any) -> str:
-    return json.dumps(obj, default=_json_value)
+def json_dumps(obj: Any) -> bytes:
+    """JSON for a jsonb parameter (dates as ISO text, Decimals through `_json_value`)."""
+    return orjson.dumps(obj, default=_json_value)
