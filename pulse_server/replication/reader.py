@@ -93,7 +93,7 @@ class LogEntry:
 
 @dataclass
 class Batch:
-    """One peeked batch, written set-wise: every change into shape_log, and the last change of each row
+    """One round's transactions, written set-wise: every change into shape_log, and the last change of each row
     into shape_rows (a few statements per batch, not several per change)."""
 
     log: list[LogEntry] = field(default_factory=list)
