@@ -200,11 +200,16 @@ class ReplicationReader:
         self.slot = slot
         return slot
 
-    def open_stream(self, busy_s: float = 10.0) -> WalStream:
+    def open_stream(self, conn: psycopg.Connection[Any], busy_s: float = 10.0) -> WalStream:
         """Stream the slot from the position it has confirmed, with a new decoder (a new stream sends
         each relation again) and no transaction half read."""
         self.close()
-        self.decoder, self.partial, self.acked = Decoder(), None, 0
+        # Acknowledge nothing below the confirmed position: while the walsender decodes again from the
+        # slot's restart point, its keepalives carry positions behind it.
+        row = conn.execute("SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = %s",
+                           (self.slot,)).fetchone()
+        confirmed = lsn_int(row[0]) if row is not None and row[0] is not None else 0
+        self.decoder, self.partial, self.acked = Decoder(), None, confirmed
         deadline = time.monotonic() + busy_s
         while True:
             try:
@@ -259,23 +264,29 @@ class ReplicationReader:
     def read_once(self, conn: psycopg.Connection[Any], wait_s: float = 0.0) -> ReadStats:
         """What the stream brought (waiting up to `wait_s` if nothing had): whole transactions written
         to the shape log and committed, then acknowledged."""
-        stream = self.stream or self.open_stream()
-        received = stream.read(wait_s, self.batch_changes)
-        transactions = self._transactions(received.messages)
-        stats = ReadStats()
-        if transactions:
-            stats = self.record(conn, transactions)
-            last = transactions[-1].commit
-            assert last is not None
-            self.acked = max(self.acked, last.end_lsn)
-            stream.acknowledge(self.acked)  # only now that the shape log has committed
-        if received.server_end > self.acked and self.partial is None:
-            # Every message before that keepalive came, and whole transactions are logged: nothing
-            # else for us up to there. Acknowledged, so Postgres can recycle unrelated WAL.
-            self.acked = received.server_end
-            stream.acknowledge(self.acked)
-        elif received.reply_requested:
-            stream.acknowledge(self.acked)
+        stream = self.stream or self.open_stream(conn)
+        try:
+            received = stream.read(wait_s, self.batch_changes)
+            transactions = self._transactions(received.messages)
+            stats = ReadStats()
+            if transactions:
+                stats = self.record(conn, transactions)
+                last = transactions[-1].commit
+                assert last is not None
+                self.acked = max(self.acked, last.end_lsn)
+                stream.acknowledge(self.acked)  # only now that the shape log has committed
+            if received.server_end > self.acked and self.partial is None:
+                # Every message before that keepalive came, and whole transactions are logged: nothing
+                # else for us up to there. Acknowledged, so Postgres can recycle unrelated WAL.
+                self.acked = received.server_end
+                stream.acknowledge(self.acked)
+            elif received.reply_requested:
+                stream.acknowledge(self.acked)
+        except BaseException:
+            # What this round took from the stream may not be logged: the next stream starts again from
+            # the slot's confirmed position, never after it.
+            self.close()
+            raise
         if time.monotonic() >= self.lag_measured_at + self.lag_every_s:
             self._measure_lag(conn)
         return stats
@@ -389,11 +400,13 @@ class ReplicationReader:
         while not stop.is_set():
             try:
                 self._lead(stop)
-            except (psycopg.Error, DecodeError) as exc:
+            except Exception as exc:  # whatever it was, the thread must not end: log it and retry
                 self.is_leader = False
                 if self.on_error:
                     self.on_error(exc)
-                log.warning("replication reader stopped; retrying", extra={"fields": {"error": str(exc)}})
+                expected = isinstance(exc, (psycopg.Error, DecodeError))
+                log.warning("replication reader stopped; retrying", exc_info=not expected,
+                            extra={"fields": {"error": f"{type(exc).__name__}: {exc}"}})
                 stop.wait(1.0)
             finally:
                 self.close()
@@ -409,7 +422,7 @@ class ReplicationReader:
                 return
             self.is_leader = True
             self.ensure_slot(conn)
-            self.open_stream()
+            self.open_stream(conn)
             while not stop.is_set():
                 started = time.monotonic()
                 if self.read_once(conn, self.wait_s).transactions:

@@ -49,8 +49,10 @@ class WalStream:
     def __init__(
         self, dsn: str, slot: str, publication: str, application_name: str = "pulse-replication-stream"
     ) -> None:
+        # TCP keepalives: an idle stream with a half-open connection would otherwise wait forever.
         self.conn: psycopg.Connection[Any] = psycopg.connect(
-            dsn, autocommit=True, replication="database", application_name=application_name
+            dsn, autocommit=True, replication="database", application_name=application_name,
+            keepalives=1, keepalives_idle=30, keepalives_interval=10, keepalives_count=3,
         )
         try:
             command = sql.SQL(
@@ -81,7 +83,7 @@ class WalStream:
         if nothing is there yet, wait up to `timeout_s` for it."""
         messages: list[bytes] = []
         server_end, reply = 0, False
-        waited = False
+        consumed = waited = False
         while len(messages) < limit:
             try:
                 size, data = self.pgconn.get_copy_data(1)
@@ -97,34 +99,51 @@ class WalStream:
                 continue
             if size < 0:  # the copy ended: the server stopped streaming (shut down, or terminated us)
                 raise _failure("replication stream ended", self.pgconn.get_result())
-            if messages or server_end or waited:
+            if messages or server_end:
+                break
+            if not consumed:  # what the socket (or TLS, which a poll cannot see) holds and libpq has not read
+                consumed = True
+                self._consume()
+                continue
+            if waited or not self._wait(select.POLLIN, timeout_s):
                 break
             waited = True
-            readable, _, _ = select.select([self.pgconn.socket], [], [], timeout_s)
-            if not readable:
-                break
-            try:
-                self.pgconn.consume_input()
-            except psycopg.Error as exc:
-                raise psycopg.OperationalError(f"replication stream: {exc}") from exc
+            self._consume()
         return Received(messages, server_end, reply)
+
+    def _consume(self) -> None:
+        try:
+            self.pgconn.consume_input()
+        except psycopg.Error as exc:
+            raise psycopg.OperationalError(f"replication stream: {exc}") from exc
+
+    def _wait(self, events: int, timeout_s: float) -> bool:
+        """Whether the socket became ready (poll, not select: a descriptor may be past 1024)."""
+        poller = select.poll()
+        poller.register(self.pgconn.socket, events)
+        return bool(poller.poll(max(0, int(timeout_s * 1000))))
 
     def acknowledge(self, lsn: int, reply_requested: bool = False) -> None:
         """Tell the server everything up to `lsn` is durable on our side: the slot's confirmed position."""
         now_us = int(time.time() * 1_000_000) - EPOCH_2000_US
         message = _STATUS.pack(b"r", lsn, lsn, lsn, now_us, reply_requested)
         try:
-            if self.pgconn.put_copy_data(message) != 1:
-                raise psycopg.OperationalError("replication stream: could not queue a status update")
             deadline = time.monotonic() + 10.0
-            while self.pgconn.flush() == 1:  # the rest is still in libpq's buffer
+            while self.pgconn.put_copy_data(message) != 1:  # 0: libpq's buffer is full; flush and retry
                 if time.monotonic() > deadline:
-                    raise psycopg.OperationalError("replication stream: a status update could not be sent")
-                select.select([], [self.pgconn.socket], [], 1.0)
+                    raise psycopg.OperationalError("replication stream: a status update could not be queued")
+                self._flush(deadline)
+            self._flush(deadline)
         except psycopg.Error as exc:
             if isinstance(exc, psycopg.OperationalError):
                 raise
             raise psycopg.OperationalError(f"replication stream: {exc}") from exc
+
+    def _flush(self, deadline: float) -> None:
+        while self.pgconn.flush() == 1:  # the rest is still in libpq's buffer
+            if time.monotonic() > deadline:
+                raise psycopg.OperationalError("replication stream: a status update could not be sent")
+            self._wait(select.POLLOUT, 1.0)
 
 
 def _failure(what: str, result: pq.abc.PGresult | None) -> psycopg.Error:

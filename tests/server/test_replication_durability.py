@@ -464,6 +464,35 @@ def test_a_crash_between_the_shape_log_commit_and_the_acknowledgement_replays_th
     assert logged_days(pgc, user, day, 40) == 20 + 20 + 10 + 10
 
 
+def test_a_round_that_fails_to_log_its_transactions_leaves_them_to_the_next_stream(
+    repl_db: ReplDb, pgc: psycopg.Connection[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The transactions a failed round took off the stream are not skipped by the caller's next try:
+    the stream is closed and the next one starts again from the slot's confirmed position."""
+    url, user = repl_db.url, repl_db.user_ids[-1]
+    wait_for(lambda: not one(pgc, "SELECT count(*) FROM pg_replication_slots WHERE database = %s"
+                                  " AND active_pid IS NOT NULL", (repl_db.name,)), 30, "the slot to be released")
+    with psycopg.connect(url, autocommit=True, application_name="pulse-replication") as conn:
+        reader = ReplicationReader(url)
+        reader.ensure_slot(conn)
+        reader.catch_up(conn)
+        day = dt.date(2045, 1, 1)
+        write_days(pgc, user, day, 5)
+        real_record = reader.record
+
+        def record_fails(*args: Any) -> Any:
+            raise psycopg.OperationalError("the shape log's connection went away")
+
+        monkeypatch.setattr(reader, "record", record_fails)
+        with pytest.raises(psycopg.OperationalError):
+            reader.catch_up(conn)
+        assert reader.stream is None
+        monkeypatch.setattr(reader, "record", real_record)
+        assert reader.catch_up(conn).changes == 5
+        reader.close()
+    assert logged_days(pgc, user, day, 5) == 5
+
+
 # -- 2. leadership -----------------------------------------------------------------------------------
 
 
