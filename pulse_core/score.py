@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from decimal import Decimal
-from fractions import Fraction
 
 from pulse_core.entry import Entry
 from pulse_core.rules import (
@@ -20,21 +19,12 @@ from pulse_core.rules import (
 )
 
 
-def score_points(
-    sleep_hours: Decimal, hrv_ms: Decimal | None, steps: int
-) -> tuple[Fraction, Fraction, Fraction]:
-    """The three components, each capped, as exact fractions (a Decimal converts exactly)."""
-    sleep = min(Fraction(sleep_hours) * SLEEP_POINTS_PER_HOUR, SLEEP_MAX_POINTS)
-    hrv = HRV_MISSING_POINTS if hrv_ms is None else min(Fraction(hrv_ms) * HRV_POINTS_PER_MS, HRV_MAX_POINTS)
-    walked = min(Fraction(steps) * STEPS_POINTS_PER_STEP, STEPS_MAX_POINTS)
-    return sleep, hrv, walked
-
-
 def day_score(sleep_hours: Decimal | None, hrv_ms: Decimal | None, steps: int | None) -> int | None:
     """The score rounded half up, or None unless sleep and steps are both present.
 
-    The same exact sum as `score_points` gives, in integer numerators and denominators: Fraction
-    normalises (a gcd) after every operation, which made this the costliest step of a push."""
+    Exact: each capped component and their sum are kept as integer numerators and denominators
+    (the rules' fractions and the Decimal inputs convert exactly). Fraction arithmetic normalised
+    (a gcd) after every operation, which made this the costliest step of a push."""
     if sleep_hours is None or steps is None:
         return None
     sleep = _capped(sleep_hours.as_integer_ratio(), _SLEEP_PER, _SLEEP_MAX)

@@ -163,13 +163,11 @@ class ReplicationReader:
         batch_changes: int = 20_000,
         on_error: Callable[[Exception], None] | None = None,
         wait_s: float = 0.5,
-        lag_every_s: float = 0.25,
         round_s: float = 0.01,
     ) -> None:
         self.dsn = dsn
         self.batch_changes = batch_changes  # messages read per round at most
         self.wait_s = wait_s  # how long an idle round waits for the stream (and how often `stop` is checked)
-        self.lag_every_s = lag_every_s
         # A round that logged something is followed by the next one no sooner than this: under a load
         # of small transactions the walsender sends each as it commits, and a round per transaction
         # (a shape log transaction, the decoding, in the server's process) would cost more than
@@ -177,8 +175,6 @@ class ReplicationReader:
         self.round_s = round_s
         self.on_error = on_error
         self.decoder = Decoder()
-        self.lag_bytes = 0
-        self.lag_measured_at = 0.0
         self.is_leader = False
         self.usernames: dict[int, str | None] = {}
         self.slot = ""
@@ -287,8 +283,6 @@ class ReplicationReader:
             # the slot's confirmed position, never after it.
             self.close()
             raise
-        if time.monotonic() >= self.lag_measured_at + self.lag_every_s:
-            self._measure_lag(conn)
         return stats
 
     def catch_up(self, conn: psycopg.Connection[Any], timeout_s: float = 10.0) -> ReadStats:
@@ -384,15 +378,6 @@ class ReplicationReader:
             found = dict(conn.execute("SELECT id, username FROM users WHERE id = ANY(%s)", (missing,)).fetchall())
             self.usernames.update({u: found.get(u) for u in missing})
         return {u: self.usernames[u] for u in user_ids}
-
-    def _measure_lag(self, conn: psycopg.Connection[Any]) -> None:
-        row = conn.execute(
-            "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint"
-            " FROM pg_replication_slots WHERE slot_name = %s",
-            (self.slot,),
-        ).fetchone()
-        self.lag_bytes = int(row[0]) if row and row[0] is not None else 0
-        self.lag_measured_at = time.monotonic()
 
     # -- the loop ----------------------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:

@@ -72,12 +72,6 @@ class WalStream:
     def close(self) -> None:
         self.conn.close()
 
-    def __enter__(self) -> WalStream:
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.close()
-
     def read(self, timeout_s: float, limit: int) -> Received:
         """Whatever the server has sent, without waiting once something came (at most `limit` messages);
         if nothing is there yet, wait up to `timeout_s` for it."""
@@ -85,10 +79,7 @@ class WalStream:
         server_end, reply = 0, False
         consumed = waited = False
         while len(messages) < limit:
-            try:
-                size, data = self.pgconn.get_copy_data(1)
-            except psycopg.Error as exc:
-                raise psycopg.OperationalError(f"replication stream: {exc}") from exc
+            size, data = self.pgconn.get_copy_data(1)  # libpq failures raise OperationalError
             if size > 0:
                 kind = data[0]
                 if kind == 0x77:  # 'w'
@@ -103,19 +94,13 @@ class WalStream:
                 break
             if not consumed:  # what the socket (or TLS, which a poll cannot see) holds and libpq has not read
                 consumed = True
-                self._consume()
+                self.pgconn.consume_input()
                 continue
             if waited or not self._wait(select.POLLIN, timeout_s):
                 break
             waited = True
-            self._consume()
-        return Received(messages, server_end, reply)
-
-    def _consume(self) -> None:
-        try:
             self.pgconn.consume_input()
-        except psycopg.Error as exc:
-            raise psycopg.OperationalError(f"replication stream: {exc}") from exc
+        return Received(messages, server_end, reply)
 
     def _wait(self, events: int, timeout_s: float) -> bool:
         """Whether the socket became ready (poll, not select: a descriptor may be past 1024)."""
@@ -127,17 +112,12 @@ class WalStream:
         """Tell the server everything up to `lsn` is durable on our side: the slot's confirmed position."""
         now_us = int(time.time() * 1_000_000) - EPOCH_2000_US
         message = _STATUS.pack(b"r", lsn, lsn, lsn, now_us, reply_requested)
-        try:
-            deadline = time.monotonic() + 10.0
-            while self.pgconn.put_copy_data(message) != 1:  # 0: libpq's buffer is full; flush and retry
-                if time.monotonic() > deadline:
-                    raise psycopg.OperationalError("replication stream: a status update could not be queued")
-                self._flush(deadline)
+        deadline = time.monotonic() + 10.0
+        while self.pgconn.put_copy_data(message) != 1:  # 0: libpq's buffer is full; flush and retry
+            if time.monotonic() > deadline:
+                raise psycopg.OperationalError("replication stream: a status update could not be queued")
             self._flush(deadline)
-        except psycopg.Error as exc:
-            if isinstance(exc, psycopg.OperationalError):
-                raise
-            raise psycopg.OperationalError(f"replication stream: {exc}") from exc
+        self._flush(deadline)
 
     def _flush(self, deadline: float) -> None:
         while self.pgconn.flush() == 1:  # the rest is still in libpq's buffer
