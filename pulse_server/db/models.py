@@ -10,7 +10,19 @@ import datetime as dt
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import BigInteger, Column, Date, ForeignKey, Index, Numeric, SmallInteger, Text
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Date,
+    DateTime,
+    ForeignKey,
+    Index,
+    LargeBinary,
+    Numeric,
+    SmallInteger,
+    Text,
+    text,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
@@ -93,14 +105,30 @@ class AppliedMutation(SQLModel, table=True):
     client_id: str = Field(sa_column=Column(Text, primary_key=True))
     seq: int = Field(sa_column=Column(BigInteger, primary_key=True))
     result: dict[str, Any] = Field(sa_column=Column(JSONB, nullable=False))
+    digest: bytes | None = Field(default=None, sa_column=Column(LargeBinary))  # SHA-256 of what was sent
     applied_at: dt.datetime = Field(default_factory=_utcnow)
+
+
+class ClientHighWater(SQLModel, table=True):
+    """The highest seq of a (user, client) whose results were pruned: replays at or below it are duplicates."""
+
+    __tablename__ = "client_high_water"
+
+    user_id: int = Field(sa_column=Column(BigInteger, ForeignKey("users.id", ondelete="CASCADE"), primary_key=True))
+    client_id: str = Field(sa_column=Column(Text, primary_key=True))
+    seq: int = Field(sa_column=Column(BigInteger, nullable=False))
+    updated_at: dt.datetime = Field(default_factory=_utcnow)
 
 
 class ConflictRecord(SQLModel, table=True):
     """The conflict audit: what lost to what, under which rule."""
 
     __tablename__ = "conflicts"
-    __table_args__ = (Index("conflicts_user_date", "user_id", "date"),)
+    __table_args__ = (
+        Index("conflicts_user_date", "user_id", "date"),
+        Index("conflicts_user_version", "user_id", "version"),
+        Index("conflicts_created_at", "created_at"),
+    )
 
     id: int | None = Field(default=None, sa_column=Column(BigInteger, primary_key=True, autoincrement=True))
     user_id: int = Field(sa_column=Column(BigInteger, ForeignKey("users.id", ondelete="CASCADE"), nullable=False))
@@ -115,3 +143,6 @@ class ConflictRecord(SQLModel, table=True):
     rule: str
     clamped: bool = False
     created_at: dt.datetime = Field(default_factory=_utcnow)
+    dismissed_at: dt.datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+    version: int | None = Field(default=None, sa_column=Column(
+        BigInteger, nullable=False, server_default=text("nextval('conflict_version_seq')")))
