@@ -23,7 +23,7 @@ from pulse_server.db.database import committing
 from pulse_server.db.entries import COLUMNS, PostgresEntryRepository, entry_json, json_dumps, row_to_entry
 from sync.hlc import Stamp
 from sync.merge import Conflict, apply_mutation
-from sync.wire import Mutation, parse_mutation, rejection, storable
+from sync.wire import Mutation, clash, duplicate, mutation_digest, parse_mutation, rejection, storable
 
 # What pulse_push_write raises when an entry or a seq changed since the push read it (migration 0005).
 CHANGED_SINCE_READ = "PU001"
@@ -45,16 +45,51 @@ _READ_FOR_PUSH = (
     " SELECT 2, NULL::bigint, NULL::text, NULL::boolean, NULL::jsonb, e.xmin::text, " + _ENTRY_COLUMNS +
     "  FROM me JOIN entries e ON NOT me.is_coach AND e.user_id = me.id AND e.date = ANY(%(dates)s)"
     " UNION ALL SELECT 0, me.id, me.username, me.is_coach, NULL, me.waited, " + _NO_ENTRY + " FROM me"
-    " UNION ALL SELECT 1, NULL, NULL, NULL, a.result, NULL, " + _NO_ENTRY +
+    " UNION ALL SELECT 1, NULL, NULL, NULL, a.result, encode(a.digest, 'hex'), " + _NO_ENTRY +
     "  FROM me JOIN applied_mutations a ON NOT me.is_coach AND a.user_id = me.id AND a.client_id = %(client)s"
     "  AND a.seq = ANY(%(seqs)s)"
+    " UNION ALL SELECT 3, (SELECT max(a.seq) FROM applied_mutations a WHERE a.user_id = me.id"
+    "  AND a.client_id = %(client)s), NULL, NULL, NULL, h.seq::text, " + _NO_ENTRY +
+    "  FROM me LEFT JOIN client_high_water h ON h.user_id = me.id AND h.client_id = %(client)s WHERE NOT me.is_coach"
 )
+# The (user, client)'s recorded seqs: each earlier result with its digest, and the high-water marks.
+_READ_EARLIER = (
+    "SELECT seq, result, encode(digest, 'hex') FROM applied_mutations"
+    " WHERE user_id = %(user)s AND client_id = %(client)s AND seq = ANY(%(seqs)s)"
+    " UNION ALL SELECT -1, jsonb_build_object('max', (SELECT max(seq) FROM applied_mutations"
+    "  WHERE user_id = %(user)s AND client_id = %(client)s), 'pruned', (SELECT seq FROM client_high_water"
+    "  WHERE user_id = %(user)s AND client_id = %(client)s)), NULL"
+)
+
+
+@dataclass
+class Recorded:
+    """What the server holds of a (user, client)'s earlier mutations, as a push batch needs it."""
+
+    results: dict[int, tuple[dict[str, Any], str | None]] = field(default_factory=dict)  # seq -> result, digest
+    newest: int | None = None  # the highest seq with a result
+    pruned: int | None = None  # the highest seq whose result was pruned (client_high_water)
+
+    @property
+    def high_water(self) -> int | None:
+        marks = [s for s in (self.newest, self.pruned) if s is not None]
+        return max(marks) if marks else None
+
+    @classmethod
+    def from_rows(cls, rows: Sequence[tuple[Any, ...]]) -> Recorded:
+        recorded = cls()
+        for seq, result, digest in rows:
+            if seq == -1:
+                recorded.newest, recorded.pruned = result.get("max"), result.get("pruned")
+            else:
+                recorded.results[int(seq)] = (result, digest)
+        return recorded
 
 
 @dataclass
 class _Merged:
     results: list[dict[str, Any]] = field(default_factory=list)
-    fresh: list[dict[str, Any]] = field(default_factory=list)  # results to record (not duplicates)
+    fresh: list[dict[str, Any]] = field(default_factory=list)  # results to record, with their digest
     audit: list[tuple[Mutation, Conflict, bool]] = field(default_factory=list)
     touched: dict[dt.date, Entry] = field(default_factory=dict)
 
@@ -62,9 +97,10 @@ class _Merged:
 @dataclass(frozen=True)
 class BatchOutcome:
     results: list[dict[str, Any]]
-    txid: str
-    lsn: str
+    txid: str | None  # None when the batch wrote nothing (every mutation a duplicate, a clash or refused)
+    lsn: str | None
     entries: dict[dt.date, Entry]
+    high_water: int | None = None  # the highest seq recorded for the client after this batch
 
 
 class Reconciler:
@@ -95,11 +131,8 @@ class Reconciler:
         repo = PostgresEntryRepository(conn)
         server_ms = self.now_ms()
         parsed = _parse_batch(raw, client_id, server_ms)
-        seqs = [item.get("seq") for item in raw]
-        earlier_rows = conn.execute(
-            "SELECT seq, result FROM applied_mutations WHERE user_id = %s AND client_id = %s AND seq = ANY(%s)",
-            (user_id, client_id, [s for s in seqs if isinstance(s, int)]),
-        )
+        seqs = [s for item in raw if isinstance(s := item.get("seq"), int)]
+        earlier_rows = conn.execute(_READ_EARLIER, {"user": user_id, "client": client_id, "seqs": seqs})
         dates = sorted({m.date for m in parsed if isinstance(m, Mutation)})
         if dates:  # in date order, so two batches never wait for each other in a cycle
             conn.execute(
@@ -108,8 +141,8 @@ class Reconciler:
                 (user_id, dates),
             )
         entries = {e.date: e for e in repo.get_many(str(user_id), dates, lock=True)}
-        earlier = {int(seq): result for seq, result in earlier_rows.fetchall()}
-        merged = self._merge_batch(user_id, raw, parsed, earlier, entries, server_ms)
+        earlier = Recorded.from_rows(earlier_rows.fetchall())
+        merged = self._merge_batch(user_id, client_id, raw, parsed, earlier, entries, server_ms)
         repo.save_many(list(merged.touched.values()))
         if merged.audit:
             with conn.cursor() as cur:
@@ -117,20 +150,29 @@ class Reconciler:
                                              for m, c, clamped in merged.audit])
         if merged.fresh:  # one statement: every result of the batch as one JSON array
             conn.execute(
-                "INSERT INTO applied_mutations (user_id, client_id, seq, result, applied_at)"
-                " SELECT %s, %s, (r->>'seq')::bigint, r, now() FROM jsonb_array_elements(%s) AS r",
+                "INSERT INTO applied_mutations (user_id, client_id, seq, result, digest, applied_at)"
+                " SELECT %s, %s, (r->>'seq')::bigint, r - 'digest', decode(r->>'digest', 'hex'), now()"
+                " FROM jsonb_array_elements(%s) AS r",
                 (user_id, client_id, Jsonb(merged.fresh)),
             )
+        return self._outcome(conn, merged, earlier)
+
+    @staticmethod
+    def _outcome(conn: psycopg.Connection[Any], merged: _Merged, earlier: Recorded) -> BatchOutcome:
+        """The batch's answer; a txid only when it changed an entry (else no shape change will carry it)."""
+        if not merged.touched:
+            return BatchOutcome(merged.results, None, None, merged.touched, earlier.high_water)
         row = conn.execute("SELECT pg_current_xact_id()::text, pg_current_wal_insert_lsn()").fetchone()
         assert row is not None
-        return BatchOutcome(merged.results, row[0], str(lsn_to_int(row[1])), merged.touched)
+        return BatchOutcome(merged.results, row[0], str(lsn_to_int(row[1])), merged.touched, earlier.high_water)
 
     def _merge_batch(
         self,
         user_id: int,
+        client_id: str,
         raw: Sequence[dict[str, Any]],
         parsed: list[Mutation | dict[str, Any]],
-        earlier: dict[int, dict[str, Any]],
+        earlier: Recorded,
         entries: dict[dt.date, Entry],
         server_ms: int,
     ) -> _Merged:
@@ -139,9 +181,10 @@ class Reconciler:
         merged = _Merged()
         for item, outcome in zip(raw, parsed, strict=True):
             seq = int(item["seq"])  # the request schema requires an integer seq
-            if seq in earlier:
-                original = earlier[seq]
-                merged.results.append({**original, "status": "duplicate", "original_status": original["status"]})
+            digest = mutation_digest(item)
+            replay = _replay(seq, digest, client_id, earlier)
+            if replay is not None:
+                merged.results.append(replay)
                 continue
             if isinstance(outcome, Mutation):
                 entry = entries.setdefault(outcome.date, Entry(user=str(user_id), date=outcome.date))
@@ -150,8 +193,9 @@ class Reconciler:
                 merged.audit.extend((outcome, c, clamped) for c in conflicts)
             else:
                 result = outcome
-            earlier[seq] = result
-            merged.fresh.append(result)
+            earlier.results[seq] = (result, digest)
+            earlier.newest = seq if earlier.newest is None else max(earlier.newest, seq)
+            merged.fresh.append({**result, "digest": digest})
             merged.results.append(result)
         return merged
 
@@ -177,17 +221,21 @@ class Reconciler:
                                              "dates": dates}).fetchall()
         me = next((r for r in rows if r[0] == 0), None)
         user = admit(None if me is None else Principal(int(me[1]), str(me[2]), bool(me[3])))
-        earlier: dict[int, dict[str, Any]] = {}
+        earlier = Recorded()
         entries: dict[dt.date, Entry] = {}
         seen: dict[dt.date, str] = {}
         for row in rows:
             if row[0] == 1:
-                earlier[int(row[4]["seq"])] = row[4]
+                earlier.results[int(row[4]["seq"])] = (row[4], row[5])
             elif row[0] == 2:
                 entry = row_to_entry(str(user.id), row[6:])
                 entries[entry.date] = entry
                 seen[entry.date] = row[5]
-        merged = self._merge_batch(user.id, raw, parsed, earlier, entries, server_ms)
+            elif row[0] == 3:
+                earlier.newest, earlier.pruned = row[1], None if row[5] is None else int(row[5])
+        merged = self._merge_batch(user.id, client_id, raw, parsed, earlier, entries, server_ms)
+        if not merged.fresh:  # nothing to write (replays, clashes): no transaction, no txid
+            return user, BatchOutcome(merged.results, None, None, merged.touched, earlier.high_water)
         rows = []
         for day, entry in sorted(merged.touched.items()):  # in date order: the order rows are locked in
             values = entry_json(entry)
@@ -211,7 +259,10 @@ class Reconciler:
             with committing(conn), conn.transaction():
                 outcome = self.apply_batch(conn, user.id, client_id, raw)
             return user, outcome
-        return user, BatchOutcome(merged.results, written[0], str(lsn_to_int(written[1])), merged.touched)
+        if not merged.touched:  # only refusals recorded: no shape change will ever carry this txid
+            return user, BatchOutcome(merged.results, None, None, merged.touched, earlier.high_water)
+        return user, BatchOutcome(merged.results, written[0], str(lsn_to_int(written[1])), merged.touched,
+                                  earlier.high_water)
 
     def _merge_in_memory(
         self, entry: Entry, m: Mutation, server_ms: int
@@ -224,15 +275,18 @@ class Reconciler:
         repo = PostgresEntryRepository(conn)
         server_ms = self.now_ms()
         today = dt.datetime.fromtimestamp(server_ms / 1000, dt.UTC).date()
-        results = []
-        touched: dict[dt.date, Entry] = {}
+        seqs = [s for item in raw if isinstance(s := item.get("seq"), int)]
+        earlier = Recorded.from_rows(conn.execute(_READ_EARLIER, {"user": user_id, "client": client_id,
+                                                                   "seqs": seqs}).fetchall())
+        merged = _Merged()
         for item in raw:
             with conn.transaction():  # a savepoint: one bad mutation never fails its batch
-                results.append(self._apply_one(conn, repo, user_id, client_id, item, server_ms, today, touched))
-        row = conn.execute("SELECT pg_current_xact_id()::text, pg_current_wal_insert_lsn()").fetchone()
-        assert row is not None
-        txid, lsn_text = row
-        return BatchOutcome(results, txid, str(lsn_to_int(lsn_text)), touched)
+                result = self._apply_one(conn, repo, user_id, client_id, item, server_ms, today, merged.touched,
+                                         earlier)
+            merged.results.append(result)
+            if result["status"] not in ("duplicate", "clash"):
+                merged.fresh.append(result)
+        return self._outcome(conn, merged, earlier)
 
     def _apply_one(
         self,
@@ -244,15 +298,13 @@ class Reconciler:
         server_ms: int,
         today: dt.date,
         touched: dict[dt.date, Entry],
+        earlier: Recorded,
     ) -> dict[str, Any]:
         seq = item.get("seq")
-        done = conn.execute(
-            "SELECT result FROM applied_mutations WHERE user_id = %s AND client_id = %s AND seq = %s",
-            (user_id, client_id, seq),
-        ).fetchone()
-        if done is not None:
-            original: dict[str, Any] = done[0]
-            return {**original, "status": "duplicate", "original_status": original["status"]}
+        digest = mutation_digest(item)
+        replay = _replay(int(item["seq"]), digest, client_id, earlier)
+        if replay is not None:
+            return replay
         try:
             mutation = parse_mutation(item, client_id, today)
         except ValidationError as exc:
@@ -266,10 +318,12 @@ class Reconciler:
                 message = f"value not storable: {(diag and diag.message_primary) or storable(str(exc))}"
                 result = {"seq": seq, "status": "rejected", "error": {"code": "invalid_value", "message": message}}
         conn.execute(
-            "INSERT INTO applied_mutations (user_id, client_id, seq, result, applied_at)"
-            " VALUES (%s, %s, %s, %s, now())",
-            (user_id, client_id, seq, Jsonb(result)),
+            "INSERT INTO applied_mutations (user_id, client_id, seq, result, digest, applied_at)"
+            " VALUES (%s, %s, %s, %s, decode(%s, 'hex'), now())",
+            (user_id, client_id, seq, Jsonb(result), digest),
         )
+        earlier.results[int(item["seq"])] = (result, digest)
+        earlier.newest = max(int(item["seq"]), earlier.newest or 0)
         return result
 
     def _merge(
@@ -329,6 +383,21 @@ _AUDIT_SQL = (
     "INSERT INTO conflicts (user_id, date, client_id, seq, field, kept, lost, kept_hlc, lost_hlc, rule,"
     " clamped, created_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, now())"
 )
+
+
+def _replay(seq: int, digest: str, client_id: str, earlier: Recorded) -> dict[str, Any] | None:
+    """The answer to a (client, seq) the server already holds: its original result (a duplicate), a clash
+    when the content differs (another store with the same client id), or a duplicate whose result was
+    pruned (at or below the pruned high-water mark). None for a mutation not seen before."""
+    found = earlier.results.get(seq)
+    if found is not None:
+        original, recorded_digest = found
+        if recorded_digest is not None and recorded_digest != digest:
+            return clash(seq, client_id)
+        return duplicate(seq, original)
+    if earlier.pruned is not None and seq <= earlier.pruned:
+        return duplicate(seq, None)
+    return None
 
 
 def _audit_row(user_id: int, client_id: str, m: Mutation, c: Conflict, clamped: bool) -> tuple[Any, ...]:

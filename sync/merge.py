@@ -54,11 +54,11 @@ class MergeOutcome:
     conflicts: list[Conflict] = field(default_factory=list)
 
 
-def _values(entry: Entry, name: str) -> dict[str, FieldValue]:
+def values_of(entry: Entry, name: str) -> dict[str, FieldValue]:
     return {part: entry.value(part) for part in COMPANIONS.get(name, (name,))}
 
 
-def _shown(values: dict[str, FieldValue]) -> Any:
+def shown(values: dict[str, FieldValue]) -> Any:
     """How a value appears in a conflict record: the bare value, or the pair for HRV."""
     if len(values) == 1:
         (value,) = values.values()
@@ -92,18 +92,18 @@ def merge_field(
         return  # the same write again: idempotent
     concurrent = stored is not None and base != stored
     if stored is None or rank(source, stamp) > rank(entry.sources.get(name), stored):
-        lost_values = _values(entry, name)
+        lost_values = values_of(entry, name)
         for part, value in incoming.items():
             setattr(entry, part, value)
         entry.stamps[name] = stamp
         entry.sources[name] = source
         outcome.written.append(name)
         if concurrent and any(v is not None for v in lost_values.values()):
-            outcome.conflicts.append(Conflict(name, _shown(incoming), _shown(lost_values), stamp, stored, rule))
-    elif (kept := _values(entry, name)) != incoming:
+            outcome.conflicts.append(Conflict(name, shown(incoming), shown(lost_values), stamp, stored, rule))
+    elif (kept := values_of(entry, name)) != incoming:
         # A write older than the stored value loses, and is always recorded: either it was concurrent,
         # or its stamp was clamped to server time behind a value it had already seen.
-        outcome.conflicts.append(Conflict(name, _shown(kept), _shown(incoming), stored, stamp, rule))
+        outcome.conflicts.append(Conflict(name, shown(kept), shown(incoming), stored, stamp, rule))
 
 
 def merge_set(

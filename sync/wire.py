@@ -6,10 +6,14 @@ Pure functions: the server uses them on arrival, the client engine to build what
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+
+import orjson
 
 from pulse_core.entry import MERGE_FIELDS, FieldValue
 from pulse_core.errors import ValidationError
@@ -20,7 +24,9 @@ from sync.hlc import Stamp, StampError
 PROTOCOL = 1
 MAX_BATCH = 500
 FIELD_NAMES = ("sleep_hours", "hrv_ms", "hrv_method", "steps", "weight_kg", "note")
-STATUSES = ("applied", "conflict", "duplicate", "rejected")
+STATUSES = ("applied", "conflict", "duplicate", "rejected", "clash")
+# What a mutation's digest covers: everything that makes it this mutation (docs/sync.md, "Exactly once").
+DIGESTED = ("seq", "date", "op", "fields", "base", "hlc", "source")
 
 
 @dataclass(frozen=True)
@@ -53,9 +59,8 @@ def parse_mutation(raw: Mapping[str, Any], client_id: str, today: dt.date) -> Mu
     except StampError:
         raise _bad("invalid_hlc", "hlc", hlc, "<16 digits>:<5 digits>:<client_id>",
                    f"hlc: {hlc!r} is not a stamp (allowed <16 digits>:<5 digits>:<client_id>)") from None
-    if stamp.node != client_id:
-        raise _bad("invalid_hlc", "hlc", hlc, f"a stamp ending in :{client_id}",
-                   f"hlc: {hlc!r} does not belong to client {client_id} (allowed a stamp ending in :{client_id})")
+    # The stamp's node may be another id than `client_id`: a device that had to take a new client id
+    # (its store was a copy) pushes its pending mutations again under the new id with their own stamps.
     source = raw.get("source", "manual")
     if source not in SOURCES:
         raise fail("invalid_choice", "source", source, ", ".join(SOURCES))
@@ -116,6 +121,38 @@ def storable(value: Any) -> Any:
     if isinstance(value, str):
         return value.replace("\x00", "\ufffd").encode("utf-8", "replace").decode("utf-8")
     return value
+
+
+def mutation_digest(raw: Mapping[str, Any]) -> str:
+    """SHA-256 (hex) of a mutation as its client sent it: a replayed (client, seq) whose digest differs
+    from the recorded one is another store using the same client id, not a duplicate."""
+    canonical = {name: raw.get(name) for name in DIGESTED}
+    if canonical["source"] is None:
+        canonical["source"] = "manual"
+    try:
+        data = orjson.dumps(canonical, option=orjson.OPT_SORT_KEYS)
+    except TypeError:  # what orjson cannot write (an integer past 64 bits, a lone surrogate)
+        text = json.dumps(canonical, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+        data = text.encode("utf-8", "surrogatepass")
+    return hashlib.sha256(data).hexdigest()
+
+
+def duplicate(seq: Any, original: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A replay's answer: the original result, or (its result pruned after the retention window) just
+    the status, never applied twice."""
+    if original is None:
+        return {"seq": seq, "status": "duplicate", "original_status": None, "pruned": True}
+    return {**original, "status": "duplicate", "original_status": original["status"]}
+
+
+def clash(seq: Any, client_id: str) -> dict[str, Any]:
+    """A (client, seq) already applied with other content: two stores share one client id. Nothing is
+    applied; the client takes a new id and pushes its pending mutations again under it."""
+    return {"seq": seq, "status": "clash", "error": {
+        "code": "client_id_reused", "field": "client_id", "value": client_id,
+        "allowed": "a client id used by one store only",
+        "message": f"client_id: {client_id} seq {seq} was already used for another change (a restored or copied"
+                   " store); take a new client id and push the pending changes again under it"}}
 
 
 def rejection(seq: Any, exc: ValidationError) -> dict[str, Any]:

@@ -12,10 +12,11 @@ from pulse_core.values import parse_date
 from pulse_core.warnings import field_warnings
 from pulse_server import accounts
 from pulse_server.api.deps import Athlete, ClockDep, CurrentUser, DbDep, SettingsDep
-from pulse_server.api.schemas import EntriesOut, EntryFields, EntryWrite
-from pulse_server.db.entries import PostgresEntryRepository
+from pulse_server.api.schemas import ConflictsOut, DismissRequest, EntriesOut, EntryFields, EntryWrite
+from pulse_server.db.entries import COLUMNS, PostgresEntryRepository, row_to_entry
 from pulse_server.errors import ApiError
 from pulse_server.push import Reconciler, api_write
+from sync.conflict_state import conflict_state
 
 router = APIRouter(prefix="/v1", tags=["entries"])
 
@@ -88,21 +89,50 @@ def delete_entry(date: str, user: Athlete, db: DbDep, clock: ClockDep, settings:
         raise ApiError(404, "not_found", f"date: no entry for {day.isoformat()}")
 
 
-@router.get("/conflicts")
-def list_conflicts(user: CurrentUser, db: DbDep, limit: Annotated[int, Query(ge=1, le=1000)] = 200) -> dict[str, Any]:
-    """The conflict audit of your entries, newest first: what lost to what, and under which rule."""
+_CONFLICT_KEYS = ("id", "version", "date", "client_id", "seq", "field", "kept", "lost", "kept_hlc", "lost_hlc",
+                  "rule", "clamped", "created_at")
+_CONFLICTS = (
+    "SELECT " + ", ".join(f"c.{k}" for k in _CONFLICT_KEYS) + ", c.dismissed_at IS NOT NULL, e.date IS NOT NULL, "
+    + ", ".join(f"e.{c}" for c in COLUMNS)
+    + " FROM conflicts c LEFT JOIN entries e ON e.user_id = c.user_id AND e.date = c.date"
+    " WHERE c.user_id = %(user)s AND c.version > %(after)s"
+)
+
+
+@router.get("/conflicts", response_model=ConflictsOut)
+def list_conflicts(
+    user: CurrentUser,
+    db: DbDep,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+    after_version: Annotated[int | None, Query(ge=0, description="Only those changed after this version")] = None,
+) -> dict[str, Any]:
+    """The conflict audit of your entries, each with its state now (open, reasserted, superseded,
+    dismissed): newest first, or with `after_version`, those recorded or dismissed since, oldest first."""
+    order = " ORDER BY c.id DESC" if after_version is None else " ORDER BY c.version"
 
     def read(conn: Any) -> list[dict[str, Any]]:
-        rows = conn.execute(
-            "SELECT date, client_id, seq, field, kept, lost, kept_hlc, lost_hlc, rule, clamped, created_at"
-            " FROM conflicts WHERE user_id = %s ORDER BY id DESC LIMIT %s",
-            (user.id, limit),
-        ).fetchall()
-        keys = ("date", "client_id", "seq", "field", "kept", "lost", "kept_hlc", "lost_hlc", "rule", "clamped",
-                "created_at")
-        return [
-            {k: (v.isoformat() if isinstance(v, (dt.date, dt.datetime)) else v) for k, v in zip(keys, r, strict=True)}
-            for r in rows
-        ]
+        rows = conn.execute(_CONFLICTS + order + " LIMIT %(limit)s",
+                            {"user": user.id, "after": after_version or 0, "limit": limit}).fetchall()
+        return [_conflict_json(user.id, row) for row in rows]
 
-    return {"conflicts": db.run(read)}
+    found = db.run(read)
+    return {"conflicts": found, "version": max((c["version"] for c in found), default=after_version or 0)}
+
+
+def _conflict_json(user_id: int, row: tuple[Any, ...]) -> dict[str, Any]:
+    n = len(_CONFLICT_KEYS)
+    item = {k: (v.isoformat() if isinstance(v, (dt.date, dt.datetime)) else v)
+            for k, v in zip(_CONFLICT_KEYS, row[:n], strict=True)}
+    dismissed, has_entry = row[n], row[n + 1]
+    entry = row_to_entry(str(user_id), row[n + 2:]) if has_entry else None
+    item["dismissed"] = dismissed
+    item["state"] = conflict_state(item["field"], item["lost"], item["kept_hlc"], dismissed, entry)
+    return item
+
+
+@router.post("/conflicts/dismiss", status_code=204)
+def dismiss_conflicts(body: DismissRequest, user: CurrentUser, db: DbDep) -> None:
+    """Put conflicts aside on every device of yours (ids of other users' conflicts are ignored)."""
+    db.run(lambda conn: conn.execute(
+        "UPDATE conflicts SET dismissed_at = now(), version = nextval('conflict_version_seq')"
+        " WHERE user_id = %s AND id = ANY(%s) AND dismissed_at IS NULL", (user.id, body.ids)))

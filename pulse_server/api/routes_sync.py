@@ -12,16 +12,24 @@ import json
 import re
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 import orjson
 import psycopg
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 
 from pulse_server.accounts import Principal
-from pulse_server.api.deps import admitted, authenticate_on, bearer_token, identify, must_write
-from pulse_server.api.schemas import PushRequest, PushResponse, inline_schema
+from pulse_server.api.deps import (
+    CurrentUser,
+    DbDep,
+    admitted,
+    authenticate_on,
+    bearer_token,
+    identify,
+    must_write,
+)
+from pulse_server.api.schemas import HighWaterOut, PushRequest, PushResponse, inline_schema
 from pulse_server.db.database import Database
 from pulse_server.errors import ApiError
 from pulse_server.logs import user_id
@@ -149,4 +157,26 @@ async def answer_push(state: Any, token: str, raw: bytes) -> tuple[Principal, di
     for status, count in Counter(r["status"] for r in outcome.results).items():
         metrics.mutations.labels(status).inc(count)
     return user, {"server_time_ms": state.clock(), "txid": outcome.txid, "lsn": outcome.lsn,
-                  "max_batch": settings.max_batch, "results": [_without_nulls(r) for r in outcome.results]}
+                  "max_batch": settings.max_batch, "high_water": outcome.high_water,
+                  "results": [_without_nulls(r) for r in outcome.results]}
+
+
+_HIGH_WATER = (
+    "SELECT c.id, greatest((SELECT max(a.seq) FROM applied_mutations a WHERE a.user_id = %(user)s"
+    "  AND a.client_id = c.id), (SELECT h.seq FROM client_high_water h WHERE h.user_id = %(user)s"
+    "  AND h.client_id = c.id)) FROM unnest(%(ids)s::text[]) AS c(id)"
+)
+
+
+@router.get("/high-water", response_model=HighWaterOut)
+def high_water(
+    user: CurrentUser, db: DbDep,
+    client_id: Annotated[list[str], Query(description="Client ids of this user's stores", max_length=100)],
+) -> dict[str, Any]:
+    """The highest seq the server holds for each of the caller's client ids (null: none). A device whose
+    acknowledged seqs go past it pushes them again: the server was restored from a backup (docs/sync.md)."""
+    for value in client_id:
+        if not CLIENT_ID.fullmatch(value):
+            raise _malformed("client_id", "String should match pattern '^[A-Za-z0-9_-]{1,64}$'", value)
+    rows = db.run(lambda conn: conn.execute(_HIGH_WATER, {"user": user.id, "ids": client_id}).fetchall())
+    return {"high_water": {cid: None if seq is None else int(seq) for cid, seq in rows}}

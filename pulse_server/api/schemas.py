@@ -110,8 +110,9 @@ class ConflictOut(BaseModel):
 
 class MutationResult(BaseModel):
     seq: int
-    status: Literal["applied", "conflict", "duplicate", "rejected"]
+    status: Literal["applied", "conflict", "duplicate", "rejected", "clash"]
     original_status: str | None = None
+    pruned: bool | None = None  # a duplicate whose original result is past the retention window
     hlc: str | None = None
     clamped_from: str | None = None
     error: ErrorOut | None = None
@@ -120,10 +121,43 @@ class MutationResult(BaseModel):
 
 class PushResponse(BaseModel):
     server_time_ms: int
-    txid: str
-    lsn: str
+    txid: str | None = Field(description="The commit's transaction id (decimal), null when no entry changed")
+    lsn: str | None = Field(description="The WAL position read just before commit (decimal), null likewise")
     max_batch: int
+    high_water: int | None = Field(description="The highest seq recorded for this client, null for none")
     results: list[MutationResult]
+
+
+class HighWaterOut(BaseModel):
+    high_water: dict[str, int | None]
+
+
+class ConflictRecordOut(BaseModel):
+    id: int
+    version: int
+    date: str
+    client_id: str
+    seq: int
+    field: str
+    kept: Any
+    lost: Any
+    kept_hlc: str | None
+    lost_hlc: str | None
+    rule: str
+    clamped: bool
+    created_at: str
+    dismissed: bool
+    state: Literal["open", "reasserted", "superseded", "dismissed"]
+
+
+class ConflictsOut(BaseModel):
+    conflicts: list[ConflictRecordOut]
+    version: int = Field(description="The highest version returned (or the one asked after): ask after it next")
+
+
+class DismissRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    ids: list[int] = Field(min_length=1, max_length=1000)
 
 
 class GrantRequest(BaseModel):

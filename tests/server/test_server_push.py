@@ -48,14 +48,17 @@ def test_a_batch_pushed_three_times_applies_once_and_replays_return_the_original
         assert _applied_count(pg, user) == count
 
 
-def test_a_seq_repeated_within_one_batch_is_a_duplicate_of_its_first_occurrence(
+def test_a_seq_repeated_within_one_batch_is_a_duplicate_of_its_first_occurrence_or_a_clash_if_it_differs(
     make_user: Callable[..., User], client: Callable[..., Api]
 ) -> None:
     api = client(make_user())
     ms = now_ms()
-    results = api.pushed("phone", [set_mutation(1, DAY, {"steps": 100}, stamp(ms, 0, "phone")),
+    first = set_mutation(1, DAY, {"steps": 100}, stamp(ms, 0, "phone"))
+    results = api.pushed("phone", [first, dict(first),
                                    set_mutation(1, DAY, {"steps": 999}, stamp(ms, 1, "phone"))])["results"]
-    assert [(r["status"], r.get("original_status")) for r in results] == [("applied", None), ("duplicate", "applied")]
+    assert [(r["status"], r.get("original_status")) for r in results] == [
+        ("applied", None), ("duplicate", "applied"), ("clash", None)]
+    assert results[2]["error"]["code"] == "client_id_reused"
     entry = api.entry(DAY)
     assert entry is not None and entry["steps"] == 100
 
@@ -99,7 +102,7 @@ def test_one_bad_mutation_is_rejected_alone_while_the_rest_of_its_batch_applies(
         set_mutation(1, DAY, {"steps": 4000}, stamp(ms, 0, "watch")),
         set_mutation(2, DAY, {"sleep_hours": 30}, stamp(ms, 1, "watch")),
         {"seq": 3, "date": DAY, "op": "upsert", "fields": {"note": "x"}, "hlc": stamp(ms, 2, "watch")},
-        set_mutation(4, DAY, {"note": "ok"}, stamp(ms, 3, "someone-else")),
+        set_mutation(4, DAY, {"note": "ok"}, f"{ms}:3:watch"),  # not the fixed-width form
         set_mutation(5, "not-a-date", {"note": "ok"}, stamp(ms, 4, "watch")),
         set_mutation(6, OTHER_DAY, {"weight_kg": 70.5}, stamp(ms, 5, "watch")),
     ]
@@ -116,16 +119,19 @@ def test_one_bad_mutation_is_rejected_alone_while_the_rest_of_its_batch_applies(
     assert entries[OTHER_DAY]["weight_kg"] == 70.5
 
 
-def test_a_replayed_rejected_mutation_stays_rejected_as_a_duplicate_even_if_now_valid(
+def test_a_replayed_rejected_mutation_stays_rejected_and_one_changed_under_its_seq_is_a_clash(
     make_user: Callable[..., User], client: Callable[..., Api]
 ) -> None:
     api = client(make_user())
     hlc = stamp(now_ms(), 0, "laptop")
     rejected = api.pushed("laptop", [set_mutation(7, DAY, {"steps": -5}, hlc)])["results"][0]
     assert rejected["status"] == "rejected" and rejected["error"]["code"] == "out_of_range"
+    again = api.pushed("laptop", [set_mutation(7, DAY, {"steps": -5}, hlc)])["results"][0]
+    assert again["status"] == "duplicate" and again["original_status"] == "rejected"
+    assert again["error"] == rejected["error"]
+    # A fix is a new edit: the same seq with other content is another store's change, never applied.
     fixed = api.pushed("laptop", [set_mutation(7, DAY, {"steps": 5}, hlc)])["results"][0]
-    assert fixed["status"] == "duplicate" and fixed["original_status"] == "rejected"
-    assert fixed["error"] == rejected["error"]
+    assert fixed["status"] == "clash" and fixed["error"]["code"] == "client_id_reused"
     assert api.entries() == []
 
 
@@ -349,7 +355,7 @@ def test_a_push_answers_the_same_through_the_fast_path_and_through_the_cors_stac
         assert reply.headers["content-type"] == "application/json"
         assert ("access-control-allow-origin" in reply.headers) == (name == "cors")
         body = reply.json()
-        assert set(body) == {"server_time_ms", "txid", "lsn", "max_batch", "results"}
+        assert set(body) == {"server_time_ms", "txid", "lsn", "max_batch", "high_water", "results"}
         bodies[name] = body["results"]
         unauthorized = api.http.post("/v1/sync/push", json=sent, headers={**headers, "authorization": "Bearer nope"})
         assert unauthorized.status_code == 401 and unauthorized.headers["www-authenticate"] == "Bearer"
