@@ -100,7 +100,9 @@ class BatchOutcome:
     txid: str | None  # None when the batch wrote nothing (every mutation a duplicate, a clash or refused)
     lsn: str | None
     entries: dict[dt.date, Entry]
-    high_water: int | None = None  # the highest seq recorded for the client after this batch
+    # The highest seq recorded for the client before this batch: a device whose acknowledged seqs go past
+    # it pushes them again (the server was restored from a backup, docs/sync.md)
+    high_water: int | None = None
 
 
 class Reconciler:
@@ -193,8 +195,7 @@ class Reconciler:
                 merged.audit.extend((outcome, c, clamped) for c in conflicts)
             else:
                 result = outcome
-            earlier.results[seq] = (result, digest)
-            earlier.newest = seq if earlier.newest is None else max(earlier.newest, seq)
+            earlier.results[seq] = (result, digest)  # a replay later in the same batch
             merged.fresh.append({**result, "digest": digest})
             merged.results.append(result)
         return merged
@@ -322,8 +323,7 @@ class Reconciler:
             " VALUES (%s, %s, %s, %s, decode(%s, 'hex'), now())",
             (user_id, client_id, seq, Jsonb(result), digest),
         )
-        earlier.results[int(item["seq"])] = (result, digest)
-        earlier.newest = max(int(item["seq"]), earlier.newest or 0)
+        earlier.results[int(item["seq"])] = (result, digest)  # a replay later in the same batch
         return result
 
     def _merge(

@@ -52,6 +52,28 @@ class _Retryable(Exception):
         self.retry_after_s = retry_after_s
 
 
+def why_unreachable(exc: httpx.TransportError) -> str:
+    """A transport failure in a few words a person can act on."""
+    text = str(exc)
+    if isinstance(exc, httpx.TimeoutException):
+        return "timed out"
+    if "Connection refused" in text:
+        return "connection refused (is the server running on that port?)"
+    if "Name or service not known" in text or "nodename nor servname" in text or "getaddrinfo" in text:
+        return f"unknown host {exc.request.url.host}" if _has_request(exc) else "unknown host"
+    if "SSL" in text or "TLS" in text:
+        return "TLS handshake failed (does the server speak https? try http://)"
+    return text or type(exc).__name__
+
+
+def _has_request(exc: httpx.TransportError) -> bool:
+    try:
+        exc.request  # noqa: B018  (httpx raises RuntimeError when the error has no request)
+    except RuntimeError:
+        return False
+    return True
+
+
 def retry_after(response: httpx.Response) -> float:
     value = response.headers.get("retry-after", "")
     try:
@@ -121,7 +143,7 @@ class SyncClient:
         try:
             response = self.http.request(method, path, **kwargs)
         except httpx.TransportError as exc:  # refused, reset, timed out: the request may or may not have landed
-            raise _Retryable(f"cannot reach {self.http.base_url}: {type(exc).__name__}", 0.0) from exc
+            raise _Retryable(f"cannot reach {self.http.base_url}: {why_unreachable(exc)}", 0.0) from exc
         if response.status_code >= 500 or response.status_code == 429:
             raise _Retryable(f"server answered {response.status_code}", retry_after(response))
         body = _json(response)
@@ -144,6 +166,28 @@ class SyncClient:
             "POST", "/v1/sync/push", json={"protocol": PROTOCOL, "client_id": client_id, "mutations": list(mutations)}
         )
         return body
+
+    def high_water(self, client_ids: Sequence[str]) -> dict[str, int | None]:
+        """The highest seq the server holds for each of these client ids (None: none)."""
+        body = self.request("GET", "/v1/sync/high-water", params=[("client_id", c) for c in client_ids])
+        marks: dict[str, int | None] = body.get("high_water", {})
+        return marks
+
+    def conflicts(self, after_version: int, limit: int = 1000) -> dict[str, Any]:
+        body: dict[str, Any] = self.request("GET", "/v1/conflicts",
+                                            params={"after_version": after_version, "limit": limit})
+        return body
+
+    def dismiss_conflicts(self, ids: Sequence[int]) -> None:
+        self.request("POST", "/v1/conflicts/dismiss", json={"ids": list(ids)})
+
+    def probe(self, timeout_s: float = 2.0) -> bool:
+        """One cheap request, no retries: is the server answering again?"""
+        try:
+            response = self.http.get("/healthz", timeout=timeout_s)
+        except httpx.TransportError:
+            return False
+        return response.status_code < 500
 
 
 def _json(response: httpx.Response) -> Any:

@@ -57,16 +57,19 @@ def forget_token(home: Path) -> None:
     credentials_path(home).unlink(missing_ok=True)
 
 
-def bind_home(conn: sqlite3.Connection, server: str, username: str) -> None:
-    """The first login adopts what was logged before it; another user's login on this home is refused."""
+def bind_home(conn: sqlite3.Connection, server: str, username: str, role: str) -> None:
+    """The first login adopts what was logged before it; another user's login on this home is refused.
+    The role is kept in the store, so a coach's home refuses writes without reading the credentials."""
     bound_user = read_meta(conn, "account_username")
     bound_server = read_meta(conn, "account_server")
     if bound_user is None:
         write_meta(conn, "account_username", username)
         write_meta(conn, "account_server", server)
+        write_meta(conn, "account_role", role)
         return
     if bound_user != username or bound_server != server:
         raise AccountError(
             f"username: this home holds the data of {bound_user} on {bound_server}; "
             f"use another --home (or PULSE_HOME) to sign in as {username}"
         )
+    write_meta(conn, "account_role", role)

@@ -8,6 +8,7 @@ or SIGINT stops it after the round in hand has finished and saved its state.
 from __future__ import annotations
 
 import logging
+import random
 import signal
 import sqlite3
 import threading
@@ -17,6 +18,7 @@ from types import FrameType
 from typing import Any
 
 from pulse_cli.agent.account import load_account
+from pulse_cli.agent.breaker_state import load_breaker, save_breaker
 from pulse_cli.agent.pull import follow_live
 from pulse_cli.agent.runner import LoginRequired, Unreachable, run_sync
 from pulse_cli.bootstrap import Device, bootstrap
@@ -24,6 +26,7 @@ from pulse_core.errors import PulseError
 from sync.shape_client import ShapeStream
 
 log = logging.getLogger("pulse.agent")
+PROBE_EVERY_S = 3.0
 
 
 class Agent:
@@ -37,6 +40,7 @@ class Agent:
         self._streams: list[ShapeStream] = []
         self._scheduler: Any = None
         self._live: threading.Thread | None = None
+        self._next_probe = 0.0
 
     def _device(self) -> Device:
         return bootstrap(str(self.home))
@@ -45,7 +49,7 @@ class Agent:
         """One push + pull round; failures are reported and retried later, never fatal."""
         device = self._device()
         try:
-            report = run_sync(device)
+            report = run_sync(device, automatic=True)
             pushed = sum(report.pushed.values())
             if pushed or report.pulled:
                 log.info("synced: pushed %d, pulled %d, %d pending", pushed, report.pulled, report.pending)
@@ -71,6 +75,34 @@ class Agent:
         if self._seen_seq >= 0 and newest > self._seen_seq:
             self.round()
         self._seen_seq = newest
+
+    def probe_while_away(self) -> None:
+        """While the breaker keeps rounds away from a server that went down, one cheap request every 1.5
+        to 3 s (jittered) notices its return, and a round starts at once: not after the breaker's
+        cool-down, which grows to minutes."""
+        now = time.monotonic()
+        if now < self._next_probe:
+            return
+        self._next_probe = now + random.uniform(PROBE_EVERY_S / 2, PROBE_EVERY_S)
+        back = False
+        device = self._device()
+        try:
+            breaker = load_breaker(device.conn)
+            account = load_account(self.home)
+            if account is None or not breaker.is_open(time.time()):
+                return
+            from sync.client import SyncClient
+
+            with SyncClient(account.server, account.token) as client:
+                back = client.probe(timeout_s=PROBE_EVERY_S / 2)
+            if back:
+                log.info("server %s answers again: syncing now", account.server)
+                breaker.success()
+                save_breaker(device.conn, breaker)
+        finally:
+            device.close()
+        if back:
+            self.round()
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
         log.info("signal %d: stopping after the round in hand", signum)
@@ -102,6 +134,7 @@ class Agent:
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 30})
         self._scheduler.add_job(self.round, "interval", seconds=self.interval_s, id="sync", next_run_time=_now())
         self._scheduler.add_job(self.watch_outbox, "interval", seconds=self.watch_s, id="watch-outbox")
+        self._scheduler.add_job(self.probe_while_away, "interval", seconds=0.5, id="probe")
         self._live = threading.Thread(target=follow_live, args=(self.home, self.stop, self._streams),
                                       name="live-pull", daemon=True)
         self._scheduler.start()

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pulse_cli.agent.account import Account, load_account, save_account
-from pulse_cli.agent.relay import relay_batch
+from pulse_cli.agent.relay import high_water, relay_batch
 from pulse_cli.store.connection import DB_NAME, read_meta, write_meta
 from pulse_cli.store.entries import COLUMNS
 from pulse_cli.store.uow import SqliteUnitOfWork, wall_ms
@@ -129,25 +129,29 @@ class SqliteDeviceBackend:
             offset = int(read_meta(conn, "clock_offset_ms") or 0)
             now_ms = self.wall() + offset
             today = dt.datetime.fromtimestamp(now_ms / 1000).date()
+            before = high_water(conn, client_id)
             results = relay_batch(SqliteUnitOfWork(conn, self.wall), client_id, mutations, now_ms, today)
-            return Pushed(results, now_ms, _head(conn))
+            return Pushed(results, now_ms, _head(conn), before)
         finally:
             conn.close()
 
-    def conflicts(self, limit: int) -> list[dict[str, Any]]:
+    def conflicts(self, limit: int, after_version: int | None) -> list[dict[str, Any]]:
+        from pulse_cli.agent.conflicts import listed
+
         conn = self._connect()
         try:
-            rows = conn.execute(
-                "SELECT c.date, coalesce(o.client_id, m.value), coalesce(o.client_seq, o.seq), c.field, c.kept,"
-                " c.lost, c.kept_hlc, c.lost_hlc, c.rule, c.seen_at FROM conflicts c"
-                " JOIN outbox o ON o.seq = c.seq LEFT JOIN meta m ON m.key = 'client_id'"
-                " ORDER BY c.id DESC LIMIT ?", (limit,),
-            ).fetchall()
+            return listed(conn, include_closed=True, after_version=after_version, limit=limit)
         finally:
             conn.close()
-        keys = ("date", "client_id", "seq", "field", "kept", "lost", "kept_hlc", "lost_hlc", "rule", "created_at")
-        return [{**dict(zip(keys, r, strict=True)), "kept": _loads(r[4]), "lost": _loads(r[5])}
-                for r in rows]
+
+    def dismiss_conflicts(self, ids: Sequence[int]) -> None:
+        from pulse_cli.agent.conflicts import dismiss
+
+        conn = self._connect()
+        try:
+            dismiss(conn, *ids)
+        finally:
+            conn.close()
 
     # -- the shape log ------------------------------------------------------------------------------
     def log_id(self) -> str:

@@ -7,20 +7,23 @@ failure the outbox keeps its pending mutations and the next round starts from th
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pulse_cli.agent import outbox, replica
+from pulse_cli.agent import conflicts, identity, outbox, replica
 from pulse_cli.agent.account import Account
 from pulse_cli.agent.breaker_state import load_breaker, save_breaker
 from pulse_cli.bootstrap import Device
 from pulse_cli.store.connection import read_meta, write_meta
-from sync.client import Offline, SyncClient
+from sync.client import Offline, ServerRefused, SyncClient
 from sync.hlc import Stamp
 
+log = logging.getLogger("pulse.agent")
 PUSH_BATCH = 200
+MAX_PASSES = 4  # a round pushes again after taking a new id or requeueing; never forever
 SHAPE = "entries"
 OFFSET_TOLERANCE_MS = 1_000
 SKEW_LIMIT_MS = 60_000  # the server clamps stamps further ahead than this
@@ -35,10 +38,13 @@ class SyncReport:
     rejected: int = 0
     conflicts: int = 0
     clock_offset_ms: int = 0
+    repushed: int = 0  # acknowledged changes a restored server had lost, pushed again
+    new_client_id: str | None = None  # taken because another store used this device's id
 
     def as_json(self) -> dict[str, Any]:
         return {"pushed": self.pushed, "pulled": self.pulled, "refetched": self.refetched, "pending": self.pending,
-                "rejected": self.rejected, "conflicts": self.conflicts, "clock_offset_ms": self.clock_offset_ms}
+                "rejected": self.rejected, "conflicts": self.conflicts, "clock_offset_ms": self.clock_offset_ms,
+                "repushed": self.repushed, "new_client_id": self.new_client_id}
 
 
 class BreakerOpen(Offline):
@@ -62,47 +68,111 @@ class SyncEngine:
         self.now = now
 
     # -- the round --------------------------------------------------------------------------------
-    def sync(self, push_only: bool = False) -> SyncReport:
+    def sync(self, push_only: bool = False, automatic: bool = False) -> SyncReport:
+        """One round. The breaker spaces automatic rounds only: a command the user typed always tries."""
         breaker = load_breaker(self.conn)
-        if breaker.is_open(self.now()):
+        if automatic and breaker.is_open(self.now()):
             raise BreakerOpen(f"server unreachable ({breaker.state.last_error}); next try in "
                               f"{breaker.retry_in(self.now()):.0f} s", breaker.retry_in(self.now()))
         report = SyncReport()
         try:
             self.push(report)
-            if not push_only and self.pull_step is not None:
-                self.pull_step(self, report)
-                self.rebuild()
+            if not push_only:
+                conflicts.exchange(self.conn, self.client)
+                if self.pull_step is not None:
+                    self.pull_step(self, report)
+                    self.rebuild()
         except Offline as exc:
             breaker.failure(self.now(), str(exc), exc.retry_after_s)
             save_breaker(self.conn, breaker)
             raise
         breaker.success()
         save_breaker(self.conn, breaker)
+        self._tidy()
         self._summarise(report)
         return report
 
+    def refill(self, report: SyncReport) -> None:
+        """Before a refetch is applied: whatever this device had acknowledged that the server no longer
+        holds is pushed again, so the refetched copy has it."""
+        requeued = identity.requeue_lost(self.conn, self.client)
+        if requeued:
+            report.repushed += requeued
+            self.push(report)
+
+    def _tidy(self) -> None:
+        """Keep the store bounded: acknowledged mutations past their window, old conflicts."""
+        with self.conn:
+            self.conn.execute("BEGIN IMMEDIATE")
+            outbox.prune(self.conn)
+            conflicts.prune(self.conn)
+
     def push(self, report: SyncReport) -> None:
-        client_id = read_meta(self.conn, "client_id") or ""
-        after = 0
-        while True:
-            batch = outbox.pending(self.conn, PUSH_BATCH, after)
-            if not batch:
+        """Push every pending mutation, oldest first, each under the id it is sent with; take a new id
+        when the server says another store uses ours, and queue again what a restored server lost."""
+        for _ in range(MAX_PASSES):
+            again = False
+            after = 0
+            while batch := outbox.pending(self.conn, PUSH_BATCH, after):
+                current = identity.current_id(self.conn)
+                by_client: dict[str, list[outbox.OutboxRow]] = {}
+                for row in batch:  # this device's own, and those it relays for each browser
+                    by_client.setdefault(row.client_id or current, []).append(row)
+                for sender, rows in by_client.items():
+                    again |= self._send(sender, sender == current, rows, report)
+                after = batch[-1].seq
+            if not again:
                 return
-            # This device's own mutations, and those it relays for each browser under the browser's id.
-            by_client: dict[str, list[outbox.OutboxRow]] = {}
-            for row in batch:
-                by_client.setdefault(row.client_id or client_id, []).append(row)
-            for sender, rows in by_client.items():
-                sent_at = self.now()
-                response = self.client.push(sender, [row.wire() for row in rows])
-                with self.conn:
-                    self.conn.execute("BEGIN IMMEDIATE")
-                    tally = outbox.record_results(self.conn, rows, response)
-                    self._learn_clock(response, sent_at)
-                for status, count in tally.items():
-                    report.pushed[status] = report.pushed.get(status, 0) + count
-            after = batch[-1].seq
+
+    def _send(self, sender: str, own: bool, rows: list[outbox.OutboxRow], report: SyncReport) -> bool:
+        """One batch of one sender; whether the outbox changed so that another pass is needed."""
+        sent_at = self.now()
+        try:
+            response = self.client.push(sender, [row.wire() for row in rows])
+        except ServerRefused as exc:
+            return self._refused(sender, own, rows, exc, report)
+        high_water = response.get("high_water")
+        # The server holds seqs of our id that this store never issued: another store uses it.
+        stolen = own and isinstance(high_water, int) and high_water > identity.highest_issued_seq(self.conn)
+        knows = "high_water" in response and not stolen
+        with self.conn:
+            self.conn.execute("BEGIN IMMEDIATE")
+            # Before this batch's results are recorded: its rows are past the mark, and still pending.
+            current = identity.current_id(self.conn)
+            requeued = outbox.requeue_past(self.conn, sender, current, high_water) if knows else 0
+            tally = outbox.record_results(self.conn, rows, response, clashed=stolen)
+            self._learn_clock(response, sent_at)
+            if tally.get("clash") or stolen:
+                new_id = identity.take_new_id(self.conn, {sender})
+                log.warning("client id %s is used by another store (a restored or copied one): now %s; "
+                            "its pending changes are pushed again under the new id", sender, new_id)
+                report.new_client_id = new_id
+        if requeued:
+            log.warning("the server holds seqs of %s only up to %s: %d acknowledged changes pushed again",
+                        sender, high_water, requeued)
+            report.repushed += requeued
+        for status, count in tally.items():
+            report.pushed[status] = report.pushed.get(status, 0) + count
+        return bool(tally.get("clash") or stolen or requeued)
+
+    def _refused(
+        self, sender: str, own: bool, rows: list[outbox.OutboxRow], exc: ServerRefused, report: SyncReport
+    ) -> bool:
+        """A 4xx for the whole batch. One that can never pass (403: this account may not write) rejects
+        the batch; otherwise it is halved until the one mutation the server refuses is found and
+        rejected alone. A protocol the server does not speak (426) stops the round: nothing is rejected."""
+        if exc.status in (401, 426):
+            raise exc
+        if len(rows) > 1 and exc.status != 403:
+            middle = len(rows) // 2
+            first = self._send(sender, own, rows[:middle], report)
+            return self._send(sender, own, rows[middle:], report) or first
+        error = {"code": exc.code or "refused", "message": str(exc)}
+        with self.conn:
+            self.conn.execute("BEGIN IMMEDIATE")
+            count = outbox.reject(self.conn, rows, error)
+        report.pushed["rejected"] = report.pushed.get("rejected", 0) + count
+        return False
 
     def _learn_clock(self, response: dict[str, Any], sent_at: float) -> None:
         """The server's clock is the reference: remember how far ours is off (sync-protocol.md, clock sanity)."""
@@ -130,5 +200,5 @@ class SyncEngine:
         counts = outbox.counts(self.conn)
         report.pending = counts.get("pending", 0)
         report.rejected = counts.get("rejected", 0)
-        report.conflicts = int(self.conn.execute("SELECT count(*) FROM conflicts").fetchone()[0])
+        report.conflicts = conflicts.open_count(self.conn)
         report.clock_offset_ms = int(read_meta(self.conn, "clock_offset_ms") or 0)

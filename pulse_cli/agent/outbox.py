@@ -9,6 +9,9 @@ from dataclasses import dataclass
 from typing import Any
 
 ACKED = ("applied", "conflict", "duplicate")
+# Acknowledged mutations are kept this long after the server answered: if the server is restored from a
+# backup older than that, the device pushes them again (docs/sync.md, "A restored server").
+KEEP_ACKED = dt.timedelta(days=30)
 
 
 @dataclass(frozen=True)
@@ -23,7 +26,9 @@ class OutboxRow:
     source: str
     status: str
     result: dict[str, Any] | None
-    client_id: str | None = None  # a browser's, for a mutation relayed by `pulse agent --serve`
+    # The id and seq it is sent under when not the device's current id and the outbox seq: a browser's,
+    # for a mutation relayed by `pulse agent --serve`, or a former id of this device.
+    client_id: str | None = None
     client_seq: int | None = None
 
     @property
@@ -80,9 +85,13 @@ def counts(conn: sqlite3.Connection) -> dict[str, int]:
     return {status: n for status, n in conn.execute("SELECT status, count(*) FROM outbox GROUP BY status")}
 
 
-def record_results(conn: sqlite3.Connection, batch: list[OutboxRow], response: dict[str, Any]) -> dict[str, int]:
-    """Store one result per mutation (in the caller's transaction); returns counts by status."""
-    now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+def record_results(
+    conn: sqlite3.Connection, batch: list[OutboxRow], response: dict[str, Any], clashed: bool = False
+) -> dict[str, int]:
+    """Store one result per mutation (in the caller's transaction); returns counts by status. A `clash`
+    (and, when `clashed`, any duplicate: the server's record is another store's) leaves its row pending,
+    to be pushed again under a new client id."""
+    now = _now()
     by_seq = {r.get("seq"): r for r in response.get("results", [])}
     tally: dict[str, int] = {}
     for row in batch:
@@ -90,21 +99,59 @@ def record_results(conn: sqlite3.Connection, batch: list[OutboxRow], response: d
         if result is None:
             continue  # no answer for it: still pending, pushed again next time
         status = result.get("status", "rejected")
+        if status == "clash" or (clashed and status == "duplicate"):
+            tally["clash"] = tally.get("clash", 0) + 1
+            continue
         if status == "duplicate":
-            status = result.get("original_status", "applied")
+            status = result.get("original_status") or "applied"  # None: its result was pruned
         result = {**result, "lsn": response.get("lsn"), "txid": response.get("txid")}
         conn.execute("UPDATE outbox SET status = ?, result = ?, sent_at = ? WHERE seq = ?",
                      (status, json.dumps(result), now, row.seq))
-        for conflict in result.get("conflicts") or []:
-            conn.execute(
-                "INSERT INTO conflicts (seq, date, field, kept, lost, kept_hlc, lost_hlc, rule, seen_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (row.seq, row.date, conflict.get("field"), json.dumps(conflict.get("kept")),
-                 json.dumps(conflict.get("lost")), conflict.get("kept_hlc"), conflict.get("lost_hlc"),
-                 conflict.get("rule", ""), now),
-            )
         tally[status] = tally.get(status, 0) + 1
     return tally
+
+
+def reject(conn: sqlite3.Connection, batch: list[OutboxRow], error: dict[str, Any]) -> int:
+    """The server refused these for good (a 403 for the whole batch, say): rejected with its reason, so
+    they show in `pulse rejected` and never block a later push or pull."""
+    now = _now()
+    for row in batch:
+        result = {"seq": row.wire_seq, "status": "rejected", "error": error}
+        conn.execute("UPDATE outbox SET status = 'rejected', result = ?, sent_at = ? WHERE seq = ?",
+                     (json.dumps(result), now, row.seq))
+    return len(batch)
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+def senders(conn: sqlite3.Connection, current_id: str) -> list[str]:
+    """Every id this store's kept acknowledged mutations were sent under."""
+    rows = conn.execute("SELECT DISTINCT coalesce(client_id, ?) FROM outbox WHERE status IN"
+                        " ('applied', 'conflict', 'duplicate')", (current_id,)).fetchall()
+    return sorted(str(r[0]) for r in rows)
+
+
+def requeue_past(conn: sqlite3.Connection, sender: str, current_id: str, high_water: int | None) -> int:
+    """Acknowledged mutations of `sender` the server no longer holds (their seq is past its high-water
+    mark: it was restored from a backup) become pending again, to be pushed as they were."""
+    wire_seq = "coalesce(client_seq, seq)"
+    done = conn.execute(
+        "UPDATE outbox SET status = 'pending', result = NULL WHERE status IN ('applied', 'conflict', 'duplicate')"
+        f" AND coalesce(client_id, ?) = ? AND (? IS NULL OR {wire_seq} > ?)",
+        (current_id, sender, high_water, high_water),
+    )
+    return done.rowcount
+
+
+def prune(conn: sqlite3.Connection, now: dt.datetime | None = None, keep: dt.timedelta = KEEP_ACKED) -> int:
+    """Acknowledged and discarded mutations older than the window go; rejected ones stay until the user
+    discards them, pending ones until the server answers."""
+    cutoff = ((now or dt.datetime.now(dt.UTC)) - keep).isoformat(timespec="seconds")
+    done = conn.execute("DELETE FROM outbox WHERE status IN ('applied', 'conflict', 'duplicate', 'discarded')"
+                        " AND coalesce(sent_at, created_at) < ?", (cutoff,))
+    return done.rowcount
 
 
 def discard(conn: sqlite3.Connection, seq: int) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import sqlite3
 import threading
 from pathlib import Path
@@ -73,12 +74,28 @@ def pull_shape(engine: SyncEngine, report: SyncReport) -> None:
     try:
         with _stream(engine.account, engine.conn, CLI_RETRY) as stream:
             for batch in stream.follow():
+                if batch.must_refetch:  # the server's copy starts again: first give it what it lost
+                    engine.refill(report)
                 report.pulled += apply_batch(engine.conn, batch, engine.account.role)
                 report.refetched = report.refetched or batch.must_refetch
     except ShapeUnavailable as exc:
         raise Offline(str(exc)) from exc
     except ShapeAuthError as exc:
         raise AuthExpired("the server refused the token: log in again (pulse login)") from exc
+
+
+LIVE_RETRY_MAX_S = 5.0
+
+
+def _requeue_lost(account: Account, conn: sqlite3.Connection) -> None:
+    from pulse_cli.agent.identity import requeue_lost
+    from sync.client import SyncClient, SyncError
+
+    try:
+        with SyncClient(account.server, account.token) as client:
+            requeue_lost(conn, client)
+    except SyncError as exc:  # the refetch waits (its batch is not applied) until this can be asked
+        raise ShapeError(f"before the refetch, the server's high-water marks: {exc}") from exc
 
 
 def follow_live(home: Path, stop: threading.Event, streams: list[ShapeStream] | None = None) -> None:
@@ -101,6 +118,8 @@ def follow_live(home: Path, stop: threading.Event, streams: list[ShapeStream] | 
                     streams[:] = [stream]
                 while not stop.is_set():
                     batch = stream.poll(live=True)
+                    if batch.must_refetch:  # the next round (the outbox watch) pushes what the server lost
+                        _requeue_lost(account, device.conn)
                     if apply_batch(device.conn, batch, account.role) or batch.must_refetch:
                         pulled = int(read_meta(device.conn, "pulled_lsn") or 0)
                         with device.conn:
@@ -110,9 +129,11 @@ def follow_live(home: Path, stop: threading.Event, streams: list[ShapeStream] | 
         except ShapeError as exc:
             if stop.is_set():
                 break
-            log.warning("live pull: %s; retrying in %.0f s", exc, pause)
+            log.warning("live pull: %s; retrying in %.1f s", exc, pause)
             sleep_until(stop, pause)
-            pause = min(pause * 2, 60.0)
+            # Never more than 5 s apart, so a server back from a restart is followed again within 5 s;
+            # jittered, so a crowd of devices does not come back in step.
+            pause = min(pause * 2, LIVE_RETRY_MAX_S) * random.uniform(0.5, 1.0)
         except RuntimeError:  # the stream was closed under a held request: we are stopping
             if not stop.is_set():
                 raise

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import sqlite3
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -17,10 +18,16 @@ from pulse_core.entry import Entry
 from pulse_core.errors import ValidationError
 from sync.hlc import Stamp
 from sync.merge import apply_mutation
-from sync.wire import Mutation, parse_mutation, rejection
+from sync.wire import Mutation, clash, duplicate, mutation_digest, parse_mutation, rejection
 
 OWNER = ""
 SKEW_LIMIT_MS = 60_000
+
+
+def high_water(conn: sqlite3.Connection, client_id: str) -> int | None:
+    """The highest seq this device holds for a browser's client id (None: none), as the server answers."""
+    row = conn.execute("SELECT max(seq) FROM relayed WHERE client_id = ?", (client_id,)).fetchone()
+    return None if row is None or row[0] is None else int(row[0])
 
 
 def relay_batch(
@@ -40,11 +47,14 @@ def _relay_one(
 ) -> dict[str, Any]:
     conn = uow.conn
     seq = raw.get("seq")
+    digest = mutation_digest(raw)
     if isinstance(seq, int) and not isinstance(seq, bool):
-        prior = conn.execute("SELECT result FROM relayed WHERE client_id = ? AND seq = ?", (client_id, seq)).fetchone()
+        prior = conn.execute("SELECT result, digest FROM relayed WHERE client_id = ? AND seq = ?",
+                             (client_id, seq)).fetchone()
         if prior is not None:
-            original: dict[str, Any] = json.loads(prior[0])
-            return {**original, "status": "duplicate", "original_status": original["status"]}
+            if prior[1] is not None and prior[1] != digest:  # another browser profile with this id
+                return clash(seq, client_id)
+            return duplicate(seq, json.loads(prior[0]))
     try:
         mutation = parse_mutation(raw, client_id, today)
     except ValidationError as exc:
@@ -54,8 +64,9 @@ def _relay_one(
         result, outbox_seq = _apply(uow, client_id, mutation, now_ms)
     if isinstance(seq, int) and not isinstance(seq, bool):
         conn.execute(
-            "INSERT INTO relayed (client_id, seq, outbox_seq, result, created_at) VALUES (?, ?, ?, ?, ?)",
-            (client_id, seq, outbox_seq, json.dumps(result), dt.datetime.now(dt.UTC).isoformat(timespec="seconds")),
+            "INSERT INTO relayed (client_id, seq, outbox_seq, result, digest, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+            (client_id, seq, outbox_seq, json.dumps(result), digest,
+             dt.datetime.now(dt.UTC).isoformat(timespec="seconds")),
         )
     return result
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -12,7 +11,7 @@ from pulse_cli.agent.account import Account, load_account
 from pulse_cli.agent.breaker_state import load_breaker
 from pulse_cli.bootstrap import Device
 from pulse_cli.store.connection import read_meta, write_meta
-from pulse_core.errors import NotFoundError, PulseError
+from pulse_core.errors import NotFoundError, PulseError, UsageError
 from pulse_core.usecases import log_entry
 
 if TYPE_CHECKING:
@@ -36,24 +35,77 @@ def require_account(device: Device) -> Account:
     return account
 
 
-def run_sync(device: Device, push_only: bool = False) -> SyncReport:
+class NotAServer(PulseError):
+    code = "not_a_server"
+
+
+def server_url(value: str) -> str:
+    """`http(s)://host[:port][/prefix]` without a trailing slash, or a one-line UsageError."""
+    from urllib.parse import urlsplit
+
+    allowed = "http://HOST[:PORT] or https://HOST[:PORT]"
+    parts = urlsplit(value.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise UsageError("server", value, allowed, f"server: {value!r} is not a server URL (allowed {allowed})")
+    path = parts.path.rstrip("/")
+    if path.endswith("/app") or parts.query or parts.fragment:
+        base = f"{parts.scheme}://{parts.netloc}{path.removesuffix('/app')}"
+        raise UsageError("server", value, allowed,
+                         f"server: {value!r} is the web app's address, not the server's (use {base})"
+                         if path.endswith("/app") else f"server: {value!r} has a query (allowed {allowed})")
+    return f"{parts.scheme}://{parts.netloc}{path}"
+
+
+def sign_in(server: str, username: str, password: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A token and the account (`/v1/me`) from the server, every failure as one line: a wrong username or
+    password (exit 1), a server that cannot be reached (exit 3), something that is not a sync server."""
+    from sync.client import AuthExpired, Offline, ServerRefused, SyncClient
+
+    url = server_url(server)
+    try:
+        with SyncClient(url, attempts=2, backoff_s=0.2) as anonymous:
+            token = anonymous.login(username, password)
+        if not isinstance(token, dict) or not isinstance(token.get("access_token"), str):
+            raise NotAServer(f"server: that is not an NGX Pulse server: {url} answered POST /v1/auth/token"
+                             " without a token")
+        with SyncClient(url, token["access_token"], attempts=2, backoff_s=0.2) as client:
+            me = client.me()
+    except AuthExpired as exc:
+        raise LoginRequired("login: username or password is wrong") from exc
+    except Offline as exc:
+        raise Unreachable(str(exc)) from exc
+    except ServerRefused as exc:
+        if exc.status in (404, 405):
+            raise NotAServer(f"server: that is not an NGX Pulse server: {url} answered {exc.status} to"
+                             " POST /v1/auth/token") from exc
+        raise PulseError(f"login: the server refused: {exc}") from exc
+    if me.get("role") not in ("athlete", "coach"):
+        raise NotAServer(f"server: that is not an NGX Pulse server: {url}/v1/me names no role")
+    return token, me
+
+
+def run_sync(device: Device, push_only: bool = False, automatic: bool = False) -> SyncReport:
+    """One round. An automatic one (the agent's) waits while the breaker is open; one the user asked for
+    always tries at once: first one short probe when the last round found the server away, so a server
+    still away costs two seconds at most, not the retries of a whole round."""
     account = require_account(device)
     breaker = load_breaker(device.conn)
-    if breaker.is_open(time.time()):  # answer at once, without even loading the HTTP stack
-        queued = outbox.counts(device.conn).get("pending", 0)
-        raise Unreachable(f"offline: {queued} changes queued (server unreachable: {breaker.state.last_error};"
-                          f" next try in {breaker.retry_in(time.time()):.0f} s)")
+    now = time.time()
+    if automatic and breaker.is_open(now):  # answer at once, without even loading the HTTP stack
+        raise Unreachable(f"offline: {_queued(device)} (server unreachable: {breaker.state.last_error};"
+                          f" next try in {breaker.retry_in(now):.0f} s)")
     from pulse_cli.agent.engine import SyncEngine
     from pulse_cli.agent.pull import pull_shape
     from sync.client import AuthExpired, Offline, ServerRefused, SyncClient
 
     with SyncClient(account.server, account.token) as client:
+        if breaker.state.failures and not client.probe():
+            raise Unreachable(f"offline: {_queued(device)} (cannot reach {account.server})")
         engine = SyncEngine(device, account, client, pull=pull_shape)
         try:
-            report = engine.sync(push_only=push_only)
+            report = engine.sync(push_only=push_only, automatic=automatic)
         except Offline as exc:
-            queued = outbox.counts(device.conn).get("pending", 0)
-            raise Unreachable(f"offline: {queued} changes queued ({exc})") from exc
+            raise Unreachable(f"offline: {_queued(device)} ({exc})") from exc
         except AuthExpired as exc:
             raise LoginRequired(f"token: {exc}; your {outbox.counts(device.conn).get('pending', 0)} queued"
                                 " changes are kept") from exc
@@ -62,7 +114,16 @@ def run_sync(device: Device, push_only: bool = False) -> SyncReport:
     with device.conn:
         device.conn.execute("BEGIN IMMEDIATE")
         write_meta(device.conn, "last_sync", dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
+        write_meta(device.conn, "account_role", account.role)
     return report
+
+
+def _queued(device: Device) -> str:
+    return plural(outbox.counts(device.conn).get("pending", 0), "change") + " queued"
+
+
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" + ("" if count == 1 else "s")
 
 
 def discard(device: Device, seq: int | None = None) -> int:
@@ -81,6 +142,8 @@ def discard(device: Device, seq: int | None = None) -> int:
 
 
 def sync_status(device: Device) -> dict[str, Any]:
+    from pulse_cli.agent import conflicts
+
     account = load_account(device.home)
     counts = outbox.counts(device.conn)
     breaker = load_breaker(device.conn)
@@ -92,35 +155,37 @@ def sync_status(device: Device) -> dict[str, Any]:
         "last_sync": read_meta(device.conn, "last_sync"),
         "pending": counts.get("pending", 0),
         "rejected": counts.get("rejected", 0),
-        "conflicts": int(device.conn.execute("SELECT count(*) FROM conflicts").fetchone()[0]),
+        "conflicts": conflicts.open_count(device.conn),
         "breaker": breaker.name(time.time()),
         "breaker_retry_in_s": round(breaker.retry_in(time.time()), 1),
         "clock_offset_ms": int(read_meta(device.conn, "clock_offset_ms") or 0),
+        "client_id": read_meta(device.conn, "client_id"),
     }
 
 
-def list_conflicts(device: Device) -> list[dict[str, Any]]:
-    rows = device.conn.execute(
-        "SELECT id, seq, date, field, kept, lost, kept_hlc, lost_hlc, rule, seen_at FROM conflicts ORDER BY id"
-    ).fetchall()
-    keys = ("id", "seq", "date", "field", "kept", "lost", "kept_hlc", "lost_hlc", "rule", "seen_at")
-    out = []
-    for row in rows:
-        item = dict(zip(keys, row, strict=True))
-        item["kept"] = json.loads(item["kept"]) if item["kept"] else None
-        item["lost"] = json.loads(item["lost"]) if item["lost"] else None
-        out.append(item)
-    return out
+def list_conflicts(device: Device, include_closed: bool = False) -> list[dict[str, Any]]:
+    from pulse_cli.agent import conflicts
+
+    return conflicts.listed(device.conn, include_closed)
 
 
 def reassert_conflict(device: Device, conflict_id: int) -> Any:
     """Log the value that lost as a new edit, which is later than the winner and so wins."""
-    found = [c for c in list_conflicts(device) if c["id"] == conflict_id]
+    found = [c for c in list_conflicts(device, include_closed=True) if c["id"] == conflict_id]
     if not found:
-        raise NotFoundError(f"conflict: no conflict {conflict_id}")
+        raise NotFoundError(f"conflict: no conflict {conflict_id} (pulse conflicts --all lists them)")
     conflict = found[0]
     lost = conflict["lost"]
     fields: dict[str, object] = dict(lost) if isinstance(lost, dict) else {conflict["field"]: lost}
     clear = [name for name, value in fields.items() if value is None and name != "hrv_method"]
     raw = {k: v for k, v in fields.items() if v is not None}
     return log_entry(device.uow(), device.user, conflict["date"], raw, device.today, clear).entry
+
+
+def dismiss_conflict(device: Device, conflict_id: int) -> None:
+    from pulse_cli.agent import conflicts
+
+    if not conflicts.dismiss(device.conn, conflict_id):
+        if any(c["id"] == conflict_id for c in conflicts.listed(device.conn)):
+            raise NotFoundError(f"conflict: {conflict_id} is already dismissed")
+        raise NotFoundError(f"conflict: no conflict {conflict_id} (pulse conflicts --all lists them)")

@@ -27,24 +27,20 @@ def login(
       pulse login --server http://127.0.0.1:8000 --username ana
       echo "$PASSWORD" | pulse login --server https://pulse.example --username ana --password-stdin
     """
+    from pulse_cli.agent import outbox
     from pulse_cli.agent.account import Account, bind_home, save_account
-    from sync.client import SyncClient
+    from pulse_cli.agent.runner import plural, sign_in
 
     device = open_device(ctx)
     password = sys.stdin.readline().rstrip("\n") if password_stdin else typer.prompt("Password", hide_input=True)
-    with SyncClient(server) as anonymous:
-        token = anonymous.login(username, password)
-    with SyncClient(server, token["access_token"]) as client:
-        me = client.me()
+    token, me = sign_in(server, username, password)
+    url = server.strip().rstrip("/")
     with device.conn:
         device.conn.execute("BEGIN IMMEDIATE")
-        bind_home(device.conn, server.rstrip("/"), username)
-    save_account(device.home, Account(server.rstrip("/"), username, me["role"], token["access_token"],
-                                      token["expires_at"]))
-    from pulse_cli.agent import outbox
-
+        bind_home(device.conn, url, username, me["role"])
+    save_account(device.home, Account(url, username, me["role"], token["access_token"], token["expires_at"]))
     pending = outbox.counts(device.conn).get("pending", 0)
-    typer.echo(f"logged in as {username} ({me['role']}) on {server}; {pending} changes to sync")
+    typer.echo(f"logged in as {username} ({me['role']}) on {url}; {plural(pending, 'change')} to sync")
 
 
 def logout(
@@ -84,7 +80,7 @@ def sync(ctx: typer.Context, as_json: JsonOption = False) -> None:
       pulse sync
       pulse sync --json
     """
-    from pulse_cli.agent.runner import run_sync
+    from pulse_cli.agent.runner import plural, run_sync
 
     device = open_device(ctx)
     report = run_sync(device)
@@ -92,11 +88,20 @@ def sync(ctx: typer.Context, as_json: JsonOption = False) -> None:
         print_json(report.as_json())
         return
     pushed = ", ".join(f"{n} {status}" for status, n in sorted(report.pushed.items())) or "nothing"
-    typer.echo(f"pushed: {pushed}; pulled {report.pulled} changes" + (" (refetched)" if report.refetched else ""))
+    typer.echo(f"pushed: {pushed}; pulled {plural(report.pulled, 'change')}"
+               + (" (refetched)" if report.refetched else ""))
+    if report.new_client_id:
+        typer.echo(f"this store was a copy of another (restored or copied): it now syncs as {report.new_client_id},"
+                   " and its changes were pushed again under that id")
+    if report.repushed:
+        typer.echo(f"the server had lost {plural(report.repushed, 'change')} of this device (restored from a"
+                   " backup?): pushed again")
     if report.rejected:
-        typer.echo(f"{report.rejected} rejected changes: see pulse rejected")
+        typer.echo(f"{plural(report.rejected, 'rejected change')}: see pulse rejected")
+    if report.conflicts:
+        typer.echo(f"{plural(report.conflicts, 'open conflict')}: see pulse conflicts")
     if report.pending:
-        typer.echo(f"{report.pending} changes still queued")
+        typer.echo(f"{plural(report.pending, 'change')} still queued")
 
 
 def status(ctx: typer.Context, as_json: JsonOption = False) -> None:
@@ -122,30 +127,43 @@ def conflicts(
     reassert: Annotated[
         int | None, typer.Option("--reassert", metavar="ID", help="Log the losing value again, as a new edit.")
     ] = None,
+    dismiss: Annotated[
+        int | None, typer.Option("--dismiss", metavar="ID", help="Put a conflict aside, on every device.")
+    ] = None,
+    show_all: Annotated[bool, typer.Option("--all", help="Also those re-asserted, superseded or dismissed.")] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Conflicts the server resolved: what lost to what, and why; --reassert ID makes the loser win now.
+    """Conflicts on your entries, from every device: what lost to what, and why. Open ones by default.
 
     Examples:
       pulse conflicts
       pulse conflicts --reassert 3
+      pulse conflicts --dismiss 3
+      pulse conflicts --all --json
     """
-    from pulse_cli.agent.runner import list_conflicts, reassert_conflict
+    from pulse_cli.agent.runner import dismiss_conflict, list_conflicts, reassert_conflict
 
     device = open_device(ctx)
+    if reassert is not None and dismiss is not None:
+        raise UsageError("--dismiss", dismiss, "one of --reassert or --dismiss",
+                         "--dismiss: give --reassert or --dismiss, not both")
     if reassert is not None:
         entry = reassert_conflict(device, reassert)
         typer.echo(f"re-asserted conflict {reassert}: {entry.date.isoformat()} will sync at the next pulse sync")
         return
-    rows = list_conflicts(device)
+    if dismiss is not None:
+        dismiss_conflict(device, dismiss)
+        typer.echo(f"dismissed conflict {dismiss} (every device hears of it at the next sync)")
+        return
+    rows = list_conflicts(device, include_closed=show_all)
     if as_json:
         print_json({"conflicts": rows})
         return
     if not rows:
-        typer.echo("no conflicts")
+        typer.echo("no open conflicts" if not show_all else "no conflicts")
     for row in rows:
         typer.echo(f"[{row['id']}] {row['date']} {row['field']}: kept {_show(row['kept'])} over {_show(row['lost'])}"
-                   f" ({row['rule']}: a hand-set value beats an import, then the later stamp wins;"
+                   f" ({row['state']}; {row['rule']}: a hand-set value beats an import, then the later stamp wins;"
                    f" kept {row['kept_hlc']}, lost {row['lost_hlc']})")
 
 

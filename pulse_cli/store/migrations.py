@@ -122,6 +122,41 @@ CREATE TABLE web_tokens (
 ) WITHOUT ROWID;
 """,
     ),
+    (
+        "0003_identity_and_server_conflicts",
+        """
+-- The outbox's client_id now names the id a row is (or was) sent under when it is not the device's
+-- current id: a browser's, or a former id of this device (it took a new one when its store turned out
+-- to be a copy). NULL still means the device's current id, with seq as the wire seq.
+
+-- Conflicts come from the server (every device of the user sees each one, with its state): keyed by the
+-- server's id. The rows kept before were this device's own only; the next sync fetches them all again.
+DROP TABLE conflicts;
+CREATE TABLE conflicts (
+    id INTEGER PRIMARY KEY,
+    version INTEGER NOT NULL,
+    date TEXT NOT NULL,
+    field TEXT NOT NULL,
+    kept TEXT,
+    lost TEXT,
+    kept_hlc TEXT,
+    lost_hlc TEXT,
+    rule TEXT NOT NULL,
+    clamped INTEGER NOT NULL DEFAULT 0,
+    client_id TEXT,
+    seq INTEGER,
+    created_at TEXT NOT NULL,
+    dismissed INTEGER NOT NULL DEFAULT 0,
+    dismiss_queued INTEGER NOT NULL DEFAULT 0
+);
+DELETE FROM meta WHERE key = 'conflicts_version';
+
+-- A browser's replay of a (client, seq) with other content is a clash, as on the server: SHA-256 of
+-- what it sent (NULL for mutations relayed before).
+ALTER TABLE relayed ADD COLUMN digest TEXT;
+CREATE INDEX outbox_sent_at ON outbox (sent_at) WHERE status <> 'pending';
+""",
+    ),
 ]
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from pulse_cli.store.connection import ensure_client_id, read_meta, write_meta
 from pulse_cli.store.entries import SqliteEntryRepository
-from pulse_core.errors import StoreError
+from pulse_core.errors import StoreError, UsageError
 from pulse_core.ports import EntryChange, UnitOfWork
 from sync.hlc import HybridClock, Stamp
 
@@ -63,6 +63,12 @@ class SqliteUnitOfWork(UnitOfWork):
         self._hlc().observe(stamp)
 
     def record(self, change: EntryChange) -> None:
+        if read_meta(self.conn, "account_role") == "coach":
+            # The sync server refuses every write of a coach (403): refuse it here, before it is queued.
+            user = read_meta(self.conn, "account_username") or "a coach"
+            raise UsageError("account", user, "an athlete's account",
+                             f"account: this home is signed in as {user}, a coach: coaches read their athletes'"
+                             " entries and cannot log their own (use another --home for an athlete)")
         try:
             self._insert_outbox(change)
         except sqlite3.Error as exc:

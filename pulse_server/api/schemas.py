@@ -124,7 +124,7 @@ class PushResponse(BaseModel):
     txid: str | None = Field(description="The commit's transaction id (decimal), null when no entry changed")
     lsn: str | None = Field(description="The WAL position read just before commit (decimal), null likewise")
     max_batch: int
-    high_water: int | None = Field(description="The highest seq recorded for this client, null for none")
+    high_water: int | None = Field(description="The highest seq recorded for this client before this batch")
     results: list[MutationResult]
 
 

@@ -13,7 +13,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from pulse_core.rules import rules_document
 from pulse_server.api.error_answers import install_error_handlers
-from pulse_server.api.schemas import Me, TokenRequest, TokenResponse
+from pulse_server.api.schemas import DismissRequest, Me, TokenRequest, TokenResponse
 from pulse_server.device import shape
 from pulse_server.device.ports import DeviceBackend
 from pulse_server.device.watch import HeadWatcher
@@ -99,11 +99,19 @@ def create_device_app(backend: DeviceBackend, sign_ins_per_minute: int = 10) -> 
                            field="mutations", value=len(mutations), allowed=f"at most {MAX_BATCH}")
         pushed = await run_in_threadpool(backend.push, client_id, mutations)
         return {"server_time_ms": pushed.server_time_ms, "txid": str(pushed.position), "lsn": str(pushed.position),
-                "max_batch": MAX_BATCH, "results": pushed.results}
+                "max_batch": MAX_BATCH, "high_water": pushed.high_water, "results": pushed.results}
 
     @app.get("/v1/conflicts", tags=["entries"])
-    def conflicts(_: SignedIn, limit: Annotated[int, Query(ge=1, le=1000)] = 200) -> dict[str, Any]:
-        return {"conflicts": backend.conflicts(limit)}
+    def conflicts(
+        _: SignedIn, limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+        after_version: Annotated[int | None, Query(ge=0)] = None,
+    ) -> dict[str, Any]:
+        found = backend.conflicts(limit, after_version)
+        return {"conflicts": found, "version": max((c["version"] for c in found), default=after_version or 0)}
+
+    @app.post("/v1/conflicts/dismiss", status_code=204, tags=["entries"])
+    def dismiss_conflicts(body: DismissRequest, _: SignedIn) -> None:
+        backend.dismiss_conflicts(body.ids)
 
     app.include_router(shape.router)
     mount_pwa(app)

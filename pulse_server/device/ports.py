@@ -21,6 +21,7 @@ class Pushed:
     results: list[dict[str, Any]]
     server_time_ms: int
     position: int  # the shape log's head after the batch
+    high_water: int | None = None  # the highest seq held for the client before the batch
 
 
 @dataclass(frozen=True)
@@ -44,8 +45,12 @@ class DeviceBackend(Protocol):
     def push(self, client_id: str, mutations: Sequence[Mapping[str, Any]]) -> Pushed:
         """Apply a browser's mutations exactly once by (client_id, seq); one result per mutation."""
 
-    def conflicts(self, limit: int) -> list[dict[str, Any]]:
-        """The conflict audit of the user's entries, newest first."""
+    def conflicts(self, limit: int, after_version: int | None) -> list[dict[str, Any]]:
+        """The conflict audit of the user's entries with their states (the cloud's form): oldest first,
+        or those changed after a version, by version."""
+
+    def dismiss_conflicts(self, ids: Sequence[int]) -> None:
+        """Put these conflicts aside (on the sync server too, at the next sync)."""
 
     def log_id(self) -> str:
         """Names this shape log: a new one (a store rebuilt from scratch) means a new handle."""

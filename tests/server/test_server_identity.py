@@ -40,7 +40,7 @@ def test_a_restored_store_reusing_a_seq_with_new_content_gets_a_clash_and_nothin
     assert result["status"] == "clash"
     assert result["error"]["code"] == "client_id_reused" and result["error"]["field"] == "client_id"
     assert answer["txid"] is None and answer["lsn"] is None  # nothing written: no change will carry a txid
-    assert answer["high_water"] == 2
+    assert answer["high_water"] == 2  # what the server held before this batch
     assert api.entry("2026-11-22") is None
     assert _recorded(pg, user, "laptop") == [1, 2]
     # Under a new id, with the same stamp (the recovery), it is applied once.
@@ -63,18 +63,18 @@ def test_the_same_content_replayed_is_a_duplicate_whatever_the_key_order(
     assert [(r["status"], r["original_status"]) for r in again["results"]] == [("duplicate", "applied")]
 
 
-def test_every_push_answer_and_the_high_water_endpoint_give_the_clients_highest_recorded_seq(
+def test_every_push_answer_and_the_high_water_endpoint_give_the_clients_highest_recorded_seq_before(
     make_user: Callable[..., User], client: Callable[..., Api]
 ) -> None:
     ana, bob = make_user(), make_user()
     api = client(ana)
     ms = now_ms()
     first = api.pushed("tab", [set_mutation(7, DAY, {"steps": 1}, stamp(ms, 0, "tab"))])
-    assert first["high_water"] == 7
+    assert first["high_water"] is None  # nothing recorded before
     # A rejected mutation is recorded too (a replay gets the same rejection): it counts.
     second = api.pushed("tab", [set_mutation(9, DAY, {"steps": -5}, stamp(ms, 1, "tab"))])
     assert second["results"][0]["status"] == "rejected"
-    assert second["high_water"] == 9 and second["txid"] is None
+    assert second["high_water"] == 7 and second["txid"] is None
     found = api.get("/v1/sync/high-water", params=[("client_id", "tab"), ("client_id", "never-pushed")])
     assert found.status_code == 200
     assert found.json() == {"high_water": {"tab": 9, "never-pushed": None}}
@@ -105,7 +105,7 @@ def test_a_replay_whose_result_was_pruned_is_a_duplicate_and_changes_nothing(
     assert _recorded(pg, user, "watch") == []
     fresh = api.pushed("watch", [set_mutation(5, DAY, {"steps": 5000}, stamp(ms + 1, 0, "watch"),
                                                 base={"steps": stamp(ms, 0, "watch")})])
-    assert fresh["results"][0]["status"] == "applied" and fresh["high_water"] == 5
+    assert fresh["results"][0]["status"] == "applied" and fresh["high_water"] == 4
 
 
 def _unlocked(conn: psycopg.Connection[Any], user: User, client_id: str, raw: list[dict[str, Any]]) -> Any:
@@ -137,12 +137,12 @@ def test_each_write_path_answers_replays_clashes_and_pruned_replays_alike(
     two = set_mutation(2, DAY, {"steps": 200}, stamp(ms, 1, "pad"), base={"steps": stamp(ms, 0, "pad")})
     with psycopg.connect(database_url, autocommit=True) as conn:
         results, high = path(conn, user, "pad", [one, two])
-        assert [r["status"] for r in results] == ["applied", "applied"] and high == 2
+        assert [r["status"] for r in results] == ["applied", "applied"] and high is None
         other_two = set_mutation(2, LATER, {"steps": 999}, stamp(ms, 2, "pad"))
         three = set_mutation(3, LATER, {"steps": 3}, stamp(ms, 3, "pad"))
         results, high = path(conn, user, "pad", [one, other_two, three])
         assert [r["status"] for r in results] == ["duplicate", "clash", "applied"]
-        assert high == 3
+        assert high == 2
         pg.execute("INSERT INTO client_high_water (user_id, client_id, seq) VALUES (%s, 'pad', 3)", (user.id,))
         pg.execute("DELETE FROM applied_mutations WHERE user_id = %s AND client_id = 'pad' AND seq = 1", (user.id,))
         results, high = path(conn, user, "pad", [one])
