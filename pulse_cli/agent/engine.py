@@ -77,6 +77,7 @@ class SyncEngine:
         report = SyncReport()
         try:
             self.push(report)
+            self.refill(report)  # a server restored from a backup is refilled, whether or not it says so
             if not push_only:
                 conflicts.exchange(self.conn, self.client)
                 if self.pull_step is not None:
@@ -93,19 +94,21 @@ class SyncEngine:
         return report
 
     def refill(self, report: SyncReport) -> None:
-        """Before a refetch is applied: whatever this device had acknowledged that the server no longer
-        holds is pushed again, so the refetched copy has it."""
+        """Whatever this device had acknowledged that the server no longer holds (one request: its
+        high-water marks) is pushed again: each round, and before a refetch is applied."""
         requeued = identity.requeue_lost(self.conn, self.client)
         if requeued:
             report.repushed += requeued
             self.push(report)
 
     def _tidy(self) -> None:
-        """Keep the store bounded: acknowledged mutations past their window, old conflicts."""
+        """Keep the store bounded: acknowledged mutations past their window, old conflicts, the device
+        app's shape log folded to each day's newest change."""
         with self.conn:
             self.conn.execute("BEGIN IMMEDIATE")
             outbox.prune(self.conn)
             conflicts.prune(self.conn)
+            replica.compact_shape_log(self.conn)
 
     def push(self, report: SyncReport) -> None:
         """Push every pending mutation, oldest first, each under the id it is sent with; take a new id

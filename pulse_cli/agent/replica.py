@@ -140,3 +140,13 @@ def _write_view(conn: sqlite3.Connection, view: dict[tuple[str, dt.date], Entry]
             local.save(entry)
     for user, day in current:
         conn.execute("DELETE FROM entries WHERE user_id = ? AND date = ?", (user, day))
+
+
+def compact_shape_log(conn: sqlite3.Connection) -> int:
+    """The device app's shape log keeps only each day's newest change (inside the caller's transaction).
+
+    It is served folded already (a read after a position sends each day's current row once), so a
+    client at any position reads the same after this as before: what it skips was superseded by a later
+    change of the same day, which it still reads. The log is then bounded by the days, not the writes."""
+    kept = "SELECT max(seq) FROM shape_log GROUP BY date"
+    return conn.execute(f"DELETE FROM shape_log WHERE seq NOT IN ({kept})").rowcount

@@ -64,10 +64,8 @@ def sign_in(server: str, username: str, password: str) -> tuple[dict[str, Any], 
     url = server_url(server)
     try:
         with SyncClient(url, attempts=2, backoff_s=0.2) as anonymous:
+            _check_is_pulse(anonymous, url)
             token = anonymous.login(username, password)
-        if not isinstance(token, dict) or not isinstance(token.get("access_token"), str):
-            raise NotAServer(f"server: that is not an NGX Pulse server: {url} answered POST /v1/auth/token"
-                             " without a token")
         with SyncClient(url, token["access_token"], attempts=2, backoff_s=0.2) as client:
             me = client.me()
     except AuthExpired as exc:
@@ -75,13 +73,28 @@ def sign_in(server: str, username: str, password: str) -> tuple[dict[str, Any], 
     except Offline as exc:
         raise Unreachable(str(exc)) from exc
     except ServerRefused as exc:
-        if exc.status in (404, 405):
-            raise NotAServer(f"server: that is not an NGX Pulse server: {url} answered {exc.status} to"
-                             " POST /v1/auth/token") from exc
         raise PulseError(f"login: the server refused: {exc}") from exc
-    if me.get("role") not in ("athlete", "coach"):
-        raise NotAServer(f"server: that is not an NGX Pulse server: {url}/v1/me names no role")
     return token, me
+
+
+def _check_is_pulse(client: Any, url: str) -> None:
+    """The public rules document answers as only an NGX Pulse server does (GET, no side effect)."""
+    import httpx
+
+    from sync.client import why_unreachable
+
+    try:
+        response = client.http.get("/v1/rules")
+    except httpx.TransportError as exc:
+        raise Unreachable(f"cannot reach {url}: {why_unreachable(exc)}") from exc
+    try:
+        ours = response.status_code == 200 and "limits" in response.json()
+    except ValueError:
+        ours = False
+    if not ours:
+        kind = response.headers.get("content-type", "?").split(";")[0]
+        raise NotAServer(f"server: that is not an NGX Pulse server: {url} answered {response.status_code} ({kind})"
+                         " to GET /v1/rules")
 
 
 def run_sync(device: Device, push_only: bool = False, automatic: bool = False) -> SyncReport:
