@@ -100,7 +100,7 @@ def log_entry(
             raise NotFoundError(f"date: no entry for {date.isoformat()} (nothing to clear)")
         entry = existing or Entry(user=user, date=date)
         previous = uow.entries.previous_with(user, date, "weight_kg")
-        warnings = field_warnings(fields, previous)
+        warnings = field_warnings(fields, previous, date)
         if _unchanged(entry, fields, MANUAL):
             return LogResult(entry, warnings, changed=False)
         stamp = uow.next_stamp()

@@ -114,15 +114,25 @@ def test_a_usage_error_carries_the_bad_request_code(uow: InMemoryUnitOfWork) -> 
 
 
 def test_logging_returns_warnings_for_implausible_values_but_keeps_them(uow: InMemoryUnitOfWork) -> None:
-    log_entry(uow, USER, "2026-03-01", {"weight_kg": "80"}, TODAY)
+    log_entry(uow, USER, "2026-03-02", {"weight_kg": "80"}, TODAY)  # 7 days before DAY
     result = log_entry(uow, USER, DAY, {"sleep_hours": "2", "weight_kg": "83"}, TODAY)  # 3.75% up
     assert [(w.field, w.code) for w in result.warnings] == [
         ("sleep_hours", "warn_low"),
         ("weight_kg", "warn_weight_change"),
     ]
-    assert "2026-03-01" in result.warnings[1].message
+    assert "2026-03-02" in result.warnings[1].message
     entry = uow.entries.get(USER, DAY)
     assert entry is not None and entry.sleep_hours == 2 and entry.weight_kg == 83
+
+
+def test_logging_a_weight_compares_it_only_with_a_weight_from_the_7_days_before(uow: InMemoryUnitOfWork) -> None:
+    log_entry(uow, USER, "2026-02-20", {"weight_kg": "52.6"}, TODAY)
+    far = log_entry(uow, USER, "2026-02-28", {"weight_kg": "64.4"}, TODAY)  # 8 days after 52.6
+    assert far.warnings == []
+    near = log_entry(uow, USER, "2026-03-07", {"weight_kg": "60"}, TODAY)  # 7 days after 64.4
+    assert [w.message for w in near.warnings] == [
+        "weight_kg: 60 kg is 6.8% from the previous entry of 64.4 kg on 2026-02-28 (warning above 3%)"
+    ]
 
 
 def test_clearing_a_field_sets_it_to_null_with_a_new_stamp(uow: InMemoryUnitOfWork) -> None:
