@@ -153,10 +153,15 @@ def import_progress(enabled: bool = True) -> Iterator[Any]:
 
 
 def import_summary(summary: ImportSummary) -> None:
+    """One line that adds up (read = imported + updated + unchanged + skipped), then one line per reason."""
+    restored = f" ({summary.restored} restored)" if summary.restored else ""
     console.print(
-        f"[green]{summary.source}[/green]: {summary.read} days read, {summary.imported} imported,"
-        f" {summary.updated} updated, {summary.unchanged} unchanged,"
-        f" {sum(summary.skipped.values())} skipped"
+        f"[green]{summary.source}[/green]: {summary.read} days read: {summary.imported} imported{restored},"
+        f" {summary.updated} updated, {summary.unchanged} unchanged, {sum(summary.skipped.values())} skipped"
     )
     for reason, count in sorted(summary.skipped.items()):
         console.print(f"  skipped {count}: {reason}")
+    if summary.kept:
+        kept = ", ".join(f"{name} {count}" for name, count in sorted(summary.kept.items()))
+        total = sum(summary.kept.values())
+        console.print(f"  kept {total} value{'s' if total != 1 else ''} you set by hand: {kept}")

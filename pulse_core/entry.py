@@ -35,6 +35,11 @@ class Entry:
     def value(self, name: str) -> FieldValue:
         return getattr(self, name)  # type: ignore[no-any-return]
 
+    def source(self, name: str) -> str | None:
+        """Where the field's value came from; None when it is unset (the sync merge keeps the source of
+        the write that emptied it, for ranking writes: that is not where a value came from)."""
+        return None if self.value(name) is None else self.sources.get(name)
+
     def is_empty(self) -> bool:
         return all(self.value(name) is None for name in MERGE_FIELDS)
 
@@ -51,7 +56,7 @@ class Entry:
             "score": self.score,
             "score_version": self.score_version,
             "deleted": self.deleted,
-            "sources": {name: self.sources.get(name) for name in MERGE_FIELDS},
+            "sources": {name: self.source(name) for name in MERGE_FIELDS},
         }
 
 

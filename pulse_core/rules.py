@@ -55,6 +55,9 @@ WARNINGS: dict[str, Threshold] = {
     "steps": Threshold("steps", None, Decimal(50_000), "steps"),
 }
 WEIGHT_CHANGE_WARN_PCT = Decimal(3)
+# The weight change is measured against the latest weight from this many days before the entry's
+# date (its day 1 to 7); an older weight says nothing about this week, so none in the window: no warning.
+WEIGHT_CHANGE_WINDOW_DAYS = 7
 
 # Score v1: points per component, each capped; the total is scaled from SCORE_MAX_POINTS to 100.
 SCORE_VERSION = 1
@@ -119,7 +122,10 @@ def rules_document() -> dict[str, Any]:
             }
             for name, t in WARNINGS.items()
         }
-        | {"weight_change_pct": _plain(WEIGHT_CHANGE_WARN_PCT)},
+        | {
+            "weight_change_pct": _plain(WEIGHT_CHANGE_WARN_PCT),
+            "weight_change_window_days": WEIGHT_CHANGE_WINDOW_DAYS,
+        },
         "score": {
             "version": SCORE_VERSION,
             "sleep": {"points_per_hour": str(SLEEP_POINTS_PER_HOUR), "max": str(SLEEP_MAX_POINTS)},

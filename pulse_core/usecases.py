@@ -32,26 +32,43 @@ def _merge_name(name: str) -> str:
 def apply_set(
     entry: Entry, fields: Mapping[str, FieldValue], stamp: str, source: str
 ) -> dict[str, str | None]:
-    """Set the given fields at `stamp`; returns the base stamps they replaced (for the mutation)."""
+    """Set the given fields at `stamp`; returns the base stamps they replaced (for the mutation).
+
+    A field set to a value takes `source`; a field cleared keeps the stamp but has no source (an unset
+    field came from nowhere, docs/cli.md)."""
     base: dict[str, str | None] = {}
     for name, value in fields.items():
         merge = _merge_name(name)
         base.setdefault(merge, entry.stamps.get(merge))
         setattr(entry, name, value)
         entry.stamps[merge] = stamp
-        entry.sources[merge] = source
     if entry.hrv_ms is None:
         entry.hrv_method = None
+    for merge in base:
+        if entry.value(merge) is None:
+            entry.sources.pop(merge, None)
+        else:
+            entry.sources[merge] = source
     entry.deleted = False
     rescore(entry)
     return base
 
 
+def _set_by_hand(entry: Entry, merge: str) -> bool:
+    """The field holds a value the user set by hand (an empty field holds nothing to keep)."""
+    return entry.value(merge) is not None and entry.sources.get(merge) == MANUAL
+
+
 def _unchanged(entry: Entry, fields: Mapping[str, FieldValue], source: str) -> bool:
-    return not entry.deleted and all(
-        entry.value(name) == value and entry.sources.get(_merge_name(name)) == source
-        for name, value in fields.items()
-    )
+    """Nothing to write: each value is stored already from `source` (a field to clear has been cleared
+    already: it is empty and has a stamp)."""
+    def same(name: str, value: FieldValue) -> bool:
+        merge = _merge_name(name)
+        if value is None:
+            return entry.value(name) is None and merge in entry.stamps
+        return entry.value(name) == value and entry.sources.get(merge) == source
+
+    return not entry.deleted and all(same(name, value) for name, value in fields.items())
 
 
 def log_entry(
@@ -83,7 +100,7 @@ def log_entry(
             raise NotFoundError(f"date: no entry for {date.isoformat()} (nothing to clear)")
         entry = existing or Entry(user=user, date=date)
         previous = uow.entries.previous_with(user, date, "weight_kg")
-        warnings = field_warnings(fields, previous)
+        warnings = field_warnings(fields, previous, date)
         if _unchanged(entry, fields, MANUAL):
             return LogResult(entry, warnings, changed=False)
         stamp = uow.next_stamp()
@@ -107,7 +124,9 @@ def delete_entry(uow: UnitOfWork, user: str, day: object, today: dt.date) -> Ent
             setattr(entry, name, None)
         for name in (*MERGE_FIELDS, DELETED):
             entry.stamps[name] = stamp
-            entry.sources[name] = MANUAL
+        for name in MERGE_FIELDS:
+            entry.sources.pop(name, None)  # the fields are unset; the tombstone is what was done by hand
+        entry.sources[DELETED] = MANUAL
         entry.deleted = True
         rescore(entry)
         uow.entries.save(entry)
@@ -125,23 +144,34 @@ class DayRecord:
     origin: str = ""
 
 
+SKIPPED_DELETED = "deleted by hand (bring it back with --restore-deleted)"
+SKIPPED_EMPTY = "no values"
+
+
 @dataclass
 class ImportSummary:
+    """What an import did. Every day read is counted once, in exactly one of imported, updated,
+    unchanged or skipped, so `read` is always their sum; `restored` and `kept` are details."""
+
     source: str
     read: int = 0
-    imported: int = 0  # days that had no entry before
-    updated: int = 0  # days whose values changed
-    unchanged: int = 0
-    skipped: Counter[str] = field(default_factory=Counter)
+    imported: int = 0  # days that had no values before (new days, and deleted days restored)
+    restored: int = 0  # of `imported`: days deleted by hand, brought back with restore_deleted
+    updated: int = 0  # days that had values and gained or changed some
+    unchanged: int = 0  # days with nothing to write (equal values, or only values kept as set by hand)
+    skipped: Counter[str] = field(default_factory=Counter)  # days not written, by one-line reason
+    kept: Counter[str] = field(default_factory=Counter)  # per field: values set by hand an import differed from
 
     def as_json(self) -> dict[str, Any]:
         return {
             "source": self.source,
             "days_read": self.read,
             "imported": self.imported,
+            "restored": self.restored,
             "updated": self.updated,
             "unchanged": self.unchanged,
             "skipped": dict(sorted(self.skipped.items())),
+            "kept": dict(sorted(self.kept.items())),
         }
 
 
@@ -152,62 +182,80 @@ def import_days(
     source: str,
     today: dt.date,
     progress: Callable[[int], None] | None = None,
+    *,
+    restore_deleted: bool = False,
 ) -> ImportSummary:
-    """Merge imported days in one transaction. Re-importing changes nothing; a value the user set
-    by hand (or a day they deleted) is never overwritten."""
+    """Merge imported days in one transaction. Re-importing changes nothing; a value the user set by
+    hand is never overwritten; a day they deleted is skipped unless `restore_deleted`, which writes
+    it again as an ordinary `set` (so the restore syncs like any other import)."""
     summary = ImportSummary(source)
     with uow:
         for record in records:
             summary.read += 1
             if progress is not None:
                 progress(summary.read)
-            _import_one(uow, user, record, source, today, summary)
+            _import_one(uow, user, record, source, today, summary, restore_deleted)
         uow.commit()
     return summary
 
 
 def _import_one(
-    uow: UnitOfWork, user: str, record: DayRecord, source: str, today: dt.date, summary: ImportSummary
+    uow: UnitOfWork,
+    user: str,
+    record: DayRecord,
+    source: str,
+    today: dt.date,
+    summary: ImportSummary,
+    restore_deleted: bool,
 ) -> None:
     try:
         date = parse_date(record.date, today)
         fields = parse_fields(record.fields)
     except ValidationError as exc:
-        summary.skipped[f"invalid {exc.field}"] += 1
+        summary.skipped[f"invalid {exc.field} (allowed {exc.allowed})"] += 1
         return
     if not fields:
-        summary.skipped["no values"] += 1
+        summary.skipped[SKIPPED_EMPTY] += 1
         return
     existing = uow.entries.get(user, date)
-    if existing is not None and existing.deleted and existing.sources.get(DELETED) == MANUAL:
-        summary.skipped["day deleted by hand"] += 1
+    deleted = existing is not None and existing.deleted
+    if deleted and not restore_deleted:
+        summary.skipped[SKIPPED_DELETED] += 1
         return
     entry = existing or Entry(user=user, date=date)
+    wanted, kept = _imported_values(entry, fields)
+    summary.kept.update(kept)
+    if not wanted:
+        summary.unchanged += 1
+        return
+    was_empty = entry.deleted or entry.is_empty()
+    stamp = uow.next_stamp()
+    base = apply_set(entry, wanted, stamp, source)
+    uow.entries.save(entry)
+    uow.record(EntryChange(user, date, "set", wanted, base, stamp, source))
+    if not was_empty:
+        summary.updated += 1
+        return
+    summary.imported += 1
+    if deleted:
+        summary.restored += 1
+
+
+def _imported_values(entry: Entry, fields: Mapping[str, FieldValue]) -> tuple[dict[str, FieldValue], set[str]]:
+    """The fields an import writes (those that differ and were not set by hand), and the hand-set
+    fields it differs from (kept as they are). HRV and its method are written together."""
     wanted: dict[str, FieldValue] = {}
-    kept_manual: set[str] = set()
+    kept: set[str] = set()
     for name, value in fields.items():
-        merge = _merge_name(name)
-        if entry.sources.get(merge) == MANUAL:  # set or cleared by hand: never overwritten by an import
-            if entry.value(name) != value:
-                kept_manual.add(merge)
+        if entry.value(name) == value:
             continue
-        if entry.value(name) != value:
+        merge = _merge_name(name)
+        if _set_by_hand(entry, merge):
+            kept.add(merge)
+        else:
             wanted[name] = value
-    for merge in kept_manual:
-        summary.skipped[f"{merge} kept (set by hand)"] += 1
     if "hrv_method" in wanted and "hrv_ms" not in wanted:
         wanted["hrv_ms"] = fields["hrv_ms"]
     if "hrv_ms" in wanted and "hrv_method" not in wanted:
         wanted["hrv_method"] = fields["hrv_method"]
-    if not wanted:
-        summary.unchanged += 1
-        return
-    stamp = uow.next_stamp()
-    was_new = existing is None or existing.is_empty()
-    base = apply_set(entry, wanted, stamp, source)
-    uow.entries.save(entry)
-    uow.record(EntryChange(user, date, "set", wanted, base, stamp, source))
-    if was_new:
-        summary.imported += 1
-    else:
-        summary.updated += 1
+    return wanted, kept

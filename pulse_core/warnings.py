@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from pulse_core.entry import Entry, FieldValue
-from pulse_core.rules import MESSAGES, WARNINGS, WEIGHT_CHANGE_WARN_PCT
+from pulse_core.rules import MESSAGES, WARNINGS, WEIGHT_CHANGE_WARN_PCT, WEIGHT_CHANGE_WINDOW_DAYS
 
 
 @dataclass(frozen=True)
@@ -25,8 +26,13 @@ def _plain(value: Decimal | int) -> str:
     return format(Decimal(value).normalize(), "f")
 
 
-def field_warnings(fields: dict[str, FieldValue], previous_weight: Entry | None) -> list[FieldWarning]:
-    """Warnings for the values being set now (not for values already stored)."""
+def field_warnings(
+    fields: dict[str, FieldValue], previous_weight: Entry | None, day: dt.date
+) -> list[FieldWarning]:
+    """Warnings for the values being set now on `day` (not for values already stored).
+
+    `previous_weight` is the latest earlier entry with a weight; the change is measured against it
+    only when it is from the WEIGHT_CHANGE_WINDOW_DAYS days before `day`."""
     found: list[FieldWarning] = []
     for name, threshold in WARNINGS.items():
         value = fields.get(name)
@@ -45,16 +51,27 @@ def field_warnings(fields: dict[str, FieldValue], previous_weight: Entry | None)
             )
             found.append(FieldWarning("warn_high", name, shown, message))
     weight = fields.get("weight_kg")
-    if isinstance(weight, Decimal) and previous_weight is not None and previous_weight.weight_kg:
-        before = previous_weight.weight_kg
-        pct = abs(weight - before) / before * 100
-        if pct > WEIGHT_CHANGE_WARN_PCT:
-            message = MESSAGES["warn_weight_change"].format(
-                value=_plain(weight),
-                pct=_plain(pct.quantize(Decimal("0.1"), rounding=ROUND_HALF_UP)),
-                previous=_plain(before),
-                previous_date=previous_weight.date.isoformat(),
-                limit=_plain(WEIGHT_CHANGE_WARN_PCT),
-            )
-            found.append(FieldWarning("warn_weight_change", "weight_kg", _plain(weight), message))
+    if isinstance(weight, Decimal) and previous_weight is not None and _in_window(previous_weight, day):
+        found.extend(_weight_change(weight, previous_weight))
     return found
+
+
+def _in_window(previous: Entry, day: dt.date) -> bool:
+    """A weight from the WEIGHT_CHANGE_WINDOW_DAYS days before `day` (a zero one cannot be compared)."""
+    return bool(previous.weight_kg) and 0 < (day - previous.date).days <= WEIGHT_CHANGE_WINDOW_DAYS
+
+
+def _weight_change(weight: Decimal, previous: Entry) -> list[FieldWarning]:
+    assert previous.weight_kg is not None
+    before = previous.weight_kg
+    pct = abs(weight - before) / before * 100
+    if pct <= WEIGHT_CHANGE_WARN_PCT:
+        return []
+    message = MESSAGES["warn_weight_change"].format(
+        value=_plain(weight),
+        pct=_plain(pct.quantize(Decimal("0.1"), rounding=ROUND_HALF_UP)),
+        previous=_plain(before),
+        previous_date=previous.date.isoformat(),
+        limit=_plain(WEIGHT_CHANGE_WARN_PCT),
+    )
+    return [FieldWarning("warn_weight_change", "weight_kg", _plain(weight), message)]

@@ -15,22 +15,33 @@ from pulse_core.errors import UsageError
 from pulse_core.usecases import DayRecord, ImportSummary, import_days
 
 import_app = typer.Typer(
-    help="Import days from a tracker's export. Re-importing changes nothing; values you set by hand are kept.",
+    help="Import days from a tracker's export. Re-importing changes nothing; values you set by hand are kept;"
+    " days you deleted are skipped unless --restore-deleted.",
     no_args_is_help=True,
 )
 
 Progress = Callable[[int, int], None]
 SourceUser = Annotated[str, typer.Option("--source-user", metavar="ID", help="Whose rows to import.")]
+RestoreOption = Annotated[
+    bool,
+    typer.Option("--restore-deleted", help="Bring back days you deleted, with the imported values (else skipped)."),
+]
 
 
 def _run_import(
-    ctx: typer.Context, source: str, read: Callable[[Progress | None], Iterator[DayRecord]], as_json: bool
+    ctx: typer.Context,
+    source: str,
+    read: Callable[[Progress | None], Iterator[DayRecord]],
+    as_json: bool,
+    restore_deleted: bool,
 ) -> None:
     device = open_device(ctx)
     from pulse_cli import render
 
     with render.import_progress(enabled=not as_json) as progress:
-        summary: ImportSummary = import_days(device.uow(), device.user, read(progress), source, device.today)
+        summary: ImportSummary = import_days(
+            device.uow(), device.user, read(progress), source, device.today, restore_deleted=restore_deleted
+        )
     if as_json:
         print_json(summary.as_json())
     else:
@@ -42,16 +53,18 @@ def import_fitbit(
     ctx: typer.Context,
     folder: Annotated[Path, typer.Argument(metavar="DIR", help="Folder with dailyActivity_merged.csv etc.")],
     source_user: SourceUser,
+    restore_deleted: RestoreOption = False,
     as_json: JsonOption = False,
 ) -> None:
     """Import a Fitbit (Fitabase) export: steps, minutes asleep, weight.
 
     Examples:
       pulse import fitbit tests/data/fitbit --source-user 1503960366
+      pulse import fitbit tests/data/fitbit --source-user 1503960366 --restore-deleted
     """
     from pulse_core.importers.fitbit import read_fitbit
 
-    _run_import(ctx, "fitbit", lambda p: read_fitbit(folder, source_user, p), as_json)
+    _run_import(ctx, "fitbit", lambda p: read_fitbit(folder, source_user, p), as_json, restore_deleted)
 
 
 @import_app.command("welltory")
@@ -59,6 +72,7 @@ def import_welltory(
     ctx: typer.Context,
     folder: Annotated[Path, typer.Argument(metavar="DIR", help="Folder with hrv_measurements*.csv etc.")],
     source_user: Annotated[str, typer.Option("--source-user", metavar="CODE", help="Whose rows to import.")],
+    restore_deleted: RestoreOption = False,
     as_json: JsonOption = False,
 ) -> None:
     """Import Welltory data: morning HRV (RMSSD), sleep and steps.
@@ -68,13 +82,14 @@ def import_welltory(
     """
     from pulse_core.importers.welltory import read_welltory
 
-    _run_import(ctx, "welltory", lambda p: read_welltory(folder, source_user, p), as_json)
+    _run_import(ctx, "welltory", lambda p: read_welltory(folder, source_user, p), as_json, restore_deleted)
 
 
 @import_app.command("apple-health")
 def import_apple_health(
     ctx: typer.Context,
     file: Annotated[Path, typer.Argument(metavar="FILE", help="export.xml or export.zip from the Health app.")],
+    restore_deleted: RestoreOption = False,
     as_json: JsonOption = False,
 ) -> None:
     """Import an Apple Health export, streaming: steps (de-duplicated across devices), sleep, weight, HRV.
@@ -84,7 +99,7 @@ def import_apple_health(
     """
     from pulse_core.importers.apple_health import read_apple_health
 
-    _run_import(ctx, "apple-health", lambda p: read_apple_health(file, p), as_json)
+    _run_import(ctx, "apple-health", lambda p: read_apple_health(file, p), as_json, restore_deleted)
 
 
 def export(

@@ -68,7 +68,7 @@ def put_entry(
         error = result["error"]
         raise ValidationError(error.get("field") or "fields", error.get("value"), error.get("allowed") or "",
                               error["message"], code=error["code"])
-    warnings = field_warnings({k: getattr(entry, k) for k in fields if k != "note"}, previous)
+    warnings = field_warnings({k: getattr(entry, k) for k in fields if k != "note"}, previous, day)
     return {"entry": entry.as_json(), "warnings": [w.as_json() for w in warnings], "status": result["status"]}
 
 

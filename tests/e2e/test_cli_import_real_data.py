@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import json
+import sqlite3
 from collections import defaultdict
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
@@ -102,10 +103,74 @@ def test_reimporting_changes_nothing_and_keeps_values_set_by_hand(pulse: Any) ->
     again = json.loads(pulse(*args).stdout)
     assert again["imported"] == 0 and again["updated"] == 0
     assert again["unchanged"] == first["imported"]  # the hand-set day keeps its other imported values
-    assert again["skipped"] == {"steps kept (set by hand)": 1}
+    assert again["skipped"] == {} and again["kept"] == {"steps": 1}
     day = pulse.json("show", "2016-04-12")["entry"]
     assert day["steps"] == 1234 and day["sources"]["steps"] == "manual"
     assert day["sources"]["sleep_hours"] == "fitbit"
+
+
+FITBIT_ARGS = ("import", "fitbit", str(DATA / "fitbit"), "--source-user", "1503960366")
+GONE = "2016-04-20"  # a day of that user with steps and sleep
+
+
+def adds_up(summary: dict[str, Any]) -> bool:
+    parts = summary["imported"] + summary["updated"] + summary["unchanged"] + sum(summary["skipped"].values())
+    return bool(summary["days_read"] == parts)
+
+
+def test_a_deleted_day_is_skipped_with_its_reason_and_restore_deleted_brings_it_back(pulse: Any) -> None:
+    first = json.loads(pulse(*FITBIT_ARGS, "--json").stdout)
+    before = pulse.json("show", GONE)["entry"]
+    assert before["steps"] is not None and before["sleep_hours"] is not None
+    assert pulse("delete", GONE, "--yes").returncode == 0
+
+    skipped = pulse(*FITBIT_ARGS)
+    assert skipped.returncode == 0, skipped.stderr
+    read = first["days_read"]
+    assert f"{read} days read: 0 imported, 0 updated, {read - 1} unchanged, 1 skipped" in skipped.stdout
+    assert "skipped 1: deleted by hand (bring it back with --restore-deleted)" in skipped.stdout
+    assert pulse("show", GONE).returncode == 1  # still deleted
+
+    restored = pulse(*FITBIT_ARGS, "--restore-deleted", "--json")
+    assert restored.returncode == 0, restored.stderr
+    summary = json.loads(restored.stdout)
+    assert (summary["imported"], summary["restored"], summary["skipped"]) == (1, 1, {})
+    assert adds_up(summary)
+    assert pulse.json("show", GONE)["entry"] == before  # the same values, sources and score again
+    with sqlite3.connect(pulse.home / "pulse.db") as conn:
+        last = conn.execute("SELECT op, source, status FROM outbox WHERE date = ? ORDER BY seq DESC LIMIT 1",
+                            (GONE,)).fetchone()
+    assert last == ("set", "fitbit", "pending")  # an ordinary write, waiting to sync
+
+
+def test_a_day_brought_back_by_a_note_gets_its_empty_fields_from_the_next_import(pulse: Any) -> None:
+    pulse(*FITBIT_ARGS)
+    before = pulse.json("show", GONE)["entry"]
+    assert pulse("delete", GONE, "--yes").returncode == 0
+    assert pulse("log", "--date", GONE, "--note", "back").returncode == 0
+    noted = pulse.json("show", GONE)["entry"]
+    assert noted["sources"] == {"sleep_hours": None, "hrv_ms": None, "steps": None, "weight_kg": None,
+                                "note": "manual"}  # an unset field has no source
+    done = pulse(*FITBIT_ARGS)
+    assert done.returncode == 0, done.stderr
+    assert "kept" not in done.stdout and "set by hand" not in done.stdout
+    assert ", 1 updated," in done.stdout
+    after = pulse.json("show", GONE)["entry"]
+    assert after == {**before, "note": "back", "sources": {**before["sources"], "note": "manual"}}
+
+
+def test_the_import_summary_adds_up_on_every_run(pulse: Any) -> None:
+    pulse(*FITBIT_ARGS)
+    assert pulse("delete", GONE, "--yes").returncode == 0
+    assert pulse("log", "--date", "2016-04-12", "--steps", "1234", "--sleep", "1").returncode == 0
+    assert pulse("log", "--date", "2016-04-13", "--clear", "sleep_hours").returncode == 0
+    summaries = []
+    for extra in ((), ("--restore-deleted",), ()):
+        summaries.append(json.loads(pulse(*FITBIT_ARGS, *extra, "--json").stdout))
+        assert adds_up(summaries[-1]), summaries[-1]
+    assert [s["kept"] for s in summaries] == [{"sleep_hours": 1, "steps": 1}] * 3
+    assert [s["updated"] for s in summaries] == [1, 0, 0]  # 2016-04-13's cleared sleep is filled again
+    assert [s["restored"] for s in summaries] == [0, 1, 0]
 
 
 def test_an_unknown_fitbit_user_is_one_clear_line(pulse: Any) -> None:

@@ -78,6 +78,18 @@ def test_warnings_are_shown_and_the_value_is_kept(pulse: Any) -> None:
     assert out["entry"]["sleep_hours"] == 2.5
 
 
+def test_the_weight_warning_compares_only_with_a_weight_from_the_7_days_before(pulse: Any) -> None:
+    assert pulse("log", "--date", "2016-05-03", "--weight", "52.6").returncode == 0
+    far = pulse("log", "--date", "2016-06-10", "--weight", "64.4")  # 22.4% more, but 38 days later
+    assert far.returncode == 0 and "warning" not in far.stdout + far.stderr
+    eight = pulse.json("log", "--date", "2016-06-18", "--weight", "60")  # 8 days after 64.4
+    assert eight["warnings"] == []
+    seven = pulse("log", "--date", "2016-06-25", "--weight", "64.4")  # 7 days after 60: 7.3% more
+    assert seven.returncode == 0
+    expected = "weight_kg: 64.4 kg is 7.3% from the previous entry of 60 kg on 2016-06-18 (warning above 3%)"
+    assert expected in " ".join((seven.stdout + seven.stderr).split())
+
+
 def test_delete_asks_first_and_yes_skips_the_question(pulse: Any) -> None:
     pulse("log", "--steps", "100")
     refused = pulse("delete", TODAY.isoformat(), input="n\n")

@@ -83,6 +83,22 @@ def test_a_second_put_sets_only_its_fields_and_an_explicit_null_clears_one(
     assert entry["score"] is None  # no score without sleep and steps
 
 
+def test_a_put_weight_warns_only_against_a_weight_from_the_7_days_before(
+    make_user: Callable[..., User], client: Callable[..., Api]
+) -> None:
+    api = client(make_user())
+
+    def warnings(day: str, kg: float) -> list[str]:
+        response = api.put(f"/v1/entries/{day}", json={"weight_kg": kg})
+        assert response.status_code == 200, response.text
+        return [w["message"] for w in response.json()["warnings"]]
+
+    assert warnings("2026-11-01", 52.6) == []
+    assert warnings("2026-11-09", 64.4) == []  # 22.4% more, but 8 days after 52.6
+    assert warnings("2026-11-16", 60) == [  # 7 days after 64.4
+        "weight_kg: 60 kg is 6.8% from the previous entry of 64.4 kg on 2026-11-09 (warning above 3%)"]
+
+
 def test_get_entries_keeps_to_the_from_and_to_range_oldest_first(
     make_user: Callable[..., User], client: Callable[..., Api]
 ) -> None:

@@ -275,7 +275,7 @@ def test_welltory_out_of_range_rmssd_is_passed_on_and_the_import_skips_that_day(
     assert days["2020-05-06"]["hrv_ms"] == "310.800"
     summary = import_into(tmp_path, read_welltory(WELLTORY, "ec5fda0a7a"), "welltory")
     assert (summary.read, summary.imported) == (3, 2)
-    assert summary.skipped == Counter({"invalid hrv_ms": 1})
+    assert summary.skipped == Counter({"invalid hrv_ms (allowed 1 to 300 ms)": 1})
 
 
 def test_welltory_unknown_user_and_missing_file_are_usage_errors(tmp_path: Path) -> None:

@@ -114,15 +114,25 @@ def test_a_usage_error_carries_the_bad_request_code(uow: InMemoryUnitOfWork) -> 
 
 
 def test_logging_returns_warnings_for_implausible_values_but_keeps_them(uow: InMemoryUnitOfWork) -> None:
-    log_entry(uow, USER, "2026-03-01", {"weight_kg": "80"}, TODAY)
+    log_entry(uow, USER, "2026-03-02", {"weight_kg": "80"}, TODAY)  # 7 days before DAY
     result = log_entry(uow, USER, DAY, {"sleep_hours": "2", "weight_kg": "83"}, TODAY)  # 3.75% up
     assert [(w.field, w.code) for w in result.warnings] == [
         ("sleep_hours", "warn_low"),
         ("weight_kg", "warn_weight_change"),
     ]
-    assert "2026-03-01" in result.warnings[1].message
+    assert "2026-03-02" in result.warnings[1].message
     entry = uow.entries.get(USER, DAY)
     assert entry is not None and entry.sleep_hours == 2 and entry.weight_kg == 83
+
+
+def test_logging_a_weight_compares_it_only_with_a_weight_from_the_7_days_before(uow: InMemoryUnitOfWork) -> None:
+    log_entry(uow, USER, "2026-02-20", {"weight_kg": "52.6"}, TODAY)
+    far = log_entry(uow, USER, "2026-02-28", {"weight_kg": "64.4"}, TODAY)  # 8 days after 52.6
+    assert far.warnings == []
+    near = log_entry(uow, USER, "2026-03-07", {"weight_kg": "60"}, TODAY)  # 7 days after 64.4
+    assert [w.message for w in near.warnings] == [
+        "weight_kg: 60 kg is 6.8% from the previous entry of 64.4 kg on 2026-02-28 (warning above 3%)"
+    ]
 
 
 def test_clearing_a_field_sets_it_to_null_with_a_new_stamp(uow: InMemoryUnitOfWork) -> None:
@@ -215,9 +225,11 @@ def test_importing_days_stores_them_with_the_importer_as_source_in_one_transacti
         "source": "fitbit",
         "days_read": 2,
         "imported": 2,
+        "restored": 0,
         "updated": 0,
         "unchanged": 0,
         "skipped": {},
+        "kept": {},
     }
     assert uow.commits == 1
     assert [c.source for c in uow.outbox] == ["fitbit", "fitbit"]
@@ -247,7 +259,7 @@ def test_an_import_never_overwrites_a_value_set_by_hand(uow: InMemoryUnitOfWork)
         Decimal(7),
         "fitbit",
     )  # a free field is filled
-    assert summary.skipped == {"steps kept (set by hand)": 1}
+    assert summary.kept == {"steps": 1} and summary.skipped == {}
     assert summary.updated == 1
     assert uow.outbox[-2].fields == {"sleep_hours": Decimal(7)}
 
@@ -262,22 +274,123 @@ def test_an_import_never_overwrites_hrv_set_by_hand_even_with_another_method(uow
     assert (entry.hrv_ms, entry.hrv_method, entry.sources["hrv_ms"]) == (Decimal(50), "rmssd", "manual")
 
 
-def test_a_kept_manual_hrv_counts_as_one_skipped_value(uow: InMemoryUnitOfWork) -> None:
+def test_a_kept_manual_hrv_counts_as_one_kept_value_of_an_unchanged_day(uow: InMemoryUnitOfWork) -> None:
     log_entry(uow, USER, "2026-03-02", {"hrv_ms": "50"}, TODAY)
     summary = import_days(
         uow, USER, [DayRecord(dt.date(2026, 3, 2), {"hrv_ms": 48, "hrv_method": "sdnn"})], "fitbit", TODAY
     )
-    assert summary.skipped == {"hrv_ms kept (set by hand)": 1}
+    assert (summary.unchanged, summary.skipped, summary.kept) == (1, {}, {"hrv_ms": 1})
 
 
-def test_an_import_does_not_revive_a_day_deleted_by_hand(uow: InMemoryUnitOfWork) -> None:
+def test_an_import_skips_a_day_deleted_by_hand_and_says_how_to_bring_it_back(uow: InMemoryUnitOfWork) -> None:
     log_entry(uow, USER, "2026-03-01", {"steps": "7000"}, TODAY)
     delete_entry(uow, USER, "2026-03-01", TODAY)
     summary = import_days(uow, USER, fitbit_days(), "fitbit", TODAY)
     tomb = uow.entries.get(USER, dt.date(2026, 3, 1))
     assert tomb is not None and tomb.deleted and tomb.steps is None
-    assert summary.skipped == {"day deleted by hand": 1}
-    assert summary.imported == 1
+    assert summary.skipped == {"deleted by hand (bring it back with --restore-deleted)": 1}
+    assert (summary.imported, summary.restored) == (1, 0)
+
+
+def test_restore_deleted_brings_a_deleted_day_back_as_an_ordinary_set_mutation(uow: InMemoryUnitOfWork) -> None:
+    log_entry(uow, USER, "2026-03-01", {"steps": "7000"}, TODAY)
+    delete_entry(uow, USER, "2026-03-01", TODAY)
+    tomb_stamp = uow.outbox[-1].stamp
+    summary = import_days(uow, USER, fitbit_days(), "fitbit", TODAY, restore_deleted=True)
+    assert (summary.imported, summary.restored, summary.skipped) == (2, 1, {})
+    entry = uow.entries.get(USER, dt.date(2026, 3, 1))
+    assert entry is not None and not entry.deleted
+    assert (entry.sleep_hours, entry.steps) == (Decimal(7), 8000)
+    assert entry.sources == {"sleep_hours": "fitbit", "steps": "fitbit", "deleted": "manual"}
+    assert [e.date for e in uow.entries.list(USER)] == [dt.date(2026, 3, 1), dt.date(2026, 3, 2)]
+    # the restore syncs like any import: a `set` with the importer as source, based on the delete's stamps
+    restore = next(c for c in uow.outbox if c.date == dt.date(2026, 3, 1) and c.stamp > tomb_stamp)
+    assert (restore.op, restore.source) == ("set", "fitbit")
+    assert restore.fields == {"sleep_hours": Decimal(7), "steps": 8000}
+    assert restore.base == {"sleep_hours": tomb_stamp, "steps": tomb_stamp}
+
+
+def test_restoring_keeps_a_value_set_by_hand_after_the_deletion(uow: InMemoryUnitOfWork) -> None:
+    log_entry(uow, USER, "2026-03-01", {"sleep_hours": "5", "steps": "7000"}, TODAY)
+    delete_entry(uow, USER, "2026-03-01", TODAY)
+    log_entry(uow, USER, "2026-03-01", {"steps": "6500"}, TODAY)
+    summary = import_days(uow, USER, fitbit_days(), "fitbit", TODAY, restore_deleted=True)
+    entry = uow.entries.get(USER, dt.date(2026, 3, 1))
+    assert entry is not None
+    assert (entry.steps, entry.sources["steps"]) == (6500, "manual")
+    assert (entry.sleep_hours, entry.sources["sleep_hours"]) == (Decimal(7), "fitbit")
+    assert (summary.updated, summary.kept) == (1, {"steps": 1})
+
+
+def test_fields_a_delete_emptied_are_filled_by_an_import_once_the_day_is_back(uow: InMemoryUnitOfWork) -> None:
+    """Deleted, then a note logged: the note is the only value set by hand; the rest is free."""
+    import_days(uow, USER, fitbit_days(), "fitbit", TODAY)
+    delete_entry(uow, USER, "2026-03-01", TODAY)
+    log_entry(uow, USER, "2026-03-01", {"note": "back"}, TODAY)
+    summary = import_days(uow, USER, fitbit_days(), "fitbit", TODAY)
+    entry = uow.entries.get(USER, dt.date(2026, 3, 1))
+    assert entry is not None
+    assert (entry.sleep_hours, entry.steps, entry.note) == (Decimal(7), 8000, "back")
+    assert (summary.updated, summary.unchanged, summary.kept, summary.skipped) == (1, 1, {}, {})
+
+
+def test_an_unset_field_has_no_source(uow: InMemoryUnitOfWork) -> None:
+    log_entry(uow, USER, DAY, {"sleep_hours": "7", "steps": "9000", "hrv_ms": "50"}, TODAY)
+    delete_entry(uow, USER, DAY, TODAY)
+    tomb = uow.entries.get(USER, DAY)
+    assert tomb is not None and tomb.sources == {"deleted": "manual"}  # the delete itself was by hand
+    log_entry(uow, USER, DAY, {"note": "back", "steps": "100"}, TODAY)
+    log_entry(uow, USER, DAY, {}, TODAY, clear=["steps"])
+    entry = uow.entries.get(USER, DAY)
+    assert entry is not None
+    assert entry.sources == {"note": "manual", "deleted": "manual"}
+    assert entry.as_json()["sources"] == {
+        "sleep_hours": None, "hrv_ms": None, "steps": None, "weight_kg": None, "note": "manual",
+    }
+    assert entry.stamps["steps"] == uow.outbox[-1].stamp  # cleared: a stamp, but no source
+
+
+def test_clearing_a_field_that_is_already_empty_changes_nothing(uow: InMemoryUnitOfWork) -> None:
+    log_entry(uow, USER, DAY, {"steps": "9000"}, TODAY)
+    log_entry(uow, USER, DAY, {}, TODAY, clear=["note"])
+    again = log_entry(uow, USER, DAY, {}, TODAY, clear=["note"])
+    assert not again.changed
+    assert [c.fields for c in uow.outbox] == [{"steps": 9000}, {"note": None}]
+
+
+def test_read_is_always_imported_plus_updated_plus_unchanged_plus_skipped(uow: InMemoryUnitOfWork) -> None:
+    log_entry(uow, USER, "2026-03-02", {"steps": "5000"}, TODAY)  # kept, and the day updated (sleep)
+    log_entry(uow, USER, "2026-03-03", {"steps": "6000"}, TODAY)
+    delete_entry(uow, USER, "2026-03-03", TODAY)
+    import_days(uow, USER, [DayRecord(dt.date(2026, 3, 4), {"steps": 4000})], "fitbit", TODAY)
+    log_entry(uow, USER, "2026-03-05", {"steps": "3000"}, TODAY)  # only a kept value: unchanged
+    records = [
+        DayRecord(dt.date(2026, 3, 1), {"steps": 1000}),  # new
+        DayRecord(dt.date(2026, 3, 2), {"sleep_hours": "7", "steps": 2000}),
+        DayRecord(dt.date(2026, 3, 3), {"steps": 3000}),  # deleted by hand
+        DayRecord(dt.date(2026, 3, 4), {"steps": 4000}),  # unchanged
+        DayRecord(dt.date(2026, 3, 5), {"steps": 3500}),
+        DayRecord(dt.date(2026, 3, 6), {"steps": -1}),  # invalid
+        DayRecord(dt.date(2026, 3, 7), {"steps": None}),  # no values
+    ]
+    summary = import_days(uow, USER, records, "fitbit", TODAY)
+    assert (summary.read, summary.imported, summary.updated, summary.unchanged) == (7, 1, 1, 2)
+    assert summary.skipped == {
+        "deleted by hand (bring it back with --restore-deleted)": 1,
+        "invalid steps (allowed 0 to 100000 steps)": 1,
+        "no values": 1,
+    }
+    assert summary.kept == {"steps": 2}
+    assert summary.read == summary.imported + summary.updated + summary.unchanged + sum(summary.skipped.values())
+    assert summary.as_json() == {
+        "source": "fitbit", "days_read": 7, "imported": 1, "restored": 0, "updated": 1, "unchanged": 2,
+        "skipped": {
+            "deleted by hand (bring it back with --restore-deleted)": 1,
+            "invalid steps (allowed 0 to 100000 steps)": 1,
+            "no values": 1,
+        },
+        "kept": {"steps": 2},
+    }
 
 
 def test_an_import_updates_values_from_an_earlier_import(uow: InMemoryUnitOfWork) -> None:
@@ -304,9 +417,9 @@ def test_invalid_and_empty_imported_days_are_skipped_with_a_reason_and_the_rest_
     ]
     summary = import_days(uow, USER, records, "fitbit", TODAY)
     assert summary.skipped == {
-        "invalid steps": 1,
-        "invalid sleep_hours": 1,
-        "invalid date": 1,
+        "invalid steps (allowed 0 to 100000 steps)": 1,
+        "invalid sleep_hours (allowed 0 to 24 h)": 1,
+        "invalid date (allowed up to 2026-03-11)": 1,
         "no values": 1,
     }
     assert (summary.read, summary.imported) == (5, 1)

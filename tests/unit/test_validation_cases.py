@@ -75,11 +75,11 @@ def test_the_day_score_of_typed_values(case: dict[str, Any]) -> None:
     assert day_score(sleep, hrv, steps) == case["score"]
 
 
-@pytest.mark.parametrize("case", CASES["warnings"], ids=case_id)
+@pytest.mark.parametrize("case", CASES["warnings"], ids=lambda c: f"{c['date']}:{case_id(c)}")
 def test_the_warnings_for_typed_values(case: dict[str, Any]) -> None:
     previous = None
     if case["previous"] is not None:
         previous = Entry(user="u", date=dt.date.fromisoformat(case["previous"]["date"]),
                          weight_kg=Decimal(case["previous"]["weight_kg"]))
-    warnings = field_warnings(parse_fields(case["input"]), previous)
+    warnings = field_warnings(parse_fields(case["input"]), previous, dt.date.fromisoformat(case["date"]))
     assert [w.message for w in warnings] == case["warnings"]
