@@ -147,7 +147,7 @@ def test_the_agent_pushes_within_seconds_of_the_server_coming_back(
 
 
 class _NotPulse(http.server.BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802 (the standard library's name)
+    def do_GET(self) -> None:
         body = b"<html>hello</html>"
         self.send_response(200)
         self.send_header("content-type", "text/html")
@@ -155,7 +155,7 @@ class _NotPulse(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    do_POST = do_GET  # noqa: N815
+    do_POST = do_GET
 
     def log_message(self, *args: object) -> None:
         pass
