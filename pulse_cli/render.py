@@ -165,3 +165,8 @@ def import_summary(summary: ImportSummary) -> None:
         kept = ", ".join(f"{name} {count}" for name, count in sorted(summary.kept.items()))
         total = sum(summary.kept.values())
         console.print(f"  kept {total} value{'s' if total != 1 else ''} you set by hand: {kept}")
+    if summary.left_empty:
+        empty = ", ".join(f"{name} {count}" for name, count in sorted(summary.left_empty.items()))
+        total = sum(summary.left_empty.values())
+        console.print(f"  left {total} field{'s' if total != 1 else ''} empty that you deleted or cleared by hand:"
+                      f" {empty} (--restore-deleted fills them)")

@@ -55,8 +55,14 @@ def apply_set(
 
 
 def _set_by_hand(entry: Entry, merge: str) -> bool:
-    """The field holds a value the user set by hand (an empty field holds nothing to keep)."""
+    """The field holds a value the user set by hand."""
     return entry.value(merge) is not None and entry.sources.get(merge) == MANUAL
+
+
+def _emptied_by_hand(entry: Entry, merge: str) -> bool:
+    """The field is empty but has a stamp: the user deleted the day or cleared the field (an import
+    never writes an empty value)."""
+    return entry.value(merge) is None and entry.stamps.get(merge) is not None
 
 
 def _unchanged(entry: Entry, fields: Mapping[str, FieldValue], source: str) -> bool:
@@ -161,6 +167,7 @@ class ImportSummary:
     unchanged: int = 0  # days with nothing to write (equal values, or only values kept as set by hand)
     skipped: Counter[str] = field(default_factory=Counter)  # days not written, by one-line reason
     kept: Counter[str] = field(default_factory=Counter)  # per field: values set by hand an import differed from
+    left_empty: Counter[str] = field(default_factory=Counter)  # per field: emptied by hand, not filled
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -172,6 +179,7 @@ class ImportSummary:
             "unchanged": self.unchanged,
             "skipped": dict(sorted(self.skipped.items())),
             "kept": dict(sorted(self.kept.items())),
+            "left_empty": dict(sorted(self.left_empty.items())),
         }
 
 
@@ -223,16 +231,22 @@ def _import_one(
         summary.skipped[SKIPPED_DELETED] += 1
         return
     entry = existing or Entry(user=user, date=date)
-    wanted, kept = _imported_values(entry, fields)
+    wanted, kept, emptied = _imported_values(entry, fields, restore_deleted)
     summary.kept.update(kept)
+    summary.left_empty.update(emptied)
     if not wanted:
         summary.unchanged += 1
         return
     was_empty = entry.deleted or entry.is_empty()
+    # Filling what was emptied by hand (a delete, a clear) is itself done by hand: under the merge rule
+    # (docs/sync.md, lww@2) an emptied field outranks every import, on every replica, so a restore
+    # written as an import would lose to the delete again at the next sync.
+    restoring = restore_deleted and any(_emptied_by_hand(entry, _merge_name(n)) for n in wanted)
+    written_as = MANUAL if restoring else source
     stamp = uow.next_stamp()
-    base = apply_set(entry, wanted, stamp, source)
+    base = apply_set(entry, wanted, stamp, written_as)
     uow.entries.save(entry)
-    uow.record(EntryChange(user, date, "set", wanted, base, stamp, source))
+    uow.record(EntryChange(user, date, "set", wanted, base, stamp, written_as))
     if not was_empty:
         summary.updated += 1
         return
@@ -241,21 +255,27 @@ def _import_one(
         summary.restored += 1
 
 
-def _imported_values(entry: Entry, fields: Mapping[str, FieldValue]) -> tuple[dict[str, FieldValue], set[str]]:
-    """The fields an import writes (those that differ and were not set by hand), and the hand-set
-    fields it differs from (kept as they are). HRV and its method are written together."""
+def _imported_values(
+    entry: Entry, fields: Mapping[str, FieldValue], restore: bool
+) -> tuple[dict[str, FieldValue], set[str], set[str]]:
+    """The fields an import writes (those that differ and were not set by hand), the hand-set fields it
+    differs from (kept as they are), and the fields left empty because the user emptied them by hand
+    (unless `restore`). HRV and its method are written together."""
     wanted: dict[str, FieldValue] = {}
     kept: set[str] = set()
+    emptied: set[str] = set()
     for name, value in fields.items():
         if entry.value(name) == value:
             continue
         merge = _merge_name(name)
         if _set_by_hand(entry, merge):
             kept.add(merge)
+        elif _emptied_by_hand(entry, merge) and not restore:
+            emptied.add(merge)
         else:
             wanted[name] = value
     if "hrv_method" in wanted and "hrv_ms" not in wanted:
         wanted["hrv_ms"] = fields["hrv_ms"]
     if "hrv_ms" in wanted and "hrv_method" not in wanted:
         wanted["hrv_method"] = fields["hrv_method"]
-    return wanted, kept
+    return wanted, kept, emptied

@@ -65,16 +65,17 @@ class Agent:
     def watch_outbox(self) -> None:
         """Runs twice a second: one query on a read-only connection kept open, no network; a new pending
         change triggers a round."""
+        newest = self._newest_pending()
+        if newest > self._seen_seq:
+            self.round()
+        self._seen_seq = newest
+
+    def _newest_pending(self) -> int:
         if self._watch_conn is None:
             uri = (self.home / "pulse.db").resolve().as_uri() + "?mode=ro"
             self._watch_conn = sqlite3.connect(uri, uri=True, check_same_thread=False)
-        row = self._watch_conn.execute(
-            "SELECT coalesce(max(seq), 0) FROM outbox WHERE status = 'pending'"
-        ).fetchone()
-        newest = int(row[0])
-        if self._seen_seq >= 0 and newest > self._seen_seq:
-            self.round()
-        self._seen_seq = newest
+        row = self._watch_conn.execute("SELECT coalesce(max(seq), 0) FROM outbox WHERE status = 'pending'").fetchone()
+        return int(row[0])
 
     def probe_while_away(self) -> None:
         """While the breaker keeps rounds away from a server that went down, one cheap request every 1.5
@@ -128,6 +129,9 @@ class Agent:
 
         if load_account(self.home) is None:
             raise LoginRequired("account: not logged in; run pulse login --server URL --username NAME")
+        # What is queued now goes with the first round; anything queued after it starts one, however the
+        # first round and the first look at the outbox fall in time.
+        self._seen_seq = self._newest_pending()
         # One worker: rounds never overlap, and a round always finishes before shutdown returns.
         self._scheduler = BackgroundScheduler(
             executors={"default": ThreadPoolExecutor(1)},

@@ -24,7 +24,8 @@ Progress = Callable[[int, int], None]
 SourceUser = Annotated[str, typer.Option("--source-user", metavar="ID", help="Whose rows to import.")]
 RestoreOption = Annotated[
     bool,
-    typer.Option("--restore-deleted", help="Bring back days you deleted, with the imported values (else skipped)."),
+    typer.Option("--restore-deleted", help="Fill days you deleted and fields you cleared with the imported values"
+                 " (they then count as set by hand); else they are left empty."),
 ]
 
 

@@ -136,14 +136,17 @@ def test_a_deleted_day_is_skipped_with_its_reason_and_restore_deleted_brings_it_
     summary = json.loads(restored.stdout)
     assert (summary["imported"], summary["restored"], summary["skipped"]) == (1, 1, {})
     assert adds_up(summary)
-    assert pulse.json("show", GONE)["entry"] == before  # the same values, sources and score again
+    # The same values and score again; brought back by hand, so they count as set by hand.
+    again = pulse.json("show", GONE)["entry"]
+    manual = {name: (None if source is None else "manual") for name, source in before["sources"].items()}
+    assert again == {**before, "sources": manual}
     with sqlite3.connect(pulse.home / "pulse.db") as conn:
         last = conn.execute("SELECT op, source, status FROM outbox WHERE date = ? ORDER BY seq DESC LIMIT 1",
                             (GONE,)).fetchone()
-    assert last == ("set", "fitbit", "pending")  # an ordinary write, waiting to sync
+    assert last == ("set", "manual", "pending")  # an ordinary write, waiting to sync
 
 
-def test_a_day_brought_back_by_a_note_gets_its_empty_fields_from_the_next_import(pulse: Any) -> None:
+def test_a_day_brought_back_by_a_note_keeps_its_emptied_fields_until_restore_deleted(pulse: Any) -> None:
     pulse(*FITBIT_ARGS)
     before = pulse.json("show", GONE)["entry"]
     assert pulse("delete", GONE, "--yes").returncode == 0
@@ -153,10 +156,13 @@ def test_a_day_brought_back_by_a_note_gets_its_empty_fields_from_the_next_import
                                 "note": "manual"}  # an unset field has no source
     done = pulse(*FITBIT_ARGS)
     assert done.returncode == 0, done.stderr
-    assert "kept" not in done.stdout and "set by hand" not in done.stdout
-    assert ", 1 updated," in done.stdout
+    assert "set by hand" not in done.stdout, "nothing set by hand is kept: the fields are empty"
+    assert "left 2 fields empty that you deleted or cleared by hand: sleep_hours 1, steps 1" in done.stdout
+    assert pulse.json("show", GONE)["entry"] == noted
+    filled = pulse(*FITBIT_ARGS, "--restore-deleted")
+    assert ", 1 updated," in filled.stdout, filled.stdout
     after = pulse.json("show", GONE)["entry"]
-    assert after == {**before, "note": "back", "sources": {**before["sources"], "note": "manual"}}
+    assert (after["steps"], after["sleep_hours"], after["note"]) == (before["steps"], before["sleep_hours"], "back")
 
 
 def test_the_import_summary_adds_up_on_every_run(pulse: Any) -> None:
@@ -169,7 +175,9 @@ def test_the_import_summary_adds_up_on_every_run(pulse: Any) -> None:
         summaries.append(json.loads(pulse(*FITBIT_ARGS, *extra, "--json").stdout))
         assert adds_up(summaries[-1]), summaries[-1]
     assert [s["kept"] for s in summaries] == [{"sleep_hours": 1, "steps": 1}] * 3
-    assert [s["updated"] for s in summaries] == [1, 0, 0]  # 2016-04-13's cleared sleep is filled again
+    # 2016-04-13's sleep, cleared by hand, is left empty until --restore-deleted fills it
+    assert [s["updated"] for s in summaries] == [0, 1, 0]
+    assert [s["left_empty"] for s in summaries] == [{"sleep_hours": 1}, {}, {}]
     assert [s["restored"] for s in summaries] == [0, 1, 0]
 
 

@@ -61,7 +61,7 @@ def test_an_invalid_mutation_is_rejected_alone_and_queues_nothing(conn: sqlite3.
         {"seq": 1, "date": "2025-11-26", "op": "set", "fields": {"sleep_hours": 30}, "base": {},
          "hlc": stamp(NOW_MS)},
         {"seq": 2, "date": "2025-11-26", "op": "set", "fields": {"note": "ok"}, "base": {}, "hlc": stamp(NOW_MS)},
-        {"seq": 3, "date": "2025-11-26", "op": "set", "fields": {"steps": 1}, "base": {}, "hlc": stamp(NOW_MS, "x")},
+        {"seq": 3, "date": "2025-11-26", "op": "set", "fields": {"steps": 1}, "base": {}, "hlc": f"{NOW_MS}:0:b1"},
     )
     assert [r["status"] for r in results] == ["rejected", "applied", "rejected"]
     assert results[0]["error"]["field"] == "sleep_hours" and results[2]["error"]["field"] == "hlc"

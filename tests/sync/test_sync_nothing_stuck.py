@@ -16,7 +16,18 @@ from typing import Any
 
 import psycopg
 import pytest
-from sync_support import PULSE, Device, PulseServer, User, clean_env, day, free_port, wait_for, wait_replicated
+from sync_support import (
+    PULSE,
+    Device,
+    PulseServer,
+    User,
+    clean_env,
+    day,
+    fitbit_export,
+    free_port,
+    wait_for,
+    wait_replicated,
+)
 
 from pulse_server.accounts import add_user, find_user, grant
 from pulse_server.db.database import Database
@@ -96,7 +107,8 @@ def test_every_device_sees_each_conflict_and_its_state_and_a_dismissal_reaches_t
     # A (whose value lost) makes it win again; B dismisses the note's conflict.
     a.ok("conflicts", "--reassert", str(steps["id"]))
     b.ok("conflicts", "--dismiss", str(note["id"]))
-    assert b.conflicts() == [] and b.status()["conflicts"] == 0  # at once on the device that dismissed
+    # At once on the device that dismissed it; the steps conflict is still open until A's edit arrives.
+    assert [c["field"] for c in b.conflicts()] == ["steps"] and b.status()["conflicts"] == 1
     a.synced()
     b.synced()
     wait_replicated(pg, user.id)
@@ -206,3 +218,32 @@ def test_pulse_login_fails_in_one_line_with_its_exit_code(
     assert says in done.stderr, done.stderr
     assert "Traceback" not in done.stderr and done.stderr.count("\n") == 1, done.stderr
     assert not (device.home / "credentials.json").exists()
+
+
+def test_a_deleted_day_restored_by_an_import_reaches_the_server_and_every_device(
+    make_device: Callable[..., Device], make_user: Callable[..., User], pg: psycopg.Connection[Any], tmp_path: Path,
+) -> None:
+    user = make_user()
+    a, b = make_device("A"), make_device("B")
+    for device in (a, b):
+        assert device.login(user).returncode == 0
+    export = str(fitbit_export(tmp_path / "fitbit", 3))
+    a.ok("import", "fitbit", export, "--source-user", "1")
+    a.synced()
+    (first, *_) = a.history(day(-10), day(0))
+    a.delete(first["date"])
+    a.synced()
+    skipped = a.json("import", "fitbit", export, "--source-user", "1")
+    assert sum(skipped["skipped"].values()) == 1
+    a.ok("import", "fitbit", export, "--source-user", "1", "--restore-deleted")
+    a.synced()
+    wait_replicated(pg, user.id)
+    for device in (a, b):
+        device.synced()
+        restored = {e["date"]: e for e in device.history(day(-10), day(0))}
+        assert restored[first["date"]]["steps"] == first["steps"], device
+        assert restored[first["date"]]["sources"]["steps"] == "manual"  # brought back by hand
+    assert a.conflicts() == []
+    row = pg.execute("SELECT steps, deleted FROM entries WHERE user_id = %s AND date = %s",
+                     (user.id, first["date"])).fetchone()
+    assert row == (first["steps"], False)

@@ -126,7 +126,7 @@ def test_devices_ride_out_a_postgres_restart_and_every_edit_lands_once(
             down = device.sync()
             assert down.returncode == 3, down.stderr
             pending = device.outbox_counts()["pending"]
-            assert f"offline: {pending} changes queued" in down.stderr
+            assert f"offline: {pending} change{'' if pending == 1 else 's'} queued" in down.stderr
 
         cluster.start()
         wait_for(lambda: ready(server) == 200, 30, "the server to find Postgres again", every_s=0.2)

@@ -69,7 +69,7 @@ def devices_of(user: User, token: str, server_url: str) -> Iterator[list[Device]
             device = bootstrap(str(root / name))
             with device.conn:
                 device.conn.execute("BEGIN IMMEDIATE")
-                bind_home(device.conn, server_url, user.username)
+                bind_home(device.conn, server_url, user.username, "athlete")
             save_account(device.home, Account(server_url, user.username, "athlete", token, ""))
             opened.append(device)
         yield opened

@@ -61,7 +61,7 @@ def test_a_rejected_mutation_is_listed_kept_out_of_the_view_and_can_be_discarded
 
     done = a.synced()  # one batch: applied, rejected, applied
 
-    assert "1 rejected changes: see pulse rejected" in done.stdout
+    assert "1 rejected change: see pulse rejected" in done.stdout
     assert a.outbox_counts() == {"applied": 2, "rejected": 1}
     assert [seq for _, seq, _ in applied_mutations(pg, user.id)] == [1, refused, 3]
     notes = [(e["date"], e["steps"], e["note"]) for e in server_entries(server.url, token_for(user), day(-3), day(1))]

@@ -230,6 +230,7 @@ def test_importing_days_stores_them_with_the_importer_as_source_in_one_transacti
         "unchanged": 0,
         "skipped": {},
         "kept": {},
+        "left_empty": {},
     }
     assert uow.commits == 1
     assert [c.source for c in uow.outbox] == ["fitbit", "fitbit"]
@@ -301,11 +302,13 @@ def test_restore_deleted_brings_a_deleted_day_back_as_an_ordinary_set_mutation(u
     entry = uow.entries.get(USER, dt.date(2026, 3, 1))
     assert entry is not None and not entry.deleted
     assert (entry.sleep_hours, entry.steps) == (Decimal(7), 8000)
-    assert entry.sources == {"sleep_hours": "fitbit", "steps": "fitbit", "deleted": "manual"}
+    # Bringing back what the user deleted is done by hand: the values count as set by hand, so the
+    # restore outranks the delete on every replica (a write of the importer's would lose to it).
+    assert entry.sources == {"sleep_hours": "manual", "steps": "manual", "deleted": "manual"}
     assert [e.date for e in uow.entries.list(USER)] == [dt.date(2026, 3, 1), dt.date(2026, 3, 2)]
-    # the restore syncs like any import: a `set` with the importer as source, based on the delete's stamps
+    # the restore syncs like any edit: a `set` based on the delete's stamps
     restore = next(c for c in uow.outbox if c.date == dt.date(2026, 3, 1) and c.stamp > tomb_stamp)
-    assert (restore.op, restore.source) == ("set", "fitbit")
+    assert (restore.op, restore.source) == ("set", "manual")
     assert restore.fields == {"sleep_hours": Decimal(7), "steps": 8000}
     assert restore.base == {"sleep_hours": tomb_stamp, "steps": tomb_stamp}
 
@@ -318,20 +321,32 @@ def test_restoring_keeps_a_value_set_by_hand_after_the_deletion(uow: InMemoryUni
     entry = uow.entries.get(USER, dt.date(2026, 3, 1))
     assert entry is not None
     assert (entry.steps, entry.sources["steps"]) == (6500, "manual")
-    assert (entry.sleep_hours, entry.sources["sleep_hours"]) == (Decimal(7), "fitbit")
+    assert (entry.sleep_hours, entry.sources["sleep_hours"]) == (Decimal(7), "manual")
     assert (summary.updated, summary.kept) == (1, {"steps": 1})
 
 
-def test_fields_a_delete_emptied_are_filled_by_an_import_once_the_day_is_back(uow: InMemoryUnitOfWork) -> None:
-    """Deleted, then a note logged: the note is the only value set by hand; the rest is free."""
+def test_fields_emptied_by_hand_stay_empty_and_are_counted_until_an_import_restores_them(
+    uow: InMemoryUnitOfWork,
+) -> None:
+    """Deleted, then a note logged: the other fields were emptied by hand; an import says it left them
+    (it does not claim to keep a value), and --restore-deleted fills them."""
     import_days(uow, USER, fitbit_days(), "fitbit", TODAY)
     delete_entry(uow, USER, "2026-03-01", TODAY)
     log_entry(uow, USER, "2026-03-01", {"note": "back"}, TODAY)
+    log_entry(uow, USER, "2026-03-02", {}, TODAY, clear=["hrv_ms"])
     summary = import_days(uow, USER, fitbit_days(), "fitbit", TODAY)
     entry = uow.entries.get(USER, dt.date(2026, 3, 1))
     assert entry is not None
+    assert (entry.sleep_hours, entry.steps, entry.note) == (None, None, "back")
+    assert (summary.updated, summary.unchanged, summary.kept, summary.skipped) == (0, 2, {}, {})
+    assert summary.left_empty == {"sleep_hours": 1, "steps": 1, "hrv_ms": 1}
+    restored = import_days(uow, USER, fitbit_days(), "fitbit", TODAY, restore_deleted=True)
+    entry = uow.entries.get(USER, dt.date(2026, 3, 1))
+    assert entry is not None
     assert (entry.sleep_hours, entry.steps, entry.note) == (Decimal(7), 8000, "back")
-    assert (summary.updated, summary.unchanged, summary.kept, summary.skipped) == (1, 1, {}, {})
+    assert (restored.updated, restored.left_empty) == (2, {})
+    cleared = uow.entries.get(USER, dt.date(2026, 3, 2))
+    assert cleared is not None and cleared.hrv_ms == Decimal(48)
 
 
 def test_an_unset_field_has_no_source(uow: InMemoryUnitOfWork) -> None:
@@ -390,6 +405,7 @@ def test_read_is_always_imported_plus_updated_plus_unchanged_plus_skipped(uow: I
             "no values": 1,
         },
         "kept": {"steps": 2},
+        "left_empty": {},
     }
 
 
