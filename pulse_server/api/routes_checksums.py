@@ -9,6 +9,7 @@ with every stamp and source, so a device can repair the days that differ. Both a
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import Annotated, Any, Literal
 
 import psycopg
@@ -31,6 +32,7 @@ router = APIRouter(prefix="/v1", tags=["checksums"])
 
 MAX_DAYS = 366  # rows of at most a year of days per request: a repair asks for the days that differ
 DATE_ALLOWED = "YYYY-MM-DD"
+ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 
 class MonthDigestOut(BaseModel):
@@ -60,7 +62,7 @@ def _day(value: str | None, field: str) -> dt.date | None:
     if value is None:
         return None
     try:
-        if len(value) != 10:
+        if not ISO_DATE.fullmatch(value):  # fromisoformat alone also takes 2026-W48-5
             raise ValueError(value)
         return dt.date.fromisoformat(value)
     except ValueError:
