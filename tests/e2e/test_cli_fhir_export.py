@@ -14,13 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import DATA, PULSE
 from fhir.resources.R4B.bundle import Bundle
 from fhir.resources.R4B.observation import Observation
 from fhir.resources.R4B.patient import Patient
 
 pytestmark = pytest.mark.e2e
 
+DATA = Path(__file__).resolve().parents[1] / "data"
+PULSE = Path(sys.executable).parent / "pulse"
 LOINC = "http://loinc.org"
 UCUM = "http://unitsofmeasure.org"
 # metric -> (code system, code, UCUM unit) as docs/fhir.md documents them
