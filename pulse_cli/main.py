@@ -13,6 +13,7 @@ import typer
 
 from pulse_cli import __version__
 from pulse_cli.commands import agent, coach, entries, syncing, transfer
+from pulse_cli.commands import verify as verify_command
 from pulse_core.errors import PulseError, ValidationError
 
 app = typer.Typer(
@@ -29,6 +30,7 @@ transfer.register(app)
 syncing.register(app)
 agent.register(app)
 coach.register(app)
+verify_command.register(app)
 
 
 def _version(value: bool) -> None:

@@ -62,6 +62,20 @@ class Agent:
         finally:
             device.close()
 
+    def verify(self) -> None:
+        """Hourly, and once after start: does this device hold exactly the server's rows? One request when
+        it does; a day that differs is logged and fetched again (docs/verify.md). Never fatal."""
+        from pulse_cli.agent.verify import log_report, run_verify
+
+        device = self._device()
+        try:
+            if not load_breaker(device.conn).is_open(time.time()):  # the server is away: the next hour
+                log_report(run_verify(device, repair=True))
+        except PulseError as exc:
+            log.warning("verify: %s", exc.message)
+        finally:
+            device.close()
+
     def watch_outbox(self) -> None:
         """Runs twice a second: one query on a read-only connection kept open, no network; a new pending
         change triggers a round."""
@@ -139,6 +153,8 @@ class Agent:
         self._scheduler.add_job(self.round, "interval", seconds=self.interval_s, id="sync", next_run_time=_now())
         self._scheduler.add_job(self.watch_outbox, "interval", seconds=self.watch_s, id="watch-outbox")
         self._scheduler.add_job(self.probe_while_away, "interval", seconds=0.5, id="probe")
+        # One request of month digests an hour (docs/verify.md has its cost), and one at start.
+        self._scheduler.add_job(self.verify, "interval", seconds=3600, id="verify", next_run_time=_now())
         self._live = threading.Thread(target=follow_live, args=(self.home, self.stop, self._streams),
                                       name="live-pull", daemon=True)
         self._scheduler.start()

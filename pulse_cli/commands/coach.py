@@ -17,7 +17,7 @@ coach_app = typer.Typer(
     help="A coach's view of the athletes who granted access, from this device's copy (pulse sync to refresh).",
     no_args_is_help=True,
 )
-FORMATS = "md|csv|json|html|pdf"
+FORMATS = "md|csv|json|html|pdf|fhir"
 
 
 @coach_app.command("athletes")
@@ -69,6 +69,7 @@ def report(
     """Per athlete, as of --to: a weekly table, 7- and 28-day rolling averages, means over the range,
     compliance, readiness against baseline and open flags with their numbers; --team adds the roll-up.
     HTML and PDF add a chart per metric with its baseline band. Markdown to a terminal shows a summary.
+    FHIR is an R4 Bundle: a Patient per athlete and their Observations (docs/fhir.md).
 
     Examples:
       pulse report --team --format html -o team.html
@@ -79,6 +80,7 @@ def report(
     from pulse_cli.reports_render.formats import FORMATS as KNOWN
     from pulse_cli.reports_render.formats import render
     from pulse_cli.reports_render.model import build_report, roster, select_athletes
+    from pulse_cli.store.connection import read_meta
     from pulse_core import queries
 
     fmt = "json" if as_json else fmt.lower()
@@ -92,6 +94,7 @@ def report(
     names = select_athletes(list(keys), athlete or [])
     generated = dt.datetime.now(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
     built = build_report(device.conn, {name: keys[name] for name in names}, first, last, team, generated)
+    built.server = read_meta(device.conn, "account_server")
     if output is None and fmt == "md" and sys.stdout.isatty():
         from pulse_cli.reports_render import terminal
 

@@ -105,7 +105,7 @@ def import_apple_health(
 
 def export(
     ctx: typer.Context,
-    fmt: Annotated[str, typer.Option("--format", "-f", metavar="csv|json", help="Output format.")] = "csv",
+    fmt: Annotated[str, typer.Option("--format", "-f", metavar="csv|json|fhir", help="Output format.")] = "csv",
     start: FromOption = None,
     end: ToOption = None,
     output: Annotated[
@@ -113,14 +113,16 @@ def export(
     ] = None,
     all_days: Annotated[bool, typer.Option("--all", help="Every day logged, ignoring --from/--to.")] = False,
 ) -> None:
-    """Export entries as CSV (one row per day) or JSON (the documented entry schema).
+    """Export entries as CSV (one row per day), JSON (the documented entry schema) or FHIR (an R4 Bundle of
+    Observations with LOINC codes and UCUM units, for a clinician's system; docs/fhir.md).
 
     Examples:
       pulse export --format csv -o pulse.csv
       pulse export --format json --from 2026-01-01
+      pulse export --format fhir --all -o pulse-fhir.json
     """
-    if fmt not in ("csv", "json"):
-        raise UsageError("format", fmt, "csv or json", f"format: {fmt!r} is not one of csv or json")
+    if fmt not in ("csv", "json", "fhir"):
+        raise UsageError("format", fmt, "csv, json or fhir", f"format: {fmt!r} is not one of csv, json or fhir")
     device = open_device(ctx)
     if all_days:
         rows = device.entries.list(device.user)
@@ -128,13 +130,16 @@ def export(
         first, last = queries.date_range(start, end, device.today)
         rows = device.entries.list(device.user, first, last)
     from pulse_cli.export import write_export
+    from pulse_cli.store.connection import read_meta
 
+    username = read_meta(device.conn, "account_username") or "me"  # who a FHIR export is of
+    server = read_meta(device.conn, "account_server")
     if output is None:
-        write_export(rows, fmt, sys.stdout)
+        write_export(rows, fmt, sys.stdout, username, server)
         return
     try:
         with output.open("w", encoding="utf-8", newline="") as handle:
-            write_export(rows, fmt, handle)
+            write_export(rows, fmt, handle, username, server)
     except OSError as exc:
         raise UsageError("output", str(output), "a writable file path", f"output: cannot write {output}: "
                          f"{exc.strerror} (allowed a writable file path)") from exc

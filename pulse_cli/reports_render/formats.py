@@ -7,7 +7,7 @@ import json
 from pulse_cli.reports_render.model import TeamReport
 from pulse_core.errors import UsageError
 
-FORMATS = ("md", "csv", "json", "html", "pdf")
+FORMATS = ("md", "csv", "json", "html", "pdf", "fhir")
 BINARY = ("pdf",)
 
 
@@ -26,6 +26,10 @@ def render(report: TeamReport, fmt: str) -> str | bytes:
         from pulse_cli.reports_render.html import render_html
 
         return render_html(report)
+    if fmt == "fhir":
+        from pulse_cli.reports_render.fhir import render_fhir
+
+        return render_fhir(report)
     if fmt == "pdf":
         try:
             from pulse_cli.reports_render.pdf import render_pdf  # reportlab: only ever loaded here

@@ -57,6 +57,7 @@ class TeamReport:
     team: bool
     generated_at: str
     histories: dict[str, list[Entry]] = field(default_factory=dict)  # live entries up to `end`
+    server: str | None = None  # the sync server whose usernames these are (a FHIR Patient's identifier)
 
     @property
     def rollup(self) -> list[dict[str, Any]]:

@@ -21,6 +21,7 @@ from pulse_core.errors import PulseError
 from pulse_server.api import openapi, routes_auth, routes_entries, routes_grants, routes_meta, routes_sync
 from pulse_server.api.deps import bearer_from
 from pulse_server.api.error_answers import install_error_handlers, json_error
+from pulse_server.api.routes_checksums import router as checksums_router
 from pulse_server.db.database import Database, DatabaseUnavailable
 from pulse_server.errors import ApiError, from_domain
 from pulse_server.logs import request_id, user_id
@@ -109,6 +110,7 @@ def create_app(
     for module in (routes_auth, routes_entries, routes_sync, routes_grants, routes_meta):
         app.include_router(module.router)
     app.include_router(shape_route.router)
+    app.include_router(checksums_router)
     mount_pwa(app)
     _install_error_handlers(app)
     openapi.install(app)
