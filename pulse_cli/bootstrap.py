@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pulse_cli.store.connection import open_store, resolve_home
+from pulse_cli.store.connection import open_store, read_meta, resolve_home
 from pulse_cli.store.entries import SqliteEntryRepository
 from pulse_cli.store.uow import SqliteUnitOfWork, wall_ms
 
@@ -37,4 +37,12 @@ class Device:
 
 def bootstrap(home_option: str | None = None, today: dt.date | None = None) -> Device:
     home = resolve_home(home_option)
-    return Device(home=home, conn=open_store(home), today=today or dt.date.today())
+    conn = open_store(home)
+    return Device(home=home, conn=conn, today=today or local_today(conn))
+
+
+def local_today(conn: sqlite3.Connection) -> dt.date:
+    """Today in this device's time zone, by the clock corrected with the server's (a device whose clock is
+    two days ahead still dates "today" as the user's today, once it has heard from the server)."""
+    offset_ms = int(read_meta(conn, "clock_offset_ms") or 0)
+    return dt.datetime.fromtimestamp(wall_ms() / 1000 + offset_ms / 1000).date()

@@ -23,7 +23,7 @@ from pulse_server.db.database import committing
 from pulse_server.db.entries import COLUMNS, PostgresEntryRepository, entry_json, json_dumps, row_to_entry
 from sync.hlc import Stamp
 from sync.merge import Conflict, apply_mutation
-from sync.wire import Mutation, clash, duplicate, mutation_digest, parse_mutation, rejection, storable
+from sync.wire import Mutation, clash, duplicate, mutation_digest, parse_mutation, refusal, storable
 
 # What pulse_push_write raises when an entry or a seq changed since the push read it (migration 0005).
 CHANGED_SINCE_READ = "PU001"
@@ -37,14 +37,15 @@ _PUSH_WRITE = "SELECT txid, lsn FROM pulse_push_write(%s, %s, %s, %s, %s)"
 _ENTRY_COLUMNS = ", ".join(f"e.{c}" for c in COLUMNS)
 _NO_ENTRY = ", ".join(["NULL"] * len(COLUMNS))
 _READ_FOR_PUSH = (
-    "WITH me AS MATERIALIZED (SELECT u.id, u.username, u.is_coach,"
+    "WITH me AS MATERIALIZED (SELECT u.id, u.username, u.is_coach, u.utc_offset_min,"
     "  CASE WHEN NOT u.is_coach THEN pg_advisory_xact_lock_shared(hashtextextended(%(client)s, u.id))::text"
     "  END AS waited"
     "  FROM tokens t JOIN users u ON u.id = t.user_id"
     "  WHERE t.token_hash = %(token)s AND t.revoked_at IS NULL AND t.expires_at > now())"
     " SELECT 2, NULL::bigint, NULL::text, NULL::boolean, NULL::jsonb, e.xmin::text, " + _ENTRY_COLUMNS +
     "  FROM me JOIN entries e ON NOT me.is_coach AND e.user_id = me.id AND e.date = ANY(%(dates)s)"
-    " UNION ALL SELECT 0, me.id, me.username, me.is_coach, NULL, me.waited, " + _NO_ENTRY + " FROM me"
+    " UNION ALL SELECT 0, me.id, me.username, me.is_coach, NULL, me.waited || ':' || coalesce(me.utc_offset_min::text,"
+    " ''), " + _NO_ENTRY + " FROM me"
     " UNION ALL SELECT 1, NULL, NULL, NULL, a.result, encode(a.digest, 'hex'), " + _NO_ENTRY +
     "  FROM me JOIN applied_mutations a ON NOT me.is_coach AND a.user_id = me.id AND a.client_id = %(client)s"
     "  AND a.seq = ANY(%(seqs)s)"
@@ -108,9 +109,16 @@ class BatchOutcome:
 class Reconciler:
     """Applies batches for one authenticated user; `now_ms` is the server clock (tests inject it)."""
 
-    def __init__(self, now_ms: Callable[[], int], skew_limit_ms: int) -> None:
+    def __init__(self, now_ms: Callable[[], int], skew_limit_ms: int, utc_offset_min: int | None = None) -> None:
         self.now_ms = now_ms
         self.skew_limit_ms = skew_limit_ms
+        # The user's zone, as the pushing device sends it (or as kept from the user's last push): dates
+        # are judged against the user's own local date, never the server's (docs/sync.md, "Clocks").
+        self.utc_offset_min = utc_offset_min
+
+    def today(self, server_ms: int) -> dt.date:
+        """The user's local date now."""
+        return dt.datetime.fromtimestamp(server_ms / 1000 + (self.utc_offset_min or 0) * 60, dt.UTC).date()
 
     def apply_batch(
         self, conn: psycopg.Connection[Any], user_id: int, client_id: str, raw: Sequence[dict[str, Any]]
@@ -132,7 +140,7 @@ class Reconciler:
         once and every record in one pipelined statement each. Same results as one savepoint per mutation."""
         repo = PostgresEntryRepository(conn)
         server_ms = self.now_ms()
-        parsed = _parse_batch(raw, client_id, server_ms)
+        parsed = _parse_batch(raw, client_id, self.today(server_ms))
         seqs = [s for item in raw if isinstance(s := item.get("seq"), int)]
         earlier_rows = conn.execute(_READ_EARLIER, {"user": user_id, "client": client_id, "seqs": seqs})
         dates = sorted({m.date for m in parsed if isinstance(m, Mutation)})
@@ -188,6 +196,9 @@ class Reconciler:
             if replay is not None:
                 merged.results.append(replay)
                 continue
+            if not isinstance(outcome, Mutation) and outcome["status"] == "held":
+                merged.results.append(outcome)  # not recorded: the same mutation is welcome once its day comes
+                continue
             if isinstance(outcome, Mutation):
                 entry = entries.setdefault(outcome.date, Entry(user=str(user_id), date=outcome.date))
                 result, conflicts, clamped = self._merge_in_memory(entry, outcome, server_ms)
@@ -215,13 +226,17 @@ class Reconciler:
         again by `apply_batch`, under locks, in a transaction. `admit` turns the token's user (None: no
         valid token) into the principal allowed to push, or raises; nothing else is read before it."""
         server_ms = self.now_ms()
-        parsed = _parse_batch(raw, client_id, server_ms)
+        parsed = _parse_batch(raw, client_id, self.today(server_ms))
         seqs = [s for item in raw if isinstance(s := item.get("seq"), int)]
         dates = sorted({m.date for m in parsed if isinstance(m, Mutation)})
         rows = conn.execute(_READ_FOR_PUSH, {"client": client_id, "token": hash_token(token), "seqs": seqs,
                                              "dates": dates}).fetchall()
         me = next((r for r in rows if r[0] == 0), None)
         user = admit(None if me is None else Principal(int(me[1]), str(me[2]), bool(me[3])))
+        assert me is not None
+        stored_offset = str(me[5] or "").rpartition(":")[2]
+        if self.utc_offset_min is not None and stored_offset != str(self.utc_offset_min):
+            conn.execute("UPDATE users SET utc_offset_min = %s WHERE id = %s", (self.utc_offset_min, user.id))
         earlier = Recorded()
         entries: dict[dt.date, Entry] = {}
         seen: dict[dt.date, str] = {}
@@ -275,7 +290,7 @@ class Reconciler:
     ) -> BatchOutcome:
         repo = PostgresEntryRepository(conn)
         server_ms = self.now_ms()
-        today = dt.datetime.fromtimestamp(server_ms / 1000, dt.UTC).date()
+        today = self.today(server_ms)
         seqs = [s for item in raw if isinstance(s := item.get("seq"), int)]
         earlier = Recorded.from_rows(conn.execute(_READ_EARLIER, {"user": user_id, "client": client_id,
                                                                    "seqs": seqs}).fetchall())
@@ -285,7 +300,7 @@ class Reconciler:
                 result = self._apply_one(conn, repo, user_id, client_id, item, server_ms, today, merged.touched,
                                          earlier)
             merged.results.append(result)
-            if result["status"] not in ("duplicate", "clash"):
+            if result["status"] not in ("duplicate", "clash", "held"):
                 merged.fresh.append(result)
         return self._outcome(conn, merged, earlier)
 
@@ -309,7 +324,9 @@ class Reconciler:
         try:
             mutation = parse_mutation(item, client_id, today)
         except ValidationError as exc:
-            result = rejection(seq, exc)
+            result = refusal(seq, exc)
+            if result["status"] == "held":
+                return result
         else:
             try:
                 with conn.transaction():
@@ -375,8 +392,16 @@ def api_write(
     base.pop("deleted", None)
     raw = {"seq": row[0], "date": day.isoformat(), "op": op, "fields": fields, "base": base,
            "hlc": str(stamp), "source": "manual"}
+    if reconciler.utc_offset_min is None:
+        reconciler.utc_offset_min = user_offset(conn, user_id)
     outcome = reconciler.apply_batch(conn, user_id, API_CLIENT, [raw])
     return outcome.results[0], outcome.entries.get(day)
+
+
+def user_offset(conn: psycopg.Connection[Any], user_id: int) -> int | None:
+    """The zone offset (minutes east of UTC) the user's devices last pushed from."""
+    row = conn.execute("SELECT utc_offset_min FROM users WHERE id = %s", (user_id,)).fetchone()
+    return None if row is None or row[0] is None else int(row[0])
 
 
 _AUDIT_SQL = (
@@ -405,9 +430,8 @@ def _audit_row(user_id: int, client_id: str, m: Mutation, c: Conflict, clamped: 
             c.rule, clamped)
 
 
-def _parse_batch(raw: Sequence[dict[str, Any]], client_id: str, server_ms: int) -> list[Mutation | dict[str, Any]]:
-    """Each mutation checked: the Mutation, or its rejection result."""
-    today = dt.datetime.fromtimestamp(server_ms / 1000, dt.UTC).date()
+def _parse_batch(raw: Sequence[dict[str, Any]], client_id: str, today: dt.date) -> list[Mutation | dict[str, Any]]:
+    """Each mutation checked: the Mutation, or its result: rejected, or held (a date still ahead)."""
     parsed: list[Mutation | dict[str, Any]] = []
     for item in raw:
         try:
@@ -415,7 +439,7 @@ def _parse_batch(raw: Sequence[dict[str, Any]], client_id: str, server_ms: int) 
             _checkstorable(mutation)
             parsed.append(mutation)
         except ValidationError as exc:
-            parsed.append(rejection(item.get("seq"), exc))
+            parsed.append(refusal(item.get("seq"), exc))
     return parsed
 
 

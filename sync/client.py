@@ -161,10 +161,14 @@ class SyncClient:
         body: dict[str, Any] = self.request("GET", "/v1/me")
         return body
 
-    def push(self, client_id: str, mutations: Sequence[dict[str, Any]]) -> dict[str, Any]:
-        body: dict[str, Any] = self.request(
-            "POST", "/v1/sync/push", json={"protocol": PROTOCOL, "client_id": client_id, "mutations": list(mutations)}
-        )
+    def push(
+        self, client_id: str, mutations: Sequence[dict[str, Any]], utc_offset_min: int | None = None
+    ) -> dict[str, Any]:
+        """One batch; `utc_offset_min` is the device's zone now (the server judges dates by it)."""
+        payload: dict[str, Any] = {"protocol": PROTOCOL, "client_id": client_id, "mutations": list(mutations)}
+        if utc_offset_min is not None:
+            payload["utc_offset_min"] = utc_offset_min
+        body: dict[str, Any] = self.request("POST", "/v1/sync/push", json=payload)
         return body
 
     def high_water(self, client_ids: Sequence[str]) -> dict[str, int | None]:

@@ -24,7 +24,7 @@ from sync.hlc import Stamp, StampError
 PROTOCOL = 1
 MAX_BATCH = 500
 FIELD_NAMES = ("sleep_hours", "hrv_ms", "hrv_method", "steps", "weight_kg", "note")
-STATUSES = ("applied", "conflict", "duplicate", "rejected", "clash")
+STATUSES = ("applied", "conflict", "duplicate", "rejected", "clash", "held")
 # What a mutation's digest covers: everything that makes it this mutation (docs/sync.md, "Exactly once").
 DIGESTED = ("seq", "date", "op", "fields", "base", "hlc", "source")
 
@@ -160,3 +160,13 @@ def rejection(seq: Any, exc: ValidationError) -> dict[str, Any]:
     return {"seq": seq, "status": "rejected", "error": {
         "code": exc.code, "message": storable(exc.message), "field": exc.field, "value": storable(exc.value),
         "allowed": exc.allowed}}
+
+
+def refusal(seq: Any, exc: ValidationError) -> dict[str, Any]:
+    """A mutation the checks refuse: rejected for good, or held when its only fault is a date still
+    ahead of the user's today (it becomes valid as days pass: the device keeps it and sends it again;
+    nothing is recorded, so the same mutation is applied once its day comes)."""
+    result = rejection(seq, exc)
+    if exc.code == "future_date":
+        result["status"] = "held"
+    return result

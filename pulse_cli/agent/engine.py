@@ -17,16 +17,14 @@ from pulse_cli.agent import conflicts, identity, outbox, replica
 from pulse_cli.agent.account import Account
 from pulse_cli.agent.breaker_state import load_breaker, save_breaker
 from pulse_cli.bootstrap import Device
-from pulse_cli.store.connection import read_meta, write_meta
+from pulse_cli.store import clock
+from pulse_cli.store.connection import read_meta
 from sync.client import Offline, ServerRefused, SyncClient
-from sync.hlc import Stamp
 
 log = logging.getLogger("pulse.agent")
 PUSH_BATCH = 200
 MAX_PASSES = 4  # a round pushes again after taking a new id or requeueing; never forever
 SHAPE = "entries"
-OFFSET_TOLERANCE_MS = 1_000
-SKEW_LIMIT_MS = 60_000  # the server clamps stamps further ahead than this
 
 
 @dataclass
@@ -131,7 +129,7 @@ class SyncEngine:
         """One batch of one sender; whether the outbox changed so that another pass is needed."""
         sent_at = self.now()
         try:
-            response = self.client.push(sender, [row.wire() for row in rows])
+            response = self.client.push(sender, [row.wire() for row in rows], clock.zone_offset_min(self.conn))
         except ServerRefused as exc:
             return self._refused(sender, own, rows, exc, report)
         high_water = response.get("high_water")
@@ -178,20 +176,9 @@ class SyncEngine:
         return False
 
     def _learn_clock(self, response: dict[str, Any], sent_at: float) -> None:
-        """The server's clock is the reference: remember how far ours is off (sync-protocol.md, clock sanity)."""
         server_ms = response.get("server_time_ms")
-        if not isinstance(server_ms, int):
-            return
-        midpoint_ms = int((sent_at + self.now()) / 2 * 1000)
-        offset = server_ms - midpoint_ms
-        write_meta(self.conn, "clock_offset_ms", str(offset if abs(offset) > OFFSET_TOLERANCE_MS else 0))
-        # A clock that ran ahead left the last stamp in the future, and the HLC never goes back past its
-        # last stamp: bring it back to server time, as the server has clamped those stamps anyway.
-        last = read_meta(self.conn, "hlc_last")
-        if last:
-            stamp = Stamp.parse(last)
-            if stamp.ms > server_ms + SKEW_LIMIT_MS:
-                write_meta(self.conn, "hlc_last", str(Stamp(server_ms, 0, stamp.node)))
+        if isinstance(server_ms, int):
+            clock.learn_offset(self.conn, server_ms, sent_at, self.now())
 
     def rebuild(self) -> None:
         pulled = int(read_meta(self.conn, "pulled_lsn") or 0)

@@ -8,6 +8,8 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
+from pulse_cli.store.clock import observe
+
 ACKED = ("applied", "conflict", "duplicate")
 # Acknowledged mutations are kept this long after the server answered: if the server is restored from a
 # backup older than that, the device pushes them again (docs/sync.md, "A restored server").
@@ -102,12 +104,16 @@ def record_results(
         if status == "clash" or (clashed and status == "duplicate"):
             tally["clash"] = tally.get("clash", 0) + 1
             continue
+        if status == "held":  # dated ahead of the user's today for now: sent again at the next round
+            tally["held"] = tally.get("held", 0) + 1
+            continue
         if status == "duplicate":
             status = result.get("original_status") or "applied"  # None: its result was pruned
         result = {**result, "lsn": response.get("lsn"), "txid": response.get("txid")}
         conn.execute("UPDATE outbox SET status = ?, result = ?, sent_at = ? WHERE seq = ?",
                      (status, json.dumps(result), now, row.seq))
         tally[status] = tally.get(status, 0) + 1
+    observe(conn, [r.get("hlc") for r in response.get("results", [])])  # the stamps the server stored
     return tally
 
 

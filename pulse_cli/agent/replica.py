@@ -15,6 +15,7 @@ from decimal import Decimal
 from typing import Any
 
 from pulse_cli.agent.outbox import ACKED, OutboxRow
+from pulse_cli.store.clock import observe
 from pulse_cli.store.connection import read_meta, write_meta
 from pulse_cli.store.entries import COLUMNS, SqliteEntryRepository, entry_to_row, row_to_entry
 from pulse_core.entry import DELETED, MERGE_FIELDS, Entry
@@ -62,8 +63,10 @@ def apply_changes(conn: sqlite3.Connection, changes: Iterable[tuple[str, Mapping
     server = SqliteEntryRepository(conn, "server_entries")
     count = 0
     owner_id = None
+    seen: list[str | None] = []
     for operation, value in changes:
         count += 1
+        seen.extend(value.get(f"{f}_hlc") for f in STAMPED)
         if role == "athlete" and value.get("user_id") is not None:
             owner_id = str(value["user_id"])
         if operation == "delete":
@@ -84,6 +87,7 @@ def apply_changes(conn: sqlite3.Connection, changes: Iterable[tuple[str, Mapping
             merged = {**_as_shape(previous), **{k: v for k, v in value.items()}}
             incoming = entry_from_shape(merged, user)
         server.save(incoming)
+    observe(conn, seen)  # an edit made after seeing these values outranks them
     if owner_id is not None and read_meta(conn, "owner_user_id") != owner_id:
         write_meta(conn, "owner_user_id", owner_id)  # the server's id of this device's user (for its shape)
     return count

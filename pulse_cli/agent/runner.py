@@ -56,9 +56,10 @@ def server_url(value: str) -> str:
     return f"{parts.scheme}://{parts.netloc}{path}"
 
 
-def sign_in(server: str, username: str, password: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """A token and the account (`/v1/me`) from the server, every failure as one line: a wrong username or
-    password (exit 1), a server that cannot be reached (exit 3), something that is not a sync server."""
+def sign_in(server: str, username: str, password: str) -> tuple[dict[str, Any], dict[str, Any], float, float]:
+    """A token and the account (`/v1/me`, with the server's time) from the server, and when `/v1/me` was
+    asked and answered, every failure as one line: a wrong username or password (exit 1), a server that
+    cannot be reached (exit 3), something that is not a sync server."""
     from sync.client import AuthExpired, Offline, ServerRefused, SyncClient
 
     url = server_url(server)
@@ -67,14 +68,16 @@ def sign_in(server: str, username: str, password: str) -> tuple[dict[str, Any], 
             _check_is_pulse(anonymous, url)
             token = anonymous.login(username, password)
         with SyncClient(url, token["access_token"], attempts=2, backoff_s=0.2) as client:
+            sent_at = time.time()
             me = client.me()
+            received_at = time.time()
     except AuthExpired as exc:
         raise LoginRequired("login: username or password is wrong") from exc
     except Offline as exc:
         raise Unreachable(str(exc)) from exc
     except ServerRefused as exc:
         raise PulseError(f"login: the server refused: {exc}") from exc
-    return token, me
+    return token, me, sent_at, received_at
 
 
 def _check_is_pulse(client: Any, url: str) -> None:
@@ -156,10 +159,12 @@ def discard(device: Device, seq: int | None = None) -> int:
 
 def sync_status(device: Device) -> dict[str, Any]:
     from pulse_cli.agent import conflicts
+    from pulse_cli.store import clock
 
     account = load_account(device.home)
     counts = outbox.counts(device.conn)
     breaker = load_breaker(device.conn)
+    offset = clock.offset_ms(device.conn)
     return {
         "server": account.server if account else None,
         "username": account.username if account else read_meta(device.conn, "account_username"),
@@ -171,7 +176,9 @@ def sync_status(device: Device) -> dict[str, Any]:
         "conflicts": conflicts.open_count(device.conn),
         "breaker": breaker.name(time.time()),
         "breaker_retry_in_s": round(breaker.retry_in(time.time()), 1),
-        "clock_offset_ms": int(read_meta(device.conn, "clock_offset_ms") or 0),
+        "clock_offset_ms": offset,
+        "clock": (f"this device's clock is {clock.describe_offset(offset)} the server's: dates and stamps use"
+                  " the server's time") if abs(offset) > clock.FAR_OFF_MS else "ok",
         "client_id": read_meta(device.conn, "client_id"),
     }
 

@@ -30,17 +30,24 @@ def login(
     from pulse_cli.agent import outbox
     from pulse_cli.agent.account import Account, bind_home, save_account
     from pulse_cli.agent.runner import plural, sign_in
+    from pulse_cli.store import clock
 
     device = open_device(ctx)
     password = sys.stdin.readline().rstrip("\n") if password_stdin else typer.prompt("Password", hide_input=True)
-    token, me = sign_in(server, username, password)
+    token, me, sent_at, received_at = sign_in(server, username, password)
     url = server.strip().rstrip("/")
     with device.conn:
         device.conn.execute("BEGIN IMMEDIATE")
         bind_home(device.conn, url, username, me["role"])
+        if isinstance(me.get("server_time_ms"), int):  # from now on stamps and "today" use the server's time
+            clock.learn_offset(device.conn, me["server_time_ms"], sent_at, received_at)
     save_account(device.home, Account(url, username, me["role"], token["access_token"], token["expires_at"]))
     pending = outbox.counts(device.conn).get("pending", 0)
     typer.echo(f"logged in as {username} ({me['role']}) on {url}; {plural(pending, 'change')} to sync")
+    off = clock.offset_ms(device.conn)
+    if abs(off) > clock.FAR_OFF_MS:
+        typer.echo(f"this device's clock is {clock.describe_offset(off)} the server's: dates and stamps use the"
+                   " server's time")
 
 
 def logout(
@@ -96,6 +103,9 @@ def sync(ctx: typer.Context, as_json: JsonOption = False) -> None:
     if report.repushed:
         typer.echo(f"the server had lost {plural(report.repushed, 'change')} of this device (restored from a"
                    " backup?): pushed again")
+    if report.pushed.get("held"):
+        typer.echo(f"{plural(report.pushed['held'], 'change')} held: dated after your tomorrow as the server"
+                   " counts days; sent again at each sync until the date comes")
     if report.rejected:
         typer.echo(f"{plural(report.rejected, 'rejected change')}: see pulse rejected")
     if report.conflicts:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 
 from pulse_server import accounts
-from pulse_server.api.deps import CurrentUser, DbDep, SettingsDep
+from pulse_server.api.deps import ClockDep, CurrentUser, DbDep, SettingsDep
 from pulse_server.api.schemas import Me, TokenRequest, TokenResponse
 from pulse_server.errors import ApiError
 
@@ -29,5 +29,5 @@ def issue_token(body: TokenRequest, request: Request, db: DbDep, settings: Setti
 
 
 @router.get("/me", response_model=Me)
-def me(user: CurrentUser) -> Me:
-    return Me(username=user.username, role="coach" if user.is_coach else "athlete")
+def me(user: CurrentUser, clock: ClockDep) -> Me:
+    return Me(username=user.username, role="coach" if user.is_coach else "athlete", server_time_ms=clock())

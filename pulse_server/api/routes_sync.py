@@ -51,7 +51,10 @@ class PushBody:
     protocol: int
     client_id: str
     mutations: list[dict[str, Any]]
+    utc_offset_min: int | None = None
 
+
+MAX_OFFSET_MIN = 14 * 60  # zones run from UTC-12:00 to UTC+14:00
 
 def _malformed(where: str, message: str, value: Any = None) -> ApiError:
     shown = value if isinstance(value, (str, int, float, bool)) else None
@@ -91,7 +94,11 @@ def parse_push_body(raw: bytes) -> PushBody:
         seq = item["seq"]
         if not _integer(seq) or not 0 <= seq <= MAX_SEQ:
             raise _malformed(f"mutations.{i}.seq", f"Input should be an integer from 0 to {MAX_SEQ}", seq)
-    return PushBody(protocol, client_id, mutations)
+    offset = body.get("utc_offset_min")
+    if offset is not None and (not _integer(offset) or not -MAX_OFFSET_MIN <= offset <= MAX_OFFSET_MIN):
+        raise _malformed("utc_offset_min", f"Input should be an integer from {-MAX_OFFSET_MIN} to {MAX_OFFSET_MIN}",
+                         offset)
+    return PushBody(protocol, client_id, mutations, offset)
 
 
 def _check_batch(body: PushBody, max_batch: int) -> None:
@@ -139,7 +146,8 @@ async def answer_push(state: Any, token: str, raw: bytes) -> tuple[Principal, di
     settings: Settings = state.settings
     db: Database = state.db
     gate: ConcurrencyGate = state.push_gate
-    reconciler = Reconciler(state.clock, settings.clock_skew_limit_ms)
+    offset = None if isinstance(body, ApiError) else body.utc_offset_min
+    reconciler = Reconciler(state.clock, settings.clock_skew_limit_ms, offset)
 
     def work(conn: psycopg.Connection[Any]) -> tuple[Principal, BatchOutcome]:
         if isinstance(body, ApiError) or _batch_error(body, settings.max_batch):

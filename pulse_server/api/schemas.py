@@ -22,6 +22,7 @@ class TokenResponse(BaseModel):
 class Me(BaseModel):
     username: str
     role: Literal["athlete", "coach"]
+    server_time_ms: int | None = Field(default=None, description="The server's clock: devices learn their offset")
 
 
 # A number (or its text) for pulse_core to check, so that 1.5 steps is a 422 not_an_integer as in a push.
@@ -89,6 +90,9 @@ class PushRequest(BaseModel):
     protocol: int
     client_id: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
     mutations: list[MutationIn]
+    utc_offset_min: int | None = Field(default=None, ge=-840, le=840,
+                                       description="The device's zone now, minutes east of UTC: dates are judged"
+                                       " against the user's local date (kept as the user's zone)")
 
 
 class ErrorOut(BaseModel):
@@ -110,7 +114,7 @@ class ConflictOut(BaseModel):
 
 class MutationResult(BaseModel):
     seq: int
-    status: Literal["applied", "conflict", "duplicate", "rejected", "clash"]
+    status: Literal["applied", "conflict", "duplicate", "rejected", "clash", "held"]
     original_status: str | None = None
     pruned: bool | None = None  # a duplicate whose original result is past the retention window
     hlc: str | None = None

@@ -39,6 +39,7 @@ class User(SQLModel, table=True):
     password_hash: str = Field(sa_column=Column(Text, nullable=False))
     is_coach: bool = False
     created_at: dt.datetime = Field(default_factory=_utcnow)
+    utc_offset_min: int | None = Field(default=None, sa_column=Column(SmallInteger))  # the zone of the last push
 
 
 class Token(SQLModel, table=True):

@@ -42,6 +42,18 @@ def day(offset: int) -> str:
     return (TODAY + dt.timedelta(days=offset)).isoformat()
 
 
+# libfaketime (Debian's `faketime`, installed by .ci/test): a process's wall clock shifted or set, its
+# monotonic clock left alone (timeouts and event loops keep working).
+FAKETIME_LIBS = sorted(Path("/usr/lib").glob("*/faketime/libfaketimeMT.so.1"))
+
+
+def shifted_clock(spec: str) -> dict[str, str]:
+    """Environment for a process whose wall clock is `spec` (faketime: "+2d", "-3h", "@2026-12-03 20:00:00")."""
+    assert FAKETIME_LIBS, "libfaketime is missing: apt-get install faketime"
+    return {"LD_PRELOAD": str(FAKETIME_LIBS[0]), "FAKETIME": spec, "FAKETIME_DONT_FAKE_MONOTONIC": "1",
+            "PYTHONPATH": str(Path(__file__).parent / "faketime_site")}  # time.sleep made to work, see there
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -137,16 +149,17 @@ class User:
 class Device:
     """One install of the CLI: a home folder, driven by running the installed `pulse`."""
 
-    def __init__(self, name: str, home: Path, server_url: str) -> None:
+    def __init__(self, name: str, home: Path, server_url: str, env: dict[str, str] | None = None) -> None:
         self.name = name
         self.home = home
         self.server_url = server_url
+        self.env = env or {}  # e.g. TZ, or a shifted clock (faketime's LD_PRELOAD and FAKETIME)
 
     def __repr__(self) -> str:
         return f"Device({self.name})"
 
     def run(self, *args: str, input: str | None = None, timeout: float = 180) -> subprocess.CompletedProcess[str]:
-        env = clean_env(PULSE_HOME=str(self.home), COLUMNS="120", NO_COLOR="1")
+        env = clean_env(PULSE_HOME=str(self.home), COLUMNS="120", NO_COLOR="1", **self.env)
         return subprocess.run([str(PULSE), *args], capture_output=True, text=True, env=env, input=input,
                               timeout=timeout)
 
