@@ -12,15 +12,23 @@ Every timestamp in the export carries its own UTC offset (`2016-04-18 08:25:32 -
 sample's day is the local date as written there, never converted to this computer's zone.
 
 - steps (HKQuantityTypeIdentifierStepCount): an iPhone and an Apple Watch both count the steps
-  of the same walk, so adding every sample double counts. Per day, each source's samples are
-  summed into 24 hourly buckets (a sample that spans an hour boundary is shared out over the
-  hours in proportion to its time, in whole steps); for each hour the source with the most steps
-  is taken, and the day's steps are the sum of those hourly maxima. With one source this is
-  exactly its total; with overlapping sources the hour is counted once, by the device that saw
-  most of it; and when the Watch was off (charging) the phone's steps for those hours still
-  count. The result is never below the best single source's day total, nor above the sum of all
-  sources. The day of a sample is its startDate's local date. Memory: 24 counters per source per
-  day.
+  of the same walk, so adding every sample double counts; and the clock time says little on its
+  own (Tokyo's 10:00 and Los Angeles' 10:00 of one travel day are 16 hours apart; Berlin's 02:00
+  comes twice the night the clocks go back). So samples are compared on the absolute time line
+  (UTC, each stamp by its own offset). Samples from any sources that overlap there, directly or
+  through others, form one span; in a span the source with the most steps counts in full, and
+  each other source, taken in order of its steps (a tie: by name), counts only the part of its
+  samples that the sources before it did not cover (in proportion to time, rounded half up). So
+  a walk two devices recorded counts once, by the one that counted more of it; a walk only the
+  phone saw (the Watch charging) counts; samples that overlap nothing all count. A span is never
+  below the best source's steps in it, nor above the sum of all of them. Each sample's steps
+  belong to the local date of its own offset (a phone still on Tokyo time puts its steps on
+  Tokyo's date); a sample that runs past its local midnight is shared out over the dates in
+  proportion to its time, in whole steps; a sample without length (end not after start) counts
+  as one second. Memory: each source's back-to-back samples of one date are joined into a run
+  (a walk is one run, 32 bytes; a run partly covered is prorated as a whole), 17 runs a day for
+  a phone and a watch in bench/'s exports; an export lists each source's samples together, not
+  by time, so the runs are kept until the end of the file.
 - sleep_hours (HKCategoryTypeIdentifierSleepAnalysis): only time asleep (Asleep,
   AsleepUnspecified, AsleepCore, AsleepDeep, AsleepREM), not InBed or Awake. Asleep intervals
   from all sources are merged (their union, on the absolute time line, so a Watch and a sleep
@@ -40,10 +48,12 @@ before the store is locked); it returns an iterator over the days in date order.
 from __future__ import annotations
 
 import datetime as dt
+import heapq
 import re
 import zipfile
 from array import array
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from bisect import bisect_right
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import ExitStack
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from pathlib import Path
@@ -76,6 +86,8 @@ ALLOWED = "an Apple Health export.xml or export.zip"
 SECONDS_PER_HOUR = 3600
 SECONDS_PER_DAY = 86400
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+EPOCH_ORDINAL = EPOCH.date().toordinal()
+ZONE = re.compile(r"([+-])(\d\d):?(\d\d)")  # the offset after a stamp's time: -0700 (or -07:00)
 ONE_SECOND = dt.timedelta(seconds=1)
 COMPACT_AT = 32  # merge a day's asleep intervals once this many have piled up
 # Control characters XML 1.0 forbids (all but tab, LF and CR); some apps write them into names.
@@ -85,24 +97,69 @@ ROOT_TAG = re.compile(rb"<HealthData[\s>/]")
 HEAD_LIMIT = 1 << 22  # look this far for the root tag (the DTD is about 10 KB)
 
 
+Run = tuple[int, int, int, int, int]  # start, end (UTC seconds), steps, local day, source index
+
+
 class _Day:
     """One day's aggregates; with slots and arrays, a few hundred bytes a day."""
 
-    __slots__ = ("hrv", "sleep", "steps", "weight")
+    __slots__ = ("hrv", "sleep", "weight")
 
     def __init__(self) -> None:
-        self.steps: array[int] | None = None  # 24 hourly counts for each source (by source index)
         self.sleep: array[int] | None = None  # asleep intervals that end this day: start, end, ...
         self.weight: tuple[int, Decimal] | None = None  # (instant, kg) of the day's last sample
         self.hrv: tuple[int, str] | None = None  # (instant, ms) of the day's first sample
 
 
+class _StepRuns:
+    """One source's step samples on the UTC time line, back-to-back samples of one local date
+    joined into a run: start and end (seconds since the epoch), steps and the local date (days
+    since 1970-01-01) of each run, in parallel arrays."""
+
+    __slots__ = ("counts", "days", "ends", "in_order", "starts")
+
+    def __init__(self) -> None:
+        self.starts = array("q")
+        self.ends = array("q")
+        self.counts = array("q")
+        self.days = array("q")
+        self.in_order = True  # runs were added by start time (exports list a source's samples so)
+
+    def add(self, start: int, end: int, count: int, day: int) -> None:
+        if self.starts:
+            last_start, last_end = self.starts[-1], self.ends[-1]
+            if last_start <= start <= last_end and day == self.days[-1]:  # the same walk goes on
+                if end > last_end:
+                    self.ends[-1] = end
+                self.counts[-1] += count
+                return
+            if start < last_start:
+                self.in_order = False
+        self.starts.append(start)
+        self.ends.append(end)
+        self.counts.append(count)
+        self.days.append(day)
+
+    def runs(self, source: int) -> Iterator[Run]:
+        """The runs by start time."""
+        starts = self.starts
+        order: Sequence[int] = range(len(starts))
+        if not self.in_order:
+            order = sorted(order, key=starts.__getitem__)
+        for i in order:
+            yield starts[i], self.ends[i], self.counts[i], self.days[i], source
+
+
 class _Aggregates:
-    """Everything kept while parsing: a bounded amount per day, nothing per record."""
+    """Everything kept while parsing: a bounded amount per day (per walk for steps), nothing per
+    record."""
 
     def __init__(self) -> None:
         self.days: dict[str, _Day] = {}
         self.sources: dict[str, int] = {}  # step sources, numbered in order of appearance
+        self.steps: list[_StepRuns] = []  # by source number
+        self._dates: dict[str, int] = {}  # "2016-04-18" -> days since 1970-01-01
+        self._zones: dict[str, int] = {}  # " -0700" -> -25200 seconds
 
     def day(self, key: str) -> _Day:
         day = self.days.get(key)
@@ -111,7 +168,6 @@ class _Aggregates:
         return day
 
     def add_steps(self, attrib: Mapping[str, str]) -> None:
-        start = attrib["startDate"]
         value = attrib["value"]
         try:
             count = int(value)
@@ -119,31 +175,41 @@ class _Aggregates:
             count = int(Decimal(value).to_integral_value(ROUND_HALF_UP))
         if count <= 0:
             return
-        key = start[:10]
-        day = self.days.get(key)
-        if day is None:
-            day = self.days[key] = _Day()
+        local, offset = self._clock(attrib["startDate"])
+        end_local, end_offset = self._clock(attrib["endDate"])
+        start, end = local - offset, end_local - end_offset
+        if end <= start:
+            end = start + 1
         source = attrib.get("sourceName", "")
         index = self.sources.get(source)
         if index is None:
             index = self.sources[source] = len(self.sources)
-        base = index * 24
-        hours = day.steps
-        if hours is None:
-            hours = day.steps = array("i", bytes(4 * (base + 24)))
-        elif len(hours) < base + 24:  # a source new to this day: grow to the exact size
-            hours = day.steps = hours + array("i", bytes(4 * (base + 24 - len(hours))))
-        end = attrib["endDate"]
-        hour = int(start[11:13])
-        if end[:13] == start[:13]:  # within one hour: almost every sample
-            hours[base + hour] += count
+            self.steps.append(_StepRuns())
+        runs = self.steps[index]
+        day = local // SECONDS_PER_DAY
+        if end + offset <= (day + 1) * SECONDS_PER_DAY:  # ends by its own midnight: almost every sample
+            runs.add(start, end, count, day)
             return
-        begin = hour * SECONDS_PER_HOUR + int(start[14:16]) * 60 + int(start[17:19])
-        if end[:10] == key:
-            finish = int(end[11:13]) * SECONDS_PER_HOUR + int(end[14:16]) * 60 + int(end[17:19])
-        else:  # runs past midnight: its steps still belong to the start's day
-            finish = SECONDS_PER_DAY
-        _spread(hours, base, count, begin, finish)
+        span, given, cursor = end - start, 0, start
+        while cursor < end:  # share it out over the local dates it spans, in whole steps, exactly
+            stop = min(end, (day + 1) * SECONDS_PER_DAY - offset)
+            share = count * (stop - start) // span - given
+            runs.add(cursor, stop, share, day)
+            given, cursor, day = given + share, stop, day + 1
+
+    def _clock(self, text: str) -> tuple[int, int]:
+        """`2016-04-18 08:25:32 -0700` as (seconds since 1970-01-01 00:00 on its own clock, its
+        offset in seconds); the instant is the first minus the second."""
+        date = text[:10]
+        day = self._dates.get(date)
+        if day is None:
+            day = self._dates[date] = dt.date.fromisoformat(date).toordinal() - EPOCH_ORDINAL
+        zone = text[19:]
+        offset = self._zones.get(zone)
+        if offset is None:
+            offset = self._zones[zone] = _offset(zone)
+        seconds = int(text[11:13]) * SECONDS_PER_HOUR + int(text[14:16]) * 60 + int(text[17:19])
+        return day * SECONDS_PER_DAY + seconds, offset
 
     def add_sleep(self, attrib: Mapping[str, str]) -> None:
         if attrib.get("value") not in ASLEEP:
@@ -193,13 +259,14 @@ class _Aggregates:
             if day.sleep is not None
             for start, end in _union(_pairs(day.sleep))
         )
-        for key in sorted(self.days):
-            day = self.days.pop(key)
+        by_start = heapq.merge(*(source.runs(index) for index, source in enumerate(self.steps)))
+        steps = _steps_by_date(_steps_by_day(by_start, list(self.sources)))
+        self.steps = []
+        for key in sorted(self.days.keys() | steps.keys()):
+            day = self.days.pop(key, None) or _Day()
             fields: dict[str, object] = {}
-            if day.steps is not None:
-                hours = day.steps
-                sources = range(0, len(hours), 24)
-                fields["steps"] = sum(max(hours[base + hour] for base in sources) for hour in range(24))
+            if key in steps:
+                fields["steps"] = steps[key]
             seconds = asleep.pop(key, None)
             if seconds is not None:
                 fields["sleep_hours"] = Decimal(seconds) / SECONDS_PER_HOUR
@@ -215,21 +282,72 @@ class _Aggregates:
                 yield DayRecord(date, fields, origin)
 
 
-def _spread(hours: array[int], base: int, count: int, begin: int, finish: int) -> None:
-    """Share `count` steps over the hours of [begin, finish) seconds, in whole steps, exactly."""
-    if finish <= begin:
-        hours[base + min(begin // SECONDS_PER_HOUR, 23)] += count
-        return
-    span = finish - begin
-    given = 0
-    cursor = begin
-    while cursor < finish:
-        hour = cursor // SECONDS_PER_HOUR
-        stop = min(finish, (hour + 1) * SECONDS_PER_HOUR)
-        share = count * (stop - begin) // span - given
-        hours[base + min(hour, 23)] += share
-        given += share
-        cursor = stop
+def _offset(zone: str) -> int:
+    """Seconds east of UTC of a stamp's offset (` -0700`); a stamp without one is in UTC."""
+    zone = zone.strip()
+    if zone in ("", "Z"):
+        return 0
+    match = ZONE.fullmatch(zone)
+    if match is None:
+        raise ValueError(f"not a UTC offset: {zone!r}")
+    seconds = int(match[2]) * SECONDS_PER_HOUR + int(match[3]) * 60
+    return -seconds if match[1] == "-" else seconds
+
+
+def _steps_by_day(runs: Iterable[Run], names: Sequence[str]) -> dict[int, int]:
+    """Steps per local day from runs sorted by start: each span of overlapping runs settled alone."""
+    totals: dict[int, int] = {}
+    span: list[Run] = []
+    reach = 0  # the latest end in the span
+    for run in runs:
+        if span and run[0] >= reach:
+            _settle(span, names, totals)
+            span = []
+        if not span or run[1] > reach:
+            reach = run[1]
+        span.append(run)
+    if span:
+        _settle(span, names, totals)
+    return totals
+
+
+def _settle(span: list[Run], names: Sequence[str], totals: dict[int, int]) -> None:
+    """Add one span's steps to `totals`: its sources by their steps in the span (most first, a tie
+    by name), each counting only what the sources before it left uncovered."""
+    by_source: dict[int, list[Run]] = {}
+    for run in span:
+        by_source.setdefault(run[4], []).append(run)
+    steps = {source: sum(run[2] for run in runs) for source, runs in by_source.items()}
+    ranked = sorted(by_source, key=lambda source: (-steps[source], names[source]))
+    covered: list[tuple[int, int]] = []  # what the sources counted so far saw, disjoint, sorted
+    for source in ranked:
+        starts, ends = [start for start, _ in covered], [end for _, end in covered]
+        for start, end, count, day, _ in by_source[source]:
+            kept = _uncovered_share(count, start, end, starts, ends) if covered else count
+            if kept:
+                totals[day] = totals.get(day, 0) + kept
+        covered = _union(covered + [(run[0], run[1]) for run in by_source[source]])
+
+
+def _uncovered_share(count: int, start: int, end: int, starts: list[int], ends: list[int]) -> int:
+    """The steps of [start, end) outside the disjoint sorted intervals, in proportion to time."""
+    seen = 0
+    i = bisect_right(ends, start)
+    while i < len(starts) and starts[i] < end:
+        seen += min(end, ends[i]) - max(start, starts[i])
+        i += 1
+    length = end - start
+    return (2 * count * (length - seen) + length) // (2 * length)  # rounded half up
+
+
+def _steps_by_date(totals: dict[int, int]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for day, count in totals.items():
+        try:
+            out[dt.date.fromordinal(EPOCH_ORDINAL + day).isoformat()] = count
+        except (ValueError, OverflowError):
+            continue  # a sample ending past year 9999 on its clock: nothing to attach it to
+    return out
 
 
 def _pairs(flat: array[int]) -> list[tuple[int, int]]:

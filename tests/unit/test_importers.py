@@ -349,20 +349,20 @@ HAND_BUILT = "\n".join([
     '<HealthData locale="en_US">',
     '<ExportDate value="2023-03-08 09:00:00 -0800"/>',
     '<Me HKCharacteristicTypeIdentifierDateOfBirth="1990-01-01"/>',
-    # Steps on 03-04. Hour 9: phone 1000 vs watch 480 + 500 = 980 -> 1000.
+    # Steps on 03-04. 09:00-09:10: phone 1000 vs watch 480 + 500 = 980 for the same minutes -> 1000.
     steps(PHONE, "04 09:00:00", "04 09:10:00", 1000),
     steps(WATCH, "04 09:00:00", "04 09:05:00", 480),
     steps(WATCH, "04 09:05:00", "04 09:10:00", 500),
-    # Hour 7: the watch is charging, only the phone counts -> 700.
+    # 07:15-07:30: the watch is charging, only the phone counts -> 700.
     steps(PHONE, "04 07:15:00", "04 07:30:00", 700),
-    # Hour 18: the phone was left behind, only the watch counts -> 2000.
+    # 18:00-18:20: the phone was left behind, only the watch counts -> 2000.
     steps(WATCH, "04 18:00:00", "04 18:20:00", 2000),
-    # 10:50-11:10 on the phone: 600 shared 300 / 300 over hours 10 and 11; the watch has 290 then
-    # 310 -> hour 10: max(300, 290) = 300; hour 11: max(300, 310) = 310.
+    # 10:50-11:10: phone 600, watch 290 + 310 = 600 for the same walk -> 600 (one device's count;
+    # taking the better device hour by hour, 300 + 310 = 610, counted more than either saw).
     steps(PHONE, "04 10:50:00", "04 11:10:00", 600),
     steps(WATCH, "04 10:50:00", "04 11:00:00", 290),
     steps(WATCH, "04 11:00:00", "04 11:10:00", 310),
-    # 03-04 total: 1000 + 700 + 2000 + 300 + 310 = 4310 (all samples: 5880; best device: 3580).
+    # 03-04 total: 1000 + 700 + 2000 + 600 = 4300 (all samples: 5880; best device: 3580).
     # 00:30 at +0100 is 23:30 on 03-04 in UTC, but the day is the local date as written: 03-05.
     steps(PHONE, "05 00:30:00", "05 00:40:00", 123, zone="+0100"),
     # A Correlation's nested records are copies of top-level ones: ignored.
@@ -401,7 +401,7 @@ HAND_BUILT = "\n".join([
 ])
 
 EXPECTED_HAND_BUILT: dict[str, dict[str, object]] = {
-    "2023-03-04": {"steps": 4310},
+    "2023-03-04": {"steps": 4300},
     "2023-03-05": {"steps": 123, "sleep_hours": Decimal("8.25"), "weight_kg": Decimal("80.013694068"),
                    "hrv_ms": "38.2", "hrv_method": "sdnn"},
     "2023-03-06": {"sleep_hours": Decimal(6), "weight_kg": Decimal("81")},
