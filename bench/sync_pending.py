@@ -18,7 +18,7 @@ What it does:
    server and Postgres during it, the CLI's report; `pulse status` wall time as the start-up baseline.
 4. The phases: a second device (another athlete, its own home, the same N mutations) synced in this
    process through `SyncEngine.sync()` with timers around the engine's steps (push, with the HTTP
-   round-trips apart; pull, with the local apply apart; the view rebuild).
+   round-trips apart; pull, with the local apply apart; the view's rows refreshed, within both).
 5. Checks: on the server, `applied_mutations` rows by status and `entries` rows for each athlete, and
    that the server's values equal the device's local view; on the device, the outbox by status. After
    each sync, how long the replication reader takes to put the athlete's rows in the shape log (what
@@ -363,16 +363,16 @@ def phases(url: str, server: Server, home: Path) -> dict[str, Any]:
     device = bootstrap(str(home))
     account = load_account(device.home)
     assert account is not None
-    original_apply, original_rebuild = pull_module.apply_batch, replica.rebuild_view
+    original_apply, original_refresh = pull_module.apply_batch, replica.refresh_view
 
-    def rebuild_view(conn: sqlite3.Connection, reapply: list[Any], today: dt.date) -> int:
-        timers.notes["reapplied"] = len(reapply)
-        rows: int = original_rebuild(conn, reapply, today)
-        timers.notes["view_rows"] = rows
-        return rows
+    def refresh_view(conn: sqlite3.Connection, keys: Any) -> int:
+        keys = list(keys)
+        timers.notes["view_rows_refreshed"] = timers.notes.get("view_rows_refreshed", 0) + len(keys)
+        changed: int = original_refresh(conn, keys)
+        return changed
 
     pull_module.apply_batch = timers.wrap("pull: apply batches locally", original_apply)  # type: ignore[assignment]
-    replica.rebuild_view = timers.wrap("rebuild: replica.rebuild_view", rebuild_view)  # type: ignore[assignment]
+    replica.refresh_view = timers.wrap("view: replica.refresh_view", refresh_view)  # type: ignore[assignment]
     try:
         with SyncClient(account.server, account.token) as client:
             client.push = timers.wrap("push: HTTP round-trips", client.push)  # type: ignore[method-assign]
@@ -380,7 +380,6 @@ def phases(url: str, server: Server, home: Path) -> dict[str, Any]:
             engine.push = timers.wrap("push", engine.push)  # type: ignore[method-assign]
             assert engine.pull_step is not None
             engine.pull_step = timers.wrap("pull", engine.pull_step)
-            engine.rebuild = timers.wrap("rebuild", engine.rebuild)  # type: ignore[method-assign]
             window = CpuWindow(url, server).start()
             start = time.perf_counter()
             report = engine.sync()
@@ -388,7 +387,7 @@ def phases(url: str, server: Server, home: Path) -> dict[str, Any]:
             timers.notes["cpu"] = window.stop()
     finally:
         pull_module.apply_batch = original_apply
-        replica.rebuild_view = original_rebuild
+        replica.refresh_view = original_refresh
         device.close()
     return {"timers": timers, "report": report}
 
@@ -400,7 +399,7 @@ def show_phases(result: dict[str, Any], count: int) -> None:
     s = t.seconds
     report = result["report"]
     pushed = sum(report.pushed.values())
-    other = s["total"] - s["push"] - s["pull"] - s["rebuild"]
+    other = s["total"] - s["push"] - s["pull"]
     print(f"  SyncEngine.sync() in process: {s['total']:.2f} s; pushed {dict(report.pushed)}, pulled {report.pulled}"
           f", pending {report.pending}, rejected {report.rejected}, conflicts {report.conflicts}")
     print(f"    push     {s['push']:7.2f} s  {pushed / max(s['push'], 1e-9):8,.0f} mutations/s  "
@@ -412,8 +411,8 @@ def show_phases(result: dict[str, Any], count: int) -> None:
     apply = s["pull: apply batches locally"]
     print(f"    pull     {s['pull']:7.2f} s  ({report.pulled} changes in {t.calls['pull: apply batches locally']} "
           f"batches; local apply {apply:.2f} s, HTTP + parse {s['pull'] - apply:.2f} s)")
-    print(f"    rebuild  {s['rebuild']:7.2f} s  ({t.notes.get('view_rows')} view rows, "
-          f"{t.notes.get('reapplied')} outbox mutations re-applied)")
+    view = s.get("view: replica.refresh_view", 0.0)
+    print(f"    view     {view:7.2f} s  ({t.notes.get('view_rows_refreshed', 0)} rows refreshed, within push and pull)")
     print(f"    other    {other:7.2f} s  (breaker, summary)")
     show_cpu(t.notes["cpu"])
     assert count == pushed or report.pending, "not every mutation was pushed"

@@ -79,8 +79,7 @@ class SyncEngine:
             if not push_only:
                 conflicts.exchange(self.conn, self.client)
                 if self.pull_step is not None:
-                    self.pull_step(self, report)
-                    self.rebuild()
+                    self.pull_step(self, report)  # each batch refreshes the view's rows it touches
         except Offline as exc:
             breaker.failure(self.now(), str(exc), exc.retry_after_s)
             save_breaker(self.conn, breaker)
@@ -142,6 +141,7 @@ class SyncEngine:
             current = identity.current_id(self.conn)
             requeued = outbox.requeue_past(self.conn, sender, current, high_water) if knows else 0
             tally = outbox.record_results(self.conn, rows, response, clashed=stolen)
+            self._refresh(rows)
             self._learn_clock(response, sent_at)
             if tally.get("clash") or stolen:
                 new_id = identity.take_new_id(self.conn, {sender})
@@ -172,6 +172,7 @@ class SyncEngine:
         with self.conn:
             self.conn.execute("BEGIN IMMEDIATE")
             count = outbox.reject(self.conn, rows, error)
+            self._refresh(rows)
         report.pushed["rejected"] = report.pushed.get("rejected", 0) + count
         return False
 
@@ -181,10 +182,16 @@ class SyncEngine:
             clock.learn_offset(self.conn, server_ms, sent_at, self.now())
 
     def rebuild(self) -> None:
-        pulled = int(read_meta(self.conn, "pulled_lsn") or 0)
+        """The whole local view made again (a repair); a round refreshes only the rows it touched."""
         with self.conn:
             self.conn.execute("BEGIN IMMEDIATE")
-            replica.rebuild_view(self.conn, outbox.to_reapply(self.conn, pulled), self.device.today)
+            replica.rebuild_view(self.conn, outbox.to_reapply(self.conn))
+
+    def _refresh(self, rows: list[outbox.OutboxRow]) -> None:
+        """The view's rows of these mutations, once the server answered them (in the caller's transaction):
+        a rejected one leaves the view, an applied one may carry the stamp the server clamped it to."""
+        if read_meta(self.conn, "refetching") != "1":  # the view is made again once the refetch is done
+            replica.refresh_view(self.conn, {(r.user_id, r.date) for r in rows})
 
     def _summarise(self, report: SyncReport) -> None:
         counts = outbox.counts(self.conn)

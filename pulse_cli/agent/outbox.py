@@ -64,22 +64,15 @@ def by_status(conn: sqlite3.Connection, *statuses: str) -> list[OutboxRow]:
     return [_row(r) for r in rows]
 
 
-RECENT = dt.timedelta(hours=1)
-
-
-def to_reapply(conn: sqlite3.Connection, pulled_lsn: int) -> list[OutboxRow]:
-    """Mutations the server copy may not show yet: pending ones, acknowledged ones the pull has not
-    reached (their `lsn`, read just before the server's commit, is past what was pulled), and, to be
-    safe around that commit, any acknowledged in the last hour. Re-applying one that the copy already
-    shows changes nothing: the merge is idempotent."""
-    recent = (dt.datetime.now(dt.UTC) - RECENT).isoformat(timespec="seconds")
-    rows = conn.execute(
-        f"SELECT {_COLUMNS} FROM outbox WHERE status = 'pending'"
-        " OR (status IN ('applied', 'conflict', 'duplicate')"
-        "     AND (CAST(json_extract(result, '$.lsn') AS INTEGER) >= ? OR sent_at >= ?))"
-        " ORDER BY seq",
-        (pulled_lsn, recent),
-    ).fetchall()
+def to_reapply(conn: sqlite3.Connection, user: str | None = None, day: str | None = None) -> list[OutboxRow]:
+    """Mutations the server copy may not show yet, in order: pending ones, and acknowledged ones not yet
+    seen reflected in it (`replica.refresh_view` marks them); of one row of the view, or of all."""
+    where = "(status = 'pending' OR (status IN ('applied', 'conflict', 'duplicate') AND reflected = 0))"
+    if user is None or day is None:
+        rows = conn.execute(f"SELECT {_COLUMNS} FROM outbox WHERE {where} ORDER BY seq").fetchall()
+    else:
+        rows = conn.execute(f"SELECT {_COLUMNS} FROM outbox WHERE user_id = ? AND date = ? AND {where} ORDER BY seq",
+                            (user, day)).fetchall()
     return [_row(r) for r in rows]
 
 

@@ -40,13 +40,22 @@ def load_cursor(conn: sqlite3.Connection) -> ShapeCursor:
 
 
 def apply_batch(conn: sqlite3.Connection, batch: ShapeBatch, role: str) -> int:
-    """The batch's rows and the cursor after them, in one local transaction."""
+    """The batch's rows, the view's rows they touch and the cursor after them, in one local transaction.
+
+    After a must-refetch the server copy starts again from a snapshot; the whole view is made again
+    once the refetch has caught up (rows the server no longer has must leave it too)."""
     with conn:
         conn.execute("BEGIN IMMEDIATE")
         if batch.must_refetch:
             replica.clear_server_copy(conn)  # never the outbox
-            write_meta(conn, "pulled_lsn", "0")
-        count = replica.apply_changes(conn, [(c.operation, c.value) for c in batch.changes], role)
+            write_meta(conn, "refetching", "1")
+        touched = replica.apply_changes(conn, [(c.operation, c.value) for c in batch.changes], role)
+        if read_meta(conn, "refetching") == "1":
+            if batch.up_to_date:
+                replica.rebuild_view(conn, outbox.to_reapply(conn))
+                write_meta(conn, "refetching", "0")
+        else:
+            replica.refresh_view(conn, touched)
         cursor = batch.cursor
         conn.execute(
             'INSERT INTO shape_cursors (shape, handle, "offset", cursor, updated_at)'
@@ -56,9 +65,7 @@ def apply_batch(conn: sqlite3.Connection, batch: ShapeBatch, role: str) -> int:
         )
         if cursor.schema is not None:
             write_meta(conn, "shape_schema", json.dumps(cursor.schema))
-        if batch.up_to_date and "_" in cursor.offset:
-            write_meta(conn, "pulled_lsn", cursor.offset.split("_")[0])
-    return count
+    return len(batch.changes)
 
 
 # `pulse sync` must answer within a few seconds when the server is away; the agent can be patient.
@@ -120,11 +127,7 @@ def follow_live(home: Path, stop: threading.Event, streams: list[ShapeStream] | 
                     batch = stream.poll(live=True)
                     if batch.must_refetch:  # the next round (the outbox watch) pushes what the server lost
                         _requeue_lost(account, device.conn)
-                    if apply_batch(device.conn, batch, account.role) or batch.must_refetch:
-                        pulled = int(read_meta(device.conn, "pulled_lsn") or 0)
-                        with device.conn:
-                            device.conn.execute("BEGIN IMMEDIATE")
-                            replica.rebuild_view(device.conn, outbox.to_reapply(device.conn, pulled), device.today)
+                    apply_batch(device.conn, batch, account.role)
                     pause = 1.0
         except ShapeError as exc:
             if stop.is_set():

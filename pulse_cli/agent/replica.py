@@ -14,16 +14,18 @@ from collections.abc import Iterable, Mapping
 from decimal import Decimal
 from typing import Any
 
-from pulse_cli.agent.outbox import ACKED, OutboxRow
+from pulse_cli.agent.outbox import ACKED, OutboxRow, to_reapply
 from pulse_cli.store.clock import observe
 from pulse_cli.store.connection import read_meta, write_meta
 from pulse_cli.store.entries import COLUMNS, SqliteEntryRepository, entry_to_row, row_to_entry
 from pulse_core.entry import DELETED, MERGE_FIELDS, Entry
 from sync.merge import merge_delete, merge_set
-from sync.wire import parse_mutation
+from sync.wire import Mutation, parse_mutation
 
 OWNER = ""
 STAMPED = (*MERGE_FIELDS, DELETED)
+Key = tuple[str, str]  # (local user, ISO date): a row of the view
+_ANY_DAY = dt.date(9000, 1, 1)  # "today" for re-reading queued mutations: no date is too far ahead
 
 
 def _decimal(value: Any) -> Decimal | None:
@@ -58,39 +60,44 @@ def local_user(value: Mapping[str, Any], role: str) -> str:
     return OWNER if role == "athlete" else str(value.get("username") or value["user_id"])
 
 
-def apply_changes(conn: sqlite3.Connection, changes: Iterable[tuple[str, Mapping[str, Any]]], role: str) -> int:
-    """Apply shape change messages to the server copy (inside the caller's transaction)."""
+def apply_changes(
+    conn: sqlite3.Connection, changes: Iterable[tuple[str, Mapping[str, Any]]], role: str
+) -> set[Key]:
+    """Apply shape change messages to the server copy (inside the caller's transaction); returns the
+    rows of the view they touch."""
     server = SqliteEntryRepository(conn, "server_entries")
-    count = 0
+    touched: set[Key] = set()
+    known: dict[str, str] = {}  # the athletes' server ids already written to meta by this call
     owner_id = None
     seen: list[str | None] = []
     for operation, value in changes:
-        count += 1
         seen.extend(value.get(f"{f}_hlc") for f in STAMPED)
         if role == "athlete" and value.get("user_id") is not None:
             owner_id = str(value["user_id"])
         if operation == "delete":
             date = value["date"]
             day = date.isoformat() if isinstance(date, dt.date) else str(date)
-            if role == "athlete":
-                conn.execute("DELETE FROM server_entries WHERE user_id = ? AND date = ?", (OWNER, day))
-            else:
-                user = read_meta(conn, f"shape_user:{value['user_id']}")
-                conn.execute("DELETE FROM server_entries WHERE user_id = ? AND date = ?", (user, day))
+            gone = OWNER if role == "athlete" else read_meta(conn, f"shape_user:{value['user_id']}")
+            if gone is not None:
+                conn.execute("DELETE FROM server_entries WHERE user_id = ? AND date = ?", (gone, day))
+                touched.add((gone, day))
             continue
         user = local_user(value, role)
-        if role != "athlete":  # deletes carry only the key: remember whose server id this is
-            write_meta(conn, f"shape_user:{value['user_id']}", user)
-        previous = server.get(user, entry_from_shape(value, user).date)
+        server_id = str(value.get("user_id"))
+        if role != "athlete" and known.get(server_id) != user:  # deletes carry only the key: remember whose id
+            write_meta(conn, f"shape_user:{server_id}", user)
+            known[server_id] = user
         incoming = entry_from_shape(value, user)
+        previous = server.get(user, incoming.date)
         if previous is not None:  # an update may carry only some columns
             merged = {**_as_shape(previous), **{k: v for k, v in value.items()}}
             incoming = entry_from_shape(merged, user)
         server.save(incoming)
+        touched.add((user, incoming.date.isoformat()))
     observe(conn, seen)  # an edit made after seeing these values outranks them
     if owner_id is not None and read_meta(conn, "owner_user_id") != owner_id:
         write_meta(conn, "owner_user_id", owner_id)  # the server's id of this device's user (for its shape)
-    return count
+    return touched
 
 
 def _as_shape(entry: Entry) -> dict[str, Any]:
@@ -110,29 +117,111 @@ def clear_server_copy(conn: sqlite3.Connection) -> None:
     conn.execute("DELETE FROM server_entries")
 
 
-def rebuild_view(conn: sqlite3.Connection, reapply: list[OutboxRow], today: dt.date) -> int:
-    """entries := server copy + the given mutations re-applied in order (inside the caller's transaction)."""
-    rows = conn.execute(f"SELECT {', '.join(COLUMNS)} FROM server_entries").fetchall()
+def rebuild_view(conn: sqlite3.Connection, reapply: list[OutboxRow]) -> int:
+    """entries := server copy + the given mutations re-applied in order (inside the caller's transaction).
+
+    The whole view at once: after a refetch and a repair (`refresh_view` does the same for the rows a
+    round touched)."""
+    view = computed_view(conn, reapply)
+    mark_reflected(conn, [m.seq for m in reapply
+                          if m.status in ACKED and _reflected(m, server_row(conn, m.user_id, m.date))])
+    _write_view(conn, view)
+    return len(view)
+
+
+def computed_view(conn: sqlite3.Connection, reapply: list[OutboxRow]) -> dict[tuple[str, dt.date], Entry]:
+    """What the whole view should be, read-only: the server copy with `reapply` merged on top in order
+    (the reference the incremental view is checked against in the tests)."""
     view: dict[tuple[str, dt.date], Entry] = {}
-    for row in rows:
+    for row in conn.execute(f"SELECT {', '.join(COLUMNS)} FROM server_entries"):
         entry = row_to_entry(row)
         view[(entry.user, entry.date)] = entry
     for m in reapply:
-        stamp = m.hlc
-        if m.status in ACKED and m.result and m.result.get("hlc"):
-            stamp = m.result["hlc"]  # the stamp the server stored (clamped if it was too far ahead)
-        wire = {**m.wire(), "hlc": m.hlc}
-        mutation = parse_mutation(wire, m.hlc.rsplit(":", 1)[1], today + dt.timedelta(days=1))
+        mutation, stamp = _mutation(m)
         key = (m.user_id, mutation.date)
-        entry = view.get(key) or Entry(user=m.user_id, date=mutation.date)
-        entry = copy.deepcopy(entry)
-        if mutation.op == "delete":
-            merge_delete(entry, mutation.base, stamp, mutation.source)
-        else:
-            merge_set(entry, mutation.fields, mutation.base, stamp, mutation.source)
+        current = view.get(key)
+        entry = copy.deepcopy(current) if current is not None else Entry(user=m.user_id, date=mutation.date)
+        _merge(entry, mutation, stamp)
         view[key] = entry
-    _write_view(conn, view)
-    return len(view)
+    return view
+
+
+def refresh_view(conn: sqlite3.Connection, keys: Iterable[Key]) -> int:
+    """The view's rows for `keys` made again from the server copy and the mutations it may not show
+    yet (inside the caller's transaction); returns how many rows changed. A sync round touches only the
+    rows it pulled or pushed, so its cost follows what changed, not what is stored.
+
+    An acknowledged mutation that would change nothing if applied to the server copy is reflected in
+    it for good (a field's rank there only grows), so it is marked and never re-applied again: the
+    view is exactly the server copy plus what it does not show yet, with no time window."""
+    local = SqliteEntryRepository(conn, "entries")
+    changed = 0
+    reflected: list[int] = []
+    for user, day in sorted(set(keys)):
+        base = server_row(conn, user, day)
+        entry = copy.deepcopy(base) if base is not None else None
+        for m in unreflected(conn, user, day):
+            mutation, stamp = _mutation(m)
+            if m.status in ACKED and _reflected(m, base):
+                reflected.append(m.seq)
+                continue
+            entry = entry or Entry(user=user, date=mutation.date)
+            _merge(entry, mutation, stamp)
+        current = conn.execute(f"SELECT {', '.join(COLUMNS)} FROM entries WHERE user_id = ? AND date = ?",
+                               (user, day)).fetchone()
+        if entry is None:
+            if current is not None:
+                conn.execute("DELETE FROM entries WHERE user_id = ? AND date = ?", (user, day))
+                changed += 1
+        elif current != entry_to_row(entry):
+            local.save(entry)
+            changed += 1
+    mark_reflected(conn, reflected)
+    return changed
+
+
+def server_row(conn: sqlite3.Connection, user: str, day: str | dt.date) -> Entry | None:
+    text = day.isoformat() if isinstance(day, dt.date) else day
+    row = conn.execute(f"SELECT {', '.join(COLUMNS)} FROM server_entries WHERE user_id = ? AND date = ?",
+                       (user, text)).fetchone()
+    return None if row is None else row_to_entry(row)
+
+
+def unreflected(conn: sqlite3.Connection, user: str, day: str) -> list[OutboxRow]:
+    """The mutations of one row the server copy may not show yet, in order."""
+    return to_reapply(conn, user, day)
+
+
+def mark_reflected(conn: sqlite3.Connection, seqs: list[int]) -> None:
+    conn.executemany("UPDATE outbox SET reflected = 1 WHERE seq = ?", [(s,) for s in seqs])
+
+
+def _mutation(m: OutboxRow) -> tuple[Mutation, str]:
+    """A queued mutation as the merge takes it, with the stamp to merge it at: the one the server stored
+    once it answered (clamped if it was too far ahead), else its own."""
+    stamp = m.hlc
+    if m.status in ACKED and m.result and m.result.get("hlc"):
+        stamp = m.result["hlc"]
+    wire = {**m.wire(), "hlc": m.hlc}
+    # Checked when it was queued; the view takes any date it holds (a held one may be days ahead).
+    return parse_mutation(wire, m.hlc.rsplit(":", 1)[1], _ANY_DAY), stamp
+
+
+def _merge(entry: Entry, mutation: Mutation, stamp: str) -> None:
+    if mutation.op == "delete":
+        merge_delete(entry, mutation.base, stamp, mutation.source)
+    else:
+        merge_set(entry, mutation.fields, mutation.base, stamp, mutation.source)
+
+
+def _reflected(m: OutboxRow, server: Entry | None) -> bool:
+    """Applying the mutation to the server copy would change nothing."""
+    if server is None:
+        return False
+    mutation, stamp = _mutation(m)
+    trial = copy.deepcopy(server)
+    _merge(trial, mutation, stamp)
+    return entry_to_row(trial) == entry_to_row(server)
 
 
 def _write_view(conn: sqlite3.Connection, view: dict[tuple[str, dt.date], Entry]) -> None:

@@ -148,12 +148,14 @@ def discard(device: Device, seq: int | None = None) -> int:
 
     with device.conn:
         device.conn.execute("BEGIN IMMEDIATE")
+        chosen = "status = 'pending'" if seq is None else "seq = ? AND status IN ('rejected', 'pending')"
+        rows = device.conn.execute(f"SELECT user_id, date FROM outbox WHERE {chosen}",
+                                   () if seq is None else (seq,)).fetchall()
         if seq is None:
             count = device.conn.execute("UPDATE outbox SET status = 'discarded' WHERE status = 'pending'").rowcount
         else:
             count = int(outbox.discard(device.conn, seq))
-        pulled = int(read_meta(device.conn, "pulled_lsn") or 0)
-        replica.rebuild_view(device.conn, outbox.to_reapply(device.conn, pulled), device.today)
+        replica.refresh_view(device.conn, {(r[0], r[1]) for r in rows})
     return count
 
 

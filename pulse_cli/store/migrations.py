@@ -157,6 +157,15 @@ ALTER TABLE relayed ADD COLUMN digest TEXT;
 CREATE INDEX outbox_sent_at ON outbox (sent_at) WHERE status <> 'pending';
 """,
     ),
+    (
+        "0005_reflected",
+        """
+-- An acknowledged mutation the server copy is known to show (applying it there would change nothing):
+-- the local view no longer re-applies it. Rows before this start unknown; the next rebuild marks them.
+ALTER TABLE outbox ADD COLUMN reflected INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX outbox_unreflected ON outbox (user_id, date, seq) WHERE status = 'pending' OR reflected = 0;
+""",
+    ),
 ]
 
 

@@ -87,10 +87,10 @@ def test_a_rebuild_that_changes_nothing_adds_nothing_to_the_shape_log(conn: sqli
                  "hlc": stamp(NOW_MS)})
     before = log_rows(conn)
     conn.execute("BEGIN IMMEDIATE")
-    rebuild_view(conn, pending(conn, 10), TODAY)  # the server copy is empty; the pending mutation re-applied
+    rebuild_view(conn, pending(conn, 10))  # the server copy is empty; the pending mutation re-applied
     conn.execute("COMMIT")
     assert log_rows(conn) == before
     conn.execute("BEGIN IMMEDIATE")
-    rebuild_view(conn, [], TODAY)  # nothing pending: the day leaves the view
+    rebuild_view(conn, [])  # nothing pending: the day leaves the view
     conn.execute("COMMIT")
     assert log_rows(conn) == [*before, ("2025-11-26", "delete")]

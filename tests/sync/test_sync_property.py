@@ -24,8 +24,11 @@ from sync_support import Device as CliDevice
 from sync_support import PulseServer, User, server_entries, server_stamps, wait_replicated
 
 from pulse_cli.agent.account import Account, bind_home, save_account
+from pulse_cli.agent.outbox import to_reapply
+from pulse_cli.agent.replica import computed_view
 from pulse_cli.agent.runner import run_sync
 from pulse_cli.bootstrap import Device, bootstrap
+from pulse_cli.store.entries import COLUMNS, entry_to_row
 from pulse_core.errors import NotFoundError
 from pulse_core.usecases import delete_entry, log_entry
 
@@ -79,6 +82,15 @@ def devices_of(user: User, token: str, server_url: str) -> Iterator[list[Device]
         shutil.rmtree(root, ignore_errors=True)
 
 
+def assert_the_view_is_a_full_rebuild(device: Device) -> None:
+    """The view a sync round refreshed row by row is the one a rebuild from scratch would give: the
+    server copy with every pending (or not yet reflected) mutation merged on top."""
+    columns = ", ".join(COLUMNS)
+    actual = {(r[0], r[1]): r for r in device.conn.execute(f"SELECT {columns} FROM entries")}
+    reference = computed_view(device.conn, to_reapply(device.conn))
+    assert actual == {(u, d.isoformat()): entry_to_row(e) for (u, d), e in reference.items()}, device.home.name
+
+
 def apply(device: Device, edit: tuple[Any, ...]) -> None:
     kind = edit[1]
     with contextlib.suppress(NotFoundError):  # clearing or deleting a day this device does not show
@@ -104,12 +116,14 @@ def test_random_offline_edits_on_three_devices_converge_once_every_device_has_sy
             if edit[1] == "sync":
                 wait_replicated(pg, user.id)
                 run_sync(device)
+                assert_the_view_is_a_full_rebuild(device)
             else:
                 apply(device, edit)
         for _ in range(2):
             for device in devices:
                 wait_replicated(pg, user.id)
                 run_sync(device)
+                assert_the_view_is_a_full_rebuild(device)
         wait_replicated(pg, user.id)
 
         on_server = server_entries(server.url, token, DATES[0], DATES[-1])

@@ -1,9 +1,10 @@
 """A mutation the server refuses: listed apart with the server's reason, out of the local view, never
 failing the rest of its batch, and gone once discarded (sync-protocol.md, invariant 4).
 
-The CLI itself never writes a day more than one day after today, so the refused mutation is put in the
-outbox (and in the local view, as `pulse log` would have done on a device whose calendar ran days
-ahead) directly in the store, in the same form `pulse log` writes.
+The CLI itself never writes a value the rules refuse, so the refused mutation (a step count past the
+limit, as an older release with looser rules could have queued) is put in the outbox and the local view
+directly in the store, in the same form `pulse log` writes. (A date merely ahead is not refused for
+good: the server holds it, see test_sync_clocks.py.)
 """
 
 from __future__ import annotations
@@ -19,11 +20,12 @@ from sync_support import TODAY, Device, PulseServer, User, applied_mutations, da
 
 pytestmark = pytest.mark.e2e
 
-FUTURE = (TODAY + dt.timedelta(days=5)).isoformat()
+REFUSED = (TODAY - dt.timedelta(days=3)).isoformat()
+TOO_MANY = 250_000  # steps: the limit is 100,000
 
 
-def write_future_edit(device: Device) -> int:
-    """An edit of a day five days ahead, with a proper next stamp; returns its seq."""
+def write_refused_edit(device: Device) -> int:
+    """An edit past the rules' limits, with a proper next stamp; returns its seq."""
     last = device.meta("hlc_last")
     assert last
     ms, counter, node = last.split(":")
@@ -33,9 +35,9 @@ def write_future_edit(device: Device) -> int:
         cursor = conn.execute(
             "INSERT INTO outbox (user_id, date, op, fields, base, hlc, source, created_at)"
             " VALUES ('', ?, 'set', ?, ?, ?, 'manual', datetime('now'))",
-            (FUTURE, json.dumps({"steps": 4321}), json.dumps({"steps": None}), stamp))
+            (REFUSED, json.dumps({"steps": TOO_MANY}), json.dumps({"steps": None}), stamp))
         conn.execute("INSERT INTO entries (user_id, date, steps, steps_hlc, steps_src)"
-                     " VALUES ('', ?, 4321, ?, 'manual')", (FUTURE, stamp))
+                     " VALUES ('', ?, ?, ?, 'manual')", (REFUSED, TOO_MANY, stamp))
         conn.execute("UPDATE meta SET value = ? WHERE key = 'hlc_last'", (stamp,))
         conn.execute("COMMIT")
     assert cursor.lastrowid is not None
@@ -55,9 +57,9 @@ def test_a_rejected_mutation_is_listed_kept_out_of_the_view_and_can_be_discarded
     a = make_device("A")
     assert a.login(user).returncode == 0
     a.log(day(-2), steps=2000)
-    refused = write_future_edit(a)
+    refused = write_refused_edit(a)
     a.log(day(-1), note="after the refused one")
-    assert local_days(a) == [day(-2), day(-1), FUTURE]
+    assert local_days(a) == [REFUSED, day(-2), day(-1)]
 
     done = a.synced()  # one batch: applied, rejected, applied
 
@@ -71,12 +73,12 @@ def test_a_rejected_mutation_is_listed_kept_out_of_the_view_and_can_be_discarded
     listed = a.json("rejected")["rejected"]
     assert len(listed) == 1
     (row,) = listed
-    assert (row["seq"], row["date"], row["op"], row["fields"]) == (refused, FUTURE, "set", {"steps": 4321})
-    assert row["error"]["code"] == "future_date"
-    assert row["error"]["field"] == "date"
-    assert FUTURE in row["error"]["message"]
+    assert (row["seq"], row["date"], row["op"], row["fields"]) == (refused, REFUSED, "set", {"steps": TOO_MANY})
+    assert row["error"]["code"] == "out_of_range"
+    assert row["error"]["field"] == "steps"
+    assert str(TOO_MANY) in row["error"]["message"]
     plain = a.ok("rejected").stdout
-    assert f"[{refused}] {FUTURE} set" in plain
+    assert f"[{refused}] {REFUSED} set" in plain
     assert a.status()["rejected"] == 1
 
     a.synced()  # a rejected change is not pushed again, and stays listed
