@@ -24,13 +24,14 @@ Errors (one hierarchy; httpx errors are wrapped, with `raise ... from`):
 
 from __future__ import annotations
 
+import codecs
 import datetime as dt
 import email.utils
 import json
 import random
 import re
 import time
-from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field, replace
 from decimal import Decimal, InvalidOperation
 from typing import Any, TypeVar
@@ -124,6 +125,10 @@ class ShapeBatch:
     must_refetch: bool = False
     snapshot_end: bool = False
     controls: list[dict[str, Any]] = field(default_factory=list)  # control messages' headers, as sent
+    # With `poll_parts`: False for a part of a response still being read (save no cursor after it), and
+    # `fresh` on the first part of a response from offset -1 (a snapshot: the copy starts again).
+    complete: bool = True
+    fresh: bool = False
 
 
 # -- values ------------------------------------------------------------------------------------------
@@ -172,6 +177,10 @@ def _is_schema(value: Any) -> bool:
 
 
 # -- the stream ----------------------------------------------------------------------------------------
+
+
+class _BodyBroken(Exception):
+    """A response whose body broke off after its first parts were given out."""
 
 
 class _Retryable(Exception):
@@ -282,6 +291,78 @@ class ShapeStream:
         self.caught_up = batch.up_to_date or (self.caught_up and not batch.must_refetch)
         return batch
 
+    def poll_parts(self, live: bool = False, part_size: int = 2_000) -> Iterator[ShapeBatch]:
+        """`poll`, with the body read and parsed as it arrives: parts of at most `part_size` changes, so a
+        snapshot of any size passes through in bounded memory. Only the last part is `complete` (it has
+        the control flags); the stream moves past the response once that part is taken."""
+        live = live and self.caught_up and self.cursor.offset not in ("-1", "now")
+        fresh = self.cursor.offset == OFFSET_BEFORE_SNAPSHOT
+        for attempt in range(1, self.retry.attempts + 1):
+            response = self._get(self._query(live), live, stream=True)
+            try:
+                if response.status_code != 200:
+                    response.read()
+                    parts: Iterator[ShapeBatch] = iter([self._batch(response, live)])
+                else:
+                    parts = self._parts(response, live, part_size, fresh)
+                for part in parts:
+                    if part.complete:
+                        self.cursor = part.cursor
+                        self.caught_up = part.up_to_date or (self.caught_up and not part.must_refetch)
+                    yield part
+                return
+            except _BodyBroken as exc:  # the same request again: a snapshot from its start (fresh again)
+                if attempt == self.retry.attempts:
+                    raise ShapeUnavailable(attempt, _describe(exc.__cause__)) from exc.__cause__
+                self.sleep(self.retry.delay(attempt))
+            finally:
+                response.close()
+
+    def _parts(self, response: httpx.Response, live: bool, part_size: int, fresh: bool) -> Iterator[ShapeBatch]:
+        cursor = self._next_cursor(response, live)
+        changes: list[ChangeMessage] = []
+        controls: list[dict[str, Any]] = []
+        try:
+            for message in iter_messages(response.iter_bytes()):
+                headers = message.get("headers") if isinstance(message, dict) else None
+                if not isinstance(headers, dict):
+                    raise ShapeProtocolError(f"a message without headers: {message!r}")
+                if "control" in headers:
+                    controls.append(headers)
+                    if headers["control"] == "must-refetch":
+                        yield self._refetch(cursor.handle)
+                        return
+                elif "key" in message:
+                    changes.append(_change(message, headers, cursor.schema))
+                    if len(changes) >= part_size:
+                        yield ShapeBatch(changes, cursor, complete=False, fresh=fresh)
+                        changes, fresh = [], False
+        except httpx.HTTPError as exc:  # the body broke off: what was applied stays, the cursor does not move
+            raise _BodyBroken() from exc
+        kinds = {c["control"] for c in controls}
+        yield ShapeBatch(
+            changes, cursor, up_to_date="up-to-date" in kinds or "electric-up-to-date" in response.headers,
+            snapshot_end="snapshot-end" in kinds, controls=controls, fresh=fresh,
+        )
+
+    def follow_parts(self, max_refetches: int = 3, part_size: int = 2_000) -> Iterator[ShapeBatch]:
+        """`follow`, in parts (see `poll_parts`)."""
+        refetches = 0
+        while True:
+            last = None
+            for part in self.poll_parts(live=False, part_size=part_size):
+                yield part
+                last = part
+            assert last is not None and last.complete
+            if last.up_to_date:
+                return
+            if last.must_refetch:
+                refetches += 1
+                if refetches > max_refetches:
+                    raise ShapeProtocolError(f"the server asked to refetch {refetches} times in a row")
+            else:
+                refetches = 0
+
     def follow(self, max_refetches: int = 3) -> Iterator[ShapeBatch]:
         """Non-live batches until the shape is up to date (a must-refetch batch is yielded, then refetched)."""
         refetches = 0
@@ -308,7 +389,7 @@ class ShapeStream:
                 query["cursor"] = self.cursor.cursor
         return query
 
-    def _get(self, query: dict[str, str], live: bool) -> httpx.Response:
+    def _get(self, query: dict[str, str], live: bool, stream: bool = False) -> httpx.Response:
         timeout = self.live_timeout_s if live else self.timeout_s
         retrying = tenacity.Retrying(
             stop=tenacity.stop_after_attempt(self.retry.attempts),
@@ -318,15 +399,17 @@ class ShapeStream:
             sleep=self.sleep,
         )
         try:
-            response: httpx.Response = retrying(self._attempt, query, timeout)
+            response: httpx.Response = retrying(self._attempt, query, timeout, stream)
         except tenacity.RetryError as exc:
             last = exc.last_attempt.exception()
             raise ShapeUnavailable(exc.last_attempt.attempt_number, _describe(last)) from last
         return response
 
-    def _attempt(self, query: dict[str, str], timeout: float) -> httpx.Response:
-        response = self.http.get("/v1/shape", params=query, timeout=timeout)
+    def _attempt(self, query: dict[str, str], timeout: float, stream: bool = False) -> httpx.Response:
+        request = self.http.build_request("GET", "/v1/shape", params=query, timeout=timeout)
+        response = self.http.send(request, stream=stream)
         if response.status_code in _RETRIED_STATUSES:
+            response.close()
             raise _Retryable(response.status_code, retry_after_seconds(response.headers.get("retry-after")))
         return response
 
@@ -399,6 +482,46 @@ def _change(message: Mapping[str, Any], headers: dict[str, Any], schema: Schema 
         key=str(message["key"]), operation=operation, value=parse_row(value, schema), headers=headers,
         old_value=parse_row(old, schema) if isinstance(old, dict) else None,
     )
+
+
+def iter_messages(chunks: Iterable[bytes]) -> Iterator[Any]:
+    """The values of a JSON array read as its bytes arrive: each message as soon as it is whole, so a
+    body of any size is never held at once (Electric sends one array per response)."""
+    text = codecs.getincrementaldecoder("utf-8")()
+    decoder = json.JSONDecoder()
+    buffer, started, ended = "", False, False
+    for chunk in _with_end(chunks):
+        buffer += text.decode(chunk or b"", final=chunk is None)
+        pos, size = 0, len(buffer)
+        while True:
+            while pos < size and buffer[pos] in " \t\r\n,":
+                pos += 1
+            if pos >= size or ended:
+                break
+            if not started:
+                if buffer[pos] != "[":
+                    raise ShapeProtocolError("the shape response body is not a JSON array of messages")
+                started, pos = True, pos + 1
+                continue
+            if buffer[pos] == "]":
+                ended, pos = True, pos + 1
+                continue
+            try:
+                value, end = decoder.raw_decode(buffer, pos)
+            except json.JSONDecodeError:
+                if chunk is None:
+                    raise ShapeProtocolError("the shape response body is not valid JSON") from None
+                break  # not whole yet: wait for the next bytes
+            yield value
+            pos = end
+        buffer = buffer[pos:]
+    if not ended or buffer.strip():
+        raise ShapeProtocolError("the shape response body is not a JSON array of messages")
+
+
+def _with_end(chunks: Iterable[bytes]) -> Iterator[bytes | None]:
+    yield from chunks
+    yield None
 
 
 def decode_json(data: bytes) -> Any:

@@ -40,13 +40,17 @@ def load_cursor(conn: sqlite3.Connection) -> ShapeCursor:
 
 
 def apply_batch(conn: sqlite3.Connection, batch: ShapeBatch, role: str) -> int:
-    """The batch's rows, the view's rows they touch and the cursor after them, in one local transaction.
+    """The batch's rows, the view's rows they touch and, once its response is whole, the cursor after
+    it, in one local transaction.
 
-    After a must-refetch the server copy starts again from a snapshot; the whole view is made again
-    once the refetch has caught up (rows the server no longer has must leave it too)."""
+    A snapshot (a first sync, or after a must-refetch) starts the server copy again; its parts are
+    written as they arrive, and the whole view is made again once the snapshot has caught up (rows the
+    server no longer has must leave it too). A response cut short leaves the cursor where it was, so it
+    is asked again: a snapshot from its start, the log from the same offset (applying a change twice
+    changes nothing)."""
     with conn:
         conn.execute("BEGIN IMMEDIATE")
-        if batch.must_refetch:
+        if batch.must_refetch or batch.fresh:
             replica.clear_server_copy(conn)  # never the outbox
             write_meta(conn, "refetching", "1")
         touched = replica.apply_changes(conn, [(c.operation, c.value) for c in batch.changes], role)
@@ -56,6 +60,8 @@ def apply_batch(conn: sqlite3.Connection, batch: ShapeBatch, role: str) -> int:
                 write_meta(conn, "refetching", "0")
         else:
             replica.refresh_view(conn, touched)
+        if not batch.complete:
+            return len(batch.changes)
         cursor = batch.cursor
         conn.execute(
             'INSERT INTO shape_cursors (shape, handle, "offset", cursor, updated_at)'
@@ -80,7 +86,7 @@ def pull_shape(engine: SyncEngine, report: SyncReport) -> None:
     """Catch up with the server's shape (snapshot first on a fresh device)."""
     try:
         with _stream(engine.account, engine.conn, CLI_RETRY) as stream:
-            for batch in stream.follow():
+            for batch in stream.follow_parts():
                 if batch.must_refetch:  # the server's copy starts again: first give it what it lost
                     engine.refill(report)
                 report.pulled += apply_batch(engine.conn, batch, engine.account.role)
@@ -124,10 +130,10 @@ def follow_live(home: Path, stop: threading.Event, streams: list[ShapeStream] | 
                 if streams is not None:
                     streams[:] = [stream]
                 while not stop.is_set():
-                    batch = stream.poll(live=True)
-                    if batch.must_refetch:  # the next round (the outbox watch) pushes what the server lost
-                        _requeue_lost(account, device.conn)
-                    apply_batch(device.conn, batch, account.role)
+                    for batch in stream.poll_parts(live=True):
+                        if batch.must_refetch:  # the next round (the outbox watch) pushes what it lost
+                            _requeue_lost(account, device.conn)
+                        apply_batch(device.conn, batch, account.role)
                     pause = 1.0
         except ShapeError as exc:
             if stop.is_set():

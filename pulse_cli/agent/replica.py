@@ -118,15 +118,57 @@ def clear_server_copy(conn: sqlite3.Connection) -> None:
 
 
 def rebuild_view(conn: sqlite3.Connection, reapply: list[OutboxRow]) -> int:
-    """entries := server copy + the given mutations re-applied in order (inside the caller's transaction).
+    """entries := server copy + the given mutations re-applied in order (inside the caller's transaction);
+    returns the number of rows in the view.
 
-    The whole view at once: after a refetch and a repair (`refresh_view` does the same for the rows a
-    round touched)."""
-    view = computed_view(conn, reapply)
-    mark_reflected(conn, [m.seq for m in reapply
-                          if m.status in ACKED and _reflected(m, server_row(conn, m.user_id, m.date))])
-    _write_view(conn, view)
-    return len(view)
+    The whole view at once, after a snapshot (a first sync, a refetch) and a repair (`refresh_view`
+    does the same for the rows a round touched). It streams the server copy in key order, so its memory
+    does not grow with the view (a coach's 146,000 rows), and writes only the rows that differ: the
+    shape log of `pulse agent --serve` records each write."""
+    pending: dict[Key, list[OutboxRow]] = {}
+    for m in reapply:
+        pending.setdefault((m.user_id, m.date), []).append(m)
+    reflected: list[int] = []
+    rows = 0
+    server = conn.execute(f"SELECT {', '.join(COLUMNS)} FROM server_entries ORDER BY user_id, date")
+    while part := server.fetchmany(_PART):
+        for row in part:
+            base = row_to_entry(row)
+            key = (base.user, base.date.isoformat())
+            entry = base
+            for m in pending.pop(key, []):
+                if m.status in ACKED and _reflected(m, base):
+                    reflected.append(m.seq)
+                    continue
+                if entry is base:
+                    entry = copy.deepcopy(base)
+                _merge(entry, *_mutation(m))
+            _write_row(conn, entry)
+            rows += 1
+    for (user, day), mutations in pending.items():  # rows the server copy does not have
+        entry = Entry(user=user, date=dt.date.fromisoformat(day))
+        for m in mutations:
+            _merge(entry, *_mutation(m))
+        _write_row(conn, entry)
+        rows += 1
+    mark_reflected(conn, reflected)
+    keep = {(m.user_id, m.date) for m in reapply}
+    gone = [(u, d) for u, d in conn.execute(
+        "SELECT user_id, date FROM entries e WHERE NOT EXISTS"
+        " (SELECT 1 FROM server_entries s WHERE s.user_id = e.user_id AND s.date = e.date)") if (u, d) not in keep]
+    conn.executemany("DELETE FROM entries WHERE user_id = ? AND date = ?", gone)
+    return rows
+
+
+_PART = 2_000  # server copy rows read at a time by a rebuild
+
+
+def _write_row(conn: sqlite3.Connection, entry: Entry) -> None:
+    """Write a view row only if it differs from what is there."""
+    current = conn.execute(f"SELECT {', '.join(COLUMNS)} FROM entries WHERE user_id = ? AND date = ?",
+                           (entry.user, entry.date.isoformat())).fetchone()
+    if current != entry_to_row(entry):
+        SqliteEntryRepository(conn, "entries").save(entry)
 
 
 def computed_view(conn: sqlite3.Connection, reapply: list[OutboxRow]) -> dict[tuple[str, dt.date], Entry]:
@@ -222,17 +264,6 @@ def _reflected(m: OutboxRow, server: Entry | None) -> bool:
     trial = copy.deepcopy(server)
     _merge(trial, mutation, stamp)
     return entry_to_row(trial) == entry_to_row(server)
-
-
-def _write_view(conn: sqlite3.Connection, view: dict[tuple[str, dt.date], Entry]) -> None:
-    """Write only the rows that differ: the shape log of `pulse agent --serve` records each write."""
-    current = {(row[0], row[1]): row for row in conn.execute(f"SELECT {', '.join(COLUMNS)} FROM entries")}
-    local = SqliteEntryRepository(conn, "entries")
-    for (user, date), entry in view.items():
-        if current.pop((user, date.isoformat()), None) != entry_to_row(entry):
-            local.save(entry)
-    for user, day in current:
-        conn.execute("DELETE FROM entries WHERE user_id = ? AND date = ?", (user, day))
 
 
 def compact_shape_log(conn: sqlite3.Connection) -> int:

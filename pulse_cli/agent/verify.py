@@ -311,7 +311,7 @@ def catch_up(engine: SyncEngine, account: Account, transport: httpx.BaseTranspor
     try:
         with ShapeStream(account.server, account.token, cursor=load_cursor(engine.conn), retry=CLI_RETRY,
                          transport=transport) as stream:
-            for batch in stream.follow():
+            for batch in stream.follow_parts():
                 if batch.must_refetch:  # the server's copy starts again: first give it what it lost
                     engine.refill(SyncReport())
                 apply_batch(engine.conn, batch, account.role)

@@ -23,6 +23,7 @@ from sync.shape_client import (
     ShapeStream,
     ShapeUnavailable,
     apply_batch,
+    iter_messages,
     parse_value,
     retry_after_seconds,
 )
@@ -274,3 +275,79 @@ def test_network_errors_are_retried_and_named_when_they_outlast_the_attempts() -
     with pytest.raises(ShapeUnavailable, match="ConnectError: connection refused") as caught:
         stream_with(down, retry=RetryPolicy(attempts=3)).poll()
     assert isinstance(caught.value.__cause__, httpx.ConnectError)
+
+
+# -- bodies read as they arrive ------------------------------------------------------------------------
+
+
+def test_a_body_split_anywhere_gives_the_same_messages_one_by_one() -> None:
+    messages = [insert({**ROW, "note": f"é ✓ \"{i}\" ]["}, key=f'"public"."entries"/"7"/"{i}"') for i in range(300)]
+    messages.append(control("up-to-date"))
+    data = json.dumps(messages, ensure_ascii=False).encode()
+    for size in (1, 7, 64, 4096, len(data)):
+        chunks = [data[i:i + size] for i in range(0, len(data), size)]
+        assert list(iter_messages(chunks)) == messages, size
+
+
+@pytest.mark.parametrize("body", [b'{"headers": {}}', b'[{"headers": {}}', b'[{"headers": {}}] x', b'[{"a": ]'])
+def test_a_body_that_is_not_a_whole_json_array_is_a_protocol_error(body: bytes) -> None:
+    with pytest.raises(ShapeProtocolError):
+        list(iter_messages([body]))
+
+
+def test_poll_parts_yields_bounded_parts_and_moves_the_cursor_only_with_the_last() -> None:
+    rows = [insert({**ROW, "date": f"2026-11-{d:02d}"}, key=f'"public"."entries"/"7"/"{d}"') for d in range(1, 26)]
+    server = Recorder(shape_response([*rows, control("snapshot-end")], offset="50_0"))
+    stream = stream_with(server)
+    seen = []
+    for part in stream.poll_parts(part_size=10):
+        seen.append((len(part.changes), part.complete, part.fresh))
+        if not part.complete:
+            assert stream.cursor.offset == "-1", "the cursor waits for the whole response"
+    assert seen == [(10, False, True), (10, False, False), (5, True, False)]
+    assert stream.cursor.offset == "50_0" and stream.cursor.handle == "h-1"
+
+
+def test_poll_parts_answers_a_409_as_one_must_refetch_part() -> None:
+    stream = stream_with(Recorder(httpx.Response(409, json=[control("must-refetch")],
+                                                 headers={"electric-handle": "h-2"})),
+                         cursor=ShapeCursor("h-1", "10_0"))
+    (part,) = list(stream.poll_parts())
+    assert part.must_refetch and part.complete and stream.cursor == ShapeCursor("h-2", "-1")
+
+
+class _BrokenBody(httpx.SyncByteStream):
+    """A body that breaks off after its first bytes, as a dropped connection does."""
+
+    def __init__(self, data: bytes, cut: int) -> None:
+        self.data, self.cut = data, cut
+
+    def __iter__(self) -> Any:
+        yield self.data[: self.cut]
+        raise httpx.ReadError("connection reset")
+
+
+def test_a_body_that_breaks_off_is_asked_again_and_a_snapshot_starts_again_fresh() -> None:
+    rows = [insert({**ROW, "date": f"2026-11-{d:02d}"}, key=f'"public"."entries"/"7"/"{d}"') for d in range(1, 21)]
+    whole = shape_response([*rows, control("snapshot-end")], offset="50_0")
+    data = json.dumps([*rows, control("snapshot-end")]).encode()
+    broken = httpx.Response(200, headers=dict(whole.headers), stream=_BrokenBody(data, len(data) // 2))
+    server = Recorder(broken, whole)
+    sleeps: list[float] = []
+    stream = stream_with(server, sleeps, retry=RetryPolicy(attempts=3, initial_s=0.01, jitter_s=0))
+    parts = list(stream.poll_parts(part_size=5))
+    assert len(server.requests) == 2 and server.params(1)["offset"] == "-1" and len(sleeps) == 1
+    fresh = [i for i, p in enumerate(parts) if p.fresh]
+    assert len(fresh) == 2, "each attempt's first part restarts the snapshot"
+    assert [c.value["date"].day for p in parts[fresh[1]:] for c in p.changes] == list(range(1, 21))
+    assert parts[-1].complete and stream.cursor.offset == "50_0"
+
+
+def test_a_body_that_keeps_breaking_off_is_unavailable_after_the_attempts() -> None:
+    data = json.dumps([insert(ROW)] * 10).encode()
+    headers = dict(shape_response([]).headers)
+    server = Recorder(*[httpx.Response(200, headers=headers, stream=_BrokenBody(data, 30)) for _ in range(2)])
+    stream = stream_with(server, retry=RetryPolicy(attempts=2, initial_s=0.01, jitter_s=0))
+    with pytest.raises(ShapeUnavailable):
+        list(stream.poll_parts(part_size=1))
+    assert stream.cursor.offset == "-1"
