@@ -17,9 +17,9 @@ DEFAULT_RANGE_DAYS = 28
 
 def date_range(start: object | None, end: object | None, today: dt.date) -> tuple[dt.date, dt.date]:
     """`--from`/`--to` as dates: `to` defaults to today, `from` to the 28 days ending at `to`."""
-    last = parse_date(end, today, "to") if end is not None else today
+    last = parse_date(end, today, "to", reading=True) if end is not None else today
     first = (
-        parse_date(start, today, "from")
+        parse_date(start, today, "from", reading=True)
         if start is not None
         else last - dt.timedelta(days=DEFAULT_RANGE_DAYS - 1)
     )

@@ -6,6 +6,7 @@ module, so the CLI, the server and the browser check exactly the same things.
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 from decimal import Decimal
 from fractions import Fraction
@@ -18,6 +19,9 @@ DEFAULT_HRV_METHOD = "rmssd"
 SOURCES = ("manual", "fitbit", "welltory", "apple-health", "sync")
 NOTE_MAX_CHARS = 1000
 MAX_DAYS_AHEAD = 1
+# No day before this is taken, read or written: older dates are typing mistakes, and some date arithmetic
+# (a baseline's 28 days before, a week's start) would run off the calendar near year 1.
+EARLIEST_DATE = dt.date(1900, 1, 1)
 
 
 @dataclass(frozen=True)
@@ -114,6 +118,7 @@ def rules_document() -> dict[str, Any]:
         "default_hrv_method": DEFAULT_HRV_METHOD,
         "note_max_chars": NOTE_MAX_CHARS,
         "max_days_ahead": MAX_DAYS_AHEAD,
+        "earliest_date": EARLIEST_DATE.isoformat(),
         "warnings": {
             name: {
                 "below": None if t.low is None else _plain(t.low),

@@ -9,7 +9,7 @@ from decimal import ROUND_HALF_UP, Decimal, InvalidOperation, Overflow
 
 from pulse_core.entry import FieldValue
 from pulse_core.errors import ValidationError
-from pulse_core.rules import HRV_METHODS, LIMITS, MAX_DAYS_AHEAD, MESSAGES, NOTE_MAX_CHARS
+from pulse_core.rules import EARLIEST_DATE, HRV_METHODS, LIMITS, MAX_DAYS_AHEAD, MESSAGES, NOTE_MAX_CHARS
 
 CENT = Decimal("0.01")
 DATE_ALLOWED = "YYYY-MM-DD, today or yesterday"
@@ -23,8 +23,9 @@ def fail(code: str, field: str, value: object, allowed: str) -> ValidationError:
 _ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 
-def parse_date(value: object, today: dt.date, field: str = "date") -> dt.date:
-    """A calendar date no more than MAX_DAYS_AHEAD days after `today`."""
+def parse_date(value: object, today: dt.date, field: str = "date", *, reading: bool = False) -> dt.date:
+    """A calendar date from EARLIEST_DATE on, and, for a write, no more than MAX_DAYS_AHEAD days after
+    `today` (a read's range may end anywhere)."""
     words = {"today": today, "yesterday": today - dt.timedelta(days=1), "tomorrow": today + dt.timedelta(days=1)}
     if isinstance(value, dt.date):
         day = value
@@ -38,6 +39,10 @@ def parse_date(value: object, today: dt.date, field: str = "date") -> dt.date:
             day = dt.date.fromisoformat(text)
         except ValueError:
             raise fail("invalid_date", field, value, DATE_ALLOWED) from None
+    if day < EARLIEST_DATE:
+        raise fail("out_of_range", field, day.isoformat(), f"from {EARLIEST_DATE.isoformat()}")
+    if reading:
+        return day
     latest = today + dt.timedelta(days=MAX_DAYS_AHEAD)
     if day > latest:
         raise fail("future_date", field, day.isoformat(), f"up to {latest.isoformat()}")

@@ -63,7 +63,7 @@ def show(
     from pulse_core import queries
 
     device = open_device(ctx)
-    day = parse_date(date, device.today) if date else device.today
+    day = parse_date(date, device.today, reading=True) if date else device.today
     view = queries.day_view(device.entries, device.user, day)
     if as_json:
         print_json(view.as_json())
@@ -110,7 +110,7 @@ def trends(
     from pulse_core.insights import trends as compute_trends
 
     device = open_device(ctx)
-    last = parse_date(end, device.today, "to") if end else device.today
+    last = parse_date(end, device.today, "to", reading=True) if end else device.today
     window_start = last - dt.timedelta(days=max(days, 28) - 1)
     report = compute_trends(device.entries.list(device.user, window_start, last), last, days)
     if as_json:

@@ -37,8 +37,8 @@ def verify(
     from pulse_core.values import parse_date
 
     device = open_device(ctx)
-    first = parse_date(start, device.today, "from") if start else None
-    last = parse_date(end, device.today, "to") if end else None
+    first = parse_date(start, device.today, "from", reading=True) if start else None
+    last = parse_date(end, device.today, "to", reading=True) if end else None
     if first and last and first > last:
         raise UsageError("from", first.isoformat(), f"a day up to {last.isoformat()}",
                          f"from: {first.isoformat()} is after --to {last.isoformat()} (allowed a day up to"

@@ -10,15 +10,26 @@ from pulse_cli.store.migrations import apply_migrations
 from pulse_core.errors import StoreError
 
 DB_NAME = "pulse.db"
+HOME_FILES = (DB_NAME, "credentials.")  # what a home folder holds: the store, its journals, the token
 
 
 def open_store(home: Path) -> sqlite3.Connection:
-    """Open (creating if needed) `home/pulse.db`, migrated to the latest schema."""
+    """Open (creating if needed) `home/pulse.db`, migrated to the latest schema.
+
+    Health data: the store and its journal files are readable by their owner only (0600), in a folder
+    only its owner can list (0700), whatever the umask."""
+    previous = os.umask(0o077)  # the database, its -wal and -shm files are created 0600
     try:
         home.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if all(p.name.startswith(HOME_FILES) for p in home.iterdir()):  # a folder of the store's own
+            _owner_only(home, 0o700)
         conn = sqlite3.connect(home / DB_NAME, isolation_level=None, timeout=10.0)
+        for name in (DB_NAME, f"{DB_NAME}-wal", f"{DB_NAME}-shm"):
+            _owner_only(home / name, 0o600)
     except (OSError, sqlite3.Error) as exc:
         raise StoreError(f"store: cannot open {home / DB_NAME}: {exc}") from exc
+    finally:
+        os.umask(previous)
     try:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
@@ -29,6 +40,17 @@ def open_store(home: Path) -> sqlite3.Connection:
         conn.close()
         raise StoreError(f"store: {home / DB_NAME} is not a usable Pulse store: {exc}") from exc
     return conn
+
+
+def _owner_only(path: Path, mode: int) -> None:
+    """Take group and other access away from a path of ours (a store made before, or a folder made by
+    hand), leaving a path that is not ours alone."""
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return
+    if stat.st_uid == os.getuid() and stat.st_mode & 0o077:
+        path.chmod(mode)
 
 
 def ensure_client_id(conn: sqlite3.Connection) -> str:

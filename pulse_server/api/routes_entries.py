@@ -25,8 +25,8 @@ def _today(clock: ClockDep) -> dt.date:
     return dt.datetime.fromtimestamp(clock() / 1000, dt.UTC).date()
 
 
-def _day(value: str, clock: ClockDep, field: str = "date") -> dt.date:
-    return parse_date(value, _today(clock), field)
+def _day(value: str, clock: ClockDep, field: str = "date", reading: bool = False) -> dt.date:
+    return parse_date(value, _today(clock), field, reading=reading)
 
 
 @router.get("/entries", response_model=EntriesOut)
@@ -39,8 +39,8 @@ def list_entries(
     of: Annotated[str | None, Query(alias="user", description="An athlete who granted you access (coaches)")] = None,
 ) -> dict[str, Any]:
     """Entries from `from` to `to` (inclusive), oldest first, deleted days left out."""
-    first = _day(start, clock, "from") if start else None
-    last = _day(end, clock, "to") if end else None
+    first = _day(start, clock, "from", reading=True) if start else None
+    last = _day(end, clock, "to", reading=True) if end else None
     with db.session() as session:
         owner = accounts.readable_user(session, user, of)
     rows = db.run(lambda conn: PostgresEntryRepository(conn).list(str(owner), first, last))
@@ -82,7 +82,11 @@ def delete_entry(date: str, user: Athlete, db: DbDep, clock: ClockDep, settings:
         existing = PostgresEntryRepository(conn).get(str(user.id), day, lock=True)
         if existing is None or existing.deleted:
             return False
-        api_write(reconciler, conn, user.id, day, "delete", {})
+        result, entry = api_write(reconciler, conn, user.id, day, "delete", {})
+        if result["status"] not in ("applied", "conflict") or entry is None or not entry.deleted:
+            # A 204 says the day is gone: never say it for a write that did not happen.
+            raise ApiError(500, "internal", f"date: the delete of {day.isoformat()} was not applied"
+                           f" ({result['status']})")
         return True
 
     if not db.run(write):

@@ -34,7 +34,7 @@ from pulse_server.db.database import Database
 from pulse_server.errors import ApiError
 from pulse_server.logs import user_id
 from pulse_server.metrics import Metrics
-from pulse_server.push import BatchOutcome, Reconciler
+from pulse_server.push import API_CLIENT, BatchOutcome, Reconciler
 from pulse_server.ratelimit import ConcurrencyGate
 from pulse_server.settings import Settings
 from sync.wire import PROTOCOL
@@ -84,6 +84,9 @@ def parse_push_body(raw: bytes) -> PushBody:
         raise _malformed("protocol", "Input should be a valid integer", protocol)
     if not isinstance(client_id, str) or not CLIENT_ID.fullmatch(client_id):
         raise _malformed("client_id", "String should match pattern '^[A-Za-z0-9_-]{1,64}$'", client_id)
+    if client_id == API_CLIENT:  # the server's own id for REST writes: a device using it would share its seqs
+        raise ApiError(400, "bad_request", f"client_id: {client_id!r} is reserved for the server's own writes"
+                       " (allowed any other id)", field="client_id", value=client_id, allowed="any id but 'api'")
     if not isinstance(mutations, list):
         raise _malformed("mutations", "Input should be a valid list")
     for i, item in enumerate(mutations):

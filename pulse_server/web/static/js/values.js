@@ -316,7 +316,7 @@ function isoWeekDate(year, week, weekday) {
   return Number(result.slice(0, 4)) >= 1 ? result : null;
 }
 
-/** parse_date: "YYYY-MM-DD" (only that form), today, yesterday or tomorrow, no more than max_days_ahead after `today` ("YYYY-MM-DD"). */
+/** parse_date: "YYYY-MM-DD" (only that form), today, yesterday or tomorrow, from earliest_date on and no more than max_days_ahead after `today` ("YYYY-MM-DD"). */
 export function parseDate(rules, value, today, field = 'date') {
   const todayMs = Date.parse(today + 'T00:00:00Z');
   const words = { today: todayMs, yesterday: todayMs - DAY_MS, tomorrow: todayMs + DAY_MS };
@@ -328,6 +328,7 @@ export function parseDate(rules, value, today, field = 'date') {
     day = /^[0-9]{4}-[0-9]{2}-[0-9]{2}$/.test(text) ? fromIsoFormat(text) : null;
     if (day === null) throw fail(rules, 'invalid_date', field, value, DATE_ALLOWED);
   }
+  if (day < rules.earliest_date) throw fail(rules, 'out_of_range', field, day, `from ${rules.earliest_date}`);
   const latest = isoOf(todayMs + rules.max_days_ahead * DAY_MS);
   if (day > latest) throw fail(rules, 'future_date', field, day, `up to ${latest}`);
   return day;
