@@ -109,7 +109,7 @@ def create_app(
     for module in (routes_auth, routes_entries, routes_sync, routes_grants, routes_meta):
         app.include_router(module.router)
     app.include_router(shape_route.router)
-    mount_pwa(app)
+    mount_pwa(app, settings.web_root)
     _install_error_handlers(app)
     openapi.install(app)
 
