@@ -5,7 +5,8 @@
 // The device database, `ngx-pulse <api>` (<api> is the absolute URL of the API the app talks to):
 //   session  'current' -> {username, at}: the account signed in on this device (absent: signed out)
 //   kept     username -> {username, unsynced, at}: accounts signed out with changes kept for them
-//   meta     'rules' -> the server's rules document (the same for every account)
+//   meta     'rules' -> the server's rules document (the same for every account); 'legacy_moved' ->
+//            true once the single database of earlier versions was moved (moveLegacyData)
 // An account's database, `ngx-pulse <api> account <username>`:
 //   meta     client_id, next_seq, hlc_last, clock_offset_ms, token, role, shape cursor {handle, offset,
 //            cursor, upToDate}, pulled_lsn, last_sync_ms, conflicts

@@ -148,7 +148,8 @@ export class Engine extends EventTarget {
 
   async request(path, options = {}) {
     const headers = { ...(options.headers || {}) };
-    if (this.token && !options.anonymous) headers.Authorization = `Bearer ${this.token}`;
+    const token = options.token ?? this.token;
+    if (token && !options.anonymous) headers.Authorization = `Bearer ${token}`;
     if (options.json !== undefined) headers['Content-Type'] = 'application/json';
     const response = await fetch(new URL(path, API), {
       method: options.method || 'GET', headers, cache: 'no-store', signal: options.signal,
@@ -298,12 +299,12 @@ export class Engine extends EventTarget {
   adopt(auth, { keep = true } = {}) {
     return this.serially(async () => {
       if (this.locked) throw new AccountChanged('this tab stopped: reload it to sign in');
+      if (this.username !== auth.username) this.stopSync();
       const previous = (await readSession(this.device))?.username ?? null;
       await writeSession(this.device, auth.username);
       this.channel?.postMessage({ type: 'session' });
       if (previous && previous !== auth.username) await this.retire(previous, keep);
       if (this.username !== auth.username || !this.store) {
-        this.stopSync();
         if (this.store) this.store.close();
         this.store = null;
         await this.useAccount(auth.username);
@@ -424,6 +425,7 @@ export class Engine extends EventTarget {
    */
   async write(date, op, fields = {}) {
     if (!(await this.checkAccount())) throw new AccountChanged('this tab stopped: another account is signed in');
+    const store = this.store;
     const current = this.view.get(date);
     const touched = op === 'delete' ? MERGE_FIELDS : MERGE_FIELDS.filter((f) =>
       f in fields || (f === 'hrv_ms' && 'hrv_method' in fields));
@@ -433,7 +435,7 @@ export class Engine extends EventTarget {
     for (const [name, value] of Object.entries(fields)) {
       wire[name] = value === null || name === 'note' || name === 'hrv_method' ? value : Number(value);
     }
-    await this.store.transact(['meta', 'outbox'], 'readwrite', async (s) => {
+    await store.transact(['meta', 'outbox'], 'readwrite', async (s) => {
       const node = await s.meta.get('client_id');
       const seq = (await s.meta.get('next_seq')) || 1;
       const offset = (await s.meta.get('clock_offset_ms')) || 0;
@@ -484,8 +486,10 @@ export class Engine extends EventTarget {
     let batchSize = PUSH_BATCH;
     let after = 0;
     for (;;) {
-      // Only the signed-in account's queue, with its own token: a tab whose account changed stops here.
+      // Only the signed-in account's queue, with its own token: a tab whose account changed stops here,
+      // and the batch, its token and its results stay with the account checked.
       if (!(await this.checkAccount())) return;
+      const { store, token } = this;
       const pending = this.outbox.filter((m) => m.status === 'pending' && m.seq > after).sort((a, b) => a.seq - b.seq);
       if (!pending.length) return;
       const batch = pending.slice(0, batchSize);
@@ -494,8 +498,8 @@ export class Engine extends EventTarget {
       const sentAt = Date.now();
       let response;
       try {
-        response = await this.request('sync/push', { method: 'POST', json: {
-          protocol: PROTOCOL, client_id: await this.store.getMeta('client_id'),
+        response = await this.request('sync/push', { method: 'POST', token, json: {
+          protocol: PROTOCOL, client_id: await store.getMeta('client_id'),
           mutations: batch.map(({ seq, date, op, fields, base, hlc }) => ({ seq, date, op, fields, base, hlc })),
         } });
       } catch {
@@ -505,6 +509,7 @@ export class Engine extends EventTarget {
         this.retryLater();
         return;
       }
+      if (store !== this.store) return; // signed out or switched meanwhile: it is pushed again later
       this.reachable = true;
       this.syncing = false;
       const body = await readJson(response);
@@ -521,7 +526,7 @@ export class Engine extends EventTarget {
       }
       this.lastError = null;
       this.backoffMs = 1_000;
-      const answered = await this.recordResults(batch, body, sentAt);
+      const answered = await this.recordResults(store, batch, body, sentAt);
       this.announce();
       if (answered.conflicts) this.loadConflicts();
       await this.refresh();
@@ -530,12 +535,12 @@ export class Engine extends EventTarget {
     }
   }
 
-  async recordResults(batch, body, sentAt) {
+  async recordResults(store, batch, body, sentAt) {
     const bySeq = new Map((body.results || []).map((r) => [r.seq, r]));
     const receivedAt = Date.now();
     let count = 0;
     let conflicts = 0;
-    await this.store.transact(['meta', 'outbox'], 'readwrite', async (s) => {
+    await store.transact(['meta', 'outbox'], 'readwrite', async (s) => {
       for (const m of batch) {
         const result = bySeq.get(m.seq);
         if (!result || !(await s.outbox.get(m.seq))) continue; // discarded meanwhile (in another tab)
@@ -576,6 +581,7 @@ export class Engine extends EventTarget {
   }
 
   async pullLoop(generation, store) {
+    const token = this.token;
     let backoff = 500;
     while (generation === this.generation && this.token && !this.needsSignIn) {
       if (!navigator.onLine) return; // the `online` event starts a new loop
@@ -592,7 +598,7 @@ export class Engine extends EventTarget {
       let response;
       let messages;
       try {
-        response = await this.request(`shape?${params}`, { signal: controller.signal });
+        response = await this.request(`shape?${params}`, { signal: controller.signal, token });
         messages = response.ok ? await response.json() : await readJson(response);
       } catch {
         clearTimeout(timer);
@@ -619,7 +625,7 @@ export class Engine extends EventTarget {
         continue;
       }
       backoff = 500;
-      if (!(await this.checkAccount())) return; // this tab's account is no longer the signed-in one
+      if (!(await this.checkAccount()) || generation !== this.generation) return; // not this account's any more
       await this.applyShape(store, shape, response, Array.isArray(messages) ? messages : []);
     }
   }
