@@ -16,6 +16,13 @@ self.addEventListener('install', (event) => {
   // No skipWaiting here: a page running the old shell must not start loading the new one. The first
   // install has nothing to wait for and takes over at once.
   event.waitUntil((async () => {
+    // Where the browser can (Chromium's static routing), the API goes to the network without waking
+    // this worker: an open page's long polls and pushes would otherwise keep it busy, and a busy old
+    // worker keeps a new version waiting (Chromium's limit: 5 minutes).
+    if (event.addRoutes) {
+      const api = new URL('../v1/', self.registration.scope).pathname;
+      await event.addRoutes([{ condition: { urlPattern: { pathname: `${api}*` } }, source: 'network' }]);
+    }
     const cache = await caches.open(CACHE);
     await cache.addAll(SHELL.map((path) => new Request(path, { cache: 'reload' })));
   })());

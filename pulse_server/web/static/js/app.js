@@ -107,7 +107,11 @@ function accountChanged() {
 function render() {
   renderPill();
   renderUpdate();
-  if (engine.locked) { renderLocked(); return; }
+  if (engine.locked) {
+    forgetScreens();
+    renderLocked();
+    return;
+  }
   if (!engine.token) return;
   renderToday();
   renderHistory();
@@ -294,6 +298,19 @@ async function stillOurs(work) {
   } finally {
     working -= 1;
   }
+}
+
+/** A stopped tab keeps nothing of its account in the page, not even in the hidden screens. */
+function forgetScreens() {
+  if (document.documentElement.dataset.forgotten === 'true') return;
+  document.documentElement.dataset.forgotten = 'true';
+  fixing = null;
+  loaded = {};
+  $('log-form').reset();
+  clearErrors();
+  renderToday(); // the engine's view is empty now: these render empty screens
+  renderHistory();
+  renderSync();
 }
 
 function renderLocked() {

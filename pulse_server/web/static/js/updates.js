@@ -46,14 +46,14 @@ export class Updates extends EventTarget {
       return; // no service worker (e.g. not a secure context): the app still works online
     }
     const registration = this.registration;
-    if (registration.waiting && workers.controller) this.found();
-    registration.addEventListener('updatefound', () => {
-      const worker = registration.installing;
-      worker?.addEventListener('statechange', () => {
-        // The first install (no controller yet) takes over by itself; only a replacement waits.
-        if (worker.state === 'installed' && workers.controller) this.found();
-      });
+    const track = (worker) => worker?.addEventListener('statechange', () => {
+      // The first install (no controller yet) takes over by itself; only a replacement waits.
+      if (worker.state === 'installed' && workers.controller) this.found();
     });
+    // The browser checks for a new worker on every navigation, so one may be installing already.
+    track(registration.installing);
+    registration.addEventListener('updatefound', () => track(registration.installing));
+    if (registration.waiting && workers.controller) this.found();
     this.check();
     setInterval(() => this.check(), CHECK_MS);
     document.addEventListener('visibilitychange', () => { if (document.visibilityState === 'visible') this.check(); });
