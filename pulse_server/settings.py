@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -32,6 +34,8 @@ class Settings(BaseSettings):
     # log watcher that wakes live requests. Both need Postgres with wal_level=logical.
     replication_reader: bool = True
     shape_watcher: bool = True
+    # Serve the web app (/app/) from this folder instead of the one in the package (docs/pwa.md).
+    web_root: Path | None = None
 
 
 def psycopg_url(url: str) -> str:

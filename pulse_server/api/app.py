@@ -111,7 +111,7 @@ def create_app(
         app.include_router(module.router)
     app.include_router(shape_route.router)
     app.include_router(checksums_router)
-    mount_pwa(app)
+    mount_pwa(app, settings.web_root)
     _install_error_handlers(app)
     openapi.install(app)
 

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from playwright.sync_api import Error as PlaywrightError
 from playwright.sync_api import Page
 from sync_support import Device
 
@@ -47,7 +48,7 @@ def sign_in(page: Page, target: Target) -> None:
     page.goto(target.app_url)
     page.get_by_label("Username").fill(target.username)
     page.get_by_label("Password").fill(target.password)
-    page.get_by_role("button", name="Sign in").click()
+    page.get_by_role("button", name="Sign in", exact=True).click()
     page.get_by_role("heading", name="Today").wait_for()
 
 
@@ -107,3 +108,63 @@ def pump_until(page: Page, condition: Callable[[], Any], timeout_s: float, what:
             return value
         page.wait_for_timeout(100)
     raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+
+
+def eventually(page: Page, expression: str, timeout_s: float, what: str, arg: Any = None) -> Any:
+    """Evaluate `expression` (a function of `arg`) until it returns something truthy, across the page's
+    own reloads (a new version taking over reloads the page; `wait_for_function` would lose its context)."""
+
+    def attempt() -> Any:
+        try:
+            return page.evaluate(expression, arg)
+        except PlaywrightError:
+            return None  # the page was navigating
+
+    return pump_until(page, attempt, timeout_s, what)
+
+
+def sign_out(page: Page) -> None:
+    page.goto(page.url.split("#")[0] + "#sync")
+    page.get_by_role("button", name="Sign out").click()
+
+
+# Every IndexedDB database of the origin with every record of every store, and every cache with the
+# text of every response: what a person with this browser profile could read.
+_EVERYTHING_STORED = """async () => {
+  const read = (db, name) => new Promise((resolve, reject) => {
+    const tx = db.transaction(name);
+    const keys = tx.objectStore(name).getAllKeys();
+    const values = tx.objectStore(name).getAll();
+    tx.oncomplete = () => resolve({ keys: keys.result, values: values.result });
+    tx.onerror = () => reject(tx.error);
+  });
+  const databases = {};
+  for (const { name } of await indexedDB.databases()) {
+    const db = await new Promise((resolve, reject) => {
+      const request = indexedDB.open(name);
+      request.onsuccess = () => resolve(request.result);
+      request.onerror = () => reject(request.error);
+    });
+    databases[name] = {};
+    for (const store of db.objectStoreNames) databases[name][store] = await read(db, store);
+    db.close();
+  }
+  const cached = {};
+  for (const name of await caches.keys()) {
+    const cache = await caches.open(name);
+    cached[name] = {};
+    for (const request of await cache.keys()) cached[name][request.url] = await (await cache.match(request)).text();
+  }
+  return { databases, caches: cached };
+}"""
+
+
+def everything_stored(page: Page) -> dict[str, Any]:
+    """{"databases": {name: {store: {"keys", "values"}}}, "caches": {name: {url: text}}}."""
+    found: dict[str, Any] = page.evaluate(_EVERYTHING_STORED)
+    return found
+
+
+def database_names(page: Page) -> list[str]:
+    names: list[str] = page.evaluate("indexedDB.databases().then((all) => all.map((d) => d.name))")
+    return names

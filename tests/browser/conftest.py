@@ -1,9 +1,11 @@
 """Fixtures for the PWA tests: a real `pulse-server` on a throwaway database, headless Chromium, targets.
 
 A **target** is one place the app is served from, with everything a test needs to drive it and to
-check behind it (see `Target`). Today there is one, `cloud`: `pulse-server serve` with the shape API
-on, on `pulse_browser_<random>` at 127.0.0.1:5432 (dropped at the end with its replication slot). A
-second one, `pulse agent --serve`, only has to provide the same fields to run the same flows.
+check behind it (see `Target`): `cloud` is `pulse-server serve` with the shape API on, on
+`pulse_browser_<random>` at 127.0.0.1:5432 (dropped at the end with its replication slot); `agent` is
+`pulse agent --serve` on a device of that server. `another_target` is a second athlete on the cloud
+server (two accounts in one browser), and `web_target` an athlete on a second server instance that
+serves the app from a copy of its files (`web_root`), which the update tests change on disk.
 
 Chromium is Debian's (/usr/bin/chromium), driven by Playwright's sync API; each test gets a fresh
 browser context (its own IndexedDB, service worker and cache), 360 px wide like a small phone.
@@ -12,8 +14,9 @@ browser context (its own IndexedDB, service worker and cache), 360 px wide like 
 from __future__ import annotations
 
 import secrets
+import shutil
 import sys
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +37,7 @@ from sync_support import PASSWORD, Device, PulseServer, ServedDevice, User, wait
 from pulse_server.accounts import add_user, find_user, revoke_tokens  # noqa: E402
 from pulse_server.db.database import Database  # noqa: E402
 from pulse_server.settings import Settings  # noqa: E402
+from pulse_server.web import STATIC  # noqa: E402
 
 CHROMIUM = Path("/usr/bin/chromium")
 VIEWPORT: ViewportSize = {"width": 360, "height": 780}
@@ -72,16 +76,35 @@ def db(database_url: str) -> Iterator[Database]:
     database.dispose()
 
 
-@pytest.fixture(scope="session")
-def cloud_server(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PulseServer]:
+def _server(database_url: str, log_dir: Path, **extra: str) -> Iterator[PulseServer]:
     env = {"PULSE_DATABASE_URL": database_url, "PULSE_LOGIN_ATTEMPTS_PER_MINUTE": "100000",
-           "PULSE_REPLICATION_READER": "true", "PULSE_SHAPE_WATCHER": "true"}
-    server = PulseServer(tmp_path_factory.mktemp("server-logs") / "server.log", env)
+           "PULSE_REPLICATION_READER": "true", "PULSE_SHAPE_WATCHER": "true", **extra}
+    server = PulseServer(log_dir / "server.log", env)
     _servers.append(server)
     server.wait_ready()
     yield server
     server.close()
     _servers.remove(server)
+
+
+@pytest.fixture(scope="session")
+def cloud_server(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PulseServer]:
+    yield from _server(database_url, tmp_path_factory.mktemp("server-logs"))
+
+
+@pytest.fixture(scope="session")
+def web_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the app's files, for tests that change them on disk (as a deploy does)."""
+    root = tmp_path_factory.mktemp("web") / "static"
+    shutil.copytree(STATIC, root)
+    return root
+
+
+@pytest.fixture(scope="session")
+def web_server(database_url: str, web_root: Path, cloud_server: PulseServer,
+               tmp_path_factory: pytest.TempPathFactory) -> Iterator[PulseServer]:
+    """A second instance of the cloud server (same database) serving the app from `web_root`."""
+    yield from _server(database_url, tmp_path_factory.mktemp("web-server-logs"), PULSE_WEB_ROOT=str(web_root))
 
 
 # -- targets -------------------------------------------------------------------------------------
@@ -131,6 +154,21 @@ def _agent_target(server: PulseServer, db: Database, pg: psycopg.Connection[tupl
         served.close()
 
 
+@pytest.fixture
+def another_target(cloud_server: PulseServer, db: Database, pg: psycopg.Connection[tuple[Any, ...]],
+                   tmp_path: Path) -> Target:
+    """A second athlete on the cloud server: the same browser profile signs in as both."""
+    (tmp_path / "another").mkdir()
+    return _cloud_target(cloud_server, db, pg, tmp_path / "another")
+
+
+@pytest.fixture
+def web_target(web_server: PulseServer, db: Database, pg: psycopg.Connection[tuple[Any, ...]],
+               tmp_path: Path) -> Target:
+    """An athlete on the server that serves the app from `web_root`."""
+    return _cloud_target(web_server, db, pg, tmp_path)
+
+
 @pytest.fixture(params=["cloud"])
 def target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Target]:
     """A fresh athlete on one target. Tests run on `cloud`; a test may ask for more with
@@ -175,10 +213,8 @@ class PageErrors:
     messages: list[str]
 
 
-@pytest.fixture
-def page(context: BrowserContext) -> Iterator[Page]:
-    """A page that fails the test on any uncaught error or console error of the app."""
-    page = context.new_page()
+def watch_errors(page: Page) -> PageErrors:
+    """Collect the page's uncaught errors and the app's console errors."""
     errors = PageErrors([])
     page.on("pageerror", lambda exc: errors.messages.append(f"uncaught: {exc}"))
 
@@ -189,7 +225,31 @@ def page(context: BrowserContext) -> Iterator[Page]:
             errors.messages.append(f"console: {message.text}")
 
     page.on("console", on_console)
+    return errors
+
+
+@pytest.fixture
+def page(context: BrowserContext) -> Iterator[Page]:
+    """A page that fails the test on any uncaught error or console error of the app."""
+    page = context.new_page()
+    errors = watch_errors(page)
     yield page
     assert errors.messages == [], errors.messages
+
+
+@pytest.fixture
+def new_tab(context: BrowserContext) -> Iterator[Callable[[], Page]]:
+    """Open more tabs in the same context (one browser profile: IndexedDB, service worker, caches),
+    each failing the test on an error like `page`."""
+    watched: list[PageErrors] = []
+
+    def open_tab() -> Page:
+        tab = context.new_page()
+        watched.append(watch_errors(tab))
+        return tab
+
+    yield open_tab
+    for errors in watched:
+        assert errors.messages == [], errors.messages
 
 

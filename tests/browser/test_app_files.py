@@ -24,6 +24,22 @@ def test_the_service_worker_carries_the_shells_content_hash_and_is_never_cached(
     assert "__SHELL_VERSION__" not in response.text
 
 
+def test_the_service_worker_follows_the_files_on_disk_without_a_restart(web_server: PulseServer,
+                                                                        web_root: Path) -> None:
+    def served_version() -> str:
+        found = re.search(r"const VERSION = '([0-9a-f]{16})';", httpx.get(f"{web_server.url}/app/sw.js").text)
+        assert found is not None
+        return found.group(1)
+
+    before = served_version()
+    assert before == shell_version(web_root)
+    with (web_root / "js" / "score.js").open("a") as changed:
+        changed.write("\n// changed on disk\n")
+    after = served_version()
+    assert after != before and after == shell_version(web_root)
+    assert httpx.get(f"{web_server.url}/app/js/score.js").text.endswith("// changed on disk\n")
+
+
 def test_the_shell_version_changes_when_any_file_does(tmp_path: Path) -> None:
     root = tmp_path
     (root / "js").mkdir()

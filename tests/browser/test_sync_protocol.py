@@ -14,7 +14,7 @@ from sync_support import wait_for
 
 TODAY = dt.date.today().isoformat()
 YESTERDAY = (dt.date.today() - dt.timedelta(days=1)).isoformat()
-SAVED_SHAPE = "import('./js/store.js').then((store) => store.getMeta('shape'))"
+SAVED_SHAPE = "window.pulse.engine.store.getMeta('shape')"
 
 
 def shape_params(request: Request) -> dict[str, str]:

@@ -1,6 +1,7 @@
 // The service worker: the app shell from a versioned cache (cache first), the API always from the
-// network. The server writes the shell's content hash into VERSION when it serves this file, so any
-// change to a shell file installs a new cache and removes the old one.
+// network. The server writes the content hash of every served file into VERSION each time it serves this
+// file, so any changed file makes a new worker, which caches the new shell and waits until the page
+// applies it (docs/pwa.md, "Updates"). No cache here ever holds an API answer: those belong to an account.
 
 const VERSION = '__SHELL_VERSION__';
 const CACHE = `ngx-pulse-shell-${VERSION}`;
@@ -8,13 +9,22 @@ const SHELL = [
   './', 'index.html', 'app.css', 'manifest.webmanifest',
   'icons/icon.svg', 'icons/icon-192.png', 'icons/icon-512.png',
   'js/app.js', 'js/sync.js', 'js/store.js', 'js/replica.js', 'js/hlc.js', 'js/values.js', 'js/score.js',
+  'js/updates.js',
 ];
 
 self.addEventListener('install', (event) => {
+  // No skipWaiting here: a page running the old shell must not start loading the new one. The first
+  // install has nothing to wait for and takes over at once.
   event.waitUntil((async () => {
+    // Where the browser can (Chromium's static routing), the API goes to the network without waking
+    // this worker: an open page's long polls and pushes would otherwise keep it busy, and a busy old
+    // worker keeps a new version waiting (Chromium's limit: 5 minutes).
+    if (event.addRoutes) {
+      const api = new URL('../v1/', self.registration.scope).pathname;
+      await event.addRoutes([{ condition: { urlPattern: { pathname: `${api}*` } }, source: 'network' }]);
+    }
     const cache = await caches.open(CACHE);
     await cache.addAll(SHELL.map((path) => new Request(path, { cache: 'reload' })));
-    await self.skipWaiting();
   })());
 });
 
@@ -25,6 +35,11 @@ self.addEventListener('activate', (event) => {
     }
     await self.clients.claim();
   })());
+});
+
+self.addEventListener('message', (event) => {
+  if (event.data?.type === 'skip-waiting') event.waitUntil(self.skipWaiting());
+  else if (event.data?.type === 'version') event.ports[0]?.postMessage(VERSION);
 });
 
 self.addEventListener('fetch', (event) => {

@@ -1,21 +1,28 @@
 // The screens: sign in, today, log a day, history, sync. Everything shown comes from the local view
-// (sync.js); every write goes to the outbox first.
+// (sync.js); every write goes to the outbox first. A tab whose account was signed out or replaced in
+// another tab shows only a notice (the `locked` screen); a new version is applied when nothing would be
+// lost (updates.js).
 
-import { Engine } from './sync.js';
+import { AccountChanged, Engine } from './sync.js';
 import { fieldWarnings, plain } from './score.js';
 import { previousWeight } from './replica.js';
+import { Updates, justUpdated } from './updates.js';
 import { localToday, parseDate, parseFields, ValidationError } from './values.js';
 
 const FIELDS = ['sleep_hours', 'hrv_ms', 'hrv_method', 'steps', 'weight_kg', 'note'];
 const NUMERIC = ['sleep_hours', 'hrv_ms', 'steps', 'weight_kg'];
 const LABELS = { sleep_hours: 'Sleep', hrv_ms: 'HRV', steps: 'Steps', weight_kg: 'Weight', note: 'Note' };
 const UNITS = { sleep_hours: ' h', hrv_ms: ' ms', steps: '', weight_kg: ' kg', note: '' };
-const SCREENS = ['signin', 'today', 'log', 'history', 'sync'];
+const SCREENS = ['signin', 'today', 'log', 'history', 'sync', 'locked'];
 
 const $ = (id) => document.getElementById(id);
 const engine = new Engine();
+const updates = new Updates();
 let loaded = {}; // the values the log form opened with, as shown
 let fixing = null; // the rejected mutation the log form is fixing
+let routedFor = null; // the account (and lock) the screens were routed for
+let working = 0; // saves, sign-ins and sign-outs under way
+let interacted = false; // the person has used this page since it loaded
 
 function el(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
@@ -47,19 +54,25 @@ function visibleEntries() {
 }
 
 // -- routing ------------------------------------------------------------------------------------
+const accountKey = () => (engine.locked ? 'locked' : `${engine.token ? engine.username : ''}`);
+
 function route() {
   const [name, arg] = location.hash.replace(/^#/, '').split('/');
+  routedFor = accountKey();
   const signedIn = Boolean(engine.token);
   // Signed in with a token the server refused: the data and the queue stay; signing in again resumes.
   const again = signedIn && engine.needsSignIn && name === 'signin';
-  const screen = !signedIn || again ? 'signin' : (SCREENS.includes(name) && name !== 'signin' ? name : 'today');
+  let screen = !signedIn || again ? 'signin' : (SCREENS.includes(name) && !['signin', 'locked'].includes(name) ? name : 'today');
+  if (engine.locked) screen = 'locked';
   if (screen === 'signin') {
     $('signin-title').textContent = again ? 'Sign in again' : 'Sign in';
     if (again && !$('signin-username').value) $('signin-username').value = engine.username || '';
+    renderKept();
   }
+  if (screen === 'locked') renderLocked();
   for (const s of SCREENS) $(`screen-${s}`).hidden = s !== screen;
   $('loading').hidden = true;
-  $('tabs').hidden = !signedIn;
+  $('tabs').hidden = !signedIn || screen === 'locked';
   for (const a of $('tabs').querySelectorAll('a')) {
     if (a.getAttribute('href') === `#${screen}`) a.setAttribute('aria-current', 'page');
     else a.removeAttribute('aria-current');
@@ -78,9 +91,27 @@ function go(hash) {
   else location.hash = hash;
 }
 
+/** The account changed under this tab (another tab signed in or out): show what is true now. */
+function accountChanged() {
+  if (engine.locked) {
+    route();
+    $('locked-title').focus();
+  } else if (engine.token) {
+    go(location.hash.startsWith('#signin') || location.hash.startsWith('#locked') ? '#today' : location.hash);
+  } else {
+    route();
+  }
+}
+
 // -- rendering ----------------------------------------------------------------------------------
 function render() {
   renderPill();
+  renderUpdate();
+  if (engine.locked) {
+    forgetScreens();
+    renderLocked();
+    return;
+  }
   if (!engine.token) return;
   renderToday();
   renderHistory();
@@ -95,6 +126,7 @@ function counts() {
 
 function renderPill() {
   const pill = $('sync-pill');
+  if (engine.locked) { pill.textContent = 'This tab stopped'; pill.className = 'pill attention'; return; }
   if (!engine.token) { pill.textContent = navigator.onLine ? 'Online' : 'Offline'; pill.className = 'pill'; return; }
   const { pending, rejected } = counts();
   const queued = pending === 1 ? '1 change queued' : `${pending} changes queued`;
@@ -218,6 +250,7 @@ function renderSync() {
     ['Waiting to sync', String(pending)],
     ['Rejected', String(rejected)],
     ['Last sync', when(engine.meta.lastSyncMs)],
+    ['App version', updates.version || 'not installed'],
   ];
   if (engine.meta.clockOffsetMs) rows.push(['Clock offset', `${engine.meta.clockOffsetMs} ms`]);
   for (const [k, v] of rows) dl.append(el('dt', {}, k), el('dd', {}, v));
@@ -248,6 +281,57 @@ function renderSync() {
       el('p', { class: 'facts' }, `kept ${fmt(c.kept)}, not ${fmt(c.lost)}`)));
   }
   if (!conflicts.children.length) conflicts.append(el('li', { class: 'muted' }, 'None.'));
+}
+
+/**
+ * Run a write of this tab's account; false if the account is no longer the signed-in one (the tab
+ * stopped, and its notice says so instead).
+ */
+async function stillOurs(work) {
+  working += 1;
+  try {
+    await work();
+    return true;
+  } catch (error) {
+    if (error instanceof AccountChanged) return false;
+    throw error;
+  } finally {
+    working -= 1;
+  }
+}
+
+/** A stopped tab keeps nothing of its account in the page, not even in the hidden screens. */
+function forgetScreens() {
+  if (document.documentElement.dataset.forgotten === 'true') return;
+  document.documentElement.dataset.forgotten = 'true';
+  fixing = null;
+  loaded = {};
+  $('log-form').reset();
+  clearErrors();
+  renderToday(); // the engine's view is empty now: these render empty screens
+  renderHistory();
+  renderSync();
+}
+
+function renderLocked() {
+  const { was, now } = engine.locked;
+  let title;
+  let message;
+  if (now && now !== was) {
+    title = `Signed in as ${now} in another tab`;
+    message = `This tab was showing ${was}'s data. It has stopped and no longer shows it: nothing done here `
+      + `is saved. Reload to continue as ${now}.`;
+  } else if (!now) {
+    title = `${was} signed out in another tab`;
+    message = `This tab has stopped and no longer shows ${was}'s data: nothing done here is saved. Reload to sign in.`;
+  } else {
+    title = 'Signed in again in another tab';
+    message = `This tab stopped when ${was}'s data on this device changed in another tab: nothing done here is `
+      + 'saved. Reload to continue.';
+  }
+  $('locked-title').textContent = title;
+  $('locked-message').textContent = message;
+  $('locked-reload').textContent = now && now !== was ? `Continue as ${now}` : 'Reload';
 }
 
 // -- the log form -------------------------------------------------------------------------------
@@ -341,8 +425,10 @@ async function saveLog(event) {
   }
   const previous = previousWeight(engine.view, date);
   const warnings = fieldWarnings(engine.rules, fields, previous).map((w) => w.message);
-  await engine.write(date, 'set', fields);
-  if (fixing) { await engine.discard(fixing.seq); fixing = null; }
+  if (!(await stillOurs(async () => {
+    await engine.write(date, 'set', fields);
+    if (fixing) { await engine.discard(fixing.seq); fixing = null; }
+  }))) return;
   openLog(date);
   const where = engine.online ? 'Saved.' : 'Saved on this device; it will sync when you are online.';
   $('log-status').textContent = [where, ...warnings].join(' ');
@@ -351,8 +437,7 @@ async function saveLog(event) {
 async function deleteDay() {
   const date = $('f-date').value;
   if (!confirm(`Delete everything logged for ${date}?`)) return;
-  await engine.write(date, 'delete');
-  go('#history');
+  if (await stillOurs(() => engine.write(date, 'delete'))) go('#history');
 }
 
 /** The form's values for a rejected mutation: what it tried to set, as typed text. */
@@ -371,7 +456,7 @@ function fix(mutation) {
 }
 
 async function discard(mutation) {
-  await engine.discard(mutation.seq);
+  if (!(await stillOurs(() => engine.discard(mutation.seq)))) return;
   $('sync-error').textContent = '';
   render();
 }
@@ -394,6 +479,22 @@ function checkField(name) {
 }
 
 // -- sign in and out ----------------------------------------------------------------------------
+/** A modal question; resolves with the value of the button chosen, or 'cancel' (Escape). */
+function ask({ title, message, actions }) {
+  const dialog = $('ask');
+  $('ask-title').textContent = title;
+  $('ask-message').textContent = message;
+  $('ask-actions').replaceChildren(...actions.map(([value, label, cls]) => el('button', { value, class: cls || '' }, label)));
+  dialog.returnValue = '';
+  return new Promise((resolve) => {
+    dialog.addEventListener('close', () => resolve(dialog.returnValue || 'cancel'), { once: true });
+    dialog.showModal();
+  });
+}
+
+/** "1 change has", "3 changes of ana have". */
+const changesText = (n, owner = '') => `${n === 1 ? '1 change' : `${n} changes`}${owner ? ` of ${owner}` : ''} ${n === 1 ? 'has' : 'have'}`;
+
 async function signIn(event) {
   event.preventDefault();
   const username = $('signin-username').value.trim();
@@ -403,14 +504,32 @@ async function signIn(event) {
   if (!username || !password) { error.textContent = 'Enter your username and password.'; return; }
   const button = event.submitter || $('signin-form').querySelector('button');
   button.disabled = true;
+  working += 1;
   try {
-    await engine.signIn(username, password);
+    const auth = await engine.authenticate(username, password);
+    // Someone else is signed in here with changes the server has not seen: theirs, unless discarded.
+    const current = await engine.signedInAccount();
+    let keep = true;
+    if (current && current.username !== auth.username && current.unsynced) {
+      const who = current.username;
+      const choice = await ask({
+        title: `${who} has changes that are not synced`,
+        message: `${changesText(current.unsynced)} not reached the server. Keep them on this device for ${who}: `
+          + `they are sent when ${who} signs in here again. Or discard them: they are lost.`,
+        actions: [['keep', `Keep them for ${who} and sign in`], ['discard', 'Discard them and sign in', 'danger'],
+          ['cancel', 'Cancel', 'secondary']],
+      });
+      if (choice === 'cancel') return;
+      keep = choice === 'keep';
+    }
+    await engine.adopt(auth, { keep });
     $('signin-password').value = '';
     go('#today');
     $('main').focus();
   } catch (e) {
     error.textContent = e.message;
   } finally {
+    working -= 1;
     button.disabled = false;
   }
 }
@@ -418,9 +537,85 @@ async function signIn(event) {
 async function signOut() {
   const { pending, rejected } = counts();
   const waiting = pending + rejected;
-  if (waiting && !confirm(`${waiting} change${waiting === 1 ? ' has' : 's have'} not reached the server and will be lost. Sign out anyway?`)) return;
-  await engine.signOut();
+  let keep = false;
+  if (waiting) {
+    const choice = await ask({
+      title: 'Sign out with changes that are not synced?',
+      message: `${changesText(waiting)} not reached the server. Keep them on this device until you sign in `
+        + 'here again (then they are sent), or discard them: they are lost.',
+      actions: [['keep', 'Keep them and sign out'], ['discard', 'Discard them and sign out', 'danger'],
+        ['cancel', 'Cancel', 'secondary']],
+    });
+    if (choice === 'cancel') return;
+    keep = choice === 'keep';
+  }
+  working += 1;
+  try {
+    await engine.signOut({ keep });
+  } finally {
+    working -= 1;
+  }
   go('#signin');
+}
+
+/** The sign-in screen lists accounts whose unsynced changes wait on this device. */
+async function renderKept() {
+  const kept = engine.device ? await engine.keptAccounts() : [];
+  const list = $('kept-list');
+  list.replaceChildren();
+  for (const k of kept.sort((a, b) => (a.username < b.username ? -1 : 1))) {
+    const count = k.unsynced === 1 ? '1 change' : `${k.unsynced} changes`;
+    list.append(el('li', { 'data-username': k.username },
+      el('span', { class: 'who' }, k.username), ` · ${count} not synced`,
+      el('div', { class: 'actions' },
+        el('button', { type: 'button', class: 'secondary', onclick: () => {
+          $('signin-username').value = k.username;
+          $('signin-password').focus();
+        } }, `Sign in as ${k.username}`),
+        el('button', { type: 'button', class: 'danger', onclick: () => discardKept(k) }, 'Discard'))));
+  }
+  $('kept').hidden = kept.length === 0;
+}
+
+async function discardKept(kept) {
+  const choice = await ask({
+    title: `Discard ${kept.username}'s changes?`,
+    message: `${changesText(kept.unsynced, kept.username)} not reached the server. Discarded, they are lost.`,
+    actions: [['discard', 'Discard them', 'danger'], ['cancel', 'Cancel', 'secondary']],
+  });
+  if (choice !== 'discard') return;
+  await engine.discardKept(kept.username);
+  renderKept();
+}
+
+// -- new versions -------------------------------------------------------------------------------
+/** Would reloading now lose anything? Typed input, a question open, work under way, or (once the page
+ * has been used) changes still on their way to the server. */
+function busy() {
+  if (engine.locked || working > 0 || $('ask').open || fixing) return true;
+  if (!$('screen-log').hidden && FIELDS.some((name) => $(`f-${name}`).value !== (loaded[name] ?? ''))) return true;
+  if (!$('screen-signin').hidden && $('signin-password').value) return true;
+  return interacted && counts().pending > 0;
+}
+
+function renderUpdate() {
+  if (updates.ready && !updates.applying && !busy()) { updates.apply(); return; }
+  const banner = $('update-banner');
+  if (updates.applying) {
+    $('update-text').textContent = 'Starting the new version…';
+    $('update-now').hidden = true;
+    banner.hidden = false;
+  } else if (updates.ready) {
+    $('update-text').textContent = 'A new version of NGX Pulse is ready. It starts when you go to another screen.';
+    $('update-now').hidden = false;
+    banner.hidden = false;
+  } else if (banner.dataset.updated === 'true') {
+    $('update-text').textContent = 'NGX Pulse was updated to its latest version.';
+    $('update-now').hidden = true;
+    banner.hidden = false;
+  } else {
+    banner.hidden = true;
+  }
 }
 
 // -- start --------------------------------------------------------------------------------------
@@ -444,24 +639,36 @@ async function main() {
       if (!(event.relatedTarget instanceof HTMLButtonElement)) checkField(name);
     });
   }
-  addEventListener('hashchange', () => { if (!location.hash.startsWith('#log')) fixing = null; route(); });
+  addEventListener('hashchange', () => {
+    if (!location.hash.startsWith('#log')) fixing = null;
+    // A new version starts on the next navigation (what the form held is left behind by the move anyway).
+    if (updates.ready && !engine.locked && !fixing && working === 0 && !$('ask').open) { updates.apply(); return; }
+    $('update-banner').dataset.updated = 'false';
+    route();
+  });
   addEventListener('online', render);
   addEventListener('offline', render);
+  for (const type of ['pointerdown', 'keydown']) addEventListener(type, () => { interacted = true; }, { capture: true });
+  $('locked-reload').addEventListener('click', () => location.reload());
+  $('update-now').addEventListener('click', () => updates.apply());
+  $('update-banner').dataset.updated = String(justUpdated());
   let pendingRender = false;
   engine.addEventListener('change', () => {
+    if (accountKey() !== routedFor && routedFor !== null) { accountChanged(); return; }
+    if (!$('screen-signin').hidden && engine.token && !engine.needsSignIn) { go('#today'); return; }
     if (pendingRender) return;
     pendingRender = true;
     requestAnimationFrame(() => { pendingRender = false; render(); });
   });
+  updates.addEventListener('ready', render);
+  updates.addEventListener('version', render);
   await engine.start();
   route();
   document.documentElement.dataset.ready = 'true';
-  if ('serviceWorker' in navigator) {
-    navigator.serviceWorker.register('sw.js').catch(() => { /* the app still works online */ });
-  }
+  updates.start();
 }
 
-window.pulse = { engine }; // for the browser tests and for a curious person with devtools
+window.pulse = { engine, updates }; // for the browser tests and for a curious person with devtools
 main().catch((error) => {
   $('loading').hidden = false;
   $('loading').textContent = `NGX Pulse could not start: ${error.message}`;

@@ -3,10 +3,17 @@
 //
 // Only these endpoints are used, with URLs relative to the app: /v1/auth/token, /v1/me, /v1/rules,
 // /v1/sync/push, /v1/shape, /v1/conflicts. The cloud server and `pulse agent --serve` both serve them.
+//
+// Accounts (docs/pwa.md): the engine works on one account's database, the account signed in on this
+// device when the tab started or signed in. Before every write and every push it checks that this is
+// still the signed-in account; when another tab signs out or signs in as someone else, this tab stops
+// (it is `locked`), forgets what it showed and says so. Tabs tell each other on a BroadcastChannel.
 
 import { newClientId, nextStamp, parseStamp, formatStamp } from './hlc.js';
 import { buildView, MERGE_FIELDS } from './replica.js';
-import { getMeta, setMeta, transact } from './store.js';
+import {
+  accountDbName, deleteDatabase, keptAccounts, moveLegacyData, openAccount, openDevice, readSession, writeSession,
+} from './store.js';
 
 const API = new URL('../v1/', location.href);
 const PROTOCOL = 1;
@@ -17,6 +24,25 @@ const LIVE_ABORT_MS = 45_000;
 const PERIODIC_MS = 30_000;
 const MAX_BACKOFF_MS = 30_000;
 const SHAPE_START = { handle: null, offset: '-1', cursor: null, upToDate: false };
+const CHANNEL = 'ngx-pulse';
+// What an account keeps when it signs out with its unsynced changes kept: the queue and the identity
+// that numbers it (client_id, next_seq, hlc_last, clock_offset_ms); its copy of the server goes.
+const SERVER_COPY_META = ['token', 'role', 'shape', 'pulled_lsn', 'conflicts', 'last_sync_ms'];
+
+/** A write or a sign-in refused because this tab's account is no longer the signed-in one. */
+export class AccountChanged extends Error {
+  constructor(message) {
+    super(message);
+    this.name = 'AccountChanged';
+  }
+}
+
+const unsynced = (outbox) => outbox.filter((m) => m.status === 'pending' || m.status === 'rejected').length;
+
+/** One at a time across tabs where the browser can (Web Locks), else one at a time in this tab. */
+function exclusive(name, work) {
+  return navigator.locks ? navigator.locks.request(name, work) : work();
+}
 
 const sleep = (ms, signal) => new Promise((resolve) => {
   const timer = setTimeout(resolve, ms);
@@ -39,8 +65,13 @@ async function readJson(response) {
 export class Engine extends EventTarget {
   constructor() {
     super();
+    this.device = null; // the device's database: session, kept accounts, rules
+    this.store = null; // the account's database
     this.token = null;
     this.username = null;
+    this.locked = null; // {was, now}: another tab signed `was` out, or signed in as `now`
+    this.channel = null;
+    this.serial = Promise.resolve();
     this.rules = null;
     this.reachable = navigator.onLine;
     this.needsSignIn = false;
@@ -60,11 +91,13 @@ export class Engine extends EventTarget {
 
   // -- lifecycle --------------------------------------------------------------------------------
   async start() {
-    if (!(await getMeta('client_id'))) await setMeta('client_id', newClientId());
-    this.token = (await getMeta('token')) || null;
-    this.username = (await getMeta('username')) || null;
-    this.rules = (await getMeta('rules')) || null;
+    this.device = await openDevice();
+    await moveLegacyData(this.device);
+    this.rules = (await this.device.getMeta('rules')) || null;
+    const session = await readSession(this.device);
+    if (session) await this.useAccount(session.username);
     await this.refresh();
+    this.listen();
     addEventListener('online', () => { this.reachable = true; this.resume(); });
     addEventListener('offline', () => { this.reachable = false; this.pullController?.abort(); this.emit(); });
     setInterval(() => { if (this.token && navigator.onLine) this.push(); }, PERIODIC_MS);
@@ -74,7 +107,7 @@ export class Engine extends EventTarget {
 
   /** Push what is queued and (re)start following the shape. */
   resume() {
-    if (!this.token || this.needsSignIn) return;
+    if (!this.token || this.needsSignIn || this.locked) return;
     this.push();
     this.startPull();
     this.loadConflicts();
@@ -82,11 +115,29 @@ export class Engine extends EventTarget {
 
   emit() { this.dispatchEvent(new Event('change')); }
 
+  /** Tell this account's other tabs that its data changed (they re-read it). */
+  announce() { this.channel?.postMessage({ type: 'changed', db: this.store?.name }); }
+
   async refresh() {
-    const [rows, outbox, metaPairs] = await transact(['rows', 'outbox', 'meta'], 'readonly', async (s) => [
-      await s.rows.getAll(), await s.outbox.getAll(),
-      await Promise.all(['shape', 'last_sync_ms', 'clock_offset_ms', 'conflicts', 'pulled_lsn'].map((k) => s.meta.get(k))),
-    ]);
+    if (!this.store) {
+      this.meta = { shape: SHAPE_START, lastSyncMs: null, clockOffsetMs: 0, conflicts: [], pulledLsn: '0' };
+      this.outbox = [];
+      this.view = new Map();
+      this.emit();
+      return;
+    }
+    const store = this.store;
+    let read;
+    try {
+      read = await store.transact(['rows', 'outbox', 'meta'], 'readonly', async (s) => [
+        await s.rows.getAll(), await s.outbox.getAll(),
+        await Promise.all(['shape', 'last_sync_ms', 'clock_offset_ms', 'conflicts', 'pulled_lsn'].map((k) => s.meta.get(k))),
+      ]);
+    } catch (error) {
+      if (store === this.store) throw error;
+    }
+    if (store !== this.store) return; // the account changed (or this tab stopped) while reading
+    const [rows, outbox, metaPairs] = read;
     const [shape, lastSync, offset, conflicts, pulledLsn] = metaPairs;
     this.meta = { shape: shape || SHAPE_START, lastSyncMs: lastSync || null, clockOffsetMs: offset || 0,
       conflicts: conflicts || [], pulledLsn: pulledLsn || '0' };
@@ -97,7 +148,8 @@ export class Engine extends EventTarget {
 
   async request(path, options = {}) {
     const headers = { ...(options.headers || {}) };
-    if (this.token && !options.anonymous) headers.Authorization = `Bearer ${this.token}`;
+    const token = options.token ?? this.token;
+    if (token && !options.anonymous) headers.Authorization = `Bearer ${token}`;
     if (options.json !== undefined) headers['Content-Type'] = 'application/json';
     const response = await fetch(new URL(path, API), {
       method: options.method || 'GET', headers, cache: 'no-store', signal: options.signal,
@@ -107,7 +159,106 @@ export class Engine extends EventTarget {
   }
 
   // -- account -----------------------------------------------------------------------------------
-  async signIn(username, password) {
+  /** Open an account's database for this tab (a new account gets its own random client id). */
+  async useAccount(username) {
+    const store = await openAccount(username, () => this.storeGone(store));
+    await store.transact(['meta'], 'readwrite', async (s) => {
+      if (!(await s.meta.get('client_id'))) await s.meta.put(newClientId(), 'client_id');
+    });
+    this.store = store;
+    this.username = username;
+    this.token = (await store.getMeta('token')) || null;
+    this.needsSignIn = false;
+    this.lastError = null;
+  }
+
+  /** Whatever changes the session runs one at a time in this tab. */
+  serially(work) {
+    const run = this.serial.then(work);
+    this.serial = run.catch(() => { /* the caller has the error */ });
+    return run;
+  }
+
+  listen() {
+    if ('BroadcastChannel' in self) {
+      this.channel = new BroadcastChannel(CHANNEL);
+      this.channel.onmessage = ({ data }) => {
+        if (data?.type === 'session') this.checkAccount();
+        else if (data?.type === 'changed' && data.db === this.store?.name && !this.locked) this.refresh();
+      };
+    }
+    // A message missed (or a browser without BroadcastChannel): look again when the tab is shown.
+    document.addEventListener('visibilitychange', () => {
+      if (document.visibilityState === 'visible') this.checkAccount();
+    });
+  }
+
+  /**
+   * Is this tab's account still the one signed in on the device? A tab with no account follows a
+   * sign-in made in another tab, a tab of the same account picks up its new sign-in, and a tab of an
+   * account signed out elsewhere, or replaced by another, stops (`locked`) and returns false.
+   */
+  checkAccount() {
+    return this.serially(async () => {
+      if (!this.device) return false;
+      const now = (await readSession(this.device))?.username ?? null;
+      if (this.locked) {
+        if (now !== this.locked.now) { // the notice says who is signed in now
+          this.locked = { ...this.locked, now };
+          this.emit();
+        }
+        return false;
+      }
+      if (!this.username) {
+        if (now) {
+          await this.useAccount(now);
+          await this.refresh();
+          this.resume();
+        }
+        return false;
+      }
+      if (now !== this.username) {
+        this.lock(now);
+        return false;
+      }
+      const token = this.store ? (await this.store.getMeta('token')) || null : null;
+      if (token && token !== this.token) {
+        this.token = token;
+        this.needsSignIn = false;
+        this.lastError = null;
+        this.resume();
+        this.emit();
+      }
+      return Boolean(this.store);
+    });
+  }
+
+  /** Stop: no more writes, pushes or pulls here, and nothing of the account left on the screen. */
+  lock(now) {
+    this.locked = { was: this.username, now };
+    this.generation += 1;
+    this.pullController?.abort();
+    if (this.store && !this.store.closed) this.store.close();
+    this.store = null;
+    this.token = null;
+    this.view = new Map();
+    this.outbox = [];
+    this.meta = { ...this.meta, conflicts: [] };
+    this.emit();
+  }
+
+  /** Another tab deleted this account's database (signed out there) or opened a newer version of it. */
+  storeGone(store) {
+    if (this.store !== store) return;
+    this.store = null;
+    this.serially(async () => {
+      if (this.locked) return;
+      this.lock((await readSession(this.device))?.username ?? null);
+    });
+  }
+
+  /** Check a username and password with the server; nothing on the device changes yet. */
+  async authenticate(username, password) {
     let response;
     try {
       response = await this.request('auth/token', { method: 'POST', json: { username, password }, anonymous: true });
@@ -121,42 +272,117 @@ export class Engine extends EventTarget {
     const who = await readJson(me);
     if (!me.ok) throw new Error(who?.error?.message || 'sign-in failed');
     if (who.role !== 'athlete') throw new Error(`${who.username} is a coach account: the app logs an athlete's own days`);
-    const previous = await getMeta('username');
-    await transact(['meta', 'rows', 'outbox'], 'readwrite', async (s) => {
-      if (previous && previous !== who.username) {
-        // Another person's copy and queue never travel under this account.
-        await s.rows.clear();
-        await s.outbox.clear();
-        for (const key of ['shape', 'pulled_lsn', 'conflicts', 'last_sync_ms']) await s.meta.delete(key);
-      }
-      await s.meta.put(token, 'token');
-      await s.meta.put(who.username, 'username');
-      await s.meta.put(who.role, 'role');
-    });
-    this.token = token;
-    this.username = who.username;
-    this.needsSignIn = false;
-    this.lastError = null;
-    await this.loadRules();
-    await this.refresh();
-    this.resume();
+    return { token, username: who.username, role: who.role };
   }
 
-  /** Forget the account and everything of it on this device (the install keeps its id and clock). */
-  async signOut() {
+  /**
+   * The account signed in on this device now (in this tab or another), with how many of its changes
+   * have not reached the server: signing in as someone else asks about those first.
+   */
+  async signedInAccount() {
+    const session = await readSession(this.device);
+    if (!session) return null;
+    const own = session.username === this.username && this.store;
+    const store = own ? this.store : await openAccount(session.username);
+    try {
+      return { username: session.username, unsynced: unsynced(await store.allOutbox()) };
+    } finally {
+      if (!own) store.close();
+    }
+  }
+
+  /**
+   * Sign in with what `authenticate` returned. The account signed in before, if another, is signed out
+   * first: its unsynced changes stay on the device for it if `keep` (they sync with its own token when
+   * it signs in again), else its database is deleted.
+   */
+  adopt(auth, { keep = true } = {}) {
+    return this.serially(async () => {
+      if (this.locked) throw new AccountChanged('this tab stopped: reload it to sign in');
+      if (this.username !== auth.username) this.stopSync();
+      const previous = (await readSession(this.device))?.username ?? null;
+      await writeSession(this.device, auth.username);
+      this.channel?.postMessage({ type: 'session' });
+      if (previous && previous !== auth.username) await this.retire(previous, keep);
+      if (this.username !== auth.username || !this.store) {
+        if (this.store) this.store.close();
+        this.store = null;
+        await this.useAccount(auth.username);
+      }
+      await this.store.transact(['meta'], 'readwrite', async (s) => {
+        await s.meta.put(auth.token, 'token');
+        await s.meta.put(auth.role, 'role');
+      });
+      this.token = auth.token;
+      this.needsSignIn = false;
+      this.lastError = null;
+      this.channel?.postMessage({ type: 'session' }); // the account's other tabs take the new token
+      await this.loadRules();
+      await this.refresh();
+      this.resume();
+    });
+  }
+
+  /** Sign this tab's account out of the device: its changes kept for it if `keep`, else everything. */
+  signOut({ keep = false } = {}) {
+    return this.serially(async () => {
+      if (this.locked || !this.username) return;
+      const username = this.username;
+      const now = (await readSession(this.device))?.username ?? null;
+      if (now !== username) { this.lock(now); return; } // already signed out, or replaced, elsewhere
+      this.stopSync();
+      await writeSession(this.device, null);
+      this.channel?.postMessage({ type: 'session' });
+      await this.retire(username, keep);
+      this.store = null;
+      this.token = null;
+      this.username = null;
+      this.needsSignIn = false;
+      this.lastError = null;
+      await this.refresh();
+    });
+  }
+
+  stopSync() {
     this.generation += 1;
     this.pullController?.abort();
-    await transact(['meta', 'rows', 'outbox'], 'readwrite', async (s) => {
-      await s.rows.clear();
-      await s.outbox.clear();
-      for (const key of ['token', 'username', 'role', 'shape', 'pulled_lsn', 'conflicts', 'last_sync_ms']) {
-        await s.meta.delete(key);
-      }
+  }
+
+  /**
+   * An account leaves the device: with unsynced changes and `keep`, only those stay (with the client
+   * id and clock that number them), listed on the sign-in screen; otherwise its database is deleted.
+   */
+  async retire(username, keep) {
+    const own = username === this.username && this.store;
+    const store = own ? this.store : await openAccount(username);
+    const count = unsynced(await store.allOutbox());
+    if (keep && count) {
+      await store.transact(['meta', 'rows', 'outbox'], 'readwrite', async (s) => {
+        await s.rows.clear();
+        for (const m of await s.outbox.getAll()) if (m.status === 'done') await s.outbox.delete(m.seq);
+        for (const key of SERVER_COPY_META) await s.meta.delete(key);
+      });
+      await this.device.transact(['kept'], 'readwrite', (s) => s.kept.put({ username, unsynced: count, at: Date.now() }, username));
+      store.close();
+      if (own) this.store = null;
+      return;
+    }
+    store.close();
+    if (own) this.store = null;
+    await deleteDatabase(store.name);
+    await this.device.transact(['kept'], 'readwrite', (s) => s.kept.delete(username));
+  }
+
+  /** Accounts signed out with unsynced changes kept for them on this device. */
+  keptAccounts() { return keptAccounts(this.device); }
+
+  /** Discard what was kept for an account that is signed out. */
+  async discardKept(username) {
+    await this.serially(async () => {
+      if ((await readSession(this.device))?.username === username) return;
+      await deleteDatabase(accountDbName(username));
+      await this.device.transact(['kept'], 'readwrite', (s) => s.kept.delete(username));
     });
-    this.token = null;
-    this.username = null;
-    this.needsSignIn = false;
-    await this.refresh();
   }
 
   async loadRules() {
@@ -164,25 +390,28 @@ export class Engine extends EventTarget {
       const response = await this.request('rules', { anonymous: true });
       if (!response.ok) return;
       this.rules = await response.json();
-      await setMeta('rules', this.rules);
+      await this.device.setMeta('rules', this.rules);
       await this.refresh();
     } catch { /* offline: the cached rules stay */ }
   }
 
   async loadConflicts() {
     if (!this.token) return;
+    const store = this.store;
     try {
       const response = await this.request('conflicts?limit=50');
+      if (store !== this.store) return; // the account changed meanwhile
       if (response.status === 401) return this.authExpired();
       if (!response.ok) return;
       const body = await response.json();
-      await setMeta('conflicts', body.conflicts);
+      await store.setMeta('conflicts', body.conflicts);
       this.meta.conflicts = body.conflicts;
       this.emit();
     } catch { /* offline */ }
   }
 
   authExpired() {
+    if (this.locked) return;
     this.needsSignIn = true;
     this.generation += 1;
     this.pullController?.abort();
@@ -195,6 +424,8 @@ export class Engine extends EventTarget {
    * `base` is the stamp of each replaced value in the view, the clock moves past every stamp seen.
    */
   async write(date, op, fields = {}) {
+    if (!(await this.checkAccount())) throw new AccountChanged('this tab stopped: another account is signed in');
+    const store = this.store;
     const current = this.view.get(date);
     const touched = op === 'delete' ? MERGE_FIELDS : MERGE_FIELDS.filter((f) =>
       f in fields || (f === 'hrv_ms' && 'hrv_method' in fields));
@@ -204,7 +435,7 @@ export class Engine extends EventTarget {
     for (const [name, value] of Object.entries(fields)) {
       wire[name] = value === null || name === 'note' || name === 'hrv_method' ? value : Number(value);
     }
-    await transact(['meta', 'outbox'], 'readwrite', async (s) => {
+    await store.transact(['meta', 'outbox'], 'readwrite', async (s) => {
       const node = await s.meta.get('client_id');
       const seq = (await s.meta.get('next_seq')) || 1;
       const offset = (await s.meta.get('clock_offset_ms')) || 0;
@@ -214,25 +445,36 @@ export class Engine extends EventTarget {
       await s.outbox.put({ seq, date, op, fields: op === 'delete' ? {} : wire, base, hlc, status: 'pending',
         result: null, lsn: null, created_ms: Date.now() });
     });
+    this.announce();
     await this.refresh();
     this.push();
   }
 
   async discard(seq) {
-    await transact(['outbox'], 'readwrite', (s) => s.outbox.delete(seq));
+    if (!(await this.checkAccount())) throw new AccountChanged('this tab stopped: another account is signed in');
+    await this.store.transact(['outbox'], 'readwrite', (s) => s.outbox.delete(seq));
+    this.announce();
     await this.refresh();
   }
 
   // -- push --------------------------------------------------------------------------------------
   push() {
-    if (!this.token || this.needsSignIn) return Promise.resolve();
+    if (!this.token || this.needsSignIn || this.locked) return Promise.resolve();
     if (this.pushing) { this.pushAgain = true; return this.pushing; }
+    const store = this.store;
     this.pushing = (async () => {
       try {
-        do {
-          this.pushAgain = false;
-          await this.pushAll();
-        } while (this.pushAgain);
+        // One tab of an account pushes at a time, from the queue as stored (another tab may have
+        // pushed or discarded some of it).
+        await exclusive(`${store.name} push`, async () => {
+          do {
+            this.pushAgain = false;
+            await this.refresh();
+            await this.pushAll();
+          } while (this.pushAgain && this.store === store);
+        });
+      } catch (error) {
+        if (this.store === store) throw error; // else: this tab stopped while pushing
       } finally {
         this.pushing = null;
       }
@@ -244,6 +486,10 @@ export class Engine extends EventTarget {
     let batchSize = PUSH_BATCH;
     let after = 0;
     for (;;) {
+      // Only the signed-in account's queue, with its own token: a tab whose account changed stops here,
+      // and the batch, its token and its results stay with the account checked.
+      if (!(await this.checkAccount())) return;
+      const { store, token } = this;
       const pending = this.outbox.filter((m) => m.status === 'pending' && m.seq > after).sort((a, b) => a.seq - b.seq);
       if (!pending.length) return;
       const batch = pending.slice(0, batchSize);
@@ -252,8 +498,8 @@ export class Engine extends EventTarget {
       const sentAt = Date.now();
       let response;
       try {
-        response = await this.request('sync/push', { method: 'POST', json: {
-          protocol: PROTOCOL, client_id: await getMeta('client_id'),
+        response = await this.request('sync/push', { method: 'POST', token, json: {
+          protocol: PROTOCOL, client_id: await store.getMeta('client_id'),
           mutations: batch.map(({ seq, date, op, fields, base, hlc }) => ({ seq, date, op, fields, base, hlc })),
         } });
       } catch {
@@ -263,6 +509,7 @@ export class Engine extends EventTarget {
         this.retryLater();
         return;
       }
+      if (store !== this.store) return; // signed out or switched meanwhile: it is pushed again later
       this.reachable = true;
       this.syncing = false;
       const body = await readJson(response);
@@ -279,7 +526,8 @@ export class Engine extends EventTarget {
       }
       this.lastError = null;
       this.backoffMs = 1_000;
-      const answered = await this.recordResults(batch, body, sentAt);
+      const answered = await this.recordResults(store, batch, body, sentAt);
+      this.announce();
       if (answered.conflicts) this.loadConflicts();
       await this.refresh();
       if (!answered.count) return; // nothing answered: try again later rather than loop
@@ -287,15 +535,15 @@ export class Engine extends EventTarget {
     }
   }
 
-  async recordResults(batch, body, sentAt) {
+  async recordResults(store, batch, body, sentAt) {
     const bySeq = new Map((body.results || []).map((r) => [r.seq, r]));
     const receivedAt = Date.now();
     let count = 0;
     let conflicts = 0;
-    await transact(['meta', 'outbox'], 'readwrite', async (s) => {
+    await store.transact(['meta', 'outbox'], 'readwrite', async (s) => {
       for (const m of batch) {
         const result = bySeq.get(m.seq);
-        if (!result) continue;
+        if (!result || !(await s.outbox.get(m.seq))) continue; // discarded meanwhile (in another tab)
         count += 1;
         const status = result.status === 'duplicate' ? (result.original_status || 'applied') : result.status;
         if (status === 'conflict') conflicts += 1;
@@ -326,14 +574,18 @@ export class Engine extends EventTarget {
   startPull() {
     this.generation += 1;
     this.pullController?.abort();
-    this.pullLoop(this.generation);
+    const generation = this.generation;
+    this.pullLoop(generation, this.store).catch((error) => {
+      if (generation === this.generation) throw error; // else: stopped (signed out, or this tab locked)
+    });
   }
 
-  async pullLoop(generation) {
+  async pullLoop(generation, store) {
+    const token = this.token;
     let backoff = 500;
     while (generation === this.generation && this.token && !this.needsSignIn) {
       if (!navigator.onLine) return; // the `online` event starts a new loop
-      const shape = (await getMeta('shape')) || SHAPE_START;
+      const shape = (await store.getMeta('shape')) || SHAPE_START;
       const params = new URLSearchParams({ table: 'entries', offset: shape.offset });
       if (shape.handle && shape.offset !== '-1') params.set('handle', shape.handle);
       if (shape.upToDate && shape.offset !== '-1') {
@@ -346,7 +598,7 @@ export class Engine extends EventTarget {
       let response;
       let messages;
       try {
-        response = await this.request(`shape?${params}`, { signal: controller.signal });
+        response = await this.request(`shape?${params}`, { signal: controller.signal, token });
         messages = response.ok ? await response.json() : await readJson(response);
       } catch {
         clearTimeout(timer);
@@ -363,7 +615,7 @@ export class Engine extends EventTarget {
       this.reachable = true;
       if (response.status === 401) return this.authExpired();
       if (response.status === 409 || response.status === 400) {
-        await setMeta('shape', { ...SHAPE_START }); // refetch; the outbox is never touched
+        await store.setMeta('shape', { ...SHAPE_START }); // refetch; the outbox is never touched
         continue;
       }
       if (!response.ok) {
@@ -373,12 +625,13 @@ export class Engine extends EventTarget {
         continue;
       }
       backoff = 500;
-      await this.applyShape(shape, response, Array.isArray(messages) ? messages : []);
+      if (!(await this.checkAccount()) || generation !== this.generation) return; // not this account's any more
+      await this.applyShape(store, shape, response, Array.isArray(messages) ? messages : []);
     }
   }
 
   /** One shape response, with the cursor it leads to, in one local transaction. */
-  async applyShape(shape, response, messages) {
+  async applyShape(store, shape, response, messages) {
     const handle = response.headers.get('electric-handle');
     const offset = response.headers.get('electric-offset');
     const cursor = response.headers.get('electric-cursor');
@@ -386,7 +639,7 @@ export class Engine extends EventTarget {
     let refetch = false;
     let changes = 0;
     const seen = [];
-    await transact(['rows', 'meta'], 'readwrite', async (s) => {
+    await store.transact(['rows', 'meta'], 'readwrite', async (s) => {
       if (shape.offset === '-1') await s.rows.clear(); // a fresh snapshot replaces the old copy
       for (const message of messages) {
         const control = message.headers?.control;
@@ -418,7 +671,10 @@ export class Engine extends EventTarget {
       }
       if (upToDate) await s.meta.put(Date.now(), 'last_sync_ms');
     });
-    if (changes || refetch || shape.offset === '-1') await this.refresh();
+    if (changes || refetch || shape.offset === '-1') {
+      this.announce();
+      await this.refresh();
+    }
     else { this.meta.lastSyncMs = Date.now(); this.emit(); }
   }
 }
