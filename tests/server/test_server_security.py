@@ -244,3 +244,37 @@ def test_a_coach_added_and_granted_with_the_commands_reads_until_revoked_with_th
     assert [e["note"] for e in coach.get("/v1/entries", params=params).json()["entries"]] == ["private"]
     assert _command(database_url, "revoke", coach_name, athlete_with_data.username).returncode == 0
     assert coach.get("/v1/entries", params=params).status_code == 404
+
+
+def test_the_servers_own_client_id_is_refused_on_push_so_rest_writes_never_share_its_seqs(
+    make_user: Callable[..., User], client: Callable[..., Api]
+) -> None:
+    api = client(make_user())
+    ms = now_ms()
+    response = api.push("api", [set_mutation(10**9, DAY, {"steps": 1}, stamp(ms, 0, "api"))])
+    assert response.status_code == 400
+    body = error_body(response)
+    assert (body["code"], body["field"], body["value"]) == ("bad_request", "client_id", "api")
+    # REST writes go on under that id, and a delete deletes what it says it does.
+    assert api.put(f"/v1/entries/{DAY}", json={"steps": 5}).status_code == 200
+    assert api.delete(f"/v1/entries/{DAY}").status_code == 204
+    assert api.entries() == []
+    assert api.delete(f"/v1/entries/{DAY}").status_code == 404
+
+
+def test_no_day_before_1900_is_written_and_a_read_range_may_end_anywhere(
+    make_user: Callable[..., User], client: Callable[..., Api]
+) -> None:
+    api = client(make_user())
+    ms = now_ms()
+    (result,) = api.pushed("phone", [set_mutation(1, "1899-12-31", {"steps": 1}, stamp(ms, 0, "phone"))])["results"]
+    assert result["status"] == "rejected"
+    assert (result["error"]["code"], result["error"]["field"]) == ("out_of_range", "date")
+    old = api.put("/v1/entries/0001-01-01", json={"steps": 1})
+    assert old.status_code == 422 and error_body(old)["code"] == "out_of_range"
+    assert api.put(f"/v1/entries/{DAY}", json={"steps": 1}).status_code == 200
+    far = api.get("/v1/entries", params={"from": "2026-01-01", "to": "2100-01-01"})
+    assert far.status_code == 200 and [e["date"] for e in far.json()["entries"]] == [DAY]
+    early = api.get("/v1/entries", params={"from": "1899-01-01"})
+    assert early.status_code == 422 and (error_body(early)["code"], error_body(early)["field"]) == (
+        "out_of_range", "from")
