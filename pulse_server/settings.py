@@ -32,6 +32,17 @@ class Settings(BaseSettings):
     # log watcher that wakes live requests. Both need Postgres with wal_level=logical.
     replication_reader: bool = True
     shape_watcher: bool = True
+    # Bounded storage (pulse-server maintain, and the server every maintenance_interval_s; 0: never).
+    # Exactly-once results kept this long (their seqs are kept forever in client_high_water), the conflict
+    # audit this long, shape log changes this long (a client further behind refetches its snapshot), and
+    # the newest shape_log_tail_changes changes never compacted.
+    result_retention_days: float = Field(default=30.0, ge=0)
+    conflict_retention_days: float = Field(default=180.0, ge=0)
+    shape_log_retention_days: float = Field(default=30.0, ge=0)
+    shape_log_tail_changes: int = Field(default=10_000, ge=0)
+    maintenance_interval_s: float = Field(default=3600.0, ge=0)
+    # On SIGTERM, held long polls and SSE streams end at once; other requests get this long to finish.
+    shutdown_grace_s: float = Field(default=3.0, ge=0)
 
 
 def psycopg_url(url: str) -> str:
