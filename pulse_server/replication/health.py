@@ -9,6 +9,7 @@ that would answer up-to-date answers 503 with Retry-After (docs/shapes.md, "Self
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from typing import TYPE_CHECKING
@@ -20,7 +21,8 @@ if TYPE_CHECKING:
 
 
 class ReplicationHealth:
-    check_every_s = 1.0
+    check_every_s = 1.0  # how often the watcher reads the slot's status while ready
+    recheck_s = 0.2  # ... and while not ready, to notice recovery soon
     stale_after_s = 5.0  # a view older than this (the watcher stuck or disconnected) is no view
 
     def __init__(self, reader: ReplicationReader | None = None, watched: bool = True) -> None:
@@ -45,6 +47,18 @@ class ReplicationHealth:
             self.status, self.error, self.checked_at = None, error, time.monotonic()
             return was is None
 
+    @property
+    def next_check_s(self) -> float:
+        return self.check_every_s if self.not_ready() is None else self.recheck_s
+
+    async def wait_ready(self, timeout_s: float) -> str | None:
+        """Wait up to `timeout_s` for readiness (a reader starting or healing takes well under a second);
+        the reason it is still not ready, or None."""
+        deadline = time.monotonic() + timeout_s
+        while (reason := self.not_ready()) is not None and not self.closing and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        return reason
+
     def not_ready(self) -> str | None:
         """Why a shape client must not be told it is up to date now; None when it may."""
         with self._lock:
@@ -54,8 +68,8 @@ class ReplicationHealth:
         if self.closing:
             return "the server is shutting down"
         reader = self.reader
-        if reader is not None and reader.is_leader and reader.state != "following":
-            return f"replication reader {reader.state}: {reader.reason}"
+        if reader is not None and reader.is_leader:  # it knows first, and checks the slot itself
+            return None if reader.state == "following" else f"replication reader {reader.state}: {reader.reason}"
         if not self.watched:
             return None
         if self.error is not None:

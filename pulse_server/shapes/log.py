@@ -317,7 +317,7 @@ class LogWatcher:
             self._check_build(conn)
             checked = 0.0
             while not self._stop.is_set():
-                if self.health is not None and time.monotonic() - checked >= self.health.check_every_s:
+                if self.health is not None and time.monotonic() - checked >= self.health.next_check_s:
                     checked = time.monotonic()
                     if self.health.update(read_status(conn)):
                         self._wake_all()
@@ -331,7 +331,7 @@ class LogWatcher:
                     self._catch_up(conn, self.head)
 
     def _idle_s(self) -> float:
-        return 1.0 if self.health is None else min(1.0, self.health.check_every_s)
+        return 1.0 if self.health is None else min(1.0, self.health.next_check_s)
 
     def _check_build(self, conn: psycopg.Connection[Any]) -> bool:
         """When the log is another build than the tail's (first read, or rebuilt since): read its tail

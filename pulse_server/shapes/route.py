@@ -55,7 +55,7 @@ async def shape(request: Request) -> Response:
         handle = req.handle or handle
     if req.offset == "-1":
         return await _snapshot(request, req, handle, scope, db)
-    if (reason := _not_ready(request)) is not None:
+    if (reason := await _still_not_ready(request)) is not None:
         return answers.not_ready(reason)
     if req.offset == "now":
         now = [protocol.up_to_date(head.offset[0])]
@@ -78,9 +78,20 @@ def same_build(held: str | None, current: str) -> bool:
     return held is not None and held.partition(".")[0] == current.partition(".")[0]
 
 
+READY_WAIT_S = 2.0  # a request that finds the reader starting or healing waits this long before a 503
+
+
 def _not_ready(request: Request) -> str | None:
     health: ReplicationHealth | None = getattr(request.app.state, "health", None)
     return None if health is None else health.not_ready()
+
+
+async def _still_not_ready(request: Request) -> str | None:
+    """Why up-to-date cannot be said, after waiting a little for the reader to follow again."""
+    health: ReplicationHealth | None = getattr(request.app.state, "health", None)
+    if health is None or health.not_ready() is None:
+        return None
+    return await health.wait_ready(READY_WAIT_S)
 
 
 def _caller(db: Database, token: str) -> tuple[Principal, tuple[Scope, Head]] | None:
@@ -286,7 +297,7 @@ async def _changes(
             return answers.must_refetch(await _new_handle(req, "", db, who) or handle)
         messages = _log_messages(req, scope, changes)
         remaining = deadline - time.monotonic()
-        if at_head and (reason := _not_ready(request)) is not None:
+        if at_head and (reason := await _still_not_ready(request)) is not None:
             if not messages:
                 return answers.not_ready(reason)
             at_head = False  # the changes, but not the claim that nothing else is coming
