@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from urllib.parse import quote, urlencode
+
+from psycopg.conninfo import conninfo_to_dict
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -46,13 +49,30 @@ class Settings(BaseSettings):
 
 
 def psycopg_url(url: str) -> str:
-    """SQLAlchemy needs `postgresql+psycopg://`; people and psycopg itself write `postgresql://`."""
-    for prefix in ("postgresql://", "postgres://"):
-        if url.startswith(prefix):
-            return "postgresql+psycopg://" + url[len(prefix):]
-    return url
+    """SQLAlchemy needs `postgresql+psycopg://`; people and psycopg itself write `postgresql://`, or a
+    libpq key=value string. Several hosts (`host=a,b` or `postgresql://a:1,b:2/db`, with
+    `target_session_attrs=read-write` to follow a failover) become SQLAlchemy's repeated `host=` form."""
+    if url.startswith("postgresql+psycopg://"):
+        return url
+    params = conninfo_to_dict(url)
+    hosts = str(params.pop("host", "")).split(",") if params.get("host") else []
+    ports = str(params.pop("port", "")).split(",") if params.get("port") else []
+    if len(hosts) <= 1 and "://" in url:  # one host: the URL as written, with SQLAlchemy's scheme
+        for prefix in ("postgresql://", "postgres://"):
+            if url.startswith(prefix):
+                return "postgresql+psycopg://" + url[len(prefix):]
+        return url
+    if len(ports) == 1:
+        ports = ports * len(hosts)
+    user = quote(str(params.pop("user", "")), safe="")
+    password = params.pop("password", None)
+    credentials = f"{user}:{quote(str(password), safe='')}@" if password is not None else (f"{user}@" if user else "")
+    database = quote(str(params.pop("dbname", "")), safe="")
+    query = [("host", f"{h}:{ports[i]}" if i < len(ports) and ports[i] else h) for i, h in enumerate(hosts)]
+    query += [(k, str(v)) for k, v in params.items()]
+    return f"postgresql+psycopg://{credentials}/{database}" + (f"?{urlencode(query)}" if query else "")
 
 
 def libpq_url(url: str) -> str:
-    """The plain `postgresql://` form psycopg's `connect()` takes."""
+    """The plain form psycopg's `connect()` takes (a `postgresql://` URL or a key=value string)."""
     return url.replace("postgresql+psycopg://", "postgresql://", 1)
