@@ -52,7 +52,7 @@ class PrivateCluster:
                       "--no-sync")
         else:
             self._run(BINDIR / "pg_basebackup", "-D", str(self.data), "-h", "127.0.0.1", "-p", str(from_primary.port),
-                      "-U", "postgres", "-X", "stream", "-R", "--no-sync", "-d",
+                      "-U", "postgres", "-X", "stream", "-R", "--no-sync", "--checkpoint=fast", "-d",
                       f"host=127.0.0.1 port={from_primary.port} user=postgres application_name={name}")
         self.options = (f"-c wal_level=logical -c max_replication_slots=4 -c max_wal_senders=4 -p {self.port}"
                         f" -c listen_addresses=127.0.0.1 -c unix_socket_directories={self.root} -c fsync=off"
