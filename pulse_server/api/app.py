@@ -280,8 +280,10 @@ class Background:
             threading.Thread(target=self.reader.run, args=(self.stop_event,), name="replication-reader",
                              daemon=True).start()
         if self.settings.shape_watcher:
-            self.watcher = LogWatcher(dsn, health=self.health)
-            self.watcher.start(loop)
+            watcher = self.watcher = LogWatcher(dsn, health=self.health)
+            watcher.start(loop)
+            if self.reader is not None:  # held requests look again when the reader stops following
+                self.reader.on_state = lambda state: None if state == "following" else watcher.wake_all()
         if self.settings.maintenance_interval_s > 0:
             self.schedule = maintenance.Schedule(dsn, retention_of(self.settings),
                                                  self.settings.maintenance_interval_s, self.record_maintenance)

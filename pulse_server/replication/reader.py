@@ -180,6 +180,7 @@ class ReplicationReader:
         self.round_s = round_s
         self.on_error = on_error
         self.on_rebuild = on_rebuild
+        self.on_state: Callable[[str], None] | None = None  # told of every state change (wakes held requests)
         self.decoder = Decoder()
         self.is_leader = False
         self.usernames: dict[int, str | None] = {}
@@ -198,7 +199,10 @@ class ReplicationReader:
     def _set_state(self, state: str, reason: str = "") -> None:
         if (state, reason) != (self.state, self.reason):
             self.state, self.reason = state, reason
-            log.info("replication reader state", extra={"fields": {"state": state, "reason": reason}})
+            level = logging.WARNING if state == "failing" else logging.INFO
+            log.log(level, "replication reader state", extra={"fields": {"state": state, "reason": reason}})
+            if self.on_state is not None:
+                self.on_state(state)
 
     # -- the slot and its stream -------------------------------------------------------------------
     def ensure_slot(self, conn: psycopg.Connection[Any]) -> str:
@@ -457,13 +461,16 @@ class ReplicationReader:
                 self._lead(stop)
             except Exception as exc:  # whatever it was, the thread must not end: log it and retry
                 self.is_leader = False
+                was_following = self.state == "following"
                 self._set_state("failing", f"{type(exc).__name__}: {exc}".splitlines()[0])
                 if self.on_error:
                     self.on_error(exc)
                 expected = isinstance(exc, (psycopg.Error, DecodeError))
                 log.warning("replication reader stopped; retrying", exc_info=not expected,
                             extra={"fields": {"error": f"{type(exc).__name__}: {exc}"}})
-                stop.wait(1.0)
+                # A stream that broke while following is retried at once (its slot may just need
+                # healing); failing again, every second.
+                stop.wait(0.1 if was_following else 1.0)
             finally:
                 self.close()
         self.is_leader = False

@@ -287,7 +287,7 @@ class LogWatcher:
             if users is None or wanted is None or not wanted.isdisjoint(users):
                 event.set()
 
-    def _wake_all(self, grants: bool = False) -> None:
+    def wake_all(self, grants: bool = False) -> None:
         """From the watcher's thread: an event every held request must look at."""
         with self._lock:
             self.epoch += 1
@@ -303,7 +303,7 @@ class LogWatcher:
             except psycopg.Error as exc:
                 log.warning("shape log watcher reconnecting", extra={"fields": {"error": str(exc)}})
                 if self.health is not None and self.health.failed(f"the database cannot be read: {exc}"):
-                    self._wake_all()
+                    self.wake_all()
                 self._stop.wait(1.0)
 
     def _follow(self) -> None:
@@ -320,13 +320,13 @@ class LogWatcher:
                 if self.health is not None and time.monotonic() - checked >= self.health.next_check_s:
                     checked = time.monotonic()
                     if self.health.update(read_status(conn)):
-                        self._wake_all()
+                        self.wake_all()
                 channels = {n.channel for n in conn.notifies(timeout=self._idle_s(), stop_after=1)}
                 if not channels:
                     continue
                 channels |= {n.channel for n in conn.notifies(timeout=0)}  # several commits, one read
                 if GRANTS_CHANNEL in channels:
-                    self._wake_all(grants=True)
+                    self.wake_all(grants=True)
                 if not self._check_build(conn):
                     self._catch_up(conn, self.head)
 
@@ -340,9 +340,9 @@ class LogWatcher:
         if head.build == self.build:
             return False
         first = self.build is None
-        # At start the tail begins at the head. After a rebuild, with the new log's first changes: it
-        # holds every change after its horizon, and until they are read nothing is covered.
-        start = head.offset if first else head.horizon
+        # The tail begins at the head (older offsets are read from the database). A rebuilt log may
+        # start below the old head (another cluster's LSNs): nothing of the old tail is kept.
+        start = head.offset
         with self._lock:
             self.build = head.build
             self.tail, self.offsets = [], []
@@ -352,7 +352,7 @@ class LogWatcher:
             self.base = self.floor
         if not first:
             log.info("shape log rebuilt: held requests refetch", extra={"fields": {"generation": head.generation}})
-            self._wake_all()
+            self.wake_all()
         return True
 
     def _catch_up(self, conn: psycopg.Connection[Any], after: Offset) -> None:

@@ -42,6 +42,8 @@ async def shape(request: Request) -> Response:
     token = request.headers.get("authorization", "").partition(" ")[2].strip()
     if not token:
         return answers.unauthorized("a bearer token is required")
+    if req.offset != "-1" and (reason := await _still_not_ready(request)) is not None:
+        return answers.not_ready(reason)  # (waited first: the handle and head are read after the wait)
     caller = await run_in_threadpool(_caller, db, token)
     if caller is None:
         return answers.unauthorized("the token is invalid, expired or revoked")
@@ -55,14 +57,12 @@ async def shape(request: Request) -> Response:
         handle = req.handle or handle
     if req.offset == "-1":
         return await _snapshot(request, req, handle, scope, db)
-    if (reason := await _still_not_ready(request)) is not None:
-        return answers.not_ready(reason)
     if req.offset == "now":
         now = [protocol.up_to_date(head.offset[0])]
         return answers.respond(request, req, handle, now, head.offset, up_to_date=True)
     if req.sse:
-        return _sse(request, req, handle, scope, db, who)
-    return await _changes(request, req, handle, scope, db, who)
+        return _sse(request, req, handle, scope, db, who, head.build)
+    return await _changes(request, req, handle, scope, db, who, head.build)
 
 
 def current_handle(req: protocol.ShapeRequest, scope: Scope, head: Head) -> str:
@@ -233,20 +233,25 @@ def _log_messages(req: protocol.ShapeRequest, scope: Scope, changes: list[LogCha
 
 
 class _Trimmed(Exception):
-    """Compaction removed changes after the client's offset while it was reading: it must refetch."""
+    """Compaction removed changes after the client's offset, or the log was rebuilt, while the client
+    was reading: it must refetch."""
+
+
+Build = tuple[int, str]
 
 
 def _read_from_db(
-    db: Database, scope: Scope, after: tuple[int, int]
+    db: Database, scope: Scope, after: tuple[int, int], build: Build
 ) -> tuple[list[LogChange], tuple[int, int], bool]:
     """This scope's changes after `after` (at most CHUNK), the position they reach, and whether that
-    position is the head of the log (only then is the response up to date). The horizon is read in the
-    same snapshot as the changes: a client whose offset compaction has passed is never given a gap."""
+    position is the head of the log (only then is the response up to date). The build and the horizon
+    are read in the same snapshot as the changes: a client is never given another log's changes, nor a
+    gap compaction made after its offset."""
 
     def read(conn: Any) -> tuple[list[LogChange], tuple[int, int], bool]:
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
         state = read_head(conn)
-        if after < state.horizon:
+        if after < state.horizon or state.build != build:
             raise _Trimmed
         head = state.offset
         changes = [c for c in read_changes(conn, sorted(scope.user_ids), after, CHUNK) if c.offset <= head]
@@ -267,17 +272,20 @@ async def _new_handle(req: protocol.ShapeRequest, handle: str, db: Database, who
 
 
 async def _read_after(
-    watcher: LogWatcher | None, db: Database, scope: Scope, after: tuple[int, int]
+    watcher: LogWatcher | None, db: Database, scope: Scope, after: tuple[int, int], build: Build
 ) -> tuple[list[LogChange], tuple[int, int], bool]:
-    """From the watcher's one in-memory read of the log when it covers `after`, else the database."""
-    if watcher is not None and watcher.covers(after):
+    """From the watcher's one in-memory read of the log when it covers `after` (and holds this build
+    of the log), else the database."""
+    if watcher is not None and watcher.build == build and watcher.covers(after):
         changes, reached = watcher.changes_after(after, scope.user_ids)
-        return changes, reached, True
-    return await run_in_threadpool(_read_from_db, db, scope, after)
+        if watcher.build == build:  # not rebuilt while we read
+            return changes, reached, True
+    return await run_in_threadpool(_read_from_db, db, scope, after, build)
 
 
 async def _changes(
-    request: Request, req: protocol.ShapeRequest, handle: str, scope: Scope, db: Database, who: Principal
+    request: Request, req: protocol.ShapeRequest, handle: str, scope: Scope, db: Database, who: Principal,
+    build: Build,
 ) -> Response:
     """Catch-up and long polls. An answer that would say up-to-date is a 503 while no reader follows
     the slot; a held request is woken, and looks again, when grants change, the log is rebuilt (409),
@@ -292,12 +300,14 @@ async def _changes(
             if (new_handle := await _new_handle(req, handle, db, who)) is not None:
                 return answers.must_refetch(new_handle)
         try:
-            changes, reached, at_head = await _read_after(watcher, db, scope, after)
+            changes, reached, at_head = await _read_after(watcher, db, scope, after, build)
         except _Trimmed:
             return answers.must_refetch(await _new_handle(req, "", db, who) or handle)
         messages = _log_messages(req, scope, changes)
         remaining = deadline - time.monotonic()
-        if at_head and (reason := await _still_not_ready(request)) is not None:
+        if at_head and _not_ready(request) is not None:
+            if (reason := await _still_not_ready(request)) is None:
+                continue  # following again: look again (the log may have been rebuilt meanwhile)
             if not messages:
                 return answers.not_ready(reason)
             at_head = False  # the changes, but not the claim that nothing else is coming
@@ -313,7 +323,8 @@ async def _changes(
 
 
 def _sse(
-    request: Request, req: protocol.ShapeRequest, handle: str, scope: Scope, db: Database, who: Principal
+    request: Request, req: protocol.ShapeRequest, handle: str, scope: Scope, db: Database, who: Principal,
+    build: Build,
 ) -> Response:
     """Live mode over server-sent events: one response carries every change for SSE_HOLD_S, each
     batch ending in up-to-date. Held streams wait on the same watcher as long polls, so one read of
@@ -332,7 +343,7 @@ def _sse(
                 if watcher.closing or await _new_handle(req, handle, db, who) is not None:
                     return
             try:
-                changes, reached, at_head = await _read_after(watcher, db, scope, after)
+                changes, reached, at_head = await _read_after(watcher, db, scope, after, build)
             except _Trimmed:
                 return
             messages = _log_messages(req, scope, changes)

@@ -13,9 +13,11 @@
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -26,7 +28,7 @@ import psycopg
 import pytest
 from private_postgres import BINDIR, PrivateCluster, available
 from shape_follower import Follower, table_values
-from sync_support import PulseServer, wait_for
+from sync_support import PULSE_SERVER, PulseServer, clean_env, wait_for
 from throwaway_db import ADMIN_URL, drop_database, migrated_database, url_of
 
 from pulse_server.accounts import add_user, issue_token
@@ -80,6 +82,36 @@ def lose_the_slot(conn: psycopg.Connection[Any], slot: str) -> None:
         if row is not None and row[0] == "lost":
             return
     raise AssertionError(f"slot {slot} was not invalidated")
+
+
+def doctor(url: str) -> dict[str, Any]:
+    done = subprocess.run([str(PULSE_SERVER), "doctor", "--json"], env=clean_env(PULSE_DATABASE_URL=url),
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    found: dict[str, Any] = json.loads(done.stdout)
+    return found
+
+
+def test_doctor_warns_of_unbounded_slot_wal_and_fails_without_logical_wal(tmp_path: Path) -> None:
+    with migrated_database("pulse_sync_doctor") as url:
+        found = doctor(url)  # the shared cluster: max_slot_wal_keep_size is left unlimited
+        assert found["max_slot_wal_keep_size"] == "-1"
+        assert any("max_slot_wal_keep_size is unlimited" in w for w in found["warnings"])
+        assert found["problems"] == []
+        migrated = subprocess.run([str(PULSE_SERVER), "migrate"], env=clean_env(PULSE_DATABASE_URL=url),
+                                  capture_output=True, text=True, timeout=60)
+        assert migrated.returncode == 0 and "warning: max_slot_wal_keep_size is unlimited" in migrated.stderr
+    if not available():
+        return
+    replica = PrivateCluster("-c wal_level=replica")
+    try:
+        replica.start()
+        done = subprocess.run([str(PULSE_SERVER), "doctor"], env=clean_env(PULSE_DATABASE_URL=replica.url()),
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 1
+        assert "problem: wal_level is replica: the shape API needs logical" in done.stdout
+    finally:
+        replica.destroy()
 
 
 def metric(server: PulseServer, name: str) -> float:
@@ -139,7 +171,15 @@ def test_a_slot_lost_while_the_server_was_stopped_is_rebuilt_and_every_client_re
             write(conn, user_id, "2026-01-02", 200)
             write(conn, user_id, "2026-01-09", 9)
             conn.execute("DELETE FROM entries WHERE user_id = %s AND date = '2026-01-01'", (user_id,))
+            # The operator is told first: the slot is inactive and retains WAL.
+            found = doctor(url)
+            assert found["max_slot_wal_keep_size"] == "32MB" and found["wal_level"] == "logical"
+            (slot,) = found["slots"]
+            assert (slot["name"], slot["active"], slot["wal_status"]) == (slot_name("pulse"), False, "reserved")
+            assert slot["retained_bytes"] > 0
+            assert any("inactive" in w and slot_name("pulse") in w for w in found["warnings"]), found
             lose_the_slot(conn, slot_name("pulse"))
+            assert doctor(url)["slots"][0]["wal_status"] == "lost"
 
             server.restart()
             started = time.monotonic()
@@ -227,8 +267,17 @@ def test_a_slot_dropped_by_hand_is_recreated_and_the_log_rebuilt(
         client = Follower(server.url, token)
         wait_for(lambda: len(client.follow().rows) == 1, 20, "the first row")
         held = client.handle
+        # A long poll held across the drop is answered 409 (or 503 while the reader heals), never 200.
+        waiting = Follower(server.url, token, handle=held, offset=client.offset)
+        poll = threading.Thread(target=waiting.request, kwargs={"live": True})
+        poll.start()
+        time.sleep(0.5)
         drop_slot_under_reader(conn, slot_name(database))
+        dropped_at = time.monotonic()
         write(conn, user_id, "2026-03-02", 2)  # between the drop and the new slot: only the copy has it
+        poll.join(timeout=30)
+        assert [a.status for a in waiting.answers] in ([409], [503]), waiting.answers
+        assert waiting.answers[0].at - dropped_at < 10  # woken, not ended by its 20 s hold
         follow_to_409(client, unaware=True)
         client.follow()
         assert client.handle != held
