@@ -9,10 +9,12 @@ lock) does, each in bounded batches of short transactions:
 - the shape log (docs/shapes.md, "Compaction"): below its live tail, every update followed by a later
   update or delete of the same row is removed (the later one carries the whole row); changes older than
   the shape log window are trimmed, after the horizon below which offsets must refetch is recorded;
-then VACUUM, so the space is used again; a table whose files are many times what its rows take
-(pruning millions of rows leaves the files at their largest) is rewritten (VACUUM FULL: the table is
-small by then, and the rewrite gives up rather than wait more than REWRITE_LOCK_WAIT for its lock);
-and the tables' sizes for /metrics and the log line.
+each batch followed by a pause as long as it took (at most 50 ms), so that maintenance takes at most
+about half of what Postgres could give the pushes beside it. Then VACUUM of the tables it pruned, so the
+space is used again; a table whose files are over twice what its rows take (pruning millions of rows
+leaves the files at their largest) is rewritten (VACUUM FULL: the table is small by then, and the
+rewrite gives up rather than wait more than REWRITE_LOCK_WAIT for its lock). Last, the tables' sizes
+for /metrics and the log line.
 """
 
 from __future__ import annotations
@@ -87,8 +89,12 @@ def run(dsn: str, retention: Retention, wait_s: float = 0.0, stop: threading.Eve
             report.results_pruned, report.high_water_clients = prune_results(conn, retention, stop)
             report.conflicts_pruned = prune_conflicts(conn, retention, stop)
             report.horizon, report.log_trimmed, report.log_folded = compact_shape_log(conn, retention, stop)
+            pruned = [t for t, n in (("shape_log", report.log_trimmed + report.log_folded),
+                                     ("applied_mutations", report.results_pruned),
+                                     ("conflicts", report.conflicts_pruned)) if n]
+            if pruned and not stop.is_set():  # the space those rows took can be used again
+                conn.execute(sql.SQL("VACUUM {}").format(sql.SQL(", ").join(map(sql.Identifier, pruned))))
             if not stop.is_set():
-                conn.execute("VACUUM (ANALYZE) shape_log, applied_mutations, client_high_water, conflicts")
                 report.rewritten = rewrite_bloated(conn)
             report.table_bytes = table_bytes(conn)
         finally:
@@ -108,11 +114,19 @@ def _batches(conn: psycopg.Connection[Any], statement: str, params: dict[str, An
     """Run `statement` (which handles at most one batch) until it handles nothing; the rows handled."""
     total = 0
     while not stop.is_set():
+        started = time.monotonic()
         done = count(conn.execute(statement, params))
         total += done
         if done == 0:
             break
+        _yield_after(started, stop)
     return total
+
+
+def _yield_after(started: float, stop: threading.Event) -> None:
+    """After a batch, leave Postgres as long as the batch took (at most 50 ms): maintenance takes at
+    most about half of what it could from the pushes it runs beside."""
+    stop.wait(min(time.monotonic() - started, 0.05))
 
 
 def prune_results(conn: psycopg.Connection[Any], retention: Retention, stop: threading.Event) -> tuple[int, int]:
@@ -211,6 +225,7 @@ def _fold_updates(conn: psycopg.Connection[Any], build: Any, horizon: tuple[int,
     folded = 0
     try:
         while not stop.is_set():
+            started = time.monotonic()
             row = conn.execute("""
                 WITH chosen AS (
                     DELETE FROM pulse_fold WHERE ctid = ANY(ARRAY(SELECT ctid FROM pulse_fold LIMIT %(batch)s))
@@ -226,6 +241,7 @@ def _fold_updates(conn: psycopg.Connection[Any], build: Any, horizon: tuple[int,
             folded += int(row[1])
             if int(row[0]) == 0:
                 break
+            _yield_after(started, stop)
     finally:
         conn.execute("DROP TABLE IF EXISTS pulse_fold")
     return folded
@@ -233,10 +249,15 @@ def _fold_updates(conn: psycopg.Connection[Any], build: Any, horizon: tuple[int,
 
 def rewrite_bloated(conn: psycopg.Connection[Any]) -> list[str]:
     """VACUUM FULL each sync table whose files (heap and indexes) are over REWRITE_FACTOR times what its
-    rows take (and over 1 MiB). The rows' size is estimated from the statistics the VACUUM (ANALYZE)
-    just before gathered: row count times the columns' average widths, plus each row's overhead."""
+    rows take (and over 1 MiB). The rows' size is estimated from Postgres's statistics: the row count
+    (which the VACUUM just before updated) times the columns' average widths (ANALYZEd here first if
+    the table never was), plus each row's overhead."""
     done = []
     for table in SYNC_TABLES:
+        analyzed = conn.execute("SELECT 1 FROM pg_stats WHERE schemaname = 'public' AND tablename = %s LIMIT 1",
+                                (table,)).fetchone()
+        if analyzed is None:
+            conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(table)))
         row = conn.execute(
             "SELECT pg_total_relation_size(c.oid), greatest(c.reltuples, 0) * (%s + coalesce("
             " (SELECT sum(avg_width) FROM pg_stats s WHERE s.schemaname = 'public' AND s.tablename = %s), 0))"
