@@ -63,6 +63,7 @@ class Report:
     log_folded: int = 0  # updates removed because a later change of the same row carries it
     log_trimmed: int = 0  # changes at or below the new horizon
     horizon: tuple[int, int] = (0, 0)
+    compacted_through: tuple[int, int] = (0, 0)  # the newest offset below the live tail (0_0: none)
     seconds: float = 0.0
     table_bytes: dict[str, int] = field(default_factory=dict)
     rewritten: list[str] = field(default_factory=list)  # tables compacted on disk (VACUUM FULL)
@@ -70,6 +71,7 @@ class Report:
     def fields(self) -> dict[str, Any]:
         values = asdict(self)
         values["horizon"] = f"{self.horizon[0]}_{self.horizon[1]}"
+        values["compacted_through"] = f"{self.compacted_through[0]}_{self.compacted_through[1]}"
         values["seconds"] = round(self.seconds, 3)
         return values
 
@@ -88,7 +90,8 @@ def run(dsn: str, retention: Retention, wait_s: float = 0.0, stop: threading.Eve
             report = Report()
             report.results_pruned, report.high_water_clients = prune_results(conn, retention, stop)
             report.conflicts_pruned = prune_conflicts(conn, retention, stop)
-            report.horizon, report.log_trimmed, report.log_folded = compact_shape_log(conn, retention, stop)
+            report.horizon, report.log_trimmed, report.log_folded, report.compacted_through = compact_shape_log(
+                conn, retention, stop)
             pruned = [t for t, n in (("shape_log", report.log_trimmed + report.log_folded),
                                      ("applied_mutations", report.results_pruned),
                                      ("conflicts", report.conflicts_pruned)) if n]
@@ -167,8 +170,9 @@ def prune_conflicts(conn: psycopg.Connection[Any], retention: Retention, stop: t
 
 
 def compact_shape_log(conn: psycopg.Connection[Any], retention: Retention,
-                      stop: threading.Event) -> tuple[tuple[int, int], int, int]:
-    """The horizon after this run, the changes trimmed below it and the updates folded above it.
+                      stop: threading.Event) -> tuple[tuple[int, int], int, int, tuple[int, int]]:
+    """The horizon after this run, the changes trimmed below it, the updates folded above it, and the
+    newest offset below the live tail (what compaction could touch).
 
     Never touches the live tail (the newest `tail_changes` changes): the replication reader appends
     after it, and live clients read it. Only deletes rows, each batch its own transaction; every state
@@ -179,7 +183,7 @@ def compact_shape_log(conn: psycopg.Connection[Any], retention: Retention,
     assert state is not None
     horizon, build = (int(state[0]), int(state[1])), state[2]
     if row is None:  # the whole log is its live tail
-        return horizon, 0, 0
+        return horizon, 0, 0, (0, 0)
     upper = (int(row[0]), int(row[1]))  # the newest change below the tail
     trimmed = 0
     newer = conn.execute(
@@ -193,7 +197,7 @@ def compact_shape_log(conn: psycopg.Connection[Any], retention: Retention,
         moved = conn.execute("UPDATE shape_state SET horizon_lsn = %s, horizon_op = %s WHERE id = 1 AND log_id = %s",
                              (int(newer[0]), int(newer[1]), build))
         if moved.rowcount != 1:
-            return horizon, 0, 0
+            return horizon, 0, 0, upper
         horizon = (int(newer[0]), int(newer[1]))
         trimmed = _batches(conn, """
             DELETE FROM shape_log WHERE (lsn, op) IN (
@@ -201,7 +205,7 @@ def compact_shape_log(conn: psycopg.Connection[Any], retention: Retention,
               AND EXISTS (SELECT 1 FROM shape_state WHERE id = 1 AND log_id = %(build)s)
             """, {"lsn": horizon[0], "op": horizon[1], "batch": retention.batch, "build": build}, stop)
     folded = _fold_updates(conn, build, horizon, upper, retention.batch, stop)
-    return horizon, trimmed, folded
+    return horizon, trimmed, folded, upper
 
 
 def _fold_updates(conn: psycopg.Connection[Any], build: Any, horizon: tuple[int, int], upper: tuple[int, int],
