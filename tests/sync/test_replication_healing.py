@@ -291,6 +291,7 @@ def test_a_slot_dropped_by_hand_is_recreated_and_the_log_rebuilt(
 # -- 4. restored from a dump --------------------------------------------------------------------------
 
 
+@needs_cluster  # pg_dump and pg_restore of PostgreSQL 15
 def test_a_database_restored_from_an_earlier_dump_hands_out_a_handle_no_client_ever_held(
     tmp_path: Path, start_server: Callable[..., PulseServer]
 ) -> None:
