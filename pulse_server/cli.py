@@ -41,6 +41,88 @@ def migrate(database_url: DatabaseOption = None) -> None:
     settings = bootstrap(database_url)
     run(settings.database_url)
     typer.echo("database at head")
+    found = _examine(settings.database_url)
+    for line in [f"problem: {p}" for p in found.problems] + [f"warning: {w}" for w in found.warnings]:
+        typer.echo(line, err=True)
+
+
+def _examine(database_url: str):  # type: ignore[no-untyped-def]
+    import psycopg
+
+    from pulse_server.replication.doctor import examine
+    from pulse_server.settings import libpq_url
+
+    with psycopg.connect(libpq_url(database_url), autocommit=True, connect_timeout=5) as conn:
+        return examine(conn)
+
+
+@app.command()
+def doctor(
+    database_url: DatabaseOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON document instead of lines.")] = False,
+) -> None:
+    """Check Postgres for the shape API: wal_level, max_slot_wal_keep_size, and this project's replication
+    slots (inactive ones and the WAL they retain). Exit 1 when the server cannot work as configured.
+
+    Examples:
+      pulse-server doctor
+      pulse-server doctor --json
+    """
+    import json
+
+    from pulse_server.replication.doctor import report_lines
+
+    found = _examine(bootstrap(database_url).database_url)
+    if as_json:
+        typer.echo(json.dumps(found.as_json()))
+    else:
+        for line in report_lines(found):
+            typer.echo(line)
+    if found.problems:
+        raise typer.Exit(1)
+
+
+@app.command()
+def maintain(
+    database_url: DatabaseOption = None,
+    result_retention_days: Annotated[float | None, typer.Option(
+        min=0, help="Keep exactly-once results this long (default PULSE_RESULT_RETENTION_DAYS, 30).")] = None,
+    conflict_retention_days: Annotated[float | None, typer.Option(
+        min=0, help="Keep the conflict audit this long (default PULSE_CONFLICT_RETENTION_DAYS, 180).")] = None,
+    shape_log_retention_days: Annotated[float | None, typer.Option(
+        min=0, help="Keep shape log changes this long (default PULSE_SHAPE_LOG_RETENTION_DAYS, 30).")] = None,
+    wait: Annotated[float, typer.Option(min=0, help="Seconds to wait while another instance maintains.")] = 60.0,
+    as_json: Annotated[bool, typer.Option("--json", help="The figures as one JSON document.")] = False,
+) -> None:
+    """Prune and compact now what the sync keeps: exactly-once results (their seqs stay as high-water
+    marks), the conflict audit, the shape log. The server also does it every PULSE_MAINTENANCE_INTERVAL_S.
+
+    Examples:
+      pulse-server maintain
+      pulse-server maintain --result-retention-days 7 --json
+    """
+    import json
+
+    from pulse_server import maintenance
+    from pulse_server.api.app import retention_of
+    from pulse_server.errors import ApiError
+    from pulse_server.settings import libpq_url
+
+    settings = bootstrap(database_url, result_retention_days=result_retention_days,
+                         conflict_retention_days=conflict_retention_days,
+                         shape_log_retention_days=shape_log_retention_days)
+    try:
+        report = maintenance.run(libpq_url(settings.database_url), retention_of(settings), wait_s=wait)
+    except maintenance.MaintenanceBusy as exc:
+        raise ApiError(503, "busy", f"{exc} (waited {wait:g} s)") from exc
+    if as_json:
+        typer.echo(json.dumps(report.fields()))
+        return
+    typer.echo(f"results pruned: {report.results_pruned} (high-water marks moved: {report.high_water_clients});"
+               f" conflicts pruned: {report.conflicts_pruned}; shape log: {report.log_folded} updates folded,"
+               f" {report.log_trimmed} changes trimmed (horizon {report.horizon[0]}_{report.horizon[1]});"
+               f" {report.seconds:.2f} s")
+    typer.echo("sizes: " + ", ".join(f"{t} {b / 1024:.0f} kB" for t, b in report.table_bytes.items()))
 
 
 @app.command()
@@ -50,7 +132,8 @@ def serve(
     port: Annotated[int | None, typer.Option(help="Port (default 8000).")] = None,
     workers: Annotated[int | None, typer.Option(help="Worker processes (default 1).")] = None,
 ) -> None:
-    """Serve the HTTP API; SIGTERM finishes the requests in flight, then stops.
+    """Serve the HTTP API; SIGTERM ends held long polls and SSE streams at once (clients reconnect),
+    gives other requests PULSE_SHUTDOWN_GRACE_S (3) to finish, then stops.
 
     Examples:
       pulse-server serve --port 8000
@@ -66,7 +149,8 @@ def serve(
     os.environ["PULSE_DATABASE_URL"] = settings.database_url  # worker processes read it again
     logs.configure(settings.log_level)
     uvicorn.run("pulse_server.main:app_from_environment", factory=True, host=settings.host, port=settings.port,
-                workers=settings.workers, log_config=None, access_log=False, timeout_graceful_shutdown=30)
+                workers=settings.workers, log_config=None, access_log=False,
+                timeout_graceful_shutdown=max(1, round(settings.shutdown_grace_s)))
 
 
 def _session(database_url: str | None):  # type: ignore[no-untyped-def]

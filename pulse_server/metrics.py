@@ -1,4 +1,5 @@
-"""Prometheus metrics: request latency by route, mutations by outcome, breaker state, pool use."""
+"""Prometheus metrics: request latency by route, mutations by outcome, breaker state, pool use, the
+replication reader (state, lag, rebuilds) and maintenance (runs, rows removed, table sizes)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,42 @@ class Metrics:
         self.breaker_state = Gauge(
             "pulse_db_breaker_state", "Database circuit breaker: 0 closed, 1 half-open, 2 open",
             registry=self.registry,
+        )
+        self.replication_state = Gauge(
+            "pulse_replication_reader_state", "This process's replication reader: 1 for its current state",
+            ["state"], registry=self.registry,
+        )
+        self.replication_ready = Gauge(
+            "pulse_replication_ready", "1 when a reader follows the slot (shape clients may be told up-to-date)",
+            registry=self.registry,
+        )
+        self.replication_lag_seconds = Gauge(
+            "pulse_replication_lag_seconds",
+            "Age of the newest commit the leading reader of this process logged in its last busy round (0 idle)",
+            registry=self.registry,
+        )
+        self.replication_rebuilds = Counter(
+            "pulse_replication_rebuilds", "Shape log rebuilds (slot lost or missing, database restored or promoted)",
+            registry=self.registry,
+        )
+        self.maintenance_runs = Counter(
+            "pulse_maintenance_runs", "Maintenance runs by outcome (done, skipped: another instance ran it, failed)",
+            ["outcome"], registry=self.registry,
+        )
+        self.maintenance_removed = Counter(
+            "pulse_maintenance_removed_rows",
+            "Rows maintenance removed: results (pruned), conflicts, log_folded, log_trimmed",
+            ["what"], registry=self.registry,
+        )
+        self.maintenance_last_success = Gauge(
+            "pulse_maintenance_last_success_timestamp_seconds", "When the last maintenance run of this process ended",
+            registry=self.registry,
+        )
+        self.maintenance_seconds = Gauge("pulse_maintenance_duration_seconds", "How long the last run took",
+                                         registry=self.registry)
+        self.sync_table_bytes = Gauge(
+            "pulse_sync_table_bytes", "Size of each table the sync keeps, after the last maintenance run",
+            ["table"], registry=self.registry,
         )
         self.pool_in_use = Gauge("pulse_db_pool_in_use", "Connections checked out of the pool",
                                  registry=self.registry)

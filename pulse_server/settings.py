@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import quote, urlencode
 
+from psycopg.conninfo import conninfo_to_dict
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -36,16 +38,44 @@ class Settings(BaseSettings):
     shape_watcher: bool = True
     # Serve the web app (/app/) from this folder instead of the one in the package (docs/pwa.md).
     web_root: Path | None = None
+    # Bounded storage (pulse-server maintain, and the server every maintenance_interval_s; 0: never).
+    # Exactly-once results kept this long (their seqs are kept forever in client_high_water), the conflict
+    # audit this long, shape log changes this long (a client further behind refetches its snapshot), and
+    # the newest shape_log_tail_changes changes never compacted.
+    result_retention_days: float = Field(default=30.0, ge=0)
+    conflict_retention_days: float = Field(default=180.0, ge=0)
+    shape_log_retention_days: float = Field(default=30.0, ge=0)
+    shape_log_tail_changes: int = Field(default=10_000, ge=0)
+    maintenance_interval_s: float = Field(default=3600.0, ge=0)
+    # On SIGTERM, held long polls and SSE streams end at once; other requests get this long to finish.
+    shutdown_grace_s: float = Field(default=3.0, ge=0)
 
 
 def psycopg_url(url: str) -> str:
-    """SQLAlchemy needs `postgresql+psycopg://`; people and psycopg itself write `postgresql://`."""
-    for prefix in ("postgresql://", "postgres://"):
-        if url.startswith(prefix):
-            return "postgresql+psycopg://" + url[len(prefix):]
-    return url
+    """SQLAlchemy needs `postgresql+psycopg://`; people and psycopg itself write `postgresql://`, or a
+    libpq key=value string. Several hosts (`host=a,b` or `postgresql://a:1,b:2/db`, with
+    `target_session_attrs=read-write` to follow a failover) become SQLAlchemy's repeated `host=` form."""
+    if url.startswith("postgresql+psycopg://"):
+        return url
+    params = conninfo_to_dict(url)
+    hosts = str(params.pop("host", "")).split(",") if params.get("host") else []
+    ports = str(params.pop("port", "")).split(",") if params.get("port") else []
+    if len(hosts) <= 1 and "://" in url:  # one host: the URL as written, with SQLAlchemy's scheme
+        for prefix in ("postgresql://", "postgres://"):
+            if url.startswith(prefix):
+                return "postgresql+psycopg://" + url[len(prefix):]
+        return url
+    if len(ports) == 1:
+        ports = ports * len(hosts)
+    user = quote(str(params.pop("user", "")), safe="")
+    password = params.pop("password", None)
+    credentials = f"{user}:{quote(str(password), safe='')}@" if password is not None else (f"{user}@" if user else "")
+    database = quote(str(params.pop("dbname", "")), safe="")
+    query = [("host", f"{h}:{ports[i]}" if i < len(ports) and ports[i] else h) for i, h in enumerate(hosts)]
+    query += [(k, str(v)) for k, v in params.items()]
+    return f"postgresql+psycopg://{credentials}/{database}" + (f"?{urlencode(query)}" if query else "")
 
 
 def libpq_url(url: str) -> str:
-    """The plain `postgresql://` form psycopg's `connect()` takes."""
+    """The plain form psycopg's `connect()` takes (a `postgresql://` URL or a key=value string)."""
     return url.replace("postgresql+psycopg://", "postgresql://", 1)

@@ -6,10 +6,12 @@ import asyncio
 import contextlib
 import logging
 import os
+import signal
 import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
+from types import FrameType
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -18,6 +20,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pulse_core.errors import PulseError
+from pulse_server import maintenance
 from pulse_server.api import openapi, routes_auth, routes_entries, routes_grants, routes_meta, routes_sync
 from pulse_server.api.deps import bearer_from
 from pulse_server.api.error_answers import install_error_handlers, json_error
@@ -27,6 +30,7 @@ from pulse_server.errors import ApiError, from_domain
 from pulse_server.logs import request_id, user_id
 from pulse_server.metrics import Metrics
 from pulse_server.ratelimit import ConcurrencyGate, RateLimiter
+from pulse_server.replication.health import ReplicationHealth
 from pulse_server.replication.reader import ReplicationReader
 from pulse_server.settings import Settings, libpq_url
 from pulse_server.shapes import route as shape_route
@@ -86,12 +90,17 @@ def create_app(
     settings = settings or Settings()
     db = database or Database(settings)
 
-    background = Background(settings)
+    metrics = Metrics()
+    background = Background(settings, metrics)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.watcher = background.start(asyncio.get_running_loop())
+        loop = asyncio.get_running_loop()
+        app.state.watcher = background.start(loop)
+        app.state.health = background.health
+        restore = _end_held_requests_on_sigterm(loop, background.closing)
         yield
+        restore()
         background.stop()
         db.dispose()  # on shutdown: close the pool
 
@@ -104,7 +113,8 @@ def create_app(
     app.state.settings = settings
     app.state.db = db
     app.state.clock = clock
-    app.state.metrics = Metrics()
+    app.state.metrics = metrics
+    app.state.background = background
     app.state.login_limiter = RateLimiter(settings.login_attempts_per_minute)
     app.state.push_gate = ConcurrencyGate(min(settings.push_concurrency, settings.pool_size), settings.push_queue_limit)
     for module in (routes_auth, routes_entries, routes_sync, routes_grants, routes_meta):
@@ -252,29 +262,96 @@ class Observe:
 
 
 class Background:
-    """The replication reader and the shape log watcher: threads of this process, stopped with it."""
+    """The replication reader, the shape log watcher (which also reads the slot's status for readiness)
+    and the maintenance schedule: threads of this process, stopped with it."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, metrics: Metrics) -> None:
         self.settings = settings
+        self.metrics = metrics
         self.stop_event = threading.Event()
         self.reader: ReplicationReader | None = None
         self.watcher: LogWatcher | None = None
+        self.schedule: maintenance.Schedule | None = None
+        self.health = ReplicationHealth(watched=settings.shape_watcher)
 
     def start(self, loop: asyncio.AbstractEventLoop) -> LogWatcher | None:
         dsn = libpq_url(self.settings.database_url)
         if self.settings.replication_reader:
-            self.reader = ReplicationReader(dsn)
+            self.reader = self.health.reader = ReplicationReader(
+                dsn, on_rebuild=lambda _: self.metrics.replication_rebuilds.inc())
             threading.Thread(target=self.reader.run, args=(self.stop_event,), name="replication-reader",
                              daemon=True).start()
         if self.settings.shape_watcher:
-            self.watcher = LogWatcher(dsn)
-            self.watcher.start(loop)
+            watcher = self.watcher = LogWatcher(dsn, health=self.health)
+            watcher.start(loop)
+            if self.reader is not None:  # held requests look again when the reader stops following
+                self.reader.on_state = lambda state: None if state == "following" else watcher.wake_all()
+        if self.settings.maintenance_interval_s > 0:
+            self.schedule = maintenance.Schedule(dsn, retention_of(self.settings),
+                                                 self.settings.maintenance_interval_s, self.record_maintenance)
+            self.schedule.start()
         return self.watcher
 
+    def closing(self) -> None:
+        """On the event loop, as SIGTERM arrives: readiness turns 503 and held requests end now."""
+        self.health.closing = True
+        if self.watcher is not None:
+            self.watcher.release_all()
+
     def stop(self) -> None:
+        self.health.closing = True
         self.stop_event.set()
         if self.watcher is not None:
             self.watcher.stop()
+        if self.schedule is not None:
+            self.schedule.stop()
+
+    def record_maintenance(self, report: maintenance.Report | None, error: BaseException | None) -> None:
+        m = self.metrics
+        if report is None:
+            m.maintenance_runs.labels("failed" if error is not None else "skipped").inc()
+            return
+        m.maintenance_runs.labels("done").inc()
+        for what, count in (("results", report.results_pruned), ("conflicts", report.conflicts_pruned),
+                            ("log_folded", report.log_folded), ("log_trimmed", report.log_trimmed)):
+            m.maintenance_removed.labels(what).inc(count)
+        m.maintenance_last_success.set(time.time())
+        m.maintenance_seconds.set(report.seconds)
+        for table, size in report.table_bytes.items():
+            m.sync_table_bytes.labels(table).set(size)
+
+
+def retention_of(settings: Settings) -> maintenance.Retention:
+    return maintenance.Retention(
+        result_days=settings.result_retention_days, conflict_days=settings.conflict_retention_days,
+        shape_log_days=settings.shape_log_retention_days, tail_changes=settings.shape_log_tail_changes,
+    )
+
+
+def _end_held_requests_on_sigterm(loop: asyncio.AbstractEventLoop, closing: Callable[[], None]) -> Callable[[], None]:
+    """Chain a SIGTERM (and SIGINT) handler in front of the server's own: uvicorn's only stops accepting
+    and waits for the requests in flight, and a held long poll or SSE stream would hold the restart for
+    its whole hold time. Ours first ends every held request (each answers or ends at once; the clients
+    reconnect and lose nothing), then calls uvicorn's. Returns what puts the previous handlers back."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    previous: dict[int, Any] = {}
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        loop.call_soon_threadsafe(closing)
+        chained = previous.get(signum)
+        if callable(chained):
+            chained(signum, frame)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        previous[sig] = signal.signal(sig, handler)
+
+    def restore() -> None:
+        for sig, old in previous.items():
+            if signal.getsignal(sig) is handler:
+                signal.signal(sig, old)
+
+    return restore
 
 
 def _install_error_handlers(app: FastAPI) -> None:

@@ -17,6 +17,13 @@ walsender decodes each record once, and wakes us when a transaction commits (no 
 One reader at a time, among any number of server instances: the leader holds a session advisory
 lock on a dedicated connection (which also writes the shape log); when it dies, its connections
 drop, the lock and the slot are freed and another instance takes over.
+
+Self-healing: before it streams (and every few seconds while it does) the leader checks that the log
+still follows what it was built from (`origin.py`). If not (the slot missing or invalidated, a
+restored database, a promoted standby) it recreates the slot and rebuilds the log from `entries` under
+a new random log id, which every handle carries: every client refetches, and the refetch holds exactly
+what Postgres holds. Its state (`starting`, `standby`, `rebuilding`, `following`, `failing`) is what
+readiness and `/metrics` report; only `following` lets a shape request answer up-to-date.
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from pulse_server.replication.origin import CURRENT_TIMELINE, SlotStatus, read_status, slot_name
 from pulse_server.replication.pgoutput import Begin, Change, Commit, DecodeError, Decoder, Relation, Truncate
 from pulse_server.replication.stream import WalStream
 from pulse_server.shapes.protocol import ROW_COLUMNS, row_json, stored_message
@@ -42,12 +50,8 @@ PUBLICATION = "pulse_shapes"
 LOG_CHANNEL = "pulse_shape_log"
 LEADER_LOCK = 7041978
 SYNCED_TABLES = ("entries",)
-
-
-def slot_name(database: str) -> str:
-    """Slots are cluster-wide, so the name carries the database's."""
-    safe = "".join(c if c.isalnum() else "_" for c in database.lower())
-    return f"pulse_shapes_{safe}"[:63]
+CHECK_EVERY_S = 5.0  # how often a following reader checks its slot and database again
+__all__ = ["LEADER_LOCK", "ReplicationReader", "lsn_int", "lsn_text", "slot_name"]
 
 
 def lsn_text(lsn: int) -> str:
@@ -126,7 +130,7 @@ class Batch:
             )
         if self.truncated:  # clients cannot follow a truncate change by change: every handle must refetch
             conn.execute("DELETE FROM shape_rows")
-            conn.execute("UPDATE shape_state SET generation = generation + 1 WHERE id = 1")
+            conn.execute("UPDATE shape_state SET generation = generation + 1, log_id = gen_random_uuid() WHERE id = 1")
         gone = [e for e in self.rows.values() if e.operation == "delete"]
         if gone:
             conn.execute(
@@ -164,6 +168,7 @@ class ReplicationReader:
         on_error: Callable[[Exception], None] | None = None,
         wait_s: float = 0.5,
         round_s: float = 0.01,
+        on_rebuild: Callable[[str], None] | None = None,
     ) -> None:
         self.dsn = dsn
         self.batch_changes = batch_changes  # messages read per round at most
@@ -174,6 +179,8 @@ class ReplicationReader:
         # the writes; an isolated write after an idle spell is still logged at once.
         self.round_s = round_s
         self.on_error = on_error
+        self.on_rebuild = on_rebuild
+        self.on_state: Callable[[str], None] | None = None  # told of every state change (wakes held requests)
         self.decoder = Decoder()
         self.is_leader = False
         self.usernames: dict[int, str | None] = {}
@@ -181,20 +188,115 @@ class ReplicationReader:
         self.stream: WalStream | None = None
         self.partial: Transaction | None = None  # a transaction whose commit has not arrived yet
         self.acked = 0  # the last position acknowledged on this stream
+        # What readiness and /metrics report.
+        self.state = "starting"
+        self.reason = "the replication reader has not started yet"
+        self.rebuilds = 0
+        self.lag_bytes = 0  # the server's WAL end (from its keepalives) minus what we acknowledged
+        self.lag_s = 0.0  # age of the newest commit the last busy round logged; 0 after an idle round
+        self.server_end = 0
+
+    def _set_state(self, state: str, reason: str = "") -> None:
+        if (state, reason) != (self.state, self.reason):
+            self.state, self.reason = state, reason
+            level = logging.WARNING if state == "failing" else logging.INFO
+            log.log(level, "replication reader state", extra={"fields": {"state": state, "reason": reason}})
+            if self.on_state is not None:
+                self.on_state(state)
 
     # -- the slot and its stream -------------------------------------------------------------------
     def ensure_slot(self, conn: psycopg.Connection[Any]) -> str:
-        row = conn.execute("SELECT current_database()").fetchone()
-        assert row is not None
-        slot = slot_name(row[0])
-        exists = conn.execute("SELECT 1 FROM pg_replication_slots WHERE slot_name = %s", (slot,)).fetchone()
-        if exists is None:
-            conn.execute("SELECT pg_create_logical_replication_slot(%s, 'pgoutput')", (slot,))
-            log.info("created replication slot", extra={"fields": {"slot": slot}})
-            self.slot = slot
-            self.backfill(conn)
-        self.slot = slot
-        return slot
+        """The slot the log follows; when the log cannot trust it (missing, invalidated, another
+        database's, another cluster or timeline), the slot is recreated and the log rebuilt first."""
+        status = read_status(conn)
+        if status.rebuild_reason is not None and not status.standby:
+            self.rebuild(conn, status)
+        self.slot = status.slot
+        return self.slot
+
+    def rebuild(self, conn: psycopg.Connection[Any], status: SlotStatus) -> int:
+        """Recreate the slot, then the log from `entries` under a new generation and a new random log id
+        (handles carry it: no client ever held one of the new handles, also after a database was restored
+        from a dump of an earlier state). Rows changed after the slot exists are also in its stream, at a
+        later offset, which wins. Returns the number of rows copied."""
+        reason = status.rebuild_reason or "asked"
+        self._set_state("rebuilding", reason)
+        level = logging.INFO if status.first_build else logging.WARNING
+        log.log(level, "rebuilding the shape log", extra={"fields": {"reason": reason, "slot": status.slot}})
+        self.close()
+        self._drop_slot(conn, status.slot)
+        conn.execute("SELECT pg_create_logical_replication_slot(%s, 'pgoutput')", (status.slot,))
+        self.slot = status.slot
+        copied = self._copy_entries(conn, reason)
+        self.usernames = {}
+        if not status.first_build:
+            self.rebuilds += 1
+            if self.on_rebuild is not None:
+                self.on_rebuild(reason)
+        log.log(level, "shape log rebuilt", extra={"fields": {"reason": reason, "rows": copied, "slot": status.slot}})
+        return copied
+
+    @staticmethod
+    def _drop_slot(conn: psycopg.Connection[Any], slot: str, timeout_s: float = 10.0) -> None:
+        """Drop this database's slot of that name if it exists. Its walsender, if any, streams for a reader
+        that is gone (this one holds the leader lock): it is ended first."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            row = conn.execute("SELECT active_pid FROM pg_replication_slots WHERE slot_name = %s"
+                               " AND database = current_database()", (slot,)).fetchone()
+            if row is None:
+                return
+            if row[0] is not None:
+                conn.execute("SELECT pg_terminate_backend(%s)", (row[0],))
+            try:
+                conn.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
+                return
+            except psycopg.errors.ObjectInUse:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+
+    def _copy_entries(self, conn: psycopg.Connection[Any], reason: str) -> int:
+        """The log emptied and `shape_rows` copied from `entries` (Postgres text, as pgoutput sends it), in
+        one transaction with the new generation, log id and origin: a request sees the old log or the new."""
+        columns = [r[0] for r in conn.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = 'public'"
+            " AND table_name = 'entries' ORDER BY ordinal_position"
+        ).fetchall() if r[0] in ROW_COLUMNS]
+        # format('%s') uses each type's output function, as pgoutput does ('f', not 'false').
+        pairs = sql.SQL(", ").join(
+            sql.SQL("{name}, CASE WHEN {col} IS NULL THEN NULL ELSE format('%s', {col}) END").format(
+                name=sql.Literal(c), col=sql.Identifier(c))
+            for c in columns
+        )
+        # Each row's snapshot message is built here too (as the reader stores it with a change), so a
+        # snapshot after a rebuild is still stored text joined together.
+        message = sql.SQL(
+            "'{{\"key\":' || to_json(format('\"public\".\"entries\"/\"%s\"/\"%s\"', e.user_id, e.date))::text"
+            " || ',\"value\":' || (v.value || jsonb_build_object('username', u.username))::text"
+            " || {tail}"
+        ).format(tail=sql.Literal(',"headers":{"operation":"insert","relation":["public","entries"]}}'))
+        with conn.transaction():
+            conn.execute("DELETE FROM shape_log")
+            conn.execute("DELETE FROM shape_rows")
+            done = conn.execute(
+                sql.SQL(
+                    "INSERT INTO shape_rows (user_id, date, value, lsn, op, message)"
+                    " SELECT e.user_id, e.date, v.value, 0, 0, {message}"
+                    " FROM entries e CROSS JOIN LATERAL (SELECT jsonb_build_object({pairs}) AS value) v"
+                    " LEFT JOIN users u ON u.id = e.user_id"
+                ).format(pairs=pairs, message=message)
+            )
+            conn.execute(
+                f"UPDATE shape_state SET head_lsn = 0, head_op = 0, horizon_lsn = 0, horizon_op = 0,"
+                f" generation = generation + 1, log_id = gen_random_uuid(), slot_name = %s,"
+                f" system_identifier = (SELECT system_identifier::text FROM pg_control_system()),"
+                f" timeline = {CURRENT_TIMELINE}, rebuilt_at = now(), rebuild_reason = %s, updated_at = now()"
+                f" WHERE id = 1",
+                (self.slot, reason),
+            )
+            conn.execute("SELECT pg_notify(%s, %s)", (LOG_CHANNEL, "0_0"))
+        return done.rowcount
 
     def open_stream(self, conn: psycopg.Connection[Any], busy_s: float = 10.0) -> WalStream:
         """Stream the slot from the position it has confirmed, with a new decoder (a new stream sends
@@ -222,40 +324,6 @@ class ReplicationReader:
             self.stream.close()
             self.stream = None
 
-    @staticmethod
-    def backfill(conn: psycopg.Connection[Any]) -> int:
-        """Rows that existed before the slot: into shape_rows at offset (0, 0), as Postgres text.
-
-        Taken after the slot exists, so nothing falls between the two: a change committed meanwhile is
-        also in the slot's stream, at a later offset, which wins. Handles move to a new generation."""
-        columns = [r[0] for r in conn.execute(
-            "SELECT column_name FROM information_schema.columns WHERE table_schema = 'public'"
-            " AND table_name = 'entries' ORDER BY ordinal_position"
-        ).fetchall() if r[0] in ROW_COLUMNS]
-        # format('%s') uses each type's output function, as pgoutput does ('f', not 'false').
-        pairs = sql.SQL(", ").join(
-            sql.SQL("{name}, CASE WHEN {col} IS NULL THEN NULL ELSE format('%s', {col}) END").format(
-                name=sql.Literal(c), col=sql.Identifier(c))
-            for c in columns
-        )
-        with conn.transaction():
-            # A recreated slot (dropped, or lost in a failover) leaves rows that changed or went away
-            # meanwhile: the copy replaces them all.
-            conn.execute(
-                "DELETE FROM shape_rows s WHERE NOT EXISTS"
-                " (SELECT 1 FROM entries e WHERE e.user_id = s.user_id AND e.date = s.date)"
-            )
-            done = conn.execute(
-                sql.SQL(
-                    "INSERT INTO shape_rows (user_id, date, value, lsn, op)"
-                    " SELECT user_id, date, jsonb_build_object({}), 0, 0 FROM entries"
-                    " ON CONFLICT (user_id, date) DO UPDATE SET value = excluded.value, lsn = 0, op = 0,"
-                    " message = NULL"
-                ).format(pairs)
-            )
-            conn.execute("UPDATE shape_state SET generation = generation + 1 WHERE id = 1")
-        return done.rowcount
-
     # -- one round ---------------------------------------------------------------------------------
     def read_once(self, conn: psycopg.Connection[Any], wait_s: float = 0.0) -> ReadStats:
         """What the stream brought (waiting up to `wait_s` if nothing had): whole transactions written
@@ -271,6 +339,11 @@ class ReplicationReader:
                 assert last is not None
                 self.acked = max(self.acked, last.end_lsn)
                 stream.acknowledge(self.acked)  # only now that the shape log has committed
+                committed_us = transactions[-1].begin.commit_time_us  # Unix microseconds
+                self.lag_s = max(0.0, time.time() - committed_us / 1_000_000)
+            elif not received.messages:
+                self.lag_s = 0.0
+            self.server_end = max(self.server_end, received.server_end, self.acked)
             if received.server_end > self.acked and self.partial is None:
                 # Every message before that keepalive came, and whole transactions are logged: nothing
                 # else for us up to there. Acknowledged, so Postgres can recycle unrelated WAL.
@@ -278,6 +351,7 @@ class ReplicationReader:
                 stream.acknowledge(self.acked)
             elif received.reply_requested:
                 stream.acknowledge(self.acked)
+            self.lag_bytes = max(0, self.server_end - self.acked)
         except BaseException:
             # What this round took from the stream may not be logged: the next stream starts again from
             # the slot's confirmed position, never after it.
@@ -387,29 +461,45 @@ class ReplicationReader:
                 self._lead(stop)
             except Exception as exc:  # whatever it was, the thread must not end: log it and retry
                 self.is_leader = False
+                was_following = self.state == "following"
+                self._set_state("failing", f"{type(exc).__name__}: {exc}".splitlines()[0])
                 if self.on_error:
                     self.on_error(exc)
                 expected = isinstance(exc, (psycopg.Error, DecodeError))
                 log.warning("replication reader stopped; retrying", exc_info=not expected,
                             extra={"fields": {"error": f"{type(exc).__name__}: {exc}"}})
-                stop.wait(1.0)
+                # A stream that broke while following is retried at once (its slot may just need
+                # healing); failing again, every second.
+                stop.wait(0.1 if was_following else 1.0)
             finally:
                 self.close()
+        self.is_leader = False
+        self._set_state("stopped", "the server is shutting down")
 
     def _lead(self, stop: threading.Event) -> None:
-        with psycopg.connect(self.dsn, autocommit=True, application_name="pulse-replication") as conn:
+        with psycopg.connect(self.dsn, autocommit=True, application_name="pulse-replication",
+                             connect_timeout=5) as conn:
             while not stop.is_set():
                 row = conn.execute("SELECT pg_try_advisory_lock(%s)", (LEADER_LOCK,)).fetchone()
                 if row and row[0]:
                     break
+                self._set_state("standby", "another server instance leads the replication reader")
                 stop.wait(1.0)
             if stop.is_set():
                 return
             self.is_leader = True
+            self._set_state("starting", "opening the replication stream")
             self.ensure_slot(conn)
             self.open_stream(conn)
+            self._set_state("following")
+            checked = time.monotonic()
             while not stop.is_set():
                 started = time.monotonic()
+                if started - checked >= CHECK_EVERY_S:
+                    checked = started
+                    status = read_status(conn)
+                    if status.rebuild_reason is not None:  # found while streaming: start again (and heal)
+                        raise psycopg.OperationalError(status.rebuild_reason)
                 if self.read_once(conn, self.wait_s).transactions:
                     stop.wait(started + self.round_s - time.monotonic())
 

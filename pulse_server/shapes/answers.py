@@ -33,6 +33,13 @@ def unauthorized(message: str) -> Response:
     return _plain(401, {"message": message}, {"www-authenticate": "Bearer"})
 
 
+def not_ready(reason: str, retry_after_s: int = 1) -> Response:
+    """503 while no reader follows the replication slot: the client asks again, never told it is up
+    to date when the server cannot know (Electric answers 503 the same way while its stack starts)."""
+    return _plain(503, {"message": f"the shape log is not following the database: {reason}"},
+                  {"retry-after": str(retry_after_s)})
+
+
 def must_refetch(new_handle: str) -> Response:
     return _plain(409, [{"headers": {"control": "must-refetch"}}], {"electric-handle": new_handle})
 

@@ -13,6 +13,7 @@ import functools
 import json
 import logging
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +25,8 @@ from psycopg.adapt import Loader
 from psycopg.pq import Format
 
 from pulse_server.db.database import Database
+from pulse_server.replication.health import ReplicationHealth
+from pulse_server.replication.origin import read_status
 from pulse_server.replication.reader import LOG_CHANNEL
 from pulse_server.shapes import protocol
 
@@ -58,12 +61,20 @@ class LogChange:
 class Head:
     offset: Offset
     generation: int
+    log_id: str = ""  # random per build of the log: handles carry it
+    horizon: Offset = (0, 0)  # compaction removed the log up to here: an older offset must refetch
+
+    @property
+    def build(self) -> tuple[int, str]:
+        return self.generation, self.log_id
 
 
 def read_head(conn: psycopg.Connection[Any]) -> Head:
-    row = conn.execute("SELECT head_lsn, head_op, generation FROM shape_state WHERE id = 1").fetchone()
+    row = conn.execute(
+        "SELECT head_lsn, head_op, generation, log_id::text, horizon_lsn, horizon_op FROM shape_state WHERE id = 1"
+    ).fetchone()
     assert row is not None
-    return Head((int(row[0]), int(row[1])), int(row[2]))
+    return Head((int(row[0]), int(row[1])), int(row[2]), row[3], (int(row[4]), int(row[5])))
 
 
 class _RawText(Loader):
@@ -205,16 +216,26 @@ def read_changes(
 
 
 class LogWatcher:
-    """One per process: follows the log head and keeps its recent tail in memory."""
+    """One per process: follows the log head and keeps its recent tail in memory.
 
-    def __init__(self, dsn: str, keep: int = 200_000) -> None:
+    It also notices what held requests must answer differently: grants changed (a coach's scope), the
+    log was rebuilt (a new build: every handle refetches; the tail is read again from the new log), the
+    replication stopped following (`health`: up-to-date becomes 503) and the server shutting down. Each
+    bumps `epoch` and wakes every held request, which then looks at what changed."""
+
+    def __init__(self, dsn: str, keep: int = 200_000, health: ReplicationHealth | None = None) -> None:
         self.dsn = dsn
         self.keep = keep
+        self.health = health
         self.tail: list[LogChange] = []  # ordered by offset
         self.offsets: list[Offset] = []
         self.head: Offset = (0, 0)
-        self.base: Offset | None = None  # every change after this offset is in `tail`
+        self.build: tuple[int, str] | None = None  # the log's (generation, log id) the tail belongs to
+        self.base: Offset | None = None  # every change after this offset is in `tail` (None: not yet read)
+        self.floor: Offset = (0, 0)  # the offset the tail starts after, while it is being read
         self.grants_epoch = 0  # bumped whenever grants change: coaches' scopes must be checked again
+        self.epoch = 0  # bumped by anything that must wake every held request (grants, rebuild, health, shutdown)
+        self.closing = False  # the server is shutting down: held requests end at once
         self.loop: asyncio.AbstractEventLoop | None = None
         # Held requests, each with the users whose changes concern it (None: any change, e.g. grants).
         self._waiters: set[tuple[asyncio.Event, frozenset[int] | None]] = set()
@@ -230,6 +251,12 @@ class LogWatcher:
     def stop(self) -> None:
         self._stop.set()
 
+    def release_all(self) -> None:
+        """On the event loop, at shutdown: every held request and stream ends now (clients reconnect)."""
+        self.closing = True
+        self.epoch += 1
+        self._wake(None)
+
     def covers(self, after: Offset) -> bool:
         """Whether the in-memory tail holds every change after `after`."""
         with self._lock:
@@ -242,9 +269,9 @@ class LogWatcher:
             return [c for c in self.tail[start:] if c.user_id in user_ids], self.head
 
     async def wait(self, timeout_s: float, since: Offset, epoch: int, user_ids: set[int] | None = None) -> None:
-        """Until a change for one of `user_ids` (or grants) arrives, or the timeout. Returns at once if
-        the log moved past `since`, or grants changed after `epoch`, while the caller was looking."""
-        if self.head > since or self.grants_epoch != epoch:
+        """Until a change for one of `user_ids` (or an event for every request) arrives, or the timeout.
+        Returns at once if the log moved past `since`, or `epoch` moved on, while the caller was looking."""
+        if self.head > since or self.epoch != epoch or self.closing:
             return
         waiter = (asyncio.Event(), None if user_ids is None else frozenset(user_ids))
         self._waiters.add(waiter)
@@ -260,36 +287,73 @@ class LogWatcher:
             if users is None or wanted is None or not wanted.isdisjoint(users):
                 event.set()
 
+    def wake_all(self, grants: bool = False) -> None:
+        """From the watcher's thread: an event every held request must look at."""
+        with self._lock:
+            self.epoch += 1
+            if grants:
+                self.grants_epoch += 1
+        if self.loop is not None:
+            self.loop.call_soon_threadsafe(self._wake, None)
+
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
                 self._follow()
             except psycopg.Error as exc:
                 log.warning("shape log watcher reconnecting", extra={"fields": {"error": str(exc)}})
+                if self.health is not None and self.health.failed(f"the database cannot be read: {exc}"):
+                    self.wake_all()
                 self._stop.wait(1.0)
 
     def _follow(self) -> None:
         with self._lock:
             self.base = None  # until we have caught up again
-        with psycopg.connect(self.dsn, autocommit=True, application_name="pulse-shape-watcher") as conn:
+        with psycopg.connect(self.dsn, autocommit=True, application_name="pulse-shape-watcher",
+                             connect_timeout=5) as conn:
             conn.execute(f"LISTEN {LOG_CHANNEL}")
             conn.execute(f"LISTEN {GRANTS_CHANNEL}")
-            with self._lock:
-                self.head = read_head(conn).offset
-                self.base = start = self.head
-                self.tail, self.offsets = [], []
-            self._catch_up(conn, start)
+            self.build = None
+            self._check_build(conn)
+            checked = 0.0
             while not self._stop.is_set():
-                channels = {n.channel for n in conn.notifies(timeout=1.0, stop_after=1)}
+                if self.health is not None and time.monotonic() - checked >= self.health.next_check_s:
+                    checked = time.monotonic()
+                    if self.health.update(read_status(conn)):
+                        self.wake_all()
+                channels = {n.channel for n in conn.notifies(timeout=self._idle_s(), stop_after=1)}
                 if not channels:
                     continue
                 channels |= {n.channel for n in conn.notifies(timeout=0)}  # several commits, one read
                 if GRANTS_CHANNEL in channels:
-                    with self._lock:
-                        self.grants_epoch += 1
-                    if self.loop is not None:
-                        self.loop.call_soon_threadsafe(self._wake, None)
-                self._catch_up(conn, self.head)
+                    self.wake_all(grants=True)
+                if not self._check_build(conn):
+                    self._catch_up(conn, self.head)
+
+    def _idle_s(self) -> float:
+        return 1.0 if self.health is None else min(1.0, self.health.next_check_s)
+
+    def _check_build(self, conn: psycopg.Connection[Any]) -> bool:
+        """When the log is another build than the tail's (first read, or rebuilt since): read its tail
+        again from the new log, and wake every held request (their handles are stale). Whether it was."""
+        head = read_head(conn)
+        if head.build == self.build:
+            return False
+        first = self.build is None
+        # The tail begins at the head (older offsets are read from the database). A rebuilt log may
+        # start below the old head (another cluster's LSNs): nothing of the old tail is kept.
+        start = head.offset
+        with self._lock:
+            self.build = head.build
+            self.tail, self.offsets = [], []
+            self.base, self.head, self.floor = None, start, start
+        self._catch_up(conn, start)
+        with self._lock:
+            self.base = self.floor
+        if not first:
+            log.info("shape log rebuilt: held requests refetch", extra={"fields": {"generation": head.generation}})
+            self.wake_all()
+        return True
 
     def _catch_up(self, conn: psycopg.Connection[Any], after: Offset) -> None:
         users: set[int] = set()
@@ -303,7 +367,9 @@ class LogWatcher:
                 self.offsets.extend(c.offset for c in changes)
                 if len(self.tail) > 2 * self.keep:  # forget the older half; older offsets go to the database
                     cut = len(self.tail) - self.keep
-                    self.base = self.offsets[cut - 1]
+                    self.floor = self.offsets[cut - 1]
+                    if self.base is not None:
+                        self.base = self.floor
                     self.tail, self.offsets = self.tail[cut:], self.offsets[cut:]
                 self.head = changes[-1].offset
             after = changes[-1].offset

@@ -15,6 +15,7 @@ from fastapi.responses import StreamingResponse
 
 from pulse_server.accounts import Principal, principal_on
 from pulse_server.db.database import Database
+from pulse_server.replication.health import ReplicationHealth
 from pulse_server.shapes import answers, protocol
 from pulse_server.shapes.log import (
     Head,
@@ -24,7 +25,7 @@ from pulse_server.shapes.log import (
     read_changes,
     read_head,
 )
-from pulse_server.shapes.scope import Origin, Scope, read_origin, resolve_scope, shape_handle
+from pulse_server.shapes.scope import Scope, resolve_scope, shape_handle
 
 router = APIRouter(tags=["shapes"])
 CHUNK = 10_000
@@ -41,45 +42,73 @@ async def shape(request: Request) -> Response:
     token = request.headers.get("authorization", "").partition(" ")[2].strip()
     if not token:
         return answers.unauthorized("a bearer token is required")
-    caller = await run_in_threadpool(_caller, request, db, token)
+    if req.offset != "-1" and (reason := await _still_not_ready(request)) is not None:
+        return answers.not_ready(reason)  # (waited first: the handle and head are read after the wait)
+    caller = await run_in_threadpool(_caller, db, token)
     if caller is None:
         return answers.unauthorized("the token is invalid, expired or revoked")
-    who, (scope, head, origin) = caller
-    handle = shape_handle(req.definition(), scope, origin, head.generation)
-    if req.offset not in ("-1", "now") and req.handle != handle:
-        return answers.must_refetch(handle)
+    who, (scope, head) = caller
+    handle = current_handle(req, scope, head)
+    if req.offset not in ("-1", "now"):
+        if not same_build(req.handle, handle):
+            return answers.must_refetch(handle)
+        if req.position < head.horizon:  # compaction removed changes this client has not read
+            return answers.must_refetch(handle)
+        handle = req.handle or handle
     if req.offset == "-1":
         return await _snapshot(request, req, handle, scope, db)
     if req.offset == "now":
         now = [protocol.up_to_date(head.offset[0])]
         return answers.respond(request, req, handle, now, head.offset, up_to_date=True)
     if req.sse:
-        return _sse(request, req, handle, scope, db, who)
-    return await _changes(request, req, handle, scope, db, who)
+        return _sse(request, req, handle, scope, db, who, head.build)
+    return await _changes(request, req, handle, scope, db, who, head.build)
 
 
-def _caller(request: Request, db: Database, token: str) -> tuple[Principal, tuple[Scope, Head, Origin]] | None:
+def current_handle(req: protocol.ShapeRequest, scope: Scope, head: Head) -> str:
+    """The handle a client gets now: the build's (definition, scope, log id, generation) and, once
+    compaction has trimmed the log, its horizon, so that a client sent to refetch by the horizon gets a
+    handle it has not held."""
+    handle = shape_handle(req.definition(), scope, head.log_id, head.generation)
+    return handle if head.horizon == (0, 0) else f"{handle}.{head.horizon[0]}_{head.horizon[1]}"
+
+
+def same_build(held: str | None, current: str) -> bool:
+    """A handle stays valid across compactions (the horizon part may be older): only the build counts."""
+    return held is not None and held.partition(".")[0] == current.partition(".")[0]
+
+
+READY_WAIT_S = 2.0  # a request that finds the reader starting or healing waits this long before a 503
+
+
+def _not_ready(request: Request) -> str | None:
+    health: ReplicationHealth | None = getattr(request.app.state, "health", None)
+    return None if health is None else health.not_ready()
+
+
+async def _still_not_ready(request: Request) -> str | None:
+    """Why up-to-date cannot be said, after waiting a little for the reader to follow again."""
+    health: ReplicationHealth | None = getattr(request.app.state, "health", None)
+    if health is None or health.not_ready() is None:
+        return None
+    return await health.wait_ready(READY_WAIT_S)
+
+
+def _caller(db: Database, token: str) -> tuple[Principal, tuple[Scope, Head]] | None:
     """Who the token is, what they may see and where the log stands: one transaction on a raw
     connection (a live client asks again after every change it receives)."""
 
-    def read(conn: Any) -> tuple[Principal, tuple[Scope, Head, Origin]] | None:
+    def read(conn: Any) -> tuple[Principal, tuple[Scope, Head]] | None:
         who = principal_on(conn, token)
-        return None if who is None else (who, _read_scope_and_head(request, conn, who))
+        return None if who is None else (who, (resolve_scope(conn, who), read_head(conn)))
 
-    result: tuple[Principal, tuple[Scope, Head, Origin]] | None = db.run(read)
+    result: tuple[Principal, tuple[Scope, Head]] | None = db.run(read)
     return result
 
 
-def _scope_and_head(request: Request, db: Database, who: Principal) -> tuple[Scope, Head, Origin]:
-    result: tuple[Scope, Head, Origin] = db.run(lambda conn: _read_scope_and_head(request, conn, who))
+def _scope_and_head(db: Database, who: Principal) -> tuple[Scope, Head]:
+    result: tuple[Scope, Head] = db.run(lambda conn: (resolve_scope(conn, who), read_head(conn)))
     return result
-
-
-def _read_scope_and_head(request: Request, conn: Any, who: Principal) -> tuple[Scope, Head, Origin]:
-    origin: Origin | None = getattr(request.app.state, "origin", None)
-    if origin is None:
-        origin = request.app.state.origin = read_origin(conn)
-    return resolve_scope(conn, who), read_head(conn), origin
 
 
 def _visible(req: protocol.ShapeRequest, row: dict[str, Any], username: str | None) -> bool:
@@ -203,15 +232,28 @@ def _log_messages(req: protocol.ShapeRequest, scope: Scope, changes: list[LogCha
     return messages
 
 
+class _Trimmed(Exception):
+    """Compaction removed changes after the client's offset, or the log was rebuilt, while the client
+    was reading: it must refetch."""
+
+
+Build = tuple[int, str]
+
+
 def _read_from_db(
-    db: Database, scope: Scope, after: tuple[int, int]
+    db: Database, scope: Scope, after: tuple[int, int], build: Build
 ) -> tuple[list[LogChange], tuple[int, int], bool]:
     """This scope's changes after `after` (at most CHUNK), the position they reach, and whether that
-    position is the head of the log (only then is the response up to date)."""
+    position is the head of the log (only then is the response up to date). The build and the horizon
+    are read in the same snapshot as the changes: a client is never given another log's changes, nor a
+    gap compaction made after its offset."""
 
     def read(conn: Any) -> tuple[list[LogChange], tuple[int, int], bool]:
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-        head = read_head(conn).offset
+        state = read_head(conn)
+        if after < state.horizon or state.build != build:
+            raise _Trimmed
+        head = state.offset
         changes = [c for c in read_changes(conn, sorted(scope.user_ids), after, CHUNK) if c.offset <= head]
         if len(changes) < CHUNK:
             return changes, head, True
@@ -221,43 +263,57 @@ def _read_from_db(
     return result
 
 
-async def _rescoped(request: Request, req: protocol.ShapeRequest, handle: str, db: Database,
-                    who: Principal) -> str | None:
-    """After grants changed: the caller's new handle if this changed their scope, else None."""
-    if not who.is_coach:
-        return None
-    scope, head, origin = await run_in_threadpool(_scope_and_head, request, db, who)
-    current = shape_handle(req.definition(), scope, origin, head.generation)
-    return None if current == handle else current
+async def _new_handle(req: protocol.ShapeRequest, handle: str, db: Database, who: Principal) -> str | None:
+    """After grants changed or the log was rebuilt: the caller's new handle if its handle no longer
+    holds, else None."""
+    scope, head = await run_in_threadpool(_scope_and_head, db, who)
+    current = current_handle(req, scope, head)
+    return None if same_build(handle, current) else current
 
 
 async def _read_after(
-    watcher: LogWatcher | None, db: Database, scope: Scope, after: tuple[int, int]
+    watcher: LogWatcher | None, db: Database, scope: Scope, after: tuple[int, int], build: Build
 ) -> tuple[list[LogChange], tuple[int, int], bool]:
-    """From the watcher's one in-memory read of the log when it covers `after`, else the database."""
-    if watcher is not None and watcher.covers(after):
+    """From the watcher's one in-memory read of the log when it covers `after` (and holds this build
+    of the log), else the database."""
+    if watcher is not None and watcher.build == build and watcher.covers(after):
         changes, reached = watcher.changes_after(after, scope.user_ids)
-        return changes, reached, True
-    return await run_in_threadpool(_read_from_db, db, scope, after)
+        if watcher.build == build:  # not rebuilt while we read
+            return changes, reached, True
+    return await run_in_threadpool(_read_from_db, db, scope, after, build)
 
 
 async def _changes(
-    request: Request, req: protocol.ShapeRequest, handle: str, scope: Scope, db: Database, who: Principal
+    request: Request, req: protocol.ShapeRequest, handle: str, scope: Scope, db: Database, who: Principal,
+    build: Build,
 ) -> Response:
+    """Catch-up and long polls. An answer that would say up-to-date is a 503 while no reader follows
+    the slot; a held request is woken, and looks again, when grants change, the log is rebuilt (409),
+    the reader stops following (503) or the server shuts down (503: the client comes back)."""
     watcher: LogWatcher | None = getattr(request.app.state, "watcher", None)
     after = req.position
     deadline = time.monotonic() + protocol.LIVE_HOLD_S
-    epoch = watcher.grants_epoch if watcher is not None else 0
+    epoch = watcher.epoch if watcher is not None else 0
     while True:
-        if watcher is not None and epoch != watcher.grants_epoch:
-            epoch = watcher.grants_epoch
-            # Grants changed while this request was held: check the scope again.
-            if (new_handle := await _rescoped(request, req, handle, db, who)) is not None:
+        if watcher is not None and epoch != watcher.epoch:
+            epoch = watcher.epoch
+            if (new_handle := await _new_handle(req, handle, db, who)) is not None:
                 return answers.must_refetch(new_handle)
-        changes, reached, at_head = await _read_after(watcher, db, scope, after)
+        try:
+            changes, reached, at_head = await _read_after(watcher, db, scope, after, build)
+        except _Trimmed:
+            return answers.must_refetch(await _new_handle(req, "", db, who) or handle)
         messages = _log_messages(req, scope, changes)
         remaining = deadline - time.monotonic()
-        if messages or not req.live or remaining <= 0 or watcher is None or await request.is_disconnected():
+        if at_head and _not_ready(request) is not None:
+            if (reason := await _still_not_ready(request)) is None:
+                continue  # following again: look again (the log may have been rebuilt meanwhile)
+            if not messages:
+                return answers.not_ready(reason)
+            at_head = False  # the changes, but not the claim that nothing else is coming
+        closing = watcher is not None and watcher.closing
+        if (messages or not req.live or remaining <= 0 or watcher is None or closing
+                or await request.is_disconnected()):
             position = max(after, reached)
             if at_head:
                 messages.append(protocol.up_to_date(position[0]))
@@ -267,25 +323,33 @@ async def _changes(
 
 
 def _sse(
-    request: Request, req: protocol.ShapeRequest, handle: str, scope: Scope, db: Database, who: Principal
+    request: Request, req: protocol.ShapeRequest, handle: str, scope: Scope, db: Database, who: Principal,
+    build: Build,
 ) -> Response:
     """Live mode over server-sent events: one response carries every change for SSE_HOLD_S, each
     batch ending in up-to-date. Held streams wait on the same watcher as long polls, so one read of
-    the log serves them all. Starlette cancels the stream when the client goes away."""
+    the log serves them all. Starlette cancels the stream when the client goes away. A stream cannot
+    turn into a 409 or a 503: it ends, and the client's next request gets one (after a rebuild, a
+    change of scope, while no reader follows the slot, or when the server shuts down)."""
     watcher: LogWatcher | None = getattr(request.app.state, "watcher", None)
 
     async def events() -> AsyncIterator[bytes]:
         after = req.position
-        epoch = watcher.grants_epoch if watcher is not None else 0
+        epoch = watcher.epoch if watcher is not None else 0
         started = quiet_since = time.monotonic()
         while True:
-            if watcher is not None and epoch != watcher.grants_epoch:
-                epoch = watcher.grants_epoch
-                if await _rescoped(request, req, handle, db, who) is not None:
-                    return  # the stream cannot turn into a 409: end it, and the next request gets one
-            changes, reached, at_head = await _read_after(watcher, db, scope, after)
+            if watcher is not None and (watcher.closing or epoch != watcher.epoch):
+                epoch = watcher.epoch
+                if watcher.closing or await _new_handle(req, handle, db, who) is not None:
+                    return
+            try:
+                changes, reached, at_head = await _read_after(watcher, db, scope, after, build)
+            except _Trimmed:
+                return
             messages = _log_messages(req, scope, changes)
             after = max(after, reached)
+            if at_head and _not_ready(request) is not None:
+                return  # the client asks again from its last up-to-date, and gets the 503
             if messages:
                 if at_head:
                     messages.append(protocol.sse_up_to_date(after))

@@ -33,27 +33,9 @@ def resolve_scope(conn: psycopg.Connection[Any], who: Principal) -> Scope:
     return Scope({int(r[0]): r[1] for r in rows}, int(version[0]) if version else 0)
 
 
-@dataclass(frozen=True)
-class Origin:
-    """The database the log comes from: a restored database must answer 409, not a silent gap."""
-
-    system_identifier: str
-    timeline: int
-    log_id: str  # random per shape log: another database in the same cluster has another
-
-
-def read_origin(conn: psycopg.Connection[Any]) -> Origin:
-    sysid = conn.execute("SELECT system_identifier::text FROM pg_control_system()").fetchone()
-    timeline = conn.execute("SELECT timeline_id FROM pg_control_checkpoint()").fetchone()
-    log_id = conn.execute("SELECT log_id::text FROM shape_state WHERE id = 1").fetchone()
-    assert sysid is not None and timeline is not None and log_id is not None
-    return Origin(sysid[0], int(timeline[0]), log_id[0])
-
-
-def shape_handle(definition: dict[str, Any], scope: Scope, origin: Origin, generation: int) -> str:
-    """Names the shape definition, the caller's scope, the database and the log's generation."""
-    material = json.dumps(
-        [definition, sorted(scope.user_ids), scope.version, origin.system_identifier, origin.timeline, origin.log_id],
-        sort_keys=True,
-    )
+def shape_handle(definition: dict[str, Any], scope: Scope, log_id: str, generation: int) -> str:
+    """Names the shape definition, the caller's scope and the build of the log. `log_id` is random per
+    build (docs/shapes.md, "Self-healing"): a rebuilt log, also one rebuilt after its database was
+    restored from a dump, hands out handles no client has ever held."""
+    material = json.dumps([definition, sorted(scope.user_ids), scope.version, log_id], sort_keys=True)
     return f"{hashlib.sha256(material.encode()).hexdigest()[:20]}-{generation}"

@@ -35,7 +35,11 @@ def _has_user(name: str) -> bool:
 
 
 class PrivateCluster:
-    def __init__(self) -> None:
+    """`options`: more `-c name=value` server settings (e.g. a small max_slot_wal_keep_size). With `from_primary`,
+    the cluster is a streaming standby of that one (pg_basebackup -R), synchronous when the primary names it
+    in synchronous_standby_names (its application_name is `name`)."""
+
+    def __init__(self, options: str = "", from_primary: PrivateCluster | None = None, name: str = "standby1") -> None:
         self.root = Path(tempfile.mkdtemp(prefix="pulse-pg-"))
         self.data = self.root / "data"
         self.log = self.root / "postgres.log"
@@ -43,10 +47,16 @@ class PrivateCluster:
         self._as = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
         if self._as:
             shutil.chown(self.root, "postgres")
-        self._run(BINDIR / "initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "-E", "UTF8",
-                  "--no-sync")
+        if from_primary is None:
+            self._run(BINDIR / "initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "-E", "UTF8",
+                      "--no-sync")
+        else:
+            self._run(BINDIR / "pg_basebackup", "-D", str(self.data), "-h", "127.0.0.1", "-p", str(from_primary.port),
+                      "-U", "postgres", "-X", "stream", "-R", "--no-sync", "--checkpoint=fast", "-d",
+                      f"host=127.0.0.1 port={from_primary.port} user=postgres application_name={name}")
         self.options = (f"-c wal_level=logical -c max_replication_slots=4 -c max_wal_senders=4 -p {self.port}"
-                        f" -c listen_addresses=127.0.0.1 -c unix_socket_directories={self.root} -c fsync=off")
+                        f" -c listen_addresses=127.0.0.1 -c unix_socket_directories={self.root} -c fsync=off"
+                        f" {options}").strip()
 
     def _run(self, *args: object) -> None:
         done = subprocess.run([*self._as, *map(str, args)], capture_output=True, text=True, timeout=120)
@@ -64,6 +74,14 @@ class PrivateCluster:
 
     def restart(self) -> None:
         self._pg_ctl("-m", "fast", "-o", self.options, "restart")
+
+    def promote(self) -> None:
+        """A standby becomes a primary (a new timeline)."""
+        self._pg_ctl("promote")
+
+    def kill(self) -> None:
+        """The postmaster dies at once (as a crashed host would): no shutdown checkpoint, connections cut."""
+        self._pg_ctl("-m", "immediate", "stop")
 
     def url(self, database: str = "postgres") -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"

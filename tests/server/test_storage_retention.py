@@ -1,0 +1,205 @@
+"""Bounded storage: exactly-once results and the conflict audit kept for their windows, run by
+`pulse-server maintain` and by the server's schedule, one instance at a time.
+
+A database of its own (maintenance works on the whole database; the shared one serves other tests).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from server_support import PULSE_SERVER, Api, ServerProcess, clean_env, now_ms, set_mutation, stamp
+from throwaway_db import migrated_database
+
+from pulse_server.accounts import add_user, issue_token
+from pulse_server.db.database import Database
+from pulse_server.maintenance import MAINTENANCE_LOCK
+from pulse_server.settings import Settings
+
+
+@dataclass
+class Setup:
+    url: str
+    server: ServerProcess
+    user_id: int
+    token: str
+    pg: psycopg.Connection[Any]
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
+    with migrated_database("pulse_test_retain") as url:
+        database = Database(Settings(database_url=url, pool_size=1))
+        try:
+            with database.session() as session:
+                user = add_user(session, "keeper", "correct horse battery", False)
+                assert user.id is not None
+                token, _ = issue_token(session, user, 1)
+                user_id = user.id
+        finally:
+            database.dispose()
+        server = ServerProcess(tmp_path_factory.mktemp("retain") / "server.log",
+                               {"PULSE_DATABASE_URL": url, "PULSE_MAINTENANCE_INTERVAL_S": "0"})
+        try:
+            server.wait_ready()
+            with psycopg.connect(url, autocommit=True) as pg:
+                yield Setup(url, server, user_id, token, pg)
+        finally:
+            server.stop()
+
+
+def maintain(url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(PULSE_SERVER), "maintain", *args], env=clean_env(PULSE_DATABASE_URL=url),
+                          capture_output=True, text=True, timeout=120)
+
+
+def maintained(url: str, *args: str) -> dict[str, Any]:
+    done = maintain(url, "--json", *args)
+    assert done.returncode == 0, done.stderr
+    figures: dict[str, Any] = json.loads(done.stdout)
+    return figures
+
+
+def mutations_for(client: str, seqs: range, month: str) -> list[dict[str, Any]]:
+    """One mutation per seq, each to its own day of the month (`month` is YYYY-MM)."""
+    ms = now_ms()
+    return [set_mutation(seq, f"{month}-{seq:02d}", {"steps": 1000 + seq}, stamp(ms, seq, client)) for seq in seqs]
+
+
+def push(setup: Setup, client: str, seqs: range, month: str) -> list[dict[str, Any]]:
+    return send(setup, client, mutations_for(client, seqs, month))
+
+
+def send(setup: Setup, client: str, mutations: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    with Api(setup.server.url, setup.token) as api:
+        results: list[dict[str, Any]] = api.pushed(client, mutations)["results"]
+    return results
+
+
+def recorded_seqs(setup: Setup, client: str) -> list[int]:
+    rows = setup.pg.execute("SELECT seq FROM applied_mutations WHERE user_id = %s AND client_id = %s ORDER BY seq",
+                            (setup.user_id, client)).fetchall()
+    return [int(r[0]) for r in rows]
+
+
+def high_water(setup: Setup, client: str) -> int | None:
+    row = setup.pg.execute("SELECT seq FROM client_high_water WHERE user_id = %s AND client_id = %s",
+                           (setup.user_id, client)).fetchone()
+    return None if row is None else int(row[0])
+
+
+def age_results(setup: Setup, client: str, seqs: range, days: int) -> None:
+    setup.pg.execute("UPDATE applied_mutations SET applied_at = now() - make_interval(days => %s)"
+                     " WHERE user_id = %s AND client_id = %s AND seq = ANY(%s)",
+                     (days, setup.user_id, client, list(seqs)))
+
+
+def test_results_past_their_window_become_a_high_water_mark_and_newer_ones_stay(setup: Setup) -> None:
+    push(setup, "phone", range(1, 7), "2026-06")
+    age_results(setup, "phone", range(1, 5), 31)
+    figures = maintained(setup.url)
+    assert (figures["results_pruned"], figures["high_water_clients"]) == (4, 1)
+    assert recorded_seqs(setup, "phone") == [5, 6]
+    assert high_water(setup, "phone") == 4
+    assert maintained(setup.url)["results_pruned"] == 0  # nothing else is old enough
+    # A mark is never lowered: results pruned later with a lower seq leave it where it is.
+    setup.pg.execute("UPDATE client_high_water SET seq = 40 WHERE user_id = %s AND client_id = 'phone'",
+                     (setup.user_id,))
+    age_results(setup, "phone", range(5, 6), 31)
+    assert maintained(setup.url)["results_pruned"] == 1
+    assert high_water(setup, "phone") == 40
+    # The window comes from the option (or PULSE_RESULT_RETENTION_DAYS): zero prunes everything.
+    assert maintained(setup.url, "--result-retention-days", "0")["results_pruned"] == 1
+    assert recorded_seqs(setup, "phone") == []
+
+
+def test_a_replay_at_or_below_the_high_water_mark_whose_result_was_pruned_is_a_duplicate(setup: Setup) -> None:
+    """Depends on the push side (pulse_server/push.py): a seq at or below client_high_water.seq with no
+    recorded result is answered `duplicate` and never applied again."""
+    sent = mutations_for("tablet", range(1, 4), "2026-07")
+    first = send(setup, "tablet", sent)
+    assert [r["status"] for r in first] == ["applied", "applied", "applied"]
+    before = setup.pg.execute("SELECT steps, steps_hlc, xmin::text FROM entries WHERE user_id = %s"
+                              " AND date = '2026-07-02'", (setup.user_id,)).fetchone()
+    age_results(setup, "tablet", range(1, 4), 31)
+    assert maintained(setup.url)["results_pruned"] == 3
+    assert high_water(setup, "tablet") == 3
+    replay = send(setup, "tablet", sent[1:2])  # seq 2 again, as it was sent, its result pruned
+    assert [r["status"] for r in replay] == ["duplicate"], replay
+    after = setup.pg.execute("SELECT steps, steps_hlc, xmin::text FROM entries WHERE user_id = %s"
+                             " AND date = '2026-07-02'", (setup.user_id,)).fetchone()
+    assert after == before  # not applied again: the row was not even rewritten
+    assert recorded_seqs(setup, "tablet") == []
+
+
+def add_conflicts(setup: Setup, ages_days: list[int]) -> None:
+    for i, age in enumerate(ages_days):
+        setup.pg.execute(
+            "INSERT INTO conflicts (user_id, date, client_id, seq, field, kept, lost, kept_hlc, lost_hlc, rule,"
+            " clamped, created_at) VALUES (%s, '2026-06-03', 'phone', %s, 'steps', '1', '2', 'a', 'b',"
+            " 'newer-stamp', false, now() - make_interval(days => %s))", (setup.user_id, 100 + i, age))
+
+
+def conflict_ages(setup: Setup) -> list[int]:
+    rows = setup.pg.execute("SELECT extract(day FROM now() - created_at)::int FROM conflicts WHERE user_id = %s"
+                            " ORDER BY 1", (setup.user_id,)).fetchall()
+    return [int(r[0]) for r in rows]
+
+
+def test_the_conflict_audit_is_kept_for_its_window(setup: Setup) -> None:
+    setup.pg.execute("DELETE FROM conflicts WHERE user_id = %s", (setup.user_id,))
+    add_conflicts(setup, [400, 181, 179, 20, 0])
+    assert maintained(setup.url)["conflicts_pruned"] == 2  # the default window: 180 days
+    assert conflict_ages(setup) == [0, 20, 179]
+    assert maintained(setup.url, "--conflict-retention-days", "10")["conflicts_pruned"] == 2
+    assert conflict_ages(setup) == [0]
+
+
+def _metric(server: ServerProcess, name: str, **labels: str) -> float:
+    with Api(server.url) as api:
+        text = api.get("/metrics").text
+    wanted = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    match = re.search(rf"^{re.escape(name)}{re.escape('{' + wanted + '}') if labels else ''} (\S+)$", text, re.M)
+    return float(match[1]) if match else 0.0
+
+
+def test_one_instance_at_a_time_and_the_schedule_reports_its_figures(setup: Setup, tmp_path: Path) -> None:
+    with psycopg.connect(setup.url, autocommit=True) as holder:
+        holder.execute("SELECT pg_advisory_lock(%s)", (MAINTENANCE_LOCK,))
+        busy = maintain(setup.url, "--wait", "0")
+        assert busy.returncode == 1
+        assert busy.stderr.strip().splitlines() == ["error: maintenance is already running in another process"
+                                                    " (waited 0 s)"]
+        scheduled = ServerProcess(tmp_path / "scheduled.log", {
+            "PULSE_DATABASE_URL": setup.url, "PULSE_MAINTENANCE_INTERVAL_S": "0.5",
+            "PULSE_CONFLICT_RETENTION_DAYS": "0"})
+        try:
+            scheduled.wait_ready()
+            add_conflicts(setup, [3])
+            deadline = time.monotonic() + 30
+            while _metric(scheduled, "pulse_maintenance_runs_total", outcome="skipped") < 2:
+                assert time.monotonic() < deadline, scheduled.log_text()
+                time.sleep(0.2)
+            assert _metric(scheduled, "pulse_maintenance_runs_total", outcome="done") == 0
+            assert conflict_ages(setup) != []  # nothing ran while the lock was held elsewhere
+            holder.execute("SELECT pg_advisory_unlock(%s)", (MAINTENANCE_LOCK,))
+            while _metric(scheduled, "pulse_maintenance_runs_total", outcome="done") < 1:
+                assert time.monotonic() < deadline, scheduled.log_text()
+                time.sleep(0.2)
+            assert conflict_ages(setup) == []
+            assert _metric(scheduled, "pulse_maintenance_removed_rows_total", what="conflicts") >= 1
+            assert _metric(scheduled, "pulse_sync_table_bytes", table="shape_log") > 0
+            lines = [json.loads(line) for line in scheduled.log_path.read_text().splitlines()
+                     if '"maintenance done"' in line]
+            assert lines and lines[0]["conflicts_pruned"] >= 1 and "table_bytes" in lines[0]
+        finally:
+            scheduled.stop()
