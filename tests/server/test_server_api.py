@@ -29,8 +29,8 @@ def test_signing_in_with_the_right_password_gives_a_bearer_token_that_works(
     body = response.json()
     assert body["token_type"] == "bearer" and body["expires_at"]
     assert body["access_token"] != user.token  # a new token per sign-in
-    me = client(User(user.id, user.username, user.password, body["access_token"])).get("/v1/me")
-    assert me.json() == {"username": user.username, "role": "athlete"}
+    me = client(User(user.id, user.username, user.password, body["access_token"])).get("/v1/me").json()
+    assert (me["username"], me["role"]) == (user.username, "athlete")
 
 
 def test_a_wrong_password_is_401_with_the_documented_error_body(
@@ -48,8 +48,12 @@ def test_me_names_the_user_and_role_the_token_belongs_to(
     make_user: Callable[..., User], client: Callable[..., Api]
 ) -> None:
     athlete, coach = make_user(), make_user(coach=True)
-    assert client(athlete).get("/v1/me").json() == {"username": athlete.username, "role": "athlete"}
-    assert client(coach).get("/v1/me").json() == {"username": coach.username, "role": "coach"}
+    before = now_ms()
+    me = client(athlete).get("/v1/me").json()
+    assert {k: me[k] for k in ("username", "role")} == {"username": athlete.username, "role": "athlete"}
+    assert before - 5_000 <= me["server_time_ms"] <= now_ms() + 5_000, "the server's clock, for devices' offsets"
+    coach_me = client(coach).get("/v1/me").json()
+    assert {k: coach_me[k] for k in ("username", "role")} == {"username": coach.username, "role": "coach"}
 
 
 def test_put_then_get_returns_every_field_by_name_with_nulls_for_unset_ones_and_the_score(
