@@ -158,7 +158,7 @@ function renderToday() {
   if (live && engine.rules) {
     const values = Object.fromEntries(NUMERIC.map((n) => [n, live[n]]));
     const previous = previousWeight(engine.view, today);
-    for (const w of fieldWarnings(engine.rules, values, previous)) warnings.append(el('li', {}, w.message));
+    for (const w of fieldWarnings(engine.rules, values, previous, today)) warnings.append(el('li', {}, w.message));
   }
   const dl = $('today-values');
   dl.replaceChildren();
@@ -424,7 +424,7 @@ async function saveLog(event) {
     return;
   }
   const previous = previousWeight(engine.view, date);
-  const warnings = fieldWarnings(engine.rules, fields, previous).map((w) => w.message);
+  const warnings = fieldWarnings(engine.rules, fields, previous, date).map((w) => w.message);
   if (!(await stillOurs(async () => {
     await engine.write(date, 'set', fields);
     if (fixing) { await engine.discard(fixing.seq); fixing = null; }
