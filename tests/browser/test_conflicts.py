@@ -64,7 +64,7 @@ def test_the_losing_page_lists_reasserts_and_dismisses_conflicts_and_every_devic
     expect(steps).to_contain_text("Open")
 
     # Re-assert the page's steps: a new edit, later than the phone's, so it wins; open ones: 2.
-    page.get_by_role("button", name=f"Re-assert 6000 for Steps on {DAY}").click()
+    steps.get_by_role("button", name="Re-assert").click()
     wait_pill(page, "2 conflicts")
     assert page_states(page)["steps"] == "reasserted"
     all_sent(page)
@@ -73,7 +73,7 @@ def test_the_losing_page_lists_reasserts_and_dismisses_conflicts_and_every_devic
 
     # Dismiss the note's conflict offline: at once here, on the server once the page is back online.
     context.set_offline(True)
-    page.get_by_role("button", name=f"Dismiss the Note conflict on {DAY}").click()
+    page.locator("#conflicts-list li", has_text="Note").get_by_role("button", name="Dismiss").click()
     wait_pill(page, "1 conflict")
     context.set_offline(False)
     page.wait_for_function("window.pulse.engine.store.getMeta('conflicts_dismiss').then((q) => q.length === 0)",
@@ -96,5 +96,10 @@ def test_the_losing_page_lists_reasserts_and_dismisses_conflicts_and_every_devic
     # Show all: every conflict with its state.
     page.get_by_role("button", name="Show all (3)").click()
     expect(conflicts).to_have_count(3)
+    # Each button is described by its conflict, and no field gains a second label.
+    expect(steps.get_by_role("button", name="Dismiss")).to_have_accessible_description(
+        f"{DAY} · Steps kept 7000, not 6000")
+    page.goto(target.app_url + f"#log/{DAY}")
+    expect(page.get_by_label("Steps")).to_have_value("6000")
     assert sorted(page.evaluate(OPEN_STATES)) == ["dismissed", "dismissed", "reasserted"]
     expect(page.locator("#conflicts-list li", has_text="Steps")).to_contain_text("Re-asserted")

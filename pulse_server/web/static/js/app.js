@@ -328,17 +328,19 @@ function renderConflicts() {
   toggle.textContent = allConflicts ? 'Show open ones only' : `Show all (${all.length})`;
   toggle.hidden = all.length === 0;
   for (const c of all.filter((x) => allConflicts || x.state === 'open')) {
-    const label = LABELS[c.field] || c.field;
-    const lost = conflictValue(c.field, c.lost);
+    // The buttons are described by their conflict (not named after it: a field's name in a button's
+    // name would make it a second "label" of that field).
+    const about = `conflict-${c.id}`;
     list.append(el('li', { 'data-conflict': String(c.id), 'data-state': c.state },
-      el('strong', {}, `${c.date} · ${label}`),
-      el('p', { class: 'facts' }, `kept ${conflictValue(c.field, c.kept)}, not ${lost}`),
+      el('strong', { id: `${about}-what` }, `${c.date} · ${LABELS[c.field] || c.field}`),
+      el('p', { class: 'facts', id: `${about}-values` },
+        `kept ${conflictValue(c.field, c.kept)}, not ${conflictValue(c.field, c.lost)}`),
       el('p', { class: `state ${c.state}` }, CONFLICT_STATES[c.state] || c.state),
       el('div', { class: 'actions' },
         ['open', 'superseded'].includes(c.state) ? el('button', { type: 'button', class: 'secondary',
-          'aria-label': `Re-assert ${lost} for ${label} on ${c.date}`, onclick: () => reassert(c) }, 'Re-assert') : null,
+          'aria-describedby': `${about}-what ${about}-values`, onclick: () => reassert(c) }, 'Re-assert') : null,
         c.state !== 'dismissed' ? el('button', { type: 'button', class: 'secondary',
-          'aria-label': `Dismiss the ${label} conflict on ${c.date}`, onclick: () => dismissConflict(c) }, 'Dismiss') : null)));
+          'aria-describedby': `${about}-what ${about}-values`, onclick: () => dismissConflict(c) }, 'Dismiss') : null)));
   }
   if (!list.children.length) list.append(el('li', { class: 'muted' }, allConflicts ? 'None.' : 'No open conflicts.'));
 }
