@@ -19,7 +19,7 @@ class Target:
 
     A second target (e.g. `pulse agent --serve` over a device's SQLite) provides the same fields:
     - `base_url`: serves the app at `/app/` and the endpoints /v1/auth/token, /v1/me, /v1/rules,
-      /v1/sync/push, /v1/shape, /v1/conflicts;
+      /v1/sync/push, /v1/shape, /v1/conflicts, /v1/conflicts/dismiss;
     - `username`, `password`: an athlete who can sign in there, with no entries yet;
     - `new_device(name)`: a CLI device (its own PULSE_HOME) logged in as that user, whose `pulse sync`
       exchanges changes with the same data the page syncs with;
