@@ -8,7 +8,7 @@ from typing import Any
 
 from playwright.sync_api import Error as PlaywrightError
 from playwright.sync_api import Page
-from sync_support import Device
+from sync_support import Device, PulseServer, shifted_clock
 
 STAMPED = ("sleep_hours", "hrv_ms", "hrv_method", "steps", "weight_kg", "note", "score", "deleted")
 
@@ -19,7 +19,7 @@ class Target:
 
     A second target (e.g. `pulse agent --serve` over a device's SQLite) provides the same fields:
     - `base_url`: serves the app at `/app/` and the endpoints /v1/auth/token, /v1/me, /v1/rules,
-      /v1/sync/push, /v1/shape, /v1/conflicts;
+      /v1/sync/push, /v1/shape, /v1/conflicts, /v1/conflicts/dismiss;
     - `username`, `password`: an athlete who can sign in there, with no entries yet;
     - `new_device(name)`: a CLI device (its own PULSE_HOME) logged in as that user, whose `pulse sync`
       exchanges changes with the same data the page syncs with;
@@ -168,3 +168,74 @@ def everything_stored(page: Page) -> dict[str, Any]:
 def database_names(page: Page) -> list[str]:
     names: list[str] = page.evaluate("indexedDB.databases().then((all) => all.map((d) => d.name))")
     return names
+
+
+# -- a copied profile ----------------------------------------------------------------------------
+_EXPORT = """async () => {
+  const dump = {};
+  for (const { name } of await indexedDB.databases()) {
+    const db = await new Promise((resolve, reject) => {
+      const request = indexedDB.open(name);
+      request.onsuccess = () => resolve(request.result);
+      request.onerror = () => reject(request.error);
+    });
+    dump[name] = {};
+    for (const store of db.objectStoreNames) {
+      dump[name][store] = await new Promise((resolve, reject) => {
+        const tx = db.transaction(store);
+        const { keyPath } = tx.objectStore(store);
+        const keys = tx.objectStore(store).getAllKeys();
+        const values = tx.objectStore(store).getAll();
+        tx.oncomplete = () => resolve({ keyPath, keys: keys.result, values: values.result });
+        tx.onerror = () => reject(tx.error);
+      });
+    }
+    db.close();
+  }
+  return dump;
+}"""
+
+_IMPORT = """async (dump) => {
+  for (const [name, stores] of Object.entries(dump)) {
+    const db = await new Promise((resolve, reject) => {
+      const request = indexedDB.open(name, 1);
+      request.onupgradeneeded = () => {
+        for (const [store, { keyPath }] of Object.entries(stores)) {
+          if (!request.result.objectStoreNames.contains(store)) {
+            request.result.createObjectStore(store, keyPath ? { keyPath } : undefined);
+          }
+        }
+      };
+      request.onsuccess = () => resolve(request.result);
+      request.onerror = () => reject(request.error);
+    });
+    await new Promise((resolve, reject) => {
+      const tx = db.transaction(Object.keys(stores), 'readwrite');
+      for (const [store, { keyPath, keys, values }] of Object.entries(stores)) {
+        const target = tx.objectStore(store);
+        target.clear();
+        values.forEach((value, i) => (keyPath ? target.put(value) : target.put(value, keys[i])));
+      }
+      tx.oncomplete = resolve;
+      tx.onerror = () => reject(tx.error);
+    });
+    db.close();
+  }
+}"""
+
+
+def copy_profile(source: Page, target: Page) -> None:
+    """Every IndexedDB database of `source`'s profile copied, record for record, into `target`'s (another
+    browser context on the same origin), as copying a browser profile does; `target` is reloaded."""
+    dump = source.evaluate(_EXPORT)
+    target.evaluate(_IMPORT, dump)
+    target.reload()
+    ready(target)
+
+
+# -- the server's clock --------------------------------------------------------------------------
+def move_clock(server: PulseServer, at: str) -> None:
+    """Start a server of `server_at` again on its port, its clock now starting at `at` (UTC)."""
+    server.kill()
+    server.env.update(shifted_clock(f"@{at}"))
+    server.restart()

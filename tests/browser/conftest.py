@@ -6,6 +6,8 @@ check behind it (see `Target`): `cloud` is `pulse-server serve` with the shape A
 `pulse agent --serve` on a device of that server. `another_target` is a second athlete on the cloud
 server (two accounts in one browser), and `web_target` an athlete on a second server instance that
 serves the app from a copy of its files (`web_root`), which the update tests change on disk.
+`server_at` starts a server whose clock starts at a given UTC time (libfaketime), and `target_on` makes
+an athlete on any of these servers.
 
 Chromium is Debian's (/usr/bin/chromium), driven by Playwright's sync API; each test gets a fresh
 browser context (its own IndexedDB, service worker and cache), 360 px wide like a small phone.
@@ -13,6 +15,7 @@ browser context (its own IndexedDB, service worker and cache), 360 px wide like 
 
 from __future__ import annotations
 
+import datetime as dt
 import secrets
 import shutil
 import sys
@@ -32,7 +35,7 @@ if str(SYNC_TESTS) not in sys.path:
     sys.path.insert(0, str(SYNC_TESTS))  # the device and server helpers of the sync tests, by plain name
 
 from browser_support import STAMPED, Target  # noqa: E402
-from sync_support import PASSWORD, Device, PulseServer, ServedDevice, User, wait_replicated  # noqa: E402
+from sync_support import PASSWORD, Device, PulseServer, ServedDevice, User, shifted_clock, wait_replicated  # noqa: E402
 
 from pulse_server.accounts import add_user, find_user, revoke_tokens  # noqa: E402
 from pulse_server.db.database import Database  # noqa: E402
@@ -107,6 +110,24 @@ def web_server(database_url: str, web_root: Path, cloud_server: PulseServer,
     yield from _server(database_url, tmp_path_factory.mktemp("web-server-logs"), PULSE_WEB_ROOT=str(web_root))
 
 
+@pytest.fixture
+def server_at(database_url: str, tmp_path: Path) -> Iterator[Callable[..., PulseServer]]:
+    """`server_at("2026-12-03 20:00:00")`: a cloud server (same database) whose clock starts at that UTC
+    time and runs on (libfaketime). `browser_support.move_clock` starts it again later on."""
+    started: list[Iterator[PulseServer]] = []
+
+    def start(at: str) -> PulseServer:
+        logs = tmp_path / f"server-at-{len(started)}"
+        logs.mkdir()
+        run = _server(database_url, logs, TZ="UTC", **shifted_clock(f"@{at}"))
+        started.append(run)
+        return next(run)
+
+    yield start
+    for run in started:
+        next(run, None)  # stops it (a no-op for one already stopped)
+
+
 # -- targets -------------------------------------------------------------------------------------
 def _cloud_target(server: PulseServer, db: Database, pg: psycopg.Connection[tuple[Any, ...]],
                   tmp_path: Path) -> Target:
@@ -152,6 +173,20 @@ def _agent_target(server: PulseServer, db: Database, pg: psycopg.Connection[tupl
                      cloud.settle)
     finally:
         served.close()
+
+
+@pytest.fixture
+def target_on(db: Database, pg: psycopg.Connection[tuple[Any, ...]], tmp_path: Path) -> Callable[[PulseServer], Target]:
+    """A fresh athlete on a given cloud server (one started by `server_at`, say)."""
+    made: list[Target] = []
+
+    def make(server: PulseServer) -> Target:
+        folder = tmp_path / f"on-{len(made)}"
+        folder.mkdir()
+        made.append(_cloud_target(server, db, pg, folder))
+        return made[-1]
+
+    return make
 
 
 @pytest.fixture
@@ -235,6 +270,28 @@ def page(context: BrowserContext) -> Iterator[Page]:
     errors = watch_errors(page)
     yield page
     assert errors.messages == [], errors.messages
+
+
+@pytest.fixture
+def new_profile(browser: Browser) -> Iterator[Callable[..., Page]]:
+    """A page in a fresh browser context: another browser profile (its own IndexedDB, worker and caches),
+    failing the test on an error like `page`. Options: `clock` starts the profile's clock at that time
+    (it runs on; Playwright's clock), and any of `new_context`'s, e.g. `timezone_id`."""
+    opened: list[tuple[BrowserContext, PageErrors]] = []
+
+    def open_profile(clock: dt.datetime | None = None, **options: Any) -> Page:
+        context = browser.new_context(viewport=VIEWPORT, service_workers="allow", **options)
+        if clock is not None:
+            context.clock.install(time=clock)
+        page = context.new_page()
+        opened.append((context, watch_errors(page)))
+        return page
+
+    yield open_profile
+    for context, _ in opened:
+        context.close()
+    for _, errors in opened:
+        assert errors.messages == [], errors.messages
 
 
 @pytest.fixture

@@ -36,7 +36,7 @@ async (cases) => {
       return dayScore(rules, f.sleep_hours, f.hrv_ms, f.steps);
     }),
     warnings: cases.warnings.map((c) =>
-      fieldWarnings(rules, parseFields(rules, c.input), c.previous).map((w) => w.message)),
+      fieldWarnings(rules, parseFields(rules, c.input), c.previous, c.date).map((w) => w.message)),
   };
 }
 """

@@ -1,5 +1,6 @@
 """The page's local view merges mutations exactly as the server does: random histories of sets and
-deletes, by hand and by import, applied by the page's js/replica.js in Chromium and by sync.merge here."""
+deletes, by hand and by import, applied by the page's js/replica.js in Chromium and by sync.merge here;
+and it judges a conflict's state from an entry as sync.conflict_state does."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from playwright.sync_api import Browser
 from sync_support import PulseServer
 
 from pulse_core.entry import MERGE_FIELDS, Entry, FieldValue
+from sync.conflict_state import conflict_state
 from sync.merge import merge_delete, merge_set
 
 VALUES: dict[str, list[Any]] = {
@@ -22,14 +24,15 @@ VALUES: dict[str, list[Any]] = {
 }
 
 APPLY = """
-async (histories) => {
-  const { entryFromRow, applyMutation, MERGE_FIELDS } = await import('./js/replica.js');
-  return histories.map((history) => {
+async ([histories, conflicts]) => {
+  const { entryFromRow, applyMutation, conflictState, MERGE_FIELDS } = await import('./js/replica.js');
+  return histories.map((history, i) => {
     const entry = entryFromRow({ date: '2026-11-27' });
     for (const m of history) applyMutation(entry, m);
     const out = { deleted: entry.deleted, hrv_method: entry.hrv_method, stamps: {} };
     for (const f of MERGE_FIELDS) { out[f] = entry[f]; out.stamps[f] = entry.stamps[f]; }
     out.stamps.deleted = entry.stamps.deleted;
+    out.states = conflicts[i].map((c) => conflictState(c, entry));
     return out;
   });
 }
@@ -53,7 +56,22 @@ def random_history(rng: random.Random) -> list[dict[str, Any]]:
     return history
 
 
-def merged_by_the_server(history: list[dict[str, Any]]) -> dict[str, Any]:
+def random_conflicts(rng: random.Random, history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Conflicts on the history's day: the kept stamp one of the history's (or another), the lost value
+    one of the values (or the pair, for HRV), sometimes dismissed."""
+    stamps = [m["hlc"] for m in history] + ["0001764230400009:00000:z", None]
+    found = []
+    for _ in range(4):
+        field = rng.choice([*sorted(VALUES), "hrv_method"])
+        lost: Any = rng.choice(VALUES.get(field, [None, "rmssd"]))
+        if field == "hrv_ms" and rng.random() < 0.8:
+            lost = {"hrv_ms": lost, "hrv_method": None if lost is None else rng.choice(["rmssd", "sdnn"])}
+        found.append({"field": field, "lost": lost, "kept_hlc": rng.choice(stamps), "dismissed": rng.random() < 0.1})
+    return found
+
+
+def replayed(history: list[dict[str, Any]]) -> Entry:
+    """The entry the server stores after these mutations."""
     entry = Entry(user="u", date=dt.date(2026, 11, 27))
     for m in history:
         if m["op"] == "delete":
@@ -63,6 +81,11 @@ def merged_by_the_server(history: list[dict[str, Any]]) -> dict[str, Any]:
             k: (Decimal(str(v)) if isinstance(v, float) or (isinstance(v, int) and k != "steps") else v)
             for k, v in m["fields"].items()}
         merge_set(entry, fields, {}, m["hlc"], m["source"])
+    return entry
+
+
+def merged_by_the_server(history: list[dict[str, Any]]) -> dict[str, Any]:
+    entry = replayed(history)
     out: dict[str, Any] = {"deleted": entry.deleted, "hrv_method": entry.hrv_method,
                            "stamps": {f: entry.stamps.get(f) for f in (*MERGE_FIELDS, "deleted")}}
     for name in MERGE_FIELDS:
@@ -72,7 +95,7 @@ def merged_by_the_server(history: list[dict[str, Any]]) -> dict[str, Any]:
 
 def comparable(view: dict[str, Any]) -> dict[str, Any]:
     """Numbers compared by value (the page keeps text, the server Decimals and ints)."""
-    out = dict(view)
+    out = {k: v for k, v in view.items() if k != "states"}
     for name in ("sleep_hours", "hrv_ms", "steps", "weight_kg"):
         out[name] = None if view[name] is None else Decimal(str(view[name]))
     return out
@@ -85,12 +108,18 @@ def histories() -> list[list[dict[str, Any]]]:
 
 
 @pytest.fixture(scope="module")
-def page_views(browser: Browser, cloud_server: PulseServer,
-               histories: list[list[dict[str, Any]]]) -> Iterator[list[dict[str, Any]]]:
+def conflicts(histories: list[list[dict[str, Any]]]) -> list[list[dict[str, Any]]]:
+    rng = random.Random(20261204)
+    return [random_conflicts(rng, h) for h in histories]
+
+
+@pytest.fixture(scope="module")
+def page_views(browser: Browser, cloud_server: PulseServer, histories: list[list[dict[str, Any]]],
+               conflicts: list[list[dict[str, Any]]]) -> Iterator[list[dict[str, Any]]]:
     context = browser.new_context()
     page = context.new_page()
     page.goto(f"{cloud_server.url}/app/")
-    views: list[dict[str, Any]] = page.evaluate(APPLY, histories)
+    views: list[dict[str, Any]] = page.evaluate(APPLY, [histories, conflicts])
     yield views
     context.close()
 
@@ -106,3 +135,19 @@ def test_the_page_merges_random_histories_like_the_server(
     # imported values that a hand-set one outranks.
     assert 20 < sum(v["deleted"] for v in page_views) < 280
     assert any(m["source"] == "fitbit" for h in histories for m in h)
+
+
+def test_the_page_judges_conflict_states_like_the_server(
+    histories: list[list[dict[str, Any]]], conflicts: list[list[dict[str, Any]]], page_views: list[dict[str, Any]]
+) -> None:
+    expected = []
+    for history, found in zip(histories, conflicts, strict=True):
+        entry = replayed(history)
+        expected.append([conflict_state(c["field"], c["lost"], c["kept_hlc"], c["dismissed"], entry) for c in found])
+    got = [view["states"] for view in page_views]
+    different = [(h, c, g, e) for h, c, g, e in zip(histories, conflicts, got, expected, strict=True) if g != e]
+    assert different[:3] == []
+    # Every state is reached, by each kind of field.
+    states = {(c["field"] == "hrv_ms", s) for found, view in zip(conflicts, got, strict=True)
+              for c, s in zip(found, view, strict=True)}
+    assert states >= {(kind, s) for kind in (False, True) for s in ("open", "reasserted", "superseded", "dismissed")}

@@ -3,11 +3,11 @@
 // another tab shows only a notice (the `locked` screen); a new version is applied when nothing would be
 // lost (updates.js).
 
-import { AccountChanged, Engine } from './sync.js';
+import { AccountChanged, Engine, isHeld } from './sync.js';
 import { fieldWarnings, plain } from './score.js';
 import { previousWeight } from './replica.js';
 import { Updates, justUpdated } from './updates.js';
-import { localToday, parseDate, parseFields, ValidationError } from './values.js';
+import { parseDate, parseFields, ValidationError } from './values.js';
 
 const FIELDS = ['sleep_hours', 'hrv_ms', 'hrv_method', 'steps', 'weight_kg', 'note'];
 const NUMERIC = ['sleep_hours', 'hrv_ms', 'steps', 'weight_kg'];
@@ -23,6 +23,7 @@ let fixing = null; // the rejected mutation the log form is fixing
 let routedFor = null; // the account (and lock) the screens were routed for
 let working = 0; // saves, sign-ins and sign-outs under way
 let interacted = false; // the person has used this page since it loaded
+let allConflicts = false; // the Sync screen lists every conflict, not only the open ones
 
 function el(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
@@ -78,7 +79,7 @@ function route() {
     else a.removeAttribute('aria-current');
   }
   if (screen === 'log') {
-    openLog(arg || localToday(), fixing ? valuesOf(fixing) : null);
+    openLog(arg || engine.today(), fixing ? valuesOf(fixing) : null);
     const error = fixing?.result?.error;
     if (error) showError({ field: error.field, message: error.message });
   }
@@ -119,24 +120,29 @@ function render() {
 }
 
 function counts() {
-  const pending = engine.outbox.filter((m) => m.status === 'pending').length;
+  const held = engine.outbox.filter(isHeld).length;
+  const pending = engine.outbox.filter((m) => m.status === 'pending').length - held;
   const rejected = engine.outbox.filter((m) => m.status === 'rejected').length;
-  return { pending, rejected };
+  return { pending, held, rejected, conflicts: engine.openConflicts() };
 }
+
+const plural = (n, one, many) => `${n} ${n === 1 ? one : many}`;
 
 function renderPill() {
   const pill = $('sync-pill');
   if (engine.locked) { pill.textContent = 'This tab stopped'; pill.className = 'pill attention'; return; }
   if (!engine.token) { pill.textContent = navigator.onLine ? 'Online' : 'Offline'; pill.className = 'pill'; return; }
-  const { pending, rejected } = counts();
-  const queued = pending === 1 ? '1 change queued' : `${pending} changes queued`;
+  const { pending, held, rejected, conflicts } = counts();
+  const queued = plural(pending, 'change queued', 'changes queued');
   let text;
   let cls = 'pill';
   if (engine.needsSignIn) { text = 'Sign in again to sync'; cls += ' attention'; }
   else if (!engine.online) { text = `Offline · ${pending ? queued : 'all saved here'}`; cls += ' offline'; }
   else if (pending) text = `Online · ${engine.syncing ? 'syncing' : queued}`;
   else text = 'Online · synced';
+  if (held) text += ` · ${held} held until ${held === 1 ? 'its date' : 'their dates'}`;
   if (rejected) { text += ` · ${rejected} rejected`; cls = 'pill attention'; }
+  if (conflicts) text += ` · ${plural(conflicts, 'conflict', 'conflicts')}`;
   if (pill.textContent !== text) pill.textContent = text;
   pill.className = cls;
   const badge = $('sync-badge');
@@ -145,7 +151,7 @@ function renderPill() {
 }
 
 function renderToday() {
-  const today = localToday();
+  const today = engine.today();
   const entry = engine.view.get(today);
   const live = entry && !entry.deleted ? entry : null;
   $('today-title').textContent = `Today, ${today}`;
@@ -158,7 +164,7 @@ function renderToday() {
   if (live && engine.rules) {
     const values = Object.fromEntries(NUMERIC.map((n) => [n, live[n]]));
     const previous = previousWeight(engine.view, today);
-    for (const w of fieldWarnings(engine.rules, values, previous)) warnings.append(el('li', {}, w.message));
+    for (const w of fieldWarnings(engine.rules, values, previous, today)) warnings.append(el('li', {}, w.message));
   }
   const dl = $('today-values');
   dl.replaceChildren();
@@ -174,7 +180,7 @@ function renderToday() {
 
 function renderChart(entries) {
   const days = 28;
-  const end = Date.parse(localToday() + 'T00:00:00Z');
+  const end = Date.parse(engine.today() + 'T00:00:00Z');
   const W = 360; const H = 190; const left = 30; const right = 10; const top = 12; const bottom = 26;
   const x = (i) => left + (i * (W - left - right)) / (days - 1);
   const y = (score) => top + ((100 - score) * (H - top - bottom)) / 100;
@@ -241,19 +247,31 @@ function when(ms) {
 }
 
 function renderSync() {
-  const { pending, rejected } = counts();
+  const { pending, held, rejected, conflicts } = counts();
   const dl = $('sync-state');
   dl.replaceChildren();
   const rows = [
     ['Signed in as', engine.username || ''],
     ['Connection', engine.needsSignIn ? 'sign in again to sync' : (engine.online ? 'online' : 'offline')],
     ['Waiting to sync', String(pending)],
+    ['Held until their date', String(held)],
     ['Rejected', String(rejected)],
+    ['Open conflicts', String(conflicts)],
     ['Last sync', when(engine.meta.lastSyncMs)],
     ['App version', updates.version || 'not installed'],
+    ['Device id', engine.meta.clientId || ''],
   ];
   if (engine.meta.clockOffsetMs) rows.push(['Clock offset', `${engine.meta.clockOffsetMs} ms`]);
   for (const [k, v] of rows) dl.append(el('dt', {}, k), el('dd', {}, v));
+  const clock = engine.clockNotice();
+  $('sync-clock').hidden = !clock;
+  $('sync-clock').textContent = clock || '';
+  const former = engine.meta.formerClientIds || [];
+  $('sync-identity').hidden = !former.length;
+  $('sync-identity').textContent = former.length
+    ? `This browser's data was also used by another browser under the same device id (a copied or restored `
+      + `profile): it now syncs as a new device. Nothing was lost. Earlier ids: ${former.join(', ')}.`
+    : '';
   $('sync-error').textContent = engine.needsSignIn
     ? 'The server refused the saved sign-in: sign in again to sync. Your queued changes are kept.'
     : (engine.lastError || '');
@@ -272,15 +290,87 @@ function renderSync() {
   }
   if (!list.children.length) list.append(el('li', { class: 'muted' }, 'None.'));
 
-  const conflicts = $('conflicts-list');
-  conflicts.replaceChildren();
-  const fmt = (v) => (v && typeof v === 'object' ? Object.values(v).filter((x) => x !== null).join(' ') : String(v ?? 'empty'));
-  for (const c of engine.meta.conflicts || []) {
-    conflicts.append(el('li', {},
-      el('strong', {}, `${c.date} · ${LABELS[c.field] || c.field}`),
-      el('p', { class: 'facts' }, `kept ${fmt(c.kept)}, not ${fmt(c.lost)}`)));
+  const heldList = $('held-list');
+  heldList.replaceChildren();
+  for (const m of engine.outbox.filter(isHeld).sort((a, b) => a.seq - b.seq)) {
+    const what = m.op === 'delete' ? 'Delete the day' : describe(m.fields) || (m.fields.note ? `Note: ${m.fields.note}` : 'clear values');
+    heldList.append(el('li', { 'data-seq': String(m.seq) },
+      el('strong', {}, m.date), ` ${what}`,
+      el('p', { class: 'facts' }, `Held until its date: ${m.result?.error?.message || 'dated ahead of your today'}`)));
   }
-  if (!conflicts.children.length) conflicts.append(el('li', { class: 'muted' }, 'None.'));
+  $('held').hidden = !held;
+  renderConflicts();
+}
+
+const CONFLICT_STATES = {
+  open: 'Open: the kept value stands',
+  reasserted: 'Re-asserted: the value that lost was set again',
+  superseded: 'Superseded: a later edit replaced both',
+  dismissed: 'Dismissed',
+};
+
+/** A conflict's value as shown: "7000", "62 ms (RMSSD)", "empty". */
+function conflictValue(field, value) {
+  if (value && typeof value === 'object') {
+    if (value.hrv_ms === null || value.hrv_ms === undefined) return 'empty';
+    return `${shown('hrv_ms', value.hrv_ms)} ms${value.hrv_method ? ` (${value.hrv_method.toUpperCase()})` : ''}`;
+  }
+  if (value === null || value === undefined || value === '') return 'empty';
+  return `${shown(field, value)}${UNITS[field] || ''}`;
+}
+
+function renderConflicts() {
+  const list = $('conflicts-list');
+  list.replaceChildren();
+  const all = engine.conflicts();
+  const toggle = $('conflicts-all');
+  toggle.setAttribute('aria-pressed', String(allConflicts));
+  toggle.textContent = allConflicts ? 'Show open ones only' : `Show all (${all.length})`;
+  toggle.hidden = all.length === 0;
+  for (const c of all.filter((x) => allConflicts || x.state === 'open')) {
+    // The buttons are described by their conflict (not named after it: a field's name in a button's
+    // name would make it a second "label" of that field).
+    const about = `conflict-${c.id}`;
+    list.append(el('li', { 'data-conflict': String(c.id), 'data-state': c.state },
+      el('strong', { id: `${about}-what` }, `${c.date} · ${LABELS[c.field] || c.field}`),
+      el('p', { class: 'facts', id: `${about}-values` },
+        `kept ${conflictValue(c.field, c.kept)}, not ${conflictValue(c.field, c.lost)}`),
+      el('p', { class: `state ${c.state}` }, CONFLICT_STATES[c.state] || c.state),
+      el('div', { class: 'actions' },
+        ['open', 'superseded'].includes(c.state) ? el('button', { type: 'button', class: 'secondary',
+          'aria-describedby': `${about}-what ${about}-values`, onclick: () => reassert(c) }, 'Re-assert') : null,
+        c.state !== 'dismissed' ? el('button', { type: 'button', class: 'secondary',
+          'aria-describedby': `${about}-what ${about}-values`, onclick: () => dismissConflict(c) }, 'Dismiss') : null)));
+  }
+  if (!list.children.length) list.append(el('li', { class: 'muted' }, allConflicts ? 'None.' : 'No open conflicts.'));
+}
+
+/** Log the value that lost as a new edit, which is later than the winner and so wins (as the CLI's
+ * `pulse conflicts --reassert`), checked like a value typed in the form. */
+async function reassert(conflict) {
+  const lost = conflict.field === 'hrv_ms' && conflict.lost && typeof conflict.lost === 'object'
+    ? conflict.lost : { [conflict.field]: conflict.lost };
+  const typed = {};
+  const cleared = [];
+  for (const [name, value] of Object.entries(lost)) {
+    if (value === null || value === undefined) { if (name !== 'hrv_method') cleared.push(name); }
+    else typed[name] = String(value);
+  }
+  let fields;
+  try {
+    fields = parseFields(engine.rules, typed);
+  } catch (error) {
+    if (!(error instanceof ValidationError)) throw error;
+    $('sync-error').textContent = error.message;
+    return;
+  }
+  for (const name of cleared) fields[name] = null;
+  if (cleared.includes('hrv_ms')) fields.hrv_method = null;
+  await stillOurs(() => engine.write(conflict.date, 'set', fields));
+}
+
+async function dismissConflict(conflict) {
+  await stillOurs(() => engine.dismissConflict(conflict.id));
 }
 
 /**
@@ -357,7 +447,7 @@ function openLog(date, values = null) {
   clearErrors();
   const input = $('f-date');
   input.value = date;
-  const tomorrow = new Date(Date.parse(localToday() + 'T00:00:00Z') + 86_400_000).toISOString().slice(0, 10);
+  const tomorrow = new Date(Date.parse(engine.today() + 'T00:00:00Z') + 86_400_000).toISOString().slice(0, 10);
   input.max = tomorrow;
   const entry = engine.view.get(date);
   const live = entry && !entry.deleted ? entry : null;
@@ -398,7 +488,7 @@ async function saveLog(event) {
   let date;
   let fields;
   try {
-    date = parseDate(engine.rules, $('f-date').value, localToday());
+    date = parseDate(engine.rules, $('f-date').value, engine.today());
     const { typed, cleared } = changes();
     fields = parseFields(engine.rules, typed);
     for (const name of cleared) fields[name] = null;
@@ -424,7 +514,7 @@ async function saveLog(event) {
     return;
   }
   const previous = previousWeight(engine.view, date);
-  const warnings = fieldWarnings(engine.rules, fields, previous).map((w) => w.message);
+  const warnings = fieldWarnings(engine.rules, fields, previous, date).map((w) => w.message);
   if (!(await stillOurs(async () => {
     await engine.write(date, 'set', fields);
     if (fixing) { await engine.discard(fixing.seq); fixing = null; }
@@ -469,7 +559,7 @@ function checkField(name) {
   $(`f-${name}`).removeAttribute('aria-invalid');
   if (value === '' || value === loaded[name]) return;
   try {
-    if (name === 'date') parseDate(engine.rules, value, localToday());
+    if (name === 'date') parseDate(engine.rules, value, engine.today());
     else parseFields(engine.rules, { [name]: value });
   } catch (error) {
     if (!(error instanceof ValidationError)) throw error;
@@ -625,12 +715,13 @@ async function main() {
   $('log-delete').addEventListener('click', deleteDay);
   $('signout').addEventListener('click', signOut);
   $('sync-now').addEventListener('click', () => { engine.reachable = true; engine.resume(); });
+  $('conflicts-all').addEventListener('click', () => { allConflicts = !allConflicts; renderConflicts(); });
   $('f-date').addEventListener('change', () => {
     // Another day: its values fill the form, unless something was typed already (then that stays).
     const typed = Object.fromEntries(FIELDS.map((name) => [name, $(`f-${name}`).value]));
     const edited = fixing || FIELDS.some((name) => typed[name] !== loaded[name]);
     fixing = null;
-    openLog($('f-date').value || localToday(), edited ? typed : null);
+    openLog($('f-date').value || engine.today(), edited ? typed : null);
   });
   for (const name of ['sleep_hours', 'hrv_ms', 'steps', 'weight_kg', 'note']) {
     // Not when leaving for a button: the message would move the button away under the pointer, and

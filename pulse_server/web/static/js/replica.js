@@ -99,6 +99,37 @@ export function buildView(rules, rows, outbox, pulledLsn, nowMs) {
   return byDate;
 }
 
+const NUMERIC = ['sleep_hours', 'hrv_ms', 'steps', 'weight_kg'];
+
+/** A value of the view as a conflict record shows it (sync/merge.py `shown`): numbers as numbers. */
+function shownValue(name, value) {
+  if (value === null || value === undefined) return null;
+  return NUMERIC.includes(name) ? Number(value) : String(value);
+}
+
+const same = (a, b) => (a ?? null) === (b ?? null);
+
+/**
+ * sync/conflict_state.py: a recorded conflict's state, judged from the entry as it is now (here: the
+ * local view, so an edit made on this device counts at once). `dismissed`; else `open` while the
+ * field's stamp is the kept one; `reasserted` when the field holds the lost value again; else
+ * `superseded`.
+ */
+export function conflictState(conflict, entry) {
+  const { field, lost } = conflict;
+  if (conflict.dismissed) return 'dismissed';
+  if (!entry || !MERGE_FIELDS.includes(field)) return 'superseded';
+  if (same(entry.stamps[field], conflict.kept_hlc)) return 'open';
+  const parts = COMPANIONS[field] || [field];
+  let holdsLost;
+  if (parts.length === 1) holdsLost = same(shownValue(field, entry[field]), lost);
+  else {
+    holdsLost = lost !== null && typeof lost === 'object' && Object.keys(lost).length === parts.length
+      && parts.every((p) => Object.hasOwn(lost, p) && same(shownValue(p, entry[p]), lost[p]));
+  }
+  return holdsLost ? 'reasserted' : 'superseded';
+}
+
 /** The latest entry before `date` that has a weight (for the weight-change warning). */
 export function previousWeight(view, date) {
   let best = null;

@@ -72,18 +72,29 @@ export function dayScore(rules, sleepHours, hrvMs, steps) {
 }
 
 /** A value as the warnings write it: 7.5, 2, 60000 (no trailing zeros). */
+const DAY_MS = 86_400_000;
+
+/** A weight from the window's days before `date` (a zero one cannot be compared). */
+function inWindow(rules, previous, date) {
+  if (!present(previous.weight_kg) || F(String(previous.weight_kg)).cmp(F('0')) === 0) return false;
+  const days = (Date.parse(`${date}T00:00:00Z`) - Date.parse(`${previous.date}T00:00:00Z`)) / DAY_MS;
+  const span = rules.warnings.weight_change_window_days;
+  return days > 0 && (span === undefined || days <= span);
+}
+
 export function plain(value) {
   return F(String(value)).plain(2);
 }
 
 /**
- * pulse_core.warnings.field_warnings: warnings for the values being set now. `previous` is the
- * latest earlier entry with a weight ({date, weight_kg}) or null.
+ * pulse_core.warnings.field_warnings: warnings for the values being set now on `date` ("YYYY-MM-DD").
+ * `previous` is the latest earlier entry with a weight ({date, weight_kg}) or null; the change is
+ * measured against it only when it is from the `weight_change_window_days` days before `date`.
  */
-export function fieldWarnings(rules, fields, previous) {
+export function fieldWarnings(rules, fields, previous, date) {
   const found = [];
   for (const [name, t] of Object.entries(rules.warnings)) {
-    if (name === 'weight_change_pct' || !present(fields[name])) continue;
+    if (typeof t !== 'object' || t === null || !present(fields[name])) continue;
     const value = F(String(fields[name]));
     const shown = plain(fields[name]);
     if (t.below !== null && value.cmp(F(t.below)) < 0) {
@@ -96,7 +107,7 @@ export function fieldWarnings(rules, fields, previous) {
     }
   }
   const weight = fields.weight_kg;
-  if (present(weight) && previous && present(previous.weight_kg) && F(previous.weight_kg).cmp(F('0')) !== 0) {
+  if (present(weight) && previous && inWindow(rules, previous, date)) {
     const before = F(previous.weight_kg);
     const pct = F(String(weight)).sub(before).abs().div(before).mul(F('100'));
     const limit = F(rules.warnings.weight_change_pct);

@@ -2,7 +2,14 @@
 // batches; reads follow the user's shape (GET /v1/shape, the Electric protocol) into the local copy.
 //
 // Only these endpoints are used, with URLs relative to the app: /v1/auth/token, /v1/me, /v1/rules,
-// /v1/sync/push, /v1/shape, /v1/conflicts. The cloud server and `pulse agent --serve` both serve them.
+// /v1/sync/push, /v1/shape, /v1/conflicts, /v1/conflicts/dismiss. The cloud server and
+// `pulse agent --serve` both serve them.
+//
+// The rules every device follows (docs/sync.md) hold here too: one database, one client id (a push that
+// shows another database uses ours moves the pending changes to a new id); the server's time is the
+// reference (the clock takes in every stamp and server time it sees, "today" and stamps use the
+// corrected clock, pushes carry the zone); a change merely early is held, not refused; conflicts come
+// from the server by version and are judged against the local view.
 //
 // Accounts (docs/pwa.md): the engine works on one account's database, the account signed in on this
 // device when the tab started or signed in. Before every write and every push it checks that this is
@@ -10,7 +17,8 @@
 // (it is `locked`), forgets what it showed and says so. Tabs tell each other on a BroadcastChannel.
 
 import { newClientId, nextStamp, parseStamp, formatStamp } from './hlc.js';
-import { buildView, MERGE_FIELDS } from './replica.js';
+import { buildView, conflictState, MERGE_FIELDS } from './replica.js';
+import { localToday } from './values.js';
 import {
   accountDbName, deleteDatabase, keptAccounts, moveLegacyData, openAccount, openDevice, readSession, writeSession,
 } from './store.js';
@@ -23,11 +31,17 @@ const SKEW_LIMIT_MS = 60_000;
 const LIVE_ABORT_MS = 45_000;
 const PERIODIC_MS = 30_000;
 const MAX_BACKOFF_MS = 30_000;
+const FAR_OFF_MS = 3_600_000; // a clock off by more than this is worth telling the user about
+const MAX_NEW_IDS = 3; // new client ids one push may take (each is random: a second clash is unlikely)
+const CONFLICT_PAGE = 200;
+const DISMISS_BATCH = 1_000; // the server's limit per request
+const CONFLICT_KEEP_MS = 180 * 86_400_000; // the server keeps its conflict audit 180 days: so does the device
 const SHAPE_START = { handle: null, offset: '-1', cursor: null, upToDate: false };
 const CHANNEL = 'ngx-pulse';
 // What an account keeps when it signs out with its unsynced changes kept: the queue and the identity
 // that numbers it (client_id, next_seq, hlc_last, clock_offset_ms); its copy of the server goes.
-const SERVER_COPY_META = ['token', 'role', 'shape', 'pulled_lsn', 'conflicts', 'last_sync_ms'];
+// Queued dismissals stay too: they are the user's, not the server's.
+const SERVER_COPY_META = ['token', 'role', 'shape', 'pulled_lsn', 'conflicts', 'conflicts_version', 'last_sync_ms'];
 
 /** A write or a sign-in refused because this tab's account is no longer the signed-in one. */
 export class AccountChanged extends Error {
@@ -38,6 +52,74 @@ export class AccountChanged extends Error {
 }
 
 const unsynced = (outbox) => outbox.filter((m) => m.status === 'pending' || m.status === 'rejected').length;
+
+/** A pending mutation the server held: its date is still ahead of the user's today there. */
+export const isHeld = (m) => m.status === 'pending' && m.result?.status === 'held';
+
+const later = (a, b) => a.ms > b.ms || (a.ms === b.ms && a.counter > b.counter);
+
+/** Move the clock past the newest of `stamps` (in the caller's transaction on `meta`). */
+async function observe(s, stamps) {
+  let newest = null;
+  for (const text of stamps) {
+    const stamp = parseStamp(text);
+    if (stamp && (!newest || later(stamp, newest))) newest = stamp;
+  }
+  if (!newest) return;
+  const last = parseStamp(await s.meta.get('hlc_last'));
+  if (last && !later(newest, last)) return;
+  await s.meta.put(formatStamp({ ...newest, node: await s.meta.get('client_id') }), 'hlc_last');
+}
+
+/**
+ * The server's clock is the reference (docs/sync.md, "Clocks"): keep how far ours is off, as seen at
+ * the middle of a request (under 1 s counts as none), and take the server's time in as a stamp seen.
+ * In the caller's transaction on `meta`.
+ */
+async function learnClock(s, serverMs, sentAt, receivedAt) {
+  if (!Number.isInteger(serverMs)) return; // a server that does not say its time
+  const offset = serverMs - Math.round((sentAt + receivedAt) / 2);
+  await s.meta.put(Math.abs(offset) > OFFSET_TOLERANCE_MS ? offset : 0, 'clock_offset_ms');
+  // A clock that ran ahead left the last stamp in the future, and the clock never goes back past its
+  // last stamp: bring it back to server time (the server clamped those stamps anyway).
+  const last = parseStamp(await s.meta.get('hlc_last'));
+  if (last && last.ms > serverMs + SKEW_LIMIT_MS) {
+    await s.meta.put(formatStamp({ ms: serverMs, counter: 0, node: last.node }), 'hlc_last');
+  }
+  await observe(s, [formatStamp({ ms: serverMs, counter: 0, node: 'server' })]);
+}
+
+/**
+ * Another database uses this client id (a copied or restored profile): take a new random one. Pending
+ * mutations keep their seq, which is fresh under the new id, and their stamps, bases and fields; those
+ * answered before stay recorded under the id they were sent with (their `client_id`).
+ */
+async function takeNewId(s, old) {
+  const id = newClientId();
+  await s.meta.put(id, 'client_id');
+  await s.meta.put([...((await s.meta.get('former_client_ids')) || []), old], 'former_client_ids');
+  return id;
+}
+
+/** The conflicts held, with those fetched merged in by id (a dismissal, here or there, is for good). */
+function mergeConflicts(held, fetched, nowMs) {
+  const byId = new Map(held.filter((c) => Number.isInteger(c.version)).map((c) => [c.id, c]));
+  for (const c of fetched) byId.set(c.id, { ...c, dismissed: Boolean(c.dismissed || byId.get(c.id)?.dismissed) });
+  const since = nowMs - CONFLICT_KEEP_MS;
+  return [...byId.values()].filter((c) => !(Date.parse(c.created_at) < since)).sort((a, b) => a.id - b.id);
+}
+
+/** "2 days ahead of" (the server is behind us: a negative offset), "3 hours behind". */
+export function describeOffset(offsetMs) {
+  const seconds = Math.floor(Math.abs(offsetMs) / 1000);
+  for (const [unit, size] of [['day', 86_400], ['hour', 3_600], ['minute', 60], ['second', 1]]) {
+    if (seconds >= size) {
+      const count = Math.round(seconds / size);
+      return `${count} ${unit}${count === 1 ? '' : 's'} ${offsetMs < 0 ? 'ahead of' : 'behind'}`;
+    }
+  }
+  return 'in step with';
+}
 
 /** One at a time across tabs where the browser can (Web Locks), else one at a time in this tab. */
 function exclusive(name, work) {
@@ -81,6 +163,8 @@ export class Engine extends EventTarget {
     this.pullController = null;
     this.pushing = null;
     this.pushAgain = false;
+    this.exchanging = null;
+    this.exchangeAgain = false;
     this.backoffMs = 1_000;
     this.view = new Map();
     this.outbox = [];
@@ -100,17 +184,22 @@ export class Engine extends EventTarget {
     this.listen();
     addEventListener('online', () => { this.reachable = true; this.resume(); });
     addEventListener('offline', () => { this.reachable = false; this.pullController?.abort(); this.emit(); });
-    setInterval(() => { if (this.token && navigator.onLine) this.push(); }, PERIODIC_MS);
+    setInterval(() => {
+      if (!this.token || !navigator.onLine) return;
+      this.push(); // held changes are sent again too
+      this.exchangeConflicts(); // a dismissal on another device changes no entry: ask
+    }, PERIODIC_MS);
     this.loadRules();
     if (this.token) this.resume();
   }
 
-  /** Push what is queued and (re)start following the shape. */
+  /** Push what is queued, (re)start following the shape, exchange conflicts, check the clock. */
   resume() {
     if (!this.token || this.needsSignIn || this.locked) return;
     this.push();
     this.startPull();
-    this.loadConflicts();
+    this.exchangeConflicts();
+    this.checkClock();
   }
 
   emit() { this.dispatchEvent(new Event('change')); }
@@ -118,9 +207,41 @@ export class Engine extends EventTarget {
   /** Tell this account's other tabs that its data changed (they re-read it). */
   announce() { this.channel?.postMessage({ type: 'changed', db: this.store?.name }); }
 
+  // -- the clock ---------------------------------------------------------------------------------
+  /** Now, by this device's clock corrected by the server's offset. */
+  now() { return Date.now() + (this.meta.clockOffsetMs || 0); }
+
+  /** The user's calendar date now (the browser's zone, the corrected clock), "YYYY-MM-DD". */
+  today() { return localToday(new Date(this.now())); }
+
+  /** The browser's zone now, in minutes east of UTC (pushes carry it: the server counts "today" by it). */
+  zoneOffsetMin() { return -new Date(this.now()).getTimezoneOffset(); }
+
+  /** How far off this device's clock is, when that is more than an hour; else null. */
+  clockNotice() {
+    const offset = this.meta.clockOffsetMs || 0;
+    if (Math.abs(offset) <= FAR_OFF_MS) return null;
+    return `This device's clock is ${describeOffset(offset)} the server's: dates and stamps use the server's time.`;
+  }
+
+  /** Learn the clock's offset from the server's time (GET /v1/me): at sign-in and whenever sync resumes. */
+  async checkClock() {
+    const { store, token } = this;
+    try {
+      const sentAt = Date.now();
+      const response = await this.request('me', { token });
+      const receivedAt = Date.now();
+      if (store !== this.store || !response.ok) return;
+      const me = await response.json();
+      await store.transact(['meta'], 'readwrite', (s) => learnClock(s, me.server_time_ms, sentAt, receivedAt));
+      await this.refresh();
+    } catch { /* offline: the offset learned last stays */ }
+  }
+
   async refresh() {
     if (!this.store) {
-      this.meta = { shape: SHAPE_START, lastSyncMs: null, clockOffsetMs: 0, conflicts: [], pulledLsn: '0' };
+      this.meta = { shape: SHAPE_START, lastSyncMs: null, clockOffsetMs: 0, conflicts: [], pulledLsn: '0',
+        clientId: null, formerClientIds: [] };
       this.outbox = [];
       this.view = new Map();
       this.emit();
@@ -131,16 +252,18 @@ export class Engine extends EventTarget {
     try {
       read = await store.transact(['rows', 'outbox', 'meta'], 'readonly', async (s) => [
         await s.rows.getAll(), await s.outbox.getAll(),
-        await Promise.all(['shape', 'last_sync_ms', 'clock_offset_ms', 'conflicts', 'pulled_lsn'].map((k) => s.meta.get(k))),
+        await Promise.all(['shape', 'last_sync_ms', 'clock_offset_ms', 'conflicts', 'pulled_lsn', 'client_id',
+          'former_client_ids'].map((k) => s.meta.get(k))),
       ]);
     } catch (error) {
       if (store === this.store) throw error;
     }
     if (store !== this.store) return; // the account changed (or this tab stopped) while reading
     const [rows, outbox, metaPairs] = read;
-    const [shape, lastSync, offset, conflicts, pulledLsn] = metaPairs;
+    const [shape, lastSync, offset, conflicts, pulledLsn, clientId, former] = metaPairs;
     this.meta = { shape: shape || SHAPE_START, lastSyncMs: lastSync || null, clockOffsetMs: offset || 0,
-      conflicts: conflicts || [], pulledLsn: pulledLsn || '0' };
+      conflicts: conflicts || [], pulledLsn: pulledLsn || '0', clientId: clientId || null,
+      formerClientIds: former || [] };
     this.outbox = outbox;
     this.view = buildView(this.rules, rows, outbox, this.meta.pulledLsn, Date.now());
     this.emit();
@@ -268,11 +391,13 @@ export class Engine extends EventTarget {
     const body = await readJson(response);
     if (!response.ok) throw new Error(body?.error?.message || `sign-in failed (${response.status})`);
     const token = body.access_token;
+    const sentAt = Date.now();
     const me = await this.request('me', { headers: { Authorization: `Bearer ${token}` }, anonymous: true });
+    const receivedAt = Date.now();
     const who = await readJson(me);
     if (!me.ok) throw new Error(who?.error?.message || 'sign-in failed');
     if (who.role !== 'athlete') throw new Error(`${who.username} is a coach account: the app logs an athlete's own days`);
-    return { token, username: who.username, role: who.role };
+    return { token, username: who.username, role: who.role, clock: [who.server_time_ms, sentAt, receivedAt] };
   }
 
   /**
@@ -312,6 +437,7 @@ export class Engine extends EventTarget {
       await this.store.transact(['meta'], 'readwrite', async (s) => {
         await s.meta.put(auth.token, 'token');
         await s.meta.put(auth.role, 'role');
+        if (auth.clock) await learnClock(s, ...auth.clock);
       });
       this.token = auth.token;
       this.needsSignIn = false;
@@ -395,19 +521,81 @@ export class Engine extends EventTarget {
     } catch { /* offline: the cached rules stay */ }
   }
 
-  async loadConflicts() {
-    if (!this.token) return;
-    const store = this.store;
-    try {
-      const response = await this.request('conflicts?limit=50');
-      if (store !== this.store) return; // the account changed meanwhile
+  // -- conflicts (docs/sync.md, "Conflicts on every device") ------------------------------------
+  /** The conflicts held, newest first, each with its state judged from the local view now. */
+  conflicts() {
+    return (this.meta.conflicts || []).map((c) => ({ ...c, state: conflictState(c, this.view.get(c.date)) }))
+      .sort((a, b) => b.id - a.id);
+  }
+
+  openConflicts() { return this.conflicts().filter((c) => c.state === 'open').length; }
+
+  /** Send the dismissals made here, then fetch what was recorded or dismissed since the version held. */
+  exchangeConflicts() {
+    if (!this.token || this.needsSignIn || this.locked) return Promise.resolve();
+    if (this.exchanging) { this.exchangeAgain = true; return this.exchanging; }
+    this.exchanging = (async () => {
+      try {
+        do {
+          this.exchangeAgain = false;
+          await this.exchangeOnce();
+        } while (this.exchangeAgain && this.token && !this.locked);
+      } catch { /* offline, or the account changed: the next round asks again */ }
+      finally { this.exchanging = null; }
+    })();
+    return this.exchanging;
+  }
+
+  async exchangeOnce() {
+    const { store, token } = this;
+    if (!store || !token) return;
+    const queued = (await store.getMeta('conflicts_dismiss')) || [];
+    for (let i = 0; i < queued.length; i += DISMISS_BATCH) {
+      const ids = queued.slice(i, i + DISMISS_BATCH);
+      const response = await this.request('conflicts/dismiss', { method: 'POST', token, json: { ids } });
       if (response.status === 401) return this.authExpired();
-      if (!response.ok) return;
+      // Sent, or refused for good (a 4xx): either way not sent again, so nothing stays stuck.
+      if (response.status === 429 || response.status >= 500) return;
+      if (store !== this.store) return;
+      await store.transact(['meta'], 'readwrite', async (s) => {
+        const now = (await s.meta.get('conflicts_dismiss')) || [];
+        await s.meta.put(now.filter((id) => !ids.includes(id)), 'conflicts_dismiss');
+      });
+    }
+    let fetched = 0;
+    for (;;) {
+      const version = (await store.getMeta('conflicts_version')) || 0;
+      const response = await this.request(`conflicts?after_version=${version}&limit=${CONFLICT_PAGE}`, { token });
+      if (response.status === 401) return this.authExpired();
+      if (!response.ok) break;
       const body = await response.json();
-      await store.setMeta('conflicts', body.conflicts);
-      this.meta.conflicts = body.conflicts;
-      this.emit();
-    } catch { /* offline */ }
+      const found = Array.isArray(body.conflicts) ? body.conflicts : [];
+      if (!(await this.checkAccount()) || store !== this.store) return; // not this account's any more
+      await store.transact(['meta'], 'readwrite', async (s) => {
+        await s.meta.put(mergeConflicts((await s.meta.get('conflicts')) || [], found, Date.now()), 'conflicts');
+        await s.meta.put(Number.isInteger(body.version) ? body.version : version, 'conflicts_version');
+      });
+      fetched += found.length;
+      if (!found.length || body.version === version) break;
+    }
+    if (fetched || queued.length) {
+      this.announce();
+      await this.refresh();
+    }
+  }
+
+  /** Put a conflict aside: here at once, on the server (and every other device) at the next exchange. */
+  async dismissConflict(id) {
+    if (!(await this.checkAccount())) throw new AccountChanged('this tab stopped: another account is signed in');
+    await this.store.transact(['meta'], 'readwrite', async (s) => {
+      const held = (await s.meta.get('conflicts')) || [];
+      await s.meta.put(held.map((c) => (c.id === id ? { ...c, dismissed: true } : c)), 'conflicts');
+      const queue = (await s.meta.get('conflicts_dismiss')) || [];
+      if (!queue.includes(id)) await s.meta.put([...queue, id], 'conflicts_dismiss');
+    });
+    this.announce();
+    await this.refresh();
+    this.exchangeConflicts();
   }
 
   authExpired() {
@@ -485,6 +673,7 @@ export class Engine extends EventTarget {
   async pushAll() {
     let batchSize = PUSH_BATCH;
     let after = 0;
+    let newIds = 0;
     for (;;) {
       // Only the signed-in account's queue, with its own token: a tab whose account changed stops here,
       // and the batch, its token and its results stay with the account checked.
@@ -495,11 +684,12 @@ export class Engine extends EventTarget {
       const batch = pending.slice(0, batchSize);
       this.syncing = true;
       this.emit();
+      const clientId = await store.getMeta('client_id');
       const sentAt = Date.now();
       let response;
       try {
         response = await this.request('sync/push', { method: 'POST', token, json: {
-          protocol: PROTOCOL, client_id: await store.getMeta('client_id'),
+          protocol: PROTOCOL, client_id: clientId, utc_offset_min: this.zoneOffsetMin(),
           mutations: batch.map(({ seq, date, op, fields, base, hlc }) => ({ seq, date, op, fields, base, hlc })),
         } });
       } catch {
@@ -526,42 +716,55 @@ export class Engine extends EventTarget {
       }
       this.lastError = null;
       this.backoffMs = 1_000;
-      const answered = await this.recordResults(store, batch, body, sentAt);
+      const answered = await this.recordResults(store, clientId, batch, body, sentAt);
       this.announce();
-      if (answered.conflicts) this.loadConflicts();
+      if (answered.conflicts) this.exchangeConflicts();
       await this.refresh();
+      if (answered.newId && newIds < MAX_NEW_IDS) { // push again, now under the new id
+        newIds += 1;
+        after = 0;
+        continue;
+      }
       if (!answered.count) return; // nothing answered: try again later rather than loop
       after = batch[batch.length - 1].seq;
     }
   }
 
-  async recordResults(store, batch, body, sentAt) {
+  /**
+   * One push answer, in one transaction: each result on its row, the stamps and the server's time
+   * taken in, and a new client id if the answer shows another database uses ours (a `clash`, or a
+   * high-water mark past every seq this database ever issued: then its `duplicate` answers are the
+   * other database's records, not acknowledgements). Clashed and held mutations stay pending.
+   */
+  async recordResults(store, clientId, batch, body, sentAt) {
     const bySeq = new Map((body.results || []).map((r) => [r.seq, r]));
     const receivedAt = Date.now();
-    let count = 0;
-    let conflicts = 0;
+    const answered = { count: 0, conflicts: 0, newId: null };
     await store.transact(['meta', 'outbox'], 'readwrite', async (s) => {
+      const issued = ((await s.meta.get('next_seq')) || 1) - 1; // seqs are never reused
+      const stolen = Number.isInteger(body.high_water) && body.high_water > issued;
+      let clashed = 0;
       for (const m of batch) {
         const result = bySeq.get(m.seq);
-        if (!result || !(await s.outbox.get(m.seq))) continue; // discarded meanwhile (in another tab)
-        count += 1;
-        const status = result.status === 'duplicate' ? (result.original_status || 'applied') : result.status;
-        if (status === 'conflict') conflicts += 1;
-        await s.outbox.put({ ...m, status: status === 'rejected' ? 'rejected' : 'done', result, lsn: body.lsn,
-          sent_at: receivedAt });
-      }
-      // The server's clock is the reference (sync-protocol.md, clock sanity).
-      if (Number.isInteger(body.server_time_ms)) {
-        const offset = body.server_time_ms - Math.round((sentAt + receivedAt) / 2);
-        await s.meta.put(Math.abs(offset) > OFFSET_TOLERANCE_MS ? offset : 0, 'clock_offset_ms');
-        const last = parseStamp(await s.meta.get('hlc_last'));
-        if (last && last.ms > body.server_time_ms + SKEW_LIMIT_MS) {
-          await s.meta.put(formatStamp({ ms: body.server_time_ms, counter: 0, node: last.node }), 'hlc_last');
+        const stored = result && (await s.outbox.get(m.seq));
+        if (!stored) continue; // no answer, or discarded meanwhile (in another tab)
+        answered.count += 1;
+        if (result.status === 'clash' || (stolen && result.status === 'duplicate')) { clashed += 1; continue; }
+        if (result.status === 'held') { // early, not wrong: sent again at each sync until its day comes
+          await s.outbox.put({ ...stored, result, sent_at: receivedAt });
+          continue;
         }
+        const status = result.status === 'duplicate' ? (result.original_status || 'applied') : result.status;
+        if (status === 'conflict') answered.conflicts += 1;
+        await s.outbox.put({ ...stored, status: status === 'rejected' ? 'rejected' : 'done', result,
+          lsn: body.lsn, sent_at: receivedAt, client_id: clientId });
       }
+      await observe(s, (body.results || []).map((r) => r.hlc)); // the stamps the server stored
+      await learnClock(s, body.server_time_ms, sentAt, receivedAt);
+      if (clashed || stolen) answered.newId = await takeNewId(s, clientId);
       await s.meta.put(receivedAt, 'last_sync_ms');
     });
-    return { count, conflicts };
+    return answered;
   }
 
   retryLater(floorS = 0) {
@@ -661,19 +864,14 @@ export class Engine extends EventTarget {
       await s.meta.put({ handle: handle || shape.handle, offset: offset || shape.offset,
         cursor: cursor || shape.cursor, upToDate }, 'shape');
       if (offset && /^\d+_\d+$/.test(offset)) await s.meta.put(offset.split('_')[0], 'pulled_lsn');
-      if (seen.length) {
-        // Later local edits must sort after every stamp this device has seen.
-        const node = await s.meta.get('client_id');
-        const last = await s.meta.get('hlc_last');
-        const latest = seen.reduce((a, b) => (b.slice(0, 22) > a.slice(0, 22) ? b : a), last || '');
-        const p = parseStamp(latest);
-        if (p && latest !== last) await s.meta.put(formatStamp({ ...p, node }), 'hlc_last');
-      }
+      await observe(s, seen); // later local edits must sort after every stamp this device has seen
       if (upToDate) await s.meta.put(Date.now(), 'last_sync_ms');
     });
     if (changes || refetch || shape.offset === '-1') {
       this.announce();
       await this.refresh();
+      // Another device's write that conflicted with one of ours is recorded with it: fetch the record.
+      if (changes) this.exchangeConflicts();
     }
     else { this.meta.lastSyncMs = Date.now(); this.emit(); }
   }
