@@ -74,8 +74,8 @@ def athletes(
 ) -> None:
     """`as_of`: the --to asked (each athlete is seen as of it or their today, whichever is earlier), or None."""
     console = console or Console(highlight=False)
-    when = f"as of {as_of} or their today if earlier" if as_of else "each as of their own today"
-    table = Table(title=f"{len(rows)} athletes, {when}; this device last synced {device_sync or 'never'}")
+    when = f" as of {as_of} (or their own today if earlier)" if as_of else ", each as of their own today"
+    table = Table(title=f"{len(rows)} athletes{when}; this device last synced {device_sync or 'never'}")
     for header in ("Athlete", "As of", "Last entry", "Last sync", "Days 7d", "Days 28d", "Open flags"):
         table.add_column(header, justify="right" if header.startswith("Days") else "left", no_wrap=True)
     for row in rows:
