@@ -20,7 +20,7 @@ from pulse_core.entry import Entry
 from pulse_core.errors import UsageError
 from pulse_core.insights import TREND_METRICS, baseline, metric_value, readiness, rolling_average
 from pulse_core.queries import DEFAULT_RANGE_DAYS
-from pulse_core.values import parse_any_date
+from pulse_core.values import parse_date
 
 SHORT_SLEEP_H = 6.0
 SHORT_SLEEP_DAYS = 3
@@ -76,8 +76,8 @@ def judged_range(calendar: Calendar, start: dt.date | None, end: dt.date | None)
 def asked_dates(start: object | None, end: object | None, today: dt.date) -> tuple[dt.date | None, dt.date | None]:
     """A coach's `--from` and `--to`: any dates (a read is never bounded by today), `--from` not after
     `--to`. Words (today, yesterday) are the coach's own days; None leaves each athlete's default."""
-    first = parse_any_date(start, today, "from") if start is not None else None
-    last = parse_any_date(end, today, "to") if end is not None else None
+    first = parse_date(start, today, "from", reading=True) if start is not None else None
+    last = parse_date(end, today, "to", reading=True) if end is not None else None
     if first is not None and last is not None and first > last:
         raise UsageError(
             "from", first.isoformat(), f"a date on or before --to {last.isoformat()}",

@@ -23,17 +23,9 @@ def fail(code: str, field: str, value: object, allowed: str) -> ValidationError:
 _ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 
-def parse_date(value: object, today: dt.date, field: str = "date") -> dt.date:
-    """A calendar date no more than MAX_DAYS_AHEAD days after `today`."""
-    day = parse_any_date(value, today, field)
-    latest = today + dt.timedelta(days=MAX_DAYS_AHEAD)
-    if day > latest:
-        raise fail("future_date", field, day.isoformat(), f"up to {latest.isoformat()}")
-    return day
-
-
-def parse_any_date(value: object, today: dt.date, field: str = "date") -> dt.date:
-    """A calendar date however far from `today`: what a read may ask for (only writes are bounded)."""
+def parse_date(value: object, today: dt.date, field: str = "date", *, reading: bool = False) -> dt.date:
+    """A calendar date, and, for a write, no more than MAX_DAYS_AHEAD days after `today` (a read's range
+    may end anywhere)."""
     words = {"today": today, "yesterday": today - dt.timedelta(days=1), "tomorrow": today + dt.timedelta(days=1)}
     if isinstance(value, dt.date):
         day = value
@@ -47,6 +39,11 @@ def parse_any_date(value: object, today: dt.date, field: str = "date") -> dt.dat
             day = dt.date.fromisoformat(text)
         except ValueError:
             raise fail("invalid_date", field, value, DATE_ALLOWED) from None
+    if reading:
+        return day
+    latest = today + dt.timedelta(days=MAX_DAYS_AHEAD)
+    if day > latest:
+        raise fail("future_date", field, day.isoformat(), f"up to {latest.isoformat()}")
     return day
 
 
