@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -31,7 +30,7 @@ def test_signing_in_with_the_right_password_gives_a_bearer_token_that_works(
     assert body["token_type"] == "bearer" and body["expires_at"]
     assert body["access_token"] != user.token  # a new token per sign-in
     me = client(User(user.id, user.username, user.password, body["access_token"])).get("/v1/me")
-    assert without_time(me.json()) == {"username": user.username, "role": "athlete"}
+    assert me.json() == {"username": user.username, "role": "athlete"}
 
 
 def test_a_wrong_password_is_401_with_the_documented_error_body(
@@ -49,17 +48,8 @@ def test_me_names_the_user_and_role_the_token_belongs_to(
     make_user: Callable[..., User], client: Callable[..., Api]
 ) -> None:
     athlete, coach = make_user(), make_user(coach=True)
-    assert without_time(client(athlete).get("/v1/me").json()) == {"username": athlete.username, "role": "athlete"}
-    assert without_time(client(coach).get("/v1/me").json()) == {"username": coach.username, "role": "coach"}
-
-
-def without_time(me: dict[str, Any]) -> dict[str, Any]:
-    """/v1/me without `server_time_ms`, after checking it is the server's clock now (same machine: well
-    within a minute of ours)."""
-    body = dict(me)
-    server_ms = body.pop("server_time_ms")
-    assert isinstance(server_ms, int) and abs(server_ms - time.time() * 1000) < 60_000, server_ms
-    return body
+    assert client(athlete).get("/v1/me").json() == {"username": athlete.username, "role": "athlete"}
+    assert client(coach).get("/v1/me").json() == {"username": coach.username, "role": "coach"}
 
 
 def test_put_then_get_returns_every_field_by_name_with_nulls_for_unset_ones_and_the_score(
