@@ -2,6 +2,10 @@
 
 Everything is evaluated as of `to`: rolling averages end there, flags look back from there. Missing
 days are missing, never zero; averages are over the days that have a value.
+
+Each athlete's days are counted in their own calendar (docs/reports.md): the caller says what "today"
+is where the athlete is (`athlete_calendar`, from the time now and the athlete's zone), and the range,
+the windows and the flags end there (`judged_range`), never on a day that has not begun for them.
 """
 
 from __future__ import annotations
@@ -13,7 +17,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pulse_core.entry import Entry
+from pulse_core.errors import UsageError
 from pulse_core.insights import TREND_METRICS, baseline, metric_value, readiness, rolling_average
+from pulse_core.queries import DEFAULT_RANGE_DAYS
+from pulse_core.values import parse_date
 
 SHORT_SLEEP_H = 6.0
 SHORT_SLEEP_DAYS = 3
@@ -30,6 +37,53 @@ class Flag:
 
     def as_json(self) -> dict[str, Any]:
         return {"code": self.code, "message": self.message, "numbers": self.numbers}
+
+
+@dataclass(frozen=True)
+class Calendar:
+    """The calendar an athlete's days are counted in: their own zone, as their devices last pushed it,
+    or, while that is unknown, the coach's (then `today` is the coach's today)."""
+
+    today: dt.date
+    utc_offset_min: int | None = None  # minutes east of UTC; None: unknown
+
+    @property
+    def own(self) -> bool:
+        return self.utc_offset_min is not None
+
+    def as_json(self) -> dict[str, Any]:
+        return {"today": self.today.isoformat(), "utc_offset_min": self.utc_offset_min,
+                "calendar": "athlete" if self.own else "coach"}
+
+
+def athlete_calendar(now: dt.datetime, utc_offset_min: int | None, coach_today: dt.date) -> Calendar:
+    """The athlete's today: the instant `now` (timezone-aware) read in their zone. With no zone known
+    (their devices never pushed one), the coach's today."""
+    if utc_offset_min is None:
+        return Calendar(coach_today)
+    return Calendar((now.astimezone(dt.UTC) + dt.timedelta(minutes=utc_offset_min)).date(), utc_offset_min)
+
+
+def judged_range(calendar: Calendar, start: dt.date | None, end: dt.date | None) -> tuple[dt.date, dt.date]:
+    """The days an athlete is judged on: through `end` (default their today) but never past their today,
+    as a day that has not begun where they are cannot be missed; `start` defaults to the 28 days ending
+    there. The range is empty (ends before it starts) while `start` is still ahead of the athlete."""
+    last = calendar.today if end is None or end > calendar.today else end
+    first = start if start is not None else last - dt.timedelta(days=DEFAULT_RANGE_DAYS - 1)
+    return first, last
+
+
+def asked_dates(start: object | None, end: object | None, today: dt.date) -> tuple[dt.date | None, dt.date | None]:
+    """A coach's `--from` and `--to`: any dates (a read is never bounded by today), `--from` not after
+    `--to`. Words (today, yesterday) are the coach's own days; None leaves each athlete's default."""
+    first = parse_date(start, today, "from", reading=True) if start is not None else None
+    last = parse_date(end, today, "to", reading=True) if end is not None else None
+    if first is not None and last is not None and first > last:
+        raise UsageError(
+            "from", first.isoformat(), f"a date on or before --to {last.isoformat()}",
+            f"from: {first.isoformat()} is after to {last.isoformat()} (allowed a date on or before it)",
+        )
+    return first, last
 
 
 @dataclass
@@ -55,6 +109,7 @@ class AthleteReport:
     readiness: dict[str, Any] = field(default_factory=dict)
     flags: list[Flag] = field(default_factory=list)
     last_entry: dt.date | None = None
+    calendar: Calendar | None = None  # whose days these are (None: not said)
 
     @property
     def compliance(self) -> float:
@@ -63,6 +118,7 @@ class AthleteReport:
     def as_json(self) -> dict[str, Any]:
         return {
             "athlete": self.athlete,
+            **(self.calendar.as_json() if self.calendar else {"today": None, "utc_offset_min": None, "calendar": None}),
             "from": self.start.isoformat(),
             "to": self.end.isoformat(),
             "days_logged": self.days_logged,
@@ -94,7 +150,7 @@ def athlete_report(athlete: str, history: Sequence[Entry], start: dt.date, end: 
     live = sorted((e for e in history if not e.deleted and not e.is_empty() and e.date <= end), key=lambda e: e.date)
     in_range = [e for e in live if start <= e.date <= end]
     report = AthleteReport(athlete, start, end, in_range)
-    report.days_in_range = (end - start).days + 1
+    report.days_in_range = max(0, (end - start).days + 1)
     report.days_logged = len(in_range)
     report.last_entry = live[-1].date if live else None
     for metric in TREND_METRICS:
@@ -106,6 +162,17 @@ def athlete_report(athlete: str, history: Sequence[Entry], start: dt.date, end: 
     report.weeks = weekly(in_range)
     report.readiness = {k: r.as_json() for k, r in readiness(live, end).items()}
     report.flags = flags(live, end)
+    return report
+
+
+def judged_report(
+    athlete: str, history: Sequence[Entry], calendar: Calendar, start: dt.date | None = None,
+    end: dt.date | None = None,
+) -> AthleteReport:
+    """`athlete_report` over the athlete's own range (`judged_range`): their today, their windows, their flags."""
+    first, last = judged_range(calendar, start, end)
+    report = athlete_report(athlete, history, first, last)
+    report.calendar = calendar
     return report
 
 

@@ -143,14 +143,17 @@ def revoke_grant(session: Session, athlete: Principal | User, coach_name: str) -
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
-def grants_of(session: Session, who: Principal) -> list[dict[str, str]]:
-    """An athlete sees the coaches they granted; a coach sees the athletes who granted them."""
+def grants_of(session: Session, who: Principal) -> list[dict[str, Any]]:
+    """An athlete sees the coaches they granted; a coach sees the athletes who granted them, each with the
+    zone their devices last pushed from (null: never told), so the coach's views count the athlete's days."""
     if who.is_coach:
-        rows = session.exec(
-            select(User.username, Grant.created_at).join(Grant, Grant.athlete_id == User.id)  # type: ignore[arg-type]
+        athletes = session.exec(
+            select(User.username, Grant.created_at, User.utc_offset_min)
+            .join(Grant, Grant.athlete_id == User.id)  # type: ignore[arg-type]
             .where(Grant.coach_id == who.id).order_by(User.username)
         ).all()
-        return [{"athlete": name, "since": since.isoformat()} for name, since in rows]
+        return [{"athlete": name, "since": since.isoformat(), "utc_offset_min": offset}
+                for name, since, offset in athletes]
     rows = session.exec(
         select(User.username, Grant.created_at).join(Grant, Grant.coach_id == User.id)  # type: ignore[arg-type]
         .where(Grant.athlete_id == who.id).order_by(User.username)

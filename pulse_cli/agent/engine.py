@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pulse_cli.agent import conflicts, identity, outbox, replica
+from pulse_cli.agent import athlete_zones, conflicts, identity, outbox, replica
 from pulse_cli.agent.account import Account
 from pulse_cli.agent.breaker_state import load_breaker, save_breaker
 from pulse_cli.bootstrap import Device
@@ -78,6 +78,7 @@ class SyncEngine:
             self.refill(report)  # a server restored from a backup is refilled, whether or not it says so
             if not push_only:
                 conflicts.exchange(self.conn, self.client)
+                athlete_zones.refresh(self.conn, self.client, self.account.role)  # a coach's: where each athlete is
                 if self.pull_step is not None:
                     self.pull_step(self, report)  # each batch refreshes the view's rows it touches
         except Offline as exc:

@@ -6,18 +6,25 @@ from __future__ import annotations
 import datetime as dt
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from pulse_cli.commands.options import FromOption, JsonOption, ToOption, open_device, print_json
+from pulse_cli.commands.options import FromOption, JsonOption, open_device, print_json
 from pulse_core.errors import UsageError
+
+if TYPE_CHECKING:
+    from pulse_cli.bootstrap import Device
+    from pulse_core.reports import Calendar
 
 coach_app = typer.Typer(
     help="A coach's view of the athletes who granted access, from this device's copy (pulse sync to refresh).",
     no_args_is_help=True,
 )
 FORMATS = "md|csv|json|html|pdf|fhir"
+# A coach reads: any date will do, and each athlete's own today is the default (docs/reports.md).
+ToOption = Annotated[str | None, typer.Option(
+    "--to", metavar="DATE", help="Last day, YYYY-MM-DD, any date (default: each athlete's today, in their zone).")]
 
 
 @coach_app.command("athletes")
@@ -25,7 +32,8 @@ def athletes(ctx: typer.Context, end: ToOption = None, as_json: JsonOption = Fal
     """Each athlete with their last entry, last sync, days logged in the last 7 and 28 days, and open flags.
 
     "Last sync" is when the athlete's newest change that this device has was made (its clock stamp).
-    Everything is as of --to (default today).
+    Each athlete is seen as of their own today, in their own zone (as their devices last pushed it;
+    unknown, yours), or as of --to (any date) when that is earlier.
 
     Examples:
       pulse coach athletes
@@ -33,21 +41,33 @@ def athletes(ctx: typer.Context, end: ToOption = None, as_json: JsonOption = Fal
     """
     from pulse_cli.reports_render.model import athlete_rows, roster
     from pulse_cli.store.connection import read_meta
-    from pulse_core.values import parse_date
+    from pulse_core.reports import asked_dates
 
     device = open_device(ctx)
-    last = parse_date(end, device.today, "to") if end else device.today
-    rows = athlete_rows(device.conn, roster(device.conn), last)
+    _, last = asked_dates(None, end, device.today)
+    keys = roster(device.conn)
+    rows = athlete_rows(device.conn, keys, _calendars(device, keys), last)
     device_sync = read_meta(device.conn, "last_sync")
+    as_of = last.isoformat() if last else None
     if as_json:
-        print_json({"as_of": last.isoformat(), "device_last_sync": device_sync, "athletes": rows})
+        print_json({"as_of": as_of, "today": device.today.isoformat(), "device_last_sync": device_sync,
+                    "athletes": rows})
         return
     if not rows:
         typer.echo("no athletes on this device: sign in as a coach (pulse login) and run pulse sync")
         return
     from pulse_cli.reports_render import terminal
 
-    terminal.athletes(rows, last.isoformat(), device_sync)
+    terminal.athletes(rows, as_of, device_sync)
+
+
+def _calendars(device: Device, keys: dict[str, str]) -> dict[str, Calendar]:
+    """Each athlete's calendar now, by this device's corrected clock (docs/sync.md, "Clocks")."""
+    from pulse_cli.reports_render.model import athlete_calendars
+    from pulse_cli.store.clock import offset_ms, zone_offset_min
+
+    now = dt.datetime.fromtimestamp((device.wall() + offset_ms(device.conn)) / 1000, dt.UTC)
+    return athlete_calendars(device.conn, keys, now, device.today, zone_offset_min(device.conn))
 
 
 def report(
@@ -71,6 +91,9 @@ def report(
     HTML and PDF add a chart per metric with its baseline band. Markdown to a terminal shows a summary.
     FHIR is an R4 Bundle: a Patient per athlete and their Observations (docs/fhir.md).
 
+    Each athlete's days are their own: the range ends on their today, in their zone (as their devices
+    last pushed it; unknown, yours), or on --to (any date) when that is earlier.
+
     Examples:
       pulse report --team --format html -o team.html
       pulse report --athlete fitbit-1503960366 --from 2016-04-12 --to 2016-05-12
@@ -81,7 +104,7 @@ def report(
     from pulse_cli.reports_render.formats import render
     from pulse_cli.reports_render.model import build_report, roster, select_athletes
     from pulse_cli.store.connection import read_meta
-    from pulse_core import queries
+    from pulse_core.reports import asked_dates
 
     fmt = "json" if as_json else fmt.lower()
     if fmt not in KNOWN:
@@ -89,11 +112,13 @@ def report(
     if fmt == "pdf" and output is None:
         raise UsageError("output", None, "-o FILE", "output: a PDF is written to a file (allowed -o FILE)")
     device = open_device(ctx)
-    first, last = queries.date_range(start, end, device.today)
+    asked_first, asked_last = asked_dates(start, end, device.today)
     keys = roster(device.conn)
     names = select_athletes(list(keys), athlete or [])
+    chosen = {name: keys[name] for name in names}
     generated = dt.datetime.now(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-    built = build_report(device.conn, {name: keys[name] for name in names}, first, last, team, generated)
+    built = build_report(device.conn, chosen, _calendars(device, chosen), asked_first, asked_last, team, generated)
+    first, last = built.start, built.end
     built.server = read_meta(device.conn, "account_server")
     if output is None and fmt == "md" and sys.stdout.isatty():
         from pulse_cli.reports_render import terminal

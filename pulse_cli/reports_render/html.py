@@ -7,7 +7,16 @@ from html import escape
 
 from pulse_cli.reports_render.model import TeamReport
 from pulse_cli.reports_render.svg import chart_svg
-from pulse_cli.reports_render.text import athletes_count, flag_numbers, label, number, percent, readiness_text
+from pulse_cli.reports_render.text import (
+    as_of_text,
+    athletes_count,
+    calendar_text,
+    flag_numbers,
+    label,
+    number,
+    percent,
+    readiness_text,
+)
 from pulse_core.insights import TREND_METRICS
 from pulse_core.reports import AthleteReport
 
@@ -49,7 +58,7 @@ def render_html(report: TeamReport) -> str:
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         f"<title>{escape(title)}</title><style>{STYLE}</style></head><body>",
         f"<h1>{escape(title)}</h1>",
-        f'<p class="meta">{athletes_count(len(report.athletes))}, evaluated as of {report.end.isoformat()}; generated'
+        f'<p class="meta">{athletes_count(len(report.athletes))}, {escape(as_of_text(report))}; generated'
         f" {escape(report.generated_at)}. Averages are over the days that have a value; missing days are gaps,"
         " never zero. Charts: each day's value, with the band of mean ± SD of the 28 days before it.</p>",
     ]
@@ -87,7 +96,7 @@ def athlete_section(report: TeamReport, a: AthleteReport) -> str:
     parts = [
         f'<section class="athlete" id="{_anchor(a.athlete)}"><h2>{escape(a.athlete)}</h2>',
         f'<p class="meta">Compliance: {a.days_logged} of {a.days_in_range} days logged'
-        f" ({percent(a.compliance)}); last entry {last}.</p>",
+        f" ({percent(a.compliance)}); last entry {last}. {escape(calendar_text(a))}</p>",
     ]
     readiness = {item["metric"]: readiness_text(item) for item in a.readiness.values()}
     parts.append(_table(

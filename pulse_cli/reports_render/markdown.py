@@ -5,7 +5,16 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from pulse_cli.reports_render.model import TeamReport
-from pulse_cli.reports_render.text import athletes_count, flag_numbers, label, number, percent, readiness_text
+from pulse_cli.reports_render.text import (
+    as_of_text,
+    athletes_count,
+    calendar_text,
+    flag_numbers,
+    label,
+    number,
+    percent,
+    readiness_text,
+)
 from pulse_core.insights import TREND_METRICS
 from pulse_core.reports import AthleteReport
 
@@ -28,7 +37,7 @@ def render_markdown(report: TeamReport) -> str:
     lines = [
         f"# NGX Pulse report: {report.start.isoformat()} to {report.end.isoformat()}",
         "",
-        f"{athletes_count(len(report.athletes))}, evaluated as of {report.end.isoformat()}; generated"
+        f"{athletes_count(len(report.athletes))}, {as_of_text(report)}; generated"
         f" {report.generated_at}. Averages are over the days that have a value; missing days are never zero.",
         "",
     ]
@@ -51,7 +60,7 @@ def athlete_section(a: AthleteReport) -> list[str]:
         f"## {a.athlete}",
         "",
         f"Compliance: {a.days_logged} of {a.days_in_range} days logged ({percent(a.compliance)});"
-        f" last entry {a.last_entry.isoformat() if a.last_entry else 'never'}.",
+        f" last entry {a.last_entry.isoformat() if a.last_entry else 'never'}. {calendar_text(a)}",
         "",
     ]
     readiness = {item["metric"]: readiness_text(item) for item in a.readiness.values()}

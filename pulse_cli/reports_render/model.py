@@ -2,7 +2,9 @@
 
 A coach's device holds every granting athlete's entries in its local view (`entries`), keyed by the
 athlete's username; the device owner's own rows are keyed ''. The figures are pulse_core.reports';
-this module only chooses whose, over which days, and adds the daily series the charts draw.
+this module only chooses whose, over which days, and adds the daily series the charts draw. Each
+athlete's days are counted in their own calendar: their zone as the last sync learned it
+(`athlete_zones`), else the coach's (docs/reports.md).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import fnmatch
 import math
 import sqlite3
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,9 +23,18 @@ from pulse_cli.store.entries import SqliteEntryRepository
 from pulse_core.entry import MERGE_FIELDS, Entry
 from pulse_core.errors import NotFoundError, UsageError
 from pulse_core.insights import BASELINE_DAYS, TREND_METRICS, metric_value
-from pulse_core.reports import AthleteReport, athlete_report, flags, team_rollup
+from pulse_core.reports import (
+    AthleteReport,
+    Calendar,
+    athlete_calendar,
+    flags,
+    judged_range,
+    judged_report,
+    team_rollup,
+)
 
 OWNER = ""
+NO_ATHLETES = "athletes: none on this device; sign in as a coach (pulse login) and run pulse sync"
 STAMP_COLUMNS = tuple(f"{f}_hlc" for f in (*MERGE_FIELDS, "deleted"))
 
 
@@ -51,12 +62,12 @@ class Series:
 
 @dataclass
 class TeamReport:
-    start: dt.date
+    start: dt.date  # the span of the athletes' ranges, which end on different days in different zones
     end: dt.date
     athletes: list[AthleteReport]
     team: bool
     generated_at: str
-    histories: dict[str, list[Entry]] = field(default_factory=dict)  # live entries up to `end`
+    histories: dict[str, list[Entry]] = field(default_factory=dict)  # live entries up to each athlete's end
     server: str | None = None  # the sync server whose usernames these are (a FHIR Patient's identifier)
 
     @property
@@ -73,8 +84,22 @@ class TeamReport:
         }
 
     def series(self, athlete: str) -> list[Series]:
-        """The charts of one athlete: each metric (and the score) over the range with its baseline band."""
-        return chart_series(self.histories.get(athlete, []), self.start, self.end)
+        """The charts of one athlete: each metric (and the score) over their range with its baseline band."""
+        figures = next(a for a in self.athletes if a.athlete == athlete)
+        return chart_series(self.histories.get(athlete, []), figures.start, figures.end)
+
+
+def athlete_calendars(
+    conn: sqlite3.Connection, keys: Mapping[str, str], now: dt.datetime, device_today: dt.date,
+    device_zone: int | None = None,
+) -> dict[str, Calendar]:
+    """Each athlete's calendar at the instant `now`: their zone as the last sync learned it (a coach's
+    device keeps GET /v1/grants' answer in `athlete_zones`), else this device's day (`device_today`).
+    The owner's own rows (an athlete's report of themselves) are in this device's zone (`device_zone`)."""
+    zones = {str(name): None if offset is None else int(offset)
+             for name, offset in conn.execute("SELECT username, utc_offset_min FROM athlete_zones")}
+    zones[OWNER] = device_zone
+    return {name: athlete_calendar(now, zones.get(key), device_today) for name, key in keys.items()}
 
 
 def roster(conn: sqlite3.Connection) -> dict[str, str]:
@@ -93,7 +118,7 @@ def roster(conn: sqlite3.Connection) -> dict[str, str]:
 def select_athletes(available: Sequence[str], wanted: Sequence[str]) -> list[str]:
     """The athletes named (exact names or shell patterns like 'fitbit-*'), in the device's order."""
     if not available:
-        raise NotFoundError("athletes: none on this device; sign in as a coach (pulse login) and run pulse sync")
+        raise NotFoundError(NO_ATHLETES)
     if not wanted:
         return list(available)
     chosen: list[str] = []
@@ -110,33 +135,44 @@ def select_athletes(available: Sequence[str], wanted: Sequence[str]) -> list[str
 
 
 def build_report(
-    conn: sqlite3.Connection, keys: dict[str, str], start: dt.date, end: dt.date, team: bool, generated_at: str
+    conn: sqlite3.Connection, keys: dict[str, str], calendars: Mapping[str, Calendar], start: dt.date | None,
+    end: dt.date | None, team: bool, generated_at: str,
 ) -> TeamReport:
-    """Each athlete's figures over `start`..`end`, evaluated as of `end` (the whole history before it counts).
+    """Each athlete's figures over their own range (`judged_range`: `start`..`end`, never past their
+    today), evaluated as of its last day (the whole history before it counts).
 
     `keys` maps each athlete to report (display name) to the user key of their rows, in report order."""
     repo = SqliteEntryRepository(conn)
-    report = TeamReport(start, end, [], team, generated_at)
+    athletes, histories = [], {}
     for name, key in keys.items():
-        history = repo.list(key, None, end)
-        figures = athlete_report(name, history, start, end)
-        report.athletes.append(figures)
-        report.histories[name] = [e for e in history if not e.is_empty()]
-    return report
+        _, last = judged_range(calendars[name], start, end)
+        history = repo.list(key, None, last)
+        athletes.append(judged_report(name, history, calendars[name], start, end))
+        histories[name] = [e for e in history if not e.is_empty()]
+    if not athletes:
+        raise NotFoundError(NO_ATHLETES)
+    return TeamReport(min(a.start for a in athletes), max(a.end for a in athletes), athletes, team, generated_at,
+                      histories)
 
 
 # -- pulse coach athletes -----------------------------------------------------------------------------
-def athlete_rows(conn: sqlite3.Connection, keys: dict[str, str], end: dt.date) -> list[dict[str, Any]]:
-    """Per athlete, as of `end`: last entry, last sync, days logged in the last 7 and 28 days, open flags."""
+def athlete_rows(
+    conn: sqlite3.Connection, keys: dict[str, str], calendars: Mapping[str, Calendar], asked: dt.date | None
+) -> list[dict[str, Any]]:
+    """Per athlete, as of their today (or `asked`, when earlier): last entry, last sync, days logged in
+    the last 7 and 28 days, open flags, and whose calendar the days are counted in."""
     repo = SqliteEntryRepository(conn)
     synced = _last_stamps(conn)
     rows = []
     for name, key in keys.items():
+        _, end = judged_range(calendars[name], None, asked)
         live = [e for e in repo.list(key, None, end) if not e.is_empty()]
         days = {e.date for e in live}
         open_flags = flags(live, end)
         rows.append({
             "athlete": name,
+            "as_of": end.isoformat(),
+            **calendars[name].as_json(),
             "last_entry": max(days).isoformat() if days else None,
             "last_sync": synced.get(key),
             "days_7": sum(1 for d in days if (end - d).days < 7),

@@ -36,7 +36,16 @@ from reportlab.platypus import (  # type: ignore[import-untyped, unused-ignore]
 
 from pulse_cli.reports_render import svg
 from pulse_cli.reports_render.model import Series, TeamReport
-from pulse_cli.reports_render.text import athletes_count, flag_numbers, label, number, percent, readiness_text
+from pulse_cli.reports_render.text import (
+    as_of_text,
+    athletes_count,
+    calendar_text,
+    flag_numbers,
+    label,
+    number,
+    percent,
+    readiness_text,
+)
 from pulse_core.insights import TREND_METRICS
 from pulse_core.reports import AthleteReport
 
@@ -61,7 +70,7 @@ def render_pdf(report: TeamReport) -> bytes:
     small = ParagraphStyle("small", parent=styles["BodyText"], fontSize=8, leading=10)
     story: list[Any] = [
         Paragraph(escape(title), styles["Title"]),
-        Paragraph(escape(f"{athletes_count(len(report.athletes))}, evaluated as of {report.end.isoformat()}; generated"
+        Paragraph(escape(f"{athletes_count(len(report.athletes))}, {as_of_text(report)}; generated"
                          f" {report.generated_at}. Averages are over the days that have a value; missing days are"
                          " gaps, never zero. Charts: each day's value with the band of mean ± SD of the 28 days"
                          " before it."), small),
@@ -95,7 +104,7 @@ def _athlete(report: TeamReport, a: AthleteReport, styles: Any, small: Paragraph
     parts: list[Any] = [
         Paragraph(escape(a.athlete), styles["Heading2"]),
         Paragraph(escape(f"Compliance: {a.days_logged} of {a.days_in_range} days logged ({percent(a.compliance)});"
-                         f" last entry {last}."), small),
+                         f" last entry {last}. {calendar_text(a)}"), small),
         Spacer(1, 4),
         _table(("Metric", "Mean over the range", "7-day avg", "28-day avg", f"Readiness on {a.end.isoformat()}"),
                [(label(m), number(m, a.range_means.get(m)), number(m, a.rolling_7.get(m)),

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pulse_cli.reports_render.model import TeamReport
+    from pulse_core.reports import AthleteReport
 
 LABELS: dict[str, tuple[str, str]] = {
     "sleep_hours": ("Sleep", "h"),
@@ -58,3 +62,32 @@ def flag_numbers(numbers: dict[str, Any]) -> str:
         shown = ", ".join(str(v) for v in value) if isinstance(value, list) else "–" if value is None else str(value)
         parts.append(f"{key.replace('_', ' ')} {shown}")
     return "; ".join(parts)
+
+
+def zone_label(utc_offset_min: int) -> str:
+    """Minutes east of UTC as `UTC+14:00`, `UTC-11:00`, `UTC+05:45`."""
+    sign = "-" if utc_offset_min < 0 else "+"
+    hours, minutes = divmod(abs(utc_offset_min), 60)
+    return f"UTC{sign}{hours:02d}:{minutes:02d}"
+
+
+def calendar_text(a: AthleteReport) -> str:
+    """Whose days an athlete's figures count, and the range they cover."""
+    span = f"{a.start.isoformat()} to {a.end.isoformat()}"
+    cal = a.calendar
+    if cal is None:
+        return f"Range {span}."
+    if cal.utc_offset_min is not None:
+        return (f"Range {span}, in the athlete's calendar ({zone_label(cal.utc_offset_min)}, where today is"
+                f" {cal.today.isoformat()}).")
+    return (f"Range {span}, in this device's calendar (today {cal.today.isoformat()}): the athlete's zone is not"
+            " known here (their devices never pushed one, or this device has not synced since).")
+
+
+def as_of_text(report: TeamReport) -> str:
+    """"evaluated as of D", or each athlete's own day when their calendars put them on different days."""
+    ends = sorted({a.end for a in report.athletes})
+    if len(ends) <= 1:
+        return f"evaluated as of {report.end.isoformat()}"
+    return (f"each evaluated as of their own last day ({ends[0].isoformat()} to {ends[-1].isoformat()}: the"
+            " earlier of --to and their today)")

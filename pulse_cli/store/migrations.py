@@ -158,6 +158,19 @@ CREATE INDEX outbox_sent_at ON outbox (sent_at) WHERE status <> 'pending';
 """,
     ),
     (
+        "0004_athlete_zones",
+        """
+-- A coach's athletes as the server last listed them (GET /v1/grants, at each sync), with the zone each
+-- one's devices last pushed from, in minutes east of UTC (NULL: never told). The coach commands count
+-- each athlete's days in that zone, offline (docs/reports.md).
+CREATE TABLE athlete_zones (
+    username TEXT PRIMARY KEY,
+    utc_offset_min INTEGER CHECK (utc_offset_min BETWEEN -840 AND 840),
+    fetched_at TEXT NOT NULL
+) WITHOUT ROWID;
+""",
+    ),
+    (
         "0005_reflected",
         """
 -- An acknowledged mutation the server copy is known to show (applying it there would change nothing):

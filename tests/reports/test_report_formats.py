@@ -26,8 +26,10 @@ def test_json_has_every_athlete_with_the_documented_fields(team_files: dict[str,
     assert (data["from"], data["to"]) == ("2016-04-12", "2016-05-12")
     assert len(data["athletes"]) == TEAM and all(a["athlete"].startswith("fitbit-") for a in data["athletes"])
     for athlete in data["athletes"]:
-        assert set(athlete) == {"athlete", "from", "to", "days_logged", "days_in_range", "compliance", "last_entry",
-                                "rolling_7d", "rolling_28d", "range_means", "readiness", "flags", "weeks"}
+        assert set(athlete) == {"athlete", "today", "utc_offset_min", "calendar", "from", "to", "days_logged",
+                                "days_in_range", "compliance", "last_entry", "rolling_7d", "rolling_28d",
+                                "range_means", "readiness", "flags", "weeks"}
+        assert (athlete["utc_offset_min"], athlete["calendar"]) == (None, "coach")  # seeded: no zone was pushed
         assert set(athlete["rolling_7d"]) == set(METRICS)
         assert set(athlete["readiness"]) == {"hrv_ms", "sleep_hours"}
     assert {row["athlete"] for row in data["team"]} == {a["athlete"] for a in data["athletes"]}

@@ -20,6 +20,7 @@ from pulse_cli.reports_render.markdown import table
 from pulse_cli.reports_render.model import (
     Band,
     Series,
+    athlete_calendars,
     athlete_rows,
     build_report,
     chart_series,
@@ -33,9 +34,16 @@ from pulse_cli.store.entries import SqliteEntryRepository
 from pulse_core.entry import Entry
 from pulse_core.errors import NotFoundError, UsageError
 from pulse_core.insights import baseline
+from pulse_core.reports import Calendar
 from pulse_core.score import rescore
 
 START, END = dt.date(2026, 3, 1), dt.date(2026, 4, 30)
+NOW = dt.datetime(2026, 4, 30, 12, 0, tzinfo=dt.UTC)  # noon UTC on END: every zone is on END or a day off
+
+
+def _calendars(store: sqlite3.Connection) -> dict[str, Calendar]:
+    """Each athlete of the store's roster as this device sees them on END (no zone known: this device's)."""
+    return athlete_calendars(store, roster(store), NOW, END)
 
 
 def _entry(user: str, day: dt.date, stamp_ms: int = 1_780_000_000_000, **values: object) -> Entry:
@@ -127,6 +135,46 @@ def test_the_roster_is_the_athletes_or_on_an_athletes_own_device_the_owner(store
     assert roster(store) == {"kim": ""}
 
 
+def test_each_athlete_is_placed_by_the_zone_the_last_sync_kept_and_the_owner_by_this_device(
+    store: sqlite3.Connection,
+) -> None:
+    store.executemany("INSERT INTO athlete_zones (username, utc_offset_min, fetched_at) VALUES (?, ?, 'then')",
+                      [("ana", 14 * 60), ("bo", None)])
+    evening = dt.datetime(2026, 4, 30, 20, 0, tzinfo=dt.UTC)  # 2026-05-01 10:00 for ana
+    calendars = athlete_calendars(store, roster(store), evening, END)
+    assert calendars == {"ana": Calendar(dt.date(2026, 5, 1), 840), "bo": Calendar(END, None)}
+    rows = {r["athlete"]: r for r in athlete_rows(store, roster(store), calendars, None)}
+    assert (rows["ana"]["as_of"], rows["ana"]["today"], rows["ana"]["calendar"]) == ("2026-05-01", "2026-05-01",
+                                                                                       "athlete")
+    assert (rows["bo"]["as_of"], rows["bo"]["utc_offset_min"], rows["bo"]["calendar"]) == ("2026-04-30", None, "coach")
+    report = build_report(store, roster(store), calendars, None, None, False, "now")
+    assert [(a.start, a.end) for a in report.athletes] == [(dt.date(2026, 4, 4), dt.date(2026, 5, 1)),
+                                                          (dt.date(2026, 4, 3), END)]
+    assert (report.start, report.end) == (dt.date(2026, 4, 3), dt.date(2026, 5, 1))  # the span of both
+    markdown = str(render(report, "md"))
+    assert "each evaluated as of their own last day (2026-04-30 to 2026-05-01" in markdown
+    assert "in the athlete's calendar (UTC+14:00, where today is 2026-05-01)" in markdown
+    assert "in this device's calendar (today 2026-04-30): the athlete's zone is not known here" in markdown
+    # On an athlete's own device the owner's days are this device's, in its zone.
+    store.execute("DELETE FROM entries WHERE user_id != ''")
+    SqliteEntryRepository(store).save(_entry("", END, steps=100))
+    assert athlete_calendars(store, roster(store), evening, END, -5 * 60) == {"kim": Calendar(END, -300)}
+
+
+def test_a_range_not_yet_begun_for_one_athlete_renders_as_empty_in_every_format(store: sqlite3.Connection) -> None:
+    """--from 2026-05-01 is ana's today in Kiritimati but still tomorrow for bo, whose zone is this device's."""
+    store.execute("INSERT INTO athlete_zones (username, utc_offset_min, fetched_at) VALUES ('ana', 840, 'then')")
+    calendars = athlete_calendars(store, roster(store), dt.datetime(2026, 4, 30, 20, 0, tzinfo=dt.UTC), END)
+    day = dt.date(2026, 5, 1)
+    report = build_report(store, roster(store), calendars, day, day, True, "2026-04-30T20:00:00Z")
+    out = {fmt: render(report, fmt) for fmt in ("md", "csv", "json", "html", "pdf", "fhir")}
+    bo = json.loads(str(out["json"]))["athletes"][1]
+    assert (bo["from"], bo["to"], bo["days_in_range"], bo["days_logged"], bo["weeks"]) == \
+        ("2026-05-01", "2026-04-30", 0, 0, [])
+    assert "## bo\n\nCompliance: 0 of 0 days logged (0.0%)" in str(out["md"])
+    assert isinstance(out["pdf"], bytes) and out["pdf"].startswith(b"%PDF")
+
+
 def test_athletes_are_chosen_by_name_or_pattern_in_the_devices_order() -> None:
     available = ["fitbit-1", "fitbit-2", "welltory-a"]
     assert select_athletes(available, []) == available
@@ -138,7 +186,7 @@ def test_athletes_are_chosen_by_name_or_pattern_in_the_devices_order() -> None:
 
 
 def test_coach_athletes_rows_count_days_and_read_last_sync_from_the_newest_stamp(store: sqlite3.Connection) -> None:
-    rows = {r["athlete"]: r for r in athlete_rows(store, roster(store), END)}
+    rows = {r["athlete"]: r for r in athlete_rows(store, roster(store), _calendars(store), END)}
     days = {r[0] for r in store.execute("SELECT date FROM entries WHERE user_id = 'ana'")}
     assert rows["ana"]["days_7"] == sum(1 for d in days if d > (END - dt.timedelta(days=7)).isoformat())
     assert rows["ana"]["days_28"] == sum(1 for d in days if d > (END - dt.timedelta(days=28)).isoformat())
@@ -150,7 +198,7 @@ def test_coach_athletes_rows_count_days_and_read_last_sync_from_the_newest_stamp
 
 
 def test_every_format_renders_a_small_team(store: sqlite3.Connection) -> None:
-    report = build_report(store, roster(store), START, END, True, "2026-05-01T00:00:00Z")
+    report = build_report(store, roster(store), _calendars(store), START, END, True, "2026-05-01T00:00:00Z")
     out = {fmt: render(report, fmt) for fmt in ("md", "csv", "json", "html", "pdf")}
     assert isinstance(out["pdf"], bytes) and out["pdf"].startswith(b"%PDF")
     assert len(re.findall(rb"/Type\s*/Page[^s]", out["pdf"])) >= 3
@@ -197,7 +245,7 @@ def test_pulse_log_and_help_load_no_report_code(tmp_path: Path) -> None:
 
 
 def test_without_reportlab_a_pdf_is_one_clear_error(store: sqlite3.Connection, monkeypatch: pytest.MonkeyPatch) -> None:
-    report = build_report(store, roster(store), START, END, False, "now")
+    report = build_report(store, roster(store), _calendars(store), START, END, False, "now")
     monkeypatch.delitem(sys.modules, "pulse_cli.reports_render.pdf", raising=False)
     for name in [m for m in sys.modules if m == "reportlab" or m.startswith("reportlab.")] + ["reportlab"]:
         monkeypatch.setitem(sys.modules, name, None)
