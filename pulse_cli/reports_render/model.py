@@ -3,32 +3,37 @@
 A coach's device holds every granting athlete's entries in its local view (`entries`), keyed by the
 athlete's username; the device owner's own rows are keyed ''. The figures are pulse_core.reports';
 this module only chooses whose, over which days, and adds the daily series the charts draw.
+
+Costs follow what a report shows, not how much is stored: an athlete's rows are read only from the
+first day a figure or chart of the range looks at (`window_start`), plus their latest entry before
+it (for "last entry"); and only one athlete's rows are in memory at a time (a format that lists rows
+or draws charts reads them again as it writes that athlete).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import fnmatch
 import math
 import sqlite3
 from collections import deque
-from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any, NamedTuple
 
 from pulse_cli.store.connection import read_meta
-from pulse_cli.store.entries import SqliteEntryRepository
 from pulse_core.entry import MERGE_FIELDS, Entry
 from pulse_core.errors import NotFoundError, UsageError
 from pulse_core.insights import BASELINE_DAYS, TREND_METRICS, metric_value
-from pulse_core.reports import AthleteReport, athlete_report, flags, team_rollup
+from pulse_core.reports import HRV_LOOKBACK_DAYS, AthleteReport, athlete_report, flags, team_rollup
 
 OWNER = ""
 STAMP_COLUMNS = tuple(f"{f}_hlc" for f in (*MERGE_FIELDS, "deleted"))
 
 
-@dataclass(frozen=True)
-class Band:
+class Band(NamedTuple):  # a tuple: a team's year draws 365,000 of them
     """Mean and sample SD of the BASELINE_DAYS days before one day (None until two values exist)."""
 
     mean: float
@@ -49,14 +54,24 @@ class Series:
         return any(v is not None for v in self.values)
 
 
+def _no_rows(athlete: str) -> list[Entry]:
+    return []
+
+
 @dataclass
 class TeamReport:
+    """The figures of every athlete (for the roll-up and the formats that show figures only), and the
+    way to read one athlete's rows again (`rows`, `series`) for the formats that list or chart them.
+
+    The figures keep no rows (each AthleteReport's `entries` is empty): 200 athletes' years would be
+    73,000 entries, ~1.4 KB each, held until the last page is written."""
+
     start: dt.date
     end: dt.date
     athletes: list[AthleteReport]
     team: bool
     generated_at: str
-    histories: dict[str, list[Entry]] = field(default_factory=dict)  # live entries up to `end`
+    read: Callable[[str], list[Entry]] = _no_rows  # an athlete's live, non-empty entries from window_start
     server: str | None = None  # the sync server whose usernames these are (a FHIR Patient's identifier)
 
     @property
@@ -72,9 +87,13 @@ class TeamReport:
             "team": self.rollup if self.team else None,
         }
 
+    def rows(self, athlete: str) -> list[Entry]:
+        """One athlete's live entries of the range, in date order (what the CSV and FHIR formats list)."""
+        return [e for e in self.read(athlete) if self.start <= e.date <= self.end]
+
     def series(self, athlete: str) -> list[Series]:
         """The charts of one athlete: each metric (and the score) over the range with its baseline band."""
-        return chart_series(self.histories.get(athlete, []), self.start, self.end)
+        return chart_series(self.read(athlete), self.start, self.end)
 
 
 def roster(conn: sqlite3.Connection) -> dict[str, str]:
@@ -114,25 +133,70 @@ def build_report(
 ) -> TeamReport:
     """Each athlete's figures over `start`..`end`, evaluated as of `end` (the whole history before it counts).
 
-    `keys` maps each athlete to report (display name) to the user key of their rows, in report order."""
-    repo = SqliteEntryRepository(conn)
-    report = TeamReport(start, end, [], team, generated_at)
+    `keys` maps each athlete to report (display name) to the user key of their rows, in report order.
+    Only the rows from `window_start(start, end)` on are read (and the latest before), one athlete at a time."""
+    first = window_start(start, end)
+
+    def read(name: str) -> list[Entry]:
+        return [e for e in report_rows(conn, keys[name], first, end) if not e.is_empty()]
+
+    report = TeamReport(start, end, [], team, generated_at, read)
     for name, key in keys.items():
-        history = repo.list(key, None, end)
-        figures = athlete_report(name, history, start, end)
-        report.athletes.append(figures)
-        report.histories[name] = [e for e in history if not e.is_empty()]
+        figures = athlete_report(name, report_rows(conn, key, first, end), start, end)
+        report.athletes.append(dataclasses.replace(figures, entries=[]))
     return report
+
+
+def window_start(start: dt.date, end: dt.date) -> dt.date:
+    """The first day any figure or chart of a report from `start` to `end` looks at.
+
+    Charts: the band of each day of the range is the BASELINE_DAYS days before it. Figures as of `end`:
+    the 28-day average and readiness look 28 days back; the HRV flag compares the latest reading of the
+    last HRV_LOOKBACK_DAYS days with the BASELINE_DAYS days before that reading (34 days back)."""
+    flags_from = end - dt.timedelta(days=HRV_LOOKBACK_DAYS - 1 + BASELINE_DAYS)
+    return min(start - dt.timedelta(days=BASELINE_DAYS), flags_from)
+
+
+_ANY_VALUE = " OR ".join(f"{f} IS NOT NULL" for f in MERGE_FIELDS)
+# What reports read of a row: the values and each value's source (the FHIR export tags it), not the
+# stamps (the merge's business): a third of the columns, and an Entry built without two dict lookups a field.
+_VALUES = ("date", "sleep_hours", "hrv_ms", "hrv_method", "steps", "weight_kg", "note", "score", "score_version")
+_SOURCES = tuple(f"{f}_src" for f in MERGE_FIELDS)
+_SELECT = f"SELECT {', '.join(_VALUES + _SOURCES)} FROM entries WHERE user_id = ? AND deleted = 0"
+
+
+def report_rows(conn: sqlite3.Connection, key: str, first: dt.date, end: dt.date) -> list[Entry]:
+    """One user's live entries from `first` to `end`, after their latest non-empty one before `first`
+    (when there is one): all that any figure or chart as of `end` reads.
+
+    That one row carries what the window cannot: the last entry, and the days since it, when the window
+    holds none. Every other figure is bounded by dates, so it changes nothing else. (The HRV chart
+    follows the method of the latest reading; with no reading in the window it has nothing to draw.)"""
+    day = first.isoformat()
+    before = conn.execute(f"{_SELECT} AND date < ? AND ({_ANY_VALUE}) ORDER BY date DESC LIMIT 1", (key, day))
+    rows = conn.execute(f"{_SELECT} AND date >= ? AND date <= ? ORDER BY date", (key, day, end.isoformat()))
+    return [_entry(key, row) for row in (*before, *rows)]
+
+
+def _entry(key: str, row: tuple[Any, ...]) -> Entry:
+    date, sleep, hrv, method, steps, weight, note, score, version, *sources = row
+    return Entry(key, dt.date.fromisoformat(date), _decimal(sleep), _decimal(hrv), method, steps, _decimal(weight),
+                 note, score, version, False, {},
+                 {name: source for name, source in zip(MERGE_FIELDS, sources, strict=True) if source is not None})
+
+
+def _decimal(value: str | None) -> Decimal | None:
+    return None if value is None else Decimal(value)
 
 
 # -- pulse coach athletes -----------------------------------------------------------------------------
 def athlete_rows(conn: sqlite3.Connection, keys: dict[str, str], end: dt.date) -> list[dict[str, Any]]:
     """Per athlete, as of `end`: last entry, last sync, days logged in the last 7 and 28 days, open flags."""
-    repo = SqliteEntryRepository(conn)
     synced = _last_stamps(conn)
+    first = window_start(end, end)
     rows = []
     for name, key in keys.items():
-        live = [e for e in repo.list(key, None, end) if not e.is_empty()]
+        live = [e for e in report_rows(conn, key, first, end) if not e.is_empty()]
         days = {e.date for e in live}
         open_flags = flags(live, end)
         rows.append({
@@ -182,19 +246,20 @@ def trailing_bands(by_day: dict[dt.date, float], days: Sequence[dt.date]) -> lis
     """For each day, mean ± sample SD of the values in the BASELINE_DAYS days before it (a sliding window)."""
     if not days:
         return []
-    window: deque[tuple[dt.date, float]] = deque()
+    window: deque[tuple[int, float]] = deque()  # (day ordinal, value), in date order
     first = days[0] - dt.timedelta(days=BASELINE_DAYS)
-    pending = sorted((d, v) for d, v in by_day.items() if first <= d < days[-1])
-    i = 0
+    pending = sorted((d.toordinal(), v) for d, v in by_day.items() if first <= d < days[-1])
+    i, count = 0, len(pending)
     total = squares = 0.0
     out: list[Band | None] = []
     for day in days:
-        while i < len(pending) and pending[i][0] < day:
+        today = day.toordinal()
+        while i < count and pending[i][0] < today:
             window.append(pending[i])
             total += pending[i][1]
             squares += pending[i][1] ** 2
             i += 1
-        while window and window[0][0] < day - dt.timedelta(days=BASELINE_DAYS):
+        while window and window[0][0] < today - BASELINE_DAYS:
             _, old = window.popleft()
             total -= old
             squares -= old ** 2
