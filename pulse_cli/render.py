@@ -89,16 +89,18 @@ def day(view: DayView) -> None:
 
 
 def history(rows: Sequence[Entry], first: dt.date, last: dt.date) -> None:
+    from pulse_cli.history_table import MISSING, HistoryTable
+
+    def value(v: Any) -> str:
+        return MISSING if v is None else _fmt(v)
+
     days = (last - first).days + 1
-    table = Table(title=f"{first.isoformat()} to {last.isoformat()}: {len(rows)} of {days} days logged")
-    for header in ("Date", "Sleep h", "HRV ms", "Steps", "Weight kg", "Score", "Note"):
-        table.add_column(header, justify="left" if header in ("Date", "Note") else "right",
-                         no_wrap=header != "Note", overflow="ellipsis")
-    for row in rows:
-        hrv = _fmt(row.hrv_ms) + (" sdnn" if row.hrv_method == "sdnn" else "")
-        table.add_row(row.date.isoformat(), _fmt(row.sleep_hours), hrv, _fmt(row.steps), _fmt(row.weight_kg),
-                      _fmt(row.score), row.note or "")
-    console.print(table)
+    console.print(HistoryTable(
+        f"{first.isoformat()} to {last.isoformat()}: {len(rows)} of {days} days logged",
+        [(row.date.isoformat(), value(row.sleep_hours),
+          value(row.hrv_ms) + (" sdnn" if row.hrv_method == "sdnn" else ""), value(row.steps),
+          value(row.weight_kg), value(row.score), row.note or "") for row in rows],
+    ))
     by_day = {e.date: e for e in rows}
     dates = [first + dt.timedelta(days=i) for i in range(days)]
     series = {

@@ -11,6 +11,6 @@ from pulse_cli.reports_render.model import TeamReport
 
 def render_fhir(report: TeamReport) -> str:
     """The same days as the CSV report (each athlete's live entries from --from to --to)."""
-    people = [Person(a.athlete, report.server, a.entries) for a in report.athletes]
+    people = [Person(a.athlete, report.server, report.rows(a.athlete)) for a in report.athletes]
     generated = dt.datetime.fromisoformat(report.generated_at.replace("Z", "+00:00"))
     return json.dumps(bundle(people, generated), indent=2, ensure_ascii=False) + "\n"

@@ -5,25 +5,32 @@ athlete's username; the device owner's own rows are keyed ''. The figures are pu
 this module only chooses whose, over which days, and adds the daily series the charts draw. Each
 athlete's days are counted in their own calendar: their zone as the last sync learned it
 (`athlete_zones`), else the coach's (docs/reports.md).
+
+Costs follow what a report shows, not how much is stored: an athlete's rows are read only from the
+first day a figure or chart of the range looks at (`window_start`), plus their latest entry before
+it (for "last entry"); and only one athlete's rows are in memory at a time (a format that lists rows
+or draws charts reads them again as it writes that athlete).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import fnmatch
 import math
 import sqlite3
 from collections import deque
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any, NamedTuple
 
 from pulse_cli.store.connection import read_meta
-from pulse_cli.store.entries import SqliteEntryRepository
 from pulse_core.entry import MERGE_FIELDS, Entry
 from pulse_core.errors import NotFoundError, UsageError
 from pulse_core.insights import BASELINE_DAYS, TREND_METRICS, metric_value
 from pulse_core.reports import (
+    HRV_LOOKBACK_DAYS,
     AthleteReport,
     Calendar,
     athlete_calendar,
@@ -38,8 +45,7 @@ NO_ATHLETES = "athletes: none on this device; sign in as a coach (pulse login) a
 STAMP_COLUMNS = tuple(f"{f}_hlc" for f in (*MERGE_FIELDS, "deleted"))
 
 
-@dataclass(frozen=True)
-class Band:
+class Band(NamedTuple):  # a tuple: a team's year draws 365,000 of them
     """Mean and sample SD of the BASELINE_DAYS days before one day (None until two values exist)."""
 
     mean: float
@@ -60,14 +66,24 @@ class Series:
         return any(v is not None for v in self.values)
 
 
+def _no_rows(athlete: str) -> list[Entry]:
+    return []
+
+
 @dataclass
 class TeamReport:
+    """The figures of every athlete (for the roll-up and the formats that show figures only), and the
+    way to read one athlete's rows again (`rows`, `series`) for the formats that list or chart them.
+
+    The figures keep no rows (each AthleteReport's `entries` is empty): 200 athletes' years would be
+    73,000 entries, ~1.4 KB each, held until the last page is written."""
+
     start: dt.date  # the span of the athletes' ranges, which end on different days in different zones
     end: dt.date
     athletes: list[AthleteReport]
     team: bool
     generated_at: str
-    histories: dict[str, list[Entry]] = field(default_factory=dict)  # live entries up to each athlete's end
+    read: Callable[[str], list[Entry]] = _no_rows  # an athlete's live, non-empty entries from window_start
     server: str | None = None  # the sync server whose usernames these are (a FHIR Patient's identifier)
 
     @property
@@ -83,10 +99,18 @@ class TeamReport:
             "team": self.rollup if self.team else None,
         }
 
+    def rows(self, athlete: str) -> list[Entry]:
+        """One athlete's live entries of their range, in date order (what the CSV and FHIR formats list)."""
+        figures = self._figures(athlete)
+        return [e for e in self.read(athlete) if figures.start <= e.date <= figures.end]
+
     def series(self, athlete: str) -> list[Series]:
         """The charts of one athlete: each metric (and the score) over their range with its baseline band."""
-        figures = next(a for a in self.athletes if a.athlete == athlete)
-        return chart_series(self.histories.get(athlete, []), figures.start, figures.end)
+        figures = self._figures(athlete)
+        return chart_series(self.read(athlete), figures.start, figures.end)
+
+    def _figures(self, athlete: str) -> AthleteReport:
+        return next(a for a in self.athletes if a.athlete == athlete)
 
 
 def athlete_calendars(
@@ -141,18 +165,66 @@ def build_report(
     """Each athlete's figures over their own range (`judged_range`: `start`..`end`, never past their
     today), evaluated as of its last day (the whole history before it counts).
 
-    `keys` maps each athlete to report (display name) to the user key of their rows, in report order."""
-    repo = SqliteEntryRepository(conn)
-    athletes, histories = [], {}
+    `keys` maps each athlete to report (display name) to the user key of their rows, in report order.
+    Only the rows from `window_start` of their range on are read (and the latest before), one athlete at
+    a time."""
+    windows: dict[str, tuple[dt.date, dt.date]] = {}
+    athletes = []
     for name, key in keys.items():
-        _, last = judged_range(calendars[name], start, end)
-        history = repo.list(key, None, last)
-        athletes.append(judged_report(name, history, calendars[name], start, end))
-        histories[name] = [e for e in history if not e.is_empty()]
+        first, last = judged_range(calendars[name], start, end)
+        windows[name] = (window_start(first, last), last)
+        figures = judged_report(name, report_rows(conn, key, *windows[name]), calendars[name], start, end)
+        athletes.append(dataclasses.replace(figures, entries=[]))
     if not athletes:
         raise NotFoundError(NO_ATHLETES)
+
+    def read(name: str) -> list[Entry]:
+        return [e for e in report_rows(conn, keys[name], *windows[name]) if not e.is_empty()]
+
     return TeamReport(min(a.start for a in athletes), max(a.end for a in athletes), athletes, team, generated_at,
-                      histories)
+                      read)
+
+
+def window_start(start: dt.date, end: dt.date) -> dt.date:
+    """The first day any figure or chart of a report from `start` to `end` looks at.
+
+    Charts: the band of each day of the range is the BASELINE_DAYS days before it. Figures as of `end`:
+    the 28-day average and readiness look 28 days back; the HRV flag compares the latest reading of the
+    last HRV_LOOKBACK_DAYS days with the BASELINE_DAYS days before that reading (34 days back)."""
+    flags_from = end - dt.timedelta(days=HRV_LOOKBACK_DAYS - 1 + BASELINE_DAYS)
+    return min(start - dt.timedelta(days=BASELINE_DAYS), flags_from)
+
+
+_ANY_VALUE = " OR ".join(f"{f} IS NOT NULL" for f in MERGE_FIELDS)
+# What reports read of a row: the values and each value's source (the FHIR export tags it), not the
+# stamps (the merge's business): a third of the columns, and an Entry built without two dict lookups a field.
+_VALUES = ("date", "sleep_hours", "hrv_ms", "hrv_method", "steps", "weight_kg", "note", "score", "score_version")
+_SOURCES = tuple(f"{f}_src" for f in MERGE_FIELDS)
+_SELECT = f"SELECT {', '.join(_VALUES + _SOURCES)} FROM entries WHERE user_id = ? AND deleted = 0"
+
+
+def report_rows(conn: sqlite3.Connection, key: str, first: dt.date, end: dt.date) -> list[Entry]:
+    """One user's live entries from `first` to `end`, after their latest non-empty one before `first`
+    (when there is one): all that any figure or chart as of `end` reads.
+
+    That one row carries what the window cannot: the last entry, and the days since it, when the window
+    holds none. Every other figure is bounded by dates, so it changes nothing else. (The HRV chart
+    follows the method of the latest reading; with no reading in the window it has nothing to draw.)"""
+    day = first.isoformat()
+    before = conn.execute(f"{_SELECT} AND date < ? AND ({_ANY_VALUE}) ORDER BY date DESC LIMIT 1", (key, day))
+    rows = conn.execute(f"{_SELECT} AND date >= ? AND date <= ? ORDER BY date", (key, day, end.isoformat()))
+    return [_entry(key, row) for row in (*before, *rows)]
+
+
+def _entry(key: str, row: tuple[Any, ...]) -> Entry:
+    date, sleep, hrv, method, steps, weight, note, score, version, *sources = row
+    return Entry(key, dt.date.fromisoformat(date), _decimal(sleep), _decimal(hrv), method, steps, _decimal(weight),
+                 note, score, version, False, {},
+                 {name: source for name, source in zip(MERGE_FIELDS, sources, strict=True) if source is not None})
+
+
+def _decimal(value: str | None) -> Decimal | None:
+    return None if value is None else Decimal(value)
 
 
 # -- pulse coach athletes -----------------------------------------------------------------------------
@@ -161,12 +233,11 @@ def athlete_rows(
 ) -> list[dict[str, Any]]:
     """Per athlete, as of their today (or `asked`, when earlier): last entry, last sync, days logged in
     the last 7 and 28 days, open flags, and whose calendar the days are counted in."""
-    repo = SqliteEntryRepository(conn)
     synced = _last_stamps(conn)
     rows = []
     for name, key in keys.items():
         _, end = judged_range(calendars[name], None, asked)
-        live = [e for e in repo.list(key, None, end) if not e.is_empty()]
+        live = [e for e in report_rows(conn, key, window_start(end, end), end) if not e.is_empty()]
         days = {e.date for e in live}
         open_flags = flags(live, end)
         rows.append({
@@ -218,19 +289,20 @@ def trailing_bands(by_day: dict[dt.date, float], days: Sequence[dt.date]) -> lis
     """For each day, mean ± sample SD of the values in the BASELINE_DAYS days before it (a sliding window)."""
     if not days:
         return []
-    window: deque[tuple[dt.date, float]] = deque()
+    window: deque[tuple[int, float]] = deque()  # (day ordinal, value), in date order
     first = days[0] - dt.timedelta(days=BASELINE_DAYS)
-    pending = sorted((d, v) for d, v in by_day.items() if first <= d < days[-1])
-    i = 0
+    pending = sorted((d.toordinal(), v) for d, v in by_day.items() if first <= d < days[-1])
+    i, count = 0, len(pending)
     total = squares = 0.0
     out: list[Band | None] = []
     for day in days:
-        while i < len(pending) and pending[i][0] < day:
+        today = day.toordinal()
+        while i < count and pending[i][0] < today:
             window.append(pending[i])
             total += pending[i][1]
             squares += pending[i][1] ** 2
             i += 1
-        while window and window[0][0] < day - dt.timedelta(days=BASELINE_DAYS):
+        while window and window[0][0] < today - BASELINE_DAYS:
             _, old = window.popleft()
             total -= old
             squares -= old ** 2

@@ -1,30 +1,29 @@
 """The report as a PDF, made with reportlab (works offline). Imported only for `--format pdf`.
 
 The same sections as the HTML page: the team roll-up, then per athlete the figures, open flags,
-charts (the geometry of `svg`, drawn with reportlab's graphics) and the weekly table.
+charts (the geometry of `svg`, drawn straight on reportlab's canvas) and the weekly table.
+
+What it costs follows the pages, not the team: each athlete's flowables are made only when the layout
+reaches them (and dropped once drawn), so one athlete's rows and charts are in memory at a time. A
+chart is drawn with the canvas's own path operators: reportlab's graphics shapes validated every
+attribute of every point, most of the time of a team's year (bench/data_scale.py has the figures).
 """
 
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 from xml.sax.saxutils import escape
 
 # Typed when types-reportlab is installed, untyped (and still checked everywhere else) when not.
-from reportlab.graphics.shapes import (  # type: ignore[import-untyped, unused-ignore]
-    Circle,
-    Drawing,
-    Polygon,
-    PolyLine,
-    Rect,
-    String,
-)
 from reportlab.lib import colors  # type: ignore[import-untyped, unused-ignore]
 from reportlab.lib.pagesizes import A4  # type: ignore[import-untyped, unused-ignore]
 from reportlab.lib.styles import ParagraphStyle, getSampleStyleSheet  # type: ignore[import-untyped, unused-ignore]
 from reportlab.lib.units import mm  # type: ignore[import-untyped, unused-ignore]
 from reportlab.platypus import (  # type: ignore[import-untyped, unused-ignore]
+    Flowable,
     KeepTogether,
     PageBreak,
     Paragraph,
@@ -33,6 +32,7 @@ from reportlab.platypus import (  # type: ignore[import-untyped, unused-ignore]
     Table,
     TableStyle,
 )
+from reportlab.platypus.flowables import NullDraw  # type: ignore[import-untyped, unused-ignore]
 
 from pulse_cli.reports_render import svg
 from pulse_cli.reports_render.model import Series, TeamReport
@@ -64,7 +64,7 @@ TABLE_STYLE = TableStyle([
 def render_pdf(report: TeamReport) -> bytes:
     out = io.BytesIO()
     title = f"NGX Pulse report: {report.start.isoformat()} to {report.end.isoformat()}"
-    doc = SimpleDocTemplate(out, pagesize=A4, leftMargin=14 * mm, rightMargin=14 * mm, topMargin=14 * mm,
+    doc = _Document(out, pagesize=A4, leftMargin=14 * mm, rightMargin=14 * mm, topMargin=14 * mm,
                             bottomMargin=14 * mm, title=title, author="NGX Pulse", creator="pulse report")
     styles = getSampleStyleSheet()
     small = ParagraphStyle("small", parent=styles["BodyText"], fontSize=8, leading=10)
@@ -83,11 +83,29 @@ def render_pdf(report: TeamReport) -> bytes:
         story.append(_table(("Athlete", "Open flags", "Flags", "Compliance", "Last entry", "Score 7-day avg"), rows,
                             text=(2,)))
     for i, athlete in enumerate(report.athletes):
-        if i or report.team:
-            story.append(PageBreak())
-        story.extend(_athlete(report, athlete, styles, small))
+        story.append(_Later(partial(_section, report, athlete, bool(i or report.team), styles, small)))
     doc.build(story)
     return out.getvalue()
+
+
+def _section(report: TeamReport, athlete: AthleteReport, new_page: bool, styles: Any, small: ParagraphStyle
+             ) -> list[Any]:
+    return [PageBreak()] * new_page + _athlete(report, athlete, styles, small)
+
+
+class _Later(NullDraw):  # type: ignore[misc]
+    """Stands in the story for flowables made only when the layout reaches it (an athlete's section)."""
+
+    def __init__(self, make: Callable[[], list[Any]]) -> None:
+        super().__init__()
+        self.make = make
+
+
+class _Document(SimpleDocTemplate):  # type: ignore[misc]
+    def filterFlowables(self, flowables: list[Any]) -> None:
+        """reportlab's hook before each flowable is laid out: put a section's flowables in its place."""
+        while flowables and isinstance(flowables[0], _Later):
+            flowables[0:1] = flowables[0].make()
 
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], text: Sequence[int] = ()) -> Table:
@@ -116,7 +134,7 @@ def _athlete(report: TeamReport, a: AthleteReport, styles: Any, small: Paragraph
                                f" <i>({escape(flag_numbers(f.numbers))})</i>", small) for f in a.flags)
     else:
         parts.append(Paragraph("None.", small))
-    charts = [_drawing(s) for s in report.series(a.athlete)]
+    charts = [Chart(s) for s in report.series(a.athlete)]
     grid = [charts[i:i + 2] + [""] * (2 - len(charts[i:i + 2])) for i in range(0, len(charts), 2)]
     parts += [Paragraph("Charts", styles["Heading4"]), Table(grid, hAlign="LEFT")]
     parts.append(Paragraph("Weekly", styles["Heading4"]))
@@ -129,35 +147,64 @@ def _athlete(report: TeamReport, a: AthleteReport, styles: Any, small: Paragraph
     return [KeepTogether(parts[:5]), *parts[5:]]
 
 
-def _drawing(series: Series) -> Drawing:
-    geo = svg.geometry(series, CHART_W, CHART_H)
-    h = geo.height
-    drawing = Drawing(geo.width, geo.height)
+class Chart(Flowable):  # type: ignore[misc]
+    """One chart (the geometry of `svg`), drawn with the canvas's path operators."""
 
-    def flip(points: list[tuple[float, float]]) -> list[float]:
-        return [c for x, y in points for c in (x, h - y)]
+    def __init__(self, series: Series) -> None:
+        super().__init__()
+        self.series = series
+        self.width, self.height = CHART_W, CHART_H
 
-    left, top, right, bottom = geo.plot
-    drawing.add(String(2, h - 12, geo.title, fontName="Helvetica-Bold", fontSize=8, fillColor=colors.HexColor(svg.INK)))
-    frame = Rect(left, h - bottom, right - left, bottom - top)
-    frame.fillColor, frame.strokeColor, frame.strokeWidth = None, colors.HexColor(svg.GRID), 0.5
-    drawing.add(frame)
-    if not series.has_values:
-        drawing.add(String((left + right) / 2, h - (top + bottom) / 2, "no values in this range", fontSize=7,
-                           textAnchor="middle", fillColor=colors.HexColor(svg.INK)))
-    band = colors.Color(0.576, 0.773, 0.992, alpha=0.45)
-    for polygon in geo.bands:
-        drawing.add(Polygon(flip(polygon), fillColor=band, strokeColor=None, strokeWidth=0))
-    for mean in geo.means:
-        drawing.add(PolyLine(flip(mean), strokeColor=colors.HexColor(svg.MEAN), strokeWidth=0.6,
-                             strokeDashArray=[2, 2]))
-    for line in geo.lines:
-        drawing.add(PolyLine(flip(line), strokeColor=colors.HexColor(svg.LINE), strokeWidth=1))
-    for x, y in geo.markers:
-        drawing.add(Circle(x, h - y, 1.4, fillColor=colors.HexColor(svg.LINE), strokeColor=None))
-    for y, text in geo.y_labels:
-        drawing.add(String(left - 3, h - y - 2.5, text, fontSize=6.5, textAnchor="end",
-                           fillColor=colors.HexColor(svg.INK)))
-    for x, text, anchor in geo.x_labels:
-        drawing.add(String(x, 4, text, fontSize=6.5, textAnchor=anchor, fillColor=colors.HexColor(svg.INK)))
-    return drawing
+    def wrap(self, available_width: float, available_height: float) -> tuple[float, float]:
+        return self.width, self.height
+
+    def draw(self) -> None:
+        canvas = self.canv
+        geo = svg.geometry(self.series, CHART_W, CHART_H)
+        h = geo.height
+        left, top, right, bottom = geo.plot
+        ink = colors.HexColor(svg.INK)
+        canvas.setFont("Helvetica-Bold", 8)
+        canvas.setFillColor(ink)
+        canvas.drawString(2, h - 12, geo.title)
+        canvas.setStrokeColor(colors.HexColor(svg.GRID))
+        canvas.setLineWidth(0.5)
+        canvas.rect(left, h - bottom, right - left, bottom - top, stroke=1, fill=0)
+        canvas.setFont("Helvetica", 7)
+        if not self.series.has_values:
+            canvas.drawCentredString((left + right) / 2, h - (top + bottom) / 2, "no values in this range")
+        canvas.saveState()
+        canvas.setFillColor(colors.Color(0.576, 0.773, 0.992, alpha=0.45))
+        for polygon in geo.bands:
+            canvas.addLiteral(_path(polygon, h, close=True) + " f*")  # fill (even-odd, as reportlab's default)
+        canvas.restoreState()
+        canvas.saveState()
+        canvas.setStrokeColor(colors.HexColor(svg.MEAN))
+        canvas.setLineWidth(0.6)
+        canvas.setDash([2, 2])
+        for mean in geo.means:
+            canvas.addLiteral(_path(mean, h) + " S")  # stroke
+        canvas.restoreState()
+        canvas.setStrokeColor(colors.HexColor(svg.LINE))
+        canvas.setLineWidth(1)
+        for line in geo.lines:
+            canvas.addLiteral(_path(line, h) + " S")
+        canvas.setFillColor(colors.HexColor(svg.LINE))
+        for x, y in geo.markers:
+            canvas.circle(x, h - y, 1.4, stroke=0, fill=1)
+        canvas.setFont("Helvetica", 6.5)
+        canvas.setFillColor(ink)
+        for y, text in geo.y_labels:
+            canvas.drawRightString(left - 3, h - y - 2.5, text)
+        draw = {"start": canvas.drawString, "middle": canvas.drawCentredString, "end": canvas.drawRightString}
+        for x, text, anchor in geo.x_labels:
+            draw[anchor](x, 4, text)
+
+
+def _path(points: list[tuple[float, float]], height: float, close: bool = False) -> str:
+    """A path through the points in PDF operators, as reportlab's path object writes them (`n`, a move,
+    lines, `h` to close), to 0.01 pt, made in one pass: reportlab's object costs a method call and a
+    number formatting a point, the most of a year's chart. (y grows downwards in the geometry.)"""
+    (x, y), rest = points[0], points[1:]
+    lines = " ".join([f"{x:.2f} {height - y:.2f} l" for x, y in rest])
+    return f"n {x:.2f} {height - y:.2f} m {lines}{' h' if close else ''}"

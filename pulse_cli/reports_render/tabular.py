@@ -16,7 +16,7 @@ def render_csv(report: TeamReport) -> str:
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(COLUMNS)
     for athlete in report.athletes:
-        for entry in athlete.entries:  # the live entries of the range, in date order
+        for entry in report.rows(athlete.athlete):  # the live entries of the range, in date order
             day = entry.date.isoformat()
             for metric in TREND_METRICS:
                 value = getattr(entry, metric)

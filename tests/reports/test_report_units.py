@@ -27,6 +27,7 @@ from pulse_cli.reports_render.model import (
     roster,
     select_athletes,
     trailing_bands,
+    window_start,
 )
 from pulse_cli.reports_render.svg import chart_svg, geometry
 from pulse_cli.store.connection import open_store, write_meta
@@ -34,7 +35,7 @@ from pulse_cli.store.entries import SqliteEntryRepository
 from pulse_core.entry import Entry
 from pulse_core.errors import NotFoundError, UsageError
 from pulse_core.insights import baseline
-from pulse_core.reports import Calendar
+from pulse_core.reports import Calendar, athlete_report, flags
 from pulse_core.score import rescore
 
 START, END = dt.date(2026, 3, 1), dt.date(2026, 4, 30)
@@ -252,3 +253,58 @@ def test_without_reportlab_a_pdf_is_one_clear_error(store: sqlite3.Connection, m
     with pytest.raises(UsageError, match=r"format: a PDF needs reportlab \(pip install 'reportlab>=4'\)"):
         render(report, "pdf")
     assert str(render(report, "md")).startswith("# NGX Pulse report")
+
+
+@pytest.fixture
+def long_store(tmp_path: Path) -> sqlite3.Connection:
+    """Two years of three athletes: one who stopped long before the range, one whose HRV method changed
+    before it, one whose last days were emptied by hand (kept as rows with no value)."""
+    conn = open_store(tmp_path / "long")
+    rng = random.Random(11)
+    repo = SqliteEntryRepository(conn)
+    with conn:
+        conn.execute("BEGIN IMMEDIATE")
+        for i in range(730):
+            day = END - dt.timedelta(days=729 - i)
+            if i < 500 and rng.random() < 0.8:
+                repo.save(_entry("stopped", day, sleep_hours=Decimal("7.10"), steps=rng.randint(2000, 15000)))
+            if rng.random() < 0.85:
+                method = "sdnn" if i < 600 else "rmssd"
+                hrv = Decimal(str(round(rng.uniform(30, 90), 2))) if i < 650 or i % 3 else None
+                repo.save(_entry("switched", day, hrv_ms=hrv, hrv_method=method if hrv else None,
+                                 sleep_hours=Decimal(str(round(rng.uniform(4.5, 9), 2))), steps=rng.randint(0, 9000),
+                                 weight_kg=Decimal(str(round(rng.uniform(60, 62), 1))) if i % 4 == 0 else None))
+            emptied = i >= 700
+            repo.save(_entry("emptied", day, steps=None if emptied else rng.randint(0, 9000),
+                             sleep_hours=None if emptied else Decimal("6.50")))
+    return conn
+
+
+@pytest.mark.parametrize(("start", "end"), [(dt.date(2026, 4, 1), END), (dt.date(2025, 5, 1), END),
+                                            (dt.date(2025, 1, 1), dt.date(2025, 2, 15)), (END, END)])
+def test_figures_and_charts_read_from_the_window_equal_those_of_the_whole_history(
+    long_store: sqlite3.Connection, start: dt.date, end: dt.date
+) -> None:
+    """The report reads each athlete's rows from window_start on (and the latest before): every figure,
+    flag, chart and listed row must be what pulse_core computes from everything the device holds."""
+    later = {name: Calendar(dt.date(2100, 1, 1)) for name in roster(long_store)}  # every range ends on `end`
+    report = build_report(long_store, roster(long_store), later, start, end, True, "now")
+    repo = SqliteEntryRepository(long_store)
+    for figures in report.athletes:
+        history = repo.list(figures.athlete, None, end)
+        expected = athlete_report(figures.athlete, history, start, end)
+        expected.calendar = later[figures.athlete]
+        assert figures.as_json() == expected.as_json()
+        # every value and its source (the report reads no stamps)
+        assert [e.as_json() for e in report.rows(figures.athlete)] == [e.as_json() for e in expected.entries]
+        assert report.series(figures.athlete) == chart_series([e for e in history if not e.is_empty()], start, end)
+    for row in athlete_rows(long_store, roster(long_store), later, end):
+        live = [e for e in repo.list(row["athlete"], None, end) if not e.is_empty()]
+        assert row["last_entry"] == max(e.date for e in live).isoformat()
+        assert row["flags"] == [f.as_json() for f in flags(live, end)]
+        assert row["days_28"] == sum(1 for e in live if (end - e.date).days < 28)
+
+
+def test_the_window_reaches_back_for_the_bands_and_the_hrv_flag() -> None:
+    assert window_start(dt.date(2026, 4, 1), dt.date(2026, 4, 30)) == dt.date(2026, 3, 4)  # 28 days before
+    assert window_start(dt.date(2026, 4, 30), dt.date(2026, 4, 30)) == dt.date(2026, 3, 27)  # 6 + 28 days before
