@@ -2,8 +2,8 @@
 
 A streamed snapshot is compressed part by part as it is read, each part flushed (Z_SYNC_FLUSH) so a
 client parses rows as they arrive, exactly as it would without compression; Starlette's GZipMiddleware
-would buffer a stream. The compression runs in a worker thread (zlib releases the GIL), overlapping the
-next part's read. Level 1: on a coach's year (36,500 rows, every column) it keeps 8 % of the bytes
+would buffer a stream. A large part is compressed in a worker thread (zlib releases the GIL), overlapping
+the next part's read. Level 1: on a coach's year (36,500 rows, every column) it keeps 8 % of the bytes
 (63 bytes a row) at a fifth of level 6's CPU, and level 6 saves only 15 bytes a row more
 (bench/shape_catchup.py). Server-sent events are not compressed: each event would need its own flush,
 and they are small.
@@ -22,6 +22,7 @@ from fastapi.concurrency import run_in_threadpool
 LEVEL = 1
 MIN_BYTES = 1024  # smaller bodies (an up-to-date, a few changes) go as they are
 GZIP_WBITS = 31  # zlib's deflate in a gzip wrapper
+INLINE_BYTES = 256 * 1024  # about 2 ms of level-1 compression
 
 
 def accepts_gzip(request: Request) -> bool:
@@ -54,7 +55,10 @@ async def gzip_stream(parts: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
 
     try:
         async for part in parts:
-            if out := await run_in_threadpool(compress, part):
+            # A small part is compressed at once (microseconds); a large one in a worker thread, which
+            # a crowd of small streams would otherwise all wait for.
+            out = compress(part) if len(part) < INLINE_BYTES else await run_in_threadpool(compress, part)
+            if out:
                 yield out
         yield compressor.flush()
     finally:
