@@ -121,13 +121,14 @@ def stream_snapshot(
     return StreamingResponse(body, media_type="application/json", headers=headers)
 
 
-def subset_snapshot(request: Request, handle: str, metadata: dict[str, Any], data: list[dict[str, Any]]) -> Response:
+def subset_snapshot(request: Request, handle: str, position: tuple[int, int], metadata: dict[str, Any],
+                    data: list[dict[str, Any]]) -> Response:
     """A subset snapshot as Electric's client reads it: `{"metadata": ..., "data": [...]}`, never cached
-    (a moment's view), with the schema and `electric-snapshot: true`; no offset (the stream's position
-    is the stream's own)."""
+    (a moment's view), with the schema and `electric-snapshot: true`."""
     body = protocol.encode({"metadata": metadata, "data": data}).encode()
     headers = {
         "electric-handle": handle,
+        "electric-offset": protocol.offset_text(position),
         "electric-schema": protocol.schema_header(),
         "electric-snapshot": "true",
         "cache-control": "no-store",

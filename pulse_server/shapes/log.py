@@ -277,7 +277,7 @@ def _before(operation: str, value: dict[str, str | None], offset: Offset, bounda
 # The text form of each column of `entries` a shape carries, as pgoutput sends it (each type's output
 # function: 't'/'f' for booleans), built from the allow-list of columns, never from request text.
 _ENTRY_TEXT = sql.SQL(", ").join(
-    sql.SQL("CASE WHEN {c} IS NULL THEN NULL ELSE format('%s', {c}) END").format(c=sql.Identifier(c))
+    sql.SQL("CASE WHEN {c} IS NULL THEN NULL ELSE format('%%s', {c}) END").format(c=sql.Identifier(c))
     for c in protocol.ROW_COLUMNS
 )
 
@@ -293,6 +293,7 @@ class SubsetRead:
     xip: list[str]
     database_lsn: int
     rows: list[dict[str, str | None]]
+    head: Offset  # the log's head in the same snapshot: every change up to it is in `rows`
 
 
 def read_subset(conn: psycopg.Connection[Any], user_ids: Sequence[int]) -> SubsetRead:
@@ -307,7 +308,7 @@ def read_subset(conn: psycopg.Connection[Any], user_ids: Sequence[int]) -> Subse
         (sorted(user_ids),),
     ).fetchall()
     return SubsetRead(snap[0], snap[1], list(snap[2]), int(snap[3]),
-                      [dict(zip(protocol.ROW_COLUMNS, row, strict=True)) for row in rows])
+                      [dict(zip(protocol.ROW_COLUMNS, row, strict=True)) for row in rows], read_head(conn).offset)
 
 
 class LogWatcher:

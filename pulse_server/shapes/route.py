@@ -214,7 +214,10 @@ async def _subset(
             for r in rows]
     metadata = {"snapshot_mark": mark, "xmin": read.xmin, "xmax": read.xmax, "xip_list": read.xip,
                 "database_lsn": str(read.database_lsn)}
-    return answers.subset_snapshot(request, handle, metadata, data)
+    # The client takes this offset as its stream's (on a cold start in changes_only mode): the one it
+    # asked from when it has one, so it misses nothing; else the head this read reflects.
+    position = req.position if req.offset not in ("-1", "now") else read.head
+    return answers.subset_snapshot(request, handle, position, metadata, data)
 
 
 def _snapshot_slots(request: Request, db: Database) -> anyio.Semaphore:
