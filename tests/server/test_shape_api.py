@@ -1352,10 +1352,11 @@ def test_the_reader_picks_up_each_write_after_idling_between_them(tmp_path: Path
 
 def test_only_the_bearer_scheme_carries_a_token(athlete_with_entries: User, shapes: ServerProcess) -> None:
     params = {"table": "entries", "offset": "-1"}
+    token = athlete_with_entries.token
     for scheme in ("Basic", "Token", "Digest"):
-        with httpx.Client(base_url=shapes.url, headers={"Authorization": f"{scheme} {athlete_with_entries.token}"}) as http:
+        with httpx.Client(base_url=shapes.url, headers={"Authorization": f"{scheme} {token}"}) as http:
             assert http.get(SHAPE, params=params).status_code == 401, scheme
-    with httpx.Client(base_url=shapes.url, headers={"Authorization": f"bearer {athlete_with_entries.token}"}) as http:
+    with httpx.Client(base_url=shapes.url, headers={"Authorization": f"bearer {token}"}) as http:
         assert http.get(SHAPE, params=params).status_code == 200  # the scheme is case-insensitive (RFC 7235)
 
 

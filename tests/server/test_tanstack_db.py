@@ -17,8 +17,8 @@ import psycopg
 import pytest
 from server_support import ServerProcess, User
 from test_electric_client import (  # noqa: F401 (fixtures)
-    ELECTRIC_DIR,
     DAYS,
+    ELECTRIC_DIR,
     NodeStream,
     _put,
     _wait_until_served,
