@@ -216,3 +216,28 @@ def test_a_rest_write_returns_the_txid_its_shape_message_carries(
         m["key"] == _key(athlete, DAYS[3]) for m in _changes(e)), mark)
     carried = {m["key"]: m["headers"]["txids"] for e in stream.of("messages", mark) for m in _changes(e)}
     assert carried == {_key(athlete, DAYS[0]): [int(put_txid)], _key(athlete, DAYS[3]): [int(delete_txid)]}
+
+
+def test_the_official_client_takes_gzipped_snapshots_and_changes(
+    shape_server: ServerProcess, make_user: Callable[..., User], pg: psycopg.Connection[Any],  # noqa: F811
+    follow: Callable[..., NodeStream],  # noqa: F811
+) -> None:
+    """Node's fetch asks for gzip by default: a coach's snapshot (streamed: more athletes than one part)
+    and a catch-up of many changes arrive compressed, and the client's rows are Postgres's."""
+    coach, athletes = make_user(coach=True), [make_user() for _ in range(10)]
+    for athlete in athletes:
+        pg.execute("INSERT INTO entries (user_id, date, steps, note) SELECT %s, '2026-01-01'::date + i, i, 'a note'"
+                   " FROM generate_series(0, 29) i", (athlete.id,))
+        with Api(shape_server.url, athlete.token) as api:
+            assert api.post("/v1/grants", json={"coach": coach.username}).status_code == 201
+    _wait_until_served(shape_server, pg, *athletes)
+    stream = follow(coach, "gzip", "--columns", "user_id,date,steps,note")
+    stream.wait_for("the coach's rows", lambda e: e["event"] == "rows" and len(e["rows"]) == 300)
+    snapshot = stream.of("http")[0]
+    assert snapshot["params"]["offset"] == "-1" and snapshot["headers"].get("content-encoding") == "gzip", snapshot
+    mark = stream.mark()
+    pg.execute("UPDATE entries SET note = repeat('y', 200) WHERE user_id = %s", (athletes[0].id,))
+    rows = stream.wait_for("the 30 changes", lambda e: e["event"] == "rows"
+                           and sum(r["note"] == "y" * 200 for r in e["rows"]) == 30, mark)
+    assert len(rows["rows"]) == 300
+    assert any(e["headers"].get("content-encoding") == "gzip" for e in stream.of("http", mark)), stream.transcript()

@@ -77,7 +77,7 @@ console.warn = (...parts) => {
   warn(...parts)
 }
 
-const SHOWN_HEADERS = /^(electric-|cache-control$|etag$|vary$|content-type$|retry-after$|access-control-expose-headers$)/
+const SHOWN_HEADERS = /^(electric-|cache-control$|etag$|vary$|content-type$|content-encoding$|retry-after$|access-control-expose-headers$)/
 
 // The client's base fetch, observed: what it asked for and what it got back.
 const observedFetch = async (input, init) => {
