@@ -191,14 +191,14 @@ def run_client(base_url: str, token: str, columns: str | None, encoding: str = "
 ELECTRIC_DIR = Path(__file__).resolve().parent.parent / "tests" / "server" / "electric_client"
 
 
-def run_electric_client(base_url: str, token: str, columns: str | None) -> dict[str, object]:
+def run_electric_client(base_url: str, token: str, columns: str | None, encoding: str = "") -> dict[str, object]:
     """bench/electric_catchup.mjs (Electric's own client under Node), in a fresh process; its result."""
     if not (ELECTRIC_DIR / "node_modules" / "@electric-sql" / "client").is_dir():
         subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=ELECTRIC_DIR, check=True, capture_output=True)
     script = Path(__file__).resolve().parent / "electric_catchup.mjs"
     command = ["node", str(script), base_url, *([columns] if columns else [])]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False,
-                          env={**os.environ, "SHAPE_TOKEN": token})
+    env = {**os.environ, "SHAPE_TOKEN": token, **({"SHAPE_ENCODING": encoding} if encoding else {})}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False, env=env)
     if done.returncode != 0:
         raise RuntimeError(f"Electric's client failed:\n{done.stderr}")
     result: dict[str, object] = json.loads(done.stdout)
@@ -263,6 +263,7 @@ def main() -> None:
                     result = run_electric_client(base_url, token, args.columns)
                     results.append(result)
                     steps = ", ".join(f"offset={r['offset']}: headers {r['headers_ms']:.0f} ms"
+                                      f" {r.get('encoding') or 'identity'}"
                                       for r in result["requests"])  # type: ignore[attr-defined]
                     print(f"run {run}: {result['seconds']:.3f} s, {result['rows']} rows ({steps})")
                     continue
@@ -282,6 +283,9 @@ def main() -> None:
             rows = ATHLETES * DAYS
             print(f"COPY of the same rows and columns: {copy_bytes} bytes ({copy_bytes / rows:.0f} a row) in"
                   f" {copy_s:.3f} s")
+            if args.client == "electric":
+                plain = run_electric_client(base_url, token, args.columns, "identity")
+                print(f"without compression (Accept-Encoding: identity): {float(str(plain['seconds'])):.3f} s")
             if args.client == "python":
                 wire = int(str(results[0]["bytes"]))
                 met = "met" if wire / rows <= TARGET_BYTES_PER_ROW else "NOT met"
