@@ -86,10 +86,17 @@ async def _changes(request: Request, req: protocol.ShapeRequest, handle: str, af
 
 
 def _messages(req: protocol.ShapeRequest, changes: list[LogChange]) -> list[dict[str, Any]]:
+    """Each change as what it is for the client's filter. An insert outside it is not sent; for an update
+    the device's log does not say whether the row was inside before, so one inside now is an `update`
+    (the full row: a client that lacked it takes it whole) and one outside a `delete` (a client that
+    held it drops it), as the server does when it cannot know (docs/shapes.md, "Filters")."""
     messages = []
     for change in changes:
         operation, row = change.operation, change.row
-        if operation != "delete" and not _visible(req, row):
+        visible = operation != "delete" and _visible(req, row)
+        if operation == "insert" and not visible:
+            continue
+        if operation != "delete" and not visible:
             operation = "delete"  # outside the client's filter now: it drops the row if it held it
         value = {k: row.get(k) for k in protocol.PK} if operation == "delete" else _columns(req, row)
         messages.append(protocol.change_message(operation, value, {
