@@ -85,8 +85,7 @@ def respond(
     if request.headers.get("if-none-match") == etag:
         return Response(status_code=304, headers=headers)
     if gzipped:
-        return Response(compression.gzip_bytes(body), media_type="application/json",
-                        headers={**headers, "content-encoding": "gzip"})
+        return compression.gzipped(body, headers)
     return Response(body, media_type="application/json", headers=headers)
 
 
@@ -103,8 +102,7 @@ def whole_snapshot(request: Request, req: protocol.ShapeRequest, handle: str, po
                    etag: str, body: bytes) -> Response:
     headers = _headers(req, handle, protocol.offset_text(position), etag, False)
     if compression.accepts_gzip(request):  # (the ETag already names the encoding)
-        return Response(compression.gzip_bytes(body), media_type="application/json",
-                        headers={**headers, "content-encoding": "gzip"})
+        return compression.gzipped(body, headers)
     return Response(body, media_type="application/json", headers=headers)
 
 
@@ -135,8 +133,7 @@ def subset_snapshot(request: Request, handle: str, position: tuple[int, int], me
         "vary": "Authorization, Accept-Encoding",
     }
     if compression.accepts_gzip(request) and len(body) >= compression.MIN_BYTES:
-        return Response(compression.gzip_bytes(body), media_type="application/json",
-                        headers={**headers, "content-encoding": "gzip"})
+        return compression.gzipped(body, headers)
     return Response(body, media_type="application/json", headers=headers)
 
 

@@ -16,8 +16,9 @@ import zlib
 from collections.abc import AsyncIterator
 
 import anyio
-from fastapi import Request
+from fastapi import Request, Response
 from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import StreamingResponse
 
 LEVEL = 1
 MIN_BYTES = 1024  # smaller bodies (an up-to-date, a few changes) go as they are
@@ -43,6 +44,19 @@ def accepts_gzip(request: Request) -> bool:
 def gzip_bytes(body: bytes) -> bytes:
     compressor = zlib.compressobj(LEVEL, zlib.DEFLATED, GZIP_WBITS)
     return compressor.compress(body) + compressor.flush()
+
+
+def gzipped(body: bytes, headers: dict[str, str]) -> Response:
+    """A JSON answer gzipped: at once when small; a large one (a catch-up of thousands of changes) in a
+    worker thread, streamed, so the event loop that serves every held request never waits on it."""
+    headers = {**headers, "content-encoding": "gzip"}
+    if len(body) < INLINE_BYTES:
+        return Response(gzip_bytes(body), media_type="application/json", headers=headers)
+    return StreamingResponse(gzip_stream(_once(body)), media_type="application/json", headers=headers)
+
+
+async def _once(body: bytes) -> AsyncIterator[bytes]:
+    yield body
 
 
 async def gzip_stream(parts: AsyncIterator[bytes]) -> AsyncIterator[bytes]:

@@ -1390,18 +1390,24 @@ def test_a_streamed_snapshot_is_gzipped_part_by_part(
     """A filtered snapshot of 6,000 rows streams in three parts; gzipped, each part is flushed, so the
     first bytes decompress to the first rows before the read ends."""
     user = new_user()
+    before = head_offset(pg)
     pg.execute("INSERT INTO entries (user_id, date, steps) SELECT %s, '2000-01-01'::date + i, i"
                " FROM generate_series(0, 5999) i", (user.id,))
     assert logged_within(pg, user.id, "2016-06-04", 5999, 60.0)
     headers = {"Authorization": f"Bearer {user.token}", "Accept-Encoding": "gzip"}
-    with (httpx.Client(base_url=shapes.url, headers=headers) as http,
-          http.stream("GET", SHAPE, params={"table": "entries", "offset": "-1", "where": "steps >= 0"}) as response):
-        assert response.headers["content-encoding"] == "gzip" and "content-length" not in response.headers
-        chunks = list(response.iter_raw())
+    params = {"table": "entries", "where": "steps >= 0"}
+    with httpx.Client(base_url=shapes.url, headers=headers) as http:
+        with http.stream("GET", SHAPE, params={**params, "offset": "-1"}) as response:
+            assert response.headers["content-encoding"] == "gzip" and "content-length" not in response.headers
+            chunks = list(response.iter_raw())
+        # The same 6,000 rows as one catch-up (megabytes, compressed off the event loop).
+        catch_up = http.get(SHAPE, params={**params, "offset": before, "handle": response.headers["electric-handle"]})
     first = zlib.decompressobj(31).decompress(chunks[0])
     assert first.startswith(b'[{"key":') and first.endswith(b",")  # whole messages: a flushed part
     body = json.loads(zlib.decompress(b"".join(chunks), 31))
     assert len(change_messages(body)) == 6000 and control_messages(body) == ["snapshot-end"]
+    assert catch_up.headers["content-encoding"] == "gzip"
+    assert [m["value"]["steps"] for m in change_messages(catch_up.json())] == [str(i) for i in range(6000)]
 
 
 def test_a_filtered_client_is_sent_inserts_on_move_in_deletes_on_move_out_and_nothing_outside(
