@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 
 from pulse_core.errors import ValidationError
 from pulse_core.values import parse_date
@@ -49,7 +49,7 @@ def list_entries(
 
 @router.put("/entries/{date}", response_model=EntryWrite)
 def put_entry(
-    date: str, body: EntryFields, user: Athlete, db: DbDep, clock: ClockDep, settings: SettingsDep
+    date: str, body: EntryFields, user: Athlete, db: DbDep, clock: ClockDep, settings: SettingsDep, response: Response
 ) -> dict[str, Any]:
     """Set the given fields of a day's entry (an explicit null clears one); same path as a push."""
     day = _day(date, clock)
@@ -58,39 +58,59 @@ def put_entry(
         raise ApiError(400, "bad_request", "fields: nothing to set (allowed at least one field)", field="fields")
     reconciler = Reconciler(clock, settings.clock_skew_limit_ms)
 
-    def write(conn: Any) -> tuple[dict[str, Any], Any, Any]:
+    def write(conn: Any) -> tuple[dict[str, Any], Any, Any, str | None]:
         result, entry = api_write(reconciler, conn, user.id, day, "set", fields)
         previous = PostgresEntryRepository(conn).previous_with(str(user.id), day, "weight_kg")
-        return result, entry, previous
+        # An applied write always stamps the row anew, so the shape carries this transaction's id.
+        txid = _txid(conn) if result["status"] in ("applied", "conflict") else None
+        return result, entry, previous, txid
 
-    result, entry, previous = db.run(write)
+    result, entry, previous, txid = db.run(write)
     if result["status"] == "rejected":
         error = result["error"]
         raise ValidationError(error.get("field") or "fields", error.get("value"), error.get("allowed") or "",
                               error["message"], code=error["code"])
     warnings = field_warnings({k: getattr(entry, k) for k in fields if k != "note"}, previous, day)
-    return {"entry": entry.as_json(), "warnings": [w.as_json() for w in warnings], "status": result["status"]}
+    if txid is not None:
+        response.headers[TXID_HEADER] = txid
+    return {"entry": entry.as_json(), "warnings": [w.as_json() for w in warnings], "status": result["status"],
+            "txid": txid}
 
 
 @router.delete("/entries/{date}", status_code=204)
-def delete_entry(date: str, user: Athlete, db: DbDep, clock: ClockDep, settings: SettingsDep) -> None:
-    """Delete a day's entry (a tombstone, so older writes cannot bring it back)."""
+def delete_entry(date: str, user: Athlete, db: DbDep, clock: ClockDep, settings: SettingsDep) -> Response:
+    """Delete a day's entry (a tombstone, so older writes cannot bring it back). Still a 204 (clients
+    rely on it); the transaction's id, which the shape's message for the tombstone carries, is in the
+    `x-txid` header (docs/shapes.md, "Writes a client can await")."""
     day = _day(date, clock)
     reconciler = Reconciler(clock, settings.clock_skew_limit_ms)
 
-    def write(conn: Any) -> bool:
+    def write(conn: Any) -> str | None:
         existing = PostgresEntryRepository(conn).get(str(user.id), day, lock=True)
         if existing is None or existing.deleted:
-            return False
+            return None
         result, entry = api_write(reconciler, conn, user.id, day, "delete", {})
         if result["status"] not in ("applied", "conflict") or entry is None or not entry.deleted:
             # A 204 says the day is gone: never say it for a write that did not happen.
             raise ApiError(500, "internal", f"date: the delete of {day.isoformat()} was not applied"
                            f" ({result['status']})")
-        return True
+        return _txid(conn)
 
-    if not db.run(write):
+    txid = db.run(write)
+    if txid is None:
         raise ApiError(404, "not_found", f"date: no entry for {day.isoformat()}")
+    return Response(status_code=204, headers={TXID_HEADER: txid})
+
+
+TXID_HEADER = "x-txid"
+
+
+def _txid(conn: Any) -> str:
+    """This transaction's id (xid8, as a decimal string like a push's `txid`): the number in the `txids`
+    of the shape messages its changes become."""
+    row = conn.execute("SELECT pg_current_xact_id()::text").fetchone()
+    assert row is not None
+    return str(row[0])
 
 
 _CONFLICT_KEYS = ("id", "version", "date", "client_id", "seq", "field", "kept", "lost", "kept_hlc", "lost_hlc",

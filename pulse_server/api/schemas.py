@@ -72,6 +72,8 @@ class EntryWrite(BaseModel):
     entry: EntryOut
     warnings: list[WarningOut] = []
     status: Literal["applied", "conflict"]
+    # The write's transaction id (a decimal string, as a push's): shape messages carry it in `txids`.
+    txid: str | None = None
 
 
 class MutationIn(BaseModel):

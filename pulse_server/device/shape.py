@@ -13,6 +13,7 @@ from fastapi.concurrency import run_in_threadpool
 from pulse_server.device.ports import DeviceBackend, LogChange, Row
 from pulse_server.device.watch import HeadWatcher
 from pulse_server.shapes import answers, protocol
+from pulse_server.shapes.errors import ShapeRequestError
 
 router = APIRouter(tags=["shapes"])
 CHUNK = 10_000
@@ -23,17 +24,22 @@ async def shape(request: Request) -> Response:
     """The Electric HTTP Shape API over this device's entries (docs/shapes.md)."""
     try:
         req = answers.read_request(request.query_params)
-    except protocol.ShapeRequestError as exc:
+    except ShapeRequestError as exc:
         return answers.bad_request(exc.errors)
     if req.sse:
         return answers.bad_request({"live_sse": ["not served by a device: use long polling"]})
+    if req.subset is not None:
+        return answers.bad_request({"subset": ["subset snapshots are not served by a device: ask the cloud server"]})
     backend: DeviceBackend = request.app.state.backend
-    token = request.headers.get("authorization", "").partition(" ")[2].strip()
-    if not token or not await run_in_threadpool(backend.authenticate, token):
+    token = answers.bearer_token(request)
+    if token is None or not await run_in_threadpool(backend.authenticate, token):
         return answers.unauthorized("a valid bearer token is required")
     handle = _handle(req, await run_in_threadpool(backend.log_id))
     if req.offset not in ("-1", "now") and req.handle != handle:
         return answers.must_refetch(handle)
+    if req.offset == "-1" and req.changes_only:  # no snapshot: the log from where it stands now
+        head = await run_in_threadpool(backend.head)
+        return answers.respond(request, req, handle, [], (head, 0), up_to_date=False)
     if req.offset == "-1":
         rows, head = await run_in_threadpool(backend.snapshot)
         messages = [protocol.change_message("insert", _columns(req, row)) for row in rows if _visible(req, row)]
@@ -80,13 +86,20 @@ async def _changes(request: Request, req: protocol.ShapeRequest, handle: str, af
 
 
 def _messages(req: protocol.ShapeRequest, changes: list[LogChange]) -> list[dict[str, Any]]:
+    """Each change as what it is for the client's filter. An insert outside it is not sent; for an update
+    the device's log does not say whether the row was inside before, so one inside now is an `update`
+    (the full row: a client that lacked it takes it whole) and one outside a `delete` (a client that
+    held it drops it), as the server does when it cannot know (docs/shapes.md, "Filters")."""
     messages = []
     for change in changes:
         operation, row = change.operation, change.row
-        if operation != "delete" and not _visible(req, row):
+        visible = operation != "delete" and _visible(req, row)
+        if operation == "insert" and not visible:
+            continue
+        if operation != "delete" and not visible:
             operation = "delete"  # outside the client's filter now: it drops the row if it held it
         value = {k: row.get(k) for k in protocol.PK} if operation == "delete" else _columns(req, row)
         messages.append(protocol.change_message(operation, value, {
-            "lsn": str(change.position), "op_position": 0, "txids": [str(change.position)], "last": True,
+            "lsn": str(change.position), "op_position": 0, "txids": [change.position], "last": True,
         }))
     return messages

@@ -11,13 +11,37 @@ from typing import Any
 from fastapi import Request, Response
 from fastapi.responses import StreamingResponse
 
-from pulse_server.shapes import protocol
+from pulse_server.shapes import compression, protocol
+from pulse_server.shapes.errors import ShapeRequestError
+from pulse_server.shapes.subset import SUBSET_KEYS, subset_from_query
 
 
-def read_request(query: Mapping[str, str]) -> protocol.ShapeRequest:
-    """The query string as a ShapeRequest (`params[n]=` gathered); raises ShapeRequestError."""
+def read_request(query: Mapping[str, str], body: Mapping[str, Any] | None = None) -> protocol.ShapeRequest:
+    """The query string as a ShapeRequest (`params[n]=` gathered, a subset from `subset__*` or from a
+    POST's JSON `body`); raises ShapeRequestError."""
     params = {k[len("params["):-1]: v for k, v in query.items() if k.startswith("params[") and k.endswith("]")}
-    return protocol.parse_request(query, params)
+    subset = subset_from_query(query) if body is None else {k: v for k, v in body.items() if k in SUBSET_KEYS}
+    return protocol.parse_request(query, params, subset)
+
+
+async def read_post_body(request: Request) -> dict[str, Any]:
+    """A subset POST's JSON object; raises ShapeRequestError naming the body when it is not one."""
+    raw = await request.body()
+    try:
+        body = json.loads(raw or b"{}")
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        raise ShapeRequestError({"body": ["must be a JSON object: {where, params, limit, offset, order_by}"]})
+    return body
+
+
+def bearer_token(request: Request) -> str | None:
+    """The token of an `Authorization: Bearer <token>` header (the scheme in any case, RFC 7235);
+    None for any other scheme (`Basic <token>` is not a bearer token)."""
+    scheme, _, token = request.headers.get("authorization", "").strip().partition(" ")
+    token = token.strip()
+    return token if scheme.lower() == "bearer" and token else None
 
 
 def _plain(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
@@ -55,42 +79,71 @@ def respond(
     """`messages` are dicts, or encoded JSON (a snapshot's)."""
     offset = protocol.offset_text(position)
     body = b"[" + b",".join(m if isinstance(m, bytes) else protocol.encode(m).encode() for m in messages) + b"]"
-    etag = _etag(handle, req, offset, None if req.offset == "-1" else body)
+    gzipped = compression.accepts_gzip(request) and len(body) >= compression.MIN_BYTES
+    etag = _etag(handle, req, offset, None if req.offset == "-1" else body, gzipped)
     headers = _headers(req, handle, offset, etag, up_to_date)
     if request.headers.get("if-none-match") == etag:
         return Response(status_code=304, headers=headers)
+    if gzipped:
+        return compression.gzipped(body, headers)
     return Response(body, media_type="application/json", headers=headers)
 
 
-def snapshot_etag(req: protocol.ShapeRequest, handle: str, position: tuple[int, int]) -> str:
+def snapshot_etag(request: Request, req: protocol.ShapeRequest, handle: str, position: tuple[int, int]) -> str:
     """A snapshot's ETag, known before its body is read (see `_etag`)."""
-    return _etag(handle, req, protocol.offset_text(position), None)
+    return _etag(handle, req, protocol.offset_text(position), None, compression.accepts_gzip(request))
 
 
 def not_modified(req: protocol.ShapeRequest, handle: str, position: tuple[int, int], etag: str) -> Response:
     return Response(status_code=304, headers=_headers(req, handle, protocol.offset_text(position), etag, False))
 
 
-def whole_snapshot(req: protocol.ShapeRequest, handle: str, position: tuple[int, int], etag: str,
-                   body: bytes) -> Response:
+def whole_snapshot(request: Request, req: protocol.ShapeRequest, handle: str, position: tuple[int, int],
+                   etag: str, body: bytes) -> Response:
     headers = _headers(req, handle, protocol.offset_text(position), etag, False)
+    if compression.accepts_gzip(request):  # (the ETag already names the encoding)
+        return compression.gzipped(body, headers)
     return Response(body, media_type="application/json", headers=headers)
 
 
 def stream_snapshot(
-    req: protocol.ShapeRequest, handle: str, position: tuple[int, int], etag: str, body: AsyncIterator[bytes]
+    request: Request, req: protocol.ShapeRequest, handle: str, position: tuple[int, int], etag: str,
+    body: AsyncIterator[bytes],
 ) -> Response:
-    """A snapshot sent as it is read: the headers at once, then the body in parts."""
+    """A snapshot sent as it is read: the headers at once, then the body in parts (each compressed and
+    flushed as it comes when the client accepts gzip)."""
     headers = _headers(req, handle, protocol.offset_text(position), etag, False)
+    if compression.accepts_gzip(request):
+        return StreamingResponse(compression.gzip_stream(body), media_type="application/json",
+                                 headers={**headers, "content-encoding": "gzip"})
     return StreamingResponse(body, media_type="application/json", headers=headers)
 
 
-def _etag(handle: str, req: protocol.ShapeRequest, offset: str, body: bytes | None) -> str:
+def subset_snapshot(request: Request, handle: str, position: tuple[int, int], metadata: dict[str, Any],
+                    data: list[dict[str, Any]]) -> Response:
+    """A subset snapshot as Electric's client reads it: `{"metadata": ..., "data": [...]}`, never cached
+    (a moment's view), with the schema and `electric-snapshot: true`."""
+    body = protocol.encode({"metadata": metadata, "data": data}).encode()
+    headers = {
+        "electric-handle": handle,
+        "electric-offset": protocol.offset_text(position),
+        "electric-schema": protocol.schema_header(),
+        "electric-snapshot": "true",
+        "cache-control": "no-store",
+        "vary": "Authorization, Accept-Encoding",
+    }
+    if compression.accepts_gzip(request) and len(body) >= compression.MIN_BYTES:
+        return compression.gzipped(body, headers)
+    return Response(body, media_type="application/json", headers=headers)
+
+
+def _etag(handle: str, req: protocol.ShapeRequest, offset: str, body: bytes | None, gzipped: bool) -> str:
     # A snapshot's content follows from the handle (definition, scope, generation) and the log
     # position it reflects: not hashed from the body (megabytes), nor from snapshot-end, whose
-    # xmin/xmax move with every transaction in the cluster.
+    # xmin/xmax move with every transaction in the cluster. The gzipped body is another representation:
+    # another strong ETag.
     material = f"{handle}:{req.offset}:{offset}".encode() + (b"" if body is None else b":" + body)
-    return '"' + hashlib.sha256(material).hexdigest()[:32] + '"'
+    return '"' + hashlib.sha256(material).hexdigest()[:32] + ('-gzip"' if gzipped else '"')
 
 
 def _headers(req: protocol.ShapeRequest, handle: str, offset: str, etag: str, up_to_date: bool) -> dict[str, str]:
@@ -98,7 +151,7 @@ def _headers(req: protocol.ShapeRequest, handle: str, offset: str, etag: str, up
         "electric-handle": handle,
         "electric-offset": offset,
         "etag": etag,
-        "vary": "Authorization",
+        "vary": "Authorization, Accept-Encoding",
     }
     if req.live:
         headers["electric-cursor"] = protocol.live_cursor()
@@ -106,7 +159,7 @@ def _headers(req: protocol.ShapeRequest, handle: str, offset: str, etag: str, up
     else:
         headers["electric-schema"] = protocol.schema_header()
         headers["cache-control"] = (
-            "private, max-age=604800, stale-while-revalidate=2629746" if req.offset == "-1"
+            "private, max-age=604800, stale-while-revalidate=2629746" if req.offset == "-1" and not req.changes_only
             else "private, max-age=60, stale-while-revalidate=300"
         )
     if up_to_date:

@@ -215,6 +215,102 @@ def read_changes(
     return [LogChange(int(r[0]), int(r[1]), int(r[2]), int(r[3]), r[4], r[5]) for r in rows]
 
 
+@dataclass(frozen=True)
+class Before:
+    """A row as it was just before a change: `row` None when it did not exist (or was deleted).
+    `known` False when the log cannot tell (see `rows_before`)."""
+
+    known: bool
+    row: dict[str, str | None] | None = None
+
+
+UNKNOWN = Before(False)
+
+
+def rows_before(conn: psycopg.Connection[Any], changes: Sequence[LogChange], tail_changes: int) -> dict[Offset, Before]:
+    """For each change (one scope's, in log order), its row as it was just before it: from the previous
+    change of the same row, in these changes or else in the log.
+
+    That previous change is the row's state before this one only if compaction removed nothing between
+    them. Compaction folds updates below its live tail (the newest `tail_changes` changes when it runs),
+    and that bound only moves up: a previous change at or past the (tail_changes + 1)-th newest change
+    now was never below it, so nothing after it was folded. Older (or missing: a log rebuilt from a copy,
+    or trimmed) it is UNKNOWN. An insert's row did not exist before it."""
+    boundary_row = conn.execute("SELECT lsn, op FROM shape_log ORDER BY lsn DESC, op DESC OFFSET %s LIMIT 1",
+                                (tail_changes,)).fetchone()
+    boundary: Offset = (0, 0) if boundary_row is None else (int(boundary_row[0]), int(boundary_row[1]))
+    befores: dict[Offset, Before] = {}
+    previous: dict[tuple[int, str], LogChange] = {}
+    lookups: list[LogChange] = []
+    for change in changes:
+        key = (change.user_id, str(change.value.get("date")))
+        earlier = previous.get(key)
+        if change.operation == "insert":
+            befores[change.offset] = Before(True)
+        elif earlier is not None:
+            befores[change.offset] = _before(earlier.operation, earlier.value, earlier.offset, boundary)
+        else:
+            lookups.append(change)
+        previous[key] = change
+    if lookups:
+        found = conn.execute(
+            "SELECT k.lsn, k.op, p.operation, p.value::text, p.lsn, p.op"
+            " FROM unnest(%s::int8[], %s::text[], %s::int8[], %s::int4[]) AS k(user_id, date, lsn, op)"
+            " LEFT JOIN LATERAL (SELECT l.operation, l.value, l.lsn, l.op FROM shape_log l"
+            "  WHERE l.user_id = k.user_id AND l.date = k.date::date AND (l.lsn, l.op) < (k.lsn, k.op)"
+            "  ORDER BY l.lsn DESC, l.op DESC LIMIT 1) p ON true",
+            ([c.user_id for c in lookups], [str(c.value.get("date")) for c in lookups],
+             [c.lsn for c in lookups], [c.op for c in lookups]),
+        ).fetchall()
+        for lsn, op, operation, raw, p_lsn, p_op in found:
+            befores[(int(lsn), int(op))] = UNKNOWN if operation is None else _before(
+                operation, json.loads(raw), (int(p_lsn), int(p_op)), boundary)
+    return befores
+
+
+def _before(operation: str, value: dict[str, str | None], offset: Offset, boundary: Offset) -> Before:
+    if offset < boundary:
+        return UNKNOWN
+    return Before(True, None if operation == "delete" else value)
+
+
+# The text form of each column of `entries` a shape carries, as pgoutput sends it (each type's output
+# function: 't'/'f' for booleans), built from the allow-list of columns, never from request text.
+_ENTRY_TEXT = sql.SQL(", ").join(
+    sql.SQL("CASE WHEN {c} IS NULL THEN NULL ELSE format('%%s', {c}) END").format(c=sql.Identifier(c))
+    for c in protocol.ROW_COLUMNS
+)
+
+
+@dataclass(frozen=True)
+class SubsetRead:
+    """A subset snapshot's rows, read from `entries` itself in one repeatable-read transaction, and that
+    transaction's Postgres snapshot and WAL position: Electric's client skips a later change whose
+    transaction the snapshot already saw (for a row it holds), until the stream passes that position."""
+
+    xmin: str
+    xmax: str
+    xip: list[str]
+    database_lsn: int
+    rows: list[dict[str, str | None]]
+    head: Offset  # the log's head in the same snapshot: every change up to it is in `rows`
+
+
+def read_subset(conn: psycopg.Connection[Any], user_ids: Sequence[int]) -> SubsetRead:
+    conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+    snap = conn.execute(
+        "SELECT pg_snapshot_xmin(s)::text, pg_snapshot_xmax(s)::text, ARRAY(SELECT pg_snapshot_xip(s)::text),"
+        " pg_current_wal_insert_lsn() - '0/0'::pg_lsn FROM pg_current_snapshot() s"
+    ).fetchone()
+    assert snap is not None
+    rows = conn.execute(
+        sql.SQL("SELECT {} FROM entries WHERE user_id = ANY(%s) ORDER BY user_id, date").format(_ENTRY_TEXT),
+        (sorted(user_ids),),
+    ).fetchall()
+    return SubsetRead(snap[0], snap[1], list(snap[2]), int(snap[3]),
+                      [dict(zip(protocol.ROW_COLUMNS, row, strict=True)) for row in rows], read_head(conn).offset)
+
+
 class LogWatcher:
     """One per process: follows the log head and keeps its recent tail in memory.
 

@@ -9,6 +9,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from pulse_server.shapes.errors import ShapeRequestError
+from pulse_server.shapes.subset import Subset, parse_subset
 from pulse_server.shapes.where import Predicate, WhereError, parse_where
 
 TABLE = "entries"
@@ -33,9 +35,10 @@ SCHEMA: dict[str, dict[str, Any]] = {
 }
 ALL_COLUMNS = tuple(SCHEMA)
 PK = ("user_id", "date")
+LOG_MODES = ("full", "changes_only")
 EXPOSE_HEADERS = (
     "electric-handle, electric-offset, electric-schema, electric-cursor, electric-up-to-date, "
-    "electric-chunk-last-offset, etag, retry-after"
+    "electric-chunk-last-offset, electric-snapshot, etag, retry-after, x-txid"
 )
 LIVE_HOLD_S = 20.0
 # An SSE stream is held this long, then ended (the client reconnects from its last up-to-date), with
@@ -44,12 +47,6 @@ SSE_HOLD_S = 60.0
 SSE_KEEPALIVE_S = 15.0
 SSE_KEEPALIVE = b": keep-alive\n\n"
 _OFFSET = re.compile(r"^(\d+)_(\d+)$")
-
-
-class ShapeRequestError(ValueError):
-    def __init__(self, errors: dict[str, list[str]]) -> None:
-        super().__init__("invalid request")
-        self.errors = errors
 
 
 @dataclass(frozen=True)
@@ -63,6 +60,18 @@ class ShapeRequest:
     replica: str
     predicate: Predicate | None = field(default=None, compare=False)
     sse: bool = False  # live changes as server-sent events (live_sse=true) rather than long polls
+    log: str = "full"  # "changes_only": no snapshot, the log from the position the client starts at
+    subset: Subset | None = field(default=None, compare=False)  # a subset snapshot (subset__* or a POST body)
+
+    @property
+    def changes_only(self) -> bool:
+        return self.log == "changes_only"
+
+    @property
+    def needs_previous(self) -> bool:
+        """Whether serving a change needs the row as it was before it: to tell a move into or out of the
+        filter from a change inside it, or to send `old_value`."""
+        return self.predicate is not None or self.replica == "full"
 
     @property
     def position(self) -> tuple[int, int]:
@@ -71,12 +80,18 @@ class ShapeRequest:
         return int(match[1]), int(match[2])
 
     def definition(self) -> dict[str, Any]:
-        return {"table": TABLE, "where": self.where_text, "params": self.params, "columns": list(self.columns),
-                "replica": self.replica}
+        """What the handle names. The log mode only when it is changes_only, so the handles of full
+        shapes are the ones clients already hold."""
+        shape = {"table": TABLE, "where": self.where_text, "params": self.params, "columns": list(self.columns),
+                 "replica": self.replica}
+        return {**shape, "log": self.log} if self.changes_only else shape
 
 
-def parse_request(query: Mapping[str, str], params: Mapping[str, str]) -> ShapeRequest:
-    """Check the query string; raises ShapeRequestError with Electric's per-parameter reasons."""
+def parse_request(
+    query: Mapping[str, str], params: Mapping[str, str], subset: Mapping[str, Any] | None = None
+) -> ShapeRequest:
+    """Check the query string (and a subset's parameters: `subset__*` or a POST body); raises
+    ShapeRequestError with Electric's per-parameter reasons."""
     errors: dict[str, list[str]] = {}
     table = query.get("table")
     if table is None:
@@ -100,12 +115,18 @@ def parse_request(query: Mapping[str, str], params: Mapping[str, str]) -> ShapeR
     replica = query.get("replica", "default")
     if replica not in ("default", "full"):
         errors["replica"] = ["must be default or full"]
+    log = query.get("log", "full")
+    if log not in LOG_MODES:
+        errors["log"] = [f"{log!r} is not a log mode (allowed: {', '.join(LOG_MODES)})"]
     columns = ALL_COLUMNS
     if query.get("columns"):
         asked = tuple(c.strip().strip('"') for c in query["columns"].split(","))
         unknown = [c for c in asked if c not in SCHEMA]
+        repeated = sorted({c for c in asked if asked.count(c) > 1})
         if unknown:
             errors["columns"] = [f"unknown columns: {', '.join(unknown)}"]
+        elif repeated:
+            errors["columns"] = [f"each column at most once (repeated: {', '.join(repeated)})"]
         elif not set(PK) <= set(asked):
             errors["columns"] = ["must include the primary key columns user_id and date"]
         else:
@@ -117,10 +138,19 @@ def parse_request(query: Mapping[str, str], params: Mapping[str, str]) -> ShapeR
             predicate = parse_where(where_text, params)
         except WhereError as exc:
             errors["where"] = [str(exc)]
+    parsed_subset = None
+    if subset is not None:
+        if live:
+            errors["live"] = ["a subset snapshot is a stable view of the data: it cannot be live"]
+        try:
+            parsed_subset = parse_subset(subset)
+        except ShapeRequestError as exc:
+            errors.update(exc.errors)
     if errors:
         raise ShapeRequestError(errors)
     assert offset is not None
-    return ShapeRequest(offset, handle, live, where_text, dict(params), columns, replica, predicate, sse=sse)
+    return ShapeRequest(offset, handle, live, where_text, dict(params), columns, replica, predicate, sse=sse,
+                        log=log, subset=parsed_subset)
 
 
 def key(user_id: int | str, date: str) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -17,15 +18,21 @@ from pulse_server.accounts import Principal, principal_on
 from pulse_server.db.database import Database
 from pulse_server.replication.health import ReplicationHealth
 from pulse_server.shapes import answers, protocol
+from pulse_server.shapes.errors import ShapeRequestError
 from pulse_server.shapes.log import (
+    Before,
     Head,
     LogChange,
     LogWatcher,
+    Offset,
     SnapshotRead,
     read_changes,
     read_head,
+    read_subset,
+    rows_before,
 )
 from pulse_server.shapes.scope import Scope, resolve_scope, shape_handle
+from pulse_server.shapes.subset import Subset
 
 router = APIRouter(tags=["shapes"])
 CHUNK = 10_000
@@ -36,25 +43,46 @@ async def shape(request: Request) -> Response:
     """The Electric HTTP Shape API over the `entries` table (docs/shapes.md)."""
     try:
         req = answers.read_request(request.query_params)
-    except protocol.ShapeRequestError as exc:
+    except ShapeRequestError as exc:
         return answers.bad_request(exc.errors)
+    return await _serve(request, req)
+
+
+@router.post("/v1/shape")
+async def shape_subset(request: Request) -> Response:
+    """A subset snapshot with its parameters in a JSON body (`fetchSnapshot({method: 'POST'})`): the
+    shape in the query string as for a GET, `{where, params, limit, offset, order_by}` in the body."""
+    try:
+        req = answers.read_request(request.query_params, await answers.read_post_body(request))
+    except ShapeRequestError as exc:
+        return answers.bad_request(exc.errors)
+    return await _serve(request, req)
+
+
+async def _serve(request: Request, req: protocol.ShapeRequest) -> Response:
     db: Database = request.app.state.db
-    token = request.headers.get("authorization", "").partition(" ")[2].strip()
-    if not token:
-        return answers.unauthorized("a bearer token is required")
-    if req.offset != "-1" and (reason := await _still_not_ready(request)) is not None:
+    token = answers.bearer_token(request)
+    if token is None:
+        return answers.unauthorized("a bearer token is required (Authorization: Bearer <token>)")
+    if req.offset != "-1" and req.subset is None and (reason := await _still_not_ready(request)) is not None:
         return answers.not_ready(reason)  # (waited first: the handle and head are read after the wait)
     caller = await run_in_threadpool(_caller, db, token)
     if caller is None:
         return answers.unauthorized("the token is invalid, expired or revoked")
     who, (scope, head) = caller
     handle = current_handle(req, scope, head)
+    if req.subset is not None:
+        if req.handle is not None and not same_build(req.handle, handle):
+            return answers.must_refetch(handle)
+        return await _subset(request, req, req.subset, handle, scope, db)
     if req.offset not in ("-1", "now"):
         if not same_build(req.handle, handle):
             return answers.must_refetch(handle)
         if req.position < head.horizon:  # compaction removed changes this client has not read
             return answers.must_refetch(handle)
         handle = req.handle or handle
+    if req.offset == "-1" and req.changes_only:  # no snapshot: the log from where it stands now
+        return answers.respond(request, req, handle, [], head.offset, up_to_date=False)
     if req.offset == "-1":
         return await _snapshot(request, req, handle, scope, db)
     if req.offset == "now":
@@ -139,7 +167,7 @@ async def _snapshot(
         slots.release()
         raise
     end = protocol.encode(protocol.snapshot_end(xmin, xmax, xip)).encode() + b"]"
-    etag = answers.snapshot_etag(req, handle, head.offset)
+    etag = answers.snapshot_etag(request, req, handle, head.offset)
     if read.exhausted or request.headers.get("if-none-match") == etag:
         try:
             if not read.exhausted:
@@ -148,7 +176,7 @@ async def _snapshot(
             slots.release()
         if request.headers.get("if-none-match") == etag:
             return answers.not_modified(req, handle, head.offset, etag)
-        return answers.whole_snapshot(req, handle, head.offset, etag, b"[" + first + end)
+        return answers.whole_snapshot(request, req, handle, head.offset, etag, b"[" + first + end)
 
     async def body() -> AsyncIterator[bytes]:
         # Each part is read while the one before it is being sent.
@@ -168,7 +196,28 @@ async def _snapshot(
                 finally:
                     slots.release()
 
-    return answers.stream_snapshot(req, handle, head.offset, etag, body())
+    return answers.stream_snapshot(request, req, handle, head.offset, etag, body())
+
+
+async def _subset(
+    request: Request, req: protocol.ShapeRequest, subset: Subset, handle: str, scope: Scope, db: Database
+) -> Response:
+    """A subset snapshot: the rows of the caller's scope that pass the shape's `where` and the subset's,
+    ordered and cut as asked, read from Postgres with the snapshot they reflect (Electric's `metadata`,
+    so its client skips the changes the subset already holds)."""
+    read = await run_in_threadpool(db.run, lambda conn: read_subset(conn, list(scope.user_ids)))
+    rows = [{**row, "username": scope.usernames.get(int(row["user_id"] or 0))} for row in read.rows]
+    rows = subset.select([r for r in rows if req.predicate is None or req.predicate(r)])
+    mark = secrets.randbelow(2**31)
+    headers = {"operation": "insert", "relation": protocol.RELATION, "snapshot_mark": mark}
+    data = [protocol.change_message("insert", protocol.shape_value(r, r["username"], req.columns), headers)
+            for r in rows]
+    metadata = {"snapshot_mark": mark, "xmin": read.xmin, "xmax": read.xmax, "xip_list": read.xip,
+                "database_lsn": str(read.database_lsn)}
+    # The client takes this offset as its stream's (on a cold start in changes_only mode): the one it
+    # asked from when it has one, so it misses nothing; else the head this read reflects.
+    position = req.position if req.offset not in ("-1", "now") else read.head
+    return answers.subset_snapshot(request, handle, position, metadata, data)
 
 
 def _snapshot_slots(request: Request, db: Database) -> anyio.Semaphore:
@@ -212,24 +261,68 @@ def _snapshot_part(req: protocol.ShapeRequest, scope: Scope, read: SnapshotRead)
     return None
 
 
-def _log_messages(req: protocol.ShapeRequest, scope: Scope, changes: list[LogChange]) -> list[dict[str, Any]]:
-    messages = []
-    for index, change in enumerate(changes):
-        username = scope.usernames.get(change.user_id)
-        value = protocol.shape_value(change.value, username, req.columns)
-        operation = change.operation
-        if operation != "delete" and not _visible(req, change.value, username):
-            if operation == "insert":
-                continue
-            operation = "delete"  # moved out of the client's filter
-            value = {k: value.get(k) for k in protocol.PK}
-        if operation == "delete":
-            value = {k: value.get(k) for k in protocol.PK}
-        last = index == len(changes) - 1 or changes[index + 1].lsn != change.lsn
-        messages.append(protocol.change_message(operation, value, {
-            "lsn": str(change.lsn), "op_position": change.op, "txids": [change.txid], "last": last,
-        }))
+def _log_messages(
+    req: protocol.ShapeRequest, scope: Scope, changes: list[LogChange], befores: dict[Offset, Before]
+) -> list[dict[str, Any]]:
+    """The client's messages for these changes: each as the operation it is for this client's filter
+    (a move into it an insert, out of it a delete, a change outside it nothing), `old_value` for
+    `replica=full`. `last` marks the last message sent of each transaction."""
+    messages: list[dict[str, Any]] = []
+    lsns: list[int] = []
+    for change in changes:
+        message = _message_for(req, change, befores.get(change.offset), scope.usernames.get(change.user_id))
+        if message is not None:
+            messages.append(message)
+            lsns.append(change.lsn)
+    for index, message in enumerate(messages):
+        message["headers"]["last"] = index == len(messages) - 1 or lsns[index + 1] != lsns[index]
     return messages
+
+
+def _message_for(
+    req: protocol.ShapeRequest, change: LogChange, before: Before | None, username: str | None
+) -> dict[str, Any] | None:
+    """Whether the client held the row before this change (`was`: None when the server cannot know,
+    see docs/shapes.md "Filters") and holds it after decide the operation."""
+    was: bool | None
+    if change.operation == "insert":
+        was = False
+    elif req.predicate is None:
+        was = True  # an update or delete is of a row that existed, so in an unfiltered shape
+    elif before is None or not before.known:
+        was = None
+    else:
+        was = before.row is not None and _visible(req, before.row, username)
+    now = change.operation != "delete" and _visible(req, change.value, username)
+    if not now and was is False:
+        return None  # outside the filter before and after: nothing for this client
+    headers = {"lsn": str(change.lsn), "op_position": change.op, "txids": [change.txid]}
+    old = before.row if before is not None and before.known else None
+    if not now:
+        value = protocol.shape_value(change.value, username, req.columns)
+        if req.replica == "full" and old is not None:
+            value = protocol.shape_value(old, username, req.columns)  # a delete carries the row it removes
+            return protocol.change_message("delete", value, headers)
+        return protocol.change_message("delete", {k: value.get(k) for k in protocol.PK}, headers)
+    value = protocol.shape_value(change.value, username, req.columns)
+    if was is False:
+        return protocol.change_message("insert", value, headers)
+    message = protocol.change_message("update", value, headers)
+    if req.replica == "full" and old is not None:
+        previous = protocol.shape_value(old, username, req.columns)
+        message["old_value"] = {k: v for k, v in previous.items() if value.get(k) != v}
+    return message
+
+
+async def _messages(
+    req: protocol.ShapeRequest, scope: Scope, db: Database, changes: list[LogChange]
+) -> list[dict[str, Any]]:
+    """`_log_messages`, with the rows as they were before the changes when the request needs them."""
+    befores: dict[Offset, Before] = {}
+    if req.needs_previous and changes:
+        tail = db.settings.shape_log_tail_changes
+        befores = await run_in_threadpool(db.run, lambda conn: rows_before(conn, changes, tail))
+    return _log_messages(req, scope, changes, befores)
 
 
 class _Trimmed(Exception):
@@ -303,7 +396,7 @@ async def _changes(
             changes, reached, at_head = await _read_after(watcher, db, scope, after, build)
         except _Trimmed:
             return answers.must_refetch(await _new_handle(req, "", db, who) or handle)
-        messages = _log_messages(req, scope, changes)
+        messages = await _messages(req, scope, db, changes)
         remaining = deadline - time.monotonic()
         if at_head and _not_ready(request) is not None:
             if (reason := await _still_not_ready(request)) is None:
@@ -346,7 +439,7 @@ def _sse(
                 changes, reached, at_head = await _read_after(watcher, db, scope, after, build)
             except _Trimmed:
                 return
-            messages = _log_messages(req, scope, changes)
+            messages = await _messages(req, scope, db, changes)
             after = max(after, reached)
             if at_head and _not_ready(request) is not None:
                 return  # the client asks again from its last up-to-date, and gets the 503

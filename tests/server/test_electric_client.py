@@ -43,35 +43,40 @@ Row = dict[str, str | None]
 
 # -- installing the client --------------------------------------------------------------------------------------
 
-def _pinned_version() -> str:
-    version: str = json.loads((ELECTRIC_DIR / "package.json").read_text())["dependencies"]["@electric-sql/client"]
-    return version
+def _pinned_versions() -> dict[str, str]:
+    pinned: dict[str, str] = json.loads((ELECTRIC_DIR / "package.json").read_text())["dependencies"]
+    return pinned
 
 
-def _installed_version() -> str | None:
-    manifest = ELECTRIC_DIR / "node_modules" / "@electric-sql" / "client" / "package.json"
-    if not manifest.exists():
-        return None
-    version: str = json.loads(manifest.read_text())["version"]
-    return version
+def _installed_versions() -> dict[str, str | None]:
+    """Each pinned package's installed version (None when missing)."""
+    found: dict[str, str | None] = {}
+    for package in _pinned_versions():
+        manifest = ELECTRIC_DIR / "node_modules" / package / "package.json"
+        found[package] = json.loads(manifest.read_text())["version"] if manifest.exists() else None
+    return found
 
 
 @pytest.fixture(scope="module")
 def node() -> str:
-    """The node binary, with the pinned @electric-sql/client installed beside the script."""
+    """The node binary, with the pinned packages (@electric-sql/client, @tanstack/db and its Electric
+    collection) installed beside the scripts."""
     node, npm = shutil.which("node"), shutil.which("npm")
     if node is None or npm is None:
         pytest.fail("node and npm are required for the Electric client test (Node 20+): install them "
                     "(e.g. apt-get install nodejs npm) and re-run; this test is never skipped")
     with open(Path(tempfile.gettempdir()) / "pulse-electric-client-npm.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # two test runs at once must not both install
-        if _installed_version() != _pinned_version():
+        if _installed_versions() != _pinned_versions():
             command = [npm, "ci"] if (ELECTRIC_DIR / "package-lock.json").exists() else [npm, "install"]
             done = subprocess.run([*command, "--no-audit", "--no-fund"], cwd=ELECTRIC_DIR, capture_output=True,
                                   text=True, timeout=300, check=False)
             if done.returncode != 0:
                 pytest.fail(f"`{' '.join(command)}` in {ELECTRIC_DIR} failed:\n{done.stdout}\n{done.stderr}")
-    assert _installed_version() == _pinned_version()
+    assert _installed_versions() == _pinned_versions()
+    # One copy of @tanstack/db: a second one (nested under the Electric collection) breaks createCollection.
+    assert not (ELECTRIC_DIR / "node_modules" / "@tanstack" / "electric-db-collection" / "node_modules" / "@tanstack"
+                / "db").exists()
     return node
 
 
@@ -81,8 +86,8 @@ class NodeStream:
     """`shape_stream.mjs` as a subprocess: its JSON lines collected in order, waited on with a deadline."""
 
     def __init__(self, node: str, shape_url: str, user: User, label: str, log_dir: Path,
-                 extra_args: list[str]) -> None:
-        command = [node, str(SCRIPT), "--url", shape_url, "--label", label, *extra_args]
+                 extra_args: list[str], script: Path = SCRIPT) -> None:
+        command = [node, str(script), "--url", shape_url, "--label", label, *extra_args]
         self.label = label
         self.events: list[Event] = []
         self._arrived: queue.Queue[None] = queue.Queue()

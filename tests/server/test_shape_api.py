@@ -12,6 +12,7 @@ import json
 import re
 import secrets
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -359,7 +360,8 @@ def test_a_client_leaving_in_the_middle_of_a_snapshot_ends_its_read(
 ) -> None:
     """The snapshot streams from an open transaction; a client that goes away half way must not leave
     that transaction (and its pooled connection) behind. (A filtered snapshot is read a few thousand
-    rows at a time: 20,000 rows of 1 kB are more than the sockets buffer.)"""
+    rows at a time: 20,000 rows of 1 kB are more than the sockets buffer; uncompressed, since these rows
+    compress to almost nothing.)"""
     user = new_user()
     pg.execute("INSERT INTO entries (user_id, date, steps, note) SELECT %s, '1990-01-01'::date + i, i, repeat('x', 999)"
                " FROM generate_series(0, 19999) i", (user.id,))
@@ -371,7 +373,8 @@ def test_a_client_leaving_in_the_middle_of_a_snapshot_ends_its_read(
                               " AND query LIKE '%%shape_snapshot%%'"
                               ).fetchone()[0])  # type: ignore[index]
 
-    with (httpx.Client(base_url=shapes.url, headers={"Authorization": f"Bearer {user.token}"}) as http,
+    with (httpx.Client(base_url=shapes.url, headers={"Authorization": f"Bearer {user.token}",
+                                                      "Accept-Encoding": "identity"}) as http,
           http.stream("GET", SHAPE, params={"table": "entries", "offset": "-1", "where": "steps >= 0"})
           as response):
         assert response.status_code == 200
@@ -1343,3 +1346,104 @@ def test_the_reader_picks_up_each_write_after_idling_between_them(tmp_path: Path
                 assert logged_within(conn, user_id, "2026-11-27", steps, 3.0), f"write {steps} never logged"
         finally:
             server.stop()
+
+
+# -- hardening, compression, the operations a filtered client is sent, subsets over HTTP ---------------------
+
+def test_only_the_bearer_scheme_carries_a_token(athlete_with_entries: User, shapes: ServerProcess) -> None:
+    params = {"table": "entries", "offset": "-1"}
+    token = athlete_with_entries.token
+    for scheme in ("Basic", "Token", "Digest"):
+        with httpx.Client(base_url=shapes.url, headers={"Authorization": f"{scheme} {token}"}) as http:
+            assert http.get(SHAPE, params=params).status_code == 401, scheme
+    with httpx.Client(base_url=shapes.url, headers={"Authorization": f"bearer {token}"}) as http:
+        assert http.get(SHAPE, params=params).status_code == 200  # the scheme is case-insensitive (RFC 7235)
+
+
+def test_a_column_asked_twice_is_400(athlete_with_entries: User, shape_client: Callable[[User | None], Api]) -> None:
+    response = get_shape(shape_client(athlete_with_entries), offset="-1", columns="user_id,date,user_id")
+    assert_bad_request(response, "columns")
+    assert "user_id" in response.json()["errors"]["columns"][0]
+
+
+def test_responses_are_gzipped_when_the_client_accepts_it_and_say_the_same(
+    athlete_with_entries: User, shapes: ServerProcess
+) -> None:
+    auth = {"Authorization": f"Bearer {athlete_with_entries.token}"}
+    params = {"table": "entries", "offset": "-1"}
+    with httpx.Client(base_url=shapes.url) as http:
+        plain = http.get(SHAPE, params=params, headers={**auth, "Accept-Encoding": "identity"})
+        gzipped = http.get(SHAPE, params=params, headers={**auth, "Accept-Encoding": "gzip"})
+        refused = http.get(SHAPE, params=params, headers={**auth, "Accept-Encoding": "gzip;q=0"})
+    assert "content-encoding" not in plain.headers and "content-encoding" not in refused.headers
+    assert gzipped.headers["content-encoding"] == "gzip"
+    assert gzipped.json() == plain.json()  # httpx undoes the gzip
+    assert len(gzipped.content) == len(plain.content)
+    assert int(gzipped.headers["content-length"]) < len(plain.content) / 3
+    assert gzipped.headers["etag"] != plain.headers["etag"]  # another representation
+    assert "Accept-Encoding" in gzipped.headers["vary"]
+
+
+def test_a_streamed_snapshot_is_gzipped_part_by_part(
+    new_user: Callable[..., User], shapes: ServerProcess, pg: psycopg.Connection[Any]
+) -> None:
+    """A filtered snapshot of 6,000 rows streams in three parts; gzipped, each part is flushed, so the
+    first bytes decompress to the first rows before the read ends."""
+    user = new_user()
+    before = head_offset(pg)
+    pg.execute("INSERT INTO entries (user_id, date, steps) SELECT %s, '2000-01-01'::date + i, i"
+               " FROM generate_series(0, 5999) i", (user.id,))
+    assert logged_within(pg, user.id, "2016-06-04", 5999, 60.0)
+    headers = {"Authorization": f"Bearer {user.token}", "Accept-Encoding": "gzip"}
+    params = {"table": "entries", "where": "steps >= 0"}
+    with httpx.Client(base_url=shapes.url, headers=headers) as http:
+        with http.stream("GET", SHAPE, params={**params, "offset": "-1"}) as response:
+            assert response.headers["content-encoding"] == "gzip" and "content-length" not in response.headers
+            chunks = list(response.iter_raw())
+        # The same 6,000 rows as one catch-up (megabytes, compressed off the event loop).
+        catch_up = http.get(SHAPE, params={**params, "offset": before, "handle": response.headers["electric-handle"]})
+    first = zlib.decompressobj(31).decompress(chunks[0])
+    assert first.startswith(b'[{"key":') and first.endswith(b",")  # whole messages: a flushed part
+    body = json.loads(zlib.decompress(b"".join(chunks), 31))
+    assert len(change_messages(body)) == 6000 and control_messages(body) == ["snapshot-end"]
+    assert catch_up.headers["content-encoding"] == "gzip"
+    assert [m["value"]["steps"] for m in change_messages(catch_up.json())] == [str(i) for i in range(6000)]
+
+
+def test_a_filtered_client_is_sent_inserts_on_move_in_deletes_on_move_out_and_nothing_outside(
+    varied_athlete: User, shape_client: Callable[[User | None], Api], pg: psycopg.Connection[Any]
+) -> None:
+    api = shape_client(varied_athlete)
+    busy = Follower(api, {"where": "steps > 5000"}).follow()
+    uid = varied_athlete.id
+    start = busy.offset
+    for day, steps in (("2025-06-01", 7000), ("2025-06-01", 7100), ("2025-12-31", 100), ("2025-12-31", 200),
+                       ("2026-02-14", 9999)):
+        pg.execute("UPDATE entries SET steps = %s WHERE user_id = %s AND date = %s", (steps, uid, day))
+    busy.wait_for(lambda ms: any(m["value"].get("steps") == "9999" for m in ms))
+    response = get_shape(api, {"where": "steps > 5000"}, offset=start, handle=busy.handle)
+    sent = [(m["headers"]["operation"], m["value"]["date"]) for m in change_messages(response.json())]
+    assert sent == [("insert", "2025-06-01"), ("update", "2025-06-01"), ("delete", "2025-12-31"),
+                    ("update", "2026-02-14")]
+
+
+def test_a_subset_snapshot_over_get_and_post_is_metadata_and_data_and_a_bad_subset_is_400(
+    athlete_with_entries: User, shape_client: Callable[[User | None], Api], pg: psycopg.Connection[Any]
+) -> None:
+    api = shape_client(athlete_with_entries)
+    subset = {"where": "steps IS NOT NULL", "order_by": "date DESC", "limit": 2}
+    got = get_shape(api, offset="-1", **{f"subset__{k}": str(v) for k, v in subset.items()})
+    posted = api.post(SHAPE, params={"table": "entries", "offset": "-1"}, json=subset)
+    expected = pg.execute("SELECT date::text FROM entries WHERE user_id = %s AND steps IS NOT NULL"
+                          " ORDER BY date DESC LIMIT 2", (athlete_with_entries.id,)).fetchall()
+    for response in (got, posted):
+        assert response.status_code == 200, response.text
+        assert response.headers["electric-snapshot"] == "true" and response.headers["cache-control"] == "no-store"
+        body = response.json()
+        assert set(body) == {"metadata", "data"}
+        assert [m["value"]["date"] for m in body["data"]] == [d for (d,) in expected]
+        assert all(m["headers"]["snapshot_mark"] == body["metadata"]["snapshot_mark"] for m in body["data"])
+    assert_bad_request(api.post(SHAPE, params={"table": "entries", "offset": "-1"}, content=b"[1]"), "body")
+    assert_bad_request(get_shape(api, offset="-1", subset__limit="2"), "subset__limit")  # no order: which two?
+    assert_bad_request(get_shape(api, offset="-1", subset__order_by="password_hash"), "subset__order_by")
+    assert_bad_request(get_shape(api, offset="-1", subset__where="user_id = 1"), "subset__where")

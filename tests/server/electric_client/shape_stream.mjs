@@ -3,6 +3,7 @@
 //   SHAPE_TOKEN=<bearer token> node shape_stream.mjs --url http://127.0.0.1:8000/v1/shape \
 //       [--table entries] [--where "steps > $1" --param 10000 ...] [--columns user_id,date,steps]
 //       [--handle H --offset O] [--live-sse] [--label name]
+//       [--log changes_only] [--replica full] [--subset-method POST]
 //
 // (the token may also be given as --token, but the environment keeps it out of `ps`).
 //
@@ -17,6 +18,8 @@
 //   warning   what the client wrote with console.warn (stale handles, retry loops, ignored responses)
 //   error     an error the stream gave up on (then the process exits with status 3)
 //   stopped   after a {"cmd": "stop"} command
+//   snapshot  the answer to a {"cmd": "requestSnapshot" | "fetchSnapshot", "id", "params", "method"?}
+//             command: its id, metadata and data (or the error it threw)
 // Commands on stdin (below) restart or stop the stream; the process ends when its stdin is closed
 // (so a test that dies does not leave it behind).
 
@@ -43,6 +46,9 @@ const { values: args } = parseArgs({
     handle: { type: 'string' },
     offset: { type: 'string' },
     label: { type: 'string', default: 'stream' },
+    log: { type: 'string' },
+    replica: { type: 'string' },
+    'subset-method': { type: 'string' },
   },
 })
 
@@ -71,7 +77,7 @@ console.warn = (...parts) => {
   warn(...parts)
 }
 
-const SHOWN_HEADERS = /^(electric-|cache-control$|etag$|vary$|content-type$|retry-after$|access-control-expose-headers$)/
+const SHOWN_HEADERS = /^(electric-|cache-control$|etag$|vary$|content-type$|content-encoding$|retry-after$|access-control-expose-headers$)/
 
 // The client's base fetch, observed: what it asked for and what it got back.
 const observedFetch = async (input, init) => {
@@ -128,6 +134,7 @@ const shapeParams = { table: args.table }
 if (args.where) shapeParams.where = args.where
 if (args.param) shapeParams.params = args.param
 if (args.columns) shapeParams.columns = args.columns.split(',')
+if (args.replica) shapeParams.replica = args.replica
 
 // One ShapeStream (and its Shape) at a time; `restart` replaces it inside this process, as a page
 // reload would in a browser: the client's module-level caches (expired handles, up-to-date cursors)
@@ -143,6 +150,8 @@ const follow = ({ handle, offset, reason }) => {
     fetchClient: observedFetch,
     signal: aborter.signal,
     liveSse: args['live-sse'],
+    ...(args.log ? { log: args.log } : {}),
+    ...(args['subset-method'] ? { subsetMethod: args['subset-method'] } : {}),
     // Errors the client does not retry by itself (4xx but 409/429, missing headers) end the run.
     onError: (error) => {
       fail(error)
@@ -197,6 +206,24 @@ const stop = () => {
 
 current = follow({ handle: args.handle, offset: args.offset, reason: 'initial' })
 
+// A subset snapshot as an app asks for one: Shape.requestSnapshot (changes_only mode: the rows are
+// injected into the stream, seen as a `messages` event, and kept by the Shape), or
+// ShapeStream.fetchSnapshot (the rows returned, the stream untouched); `method` 'GET' or 'POST'.
+const snapshot = async ({ cmd, id, params, method }) => {
+  try {
+    const options = { ...params, ...(method ? { method } : {}) }
+    if (cmd === 'requestSnapshot') {
+      await current.shape.requestSnapshot(options)
+      emit('snapshot', { id, cmd, rows: current.shape.currentRows })
+    } else {
+      const { metadata, data } = await current.stream.fetchSnapshot(options)
+      emit('snapshot', { id, cmd, metadata, data })
+    }
+  } catch (error) {
+    emit('snapshot', { id, cmd, error: describe(error) })
+  }
+}
+
 // Commands, one JSON object a line on stdin: {"cmd": "restart", "handle"?: ..., "offset"?: ...}
 // starts a new stream (fresh, or resuming from a handle and offset); {"cmd": "stop"} ends the stream.
 let pending = ''
@@ -215,6 +242,8 @@ process.stdin.on('data', (chunk) => {
     } else if (command.cmd === 'stop') {
       stop()
       emit('stopped', {})
+    } else if (command.cmd === 'requestSnapshot' || command.cmd === 'fetchSnapshot') {
+      snapshot(command)
     }
   }
 })
