@@ -29,7 +29,7 @@ from pulse_server.db.database import Database, DatabaseUnavailable
 from pulse_server.errors import ApiError, from_domain
 from pulse_server.logs import request_id, user_id
 from pulse_server.metrics import Metrics
-from pulse_server.ratelimit import ConcurrencyGate, RateLimiter
+from pulse_server.ratelimit import ConcurrencyGate, LoginThrottle, PostgresThrottleStore, ThrottlePolicy
 from pulse_server.replication.health import ReplicationHealth
 from pulse_server.replication.reader import ReplicationReader
 from pulse_server.settings import Settings, libpq_url
@@ -115,7 +115,7 @@ def create_app(
     app.state.clock = clock
     app.state.metrics = metrics
     app.state.background = background
-    app.state.login_limiter = RateLimiter(settings.login_attempts_per_minute)
+    app.state.login_throttle = LoginThrottle(PostgresThrottleStore(db.run), throttle_policy(settings))
     app.state.push_gate = ConcurrencyGate(min(settings.push_concurrency, settings.pool_size), settings.push_queue_limit)
     for module in (routes_auth, routes_entries, routes_sync, routes_grants, routes_meta):
         app.include_router(module.router)
@@ -323,6 +323,14 @@ class Background:
         m.maintenance_seconds.set(report.seconds)
         for table, size in report.table_bytes.items():
             m.sync_table_bytes.labels(table).set(size)
+
+
+def throttle_policy(settings: Settings) -> ThrottlePolicy:
+    return ThrottlePolicy(
+        pair_free=settings.login_free_failures, address_free=settings.login_address_free_failures,
+        first_delay_s=settings.login_first_delay_s, max_delay_s=settings.login_max_delay_s,
+        forget_s=settings.login_forget_s,
+    )
 
 
 def retention_of(settings: Settings) -> maintenance.Retention:
