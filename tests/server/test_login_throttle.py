@@ -6,6 +6,7 @@ lived in its memory; here every count is Postgres's."""
 
 from __future__ import annotations
 
+import secrets
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -13,7 +14,6 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
-from conftest import PASSWORD, unique_name
 from server_support import ServerProcess, User, error_body
 
 from pulse_server.accounts import add_user
@@ -21,8 +21,13 @@ from pulse_server.db.database import Database
 from pulse_server.errors import ApiError
 from pulse_server.ratelimit import LoginThrottle, PostgresThrottleStore, ThrottlePolicy
 
+PASSWORD = "correct horse battery"
 FREE, ADDRESS_FREE = 3, 8  # failures free per (username, address) and per address on these two servers
 DELAY_S = 120  # the first wait: longer than any of these tests, so a block holds while a test runs
+
+
+def unique_name(prefix: str) -> str:
+    return f"{prefix}-{secrets.token_hex(5)}"
 
 
 @pytest.fixture(scope="module")
