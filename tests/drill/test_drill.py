@@ -7,15 +7,19 @@ database, devices pushing and live clients following their shapes through the pr
 3. all three are restarted one by one (SIGTERM, start, ready): no push fails as seen by a device.
 
 Devices: three sync-engine clients (`sync.client.SyncClient`, the CLI's own transport with its retries),
-one mutation per push, each a new value (steps = seq) on one of 20 days; and one `pulse` CLI device
-logging and syncing in a loop (real processes: outbox, push, shape pull). Each device's user has a live
-follower (long polls through nginx, as Electric's clients do). Run with `-s` to see the figures.
+one mutation per push, each a new value (steps = seq) on one of 20 days; a fourth pushing 200 at a time
+(the first kill waits until an instance is writing one of these, so a push is cut for certain); and one
+`pulse` CLI device logging and syncing in a loop (real processes: outbox, push, shape pull). Each
+device's user has a live follower (long polls through nginx, as Electric's clients do). Run with `-s` to
+see the figures.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
+import os
 import re
 import statistics
 import threading
@@ -42,6 +46,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.skipif(not _nginx.available(), reason
 
 PASSWORD = "correct horse battery"
 ENGINE_DEVICES = 3
+BULK = 200  # mutations in each push of the bulk device
 DAYS = 20
 PACE_S = 0.15  # between two pushes of one engine device
 FIRST_DAY = dt.date.today() - dt.timedelta(days=60)
@@ -71,39 +76,48 @@ class CountingTransport(httpx.HTTPTransport):
 
 @dataclass
 class EngineDevice:
-    """A device pushing one new value at a time through the proxy; a failed push (after the client's own
-    retries) is recorded and pushed again, as an outbox would."""
+    """A device pushing new values through the proxy, `batch` mutations a push (each on a day of its own,
+    so every one is a change of its own in the shape); a failed push (after the client's own retries) is
+    recorded and pushed again, as an outbox would."""
 
     user: User
     client_id: str
     url: str
     token: str
+    batch: int = 1
+    days: int = DAYS
+    pace_s: float = PACE_S
     acked: dict[int, str] = field(default_factory=dict)  # seq -> result status
     failed: list[str] = field(default_factory=list)
+    pushes: int = 0
     last_day_seq: dict[str, int] = field(default_factory=dict)  # the last seq written to each day
 
     def run(self, stop: threading.Event) -> None:
         self.transport = CountingTransport()
-        stamps: dict[str, str | None] = {}
+        stamps: dict[str, str] = {}
         with SyncClient(self.url, self.token, transport=self.transport) as client:
             seq = 0
             while not stop.is_set():
-                seq += 1
-                day = (FIRST_DAY + dt.timedelta(days=seq % DAYS)).isoformat()
-                hlc = f"{time.time_ns() // 1_000_000:016d}:{seq % 100_000:05d}:{self.client_id}"
-                mutation = {"seq": seq, "date": day, "op": "set", "fields": {"steps": seq},
-                            "base": {"steps": stamps.get(day)}, "hlc": hlc}
+                mutations = []
+                for _ in range(self.batch):
+                    seq += 1
+                    day = (FIRST_DAY - dt.timedelta(days=seq % self.days)).isoformat()
+                    hlc = f"{time.time_ns() // 1_000_000:016d}:{seq % 100_000:05d}:{self.client_id}"
+                    mutations.append({"seq": seq, "date": day, "op": "set", "fields": {"steps": seq},
+                                      "base": {"steps": stamps.get(day)}, "hlc": hlc})
+                    stamps[day] = hlc
                 while True:
                     try:
-                        result = client.push(self.client_id, [mutation])["results"][0]
+                        results = client.push(self.client_id, mutations)["results"]
                         break
                     except SyncError as exc:
-                        self.failed.append(f"seq {seq}: {exc}")
+                        self.failed.append(f"seqs {mutations[0]['seq']}..: {exc}")
                         time.sleep(0.5)
-                self.acked[seq] = result["status"]
-                stamps[day] = result.get("hlc", hlc)
-                self.last_day_seq[day] = seq
-                stop.wait(PACE_S)
+                self.pushes += 1
+                for mutation, result in zip(mutations, results, strict=True):
+                    self.acked[mutation["seq"]] = result["status"]
+                    self.last_day_seq[mutation["date"]] = mutation["seq"]
+                stop.wait(self.pace_s)
 
 
 @dataclass
@@ -147,6 +161,35 @@ def first_answers_after(moment: float, clients: list[LiveClient]) -> float:
     users' devices write every PACE_S, so a live client that is connected has one within about that."""
     found = [c.first_answer_after(moment) for c in clients]
     return round(max(f if f is not None else float("inf") for f in found), 3)
+
+
+def postgres_ports(pid: int) -> set[int]:
+    """The local ports of a process's TCP sockets: matched with pg_stat_activity.client_port, they say
+    which Postgres backends serve that process."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        with contextlib.suppress(OSError):
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            if target.startswith("socket:["):
+                inodes.add(int(target[8:-1]))
+    ports = set()
+    for table in ("tcp", "tcp6"):
+        with contextlib.suppress(OSError), open(f"/proc/{pid}/net/{table}") as f:
+            for line in f.readlines()[1:]:
+                fields = line.split()
+                if int(fields[9]) in inodes:
+                    ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
+def writing_a_push(cluster: Cluster, candidates: list[PulseServer]) -> PulseServer | None:
+    """One of these instances whose Postgres backend is running `pulse_push_write` right now."""
+    busy = {r[0] for r in cluster.pg.execute(
+        "SELECT client_port FROM pg_stat_activity WHERE datname = current_database() AND state = 'active'"
+        " AND query LIKE '%%pulse_push_write%%'")}
+    if not busy:
+        return None
+    return next((s for s in candidates if busy & postgres_ports(s.proc.pid)), None)
 
 
 def _metric(url: str, name: str) -> str:
@@ -260,9 +303,12 @@ def test_kill_one_kill_the_leader_then_restart_all_without_losing_a_change(
     cluster: Cluster, tmp_path: Path
 ) -> None:
     drill_started = time.monotonic()
-    users = make_users(cluster, ENGINE_DEVICES + 1)
+    users = make_users(cluster, ENGINE_DEVICES + 2)
     url = cluster.nginx.url
     devices = [EngineDevice(u, f"drill{i:02d}", url, cluster.token(u)) for i, u in enumerate(users[:ENGINE_DEVICES])]
+    # and one pushing 200 mutations at a time: a push long enough to be cut by the kill while it writes
+    bulk = users[ENGINE_DEVICES]
+    devices.append(EngineDevice(bulk, "drillbulk", url, cluster.token(bulk), batch=BULK, days=BULK, pace_s=0.3))
     live = [LiveClient(Follower(url, cluster.token(u))) for u in users]
     cli = Device("cli", tmp_path / "cli", url)
     assert cli.login(users[-1]).returncode == 0
@@ -278,9 +324,10 @@ def test_kill_one_kill_the_leader_then_restart_all_without_losing_a_change(
     time.sleep(2)
 
     figures: dict[str, Any] = {}
-    # 1. SIGKILL an instance that does not lead the reader.
+    # 1. SIGKILL an instance that does not lead the reader, while it writes a push (the bulk device's).
     leader = cluster.leader()
-    victim = next(s for s in cluster.servers if s is not leader)
+    victim = wait_for(lambda: writing_a_push(cluster, [s for s in cluster.servers if s is not leader]), 30,
+                      "a push being written by an instance that does not lead", every_s=0.002)
     killed_at = time.monotonic()
     victim.kill()
     time.sleep(4)
@@ -324,9 +371,9 @@ def test_kill_one_kill_the_leader_then_restart_all_without_losing_a_change(
                  f"{user.username}'s live client to hold what Postgres holds")
     stop_live.set()
 
-    pushes = sum(len(d.acked) for d in devices)
+    pushes = sum(d.pushes for d in devices)
     figures.update({
-        "pushes": pushes, "cli_syncs": len(cli_device.syncs),
+        "pushes": pushes, "mutations": sum(len(d.acked) for d in devices), "cli_syncs": len(cli_device.syncs),
         "failed_pushes": sum(len(d.failed) for d in devices), "failed_cli_syncs": len(cli_device.failed),
         "requests_retried_by_devices": sum(d.transport.retried for d in devices),
         "cli_sync_p50_s": round(statistics.median(cli_device.syncs), 2) if cli_device.syncs else None,
@@ -334,7 +381,7 @@ def test_kill_one_kill_the_leader_then_restart_all_without_losing_a_change(
     })
     print("\ndrill figures (before the checks):", json.dumps(figures))
     lost: dict[str, list[int]] = {}
-    for device, follower in zip(devices, live[:ENGINE_DEVICES], strict=True):
+    for device, follower in zip(devices, live[:ENGINE_DEVICES + 1], strict=True):
         # Nothing applied twice: each seq recorded once, every result the first application's or its replay.
         rows = cluster.pg.execute("SELECT seq FROM applied_mutations WHERE user_id = %s AND client_id = %s"
                                   " ORDER BY seq", (device.user.id, device.client_id)).fetchall()
@@ -361,6 +408,8 @@ def test_kill_one_kill_the_leader_then_restart_all_without_losing_a_change(
     assert figures["reconnect_after_kill_s"] < RECONNECT_BOUND_S, figures
     assert figures["takeover_s"] < TAKEOVER_BOUND_S, figures
     assert pushes > 100 and len(cli_device.syncs) > 5, figures
+    # The push cut by the first kill was sent again by its device: answered once, applied once.
+    assert figures["requests_retried_by_devices"] >= 1, figures
 
 
 def test_a_slow_client_is_cut_off_by_the_proxy_not_held(cluster: Cluster) -> None:
