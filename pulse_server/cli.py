@@ -131,6 +131,9 @@ def serve(
     host: Annotated[str | None, typer.Option(help="Address to listen on (default 127.0.0.1).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default 8000).")] = None,
     workers: Annotated[int | None, typer.Option(help="Worker processes (default 1).")] = None,
+    forwarded_allow_ips: Annotated[str | None, typer.Option(
+        help="Proxies whose X-Forwarded-For is believed, comma-separated (default PULSE_FORWARDED_ALLOW_IPS:"
+             " none).")] = None,
 ) -> None:
     """Serve the HTTP API; SIGTERM ends held long polls and SSE streams at once (clients reconnect),
     gives other requests PULSE_SHUTDOWN_GRACE_S (3) to finish, then stops.
@@ -138,6 +141,7 @@ def serve(
     Examples:
       pulse-server serve --port 8000
       pulse-server serve --host 0.0.0.0 --workers 2
+      pulse-server serve --port 8001 --forwarded-allow-ips 127.0.0.1   # behind nginx (deploy/)
     """
     import os
 
@@ -145,11 +149,15 @@ def serve(
 
     from pulse_server import logs
 
-    settings = bootstrap(database_url, host=host, port=port, workers=workers)
+    settings = bootstrap(database_url, host=host, port=port, workers=workers, forwarded_allow_ips=forwarded_allow_ips)
     os.environ["PULSE_DATABASE_URL"] = settings.database_url  # worker processes read it again
     logs.configure(settings.log_level)
+    trusted = [a.strip() for a in settings.forwarded_allow_ips.split(",") if a.strip()]
+    # Only a trusted proxy's X-Forwarded-For is believed (uvicorn takes the right-most address not of a
+    # trusted proxy); with none trusted, the headers are ignored and the socket's address is the client's.
     uvicorn.run("pulse_server.main:app_from_environment", factory=True, host=settings.host, port=settings.port,
                 workers=settings.workers, log_config=None, access_log=False,
+                proxy_headers=bool(trusted), forwarded_allow_ips=trusted or None,
                 timeout_graceful_shutdown=max(1, round(settings.shutdown_grace_s)))
 
 

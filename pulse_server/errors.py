@@ -23,6 +23,7 @@ CODES = {
     "already_exists": 409,
     "payload_too_large": 413,
     "batch_too_large": 413,
+    "unsupported_media_type": 415,
     "invalid_value": 422,
     "unsupported_protocol": 426,
     "rate_limited": 429,

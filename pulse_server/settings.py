@@ -17,13 +17,24 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     workers: int = 1
+    # The addresses of the reverse proxies whose X-Forwarded-For / X-Forwarded-Proto are believed
+    # (uvicorn's forwarded_allow_ips: "127.0.0.1", "10.0.0.5,10.0.0.6", a network "10.0.0.0/24").
+    # Empty (the default): no proxy is trusted and a request's address is its socket's.
+    forwarded_allow_ips: str = ""
     pool_size: int = Field(default=10, ge=1, le=200)
     pool_timeout_s: float = 5.0
     statement_timeout_ms: int = 15_000
     token_ttl_days: int = 30
     max_batch: int = 500
     max_body_bytes: int = 1_048_576
-    login_attempts_per_minute: int = 10
+    # Sign-in throttling (docs/api.md): failed attempts free per (username, address) and per address, then
+    # a wait of login_first_delay_s doubling with each failure up to login_max_delay_s; counts forgotten
+    # login_forget_s after their last failure. Kept in Postgres, shared by every worker and instance.
+    login_free_failures: int = Field(default=5, ge=0)
+    login_address_free_failures: int = Field(default=30, ge=0)
+    login_first_delay_s: float = Field(default=1.0, gt=0)
+    login_max_delay_s: float = Field(default=900.0, gt=0)
+    login_forget_s: float = Field(default=86_400.0, gt=0)
     breaker_failures: int = 5
     breaker_reset_s: float = 5.0
     clock_skew_limit_ms: int = 60_000

@@ -27,6 +27,8 @@ def serve(device: Device, host: str, port: int, interval_s: float) -> None:
     agent.start()
     log.info("the app is at http://%s:%d/app/ (sign in as %s)", host, port, backend.username)
     try:
-        uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+        # No proxy in front: the socket's address is the client's (uvicorn would otherwise believe the
+        # X-Forwarded-For of any local client, and the sign-in throttle counts per address).
+        uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False, proxy_headers=False)
     finally:
         agent.shutdown()

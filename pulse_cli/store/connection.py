@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 import sqlite3
 from pathlib import Path
+from typing import Any
 
-from pulse_cli.store.migrations import apply_migrations
+from pulse_cli.store.migrations import MIGRATIONS, apply_migrations
 from pulse_core.errors import StoreError
 
 DB_NAME = "pulse.db"
@@ -17,7 +18,11 @@ def open_store(home: Path) -> sqlite3.Connection:
     """Open (creating if needed) `home/pulse.db`, migrated to the latest schema.
 
     Health data: the store and its journal files are readable by their owner only (0600), in a folder
-    only its owner can list (0700), whatever the umask."""
+    only its owner can list (0700), whatever the umask. A store that cannot be written (a read-only folder
+    or file: a read-only mount, a backup) is opened for reading only (`open_read_only`)."""
+    path = home / DB_NAME
+    if path.is_file() and not (os.access(home, os.W_OK) and os.access(path, os.W_OK)):
+        return open_read_only(home)
     previous = os.umask(0o077)  # the database, its -wal and -shm files are created 0600
     try:
         home.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -39,6 +44,66 @@ def open_store(home: Path) -> sqlite3.Connection:
     except sqlite3.DatabaseError as exc:
         conn.close()
         raise StoreError(f"store: {home / DB_NAME} is not a usable Pulse store: {exc}") from exc
+    return conn
+
+
+class ReadOnlyStore(sqlite3.Connection):
+    """A store opened for reading only: reads work; a write fails with one line that names the folder."""
+
+    home: Path
+
+    def execute(self, sql: str, parameters: Any = (), /) -> sqlite3.Cursor:
+        try:
+            return super().execute(sql, parameters)
+        except sqlite3.OperationalError as exc:
+            if _is_write_refused(exc):
+                raise self._read_only() from exc
+            raise
+
+    def executemany(self, sql: str, parameters: Any, /) -> sqlite3.Cursor:
+        try:
+            return super().executemany(sql, parameters)
+        except sqlite3.OperationalError as exc:
+            if _is_write_refused(exc):
+                raise self._read_only() from exc
+            raise
+
+    def _read_only(self) -> StoreError:
+        return StoreError(f"store: {self.home} is read-only: this command changes the store; reading commands"
+                          " (history, show, export ...) work, or make the folder writable")
+
+
+def _is_write_refused(exc: sqlite3.OperationalError) -> bool:
+    text = str(exc)
+    return "readonly" in text or "read-only" in text
+
+
+def open_read_only(home: Path) -> sqlite3.Connection:
+    """`home/pulse.db` for reading only, if it is already at the latest schema (migrating would write).
+
+    Nothing can write the file while its folder is read-only, so it is opened immutable: no locks and no
+    -shm file to create. Unless a -wal file holds changes not yet checkpointed into it (a process stopped
+    before closing): then SQLite's read-only mode, which reads them through the -shm file."""
+    path = home / DB_NAME
+    wal = home / f"{DB_NAME}-wal"
+    pending = wal.is_file() and wal.stat().st_size > 0
+    uri = path.resolve().as_uri() + ("?mode=ro" if pending else "?mode=ro&immutable=1")
+    try:
+        conn = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=10.0, factory=ReadOnlyStore)
+    except sqlite3.Error as exc:
+        raise StoreError(f"store: cannot read {path} (its folder {home} is read-only): {exc}") from exc
+    assert isinstance(conn, ReadOnlyStore)
+    conn.home = home
+    try:
+        conn.execute("PRAGMA query_only=ON")
+        done = {row[0] for row in conn.execute("SELECT name FROM schema_migrations")}
+    except (sqlite3.DatabaseError, StoreError) as exc:
+        conn.close()
+        raise StoreError(f"store: {path} is not a usable Pulse store: {exc}") from exc
+    if any(name not in done for name, _ in MIGRATIONS):
+        conn.close()
+        raise StoreError(f"store: {path} was made by an older pulse and needs upgrading, but {home} is read-only:"
+                         " make the folder writable once")
     return conn
 
 

@@ -29,7 +29,7 @@ from pulse_server.db.database import Database, DatabaseUnavailable
 from pulse_server.errors import ApiError, from_domain
 from pulse_server.logs import request_id, user_id
 from pulse_server.metrics import Metrics
-from pulse_server.ratelimit import ConcurrencyGate, RateLimiter
+from pulse_server.ratelimit import ConcurrencyGate, LoginThrottle, PostgresThrottleStore, ThrottlePolicy
 from pulse_server.replication.health import ReplicationHealth
 from pulse_server.replication.reader import ReplicationReader
 from pulse_server.settings import Settings, libpq_url
@@ -115,7 +115,7 @@ def create_app(
     app.state.clock = clock
     app.state.metrics = metrics
     app.state.background = background
-    app.state.login_limiter = RateLimiter(settings.login_attempts_per_minute)
+    app.state.login_throttle = LoginThrottle(PostgresThrottleStore(db.run), throttle_policy(settings))
     app.state.push_gate = ConcurrencyGate(min(settings.push_concurrency, settings.pool_size), settings.push_queue_limit)
     for module in (routes_auth, routes_entries, routes_sync, routes_grants, routes_meta):
         app.include_router(module.router)
@@ -156,7 +156,7 @@ class PushFastPath:
         if scope["type"] != "http" or scope["path"] != PUSH_ROUTE or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
-        authorization = declared = rid = None
+        authorization = declared = rid = content_type = None
         for name, value in scope["headers"]:
             if name == b"origin":
                 await self.app(scope, receive, send)
@@ -167,6 +167,8 @@ class PushFastPath:
                 declared = value
             elif name == b"x-request-id" and rid is None:
                 rid = value
+            elif name == b"content-type" and content_type is None:
+                content_type = value.decode("latin-1")
         request_id_ = ((rid or b"").decode("latin-1") or os.urandom(16).hex())[:64]
         request_id.set(request_id_)
         user_id.set(None)
@@ -181,7 +183,7 @@ class PushFastPath:
             await send(message)
 
         try:
-            response = await self._answer(authorization, declared, receive)
+            response = await self._answer(authorization, declared, content_type, receive)
             if response is not None:
                 await response(scope, receive, send_with_id)
         finally:
@@ -194,7 +196,9 @@ class PushFastPath:
                 log.info("request", extra={"fields": {"method": "POST", "route": PUSH_ROUTE, "status": status,
                                                       "ms": round(elapsed * 1000, 2)}})
 
-    async def _answer(self, authorization: bytes | None, declared: bytes | None, receive: Receive) -> Response | None:
+    async def _answer(
+        self, authorization: bytes | None, declared: bytes | None, content_type: str | None, receive: Receive
+    ) -> Response | None:
         too_large = ApiError(413, "payload_too_large", f"body: larger than {self.max_bytes} bytes",
                              allowed=f"at most {self.max_bytes} bytes")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
@@ -214,7 +218,7 @@ class PushFastPath:
                 break
         try:
             token = bearer_from((authorization or b"").decode("latin-1"))
-            _, answer = await routes_sync.answer_push(self.state, token, b"".join(chunks))
+            _, answer = await routes_sync.answer_push(self.state, token, b"".join(chunks), content_type)
         except ApiError as exc:
             return json_error(exc)
         except PulseError as exc:
@@ -319,6 +323,14 @@ class Background:
         m.maintenance_seconds.set(report.seconds)
         for table, size in report.table_bytes.items():
             m.sync_table_bytes.labels(table).set(size)
+
+
+def throttle_policy(settings: Settings) -> ThrottlePolicy:
+    return ThrottlePolicy(
+        pair_free=settings.login_free_failures, address_free=settings.login_address_free_failures,
+        first_delay_s=settings.login_first_delay_s, max_delay_s=settings.login_max_delay_s,
+        forget_s=settings.login_forget_s,
+    )
 
 
 def retention_of(settings: Settings) -> maintenance.Retention:

@@ -1,4 +1,4 @@
-"""Signing in: `POST /v1/auth/token` (rate-limited) and `GET /v1/me`."""
+"""Signing in: `POST /v1/auth/token` (throttled) and `GET /v1/me`."""
 
 from __future__ import annotations
 
@@ -8,23 +8,26 @@ from pulse_server import accounts
 from pulse_server.api.deps import ClockDep, CurrentUser, DbDep, SettingsDep
 from pulse_server.api.schemas import Me, TokenRequest, TokenResponse
 from pulse_server.errors import ApiError
+from pulse_server.ratelimit import LoginThrottle
 
 router = APIRouter(prefix="/v1", tags=["auth"])
 
 
 @router.post("/auth/token", response_model=TokenResponse)
 def issue_token(body: TokenRequest, request: Request, db: DbDep, settings: SettingsDep) -> TokenResponse:
-    """Exchange a username and password for a bearer token."""
+    """Exchange a username and password for a bearer token (throttled per username and address, and per
+    address, with growing delays: 429 with Retry-After)."""
+    # The client's address: the socket's, or behind a trusted proxy the one it passes on (uvicorn's
+    # proxy headers, only from PULSE_FORWARDED_ALLOW_IPS).
     address = request.client.host if request.client else "unknown"
-    wait = request.app.state.login_limiter.hit(f"user:{body.username}", f"addr:{address}")
-    if wait:
-        raise ApiError(429, "rate_limited", "too many sign-in attempts; try again later",
-                       headers={"Retry-After": str(max(1, round(wait)))})
+    throttle: LoginThrottle = request.app.state.login_throttle
+    throttle.check(body.username, address)
     with db.session() as session:
         user = accounts.authenticate(session, body.username, body.password)
         if user is None:
             raise ApiError(401, "unauthorized", "username or password is wrong", headers={"WWW-Authenticate": "Bearer"})
         token, expires = accounts.issue_token(session, user, settings.token_ttl_days)
+    throttle.succeeded(body.username, address)
     return TokenResponse(access_token=token, expires_at=expires.isoformat())
 
 

@@ -44,6 +44,9 @@ router = APIRouter(prefix="/v1/sync", tags=["sync"])
 CLIENT_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 MAX_SEQ = 2**63 - 1  # stored as a Postgres bigint
 PUSH_BODY = {"requestBody": {"required": True, "content": {"application/json": {"schema": inline_schema(PushRequest)}}}}
+PUSH_ANSWERS: dict[int | str, dict[str, Any]] = {415: {
+    "description": "The body is not declared JSON (unsupported_media_type)",
+    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}}}
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,18 @@ def _malformed(where: str, message: str, value: Any = None) -> ApiError:
 
 def _integer(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def require_json(content_type: str | None) -> None:
+    """A push body must be declared JSON, as PUT's must: a form or text body (which a browser may send to
+    another origin without asking first) is refused with 415 before it is read as JSON."""
+    media = (content_type or "").split(";", 1)[0].strip().lower()
+    kind, _, subtype = media.partition("/")
+    if kind != "application" or not (subtype == "json" or subtype.endswith("+json")):
+        shown = repr(content_type) if content_type else "none given"
+        raise ApiError(415, "unsupported_media_type",
+                       f"content-type: {shown} is not accepted (allowed application/json)",
+                       field="content-type", value=content_type, allowed="application/json")
 
 
 def parse_push_body(raw: bytes) -> PushBody:
@@ -130,19 +145,24 @@ def _without_nulls(result: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-@router.post("/push", response_model=PushResponse, response_model_exclude_none=True, openapi_extra=PUSH_BODY)
+@router.post("/push", response_model=PushResponse, response_model_exclude_none=True, openapi_extra=PUSH_BODY,
+             responses=PUSH_ANSWERS)
 async def push(request: Request) -> JSONResponse:
     """Apply a batch of mutations in one transaction; one result per mutation, in order."""
     token = bearer_token(request)
-    user, answer = await answer_push(request.app.state, token, await request.body())
+    user, answer = await answer_push(request.app.state, token, await request.body(),
+                                     request.headers.get("content-type"))
     identify(request, user)
     return JSONResponse(answer)
 
 
-async def answer_push(state: Any, token: str, raw: bytes) -> tuple[Principal, dict[str, Any]]:
-    """The push's answer for a caller's token and request body (the route above, and the app's fast path
-    for plain pushes, `pulse_server.api.app.PushFastPath`); errors raised as ApiError."""
+async def answer_push(
+    state: Any, token: str, raw: bytes, content_type: str | None
+) -> tuple[Principal, dict[str, Any]]:
+    """The push's answer for a caller's token, request body and its Content-Type (the route above, and the
+    app's fast path for plain pushes, `pulse_server.api.app.PushFastPath`); errors raised as ApiError."""
     try:
+        require_json(content_type)
         body: PushBody | ApiError = parse_push_body(raw)
     except ApiError as exc:
         body = exc  # answered once the token is known good: a bad token is a 401 whatever the body

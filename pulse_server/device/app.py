@@ -18,7 +18,7 @@ from pulse_server.device import shape
 from pulse_server.device.ports import DeviceBackend
 from pulse_server.device.watch import HeadWatcher
 from pulse_server.errors import ApiError
-from pulse_server.ratelimit import RateLimiter
+from pulse_server.ratelimit import LoginThrottle, MemoryThrottleStore
 from pulse_server.shapes.protocol import EXPOSE_HEADERS
 from pulse_server.web import mount_pwa
 from sync.wire import MAX_BATCH, PROTOCOL
@@ -38,7 +38,7 @@ def signed_in(request: Request) -> None:
 SignedIn = Annotated[None, Depends(signed_in)]
 
 
-def create_device_app(backend: DeviceBackend, sign_ins_per_minute: int = 10) -> FastAPI:
+def create_device_app(backend: DeviceBackend, throttle: LoginThrottle | None = None) -> FastAPI:
     watcher = HeadWatcher(backend.head)
 
     @contextlib.asynccontextmanager
@@ -51,18 +51,18 @@ def create_device_app(backend: DeviceBackend, sign_ins_per_minute: int = 10) -> 
                   description="The PWA's endpoints over the device's store (docs/pwa.md).")
     app.state.backend = backend
     app.state.watcher = watcher
-    limiter = RateLimiter(sign_ins_per_minute)
+    # One process serves this device: its sign-in counts live in memory, with the cloud server's policy.
+    throttle = throttle or LoginThrottle(MemoryThrottleStore())
 
     @app.post("/v1/auth/token", response_model=TokenResponse, tags=["auth"])
     def issue_token(body: TokenRequest, request: Request) -> TokenResponse:
         """Sign in as the device's user, with that user's password on the sync server."""
-        wait = limiter.hit(f"user:{body.username}", f"addr:{request.client.host if request.client else '-'}")
-        if wait:
-            raise ApiError(429, "rate_limited", "too many sign-in attempts; try again later",
-                           headers={"Retry-After": str(max(1, round(wait)))})
+        address = request.client.host if request.client else "-"
+        throttle.check(body.username, address)
         signed = backend.sign_in(body.username, body.password)
         if signed is None:
             raise ApiError(401, "unauthorized", "username or password is wrong", headers=UNAUTHORIZED)
+        throttle.succeeded(body.username, address)
         return TokenResponse(access_token=signed.token, expires_at=signed.expires_at)
 
     @app.get("/v1/me", response_model=Me, tags=["auth"])

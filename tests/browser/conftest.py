@@ -80,7 +80,8 @@ def db(database_url: str) -> Iterator[Database]:
 
 
 def _server(database_url: str, log_dir: Path, **extra: str) -> Iterator[PulseServer]:
-    env = {"PULSE_DATABASE_URL": database_url, "PULSE_LOGIN_ATTEMPTS_PER_MINUTE": "100000",
+    env = {"PULSE_DATABASE_URL": database_url, "PULSE_LOGIN_FREE_FAILURES": "100000",
+           "PULSE_LOGIN_ADDRESS_FREE_FAILURES": "100000",
            "PULSE_REPLICATION_READER": "true", "PULSE_SHAPE_WATCHER": "true", **extra}
     server = PulseServer(log_dir / "server.log", env)
     _servers.append(server)

@@ -67,7 +67,8 @@ def start_server(
     started: list[ServerProcess] = []
 
     def start(**settings: str) -> ServerProcess:
-        env = {"PULSE_DATABASE_URL": database_url, "PULSE_LOGIN_ATTEMPTS_PER_MINUTE": "100000"}
+        env = {"PULSE_DATABASE_URL": database_url, "PULSE_LOGIN_FREE_FAILURES": "100000",
+               "PULSE_LOGIN_ADDRESS_FREE_FAILURES": "100000"}
         env.update({f"PULSE_{k.upper()}": v for k, v in settings.items()})
         for attempt in range(3):
             server = ServerProcess(logs / f"server-{next(counter)}.log", env)

@@ -54,7 +54,7 @@ from pulse_server.replication.reader import LEADER_LOCK, ReplicationReader, lsn_
 from pulse_server.settings import Settings
 
 READER_ENV = {"PULSE_REPLICATION_READER": "true", "PULSE_SHAPE_WATCHER": "true", "PULSE_LOG_LEVEL": "warning",
-              "PULSE_LOGIN_ATTEMPTS_PER_MINUTE": "100000"}
+              "PULSE_LOGIN_FREE_FAILURES": "100000", "PULSE_LOGIN_ADDRESS_FREE_FAILURES": "100000"}
 TOTAL_CHANGES = 10_000
 MIN_KILLS = 20
 WRITER_SECONDS = 30.0  # the writer is paced so that the kills happen while it writes

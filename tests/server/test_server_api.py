@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from server_support import Api, ServerProcess, User, error_body, now_ms, set_mutation, stamp
+from server_support import Api, User, error_body, now_ms, set_mutation, stamp
 
 from pulse_core.rules import rules_document
 
@@ -281,24 +281,6 @@ def test_an_unknown_route_is_404_and_a_wrong_method_405_with_the_error_body(clie
     wrong = client().http.patch("/v1/rules")
     assert wrong.status_code == 405 and error_body(wrong)["code"] == "bad_request"
     assert wrong.headers["allow"] == "GET"  # RFC 9110: a 405 says what is allowed
-
-
-def test_sign_in_attempts_over_the_limit_are_429_with_retry_after(
-    start_server: Callable[..., ServerProcess], make_user: Callable[..., User]
-) -> None:
-    server = start_server(login_attempts_per_minute="3")
-    user = make_user()
-    with Api(server.url) as api:
-        attempts = [api.post("/v1/auth/token", json={"username": user.username, "password": "wrong password"})
-                    for _ in range(3)]
-        assert [a.status_code for a in attempts] == [401, 401, 401]
-        limited = api.post("/v1/auth/token", json={"username": user.username, "password": user.password})
-        assert limited.status_code == 429
-        assert error_body(limited)["code"] == "rate_limited"
-        assert 1 <= int(limited.headers["retry-after"]) <= 60
-        # The limit is per address too: another username from the same address is limited as well.
-        other = api.post("/v1/auth/token", json={"username": "someone-else", "password": "whatever1"})
-        assert other.status_code == 429
 
 
 def test_every_response_carries_a_request_id(client: Callable[..., Api]) -> None:

@@ -65,7 +65,8 @@ def start_server(database_url: str, tmp_path_factory: pytest.TempPathFactory) ->
     started: list[PulseServer] = []
 
     def start(**settings: str) -> PulseServer:
-        env = {"PULSE_DATABASE_URL": database_url, "PULSE_LOGIN_ATTEMPTS_PER_MINUTE": "100000",
+        env = {"PULSE_DATABASE_URL": database_url, "PULSE_LOGIN_FREE_FAILURES": "100000",
+               "PULSE_LOGIN_ADDRESS_FREE_FAILURES": "100000",
                "PULSE_REPLICATION_READER": "true", "PULSE_SHAPE_WATCHER": "true"}
         env.update({f"PULSE_{k.upper()}": v for k, v in settings.items()})
         server = PulseServer(logs / f"server-{next(counter)}.log", env)

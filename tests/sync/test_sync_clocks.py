@@ -106,7 +106,8 @@ def evening_server(database_url: str, tmp_path: Path) -> Iterator[Callable[[str]
     started: list[PulseServer] = []
 
     def start(at: str) -> PulseServer:
-        env = {"PULSE_DATABASE_URL": database_url, "PULSE_LOGIN_ATTEMPTS_PER_MINUTE": "100000",
+        env = {"PULSE_DATABASE_URL": database_url, "PULSE_LOGIN_FREE_FAILURES": "100000",
+               "PULSE_LOGIN_ADDRESS_FREE_FAILURES": "100000",
                "PULSE_REPLICATION_READER": "true", "PULSE_SHAPE_WATCHER": "true", "TZ": "UTC",
                **shifted_clock(f"@{at}")}
         server = PulseServer(tmp_path / f"server-{len(started)}.log", env,
