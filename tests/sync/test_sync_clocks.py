@@ -98,6 +98,9 @@ def a_token(device: Device) -> str:
 
 # -- the user's calendar ----------------------------------------------------------------------------
 EVENING_UTC = "2026-12-03 20:00:00"  # in Kiritimati (UTC+14) already 2026-12-04 10:00
+# A server on a set clock issues tokens that expire 30 days after *its* date, while Postgres checks them
+# against the real one: tokens good for a century keep these tests working on any day they run.
+FAR_TOKENS = {"PULSE_TOKEN_TTL_DAYS": "36500"}
 
 
 @pytest.fixture
@@ -109,7 +112,7 @@ def evening_server(database_url: str, tmp_path: Path) -> Iterator[Callable[[str]
         env = {"PULSE_DATABASE_URL": database_url, "PULSE_LOGIN_FREE_FAILURES": "100000",
                "PULSE_LOGIN_ADDRESS_FREE_FAILURES": "100000",
                "PULSE_REPLICATION_READER": "true", "PULSE_SHAPE_WATCHER": "true", "TZ": "UTC",
-               **shifted_clock(f"@{at}")}
+               **FAR_TOKENS, **shifted_clock(f"@{at}")}
         server = PulseServer(tmp_path / f"server-{len(started)}.log", env,
                              port=started[-1].port if started else None)
         started.append(server)

@@ -72,7 +72,8 @@ def team(database_url: str, db: Database, pg: psycopg.Connection[Any],
     home = tmp_path_factory.mktemp("coach-zones")
     env = {"PULSE_DATABASE_URL": database_url, "PULSE_LOGIN_ATTEMPTS_PER_MINUTE": "100000",
            "PULSE_REPLICATION_READER": "true", "PULSE_SHAPE_WATCHER": "true", "TZ": "UTC",
-           **shifted_clock(f"@{EVENING_UTC}")}
+           # tokens good for a century: the server's set clock dates them, Postgres checks the real one
+           "PULSE_TOKEN_TTL_DAYS": "36500", **shifted_clock(f"@{EVENING_UTC}")}
     server = PulseServer(home / "server.log", env)
     try:
         server.wait_ready()
