@@ -1,8 +1,11 @@
-"""A decoder for the pgoutput logical replication protocol (version 1), with no I/O.
+"""A decoder for the pgoutput logical replication protocol (versions 1 and 2), with no I/O.
 
 Only what the shape log needs: transactions (Begin/Commit) and row changes (Relation, Insert,
 Update, Delete, Truncate), with column values in Postgres text format, exactly as Electric sends them.
-Reference: "Logical Replication Message Formats" in the PostgreSQL manual.
+Version 2 (Postgres 14+, `streaming 'on'`) adds in-progress transactions sent in blocks before they
+commit: Stream Start/Stop around each block (whose messages carry the xid of the transaction or
+subtransaction they belong to), then Stream Commit, or Stream Abort of the transaction or of one
+subtransaction. Reference: "Logical Replication Message Formats" in the PostgreSQL manual.
 """
 
 from __future__ import annotations
@@ -57,27 +60,61 @@ class Change:
     new: dict[str, str | None] | None  # text values; None for a delete
     old: dict[str, str | None] | None  # key (or full old row with REPLICA IDENTITY FULL)
     unchanged: frozenset[str] = field(default_factory=frozenset)  # unchanged TOAST columns
+    xid: int = 0  # in a streamed block: the (sub)transaction it belongs to; 0 otherwise
 
 
 @dataclass(frozen=True)
 class Truncate:
     relations: tuple[Relation, ...]
+    xid: int = 0  # as Change.xid
 
 
-Message = Begin | Commit | Relation | Change | Truncate | None
+@dataclass(frozen=True)
+class StreamStart:
+    xid: int  # the top-level transaction the block belongs to
+    first: bool  # its first block on this stream
+
+
+@dataclass(frozen=True)
+class StreamStop:
+    pass
+
+
+@dataclass(frozen=True)
+class StreamCommit:
+    xid: int
+    commit_lsn: int
+    end_lsn: int
+    commit_time_us: int  # Unix microseconds
+
+
+@dataclass(frozen=True)
+class StreamAbort:
+    xid: int
+    subxid: int  # equal to xid when the whole transaction aborted
+
+
+Message = Begin | Commit | Relation | Change | Truncate | StreamStart | StreamStop | StreamCommit | StreamAbort | None
 
 
 class Decoder:
-    """Stateful: remembers Relation messages so row changes can name their columns."""
+    """Stateful: remembers Relation messages so row changes can name their columns, and whether a streamed
+    block is open (inside one, every message but Origin carries an xid after its kind)."""
 
     def __init__(self) -> None:
         self.relations: dict[int, Relation] = {}
+        self.streaming = False
 
     def decode(self, data: bytes) -> Message:
         if not data:
             raise DecodeError("empty message")
         kind = data[0:1]
         reader = _Reader(data, 1)
+        if kind in _STREAM_CONTROL:
+            return self._stream_control(kind, reader)
+        xid = 0
+        if self.streaming and kind != b"O":
+            (xid,) = reader.unpack("!I")
         if kind == b"B":
             lsn, ts, xid = reader.unpack("!QqI")
             return Begin(lsn, ts + EPOCH_2000_US, xid)
@@ -101,7 +138,7 @@ class Decoder:
             relation = self._relation(reader)
             reader.expect(b"N")
             new, unchanged = reader.tuple(relation)
-            return Change(relation, "insert", new, None, unchanged)
+            return Change(relation, "insert", new, None, unchanged, xid)
         if kind == b"U":
             relation = self._relation(reader)
             old = None
@@ -112,21 +149,35 @@ class Decoder:
             if marker != b"N":
                 raise DecodeError(f"update: expected N, got {marker!r}")
             new, unchanged = reader.tuple(relation)
-            return Change(relation, "update", new, old, unchanged)
+            return Change(relation, "update", new, old, unchanged, xid)
         if kind == b"D":
             relation = self._relation(reader)
             marker = reader.byte()
             if marker not in (b"K", b"O"):
                 raise DecodeError(f"delete: expected K or O, got {marker!r}")
             old, _ = reader.tuple(relation)
-            return Change(relation, "delete", None, old)
+            return Change(relation, "delete", None, old, xid=xid)
         if kind == b"T":
             count, _options = reader.unpack("!IB")
             oids = reader.unpack("!" + "I" * count)
-            return Truncate(tuple(self.relations[o] for o in oids if o in self.relations))
+            return Truncate(tuple(self.relations[o] for o in oids if o in self.relations), xid)
         if kind in (b"Y", b"O", b"M"):  # types, origins, logical messages: nothing for the shape log
             return None
         raise DecodeError(f"unknown pgoutput message {kind!r}")
+
+    def _stream_control(self, kind: bytes, reader: _Reader) -> Message:
+        if kind == b"S":
+            xid, first = reader.unpack("!IB")
+            self.streaming = True
+            return StreamStart(xid, bool(first))
+        if kind == b"E":
+            self.streaming = False
+            return StreamStop()
+        if kind == b"c":
+            xid, _flags, commit_lsn, end_lsn, ts = reader.unpack("!IBQQq")
+            return StreamCommit(xid, commit_lsn, end_lsn, ts + EPOCH_2000_US)
+        xid, subxid = reader.unpack("!II")  # b"A"
+        return StreamAbort(xid, subxid)
 
     def _relation(self, reader: _Reader) -> Relation:
         (oid,) = reader.unpack("!I")
@@ -206,6 +257,7 @@ class _Reader:
         return values, frozenset(unchanged)
 
 
+_STREAM_CONTROL = (b"S", b"E", b"c", b"A")
 _U16 = struct.Struct("!H")
 _U32 = struct.Struct("!I")
 

@@ -12,6 +12,10 @@ end, send time, then one pgoutput message) and keepalives (`k`: its WAL position
 it wants an answer); we send standby status updates (`r`), whose flush position is what the slot
 keeps as confirmed. Nothing here decides when that is: the reader acknowledges a position only after
 the shape log has committed everything before it.
+
+With `streaming`, pgoutput protocol version 2 (Postgres 14+) with `streaming 'on'`: a transaction
+whose changes outgrow the walsender's `logical_decoding_work_mem` (64 MB unless set) is sent in blocks
+while it runs, instead of being spilled to the server's disk and sent after its commit.
 """
 
 from __future__ import annotations
@@ -47,7 +51,8 @@ class WalStream:
     """One replication connection streaming one slot, from the position the slot has confirmed."""
 
     def __init__(
-        self, dsn: str, slot: str, publication: str, application_name: str = "pulse-replication-stream"
+        self, dsn: str, slot: str, publication: str, application_name: str = "pulse-replication-stream",
+        streaming: bool = False,
     ) -> None:
         # TCP keepalives: an idle stream with a half-open connection would otherwise wait forever.
         self.conn: psycopg.Connection[Any] = psycopg.connect(
@@ -55,9 +60,10 @@ class WalStream:
             keepalives=1, keepalives_idle=30, keepalives_interval=10, keepalives_count=3,
         )
         try:
+            options = "proto_version '2', streaming 'on'" if streaming else "proto_version '1'"
             command = sql.SQL(
-                "START_REPLICATION SLOT {} LOGICAL 0/0 (proto_version '1', publication_names {})"
-            ).format(sql.Identifier(slot), sql.Literal(publication)).as_bytes(self.conn)
+                "START_REPLICATION SLOT {} LOGICAL 0/0 ({}, publication_names {})"
+            ).format(sql.Identifier(slot), sql.SQL(options), sql.Literal(publication)).as_bytes(self.conn)
             pgconn = self.conn.pgconn
             pgconn.send_query(command)
             result = pgconn.get_result()
