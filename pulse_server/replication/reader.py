@@ -8,6 +8,11 @@ new log head and the NOTIFY that wakes the shape watchers. A crash between the c
 acknowledgement replays the same transactions on the next start, which land at the same (lsn, op)
 offsets and are ignored.
 
+A transaction of any size passes in bounded memory: a round reads at most `batch_changes` messages,
+a transaction sent whole is staged in a temporary table past `spill_changes` changes, and one that
+Postgres 14+ streams while it runs (pgoutput version 2) is always staged; at its commit it moves into
+the log in SQL (`assembly.py`, `staging.py`; docs/shapes.md, "Big transactions").
+
 Why streaming and not `pg_logical_slot_peek_binary_changes` + `pg_replication_slot_advance`: both of
 those decode from the slot's restart point, which Postgres moves only when it logs the running
 transactions (about every 15 s), so under a steady write load every peek and every advance re-read
@@ -28,28 +33,30 @@ readiness and `/metrics` report; only `following` lets a shape request answer up
 
 from __future__ import annotations
 
-import functools
 import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
 from psycopg import sql
 
+from pulse_server.memory import release_free_memory
+from pulse_server.replication.assembly import Assembler
+from pulse_server.replication.batch import Transaction, build_batch
 from pulse_server.replication.origin import CURRENT_TIMELINE, SlotStatus, read_status, slot_name
-from pulse_server.replication.pgoutput import Begin, Change, Commit, DecodeError, Decoder, Relation, Truncate
+from pulse_server.replication.pgoutput import DecodeError
+from pulse_server.replication.staging import Staging
 from pulse_server.replication.stream import WalStream
-from pulse_server.shapes.protocol import ROW_COLUMNS, row_json, stored_message
+from pulse_server.shapes.protocol import ROW_COLUMNS
 
 log = logging.getLogger("pulse.replication")
 
 PUBLICATION = "pulse_shapes"
 LOG_CHANNEL = "pulse_shape_log"
 LEADER_LOCK = 7041978
-SYNCED_TABLES = ("entries",)
 CHECK_EVERY_S = 5.0  # how often a following reader checks its slot and database again
 __all__ = ["LEADER_LOCK", "ReplicationReader", "lsn_int", "lsn_text", "slot_name"]
 
@@ -64,114 +71,32 @@ def lsn_int(text: str) -> int:
 
 
 @dataclass
-class Transaction:
-    begin: Begin
-    changes: list[Change | Truncate] = field(default_factory=list)
-    commit: Commit | None = None
-
-
-@dataclass
 class ReadStats:
     transactions: int = 0
     changes: int = 0
     head: tuple[int, int] = (0, 0)
 
 
-Key = tuple[int, str]  # (user_id, date)
-
-
-@dataclass(frozen=True)
-class LogEntry:
-    lsn: int
-    op: int
-    txid: int
-    key: Key
-    operation: str  # "insert" | "update" | "delete"
-    row: dict[str, str | None]
-
-    @functools.cached_property
-    def value(self) -> str:
-        """The row's shape columns as JSON, for both shape_log and shape_rows."""
-        return row_json(self.row)
-
-
-@dataclass
-class Batch:
-    """One round's transactions, written set-wise: every change into shape_log, and the last change of each row
-    into shape_rows (a few statements per batch, not several per change)."""
-
-    log: list[LogEntry] = field(default_factory=list)
-    rows: dict[Key, LogEntry] = field(default_factory=dict)  # the last change of each row, after any truncate
-    truncated: bool = False  # a truncate came before the changes in `rows`
-    usernames: dict[int, str | None] = field(default_factory=dict)
-
-    def add(self, entry: LogEntry) -> None:
-        self.log.append(entry)
-        self.rows[entry.key] = entry
-
-    def truncate(self) -> None:
-        self.rows.clear()
-        self.truncated = True
-
-    def current(self, key: Key) -> dict[str, str | None] | None:
-        """The row as this batch left it so far; None when only the database knows."""
-        entry = self.rows.get(key)
-        if entry is None:
-            return {} if self.truncated else None
-        return {} if entry.operation == "delete" else entry.row
-
-    def write(self, conn: psycopg.Connection[Any]) -> None:
-        if self.log:
-            conn.execute(
-                "INSERT INTO shape_log (lsn, op, txid, user_id, date, operation, value)"
-                " SELECT * FROM unnest(%b::int8[], %b::int4[], %b::int8[], %b::int8[], %b::text[]::date[],"
-                " %b::text[], %b::text[]::jsonb[]) ON CONFLICT DO NOTHING",
-                _columns(self.log, lambda e: (e.lsn, e.op, e.txid, e.key[0], e.key[1], e.operation, e.value)),
-            )
-        if self.truncated:  # clients cannot follow a truncate change by change: every handle must refetch
-            conn.execute("DELETE FROM shape_rows")
-            conn.execute("UPDATE shape_state SET generation = generation + 1, log_id = gen_random_uuid() WHERE id = 1")
-        gone = [e for e in self.rows.values() if e.operation == "delete"]
-        if gone:
-            conn.execute(
-                "DELETE FROM shape_rows s USING unnest(%b::int8[], %b::text[]::date[], %b::int8[], %b::int4[])"
-                " AS k(user_id, date, lsn, op)"
-                " WHERE s.user_id = k.user_id AND s.date = k.date AND (s.lsn, s.op) < (k.lsn, k.op)",
-                _columns(gone, lambda e: (e.key[0], e.key[1], e.lsn, e.op)),
-            )
-        present = [e for e in self.rows.values() if e.operation != "delete"]
-        if present:
-            # `message` is the row's snapshot message with every column, encoded once here rather than
-            # on every snapshot request.
-            conn.execute(
-                "INSERT INTO shape_rows (user_id, date, value, lsn, op, message)"
-                " SELECT * FROM unnest(%b::int8[], %b::text[]::date[], %b::text[]::jsonb[], %b::int8[],"
-                " %b::int4[], %b::text[])"
-                " ON CONFLICT (user_id, date) DO UPDATE SET value = excluded.value, lsn = excluded.lsn,"
-                " op = excluded.op, message = excluded.message"
-                " WHERE (shape_rows.lsn, shape_rows.op) < (excluded.lsn, excluded.op)",
-                _columns(present, lambda e: (e.key[0], e.key[1], e.value, e.lsn, e.op,
-                                             stored_message(e.value, *e.key, self.usernames.get(e.key[0])))),
-            )
-
-
-def _columns(entries: list[LogEntry], fields: Callable[[LogEntry], tuple[Any, ...]]) -> list[list[Any]]:
-    """Rows to columns: one array parameter per column, for unnest()."""
-    return [list(column) for column in zip(*(fields(e) for e in entries), strict=True)]
-
-
 class ReplicationReader:
     def __init__(
         self,
         dsn: str,
-        batch_changes: int = 20_000,
+        batch_changes: int = 5_000,
         on_error: Callable[[Exception], None] | None = None,
         wait_s: float = 0.5,
         round_s: float = 0.01,
         on_rebuild: Callable[[str], None] | None = None,
+        spill_changes: int = 5_000,
+        streaming: bool = True,
     ) -> None:
         self.dsn = dsn
-        self.batch_changes = batch_changes  # messages read per round at most
+        # Messages read per round at most. A change held in memory costs ~2.5 KB decoded and ~3.7 KB
+        # more while it is written (measured: a 20,000-change round took 123 MB), so a round stays
+        # within ~30 MB; each change's statement share is still negligible at 5,000.
+        self.batch_changes = batch_changes
+        # Changes of one transaction held in memory at most: past that, it is staged (`staging.py`).
+        self.spill_changes = spill_changes
+        self.streaming = streaming  # ask Postgres 14+ to stream big transactions as they run
         self.wait_s = wait_s  # how long an idle round waits for the stream (and how often `stop` is checked)
         # A round that logged something is followed by the next one no sooner than this: under a load
         # of small transactions the walsender sends each as it commits, and a round per transaction
@@ -181,12 +106,14 @@ class ReplicationReader:
         self.on_error = on_error
         self.on_rebuild = on_rebuild
         self.on_state: Callable[[str], None] | None = None  # told of every state change (wakes held requests)
-        self.decoder = Decoder()
+        self.staging = Staging()
+        self.assembler = Assembler(self.staging, spill_changes, self._lookup_usernames)
+        self.unreleased = 0  # changes taken since memory was last given back
         self.is_leader = False
         self.usernames: dict[int, str | None] = {}
         self.slot = ""
         self.stream: WalStream | None = None
-        self.partial: Transaction | None = None  # a transaction whose commit has not arrived yet
+        self._conn: psycopg.Connection[Any] | None = None  # the connection the staging table is on
         self.acked = 0  # the last position acknowledged on this stream
         # What readiness and /metrics report.
         self.state = "starting"
@@ -307,11 +234,15 @@ class ReplicationReader:
         row = conn.execute("SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = %s",
                            (self.slot,)).fetchone()
         confirmed = lsn_int(row[0]) if row is not None and row[0] is not None else 0
-        self.decoder, self.partial, self.acked = Decoder(), None, confirmed
+        self.staging.reset(conn)
+        self._conn = conn
+        self.assembler = Assembler(self.staging, self.spill_changes, self._lookup_usernames)
+        self.acked = confirmed
+        streaming = self.streaming and conn.info.server_version >= 140000
         deadline = time.monotonic() + busy_s
         while True:
             try:
-                self.stream = WalStream(self.dsn, self.slot, PUBLICATION)
+                self.stream = WalStream(self.dsn, self.slot, PUBLICATION, streaming=streaming)
                 return self.stream
             except psycopg.errors.ObjectInUse:
                 # The walsender of a reader that just died holds the slot until it notices.
@@ -328,10 +259,11 @@ class ReplicationReader:
     def read_once(self, conn: psycopg.Connection[Any], wait_s: float = 0.0) -> ReadStats:
         """What the stream brought (waiting up to `wait_s` if nothing had): whole transactions written
         to the shape log and committed, then acknowledged."""
-        stream = self.stream or self.open_stream(conn)
+        stream = self.stream if self.stream is not None and conn is self._conn else self.open_stream(conn)
         try:
             received = stream.read(wait_s, self.batch_changes)
-            transactions = self._transactions(received.messages)
+            transactions = self.assembler.feed(conn, received.messages)
+            self._release_after_burst(len(received.messages))
             stats = ReadStats()
             if transactions:
                 stats = self.record(conn, transactions)
@@ -344,9 +276,10 @@ class ReplicationReader:
             elif not received.messages:
                 self.lag_s = 0.0
             self.server_end = max(self.server_end, received.server_end, self.acked)
-            if received.server_end > self.acked and self.partial is None:
+            if received.server_end > self.acked and self.assembler.partial is None:
                 # Every message before that keepalive came, and whole transactions are logged: nothing
-                # else for us up to there. Acknowledged, so Postgres can recycle unrelated WAL.
+                # else for us up to there. Acknowledged, so Postgres can recycle unrelated WAL. (A
+                # transaction streamed while it runs commits after that position: a replay sends it.)
                 self.acked = received.server_end
                 stream.acknowledge(self.acked)
             elif received.reply_requested:
@@ -378,12 +311,21 @@ class ReplicationReader:
             self.stream.acknowledge(self.acked, reply_requested=True)  # a keepalive tells where it is
 
     def record(self, conn: psycopg.Connection[Any], transactions: list[Transaction]) -> ReadStats:
-        """Whole transactions into the shape log, with the new head and a NOTIFY, in one transaction."""
-        stats = ReadStats()
+        """Whole transactions into the shape log, with the new head and a NOTIFY, in one transaction: those
+        in memory set-wise, a staged one moved in SQL, in commit order."""
+        stats = ReadStats(transactions=len(transactions))
         with conn.transaction():
-            batch = self._batch(conn, transactions)
-            batch.write(conn)
-            stats.transactions, stats.changes = len(transactions), len(batch.log)
+            epoch = self._xid_epoch(conn)
+            held: list[Transaction] = []
+            for tx in transactions:
+                if tx.staged:
+                    stats.changes += self._write(conn, held, epoch)
+                    held = []
+                    stats.changes += self.staging.promote(conn, tx.begin.xid, tx.begin.final_lsn,
+                                                          (epoch << 32) | tx.begin.xid)
+                else:
+                    held.append(tx)
+            stats.changes += self._write(conn, held, epoch)
             head = conn.execute(
                 "UPDATE shape_state SET head_lsn = h.lsn, head_op = h.op, updated_at = now()"
                 " FROM (SELECT lsn, op FROM shape_log ORDER BY lsn DESC, op DESC LIMIT 1) h"
@@ -392,24 +334,18 @@ class ReplicationReader:
             if head is not None:
                 stats.head = (int(head[0]), int(head[1]))
             conn.execute("SELECT pg_notify(%s, %s)", (LOG_CHANNEL, f"{stats.head[0]}_{stats.head[1]}"))
+        self.staging.release(conn)
         return stats
 
-    def _transactions(self, messages: list[bytes]) -> list[Transaction]:
-        """The transactions these messages complete; one begun but not committed waits for the rest."""
-        done: list[Transaction] = []
-        current = self.partial
-        for data in messages:
-            message = self.decoder.decode(data)
-            if isinstance(message, Begin):
-                current = Transaction(message)
-            elif isinstance(message, (Change, Truncate)) and current is not None:
-                current.changes.append(message)
-            elif isinstance(message, Commit) and current is not None:
-                current.commit = message
-                done.append(current)
-                current = None
-        self.partial = current
-        return done
+    def _write(self, conn: psycopg.Connection[Any], transactions: list[Transaction], epoch: int) -> int:
+        """Transactions held in memory into the log set-wise (after every earlier one is written: a
+        change that left TOASTed columns out reads the row's previous state from shape_rows)."""
+        if not transactions:
+            return 0
+        batch = build_batch(conn, transactions, epoch)
+        batch.usernames = self._usernames(conn, {key[0] for key in batch.rows})
+        batch.write(conn)
+        return len(batch.log)
 
     @staticmethod
     def _xid_epoch(conn: psycopg.Connection[Any]) -> int:
@@ -417,33 +353,18 @@ class ReplicationReader:
         assert row is not None
         return int(row[0]) >> 32
 
-    def _batch(self, conn: psycopg.Connection[Any], transactions: list[Transaction]) -> Batch:
-        """The log entries of these transactions, and the final state of every row they touch."""
-        epoch = self._xid_epoch(conn)
-        batch = Batch()
-        for tx in transactions:
-            lsn = tx.begin.final_lsn
-            txid = (epoch << 32) | tx.begin.xid
-            for op, change in enumerate(c for c in tx.changes if _synced(c)):
-                if isinstance(change, Truncate):
-                    batch.truncate()
-                    continue
-                row = change.new if change.new is not None else change.old
-                assert row is not None
-                if change.new is not None and change.old is not None:
-                    row = {**change.old, **change.new}
-                key = (int(row["user_id"] or 0), str(row["date"]))
-                if change.unchanged:  # unchanged TOASTed columns are not sent: keep what we have
-                    previous = batch.current(key)
-                    if previous is None:
-                        stored = conn.execute(
-                            "SELECT value FROM shape_rows WHERE user_id = %s AND date = %s", key
-                        ).fetchone()
-                        previous = stored[0] if stored else {}
-                    row = {**{k: previous.get(k) for k in change.unchanged}, **row}
-                batch.add(LogEntry(lsn, op, txid, key, change.operation, row))
-        batch.usernames = self._usernames(conn, {key[0] for key in batch.rows})
-        return batch
+    def _release_after_burst(self, received: int) -> None:
+        """After a burst (at least 10,000 changes) the first idle round gives freed memory back to the
+        system: CPython and glibc otherwise keep it for the next burst (docs/shapes.md, "Big transactions")."""
+        if received:
+            self.unreleased += received
+        elif self.unreleased >= 10_000:
+            self.unreleased = 0
+            release_free_memory()
+
+    def _lookup_usernames(self, user_ids: set[int]) -> dict[int, str | None]:
+        assert self._conn is not None
+        return self._usernames(self._conn, user_ids)
 
     def _usernames(self, conn: psycopg.Connection[Any], user_ids: set[int]) -> dict[int, str | None]:
         """Usernames never change, so they are read once per user and kept."""
@@ -503,8 +424,3 @@ class ReplicationReader:
                 if self.read_once(conn, self.wait_s).transactions:
                     stop.wait(started + self.round_s - time.monotonic())
 
-
-def _synced(change: Change | Truncate) -> bool:
-    if isinstance(change, Truncate):
-        return any(r.name in SYNCED_TABLES for r in change.relations)
-    return isinstance(change.relation, Relation) and change.relation.name in SYNCED_TABLES

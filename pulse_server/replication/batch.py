@@ -1,0 +1,153 @@
+"""Whole transactions held in memory, written to the shape log set-wise (docs/shapes.md, "Batches").
+
+Each round's transactions that arrived whole and small go into the log with one `INSERT ... SELECT FROM
+unnest(...)`, and into `shape_rows` as the last change of each row they touch: a few statements per
+batch, whatever its number of changes. (Bigger ones are staged on the way: `staging.py`.)
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+
+from pulse_server.replication.pgoutput import Begin, Change, Commit, Relation, Truncate
+from pulse_server.shapes.protocol import row_json, stored_message
+
+SYNCED_TABLES = ("entries",)
+
+Key = tuple[int, str]  # (user_id, date)
+
+
+@dataclass
+class Transaction:
+    begin: Begin
+    changes: list[Change | Truncate] = field(default_factory=list)  # those of synced tables, in order
+    commit: Commit | None = None
+    staged: bool = False  # its changes are in the staging table, not in `changes`
+
+
+def synced(change: Change | Truncate) -> bool:
+    if isinstance(change, Truncate):
+        return any(r.name in SYNCED_TABLES for r in change.relations)
+    return isinstance(change.relation, Relation) and change.relation.name in SYNCED_TABLES
+
+
+def change_row(change: Change) -> tuple[Key, dict[str, str | None]]:
+    """The row a change leaves (or, for a delete, its key), and the row's key."""
+    row = change.new if change.new is not None else change.old
+    assert row is not None
+    if change.new is not None and change.old is not None:
+        row = {**change.old, **change.new}
+    return (int(row["user_id"] or 0), str(row["date"])), row
+
+
+def truncate_rows(conn: psycopg.Connection[Any]) -> None:
+    """A truncate of a synced table: clients cannot follow it change by change, so every handle must refetch."""
+    conn.execute("DELETE FROM shape_rows")
+    conn.execute("UPDATE shape_state SET generation = generation + 1, log_id = gen_random_uuid() WHERE id = 1")
+
+
+@dataclass(frozen=True)
+class LogEntry:
+    lsn: int
+    op: int
+    txid: int
+    key: Key
+    operation: str  # "insert" | "update" | "delete"
+    row: dict[str, str | None]
+
+    @functools.cached_property
+    def value(self) -> str:
+        """The row's shape columns as JSON, for both shape_log and shape_rows."""
+        return row_json(self.row)
+
+
+@dataclass
+class Batch:
+    """One round's transactions, written set-wise: every change into shape_log, and the last change of each row
+    into shape_rows (a few statements per batch, not several per change)."""
+
+    log: list[LogEntry] = field(default_factory=list)
+    rows: dict[Key, LogEntry] = field(default_factory=dict)  # the last change of each row, after any truncate
+    truncated: bool = False  # a truncate came before the changes in `rows`
+    usernames: dict[int, str | None] = field(default_factory=dict)
+
+    def add(self, entry: LogEntry) -> None:
+        self.log.append(entry)
+        self.rows[entry.key] = entry
+
+    def truncate(self) -> None:
+        self.rows.clear()
+        self.truncated = True
+
+    def current(self, key: Key) -> dict[str, str | None] | None:
+        """The row as this batch left it so far; None when only the database knows."""
+        entry = self.rows.get(key)
+        if entry is None:
+            return {} if self.truncated else None
+        return {} if entry.operation == "delete" else entry.row
+
+    def write(self, conn: psycopg.Connection[Any]) -> None:
+        if self.log:
+            conn.execute(
+                "INSERT INTO shape_log (lsn, op, txid, user_id, date, operation, value)"
+                " SELECT * FROM unnest(%b::int8[], %b::int4[], %b::int8[], %b::int8[], %b::text[]::date[],"
+                " %b::text[], %b::text[]::jsonb[]) ON CONFLICT DO NOTHING",
+                _columns(self.log, lambda e: (e.lsn, e.op, e.txid, e.key[0], e.key[1], e.operation, e.value)),
+            )
+        if self.truncated:
+            truncate_rows(conn)
+        gone = [e for e in self.rows.values() if e.operation == "delete"]
+        if gone:
+            conn.execute(
+                "DELETE FROM shape_rows s USING unnest(%b::int8[], %b::text[]::date[], %b::int8[], %b::int4[])"
+                " AS k(user_id, date, lsn, op)"
+                " WHERE s.user_id = k.user_id AND s.date = k.date AND (s.lsn, s.op) < (k.lsn, k.op)",
+                _columns(gone, lambda e: (e.key[0], e.key[1], e.lsn, e.op)),
+            )
+        present = [e for e in self.rows.values() if e.operation != "delete"]
+        if present:
+            # `message` is the row's snapshot message with every column, encoded once here rather than
+            # on every snapshot request.
+            conn.execute(
+                "INSERT INTO shape_rows (user_id, date, value, lsn, op, message)"
+                " SELECT * FROM unnest(%b::int8[], %b::text[]::date[], %b::text[]::jsonb[], %b::int8[],"
+                " %b::int4[], %b::text[])"
+                " ON CONFLICT (user_id, date) DO UPDATE SET value = excluded.value, lsn = excluded.lsn,"
+                " op = excluded.op, message = excluded.message"
+                " WHERE (shape_rows.lsn, shape_rows.op) < (excluded.lsn, excluded.op)",
+                _columns(present, lambda e: (e.key[0], e.key[1], e.value, e.lsn, e.op,
+                                             stored_message(e.value, *e.key, self.usernames.get(e.key[0])))),
+            )
+
+
+def build_batch(conn: psycopg.Connection[Any], transactions: list[Transaction], epoch: int) -> Batch:
+    """The log entries of these (in-memory) transactions, and the final state of every row they touch."""
+    batch = Batch()
+    for tx in transactions:
+        lsn = tx.begin.final_lsn
+        txid = (epoch << 32) | tx.begin.xid
+        for op, change in enumerate(tx.changes):
+            if isinstance(change, Truncate):
+                batch.truncate()
+                continue
+            key, row = change_row(change)
+            if change.unchanged:  # unchanged TOASTed columns are not sent: keep what we have
+                previous = batch.current(key)
+                if previous is None:
+                    stored = conn.execute(
+                        "SELECT value FROM shape_rows WHERE user_id = %s AND date = %s", key
+                    ).fetchone()
+                    previous = stored[0] if stored else {}
+                row = {**{k: previous.get(k) for k in change.unchanged}, **row}
+            batch.add(LogEntry(lsn, op, txid, key, change.operation, row))
+    return batch
+
+
+def _columns(entries: list[LogEntry], fields: Callable[[LogEntry], tuple[Any, ...]]) -> list[list[Any]]:
+    """Rows to columns: one array parameter per column, for unnest()."""
+    return [list(column) for column in zip(*(fields(e) for e in entries), strict=True)]
