@@ -25,6 +25,7 @@ from psycopg.adapt import Loader
 from psycopg.pq import Format
 
 from pulse_server.db.database import Database
+from pulse_server.memory import release_free_memory
 from pulse_server.replication.health import ReplicationHealth
 from pulse_server.replication.origin import read_status
 from pulse_server.replication.reader import LOG_CHANNEL
@@ -319,11 +320,16 @@ class LogWatcher:
     replication stopped following (`health`: up-to-date becomes 503) and the server shutting down. Each
     bumps `epoch` and wakes every held request, which then looks at what changed."""
 
-    def __init__(self, dsn: str, keep: int = 200_000, health: ReplicationHealth | None = None) -> None:
+    def __init__(self, dsn: str, keep_bytes: int = 16 << 20, health: ReplicationHealth | None = None) -> None:
         self.dsn = dsn
-        self.keep = keep
+        # The tail's size in memory, bounded: a change costs its JSON plus ~400 bytes (measured: 965
+        # bytes for a 585-byte row), so 16 MiB is the last ~17,000 changes of full entries. Live
+        # clients read at the head; one further behind reads the database. (Bounded by a count of
+        # 200,000 changes, one 146,000-row transaction left the server 110 MB bigger for good.)
+        self.keep_bytes = keep_bytes
         self.health = health
         self.tail: list[LogChange] = []  # ordered by offset
+        self.tail_bytes = 0  # the tail's estimated size (`_cost`)
         self.offsets: list[Offset] = []
         self.head: Offset = (0, 0)
         self.build: tuple[int, str] | None = None  # the log's (generation, log id) the tail belongs to
@@ -441,7 +447,7 @@ class LogWatcher:
         start = head.offset
         with self._lock:
             self.build = head.build
-            self.tail, self.offsets = [], []
+            self.tail, self.offsets, self.tail_bytes = [], [], 0
             self.base, self.head, self.floor = None, start, start
         self._catch_up(conn, start)
         with self._lock:
@@ -453,23 +459,41 @@ class LogWatcher:
 
     def _catch_up(self, conn: psycopg.Connection[Any], after: Offset) -> None:
         users: set[int] = set()
+        read = 0
         while True:
             changes = read_changes(conn, None, after, 10_000)
             users.update(c.user_id for c in changes)
             if not changes:
                 break
+            read += len(changes)
             with self._lock:
                 self.tail.extend(changes)
                 self.offsets.extend(c.offset for c in changes)
-                if len(self.tail) > 2 * self.keep:  # forget the older half; older offsets go to the database
-                    cut = len(self.tail) - self.keep
-                    self.floor = self.offsets[cut - 1]
-                    if self.base is not None:
-                        self.base = self.floor
-                    self.tail, self.offsets = self.tail[cut:], self.offsets[cut:]
+                self.tail_bytes += sum(_cost(c) for c in changes)
+                if self.tail_bytes > self.keep_bytes * 5 // 4:  # 25% slack: not a cut on every commit
+                    self._forget_oldest()
                 self.head = changes[-1].offset
             after = changes[-1].offset
             if len(changes) < 10_000:
                 break
         if self.loop is not None and users:
             self.loop.call_soon_threadsafe(self._wake, frozenset(users))
+        if read >= 10_000:  # a burst: what it took is free again (most of it was cut from the tail)
+            release_free_memory()
+
+    def _forget_oldest(self) -> None:
+        """Under the lock: the tail cut down to `keep_bytes`; older offsets go to the database."""
+        cut, size = 0, self.tail_bytes
+        while size > self.keep_bytes and cut < len(self.tail) - 1:
+            size -= _cost(self.tail[cut])
+            cut += 1
+        if cut:
+            self.floor = self.offsets[cut - 1]
+            if self.base is not None:
+                self.base = self.floor
+            self.tail, self.offsets, self.tail_bytes = self.tail[cut:], self.offsets[cut:], size
+
+
+def _cost(change: LogChange) -> int:
+    """A change's estimated size in the tail: its JSON and ~400 bytes of objects around it."""
+    return len(change.raw) + 400
