@@ -30,7 +30,6 @@ import datetime as dt
 import functools
 import os
 import random
-import re
 import secrets
 import threading
 import time
@@ -44,6 +43,14 @@ import httpx
 import psycopg
 import pytest
 from psycopg import sql
+from replication_support import (
+    Change,
+    decoded_transactions,
+    entries_as_text,
+    one,
+    shape_rows_values,
+    wait_for,
+)
 from server_support import ADMIN_URL, ServerProcess
 from throwaway_db import drop_database
 
@@ -61,10 +68,6 @@ WRITER_SECONDS = 30.0  # the writer is paced so that the kills happen while it w
 USERS = 6
 DAYS = 120
 FIRST_DAY = dt.date(2025, 1, 1)
-ENTRY_CHANGE = re.compile(
-    r"^table public\.entries: (INSERT|UPDATE|DELETE): user_id\[bigint\]:(\d+) date\[date\]:'([0-9-]+)'")
-
-Change = tuple[str, int, str]  # (operation, user_id, date)
 # Whether the shape log holds a transaction the slot has not confirmed (a reader starting now replays it).
 REPLAY_PENDING = ("SELECT coalesce((SELECT max(lsn) FROM shape_log) >= (SELECT confirmed_flush_lsn - '0/0'::pg_lsn"
                   " FROM pg_replication_slots WHERE slot_name = %s), false)")
@@ -157,22 +160,6 @@ def sigkill(server: ServerProcess) -> None:
     server.proc.wait(timeout=10)
 
 
-def wait_for(condition: Callable[[], bool], timeout_s: float, what: str, every_s: float = 0.05) -> float:
-    """Poll until `condition()` holds; the seconds it took (fails the test after `timeout_s`)."""
-    started = time.monotonic()
-    while not condition():
-        if time.monotonic() - started > timeout_s:
-            pytest.fail(f"timed out after {timeout_s} s waiting for {what}")
-        time.sleep(every_s)
-    return time.monotonic() - started
-
-
-def one(conn: psycopg.Connection[tuple[Any, ...]], query: str, params: tuple[Any, ...] = ()) -> Any:
-    row = conn.execute(query, params).fetchone()
-    assert row is not None
-    return row[0]
-
-
 def reader_slot_exists(conn: psycopg.Connection[tuple[Any, ...]], database: str) -> bool:
     """The reader's slot exists and is consistent (its creation has returned: later commits are decoded)."""
     return bool(one(conn, "SELECT count(*) FROM pg_replication_slots WHERE slot_name = %s"
@@ -262,40 +249,6 @@ def shape_log_transactions(conn: psycopg.Connection[Any]) -> tuple[dict[int, lis
         lsns[txid].add(lsn)
         ops[txid].append(op)
     return dict(changes), dict(lsns), dict(ops)
-
-
-def decoded_transactions(conn: psycopg.Connection[Any], slot: str) -> dict[int, list[Change]]:
-    """Per (32-bit) xid, the changes to public.entries that `test_decoding` saw, in order."""
-    found: dict[int, list[Change]] = defaultdict(list)
-    for xid, data in conn.execute(
-            "SELECT xid::text::bigint, data FROM pg_logical_slot_get_changes(%s, NULL, NULL, 'include-xids', '0')"
-            " WHERE data LIKE 'table public.entries:%%'", (slot,)):
-        match = ENTRY_CHANGE.match(data)
-        assert match is not None, data
-        found[int(xid)].append((match[1].lower(), int(match[2]), match[3]))
-    return dict(found)
-
-
-def entries_as_text(conn: psycopg.Connection[Any]) -> dict[tuple[int, str], dict[str, str | None]]:
-    """The current `entries`, every value in Postgres text format (what pgoutput sends), in every
-    column but `updated_at` (server bookkeeping that no shape carries, so the log does not keep it)."""
-    columns = [r[0] for r in conn.execute(
-        "SELECT column_name FROM information_schema.columns WHERE table_schema = 'public'"
-        " AND table_name = 'entries' AND column_name <> 'updated_at' ORDER BY ordinal_position")]
-    # format('%s', v) goes through the type's output function ('t' for true), as pgoutput does; v::text
-    # would not ('true').
-    query = sql.SQL("SELECT {} FROM entries").format(sql.SQL(", ").join(
-        sql.SQL("CASE WHEN {c} IS NULL THEN NULL ELSE format('%s', {c}) END").format(c=sql.Identifier(c))
-        for c in columns))
-    rows = {}
-    for values in conn.execute(query):
-        row = dict(zip(columns, values, strict=True))
-        rows[(int(row["user_id"]), str(row["date"]))] = row
-    return rows
-
-
-def shape_rows_values(conn: psycopg.Connection[Any]) -> dict[tuple[int, str], dict[str, str | None]]:
-    return {(int(u), d.isoformat()): v for u, d, v in conn.execute("SELECT user_id, date, value FROM shape_rows")}
 
 
 def follow_over_http(base_url: str, token: str) -> list[tuple[tuple[int, int], Change]]:
