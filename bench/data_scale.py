@@ -4,6 +4,7 @@ Run from the repo root (PostgreSQL 15 with wal_level=logical at 127.0.0.1:5432, 
 
     .venv/bin/python bench/data_scale.py            # 200 athletes x 730 days: ~10-15 minutes on 2 busy cores
     .venv/bin/python bench/data_scale.py --quick    # 20 athletes x 365 days, shorter waits: ~3 minutes
+    .venv/bin/python bench/data_scale.py --server-memory-only   # step 7 alone (146,000 rows): ~2 minutes
 
 What it does:
 1. A throwaway database `pulse_bench_<random>` (migrated) and `pulse-server serve --workers 1` with the
@@ -27,9 +28,9 @@ What it does:
    store of its own (written directly, as a synced device holds it): wall time and peak RSS.
 7. Last, the server's RSS (its process, VmRSS) around one transaction: a single `INSERT ... SELECT`
    with psycopg of as many entries as were seeded (the same athletes, the two years before), sampled
-   every 0.2 s: before, the peak, when the reader has put all of it in the shape log, and a minute
-   later. (The replication reader's memory is being worked on separately: the figure is printed
-   whatever it is.)
+   every 0.2 s: before, the peak (from the commit to the last sample, a minute after the reader has
+   put all of it in the shape log), when logged, and a minute later. `--server-memory-only` measures
+   this alone, on a server with nothing seeded (~2 minutes).
 8. A table of each target and whether it is met. The load average is printed before and after.
 
 At the end the server is stopped, the database's replication slots dropped and the database dropped
@@ -307,14 +308,14 @@ def big_transaction(url: str, server: Server, ids: list[int], days: int, end: dt
     first = last - dt.timedelta(days=days - 1)
     logged_before = shape_rows(url)
     before = rss_mb(server.pids())
-    with rss_sampler(server) as samples:
+    with rss_sampler(server) as samples:  # until the end: the watchers read the new log after the reader
         started = time.perf_counter()
         with psycopg.connect(url) as conn, conn.transaction():
             inserted = conn.execute(BIG_INSERT, (ids, first, last)).rowcount
         committed = time.perf_counter() - started
         logged = wait_for_shape_log(url, logged_before + inserted, timeout_s=900)
         at_logged = rss_mb(server.pids())
-    time.sleep(settle_s)
+        time.sleep(settle_s)
     return {"rows": inserted, "commit_s": committed, "logged_s": logged, "before": before, "peak": max(samples),
             "at_logged": at_logged, "after": rss_mb(server.pids())}
 
@@ -418,9 +419,105 @@ def verdict(ok: bool) -> str:
     return "met" if ok else "NOT met"
 
 
+Results = list[tuple[str, str, str, bool | None]]
+
+
+def device_figures(url: str, server: Server, plan: Plan, accounts: list[Account], end: dt.date, work: Path
+                   ) -> Results:
+    """Steps 1-5: the team seeded through the server, then the coach's and an athlete's devices."""
+    rows = plan.athletes * plan.days
+    results: Results = []
+    base = f"http://127.0.0.1:{server.port}"
+    password = secrets.token_urlsafe(12)
+    make_coach(url, password, [a.user_id for a in accounts])
+    add_athlete(url, "solo-bench", password)
+
+    print("\n1. seeding through POST /v1/sync/push", flush=True)
+    seconds, statuses = seed(server, accounts, plan.days, end)
+    pushed = sum(statuses.values())
+    print(f"  {pushed:,} mutations in {seconds:.1f} s ({pushed / seconds:,.0f}/s, batches of {BATCH},"
+          f" {CONNECTIONS} connections): {dict(statuses)}")
+    if statuses.get("applied", 0) != rows:
+        raise RuntimeError(f"expected {rows:,} applied, got {dict(statuses)}")
+    waited = wait_for_shape_log(url, rows, timeout_s=900)
+    print(f"  in the shape log {waited:.1f} s after the last push; load average {load()}", flush=True)
+
+    print("\n2. the coach's device: pulse login, the first pulse sync, a no-op pulse sync", flush=True)
+    coach = work / "coach"
+    login(coach, base, "coach-bench", password)
+    first = measured(coach, "sync")
+    print(f"  first sync: {first.wall_s:.2f} s, CPU {first.cpu_s:.2f} s, peak RSS {first.peak_mb:.0f} MB")
+    solo = work / "solo"
+    login(solo, base, "solo-bench", password)
+    measured(solo, "log", "--steps", "9000", "--sleep", "7.5")
+    measured(solo, "sync")
+    coach_noop, solo_noop = noop_syncs([coach, solo], plan.noop_runs)
+    ratio = coach_noop / solo_noop
+    print(f"  no-op sync (median of {plan.noop_runs}, the two in turn): coach {coach_noop:.2f} s, an athlete"
+          f" with one entry {solo_noop:.2f} s: {ratio:.2f}x; load average {load()}", flush=True)
+    results += [("first sync peak RSS", "< 150 MB", f"{first.peak_mb:.0f} MB", first.peak_mb < 150),
+                ("first sync time", "-", f"{first.wall_s:.1f} s", None),
+                ("no-op sync: coach / one-entry athlete", "<= 1.5x", f"{ratio:.2f}x ({coach_noop:.2f} s /"
+                 f" {solo_noop:.2f} s)", ratio <= 1.5)]
+
+    print(f"\n3. the coach's idle pulse agent --interval {plan.agent_interval:g}", flush=True)
+    agent = agent_rounds(coach, server, plan, work)
+    print(f"  its start (the first round, and the check against the server's digests it makes at start and"
+          f" hourly): CPU {agent['start_cpu']:.1f} s")
+    print(f"  then {agent['rounds']} rounds ({agent['window_s']:.0f} s): CPU {agent['cpu_per_round']:.2f} s a"
+          f" round; RSS {agent['rss_start']:.0f} -> {agent['rss_end']:.0f} MB; load average {load()}",
+          flush=True)
+    results += [("idle agent CPU a round", "-", f"{agent['cpu_per_round']:.2f} s (RSS"
+                 f" {agent['rss_start']:.0f} -> {agent['rss_end']:.0f} MB)", None),
+                ("agent start (first round, verify)", "-", f"CPU {agent['start_cpu']:.1f} s", None)]
+
+    print("\n4. the team PDF on the coach's device", flush=True)
+    month = team_pdf(coach, end - dt.timedelta(days=29), end, work / "month.pdf")
+    year = team_pdf(coach, end - dt.timedelta(days=364), end, work / "year.pdf")
+    for label, figures in (("30 days", month), ("365 days", year)):
+        print(f"  {label}: {figures['wall']:.2f} s, {figures['pages']:.0f} pages, {figures['per_page_ms']:.1f}"
+              f" ms a page, peak RSS {figures['peak']:.0f} MB, {figures['mb']:.1f} MB")
+    per_page = year["per_page_ms"] / month["per_page_ms"]
+    results += [("team PDF a page: year / month", "<= 3x", f"{per_page:.2f}x ({year['per_page_ms']:.0f} /"
+                 f" {month['per_page_ms']:.0f} ms)", per_page <= 3),
+                ("team PDF of the year", "-", f"{year['wall']:.1f} s, {year['pages']:.0f} pages, peak"
+                 f" {year['peak']:.0f} MB", None)]
+    print(f"  load average {load()}", flush=True)
+
+    print(f"\n5. pulse history of {plan.history_days:,} days on a device of its own", flush=True)
+    own = work / "history"
+    logged = history_home(own, plan.history_days, end)
+    span = ("--from", (end - dt.timedelta(days=plan.history_days - 1)).isoformat(), "--to", end.isoformat())
+    table, as_json = measured(own, "history", *span), measured(own, "history", *span, "--json")
+    print(f"  {logged:,} days logged: table {table.wall_s:.2f} s (peak RSS {table.peak_mb:.0f} MB),"
+          f" JSON {as_json.wall_s:.2f} s (peak RSS {as_json.peak_mb:.0f} MB)", flush=True)
+    results.append(("history of 10 years: table / JSON", "-", f"{table.wall_s:.2f} s / {as_json.wall_s:.2f} s",
+                    None))
+    return results
+
+
+def server_memory(url: str, server: Server, plan: Plan, accounts: list[Account], end: dt.date) -> Results:
+    """Step 6: the server's RSS around one transaction of as many rows as the seeding pushed."""
+    rows = plan.athletes * plan.days
+    results: Results = []
+    print(f"\n6. the server's RSS around one INSERT ... SELECT of {rows:,} entries", flush=True)
+    big = big_transaction(url, server, [a.user_id for a in accounts], plan.days, end, plan.settle_s)
+    growth, left = big["peak"] - big["before"], big["after"] - big["before"]
+    print(f"  {big['rows']:,} rows committed in {big['commit_s']:.1f} s, in the shape log"
+          f" {big['logged_s']:.1f} s later; server RSS {big['before']:.0f} MB before, peak"
+          f" {big['peak']:.0f} MB, {big['at_logged']:.0f} MB when logged, {big['after']:.0f} MB"
+          f" {plan.settle_s:.0f} s later; load average {load()}")
+    results += [("server RSS growth in the transaction", "< 150 MB", f"{growth:.0f} MB", growth < 150),
+                (f"server RSS {plan.settle_s:.0f} s after", "within 50 MB of before", f"{left:+.0f} MB",
+                 left <= 50)]
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="20 athletes x 365 days, shorter waits (~3 minutes)")
+    parser.add_argument("--server-memory-only", action="store_true",
+                        help="only the server's RSS around the big transaction (no seeding, no device)")
     args = parser.parse_args()
     plan = QUICK if args.quick else FULL
 
@@ -433,89 +530,14 @@ def main() -> None:
     print(f"data at scale: {plan.athletes} athletes x {plan.days} days = {rows:,} entries; {os.cpu_count()} CPUs;"
           f" load average {load()}", flush=True)
     work = Path(tempfile.mkdtemp(prefix="pulse-scale-bench-"))
-    results: list[tuple[str, str, str, bool | None]] = []
+    results: Results = []
     try:
         with replication_database() as url, running_server(url, 1, READER_ENV) as server:
             wait_for_slot(url)
-            base = f"http://127.0.0.1:{server.port}"
-            password = secrets.token_urlsafe(12)
             accounts = create_athletes(url, plan.athletes)
-            make_coach(url, password, [a.user_id for a in accounts])
-            add_athlete(url, "solo-bench", password)
-
-            print("\n1. seeding through POST /v1/sync/push", flush=True)
-            seconds, statuses = seed(server, accounts, plan.days, end)
-            pushed = sum(statuses.values())
-            print(f"  {pushed:,} mutations in {seconds:.1f} s ({pushed / seconds:,.0f}/s, batches of {BATCH},"
-                  f" {CONNECTIONS} connections): {dict(statuses)}")
-            if statuses.get("applied", 0) != rows:
-                raise RuntimeError(f"expected {rows:,} applied, got {dict(statuses)}")
-            waited = wait_for_shape_log(url, rows, timeout_s=900)
-            print(f"  in the shape log {waited:.1f} s after the last push; load average {load()}", flush=True)
-
-            print("\n2. the coach's device: pulse login, the first pulse sync, a no-op pulse sync", flush=True)
-            coach = work / "coach"
-            login(coach, base, "coach-bench", password)
-            first = measured(coach, "sync")
-            print(f"  first sync: {first.wall_s:.2f} s, CPU {first.cpu_s:.2f} s, peak RSS {first.peak_mb:.0f} MB")
-            solo = work / "solo"
-            login(solo, base, "solo-bench", password)
-            measured(solo, "log", "--steps", "9000", "--sleep", "7.5")
-            measured(solo, "sync")
-            coach_noop, solo_noop = noop_syncs([coach, solo], plan.noop_runs)
-            ratio = coach_noop / solo_noop
-            print(f"  no-op sync (median of {plan.noop_runs}, the two in turn): coach {coach_noop:.2f} s, an athlete"
-                  f" with one entry {solo_noop:.2f} s: {ratio:.2f}x; load average {load()}", flush=True)
-            results += [("first sync peak RSS", "< 150 MB", f"{first.peak_mb:.0f} MB", first.peak_mb < 150),
-                        ("first sync time", "-", f"{first.wall_s:.1f} s", None),
-                        ("no-op sync: coach / one-entry athlete", "<= 1.5x", f"{ratio:.2f}x ({coach_noop:.2f} s /"
-                         f" {solo_noop:.2f} s)", ratio <= 1.5)]
-
-            print(f"\n3. the coach's idle pulse agent --interval {plan.agent_interval:g}", flush=True)
-            agent = agent_rounds(coach, server, plan, work)
-            print(f"  its start (the first round, and the check against the server's digests it makes at start and"
-                  f" hourly): CPU {agent['start_cpu']:.1f} s")
-            print(f"  then {agent['rounds']} rounds ({agent['window_s']:.0f} s): CPU {agent['cpu_per_round']:.2f} s a"
-                  f" round; RSS {agent['rss_start']:.0f} -> {agent['rss_end']:.0f} MB; load average {load()}",
-                  flush=True)
-            results += [("idle agent CPU a round", "-", f"{agent['cpu_per_round']:.2f} s (RSS"
-                         f" {agent['rss_start']:.0f} -> {agent['rss_end']:.0f} MB)", None),
-                        ("agent start (first round, verify)", "-", f"CPU {agent['start_cpu']:.1f} s", None)]
-
-            print("\n4. the team PDF on the coach's device", flush=True)
-            month = team_pdf(coach, end - dt.timedelta(days=29), end, work / "month.pdf")
-            year = team_pdf(coach, end - dt.timedelta(days=364), end, work / "year.pdf")
-            for label, figures in (("30 days", month), ("365 days", year)):
-                print(f"  {label}: {figures['wall']:.2f} s, {figures['pages']:.0f} pages, {figures['per_page_ms']:.1f}"
-                      f" ms a page, peak RSS {figures['peak']:.0f} MB, {figures['mb']:.1f} MB")
-            per_page = year["per_page_ms"] / month["per_page_ms"]
-            results += [("team PDF a page: year / month", "<= 3x", f"{per_page:.2f}x ({year['per_page_ms']:.0f} /"
-                         f" {month['per_page_ms']:.0f} ms)", per_page <= 3),
-                        ("team PDF of the year", "-", f"{year['wall']:.1f} s, {year['pages']:.0f} pages, peak"
-                         f" {year['peak']:.0f} MB", None)]
-            print(f"  load average {load()}", flush=True)
-
-            print(f"\n5. pulse history of {plan.history_days:,} days on a device of its own", flush=True)
-            own = work / "history"
-            logged = history_home(own, plan.history_days, end)
-            span = ("--from", (end - dt.timedelta(days=plan.history_days - 1)).isoformat(), "--to", end.isoformat())
-            table, as_json = measured(own, "history", *span), measured(own, "history", *span, "--json")
-            print(f"  {logged:,} days logged: table {table.wall_s:.2f} s (peak RSS {table.peak_mb:.0f} MB),"
-                  f" JSON {as_json.wall_s:.2f} s (peak RSS {as_json.peak_mb:.0f} MB)", flush=True)
-            results.append(("history of 10 years: table / JSON", "-", f"{table.wall_s:.2f} s / {as_json.wall_s:.2f} s",
-                            None))
-
-            print(f"\n6. the server's RSS around one INSERT ... SELECT of {rows:,} entries", flush=True)
-            big = big_transaction(url, server, [a.user_id for a in accounts], plan.days, end, plan.settle_s)
-            growth, left = big["peak"] - big["before"], big["after"] - big["before"]
-            print(f"  {big['rows']:,} rows committed in {big['commit_s']:.1f} s, in the shape log"
-                  f" {big['logged_s']:.1f} s later; server RSS {big['before']:.0f} MB before, peak"
-                  f" {big['peak']:.0f} MB, {big['at_logged']:.0f} MB when logged, {big['after']:.0f} MB"
-                  f" {plan.settle_s:.0f} s later; load average {load()}")
-            print("  (the replication reader's memory is being worked on separately; this is today's figure)")
-            results += [("server RSS growth in the transaction", "< 150 MB", f"{growth:.0f} MB", growth < 150),
-                        (f"server RSS {plan.settle_s:.0f} s after", "within 50 MB of before", f"{left:+.0f} MB",
-                         left <= 50)]
+            if not args.server_memory_only:
+                results += device_figures(url, server, plan, accounts, end, work)
+            results += server_memory(url, server, plan, accounts, end)
     except KeyboardInterrupt:
         print("\ninterrupted: server stopped, database dropped", file=sys.stderr)
         sys.exit(130)
