@@ -1,6 +1,6 @@
 """The pgoutput decoder, fed binary messages built by hand exactly as the PostgreSQL manual lays them out.
 
-Reference: "Logical Replication Message Formats" (protocol version 1). Every integer is big-endian;
+Reference: "Logical Replication Message Formats" (protocol versions 1 and 2). Every integer is big-endian;
 strings are NUL-terminated; a tuple is Int16 column count, then per column 'n' (null), 'u' (unchanged
 TOASTed value) or 't' + Int32 length + that many bytes of text.
 """
@@ -20,6 +20,10 @@ from pulse_server.replication.pgoutput import (
     DecodeError,
     Decoder,
     Relation,
+    StreamAbort,
+    StreamCommit,
+    StreamStart,
+    StreamStop,
     Truncate,
 )
 
@@ -98,6 +102,23 @@ def delete(oid: int, old: bytes, old_kind: bytes = b"K") -> bytes:
 
 def truncate(*oids: int, options: int = 0) -> bytes:
     return b"T" + struct.pack("!IB", len(oids), options) + b"".join(struct.pack("!I", o) for o in oids)
+
+
+def stream_start(xid: int, first: bool) -> bytes:
+    return b"S" + struct.pack("!IB", xid, first)
+
+
+def stream_commit(xid: int, commit_lsn: int, end_lsn: int, commit_time_us: int) -> bytes:
+    return b"c" + struct.pack("!IBQQq", xid, 0, commit_lsn, end_lsn, commit_time_us)
+
+
+def stream_abort(xid: int, subxid: int) -> bytes:
+    return b"A" + struct.pack("!II", xid, subxid)
+
+
+def in_block(message: bytes, xid: int) -> bytes:
+    """A message inside a streamed block: the (sub)transaction's xid follows its kind."""
+    return message[:1] + struct.pack("!I", xid) + message[1:]
 
 
 ROW = ("42", "2026-11-27", "7.50", "8000", "easy day")
@@ -276,6 +297,51 @@ def test_a_whole_transaction_decodes_in_order() -> None:
     assert [m.operation for m in decoded if isinstance(m, Change)] == ["insert", "update", "delete"]
 
 
+# -- streamed transactions (protocol version 2) -------------------------------------------------------
+
+
+def test_a_streamed_block_names_its_transaction_and_each_change_the_subtransaction_it_belongs_to() -> None:
+    d = Decoder()
+    stream = [
+        stream_start(700, True),
+        in_block(relation(), 700),
+        in_block(insert(ENTRIES_OID, tuple_data(*ROW)), 700),
+        in_block(update(ENTRIES_OID, tuple_data(*ROW)), 701),  # in a savepoint
+        in_block(delete(ENTRIES_OID, tuple_data("42", "2026-11-26", None, None, None)), 0xFFFFFFF0),
+        in_block(truncate(ENTRIES_OID), 701),
+        b"O" + struct.pack("!Q", 5) + cstring("origin_a"),  # an origin carries no xid, in a block or not
+        b"E",
+    ]
+    decoded = [d.decode(m) for m in stream]
+    assert decoded[0] == StreamStart(700, True)
+    assert isinstance(decoded[1], Relation) and decoded[1].name == "entries"
+    assert [(m.operation, m.xid) for m in decoded[2:5] if isinstance(m, Change)] == [
+        ("insert", 700), ("update", 701), ("delete", 0xFFFFFFF0)]
+    assert isinstance(decoded[2], Change) and decoded[2].new == dict(zip(("user_id", "date", "sleep_hours",
+                                                                           "steps", "note"), ROW, strict=True))
+    assert isinstance(decoded[5], Truncate) and decoded[5].xid == 701 and decoded[5].relations[0].name == "entries"
+    assert decoded[6] is None
+    assert decoded[7] == StreamStop()
+
+
+def test_after_a_stream_stop_messages_carry_no_xid_again(decoder: Decoder) -> None:
+    decoder.decode(stream_start(700, False))
+    decoder.decode(b"E")
+    change = decoder.decode(insert(ENTRIES_OID, tuple_data(*ROW)))
+    assert isinstance(change, Change) and change.xid == 0 and change.new is not None
+    assert change.new["user_id"] == "42"
+
+
+def test_a_stream_commit_gives_the_xid_the_lsns_and_the_commit_time_in_unix_microseconds() -> None:
+    assert Decoder().decode(stream_commit(0xFFFFFFFE, 900, 948, 1_000_000)) == StreamCommit(
+        0xFFFFFFFE, 900, 948, 1_000_000 + EPOCH_2000_US)
+
+
+def test_a_stream_abort_names_the_transaction_and_the_subtransaction() -> None:
+    assert Decoder().decode(stream_abort(700, 701)) == StreamAbort(700, 701)
+    assert Decoder().decode(stream_abort(700, 700)) == StreamAbort(700, 700)
+
+
 # -- malformed input ---------------------------------------------------------------------------------
 
 
@@ -316,6 +382,9 @@ FIXED_SIZE_MESSAGES = {
     "begin": begin(500, 1, 9),
     "commit": commit(500, 548, 1),
     "truncate": truncate(ENTRIES_OID, USERS_OID),
+    "stream-start": stream_start(700, True),
+    "stream-commit": stream_commit(700, 900, 948, 1),
+    "stream-abort": stream_abort(700, 701),
 }
 
 
