@@ -43,7 +43,7 @@ const CHANNEL = 'ngx-pulse';
 // that numbers it (client_id, next_seq, hlc_last, clock_offset_ms); its copy of the server goes.
 // Queued dismissals stay too: they are the user's, not the server's.
 const SERVER_COPY_META = ['token', 'role', 'shape', 'pulled_lsn', 'conflicts', 'conflicts_version', 'last_sync_ms',
-  'erasures_after'];
+  'erasures_after', 'erasures'];
 const ERASURE_PAGE = 1_000; // the server's limit per request
 
 /** A write or a sign-in refused because this tab's account is no longer the signed-in one. */
@@ -116,6 +116,16 @@ function erasureDays(e) {
 }
 
 /**
+ * A row of an erased day whose every value was stamped before the erasure: a change logged before it,
+ * read by a pull that ran before the server removed it from the log. Not kept: the erasure's delete follows.
+ */
+function fromBeforeAnErasure(row, erasures) {
+  const stamps = [...MERGE_FIELDS, 'deleted'].map((name) => row[`${name}_hlc`]).filter(Boolean);
+  return erasures.some((e) => covers(e, row.date)
+    && stamps.every((stamp) => (parseStamp(stamp)?.ms ?? 0) < e.erased_at_ms));
+}
+
+/**
  * Apply erasures (docs/erasure.md), in the caller's transaction on rows, outbox and meta: the days'
  * rows of the server copy go; the queue's changes of those days made before the erasure go too, except
  * that a pending one is refused (`rejected`, code `erased`, as the server answers it) and stays listed
@@ -141,6 +151,10 @@ async function applyErasures(s, erasures) {
     const conflicts = (await s.meta.get('conflicts')) || [];
     await s.meta.put(conflicts.filter((c) => !covers(e, c.date)), 'conflicts');
   }
+  const applied = (await s.meta.get('erasures')) || [];
+  const known = new Set(applied.map((e) => e.id));
+  await s.meta.put([...applied, ...erasures.filter((e) => !known.has(e.id))
+    .map(({ id, from, to, erased_at_ms }) => ({ id, from, to, erased_at_ms }))], 'erasures');
   await observe(s, erasures.map((e) => formatStamp({ ms: e.erased_at_ms, counter: 0, node: 'erasure' })));
 }
 
@@ -933,6 +947,7 @@ export class Engine extends EventTarget {
     const seen = [];
     await store.transact(['rows', 'meta'], 'readwrite', async (s) => {
       if (shape.offset === '-1') await s.rows.clear(); // a fresh snapshot replaces the old copy
+      const erased = (await s.meta.get('erasures')) || [];
       for (const message of messages) {
         const control = message.headers?.control;
         if (control === 'must-refetch') { refetch = true; break; }
@@ -943,6 +958,7 @@ export class Engine extends EventTarget {
         if (operation === 'delete') { await s.rows.delete(message.key); continue; }
         const existing = (await s.rows.get(message.key)) || {};
         const row = { ...existing, ...message.value };
+        if (fromBeforeAnErasure(row, erased)) continue;
         for (const name of [...MERGE_FIELDS, 'deleted']) if (row[`${name}_hlc`]) seen.push(row[`${name}_hlc`]);
         await s.rows.put(row, message.key);
       }
