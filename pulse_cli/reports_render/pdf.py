@@ -23,8 +23,8 @@ from reportlab.lib.pagesizes import A4  # type: ignore[import-untyped, unused-ig
 from reportlab.lib.styles import ParagraphStyle, getSampleStyleSheet  # type: ignore[import-untyped, unused-ignore]
 from reportlab.lib.units import mm  # type: ignore[import-untyped, unused-ignore]
 from reportlab.platypus import (  # type: ignore[import-untyped, unused-ignore]
+    CondPageBreak,
     Flowable,
-    KeepTogether,
     Paragraph,
     SimpleDocTemplate,
     Spacer,
@@ -51,6 +51,7 @@ from pulse_core.reports import AthleteReport
 
 CHART_W, CHART_H = 250.0, 108.0
 CHART_FONT = 6.5
+WEEKS_WITH_HEAD = 8  # an athlete starts where their head and this many weeks fit, else on a new page
 TABLE_STYLE = TableStyle([
     ("FONT", (0, 0), (-1, -1), "Helvetica", 7.5),
     ("FONT", (0, 0), (-1, 0), "Helvetica-Bold", 7.5),
@@ -84,13 +85,9 @@ def render_pdf(report: TeamReport) -> bytes:
         story.append(_table(("Athlete", "Open flags", "Flags", "Compliance", "Last entry", "Score 7-day avg"), rows,
                             text=(2,)))
     for athlete in report.athletes:
-        story.append(_Later(partial(_section, report, athlete, styles, small)))
+        story.append(_Later(partial(_athlete, report, athlete, doc.width, styles, small)))
     doc.build(story)
     return out.getvalue()
-
-
-def _section(report: TeamReport, athlete: AthleteReport, styles: Any, small: ParagraphStyle) -> list[Any]:
-    return _athlete(report, athlete, styles, small)
 
 
 class _Later(NullDraw):  # type: ignore[misc]
@@ -116,14 +113,16 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], text: Sequence
     return table
 
 
-def _athlete(report: TeamReport, a: AthleteReport, styles: Any, small: ParagraphStyle) -> list[Any]:
+def _athlete(report: TeamReport, a: AthleteReport, width: float, styles: Any, small: ParagraphStyle
+             ) -> list[Any]:
     """An athlete's section: name, figures, flags and the weekly table (the gaps a coach looks for), then
-    the charts, two a row. It starts on the page in progress when all but the charts fit there, else on
-    the next page (a weekly table longer than a page is split, its header repeated); the charts follow
-    row by row, and "Charts" stays with its first row. So no page is left mostly blank."""
+    the charts, two a row. It starts on the page in progress when its head and weekly table (their first
+    WEEKS_WITH_HEAD weeks, for a long range) fit there, else on the next page; the weekly table is split
+    between pages by rows, its header repeated, and each chart row follows where it fits. So no page is
+    left mostly blank, and a name is never alone at the foot of a page."""
     last = a.last_entry.isoformat() if a.last_entry else "never"
     readiness = {item["metric"]: readiness_text(item) for item in a.readiness.values()}
-    heading = ParagraphStyle("section", parent=styles["Heading4"], keepWithNext=1, spaceBefore=8, spaceAfter=3)
+    heading = ParagraphStyle("section", parent=styles["Heading4"], spaceBefore=8, spaceAfter=3)
     head: list[Any] = [
         Paragraph(escape(a.athlete), styles["Heading2"]),
         Paragraph(escape(f"Compliance: {a.days_logged} of {a.days_in_range} days logged ({percent(a.compliance)});"
@@ -139,10 +138,26 @@ def _athlete(report: TeamReport, a: AthleteReport, styles: Any, small: Paragraph
                               f" <i>({escape(flag_numbers(f.numbers))})</i>", small) for f in a.flags)
     else:
         head.append(Paragraph("None.", small))
-    head += [Paragraph("Weekly", heading), _weeks_table(a) if a.weeks else Paragraph("No days in this range.", small)]
+    head.append(Paragraph("Weekly", heading))
+    weeks = _weeks_table(a) if a.weeks else Paragraph("No days in this range.", small)
+    needed = _height(head, width) + _height([weeks], width, rows=WEEKS_WITH_HEAD + 1)
     charts = [Chart(s) for s in report.series(a.athlete)]
     rows = [_chart_row(charts[i:i + 2]) for i in range(0, len(charts), 2)]
-    return [Spacer(1, 10), KeepTogether(head), Paragraph("Charts", heading), *rows]
+    first_row = _height([Paragraph("Charts", heading), *rows[:1]], width)
+    return [Spacer(1, 10), CondPageBreak(needed), *head, weeks, CondPageBreak(first_row), Paragraph("Charts", heading),
+            *rows]
+
+
+def _height(flowables: list[Any], width: float, rows: int | None = None) -> float:
+    """What the flowables take down the page at this width (a table's first `rows` rows only, when given),
+    spaces between them included."""
+    total = 0.0
+    for f in flowables:
+        _, h = f.wrap(width, 1e6)
+        if rows is not None and isinstance(f, Table):
+            h = sum(f._rowHeights[:rows])
+        total += h + f.getSpaceBefore() + f.getSpaceAfter()
+    return total
 
 
 def _chart_row(charts: list[Chart]) -> Table:

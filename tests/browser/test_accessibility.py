@@ -53,6 +53,8 @@ def test_no_screen_has_an_axe_violation(
     wait_pill(page, "1 rejected")
     page.goto(target.app_url + "#history")
     expect(page.locator("#history-list li")).to_have_count(2)
+    expect(page.locator("#history-position")).to_have_text("2 days logged, newest first.")  # one page: no pager
+    expect(page.locator("#history-pages")).to_be_hidden()
     check(page, "history")
 
     # A conflict: the page's edit of yesterday loses to a CLI device's later one.

@@ -209,8 +209,9 @@ function renderHistory() {
   }
   $('history-empty').hidden = total > 0;
   $('history-position').hidden = total === 0;
-  $('history-position').textContent = `Newest first: days ${number(first)} to ${number(last)} of ${number(total)}`
-    + ` (page ${number(page)} of ${number(pages)}).`;
+  $('history-position').textContent = pages === 1
+    ? `${number(total)} ${total === 1 ? 'day' : 'days'} logged, newest first.`
+    : `Newest first: days ${number(first)} to ${number(last)} of ${number(total)} (page ${number(page)} of ${number(pages)}).`;
   $('history-pages').hidden = pages === 1;
   pageLink($('history-newer'), page > 1 ? page - 1 : null);
   pageLink($('history-older'), page < pages ? page + 1 : null);
