@@ -124,12 +124,20 @@ def test_numbers_follow_the_browsers_locale_and_every_date_is_iso(
     page.goto(target.app_url + f"#log/{today}")
     expect(page.get_by_label("Sleep")).to_have_value("7.5")
     expect(page.get_by_label("Steps")).to_have_value("9100")
+    # The date field is the browser's own control, in its locale's format: the day is also written ISO.
+    expect(page.locator("#h-date")).to_have_text(f"{dt.date.fromisoformat(today):%A} {today}")
 
     wait_pill(page, "Online · synced")
     page.goto(target.app_url + "#sync")
     last_sync_ms = page.evaluate("window.pulse.engine.meta.lastSyncMs")
     expected = dt.datetime.fromtimestamp(last_sync_ms / 1000, ZoneInfo(zone)).strftime("%Y-%m-%d %H:%M")
     expect(sync_value(page, "Last sync")).to_have_text(expected)
+    # No date or time anywhere in a locale's style (04.12.2026, 12/4/2026, 6:07 PM): ISO only.
+    for screen in ("today", "history", "sync"):
+        page.goto(target.app_url + f"#{screen}")
+        text = page.locator(f"#screen-{screen}").inner_text()
+        assert re.findall(r"\b\d{1,2}[./]\d{1,2}[./]\d{2,4}\b|\b[AP]M\b", text) == [], (screen, text)
+        assert re.search(r"\d{4}-\d{2}-\d{2}", text), screen
     page.screenshot(path=artefact_dir("pwa") / "sync-de-DE.png", full_page=True)
 
 
