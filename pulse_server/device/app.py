@@ -12,6 +12,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.middleware.cors import CORSMiddleware
 
 from pulse_core.rules import rules_document
+from pulse_server.api.content_type import JsonDeclared, require_json
 from pulse_server.api.error_answers import install_error_handlers
 from pulse_server.api.schemas import DismissRequest, Me, TokenRequest, TokenResponse
 from pulse_server.device import shape
@@ -110,8 +111,17 @@ def create_device_app(backend: DeviceBackend, throttle: LoginThrottle | None = N
         return {"conflicts": found, "version": max((c["version"] for c in found), default=after_version or 0)}
 
     @app.post("/v1/conflicts/dismiss", status_code=204, tags=["entries"])
-    def dismiss_conflicts(body: DismissRequest, _: SignedIn) -> None:
+    def dismiss_conflicts(body: DismissRequest, _: SignedIn, _json: JsonDeclared) -> None:
         backend.dismiss_conflicts(body.ids)
+
+    @app.get("/v1/erasures", tags=["erasure"])
+    def erasures(
+        _: SignedIn, after: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 1000,
+    ) -> dict[str, Any]:
+        """The erasures of the user's entries this device applied (docs/erasure.md)."""
+        found = backend.erasures(after, limit)
+        return {"erasures": found, "last": max((e["id"] for e in found), default=after)}
 
     app.include_router(shape.router)
     mount_pwa(app)
@@ -124,6 +134,7 @@ def create_device_app(backend: DeviceBackend, throttle: LoginThrottle | None = N
 
 
 async def _json_object(request: Request) -> dict[str, Any]:
+    require_json(request.headers.get("content-type"))
     raw = await request.body()
     if len(raw) > MAX_BODY_BYTES:
         raise ApiError(413, "payload_too_large", f"body: larger than {MAX_BODY_BYTES} bytes",

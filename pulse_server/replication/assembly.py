@@ -15,7 +15,7 @@ from typing import Any
 
 import psycopg
 
-from pulse_server.replication.batch import Transaction, synced
+from pulse_server.replication.batch import Transaction, erasure_record, synced
 from pulse_server.replication.pgoutput import (
     Begin,
     Change,
@@ -48,7 +48,7 @@ class Assembler:
         for data in messages:
             message = self.decoder.decode(data)
             if isinstance(message, (Change, Truncate)):
-                if synced(message):
+                if synced(message) or erasure_record(message):
                     self._change(conn, message)
             elif isinstance(message, Begin):
                 self.partial = Transaction(message)

@@ -8,7 +8,8 @@ batch, whatever its number of changes. (Bigger ones are staged on the way: `stag
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+import json
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +19,8 @@ from pulse_server.replication.pgoutput import Begin, Change, Commit, Relation, T
 from pulse_server.shapes.protocol import row_json, stored_message
 
 SYNCED_TABLES = ("entries",)
+ERASURES_TABLE = "erasures"  # published too (migration 0011): its inserts purge the log of the erased days
+ERASED_CHANNEL = "pulse_erased"  # an erasure's days left the log: watchers drop them from their tails
 
 Key = tuple[int, str]  # (user_id, date)
 
@@ -25,7 +28,7 @@ Key = tuple[int, str]  # (user_id, date)
 @dataclass
 class Transaction:
     begin: Begin
-    changes: list[Change | Truncate] = field(default_factory=list)  # those of synced tables, in order
+    changes: list[Change | Truncate] = field(default_factory=list)  # of synced tables, and erasure records
     commit: Commit | None = None
     staged: bool = False  # its changes are in the staging table, not in `changes`
 
@@ -34,6 +37,42 @@ def synced(change: Change | Truncate) -> bool:
     if isinstance(change, Truncate):
         return any(r.name in SYNCED_TABLES for r in change.relations)
     return isinstance(change.relation, Relation) and change.relation.name in SYNCED_TABLES
+
+
+def erasure_record(change: Change | Truncate) -> bool:
+    """An erasure's record (an insert into `erasures`): the reader purges the log of its days."""
+    return (isinstance(change, Change) and change.operation == "insert" and change.new is not None
+            and isinstance(change.relation, Relation) and change.relation.name == ERASURES_TABLE)
+
+
+@dataclass(frozen=True)
+class Erased:
+    """An erasure record read from the stream: its user, days (None: an open end) and transaction's LSN."""
+
+    user_id: int
+    first: str | None
+    last: str | None
+    lsn: int
+
+    @classmethod
+    def of(cls, record: Change, lsn: int) -> Erased:
+        assert record.new is not None
+        return cls(int(record.new["user_id"] or 0), record.new.get("date_from"), record.new.get("date_to"), lsn)
+
+    def payload(self) -> str:
+        return json.dumps({"user_id": self.user_id, "from": self.first, "to": self.last, "lsn": self.lsn})
+
+
+def erase(conn: psycopg.Connection[Any], erasures: Iterable[Erased]) -> None:
+    """Every change of an erased day before the erasure's transaction leaves the log, so no value of it
+    stays (docs/erasure.md); the erasure's own deletes (key only) stay, and a client behind them reads
+    those, which is all it needs of the rows. The watchers drop them from their tails."""
+    for erased in erasures:
+        conn.execute(
+            "DELETE FROM shape_log WHERE user_id = %s AND (%s::date IS NULL OR date >= %s::date)"
+            " AND (%s::date IS NULL OR date <= %s::date) AND lsn < %s",
+            (erased.user_id, erased.first, erased.first, erased.last, erased.last, erased.lsn))
+        conn.execute("SELECT pg_notify(%s, %s)", (ERASED_CHANNEL, erased.payload()))
 
 
 def change_row(change: Change) -> tuple[Key, dict[str, str | None]]:
@@ -75,6 +114,7 @@ class Batch:
     rows: dict[Key, LogEntry] = field(default_factory=dict)  # the last change of each row, after any truncate
     truncated: bool = False  # a truncate came before the changes in `rows`
     usernames: dict[int, str | None] = field(default_factory=dict)
+    erasures: list[Erased] = field(default_factory=list)  # erasure records committed in these transactions
 
     def add(self, entry: LogEntry) -> None:
         self.log.append(entry)
@@ -99,6 +139,7 @@ class Batch:
                 " %b::text[], %b::text[]::jsonb[]) ON CONFLICT DO NOTHING",
                 _columns(self.log, lambda e: (e.lsn, e.op, e.txid, e.key[0], e.key[1], e.operation, e.value)),
             )
+        erase(conn, self.erasures)
         if self.truncated:
             truncate_rows(conn)
         gone = [e for e in self.rows.values() if e.operation == "delete"]
@@ -131,7 +172,8 @@ def build_batch(conn: psycopg.Connection[Any], transactions: list[Transaction], 
     for tx in transactions:
         lsn = tx.begin.final_lsn
         txid = (epoch << 32) | tx.begin.xid
-        for op, change in enumerate(tx.changes):
+        batch.erasures.extend(Erased.of(c, lsn) for c in tx.changes if isinstance(c, Change) and erasure_record(c))
+        for op, change in enumerate(c for c in tx.changes if synced(c)):
             if isinstance(change, Truncate):
                 batch.truncate()
                 continue

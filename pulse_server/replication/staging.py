@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
 
-from pulse_server.replication.batch import change_row, truncate_rows
+from pulse_server.replication.batch import Erased, change_row, erase, erasure_record, truncate_rows
 from pulse_server.replication.pgoutput import Change, Truncate
 from pulse_server.shapes.protocol import row_json, stored_message
 
@@ -118,6 +118,8 @@ class Staged:
     truncates: bool = False  # a truncate was staged (it may since have been aborted)
     unchanged: bool = False  # some change left unchanged TOASTed columns out
     renumber: bool = False  # a subtransaction's changes were removed: the ops have gaps
+    # Erasure records (a few per transaction at most): (subxid, the record), kept here, not in the table.
+    erasures: list[tuple[int, Change]] = field(default_factory=list)
 
 
 class Staging:
@@ -143,8 +145,11 @@ class Staging:
         staged = self.transactions.setdefault(xid, Staged())
         rows: list[tuple[Any, ...]] = []
         for change in changes:
-            op, staged.next_op = staged.next_op, staged.next_op + 1
             subxid = change.xid or xid
+            if isinstance(change, Change) and erasure_record(change):
+                staged.erasures.append((subxid, change))
+                continue
+            op, staged.next_op = staged.next_op, staged.next_op + 1
             if isinstance(change, Truncate):
                 staged.truncates = True
                 rows.append((xid, subxid, op, None, None, "truncate", None, None))
@@ -153,6 +158,8 @@ class Staging:
             unchanged = json.dumps(sorted(change.unchanged)) if change.unchanged else None
             staged.unchanged = staged.unchanged or unchanged is not None
             rows.append((xid, subxid, op, key[0], key[1], change.operation, row_json(row), unchanged))
+        if not rows:
+            return
         names = usernames({r[3] for r in rows if r[5] in ("insert", "update")})
         columns = [list(c) for c in zip(*(
             (*r[:7], _message(r, names), r[7]) for r in rows), strict=True)]
@@ -167,8 +174,10 @@ class Staging:
         if subxid == xid:
             conn.execute(f"DELETE FROM {TABLE} WHERE xid = %s", (xid,))
             del self.transactions[xid]
-        elif conn.execute(f"DELETE FROM {TABLE} WHERE xid = %s AND subxid = %s", (xid, subxid)).rowcount:
-            staged.renumber = True
+        else:
+            staged.erasures = [(sub, record) for sub, record in staged.erasures if sub != subxid]
+            if conn.execute(f"DELETE FROM {TABLE} WHERE xid = %s AND subxid = %s", (xid, subxid)).rowcount:
+                staged.renumber = True
 
     def promote(self, conn: psycopg.Connection[Any], xid: int, lsn: int, txid: int) -> int:
         """The committed transaction `xid` into shape_log and shape_rows (inside the caller's transaction);
@@ -188,6 +197,7 @@ class Staging:
                 after = int(row[0])
         params = {"xid": xid, "lsn": lsn, "txid": txid, "after": after}
         counted = conn.execute(_LOG, params).fetchone()
+        erase(conn, [Erased.of(record, lsn) for _, record in staged.erasures])
         if after >= 0:
             truncate_rows(conn)
         conn.execute(_GONE, params)
