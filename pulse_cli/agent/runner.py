@@ -11,6 +11,7 @@ from pulse_cli.agent.account import Account, load_account
 from pulse_cli.agent.breaker_state import load_breaker
 from pulse_cli.bootstrap import Device
 from pulse_cli.store.connection import read_meta, write_meta
+from pulse_cli.sync_text import plural
 from pulse_core.errors import NotFoundError, PulseError, UsageError
 from pulse_core.usecases import log_entry
 
@@ -136,10 +137,6 @@ def run_sync(device: Device, push_only: bool = False, automatic: bool = False) -
 
 def _queued(device: Device) -> str:
     return plural(outbox.counts(device.conn).get("pending", 0), "change") + " queued"
-
-
-def plural(count: int, noun: str) -> str:
-    return f"{count} {noun}" + ("" if count == 1 else "s")
 
 
 def discard(device: Device, seq: int | None = None) -> int:

@@ -55,7 +55,7 @@ def verify(
 
 
 def _summary(report: VerifyReport) -> str:
-    from pulse_cli.agent.runner import plural
+    from pulse_cli.sync_text import plural
 
     cost = f"({plural(report.requests, 'request')}, {report.bytes_received:,} bytes received)"
     if not report.differences:
