@@ -10,6 +10,7 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import RedirectResponse
 
 from pulse_core.rules import rules_document
 from pulse_server.api.error_answers import install_error_handlers
@@ -68,6 +69,11 @@ def create_device_app(backend: DeviceBackend, throttle: LoginThrottle | None = N
     @app.get("/v1/me", response_model=Me, tags=["auth"])
     def me(_: SignedIn) -> Me:
         return Me(username=backend.username, role="coach" if backend.role == "coach" else "athlete")
+
+    @app.get("/", include_in_schema=False)
+    def root() -> RedirectResponse:
+        """As the cloud server's: the web app."""
+        return RedirectResponse("/app/", status_code=307)
 
     @app.get("/v1/rules", tags=["meta"])
     def rules() -> dict[str, Any]:
