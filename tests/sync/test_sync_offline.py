@@ -5,7 +5,7 @@
   and the first one after the server is back goes through.
 - An expired or revoked token stops sync with "log in again" (exit 1) and keeps the outbox; after
   `pulse login` everything lands.
-- `pulse logout` refuses while changes are pending unless --discard; a home holding one user's data
+- `pulse logout` refuses while changes are pending (exit 4) unless --discard; a home holding one user's data
   refuses another user's login.
 """
 
@@ -149,13 +149,13 @@ def test_logout_refuses_while_changes_are_pending_unless_discarded(
     a.log(day(-1), steps=2)
 
     done = a.run("logout")
-    assert done.returncode == 2, done.stderr
-    assert "1 changes are not synced yet" in done.stderr
+    assert done.returncode == 4, done.stderr  # docs/cli.md: refused, because it would lose data
+    assert "1 change is not synced yet and would be lost" in done.stderr
     assert a.status()["logged_in"] is True
 
     done = a.run("logout", "--discard")
     assert done.returncode == 0, done.stderr
-    assert "1 unsynced changes discarded" in done.stdout
+    assert "1 unsynced change discarded" in done.stdout
     assert a.status()["logged_in"] is False
     assert a.outbox_counts() == {"applied": 1, "discarded": 1}
 
