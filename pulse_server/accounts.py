@@ -238,11 +238,13 @@ def held_by(session: Session, user: User) -> dict[str, int]:
 def remove_user(session: Session, user: User) -> dict[str, int]:
     """Erase the user and every row of theirs, in one transaction; returns what was held."""
     held = held_by(session, user)
+    user_id = user.id
+    session.execute(delete(User).where(User.id == user_id))  # type: ignore[arg-type]
+    # After the cascade: deleting a coach's grants bumps their scope version (trigger, 0002).
     for statement in NOT_CASCADED:
-        session.execute(text(statement), {"id": user.id})
+        session.execute(text(statement), {"id": user_id})
     # Failed sign-ins are counted per (address, username): "pair:<address>/<username as JSON>".
     session.execute(text("DELETE FROM login_throttle WHERE key LIKE 'pair:%' AND right(key, :n) = :suffix"),
                     {"n": len(json.dumps(user.username)) + 1, "suffix": "/" + json.dumps(user.username)})
-    session.execute(delete(User).where(User.id == user.id))  # type: ignore[arg-type]
     session.commit()
     return held

@@ -144,7 +144,8 @@ def import_apple_health(
 
 def export(
     ctx: typer.Context,
-    fmt: Annotated[str, typer.Option("--format", "-f", metavar="csv|json|fhir", help="Output format.")] = "csv",
+    fmt: Annotated[str, typer.Option("--format", "-f", metavar="csv|json|fhir", show_default=False,
+                                     help="Output format (default csv).")] = "csv",
     start: FromOption = None,
     end: ToOption = None,
     output: Annotated[

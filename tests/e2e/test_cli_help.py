@@ -136,3 +136,16 @@ def test_a_command_loads_only_its_own_module_and_help_loads_none(tmp_path: Path)
     assert modules_after("log", "--steps", "8000", "--json") == ["entries", "options"]
     assert modules_after("status", "--json") == ["options", "syncing"]
     assert modules_after("import", "--help") == ["options", "transfer"]
+
+
+def test_every_command_and_exit_code_is_documented() -> None:
+    from pulse_cli import exits
+
+    cli_md = (ROOT / "docs" / "cli.md").read_text()
+    readme = (ROOT / "README.md").read_text()
+    for name in COMMANDS:
+        assert f"pulse {name}" in cli_md + readme, name
+    table = cli_md.split("## Exit codes", 1)[1].split("\n## ", 1)[0]
+    documented = {int(m) for m in re.findall(r"^\| (\d+) \|", table, re.M)}
+    assert documented == {0, exits.FAILED, exits.USAGE, exits.OFFLINE, exits.KEPT_DATA, exits.INTERRUPTED}
+    assert "4 when going on would lose data" in readme
