@@ -11,6 +11,7 @@ from pulse_core.errors import ValidationError
 from pulse_core.values import parse_date
 from pulse_core.warnings import field_warnings
 from pulse_server import accounts
+from pulse_server.api.content_type import JsonDeclared
 from pulse_server.api.deps import Athlete, ClockDep, CurrentUser, DbDep, SettingsDep
 from pulse_server.api.schemas import ConflictsOut, DismissRequest, EntriesOut, EntryFields, EntryWrite
 from pulse_server.db.entries import COLUMNS, PostgresEntryRepository, row_to_entry
@@ -49,7 +50,8 @@ def list_entries(
 
 @router.put("/entries/{date}", response_model=EntryWrite)
 def put_entry(
-    date: str, body: EntryFields, user: Athlete, db: DbDep, clock: ClockDep, settings: SettingsDep, response: Response
+    date: str, body: EntryFields, user: Athlete, _json: JsonDeclared, db: DbDep, clock: ClockDep, settings: SettingsDep,
+    response: Response,
 ) -> dict[str, Any]:
     """Set the given fields of a day's entry (an explicit null clears one); same path as a push."""
     day = _day(date, clock)
@@ -155,7 +157,7 @@ def _conflict_json(user_id: int, row: tuple[Any, ...]) -> dict[str, Any]:
 
 
 @router.post("/conflicts/dismiss", status_code=204)
-def dismiss_conflicts(body: DismissRequest, user: CurrentUser, db: DbDep) -> None:
+def dismiss_conflicts(body: DismissRequest, user: CurrentUser, _json: JsonDeclared, db: DbDep) -> None:
     """Put conflicts aside on every device of yours (ids of other users' conflicts are ignored)."""
     db.run(lambda conn: conn.execute(
         "UPDATE conflicts SET dismissed_at = now(), version = nextval('conflict_version_seq')"

@@ -20,6 +20,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 
 from pulse_server.accounts import Principal
+from pulse_server.api.content_type import require_json
 from pulse_server.api.deps import (
     CurrentUser,
     DbDep,
@@ -66,18 +67,6 @@ def _malformed(where: str, message: str, value: Any = None) -> ApiError:
 
 def _integer(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
-
-
-def require_json(content_type: str | None) -> None:
-    """A push body must be declared JSON, as PUT's must: a form or text body (which a browser may send to
-    another origin without asking first) is refused with 415 before it is read as JSON."""
-    media = (content_type or "").split(";", 1)[0].strip().lower()
-    kind, _, subtype = media.partition("/")
-    if kind != "application" or not (subtype == "json" or subtype.endswith("+json")):
-        shown = repr(content_type) if content_type else "none given"
-        raise ApiError(415, "unsupported_media_type",
-                       f"content-type: {shown} is not accepted (allowed application/json)",
-                       field="content-type", value=content_type, allowed="application/json")
 
 
 def parse_push_body(raw: bytes) -> PushBody:

@@ -13,6 +13,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import RedirectResponse
 
 from pulse_core.rules import rules_document
+from pulse_server.api.content_type import JsonDeclared, require_json
 from pulse_server.api.error_answers import install_error_handlers
 from pulse_server.api.schemas import DismissRequest, Me, TokenRequest, TokenResponse
 from pulse_server.device import shape
@@ -116,7 +117,7 @@ def create_device_app(backend: DeviceBackend, throttle: LoginThrottle | None = N
         return {"conflicts": found, "version": max((c["version"] for c in found), default=after_version or 0)}
 
     @app.post("/v1/conflicts/dismiss", status_code=204, tags=["entries"])
-    def dismiss_conflicts(body: DismissRequest, _: SignedIn) -> None:
+    def dismiss_conflicts(body: DismissRequest, _: SignedIn, _json: JsonDeclared) -> None:
         backend.dismiss_conflicts(body.ids)
 
     app.include_router(shape.router)
@@ -130,6 +131,7 @@ def create_device_app(backend: DeviceBackend, throttle: LoginThrottle | None = N
 
 
 async def _json_object(request: Request) -> dict[str, Any]:
+    require_json(request.headers.get("content-type"))
     raw = await request.body()
     if len(raw) > MAX_BODY_BYTES:
         raise ApiError(413, "payload_too_large", f"body: larger than {MAX_BODY_BYTES} bytes",

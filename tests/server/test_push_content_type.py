@@ -60,3 +60,24 @@ def test_a_bad_token_is_401_before_the_content_type_is_judged(client: Callable[.
                                   headers={**PATHS[path], "content-type": "text/plain", "authorization": "Bearer x"})
     assert response.status_code == 401
     assert error_body(response)["code"] == "unauthorized"
+
+
+@pytest.mark.parametrize("content_type", [None, "text/plain", "application/x-www-form-urlencoded"])
+def test_a_put_or_a_dismissal_not_declared_json_is_415_and_changes_nothing(
+    make_user: Callable[..., User], client: Callable[..., Api], content_type: str | None
+) -> None:
+    api = client(make_user())
+    headers = {} if content_type is None else {"content-type": content_type}
+    put = api.http.put(f"/v1/entries/{DAY}", content=json.dumps({"steps": 1234}).encode(), headers=headers)
+    dismissal = api.http.post("/v1/conflicts/dismiss", content=json.dumps({"ids": [1]}).encode(), headers=headers)
+    for response in (put, dismissal):
+        assert response.status_code == 415, response.text
+        assert (error_body(response)["code"], error_body(response)["value"]) == ("unsupported_media_type", content_type)
+    assert api.entries() == []
+
+
+def test_a_put_with_a_bad_token_is_401_before_its_content_type_is_judged(client: Callable[..., Api]) -> None:
+    response = client().http.put(f"/v1/entries/{DAY}", content=b"{}",
+                                 headers={"content-type": "text/plain", "authorization": "Bearer x"})
+    assert response.status_code == 401
+    assert error_body(response)["code"] == "unauthorized"

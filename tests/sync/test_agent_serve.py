@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psycopg
 import pytest
 from sync_support import (
@@ -83,6 +84,11 @@ def test_a_browsers_writes_reach_postgres_once_under_its_own_client_id(
     assert results[2]["error"]["message"] in cli_message, (results[2]["error"]["message"], cli_message)
     replay = served.push(token, batch[:1]).json()["results"][0]
     assert replay["status"] == "duplicate" and replay["original_status"] == "applied"
+    # A body not declared JSON (a form a page elsewhere could post) is refused before it is read, as upstream.
+    text = httpx.post(f"{served.url}/v1/sync/push", headers={"authorization": f"Bearer {token}",
+                      "content-type": "text/plain"}, content=json.dumps(
+                          {"protocol": 1, "client_id": BROWSER, "mutations": [dict(batch[1], seq=9)]}), timeout=10)
+    assert text.status_code == 415 and text.json()["error"]["code"] == "unsupported_media_type"
 
     # The local view has them at once; the agent relays them upstream on its own.
     history = {e["date"]: e for e in a.history(day(-3), day(0))}
