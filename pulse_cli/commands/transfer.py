@@ -17,9 +17,9 @@ from pulse_core.errors import UsageError
 from pulse_core.usecases import DayRecord, ImportSummary, import_days
 
 import_app = typer.Typer(
-    help="Import days from a tracker's export. Re-importing changes nothing; values you set by hand are kept;"
-    " days you deleted are skipped unless --restore-deleted. An import is written in one transaction: Ctrl-C"
-    " keeps nothing of it (exit 130).\n\n\b\nExamples:\n"
+    help="Import days from a tracker's export, in one transaction (Ctrl-C keeps nothing of it, exit 130)."
+    " Re-importing changes nothing and values you set by hand are kept. Days you deleted are skipped, unless"
+    " --restore-deleted.\n\n\b\nExamples:\n"
     "  pulse import fitbit tests/data/fitbit --source-user 1503960366\n"
     "  pulse import welltory tests/data/welltory --source-user 6be5033971\n"
     "  pulse import apple-health ~/Downloads/export.zip",
