@@ -39,7 +39,7 @@ def migrate(database_url: DatabaseOption = None) -> None:
     \b
     Examples:
       pulse-server migrate
-      PULSE_DATABASE_URL=postgresql://postgres@127.0.0.1:5432/pulse pulse-server migrate
+      pulse-server migrate --database-url postgresql://postgres@127.0.0.1/pulse
     """
     from pulse_server.db.migrate import migrate as run
 

@@ -141,7 +141,7 @@ def _wrapped(text: str) -> str:
 
 @token_app.command("issue", cls=PlainUsage)
 def token_issue(name: Username, database_url: DatabaseOption = None) -> None:
-    """Issue a bearer token for a user and print it (it is stored only as a hash).
+    """Issue a bearer token for a user and print it. The server stores only its hash.
 
     \b
     Examples:

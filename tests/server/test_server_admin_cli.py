@@ -65,12 +65,19 @@ def test_help_has_a_short_option_and_version_prints_the_installed_one() -> None:
     version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
     done = subprocess.run([str(PULSE_SERVER), "--version"], capture_output=True, text=True, timeout=60)
     assert (done.returncode, done.stdout) == (0, f"pulse-server {version}\n")
-    for args in (["-h"], ["user", "-h"], ["user", "remove", "-h"]):
-        shown = subprocess.run([str(PULSE_SERVER), *args], capture_output=True, text=True, timeout=60,
+    commands = [[], ["user"], ["token"], ["migrate"], ["doctor"], ["maintain"], ["serve"], ["seed-demo"],
+                ["grant"], ["revoke"], ["user", "add"], ["user", "list"], ["user", "passwd"], ["user", "remove"],
+                ["token", "issue"], ["token", "revoke"]]
+    for command in commands:
+        shown = subprocess.run([str(PULSE_SERVER), *command, "-h"], capture_output=True, text=True, timeout=60,
                                env=clean_env(COLUMNS="80"))
-        assert shown.returncode == 0 and shown.stdout.startswith("Usage: pulse-server"), args
-        assert all(len(line) <= 80 for line in shown.stdout.splitlines())
-        assert not re.search(r"<[a-z ]+>|\{[A-Z]+\}", shown.stdout)
+        assert shown.returncode == 0 and shown.stdout.startswith("Usage: pulse-server"), command
+        assert all(len(line) <= 80 for line in shown.stdout.splitlines()), shown.stdout
+        assert not re.search(r"<[a-z ]+>|\{[A-Z]+\}", shown.stdout), shown.stdout
+        cut = [line for line in shown.stdout.splitlines() if line.endswith("...") and "[ARGS]..." not in line]
+        assert cut == [], "a summary cut at 80 columns"
+        if command not in ([], ["user"], ["token"]):
+            assert "Examples:\n    pulse-server " in shown.stdout, command
     user = subprocess.run([str(PULSE_SERVER), "user", "-h"], capture_output=True, text=True, timeout=60).stdout
     assert [w for w in ("add", "list", "passwd", "remove") if re.search(rf"^  {w} ", user, re.M)] == \
         ["add", "list", "passwd", "remove"]
