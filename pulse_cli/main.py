@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "history": ("entries", "Entries in a date range: a table with sparklines, or JSON."),
     "trends": ("entries", "7- and 28-day rolling averages of each metric and the score."),
     "delete": ("entries", "Delete a day's entry (asks first)."),
+    "erase": ("erase", "Erase days of your entries on the server and every device."),
     "import": ("transfer", "Import days from a Fitbit, Welltory or Apple Health export."),
     "export": ("transfer", "Export your entries as CSV, JSON or FHIR."),
     "login": ("syncing", "Sign in to a sync server."),

@@ -213,9 +213,7 @@ def set_password(session: Session, user: User, password: str) -> int:
     return int(revoked.rowcount)  # type: ignore[attr-defined]
 
 
-# What a user's removal erases, table by table. The tables with a foreign key to users go by ON DELETE
-# CASCADE (0001, 0007); the shape log's tables hold the user's values without one (0002), so they are
-# deleted here. The replication reader then logs each erased entry as a delete: a key (user, date), no value.
+# What the server holds of a user, by kind: what `remove_user` erases.
 HELD = {
     "entries": "SELECT count(*) FROM entries WHERE user_id = :id",
     "conflicts": "SELECT count(*) FROM conflicts WHERE user_id = :id",
@@ -223,11 +221,6 @@ HELD = {
     "tokens": "SELECT count(*) FROM tokens WHERE user_id = :id",
     "grants": "SELECT count(*) FROM grants WHERE athlete_id = :id OR coach_id = :id",
 }
-NOT_CASCADED = (
-    "DELETE FROM shape_log WHERE user_id = :id",
-    "DELETE FROM shape_rows WHERE user_id = :id",
-    "DELETE FROM scope_versions WHERE user_id = :id",
-)
 
 
 def held_by(session: Session, user: User) -> dict[str, int]:
@@ -235,16 +228,18 @@ def held_by(session: Session, user: User) -> dict[str, int]:
     return {kind: int(session.execute(text(query), {"id": user.id}).scalar_one()) for kind, query in HELD.items()}
 
 
-def remove_user(session: Session, user: User) -> dict[str, int]:
-    """Erase the user and every row of theirs, in one transaction; returns what was held."""
-    held = held_by(session, user)
-    user_id = user.id
-    session.execute(delete(User).where(User.id == user_id))  # type: ignore[arg-type]
-    # After the cascade: deleting a coach's grants bumps their scope version (trigger, 0002).
-    for statement in NOT_CASCADED:
-        session.execute(text(statement), {"id": user_id})
+def remove_user(conn: psycopg.Connection[Any], user_id: int, username: str, now_ms: int) -> None:
+    """Erase the whole account as an erasure does (docs/erasure.md: entries, conflict audit, exactly-once
+    results, tokens, grants; the replication reader then purges the shape log of the user's days), then
+    the user, in the caller's transaction. The user's row takes with it (ON DELETE CASCADE) the tokens,
+    the high-water marks and the erasure record; what has no foreign key to users goes by hand."""
+    from pulse_server.erasure import erase
+
+    erase(conn, user_id, username, None, None, now_ms, whole_account=True)
+    conn.execute("DELETE FROM users WHERE id = %s", (user_id,))
+    # After the grants went: deleting a coach's grants bumps their scope version (trigger, migration 0002).
+    conn.execute("DELETE FROM scope_versions WHERE user_id = %s", (user_id,))
     # Failed sign-ins are counted per (address, username): "pair:<address>/<username as JSON>".
-    session.execute(text("DELETE FROM login_throttle WHERE key LIKE 'pair:%' AND right(key, :n) = :suffix"),
-                    {"n": len(json.dumps(user.username)) + 1, "suffix": "/" + json.dumps(user.username)})
-    session.commit()
-    return held
+    suffix = "/" + json.dumps(username)
+    conn.execute("DELETE FROM login_throttle WHERE key LIKE 'pair:%%' AND right(key, %s) = %s",
+                 (len(suffix), suffix))

@@ -228,7 +228,7 @@ cli_accounts.register(app)
 
 def run() -> None:
     """Console entry point: errors become one line and an exit code, never a traceback."""
-    from pulse_core.errors import PulseError
+    from pulse_core.errors import PulseError, ValidationError
     from pulse_server.errors import ApiError
 
     try:
@@ -236,6 +236,9 @@ def run() -> None:
     except ApiError as exc:
         sys.stderr.write(f"error: {exc.message}\n")
         sys.exit(2 if exc.status in (400, 409, 422) else 1)
+    except ValidationError as exc:  # a value given on the command line
+        sys.stderr.write(f"error: {exc.message}\n")
+        sys.exit(2)
     except PulseError as exc:
         sys.stderr.write(f"error: {exc.message}\n")
         sys.exit(1)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from pulse_server.cli_common import DatabaseOption, PlainUsage, existing, password, plural, session
+from pulse_server.cli_common import DatabaseOption, PlainUsage, database, existing, password, plural, session
 
 user_app = typer.Typer(help="Manage users: add, list, passwd, remove.", no_args_is_help=True)
 token_app = typer.Typer(help="Issue and revoke bearer tokens.", no_args_is_help=True)
@@ -104,18 +104,23 @@ def user_remove(
       pulse-server user remove ana
       pulse-server user remove ana --yes
     """
+    import time
+
     from pulse_server.accounts import find_user, held_by, remove_user
 
-    with session(database_url) as db:
-        user = existing(find_user(db, name), name)
-        held = held_by(db, user)
-        role = "coach" if user.is_coach else "athlete"
-        typer.echo(_wrapped(f"{name} ({role}) has on this server: {_held_text(held)}. Removing {name} erases"
-                            f" all of it here, for good: {_aftermath(name, user.is_coach)}"))
+    with database(database_url) as db:
+        with db.session() as session:
+            user = existing(find_user(session, name), name)
+            held = held_by(session, user)
+            user_id, is_coach = user.id, user.is_coach
+        assert user_id is not None
+        typer.echo(_wrapped(f"{name} ({'coach' if is_coach else 'athlete'}) has on this server: {_held_text(held)}."
+                            f" Removing {name} erases all of it here, for good: {_aftermath(name, is_coach)}"))
         if not yes and not typer.confirm(f"Remove {name}?", default=False):
             typer.echo("nothing removed", err=True)
             raise typer.Exit(1)
-        remove_user(db, user)
+        now_ms = int(time.time() * 1000)
+        db.run(lambda conn: remove_user(conn, user_id, name, now_ms))
     typer.echo(f"removed {name}: erased {_held_text(held)}")
 
 
@@ -204,7 +209,67 @@ def revoke_cmd(coach: Coach, athlete: Athlete, database_url: DatabaseOption = No
     typer.echo(f"{coach} can no longer read {athlete}" if done else f"{coach} had no access to {athlete}")
 
 
+def erase_cmd(
+    user: Annotated[str, typer.Option("--user", metavar="NAME", help="Whose entries to erase.")],
+    start: Annotated[str | None, typer.Option("--from", metavar="DATE", help="First day erased (YYYY-MM-DD).")]
+    = None,
+    end: Annotated[str | None, typer.Option("--to", metavar="DATE", help="Last day erased (YYYY-MM-DD).")] = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="What was erased, as one JSON document.")] = False,
+    database_url: DatabaseOption = None,
+) -> None:
+    """Erase a user's entries of a range of days, here and on every device. Also their conflict audit and
+    exactly-once results; every device and coach replica holding them drops them at its next sync, and
+    writes to those days made before now are refused. An open end with only --from or --to; without
+    both, the whole account, whose tokens are also revoked and grants removed (the account stays: to
+    remove it too, pulse-server user remove). Asks first unless --yes.
+
+    \b
+    Examples:
+      pulse-server erase --user ana --from 2026-01-01 --to 2026-01-31
+      pulse-server erase --user ana --yes
+    """
+    import datetime as dt
+    import time
+
+    from pulse_server import erasure
+    from pulse_server.accounts import find_user
+    from sync.erasure import parse_range
+
+    now_ms = int(time.time() * 1000)
+    first, last = parse_range(start, end, dt.datetime.fromtimestamp(now_ms / 1000, dt.UTC).date())
+    whole = start is None and end is None
+    with database(database_url) as db:
+        with db.session() as session:
+            account = existing(find_user(session, user), user)
+        account_id = account.id
+        assert account_id is not None
+        what = (f"the whole account {user}: every entry, and revoke its sign-ins and grants" if whole else
+                f"the entries of {user} of {_days(first, last)}")
+        if not yes and not typer.confirm(f"Erase {what}, on the server now and on every device at its next"
+                                         " sync? This cannot be undone.", default=False):
+            raise typer.Exit(1)
+        done = db.run(lambda conn: erasure.erase(conn, account_id, user, first, last, now_ms, whole))
+    if as_json:
+        typer.echo(json.dumps(done.as_json()))
+        return
+    typer.echo(f"erased {user}'s entries of {done.erasure.describe()}: {plural(done.entries, 'entry', 'entries')},"
+               f" {plural(done.conflicts, 'conflict')}, {plural(done.results, 'exactly-once result')} (erasure"
+               f" {done.erasure.id}); every device drops them at its next sync")
+    if whole:
+        typer.echo(f"revoked {plural(done.tokens, 'token')} and removed {plural(done.grants, 'grant')} of {user}")
+
+
+def _days(first: object, last: object) -> str:
+    if first is None:
+        return f"every day up to {last}"
+    if last is None:
+        return f"every day from {first}"
+    return f"{first} to {last}"
+
+
 def register(app: typer.Typer) -> None:
+    app.command("erase", cls=PlainUsage)(erase_cmd)
     app.command("grant", cls=PlainUsage)(grant_cmd)
     app.command("revoke", cls=PlainUsage)(revoke_cmd)
     app.add_typer(user_app, name="user")

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from sqlmodel import Session
     from typer._click import Context
 
+    from pulse_server.db.database import Database
     from pulse_server.db.models import User
 
 DatabaseOption = Annotated[str | None, typer.Option(
@@ -33,8 +34,8 @@ def bootstrap(database_url: str | None = None, **overrides: object) -> Settings:
 
 
 @contextmanager
-def session(database_url: str | None) -> Iterator[Session]:
-    """An ORM session, once the database is known to be migrated (else one line: run migrate first)."""
+def database(database_url: str | None) -> Iterator[Database]:
+    """The database, once it is known to be migrated (else one line: run pulse-server migrate first)."""
     from pulse_server.db.database import Database
     from pulse_server.db.migrate import require_migrated
 
@@ -42,10 +43,16 @@ def session(database_url: str | None) -> Iterator[Session]:
     require_migrated(settings.database_url)
     db = Database(settings)
     try:
-        with db.session() as opened:
-            yield opened
+        yield db
     finally:
         db.dispose()
+
+
+@contextmanager
+def session(database_url: str | None) -> Iterator[Session]:
+    """An ORM session on the migrated database."""
+    with database(database_url) as db, db.session() as opened:
+        yield opened
 
 
 def password(stdin: bool) -> str:
@@ -62,8 +69,8 @@ def existing(user: User | None, name: str) -> User:
     return user
 
 
-def plural(count: int, noun: str) -> str:
-    return f"{count} {noun}" + ("" if count == 1 else "s")
+def plural(count: int, noun: str, many: str | None = None) -> str:
+    return f"{count} {noun if count == 1 else many or noun + 's'}"
 
 
 class PlainUsage(TyperCommand):

@@ -41,7 +41,8 @@ PASSWORD = "correct horse battery"  # every test user's (tests/server/conftest.p
 DAY = (dt.date.today() - dt.timedelta(days=3)).isoformat()
 # Every table that holds a user's id (pulse_server/db/models.py and migrations/versions).
 USER_TABLES = {"entries": "user_id", "conflicts": "user_id", "applied_mutations": "user_id", "tokens": "user_id",
-               "client_high_water": "user_id", "shape_rows": "user_id", "scope_versions": "user_id"}
+               "client_high_water": "user_id", "shape_rows": "user_id", "scope_versions": "user_id",
+               "erasures": "user_id"}
 
 
 def admin(database_url: str, *args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -248,14 +249,17 @@ def test_remove_erases_the_users_rows_in_every_table_and_leaves_others_alone(
         with_data_everywhere(user, client(user), pg)
         assert admin(database_url, "grant", coach.username, user.username).returncode == 0
     kept_before = rows_of(pg, kept.id)
-    assert min(v for k, v in rows_of(pg, gone.id).items() if k != "scope_versions") > 0
+    assert min(v for k, v in rows_of(pg, gone.id).items() if k not in ("scope_versions", "erasures")) > 0
     done = admin(database_url, "user", "remove", gone.username, "--yes")
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[-1] == (f"removed {gone.username}: erased 1 entry, 1 conflict, 3 sync records,"
                                             " 1 token, 1 grant")
     assert pg.execute("SELECT count(*) FROM users WHERE id = %s", (gone.id,)).fetchone() == (0,)
-    wait_until(lambda: pg.execute("SELECT count(*) FROM shape_log WHERE user_id = %s AND operation = 'delete'",
-                                  (gone.id,)).fetchone() == (1,), "the reader to log the erased entry")
+    # The removal is an erasure of the whole account (docs/erasure.md): when the replication reader reads
+    # it, it logs the entry's delete and purges the log of the user's earlier changes.
+    wait_until(lambda: pg.execute("SELECT count(*) FILTER (WHERE operation = 'delete'), count(*) FROM shape_log"
+                                  " WHERE user_id = %s", (gone.id,)).fetchone() == (1, 1),
+               "the reader to log the erased entry and purge the rest")
     assert all(count == 0 for count in rows_of(pg, gone.id).values()), rows_of(pg, gone.id)
     # What the reader logs of an erased entry is its key: no value of the user's is left.
     (value,) = pg.execute("SELECT value FROM shape_log WHERE user_id = %s", (gone.id,)).fetchone()  # type: ignore[misc]
