@@ -218,7 +218,7 @@ def erase_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="What was erased, as one JSON document.")] = False,
     database_url: DatabaseOption = None,
 ) -> None:
-    """Erase a user's entries of a range of days, here and on every device. Also their conflict audit and
+    """Erase a user's entries of some days, here and on every device. Also their conflict audit and
     exactly-once results; every device and coach replica holding them drops them at its next sync, and
     writes to those days made before now are refused. An open end with only --from or --to; without
     both, the whole account, whose tokens are also revoked and grants removed (the account stays: to
