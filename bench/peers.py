@@ -26,6 +26,9 @@ What each turn measures:
                    ON CONFLICT (user_id, date) DO UPDATE` a request (autocommit: one transaction), the
                    whole rows as the client holds them, on 16 connections; into a pulse schema of its
                    own (no replication slot, no server).
+          The load processes share the two cores with the servers: making a row costs them 15-20 us of
+          CPU whatever the system (the limit's arrays go as array literals, see `array_literal`), which
+          bounds the limit most; the `cpu us/row` column leaves them out.
   sync    the initial sync of 100 athletes x 365 days (36,500 rows, seeded with SQL as
           `bench/shape_catchup.py` seeds them), --runs times, each from a fresh process, timed inside
           it from the first request to the last row applied to its copy:
@@ -40,8 +43,11 @@ writes' upserts answered OK in the window / its seconds; the sync's 36,500 rows 
 p50/p95 a request (a write: one request of 100 upserts; a sync: one response of a catch-up, over all
 runs), bytes a row (writes: request and response bodies over the upserts they carried, HTTP headers not
 counted; sync: the response bytes as they came over the wire, the clients asking for gzip; the limit's
-sync: COPY's text), and pulse's records/s over each other's in the same round; with the load average
-before and after.
+sync: COPY's text), the CPU that the server and its database's backends spent a row (from /proc, as
+push_load counts it; steadier than records/s on a shared machine; the load processes and the sync
+clients not counted, nor the limit's COPY, whose backend lives only for its run), pulse's records/s over
+each other's in the same round, and the 1-minute load average after each turn; with the load average
+before and after the run.
 
 Kinto is installed with pip (`kinto[postgresql]` and gunicorn, the newest the package index has) into
 a venv of its own, `<--work>/kinto-venv` (default bench/out/peers, ignored by git), reused when present.
@@ -406,6 +412,7 @@ class Row:
     p95_ms: float
     bytes_row: float | None
     seconds: float  # writes: the measured window; sync: the median catch-up
+    cpu_us: float | None  # CPU of the server and its database's backends a row, in microseconds
     load: float  # 1-minute load average at the end of the turn
 
 
@@ -479,12 +486,23 @@ class Setup:
             Scenario("a", f"{system}: {WRITERS} clients x {BATCH} upserts, closed", "closed", WRITERS, BATCH))
         report = outcome.report
         per_row = report.wire_bytes / report.wire_records if report.wire_bytes and report.wire_records else None
+        used = outcome.cpu["server"] + outcome.cpu["pg backends"]
+        cpu = used / report.mutations * 1e6 if report.mutations else None
         self.rows.append(Row("writes", system, round_, outcome.mps, outcome.pct(50), outcome.pct(95), per_row,
-                             outcome.duration, os.getloadavg()[0]))
+                             outcome.duration, cpu, os.getloadavg()[0]))
         sys.stdout.flush()
 
-    def sync(self, system: str, round_: int, runs: list[dict[str, Any]]) -> None:
-        """A sync turn's figures from its runs: {seconds, bytes, rows, requests}."""
+    def sync(self, system: str, round_: int, url: str, server: Any, follow: Callable[[], dict[str, Any]]) -> None:
+        """A sync turn: `follow()` --runs times, each giving {seconds, bytes, rows, requests}."""
+        database = url.rsplit("/", 1)[1]
+        wait_quiet(server.pids, self.monitor, database)
+        pids = server.pids() | backend_pids(self.monitor, database)
+        before = CpuSnapshot.take()
+        runs = [follow() for _ in range(self.args.runs)]
+        after = CpuSnapshot.take()
+        pids |= server.pids() | backend_pids(self.monitor, database)
+        # The limit's COPY has a connection (a backend) of its own each run, gone before `after`: not counted.
+        cpu = cpu_seconds(before, after, pids) / len(runs) / ROWS * 1e6 if system != "limit" else None
         for run in runs:
             if run["rows"] != ROWS:
                 raise RuntimeError(f"{system}'s sync ended with {run['rows']} rows, expected {ROWS}")
@@ -492,7 +510,7 @@ class Setup:
         latencies = sorted(float(q[1]) for r in runs for q in r["requests"])
         per_row = statistics.median(int(r["bytes"]) for r in runs) / ROWS
         self.rows.append(Row("sync", system, round_, ROWS / seconds, percentile(latencies, 50) * 1000,
-                             percentile(latencies, 95) * 1000, per_row, seconds, os.getloadavg()[0]))
+                             percentile(latencies, 95) * 1000, per_row, seconds, cpu, os.getloadavg()[0]))
         each = ", ".join(f"{float(r['seconds']):.3f}" for r in runs)
         print(f"== round {round_}, {system}: sync of {ROWS} rows: median {seconds:.3f} s over {len(runs)} runs"
               f" ({each} s), {len(runs[0]['requests'])}"
@@ -510,9 +528,8 @@ class Setup:
                       " rows as Kinto records)", flush=True)
                 self.seeded = True
             self.writes("pulse", round_, self.pulse_url, server)
-            wait_quiet(server.pids, self.monitor, self.pulse_url.rsplit("/", 1)[1])
             base_url = f"http://127.0.0.1:{server.port}"
-            self.sync("pulse", round_, [run_client(base_url, self.coach_token, None) for _ in range(self.args.runs)])
+            self.sync("pulse", round_, self.pulse_url, server, lambda: run_client(base_url, self.coach_token, None))
 
     def kinto_turn(self, round_: int) -> None:
         server = KintoServer(self.kinto_url, self.args.workers, self.venv, self.ini, self.args.kinto_threads)
@@ -525,18 +542,18 @@ class Setup:
                 kinto_put(server.port, self.coach_credentials, "/buckets/coach/collections/entries")
                 self.kinto_ready = True
             self.writes("Kinto", round_, self.kinto_url, server)
-            wait_quiet(server.pids, self.monitor, self.kinto_url.rsplit("/", 1)[1])
             base_url = f"http://127.0.0.1:{server.port}"
-            self.sync("Kinto", round_, [run_kinto_client(base_url, self.coach_credentials)
-                                        for _ in range(self.args.runs)])
+            self.sync("Kinto", round_, self.kinto_url, server,
+                      lambda: run_kinto_client(base_url, self.coach_credentials))
 
     def limit_turn(self, round_: int) -> None:
         self.writes("limit", round_, self.limit_url, NoServer())
-        runs = []
-        for _ in range(self.args.runs):
+
+        def copy() -> dict[str, Any]:
             size, seconds = copy_size(self.pulse_url, self.athlete_ids, None)
-            runs.append({"seconds": seconds, "bytes": size, "rows": ROWS, "requests": [("copy", seconds)]})
-        self.sync("limit", round_, runs)
+            return {"seconds": seconds, "bytes": size, "rows": ROWS, "requests": [("copy", seconds)]}
+
+        self.sync("limit", round_, self.pulse_url, NoServer(), copy)
 
 
 # -- the table ------------------------------------------------------------------------------------------------
@@ -548,7 +565,7 @@ def table(rows: list[Row], before: str, after: str, args: argparse.Namespace) ->
              f" sync {ROWS:,} rows x {args.runs} a turn; {os.cpu_count()} CPUs; load average before {before},"
              f" after {after}",
              f"  {'':<7} {'':<6} {'round':>5} {'records/s':>10} {'p50 ms':>8} {'p95 ms':>8} {'bytes/row':>9}"
-             f" {'seconds':>8} {'pulse/this':>10} {'load':>5}"]
+             f" {'seconds':>8} {'cpu us/row':>10} {'pulse/this':>10} {'load':>5}"]
     for what in ("writes", "sync"):
         for round_ in range(1, args.rounds + 1):
             pulse = by.get((what, "pulse", round_))
@@ -559,18 +576,31 @@ def table(rows: list[Row], before: str, after: str, args: argparse.Namespace) ->
                 ratio = f"{pulse.records_s / r.records_s:.3g}x" if pulse and r.records_s and system != "pulse" else ""
                 size = f"{r.bytes_row:.0f}" if r.bytes_row else "-"
                 p50, p95 = (f"{ms:.1f}" if ms == ms else "-" for ms in (r.p50_ms, r.p95_ms))  # NaN: no answer
+                cpu = f"{r.cpu_us:.1f}" if r.cpu_us is not None else "-"
                 lines.append(f"  {what:<7} {system:<6} {round_:>5} {r.records_s:>10,.0f} {p50:>8}"
-                             f" {p95:>8} {size:>9} {r.seconds:>8.2f} {ratio:>10} {r.load:>5.2f}")
+                             f" {p95:>8} {size:>9} {r.seconds:>8.2f} {cpu:>10} {ratio:>10} {r.load:>5.2f}")
     for system in SYSTEMS[1:]:
-        ratios = []
-        for what in ("writes", "sync"):
-            pairs = [(by.get((what, "pulse", n)), by.get((what, system, n))) for n in range(1, args.rounds + 1)]
-            values = sorted(p.records_s / s.records_s for p, s in pairs if p and s and s.records_s)
-            if values:
-                ratios.append(f"{what} {values[0]:.3g}-{values[-1]:.3g}x" if len(values) > 1
-                              else f"{what} {values[0]:.3g}x")
-        lines.append(f"  pulse/{system}: {', '.join(ratios)}")
+        records = ratios(by, system, args.rounds, lambda r: r.records_s)
+        cpu = ratios(by, system, args.rounds, lambda r: r.cpu_us)
+        lines.append(f"  pulse/{system}: records/s {records}" + (f"; cpu a row {cpu}" if cpu else ""))
     return "\n".join(lines)
+
+
+def ratios(by: dict[tuple[str, str, int], Row], system: str, rounds: int,
+           figure: Callable[[Row], float | None]) -> str:
+    """pulse's figure over the other's, the range over the rounds, for writes and sync ("" if none)."""
+    parts = []
+    for what in ("writes", "sync"):
+        values = []
+        for n in range(1, rounds + 1):
+            pulse, other = by.get((what, "pulse", n)), by.get((what, system, n))
+            a, b = (figure(pulse) if pulse else None), (figure(other) if other else None)
+            if a and b:
+                values.append(a / b)
+        values.sort()
+        if values:
+            parts.append(f"{what} {values[0]:.3g}x" + (f"-{values[-1]:.3g}x" if len(values) > 1 else ""))
+    return ", ".join(parts)
 
 
 # -- main -----------------------------------------------------------------------------------------------------
