@@ -18,6 +18,7 @@ from pulse_core.errors import NotFoundError, PulseError, StoreError, UsageError,
 CODES = {
     "bad_request": 400,
     "unauthorized": 401,
+    "account_erased": 401,
     "forbidden": 403,
     "not_found": 404,
     "already_exists": 409,
@@ -42,6 +43,7 @@ class ApiError(Exception):
         value: Any = None,
         allowed: str | None = None,
         headers: dict[str, str] | None = None,
+        extra: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -51,6 +53,7 @@ class ApiError(Exception):
         self.value = value
         self.allowed = allowed
         self.headers = headers or {}
+        self.extra = extra or {}  # more members of the error object (account_erased: the erasure)
 
     def body(self) -> dict[str, Any]:
         error: dict[str, Any] = {"code": self.code, "message": self.message}
@@ -59,7 +62,7 @@ class ApiError(Exception):
             error["value"] = _jsonable(self.value)
         if self.allowed is not None:
             error["allowed"] = self.allowed
-        return {"error": error}
+        return {"error": {**error, **self.extra}}
 
 
 def _jsonable(value: Any) -> Any:

@@ -35,7 +35,11 @@ class Offline(SyncError):
 
 
 class AuthExpired(SyncError):
-    pass
+    def __init__(self, message: str, code: str = "", body: Any = None) -> None:
+        super().__init__(message)
+        self.code = code  # the error's code: `account_erased` when the account's entries were erased
+        error = body.get("error") if isinstance(body, dict) else None
+        self.error: dict[str, Any] = error if isinstance(error, dict) else {}
 
 
 class ServerRefused(SyncError):
@@ -148,7 +152,8 @@ class SyncClient:
             raise _Retryable(f"server answered {response.status_code}", retry_after(response))
         body = _json(response)
         if response.status_code == 401:
-            raise AuthExpired("the server refused the token: log in again (pulse login)")
+            code = str(body.get("error", {}).get("code", "")) if isinstance(body, dict) else ""
+            raise AuthExpired("the server refused the token: log in again (pulse login)", code, body)
         if response.status_code >= 400:
             raise ServerRefused(response.status_code, body)
         return body
@@ -184,6 +189,17 @@ class SyncClient:
 
     def dismiss_conflicts(self, ids: Sequence[int]) -> None:
         self.request("POST", "/v1/conflicts/dismiss", json={"ids": list(ids)})
+
+    def erasures(self, after: int, limit: int = 1000) -> dict[str, Any]:
+        """The erasures of the entries this user holds with an id after `after` (docs/erasure.md)."""
+        body: dict[str, Any] = self.request("GET", "/v1/erasures", params={"after": after, "limit": limit})
+        return body
+
+    def erase(self, first: str | None, last: str | None) -> dict[str, Any]:
+        """Erase this user's entries from `first` to `last` (None: an open end) on the server."""
+        params = {k: v for k, v in (("from", first), ("to", last)) if v is not None}
+        body: dict[str, Any] = self.request("DELETE", "/v1/me/entries", params=params)
+        return body
 
     def probe(self, timeout_s: float = 2.0) -> bool:
         """One cheap request, no retries: is the server answering again?"""

@@ -111,6 +111,18 @@ def _requeue_lost(account: Account, conn: sqlite3.Connection) -> None:
         raise ShapeError(f"before the refetch, the server's high-water marks: {exc}") from exc
 
 
+def _apply_erasures(account: Account, conn: sqlite3.Connection) -> None:
+    """The erasures behind deleted rows, at once (the outbox may hold values of those days too)."""
+    from pulse_cli.agent import erasures
+    from sync.client import SyncClient, SyncError
+
+    try:
+        with SyncClient(account.server, account.token) as client:
+            erasures.exchange(conn, client, account.username)
+    except SyncError as exc:  # the next sync round asks again
+        log.warning("live pull: the erasures could not be fetched: %s", exc)
+
+
 def follow_live(home: Path, stop: threading.Event, streams: list[ShapeStream] | None = None) -> None:
     """The agent's live pull: hold a long-poll open, apply what arrives, rebuild the local view.
 
@@ -134,6 +146,8 @@ def follow_live(home: Path, stop: threading.Event, streams: list[ShapeStream] | 
                         if batch.must_refetch:  # the next round (the outbox watch) pushes what it lost
                             _requeue_lost(account, device.conn)
                         apply_batch(device.conn, batch, account.role)
+                        if any(c.operation == "delete" for c in batch.changes):
+                            _apply_erasures(account, device.conn)  # a row deleted, not tombstoned: an erasure
                     pause = 1.0
         except ShapeError as exc:
             if stop.is_set():
