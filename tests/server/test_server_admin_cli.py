@@ -67,8 +67,8 @@ def test_help_has_a_short_option_and_version_prints_the_installed_one() -> None:
     done = subprocess.run([str(PULSE_SERVER), "--version"], capture_output=True, text=True, timeout=60)
     assert (done.returncode, done.stdout) == (0, f"pulse-server {version}\n")
     commands = [[], ["user"], ["token"], ["migrate"], ["doctor"], ["maintain"], ["serve"], ["seed-demo"],
-                ["grant"], ["revoke"], ["erase"], ["user", "add"], ["user", "list"], ["user", "passwd"], ["user", "remove"],
-                ["token", "issue"], ["token", "revoke"]]
+                ["grant"], ["revoke"], ["erase"], ["user", "add"], ["user", "list"], ["user", "passwd"],
+                ["user", "remove"], ["token", "issue"], ["token", "revoke"]]
     for command in commands:
         shown = subprocess.run([str(PULSE_SERVER), *command, "-h"], capture_output=True, text=True, timeout=60,
                                env=clean_env(COLUMNS="80"))
