@@ -17,8 +17,12 @@ ToOption = Annotated[str | None, typer.Option("--to", metavar="DATE", help="Last
 
 
 def open_device(ctx: typer.Context) -> Device:
+    """The device's store, closed when the command ends (its write-ahead log checkpointed then, not left
+    to whenever the interpreter's exit gets to it: `pulse_cli.main.run`)."""
     home = (ctx.find_root().obj or {}).get("home")
-    return bootstrap(home)
+    device = bootstrap(home)
+    ctx.call_on_close(device.close)
+    return device
 
 
 def print_json(data: Any) -> None:

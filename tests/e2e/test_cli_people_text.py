@@ -242,3 +242,12 @@ def test_an_import_shows_progress_by_bytes_read_on_a_terminal_and_nothing_elsewh
 
     quiet = run80(tmp_path / "pipe", "import", "apple-health", str(export))
     assert (quiet.returncode, quiet.stderr) == (0, "")
+
+
+@pytest.mark.parametrize("args", [["log", "--date", DAY, "--steps", "5"], ["history", "--json"],
+                                  ["log", "--date", "1800-01-01", "--steps", "5"]])
+def test_a_command_closes_the_store_when_it_ends_so_no_write_ahead_log_is_left(tmp_path: Path, args: list[str]) -> None:
+    home = tmp_path / "home"
+    assert run80(home, "log", "--date", DAY, "--steps", "1").returncode == 0
+    run80(home, *args)
+    assert sorted(p.name for p in home.iterdir() if p.name.startswith("pulse.db")) == ["pulse.db"]
