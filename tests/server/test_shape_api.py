@@ -775,7 +775,7 @@ def test_a_where_outside_the_grammar_or_the_allow_list_is_400_and_touches_nothin
     started = time.monotonic()
     response = get_shape(shape_client(athlete_with_entries), {"where": where, "params[1]": "1"}, offset="-1")
     assert_bad_request(response, "where")
-    assert time.monotonic() - started < 2
+    assert time.monotonic() - started < 5, "pg_sleep(5) ran: the where reached Postgres"
     assert entries_intact(pg) >= before
 
 
