@@ -15,7 +15,7 @@ from pulse_core.entry import Entry
 class EntryChange:
     """One local edit, recorded in the same transaction as the change it describes.
 
-    A store turns it into an outbox mutation (sync-protocol.md): `fields` holds only what this edit
+    A store turns it into an outbox mutation (docs/push-protocol.md): `fields` holds only what this edit
     set, `base` the stamp each of those fields had before it, `stamp` the edit's HLC.
     """
 

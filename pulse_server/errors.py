@@ -14,13 +14,15 @@ from typing import Any
 
 from pulse_core.errors import NotFoundError, PulseError, StoreError, UsageError, ValidationError
 
-# Stable error codes, documented in docs/api.md.
+# Every code an ApiError carries, with its status: the one table of stable codes, documented in docs/api.md
+# (tests/unit/test_docs.py checks both ways: each ApiError's code is here, and each code here is documented).
 CODES = {
     "bad_request": 400,
     "unauthorized": 401,
     "forbidden": 403,
     "not_found": 404,
     "already_exists": 409,
+    "not_a_coach": 409,
     "payload_too_large": 413,
     "batch_too_large": 413,
     "unsupported_media_type": 415,
@@ -29,6 +31,7 @@ CODES = {
     "rate_limited": 429,
     "internal": 500,
     "unavailable": 503,
+    "busy": 503,
 }
 
 

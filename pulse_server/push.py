@@ -1,4 +1,4 @@
-"""Reconciling pushed mutations into Postgres, exactly once (sync-protocol.md).
+"""Reconciling pushed mutations into Postgres, exactly once (docs/push-protocol.md).
 
 One transaction per batch, a savepoint per mutation. Each mutation is checked with the same rules as
 the device (pulse_core), merged field by field (sync.merge), and recorded with its result in

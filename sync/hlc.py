@@ -1,7 +1,7 @@
 """Hybrid logical clock stamps, written fixed-width so that comparing strings compares clocks.
 
 `<ms since epoch, 16 digits>:<counter, 5 digits>:<client_id>`; the client id breaks ties, so the
-order is total (sync-protocol.md).
+order is total (docs/push-protocol.md).
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ class HybridClock:
     """Issues stamps later than every stamp it issued or observed, close to wall-clock time.
 
     `wall` returns milliseconds since the epoch; `offset_ms` corrects it by what the server said
-    (sync-protocol.md, clock sanity).
+    (docs/push-protocol.md, clock sanity).
     """
 
     def __init__(

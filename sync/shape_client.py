@@ -1,6 +1,6 @@
 """A client for the Electric HTTP Shape protocol (`GET /v1/shape`), as the device's sync agent follows it.
 
-Written from the protocol (docs: shape-protocol.md; Electric's HTTP API), not from our server's code.
+Written from the protocol (docs/shape-protocol.md; Electric's HTTP API), not from our server's code.
 One `ShapeStream` follows one shape; its state is a `ShapeCursor` (handle, offset, live cursor, schema)
 that the caller persists after applying each batch and passes back to resume, with no re-snapshot.
 

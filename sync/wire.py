@@ -1,4 +1,4 @@
-"""The push wire format (sync-protocol.md): checking one mutation and shaping one result.
+"""The push wire format (docs/push-protocol.md): checking one mutation and shaping one result.
 
 Pure functions: the server uses them on arrival, the client engine to build what it sends.
 """

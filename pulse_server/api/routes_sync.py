@@ -1,4 +1,4 @@
-"""`POST /v1/sync/push`: the exactly-once push endpoint (sync-protocol.md).
+"""`POST /v1/sync/push`: the exactly-once push endpoint (docs/push-protocol.md).
 
 The hot path of the server, so it is written closer to the metal than the other routes: the body is
 parsed once with `json` and checked for its form here (each mutation's meaning is checked by

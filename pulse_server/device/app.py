@@ -81,7 +81,7 @@ def create_device_app(backend: DeviceBackend, throttle: LoginThrottle | None = N
 
     @app.post("/v1/sync/push", tags=["sync"])
     async def push(request: Request, _: SignedIn) -> dict[str, Any]:
-        """The push endpoint of sync-protocol.md; the device relays what it accepts upstream."""
+        """The push endpoint of docs/push-protocol.md; the device relays what it accepts upstream."""
         body = await _json_object(request)
         protocol = body.get("protocol")
         if protocol != PROTOCOL:

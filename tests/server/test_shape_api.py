@@ -2,7 +2,7 @@
 
 The server under test runs the replication reader (Postgres logical slot -> shape log) and the shape
 log watcher; writes reach it through the REST API, the push endpoint, another server instance, or by
-hand in SQL. Raw httpx only: what is tested is the wire format (docs: shape-protocol.md).
+hand in SQL. Raw httpx only: what is tested is the wire format (docs/shape-protocol.md).
 """
 
 from __future__ import annotations
