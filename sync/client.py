@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
 
-from sync.wire import PROTOCOL
+from sync.wire import PROTOCOL, PushResponse
 
 USER_AGENT = "ngx-pulse-sync/1"
 
@@ -163,12 +163,12 @@ class SyncClient:
 
     def push(
         self, client_id: str, mutations: Sequence[dict[str, Any]], utc_offset_min: int | None = None
-    ) -> dict[str, Any]:
+    ) -> PushResponse:
         """One batch; `utc_offset_min` is the device's zone now (the server judges dates by it)."""
         payload: dict[str, Any] = {"protocol": PROTOCOL, "client_id": client_id, "mutations": list(mutations)}
         if utc_offset_min is not None:
             payload["utc_offset_min"] = utc_offset_min
-        body: dict[str, Any] = self.request("POST", "/v1/sync/push", json=payload)
+        body: PushResponse = self.request("POST", "/v1/sync/push", json=payload)
         return body
 
     def high_water(self, client_ids: Sequence[str]) -> dict[str, int | None]:

@@ -11,7 +11,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 MAX_COUNTER = 99_999
-_STAMP = re.compile(r"^(\d{16}):(\d{5}):([A-Za-z0-9_-]{1,64})$")
+# A client id, which a stamp ends with: pushes name their client with it too (sync.wire).
+CLIENT_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_STAMP = re.compile(rf"^(\d{{16}}):(\d{{5}}):({CLIENT_ID.pattern})$")
 
 
 class StampError(ValueError):
@@ -45,7 +47,7 @@ class HybridClock:
     def __init__(
         self, node: str, wall: Callable[[], int], last: Stamp | None = None, offset_ms: int = 0
     ) -> None:
-        if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", node):
+        if not CLIENT_ID.fullmatch(node):
             raise StampError(f"client_id: {node!r} is not valid (allowed 1-64 of A-Z a-z 0-9 _ -)")
         self.node = node
         self.wall = wall

@@ -20,6 +20,7 @@ from pulse_cli.bootstrap import Device
 from pulse_cli.store import clock
 from pulse_cli.store.connection import read_meta
 from sync.client import Offline, ServerRefused, SyncClient
+from sync.wire import PushResponse
 
 log = logging.getLogger("pulse.agent")
 PUSH_BATCH = 200
@@ -177,7 +178,7 @@ class SyncEngine:
         report.pushed["rejected"] = report.pushed.get("rejected", 0) + count
         return False
 
-    def _learn_clock(self, response: dict[str, Any], sent_at: float) -> None:
+    def _learn_clock(self, response: PushResponse, sent_at: float) -> None:
         server_ms = response.get("server_time_ms")
         if isinstance(server_ms, int):
             clock.learn_offset(self.conn, server_ms, sent_at, self.now())

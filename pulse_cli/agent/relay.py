@@ -18,7 +18,7 @@ from pulse_core.entry import Entry
 from pulse_core.errors import ValidationError
 from sync.hlc import Stamp
 from sync.merge import apply_mutation
-from sync.wire import Mutation, clash, duplicate, mutation_digest, parse_mutation, rejection
+from sync.wire import Mutation, MutationResult, mutation_digest, parse_mutation, rejection, replay
 
 OWNER = ""
 SKEW_LIMIT_MS = 60_000
@@ -32,7 +32,7 @@ def high_water(conn: sqlite3.Connection, client_id: str) -> int | None:
 
 def relay_batch(
     uow: SqliteUnitOfWork, client_id: str, mutations: Sequence[Mapping[str, Any]], now_ms: int, today: dt.date
-) -> list[dict[str, Any]]:
+) -> list[MutationResult]:
     """Apply a browser's batch in one local transaction; one result per mutation, in order."""
     results = []
     with uow:
@@ -44,21 +44,22 @@ def relay_batch(
 
 def _relay_one(
     uow: SqliteUnitOfWork, client_id: str, raw: Mapping[str, Any], now_ms: int, today: dt.date
-) -> dict[str, Any]:
+) -> MutationResult:
     conn = uow.conn
     seq = raw.get("seq")
     digest = mutation_digest(raw)
     if isinstance(seq, int) and not isinstance(seq, bool):
         prior = conn.execute("SELECT result, digest FROM relayed WHERE client_id = ? AND seq = ?",
                              (client_id, seq)).fetchone()
-        if prior is not None:
-            if prior[1] is not None and prior[1] != digest:  # another browser profile with this id
-                return clash(seq, client_id)
-            return duplicate(seq, json.loads(prior[0]))
+        # A replay, or another browser profile with this id (a clash); results are kept for good here.
+        again = replay(seq, digest, client_id, None if prior is None else (json.loads(prior[0]), prior[1]), None)
+        if again is not None:
+            return again
+    result: MutationResult
     try:
         mutation = parse_mutation(raw, client_id, today)
     except ValidationError as exc:
-        result = rejection(seq, exc)
+        result = rejection(seq, exc)  # a date ahead of the device's own today too: it is the reference here
         outbox_seq = None
     else:
         result, outbox_seq = _apply(uow, client_id, mutation, now_ms)
@@ -71,7 +72,7 @@ def _relay_one(
     return result
 
 
-def _apply(uow: SqliteUnitOfWork, client_id: str, m: Mutation, now_ms: int) -> tuple[dict[str, Any], int]:
+def _apply(uow: SqliteUnitOfWork, client_id: str, m: Mutation, now_ms: int) -> tuple[MutationResult, int]:
     entry = uow.entries.get(OWNER, m.date) or Entry(user=OWNER, date=m.date)
     result, _conflicts, _clamped = apply_mutation(entry, m, now_ms, SKEW_LIMIT_MS)
     uow.entries.save(entry)
