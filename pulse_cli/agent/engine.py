@@ -19,7 +19,8 @@ from pulse_cli.agent.breaker_state import load_breaker, save_breaker
 from pulse_cli.bootstrap import Device
 from pulse_cli.store import clock
 from pulse_cli.store.connection import read_meta
-from sync.client import Offline, ServerRefused, SyncClient
+from sync.client import SyncClient
+from sync.errors import Offline, ServerRefused
 from sync.wire import PushResponse
 
 log = logging.getLogger("pulse.agent")

@@ -13,16 +13,9 @@ from typing import TYPE_CHECKING
 from pulse_cli.agent import outbox, replica
 from pulse_cli.agent.account import Account, load_account
 from pulse_cli.store.connection import read_meta, write_meta
-from sync.client import AuthExpired, Offline
-from sync.shape_client import (
-    RetryPolicy,
-    ShapeAuthError,
-    ShapeBatch,
-    ShapeCursor,
-    ShapeError,
-    ShapeStream,
-    ShapeUnavailable,
-)
+from sync.errors import SyncError
+from sync.retry import RetryPolicy
+from sync.shape_client import ShapeBatch, ShapeCursor, ShapeStream
 
 if TYPE_CHECKING:
     from pulse_cli.agent.engine import SyncEngine, SyncReport
@@ -83,32 +76,27 @@ def _stream(account: Account, conn: sqlite3.Connection, retry: RetryPolicy | Non
 
 
 def pull_shape(engine: SyncEngine, report: SyncReport) -> None:
-    """Catch up with the server's shape (snapshot first on a fresh device)."""
-    try:
-        with _stream(engine.account, engine.conn, CLI_RETRY) as stream:
-            for batch in stream.follow_parts():
-                if batch.must_refetch:  # the server's copy starts again: first give it what it lost
-                    engine.refill(report)
-                report.pulled += apply_batch(engine.conn, batch, engine.account.role)
-                report.refetched = report.refetched or batch.must_refetch
-    except ShapeUnavailable as exc:
-        raise Offline(str(exc)) from exc
-    except ShapeAuthError as exc:
-        raise AuthExpired("the server refused the token: log in again (pulse login)") from exc
+    """Catch up with the server's shape (snapshot first on a fresh device). Its errors are the sync
+    package's, as a push's are (a ShapeUnavailable is an Offline, a ShapeAuthError an AuthExpired)."""
+    with _stream(engine.account, engine.conn, CLI_RETRY) as stream:
+        for batch in stream.follow_parts():
+            if batch.must_refetch:  # the server's copy starts again: first give it what it lost
+                engine.refill(report)
+            report.pulled += apply_batch(engine.conn, batch, engine.account.role)
+            report.refetched = report.refetched or batch.must_refetch
 
 
 LIVE_RETRY_MAX_S = 5.0
 
 
 def _requeue_lost(account: Account, conn: sqlite3.Connection) -> None:
+    """Before a refetch is applied: what the server lost goes back to the outbox. Until the server's
+    high-water marks can be asked (a SyncError), the refetch waits: its batch is not applied."""
     from pulse_cli.agent.identity import requeue_lost
-    from sync.client import SyncClient, SyncError
+    from sync.client import SyncClient
 
-    try:
-        with SyncClient(account.server, account.token) as client:
-            requeue_lost(conn, client)
-    except SyncError as exc:  # the refetch waits (its batch is not applied) until this can be asked
-        raise ShapeError(f"before the refetch, the server's high-water marks: {exc}") from exc
+    with SyncClient(account.server, account.token) as client:
+        requeue_lost(conn, client)
 
 
 def follow_live(home: Path, stop: threading.Event, streams: list[ShapeStream] | None = None) -> None:
@@ -135,7 +123,7 @@ def follow_live(home: Path, stop: threading.Event, streams: list[ShapeStream] | 
                             _requeue_lost(account, device.conn)
                         apply_batch(device.conn, batch, account.role)
                     pause = 1.0
-        except ShapeError as exc:
+        except SyncError as exc:  # the shape's errors and the high-water request's alike
             if stop.is_set():
                 break
             log.warning("live pull: %s; retrying in %.1f s", exc, pause)

@@ -60,14 +60,15 @@ def sign_in(server: str, username: str, password: str) -> tuple[dict[str, Any], 
     """A token and the account (`/v1/me`, with the server's time) from the server, and when `/v1/me` was
     asked and answered, every failure as one line: a wrong username or password (exit 1), a server that
     cannot be reached (exit 3), something that is not a sync server."""
-    from sync.client import AuthExpired, Offline, ServerRefused, SyncClient
+    from sync.client import SIGN_IN_RETRY, SyncClient
+    from sync.errors import AuthExpired, Offline, ServerRefused
 
     url = server_url(server)
     try:
-        with SyncClient(url, attempts=2, backoff_s=0.2) as anonymous:
+        with SyncClient(url, retry=SIGN_IN_RETRY) as anonymous:
             _check_is_pulse(anonymous, url)
             token = anonymous.login(username, password)
-        with SyncClient(url, token["access_token"], attempts=2, backoff_s=0.2) as client:
+        with SyncClient(url, token["access_token"], retry=SIGN_IN_RETRY) as client:
             sent_at = time.time()
             me = client.me()
             received_at = time.time()
@@ -112,7 +113,8 @@ def run_sync(device: Device, push_only: bool = False, automatic: bool = False) -
                           f" next try in {breaker.retry_in(now):.0f} s)")
     from pulse_cli.agent.engine import SyncEngine
     from pulse_cli.agent.pull import pull_shape
-    from sync.client import AuthExpired, Offline, ServerRefused, SyncClient
+    from sync.client import SyncClient
+    from sync.errors import AuthExpired, Offline, ServerRefused
 
     with SyncClient(account.server, account.token) as client:
         if breaker.state.failures and not client.probe():

@@ -281,7 +281,7 @@ def run_verify(device: Device, first: dt.date | None = None, last: dt.date | Non
     """Verify (and repair) this device against its server; errors as the sync commands give them."""
     from pulse_cli.agent.engine import SyncEngine
     from pulse_cli.agent.runner import LoginRequired, Unreachable, require_account
-    from sync.client import AuthExpired, Offline, ServerRefused
+    from sync.errors import AuthExpired, Offline, ServerRefused
 
     account = require_account(device)
     meter = MeteredTransport()
@@ -302,23 +302,18 @@ def run_verify(device: Device, first: dt.date | None = None, last: dt.date | Non
 
 
 def catch_up(engine: SyncEngine, account: Account, transport: httpx.BaseTransport) -> None:
-    """Pull the shape up to date (as a sync round does) through the metered transport, then rebuild."""
+    """Pull the shape up to date (as a sync round does) through the metered transport, then rebuild. Its
+    errors are the sync package's (a ShapeUnavailable is an Offline, a ShapeAuthError an AuthExpired)."""
     from pulse_cli.agent.engine import SyncReport
     from pulse_cli.agent.pull import CLI_RETRY, apply_batch, load_cursor
-    from sync.client import AuthExpired, Offline
-    from sync.shape_client import ShapeAuthError, ShapeStream, ShapeUnavailable
+    from sync.shape_client import ShapeStream
 
-    try:
-        with ShapeStream(account.server, account.token, cursor=load_cursor(engine.conn), retry=CLI_RETRY,
-                         transport=transport) as stream:
-            for batch in stream.follow_parts():
-                if batch.must_refetch:  # the server's copy starts again: first give it what it lost
-                    engine.refill(SyncReport())
-                apply_batch(engine.conn, batch, account.role)
-    except ShapeUnavailable as exc:
-        raise Offline(str(exc)) from exc
-    except ShapeAuthError as exc:
-        raise AuthExpired("the server refused the token: log in again (pulse login)") from exc
+    with ShapeStream(account.server, account.token, cursor=load_cursor(engine.conn), retry=CLI_RETRY,
+                     transport=transport) as stream:
+        for batch in stream.follow_parts():
+            if batch.must_refetch:  # the server's copy starts again: first give it what it lost
+                engine.refill(SyncReport())
+            apply_batch(engine.conn, batch, account.role)
     engine.rebuild()
 
 
