@@ -1,4 +1,5 @@
-"""The CLI process's one bootstrap: resolve the home folder, open the store, build the adapters."""
+"""The CLI process's one bootstrap: resolve the home folder, open the store, build the adapters (the
+store's, and the `Upstream` every sync client is built from)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pulse_cli.agent.upstream import Upstream
 from pulse_cli.store.connection import open_store, read_meta, resolve_home
 from pulse_cli.store.entries import SqliteEntryRepository
 from pulse_cli.store.uow import SqliteUnitOfWork, wall_ms
@@ -23,6 +25,7 @@ class Device:
     today: dt.date
     wall: Callable[[], int] = field(default=wall_ms)
     user: str = OWNER
+    upstream: Upstream = field(default_factory=Upstream)  # how the sync server is reached
 
     def uow(self) -> SqliteUnitOfWork:
         return SqliteUnitOfWork(self.conn, self.wall)
@@ -35,10 +38,10 @@ class Device:
         self.conn.close()
 
 
-def bootstrap(home_option: str | None = None, today: dt.date | None = None) -> Device:
+def bootstrap(home_option: str | None = None, today: dt.date | None = None, upstream: Upstream | None = None) -> Device:
     home = resolve_home(home_option)
     conn = open_store(home)
-    return Device(home=home, conn=conn, today=today or local_today(conn))
+    return Device(home=home, conn=conn, today=today or local_today(conn), upstream=upstream or Upstream())
 
 
 def local_today(conn: sqlite3.Connection) -> dt.date:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from pulse_cli.agent.account import Account, load_account, save_account
 from pulse_cli.agent.relay import high_water, relay_batch
+from pulse_cli.agent.upstream import Upstream
 from pulse_cli.store.connection import DB_NAME, read_meta, write_meta
 from pulse_cli.store.entries import COLUMNS
 from pulse_cli.store.uow import SqliteUnitOfWork, wall_ms
@@ -31,43 +32,18 @@ if TYPE_CHECKING:  # the server package is imported only when `pulse agent --ser
 TOKEN_TTL = dt.timedelta(days=30)
 DECIMALS = ("sleep_hours", "hrv_ms", "weight_kg")
 _SCRYPT = {"n": 2**14, "r": 8, "p": 1}
+# Asks the sync server whether a password is right: True, False, or None when it cannot be asked.
 UpstreamCheck = Callable[[Account, str, str], bool | None]
 
 
-def upstream_check(account: Account, username: str, password: str) -> bool | None:
-    """Ask the sync server: True (and a fresh device token saved), False (wrong), None (no answer)."""
-    import httpx
-
-    try:
-        response = httpx.post(f"{account.server.rstrip('/')}/v1/auth/token",
-                              json={"username": username, "password": password}, timeout=5.0)
-    except httpx.HTTPError:
-        return None
-    if response.status_code == 200:
-        body = response.json()
-        if not body.get("access_token"):
-            return None
-        account.token = str(body["access_token"])
-        account.expires_at = str(body.get("expires_at", account.expires_at))
-        return True
-    if response.status_code == 401:
-        return False
-    if response.status_code == 429:
-        from pulse_server.errors import ApiError
-
-        raise ApiError(429, "rate_limited", "too many sign-in attempts; try again later",
-                       headers={"Retry-After": response.headers.get("retry-after", "60")})
-    return None
-
-
 class SqliteDeviceBackend:
-    def __init__(self, home: Path, account: Account, check: UpstreamCheck = upstream_check,
+    def __init__(self, home: Path, account: Account, check: UpstreamCheck | None = None,
                  wall: Callable[[], int] = wall_ms) -> None:
         self.home = home
         self.account = account
         self.username = account.username
         self.role = account.role
-        self.check = check
+        self.check = check or Upstream().check_password
         self.wall = wall
         self._head_conn: sqlite3.Connection | None = None  # polled ten times a second: kept open
         self._head_lock = threading.Lock()
@@ -261,6 +237,6 @@ def _now() -> str:
     return dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()
 
 
-def load_backend(home: Path) -> SqliteDeviceBackend | None:
+def load_backend(home: Path, upstream: Upstream) -> SqliteDeviceBackend | None:
     account = load_account(home)
-    return None if account is None else SqliteDeviceBackend(home, account)
+    return None if account is None else SqliteDeviceBackend(home, account, upstream.check_password)

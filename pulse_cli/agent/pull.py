@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from pulse_cli.agent import outbox, replica
 from pulse_cli.agent.account import Account, load_account
+from pulse_cli.agent.upstream import Upstream
 from pulse_cli.store.connection import read_meta, write_meta
 from sync.errors import SyncError
 from sync.retry import RetryPolicy
@@ -19,6 +20,7 @@ from sync.shape_client import ShapeBatch, ShapeCursor, ShapeStream
 
 if TYPE_CHECKING:
     from pulse_cli.agent.engine import SyncEngine, SyncReport
+    from pulse_cli.bootstrap import Device
 
 log = logging.getLogger("pulse.agent")
 SHAPE = "entries"
@@ -71,14 +73,12 @@ def apply_batch(conn: sqlite3.Connection, batch: ShapeBatch, role: str) -> int:
 CLI_RETRY = RetryPolicy(attempts=4, initial_s=0.25, max_s=2.0, jitter_s=0.25)
 
 
-def _stream(account: Account, conn: sqlite3.Connection, retry: RetryPolicy | None = None) -> ShapeStream:
-    return ShapeStream(account.server, account.token, cursor=load_cursor(conn), retry=retry)
 
 
 def pull_shape(engine: SyncEngine, report: SyncReport) -> None:
     """Catch up with the server's shape (snapshot first on a fresh device). Its errors are the sync
     package's, as a push's are (a ShapeUnavailable is an Offline, a ShapeAuthError an AuthExpired)."""
-    with _stream(engine.account, engine.conn, CLI_RETRY) as stream:
+    with engine.device.upstream.shape(engine.account, load_cursor(engine.conn), CLI_RETRY) as stream:
         for batch in stream.follow_parts():
             if batch.must_refetch:  # the server's copy starts again: first give it what it lost
                 engine.refill(report)
@@ -89,17 +89,18 @@ def pull_shape(engine: SyncEngine, report: SyncReport) -> None:
 LIVE_RETRY_MAX_S = 5.0
 
 
-def _requeue_lost(account: Account, conn: sqlite3.Connection) -> None:
+def _requeue_lost(device: Device, account: Account) -> None:
     """Before a refetch is applied: what the server lost goes back to the outbox. Until the server's
     high-water marks can be asked (a SyncError), the refetch waits: its batch is not applied."""
     from pulse_cli.agent.identity import requeue_lost
-    from sync.client import SyncClient
 
-    with SyncClient(account.server, account.token) as client:
-        requeue_lost(conn, client)
+    with device.upstream.client(account.server, account.token) as client:
+        requeue_lost(device.conn, client)
 
 
-def follow_live(home: Path, stop: threading.Event, streams: list[ShapeStream] | None = None) -> None:
+def follow_live(
+    home: Path, stop: threading.Event, streams: list[ShapeStream] | None = None, upstream: Upstream | None = None
+) -> None:
     """The agent's live pull: hold a long-poll open, apply what arrives, rebuild the local view.
 
     The open stream is kept in `streams`, so stopping can close it and end a held request at once."""
@@ -112,15 +113,15 @@ def follow_live(home: Path, stop: threading.Event, streams: list[ShapeStream] | 
         if account is None:
             sleep_until(stop, 5.0)
             continue
-        device = bootstrap(str(home))
+        device = bootstrap(str(home), upstream=upstream)
         try:
-            with _stream(account, device.conn) as stream:
+            with device.upstream.shape(account, load_cursor(device.conn)) as stream:
                 if streams is not None:
                     streams[:] = [stream]
                 while not stop.is_set():
                     for batch in stream.poll_parts(live=True):
                         if batch.must_refetch:  # the next round (the outbox watch) pushes what it lost
-                            _requeue_lost(account, device.conn)
+                            _requeue_lost(device, account)
                         apply_batch(device.conn, batch, account.role)
                     pause = 1.0
         except SyncError as exc:  # the shape's errors and the high-water request's alike

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from pulse_cli.agent import outbox
 from pulse_cli.agent.account import Account, load_account
 from pulse_cli.agent.breaker_state import load_breaker
+from pulse_cli.agent.upstream import Upstream
 from pulse_cli.bootstrap import Device
 from pulse_cli.store.connection import read_meta, write_meta
 from pulse_core.errors import NotFoundError, PulseError, UsageError
@@ -56,19 +57,22 @@ def server_url(value: str) -> str:
     return f"{parts.scheme}://{parts.netloc}{path}"
 
 
-def sign_in(server: str, username: str, password: str) -> tuple[dict[str, Any], dict[str, Any], float, float]:
+def sign_in(
+    server: str, username: str, password: str, upstream: Upstream | None = None
+) -> tuple[dict[str, Any], dict[str, Any], float, float]:
     """A token and the account (`/v1/me`, with the server's time) from the server, and when `/v1/me` was
     asked and answered, every failure as one line: a wrong username or password (exit 1), a server that
     cannot be reached (exit 3), something that is not a sync server."""
-    from sync.client import SIGN_IN_RETRY, SyncClient
+    from sync.client import SIGN_IN_RETRY
     from sync.errors import AuthExpired, Offline, ServerRefused
 
     url = server_url(server)
+    upstream = upstream or Upstream()
     try:
-        with SyncClient(url, retry=SIGN_IN_RETRY) as anonymous:
+        with upstream.client(url, retry=SIGN_IN_RETRY) as anonymous:
             _check_is_pulse(anonymous, url)
             token = anonymous.login(username, password)
-        with SyncClient(url, token["access_token"], retry=SIGN_IN_RETRY) as client:
+        with upstream.client(url, token["access_token"], retry=SIGN_IN_RETRY) as client:
             sent_at = time.time()
             me = client.me()
             received_at = time.time()
@@ -113,10 +117,9 @@ def run_sync(device: Device, push_only: bool = False, automatic: bool = False) -
                           f" next try in {breaker.retry_in(now):.0f} s)")
     from pulse_cli.agent.engine import SyncEngine
     from pulse_cli.agent.pull import pull_shape
-    from sync.client import SyncClient
     from sync.errors import AuthExpired, Offline, ServerRefused
 
-    with SyncClient(account.server, account.token) as client:
+    with device.upstream.client(account.server, account.token) as client:
         if breaker.state.failures and not client.probe():
             raise Unreachable(f"offline: {_queued(device)} (cannot reach {account.server})")
         engine = SyncEngine(device, account, client, pull=pull_shape)

@@ -23,6 +23,7 @@ import httpx
 
 from pulse_cli.agent import replica
 from pulse_cli.agent.account import Account
+from pulse_cli.agent.upstream import Upstream
 from pulse_cli.bootstrap import Device
 from pulse_cli.store.connection import write_meta
 from pulse_cli.store.entries import COLUMNS, SqliteEntryRepository, row_to_entry
@@ -284,11 +285,12 @@ def run_verify(device: Device, first: dt.date | None = None, last: dt.date | Non
     from sync.errors import AuthExpired, Offline, ServerRefused
 
     account = require_account(device)
-    meter = MeteredTransport()
-    with SyncClient(account.server, account.token, transport=meter) as client:
+    meter = MeteredTransport(device.upstream.transport)
+    upstream = device.upstream.metered(lambda _: meter)
+    with upstream.client(account.server, account.token) as client:
         engine = SyncEngine(device, account, client)
         verifier = Verifier(device.conn, account, client, engine.rebuild,
-                            lambda: catch_up(engine, account, meter))
+                            lambda: catch_up(engine, account, upstream))
         try:
             report = verifier.run(first, last, repair)
         except Offline as exc:
@@ -301,15 +303,13 @@ def run_verify(device: Device, first: dt.date | None = None, last: dt.date | Non
     return report
 
 
-def catch_up(engine: SyncEngine, account: Account, transport: httpx.BaseTransport) -> None:
+def catch_up(engine: SyncEngine, account: Account, upstream: Upstream) -> None:
     """Pull the shape up to date (as a sync round does) through the metered transport, then rebuild. Its
     errors are the sync package's (a ShapeUnavailable is an Offline, a ShapeAuthError an AuthExpired)."""
     from pulse_cli.agent.engine import SyncReport
     from pulse_cli.agent.pull import CLI_RETRY, apply_batch, load_cursor
-    from sync.shape_client import ShapeStream
 
-    with ShapeStream(account.server, account.token, cursor=load_cursor(engine.conn), retry=CLI_RETRY,
-                     transport=transport) as stream:
+    with upstream.shape(account, load_cursor(engine.conn), CLI_RETRY) as stream:
         for batch in stream.follow_parts():
             if batch.must_refetch:  # the server's copy starts again: first give it what it lost
                 engine.refill(SyncReport())
