@@ -187,8 +187,3 @@ def _now() -> object:
 
     return dt.datetime.now(dt.UTC)
 
-
-def sleep_until(stop: threading.Event, seconds: float) -> None:
-    deadline = time.monotonic() + seconds
-    while not stop.is_set() and time.monotonic() < deadline:
-        stop.wait(min(0.5, deadline - time.monotonic()))

@@ -16,6 +16,7 @@ from typing import Any
 from pulse_cli.agent import athlete_zones, conflicts, identity, outbox, replica
 from pulse_cli.agent.account import Account
 from pulse_cli.agent.breaker_state import load_breaker, save_breaker
+from pulse_cli.agent.pull import pull_shape
 from pulse_cli.bootstrap import Device
 from pulse_cli.store import clock
 from pulse_cli.store.connection import read_meta
@@ -57,7 +58,7 @@ class SyncEngine:
         device: Device,
         account: Account,
         client: SyncClient,
-        pull: Callable[[SyncEngine, SyncReport], None] | None = None,
+        pull: Callable[[Device, Account, Callable[[], None]], tuple[int, bool]] = pull_shape,
         now: Callable[[], float] = time.time,
     ) -> None:
         self.device = device
@@ -81,8 +82,10 @@ class SyncEngine:
             if not push_only:
                 conflicts.exchange(self.conn, self.client)
                 athlete_zones.refresh(self.conn, self.client, self.account.role)  # a coach's: where each athlete is
-                if self.pull_step is not None:
-                    self.pull_step(self, report)  # each batch refreshes the view's rows it touches
+                # Each batch refreshes the view's rows it touches; a refetch first refills the server.
+                pulled, refetched = self.pull_step(self.device, self.account, lambda: self.refill(report))
+                report.pulled += pulled
+                report.refetched = report.refetched or refetched
         except Offline as exc:
             breaker.failure(self.now(), str(exc), exc.retry_after_s)
             save_breaker(self.conn, breaker)
@@ -188,7 +191,7 @@ class SyncEngine:
         """The whole local view made again (a repair); a round refreshes only the rows it touched."""
         with self.conn:
             self.conn.execute("BEGIN IMMEDIATE")
-            replica.rebuild_view(self.conn, outbox.to_reapply(self.conn))
+            replica.rebuild_local_view(self.conn)
 
     def _refresh(self, rows: list[outbox.OutboxRow]) -> None:
         """The view's rows of these mutations, once the server answered them (in the caller's transaction):

@@ -1,4 +1,7 @@
-"""Pulling the user's shape into the server copy, one local transaction per batch with its cursor."""
+"""Pulling the user's shape into the server copy, one local transaction per batch with its cursor.
+
+Imports no other step of the agent (the engine calls `pull_shape`, the daemon runs `follow_live`), so the
+agent's modules form no import cycle."""
 
 from __future__ import annotations
 
@@ -7,20 +10,18 @@ import logging
 import random
 import sqlite3
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from pulse_cli.agent import outbox, replica
+from pulse_cli.agent import replica
 from pulse_cli.agent.account import Account, load_account
 from pulse_cli.agent.upstream import Upstream
+from pulse_cli.bootstrap import Device, bootstrap
 from pulse_cli.store.connection import read_meta, write_meta
 from sync.errors import SyncError
 from sync.retry import RetryPolicy
 from sync.shape_client import ShapeBatch, ShapeCursor, ShapeStream
-
-if TYPE_CHECKING:
-    from pulse_cli.agent.engine import SyncEngine, SyncReport
-    from pulse_cli.bootstrap import Device
 
 log = logging.getLogger("pulse.agent")
 SHAPE = "entries"
@@ -51,7 +52,7 @@ def apply_batch(conn: sqlite3.Connection, batch: ShapeBatch, role: str) -> int:
         touched = replica.apply_changes(conn, [(c.operation, c.value) for c in batch.changes], role)
         if read_meta(conn, "refetching") == "1":
             if batch.up_to_date:
-                replica.rebuild_view(conn, outbox.to_reapply(conn))
+                replica.rebuild_local_view(conn)
                 write_meta(conn, "refetching", "0")
         else:
             replica.refresh_view(conn, touched)
@@ -75,15 +76,19 @@ CLI_RETRY = RetryPolicy(attempts=4, initial_s=0.25, max_s=2.0, jitter_s=0.25)
 
 
 
-def pull_shape(engine: SyncEngine, report: SyncReport) -> None:
-    """Catch up with the server's shape (snapshot first on a fresh device). Its errors are the sync
-    package's, as a push's are (a ShapeUnavailable is an Offline, a ShapeAuthError an AuthExpired)."""
-    with engine.device.upstream.shape(engine.account, load_cursor(engine.conn), CLI_RETRY) as stream:
+def pull_shape(device: Device, account: Account, before_refetch: Callable[[], None]) -> tuple[int, bool]:
+    """Catch up with the server's shape (snapshot first on a fresh device): the rows pulled, and whether
+    the server asked to refetch (`before_refetch` runs first: give the server what it lost). Its errors
+    are the sync package's, as a push's are (a ShapeUnavailable is an Offline, a ShapeAuthError an
+    AuthExpired)."""
+    pulled, refetched = 0, False
+    with device.upstream.shape(account, load_cursor(device.conn), CLI_RETRY) as stream:
         for batch in stream.follow_parts():
             if batch.must_refetch:  # the server's copy starts again: first give it what it lost
-                engine.refill(report)
-            report.pulled += apply_batch(engine.conn, batch, engine.account.role)
-            report.refetched = report.refetched or batch.must_refetch
+                before_refetch()
+                refetched = True
+            pulled += apply_batch(device.conn, batch, account.role)
+    return pulled, refetched
 
 
 LIVE_RETRY_MAX_S = 5.0
@@ -104,9 +109,6 @@ def follow_live(
     """The agent's live pull: hold a long-poll open, apply what arrives, rebuild the local view.
 
     The open stream is kept in `streams`, so stopping can close it and end a held request at once."""
-    from pulse_cli.agent.daemon import sleep_until
-    from pulse_cli.bootstrap import bootstrap
-
     pause = 1.0
     while not stop.is_set():
         account = load_account(home)
@@ -137,3 +139,10 @@ def follow_live(
                 raise
         finally:
             device.close()
+
+
+def sleep_until(stop: threading.Event, seconds: float) -> None:
+    """Sleep `seconds`, or less if `stop` is set meanwhile (checked at least twice a second)."""
+    deadline = time.monotonic() + seconds
+    while not stop.is_set() and time.monotonic() < deadline:
+        stop.wait(min(0.5, deadline - time.monotonic()))

@@ -13,7 +13,7 @@ import sqlite3
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from pulse_cli.store.uow import SqliteUnitOfWork, wire_value
+from pulse_cli.store.uow import SqliteUnitOfWork
 from pulse_core.entry import Entry
 from pulse_core.errors import ValidationError
 from sync.hlc import Stamp
@@ -78,11 +78,4 @@ def _apply(uow: SqliteUnitOfWork, client_id: str, m: Mutation, now_ms: int) -> t
     uow.entries.save(entry)
     stamp = Stamp.parse(result["hlc"])
     uow.observe(stamp)
-    cursor = uow.conn.execute(
-        "INSERT INTO outbox (user_id, date, op, fields, base, hlc, source, created_at, client_id, client_seq)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (OWNER, m.date.isoformat(), m.op, json.dumps({k: wire_value(v) for k, v in m.fields.items()}, sort_keys=True),
-         json.dumps(m.base, sort_keys=True), str(stamp), m.source,
-         dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), client_id, m.seq),
-    )
-    return result, int(cursor.lastrowid or 0)
+    return result, uow.queue(OWNER, m.date, m.op, m.fields, m.base, str(stamp), m.source, client_id, m.seq)

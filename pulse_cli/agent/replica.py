@@ -8,6 +8,7 @@ rules the server uses, so what the user sees is what the server will hold once i
 from __future__ import annotations
 
 import copy
+import dataclasses
 import datetime as dt
 import sqlite3
 from collections.abc import Iterable, Mapping
@@ -117,6 +118,30 @@ def clear_server_copy(conn: sqlite3.Connection) -> None:
     conn.execute("DELETE FROM server_entries")
 
 
+def rebuild_local_view(conn: sqlite3.Connection) -> int:
+    """The whole local view made again (inside the caller's transaction): the server copy with every
+    mutation it does not show yet. After a snapshot (a first sync, a refetch) and a repair."""
+    return rebuild_view(conn, to_reapply(conn))
+
+
+def local_row(
+    base: Entry | None, mutations: Iterable[OutboxRow], user: str, day: str
+) -> tuple[Entry | None, list[int]]:
+    """One row of the local view: the server copy's row `base` with the mutations it does not show yet
+    merged on top, in order (None: no such row), and the acknowledged mutations found reflected in it."""
+    entry, reflected = base, []
+    for m in mutations:
+        if m.status in ACKED and _reflected(m, base):
+            reflected.append(m.seq)  # applying it to the server copy would change nothing: never again
+            continue
+        if entry is None:
+            entry = Entry(user=user, date=dt.date.fromisoformat(day))
+        elif entry is base:
+            entry = copy.deepcopy(base)
+        _merge(entry, *_mutation(m))
+    return entry, reflected
+
+
 def rebuild_view(conn: sqlite3.Connection, reapply: list[OutboxRow]) -> int:
     """entries := server copy + the given mutations re-applied in order (inside the caller's transaction);
     returns the number of rows in the view.
@@ -135,20 +160,14 @@ def rebuild_view(conn: sqlite3.Connection, reapply: list[OutboxRow]) -> int:
         for row in part:
             base = row_to_entry(row)
             key = (base.user, base.date.isoformat())
-            entry = base
-            for m in pending.pop(key, []):
-                if m.status in ACKED and _reflected(m, base):
-                    reflected.append(m.seq)
-                    continue
-                if entry is base:
-                    entry = copy.deepcopy(base)
-                _merge(entry, *_mutation(m))
+            entry, seen = local_row(base, pending.pop(key, []), *key)
+            reflected += seen
+            assert entry is not None
             _write_row(conn, entry)
             rows += 1
     for (user, day), mutations in pending.items():  # rows the server copy does not have
-        entry = Entry(user=user, date=dt.date.fromisoformat(day))
-        for m in mutations:
-            _merge(entry, *_mutation(m))
+        entry, _ = local_row(None, mutations, user, day)
+        assert entry is not None
         _write_row(conn, entry)
         rows += 1
     mark_reflected(conn, reflected)
@@ -176,15 +195,14 @@ def computed_view(conn: sqlite3.Connection, reapply: list[OutboxRow]) -> dict[tu
     (the reference the incremental view is checked against in the tests)."""
     view: dict[tuple[str, dt.date], Entry] = {}
     for row in conn.execute(f"SELECT {', '.join(COLUMNS)} FROM server_entries"):
-        entry = row_to_entry(row)
-        view[(entry.user, entry.date)] = entry
-    for m in reapply:
-        mutation, stamp = _mutation(m)
-        key = (m.user_id, mutation.date)
-        current = view.get(key)
-        entry = copy.deepcopy(current) if current is not None else Entry(user=m.user_id, date=mutation.date)
-        _merge(entry, mutation, stamp)
-        view[key] = entry
+        base = row_to_entry(row)
+        view[(base.user, base.date)] = base
+    for m in reapply:  # one at a time, whatever it is: a reflected mutation changes nothing
+        day = _mutation(m)[0].date
+        merged, _ = local_row(view.get((m.user_id, day)), [dataclasses.replace(m, status="pending")], m.user_id,
+                              day.isoformat())
+        assert merged is not None
+        view[(m.user_id, day)] = merged
     return view
 
 
@@ -200,15 +218,8 @@ def refresh_view(conn: sqlite3.Connection, keys: Iterable[Key]) -> int:
     changed = 0
     reflected: list[int] = []
     for user, day in sorted(set(keys)):
-        base = server_row(conn, user, day)
-        entry = copy.deepcopy(base) if base is not None else None
-        for m in unreflected(conn, user, day):
-            mutation, stamp = _mutation(m)
-            if m.status in ACKED and _reflected(m, base):
-                reflected.append(m.seq)
-                continue
-            entry = entry or Entry(user=user, date=mutation.date)
-            _merge(entry, mutation, stamp)
+        entry, seen = local_row(server_row(conn, user, day), unreflected(conn, user, day), user, day)
+        reflected += seen
         current = conn.execute(f"SELECT {', '.join(COLUMNS)} FROM entries WHERE user_id = ? AND date = ?",
                                (user, day)).fetchone()
         if entry is None:

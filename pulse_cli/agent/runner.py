@@ -116,13 +116,12 @@ def run_sync(device: Device, push_only: bool = False, automatic: bool = False) -
         raise Unreachable(f"offline: {_queued(device)} (server unreachable: {breaker.state.last_error};"
                           f" next try in {breaker.retry_in(now):.0f} s)")
     from pulse_cli.agent.engine import SyncEngine
-    from pulse_cli.agent.pull import pull_shape
     from sync.errors import AuthExpired, Offline, ServerRefused
 
     with device.upstream.client(account.server, account.token) as client:
         if breaker.state.failures and not client.probe():
             raise Unreachable(f"offline: {_queued(device)} (cannot reach {account.server})")
-        engine = SyncEngine(device, account, client, pull=pull_shape)
+        engine = SyncEngine(device, account, client)
         try:
             report = engine.sync(push_only=push_only, automatic=automatic)
         except Offline as exc:

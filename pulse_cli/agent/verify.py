@@ -12,6 +12,7 @@ sync round does, and checks again.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import logging
 import sqlite3
@@ -23,7 +24,6 @@ import httpx
 
 from pulse_cli.agent import replica
 from pulse_cli.agent.account import Account
-from pulse_cli.agent.upstream import Upstream
 from pulse_cli.bootstrap import Device
 from pulse_cli.store.connection import write_meta
 from pulse_cli.store.entries import COLUMNS, SqliteEntryRepository, row_to_entry
@@ -286,11 +286,10 @@ def run_verify(device: Device, first: dt.date | None = None, last: dt.date | Non
 
     account = require_account(device)
     meter = MeteredTransport(device.upstream.transport)
-    upstream = device.upstream.metered(lambda _: meter)
-    with upstream.client(account.server, account.token) as client:
-        engine = SyncEngine(device, account, client)
-        verifier = Verifier(device.conn, account, client, engine.rebuild,
-                            lambda: catch_up(engine, account, upstream))
+    metered = dataclasses.replace(device, upstream=device.upstream.metered(lambda _: meter))
+    with metered.upstream.client(account.server, account.token) as client:
+        engine = SyncEngine(metered, account, client)
+        verifier = Verifier(device.conn, account, client, engine.rebuild, lambda: catch_up(engine))
         try:
             report = verifier.run(first, last, repair)
         except Offline as exc:
@@ -303,17 +302,13 @@ def run_verify(device: Device, first: dt.date | None = None, last: dt.date | Non
     return report
 
 
-def catch_up(engine: SyncEngine, account: Account, upstream: Upstream) -> None:
-    """Pull the shape up to date (as a sync round does) through the metered transport, then rebuild. Its
-    errors are the sync package's (a ShapeUnavailable is an Offline, a ShapeAuthError an AuthExpired)."""
+def catch_up(engine: SyncEngine) -> None:
+    """Pull the shape up to date as a sync round does (through the engine's device: the metered one), then
+    rebuild the view."""
     from pulse_cli.agent.engine import SyncReport
-    from pulse_cli.agent.pull import CLI_RETRY, apply_batch, load_cursor
+    from pulse_cli.agent.pull import pull_shape
 
-    with upstream.shape(account, load_cursor(engine.conn), CLI_RETRY) as stream:
-        for batch in stream.follow_parts():
-            if batch.must_refetch:  # the server's copy starts again: first give it what it lost
-                engine.refill(SyncReport())
-            apply_batch(engine.conn, batch, account.role)
+    pull_shape(engine.device, engine.account, lambda: engine.refill(SyncReport()))
     engine.rebuild()
 
 
