@@ -10,12 +10,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pulse_cli.agent.upstream import Upstream
+from pulse_cli.store import meta
 from pulse_cli.store.connection import open_store, read_meta, resolve_home
-from pulse_cli.store.entries import SqliteEntryRepository
+from pulse_cli.store.entries import OWNER, SqliteEntryRepository
 from pulse_cli.store.uow import SqliteUnitOfWork, wall_ms
-
-# The device owner's rows. Other users' rows (a coach's athletes) are keyed by their username.
-OWNER = ""
 
 
 @dataclass
@@ -47,5 +45,5 @@ def bootstrap(home_option: str | None = None, today: dt.date | None = None, upst
 def local_today(conn: sqlite3.Connection) -> dt.date:
     """Today in this device's time zone, by the clock corrected with the server's (a device whose clock is
     two days ahead still dates "today" as the user's today, once it has heard from the server)."""
-    offset_ms = int(read_meta(conn, "clock_offset_ms") or 0)
+    offset_ms = int(read_meta(conn, meta.CLOCK_OFFSET_MS) or 0)
     return dt.datetime.fromtimestamp(wall_ms() / 1000 + offset_ms / 1000).date()

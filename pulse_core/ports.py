@@ -9,6 +9,7 @@ from types import TracebackType
 from typing import Any
 
 from pulse_core.entry import Entry
+from pulse_core.rules import MANUAL
 
 
 @dataclass(frozen=True)
@@ -25,7 +26,7 @@ class EntryChange:
     fields: dict[str, Any]
     base: dict[str, str | None]
     stamp: str
-    source: str = "manual"
+    source: str = MANUAL
     extra: dict[str, Any] = field(default_factory=dict)
 
 

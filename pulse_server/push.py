@@ -18,6 +18,7 @@ from psycopg.types.json import Jsonb
 
 from pulse_core.entry import Entry
 from pulse_core.errors import ValidationError
+from pulse_core.rules import MANUAL
 from pulse_server.accounts import Principal, hash_token
 from pulse_server.db.database import committing
 from pulse_server.db.entries import COLUMNS, PostgresEntryRepository, entry_json, json_dumps, row_to_entry
@@ -394,7 +395,7 @@ def api_write(
     base = dict(current.stamps) if current else {}
     base.pop("deleted", None)
     raw = {"seq": row[0], "date": day.isoformat(), "op": op, "fields": fields, "base": base,
-           "hlc": str(stamp), "source": "manual"}
+           "hlc": str(stamp), "source": MANUAL}
     if reconciler.utc_offset_min is None:
         reconciler.utc_offset_min = user_offset(conn, user_id)
     outcome = reconciler.apply_batch(conn, user_id, API_CLIENT, [raw])

@@ -11,6 +11,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 MAX_COUNTER = 99_999
+# A stamp further ahead of the receiver's clock than this is clamped to it (docs/push-protocol.md,
+# invariant 6): the cloud server's default, the device relay's limit, the device's own check.
+SKEW_LIMIT_MS = 60_000
 # A client id, which a stamp ends with: pushes name their client with it too (sync.wire).
 CLIENT_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _STAMP = re.compile(rf"^(\d{{16}}):(\d{{5}}):({CLIENT_ID.pattern})$")

@@ -17,12 +17,12 @@ from decimal import Decimal
 from typing import Any
 
 from pulse_core.entry import DELETED, MERGE_FIELDS, Entry, FieldValue
+from pulse_core.rules import MANUAL
 from pulse_core.score import rescore
 from sync.wire import ConflictOut, Mutation, MutationResult, clamp
 
 LWW_V2 = "lww@2"
 RULES: dict[str, str] = dict.fromkeys(MERGE_FIELDS, LWW_V2)
-MANUAL = "manual"
 
 
 def rank(source: str | None, stamp: str | None) -> tuple[int, str]:

@@ -19,7 +19,7 @@ import orjson
 
 from pulse_core.entry import MERGE_FIELDS, FieldValue
 from pulse_core.errors import ValidationError
-from pulse_core.rules import SOURCES
+from pulse_core.rules import MANUAL, SOURCES
 from pulse_core.values import fail, parse_date, parse_fields
 from sync.errors import PushRefused
 from sync.hlc import CLIENT_ID, Stamp, StampError
@@ -202,7 +202,7 @@ def parse_mutation(raw: Mapping[str, Any], client_id: str, today: dt.date) -> Mu
                    f"hlc: {hlc!r} is not a stamp (allowed <16 digits>:<5 digits>:<client_id>)") from None
     # The stamp's node may be another id than `client_id`: a device that had to take a new client id
     # (its store was a copy) pushes its pending mutations again under the new id with their own stamps.
-    source = raw.get("source", "manual")
+    source = raw.get("source", MANUAL)
     if source not in SOURCES:
         raise fail("invalid_choice", "source", source, ", ".join(SOURCES))
     fields = _parse_fields(raw.get("fields") or {}) if op == "set" else {}
@@ -269,7 +269,7 @@ def mutation_digest(raw: Mapping[str, Any]) -> str:
     from the recorded one is another store using the same client id, not a duplicate."""
     canonical = {name: raw.get(name) for name in DIGESTED}
     if canonical["source"] is None:
-        canonical["source"] = "manual"
+        canonical["source"] = MANUAL
     try:
         data = orjson.dumps(canonical, option=orjson.OPT_SORT_KEYS)
     except TypeError:  # what orjson cannot write (an integer past 64 bits, a lone surrogate)

@@ -20,10 +20,10 @@ from hypothesis import strategies as st
 
 from pulse_cli.agent.account import Account, bind_home, save_account
 from pulse_cli.agent.outbox import to_reapply
-from pulse_cli.agent.replica import STAMPED, computed_view
+from pulse_cli.agent.replica import computed_view
 from pulse_cli.agent.upstream import Upstream
 from pulse_cli.bootstrap import Device, bootstrap
-from pulse_cli.store.entries import COLUMNS, entry_to_row
+from pulse_cli.store.entries import COLUMNS, STAMPED, entry_to_row
 from pulse_core.errors import NotFoundError
 from pulse_core.usecases import delete_entry, log_entry
 

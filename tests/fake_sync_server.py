@@ -26,6 +26,7 @@ from pulse_core.errors import ValidationError
 from pulse_core.rules import rules_document
 from pulse_server.shapes import protocol
 from sync.errors import PushRefused
+from sync.hlc import SKEW_LIMIT_MS  # the cloud server's default (PULSE_CLOCK_SKEW_LIMIT_MS)
 from sync.merge import apply_mutation
 from sync.wire import (
     MAX_BATCH,
@@ -39,7 +40,6 @@ from sync.wire import (
     replay,
 )
 
-SKEW_LIMIT_MS = 60_000  # the cloud server's default (PULSE_CLOCK_SKEW_LIMIT_MS)
 STAMPED = (*MERGE_FIELDS, DELETED)
 CENTS = Decimal("0.01")
 Json = dict[str, Any]

@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING, Any
 from pulse_cli.agent.account import Account, load_account, save_account
 from pulse_cli.agent.relay import high_water, relay_batch
 from pulse_cli.agent.upstream import Upstream
-from pulse_cli.store.connection import DB_NAME, read_meta, write_meta
+from pulse_cli.store import meta
+from pulse_cli.store.connection import DB_NAME, meta_once, read_meta, write_meta
 from pulse_cli.store.entries import COLUMNS
 from pulse_cli.store.uow import SqliteUnitOfWork, wall_ms
 
@@ -63,7 +64,7 @@ class SqliteDeviceBackend:
         verdict = self.check(self.account, username, password)
         conn = self._connect()
         try:
-            stored = read_meta(conn, "web_password")
+            stored = read_meta(conn, meta.WEB_PASSWORD)
             if verdict is False:
                 return None
             if verdict is None:  # the sync server did not answer: only a password it confirmed before
@@ -75,7 +76,7 @@ class SqliteDeviceBackend:
             else:
                 save_account(self.home, self.account)  # the sync server's fresh token for this device
                 salt = os.urandom(16)
-                write_meta(conn, "web_password", f"scrypt${salt.hex()}${_scrypt(password, salt).hex()}")
+                write_meta(conn, meta.WEB_PASSWORD, f"scrypt${salt.hex()}${_scrypt(password, salt).hex()}")
             token = os.urandom(32).hex()
             expires = (dt.datetime.now(dt.UTC) + TOKEN_TTL).replace(microsecond=0)
             conn.execute("DELETE FROM web_tokens WHERE expires_at < ?", (_now(),))
@@ -102,7 +103,7 @@ class SqliteDeviceBackend:
 
         conn = self._connect()
         try:
-            offset = int(read_meta(conn, "clock_offset_ms") or 0)
+            offset = int(read_meta(conn, meta.CLOCK_OFFSET_MS) or 0)
             now_ms = self.wall() + offset
             today = dt.datetime.fromtimestamp(now_ms / 1000).date()
             before = high_water(conn, client_id)
@@ -133,12 +134,7 @@ class SqliteDeviceBackend:
     def log_id(self) -> str:
         conn = self._connect()
         try:
-            existing = read_meta(conn, "shape_log_id")
-            if existing is None:
-                existing = os.urandom(8).hex()
-                conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('shape_log_id', ?)", (existing,))
-                existing = read_meta(conn, "shape_log_id") or existing
-            return existing
+            return meta_once(conn, meta.SHAPE_LOG_ID)
         finally:
             conn.close()
 
@@ -152,7 +148,7 @@ class SqliteDeviceBackend:
         conn = self._connect()
         try:
             conn.execute("BEGIN")  # one read transaction: the rows and the head agree
-            owner = read_meta(conn, "owner_user_id") or "0"
+            owner = read_meta(conn, meta.OWNER_USER_ID) or "0"
             rows = conn.execute(f"SELECT {', '.join(COLUMNS)} FROM entries WHERE user_id = '' ORDER BY date").fetchall()
             head = _head(conn)
             conn.execute("COMMIT")
@@ -166,7 +162,7 @@ class SqliteDeviceBackend:
         conn = self._connect()
         try:
             conn.execute("BEGIN")
-            owner = read_meta(conn, "owner_user_id") or "0"
+            owner = read_meta(conn, meta.OWNER_USER_ID) or "0"
             log = conn.execute("SELECT seq, date, op FROM shape_log WHERE seq > ? ORDER BY seq LIMIT ?",
                                (position, limit)).fetchall()
             reached = log[-1][0] if log else max(position, _head(conn))

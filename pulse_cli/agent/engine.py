@@ -18,7 +18,7 @@ from pulse_cli.agent.account import Account
 from pulse_cli.agent.breaker_state import load_breaker, save_breaker
 from pulse_cli.agent.pull import pull_shape
 from pulse_cli.bootstrap import Device
-from pulse_cli.store import clock
+from pulse_cli.store import clock, meta
 from pulse_cli.store.connection import read_meta
 from sync.client import SyncClient
 from sync.errors import Offline, ServerRefused
@@ -196,7 +196,7 @@ class SyncEngine:
     def _refresh(self, rows: list[outbox.OutboxRow]) -> None:
         """The view's rows of these mutations, once the server answered them (in the caller's transaction):
         a rejected one leaves the view, an applied one may carry the stamp the server clamped it to."""
-        if read_meta(self.conn, "refetching") != "1":  # the view is made again once the refetch is done
+        if read_meta(self.conn, meta.REFETCHING) != "1":  # the view is made again once the refetch is done
             replica.refresh_view(self.conn, {(r.user_id, r.date) for r in rows})
 
     def _summarise(self, report: SyncReport) -> None:
@@ -204,4 +204,4 @@ class SyncEngine:
         report.pending = counts.get("pending", 0)
         report.rejected = counts.get("rejected", 0)
         report.conflicts = conflicts.open_count(self.conn)
-        report.clock_offset_ms = int(read_meta(self.conn, "clock_offset_ms") or 0)
+        report.clock_offset_ms = int(read_meta(self.conn, meta.CLOCK_OFFSET_MS) or 0)

@@ -18,6 +18,7 @@ from pulse_cli.agent import replica
 from pulse_cli.agent.account import Account, load_account
 from pulse_cli.agent.upstream import Upstream
 from pulse_cli.bootstrap import Device, bootstrap
+from pulse_cli.store import meta
 from pulse_cli.store.connection import read_meta, write_meta
 from sync.errors import SyncError
 from sync.retry import RetryPolicy
@@ -31,7 +32,7 @@ def load_cursor(conn: sqlite3.Connection) -> ShapeCursor:
     row = conn.execute('SELECT handle, "offset", cursor FROM shape_cursors WHERE shape = ?', (SHAPE,)).fetchone()
     if row is None:
         return ShapeCursor()
-    schema = read_meta(conn, "shape_schema")
+    schema = read_meta(conn, meta.SHAPE_SCHEMA)
     return ShapeCursor(row[0], row[1], row[2], json.loads(schema) if schema else None)
 
 
@@ -48,12 +49,12 @@ def apply_batch(conn: sqlite3.Connection, batch: ShapeBatch, role: str) -> int:
         conn.execute("BEGIN IMMEDIATE")
         if batch.must_refetch or batch.fresh:
             replica.clear_server_copy(conn)  # never the outbox
-            write_meta(conn, "refetching", "1")
+            write_meta(conn, meta.REFETCHING, "1")
         touched = replica.apply_changes(conn, [(c.operation, c.value) for c in batch.changes], role)
-        if read_meta(conn, "refetching") == "1":
+        if read_meta(conn, meta.REFETCHING) == "1":
             if batch.up_to_date:
                 replica.rebuild_local_view(conn)
-                write_meta(conn, "refetching", "0")
+                write_meta(conn, meta.REFETCHING, "0")
         else:
             replica.refresh_view(conn, touched)
         if not batch.complete:
@@ -66,7 +67,7 @@ def apply_batch(conn: sqlite3.Connection, batch: ShapeBatch, role: str) -> int:
             (SHAPE, cursor.handle, cursor.offset, cursor.cursor),
         )
         if cursor.schema is not None:
-            write_meta(conn, "shape_schema", json.dumps(cursor.schema))
+            write_meta(conn, meta.SHAPE_SCHEMA, json.dumps(cursor.schema))
     return len(batch.changes)
 
 

@@ -13,15 +13,13 @@ import sqlite3
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from pulse_cli.store.entries import OWNER
 from pulse_cli.store.uow import SqliteUnitOfWork
 from pulse_core.entry import Entry
 from pulse_core.errors import ValidationError
-from sync.hlc import Stamp
+from sync.hlc import SKEW_LIMIT_MS, Stamp
 from sync.merge import apply_mutation
 from sync.wire import Mutation, MutationResult, mutation_digest, parse_mutation, rejection, replay
-
-OWNER = ""
-SKEW_LIMIT_MS = 60_000
 
 
 def high_water(conn: sqlite3.Connection, client_id: str) -> int | None:

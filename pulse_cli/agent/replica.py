@@ -16,15 +16,14 @@ from decimal import Decimal
 from typing import Any
 
 from pulse_cli.agent.outbox import ACKED, OutboxRow, to_reapply
+from pulse_cli.store import meta
 from pulse_cli.store.clock import observe
 from pulse_cli.store.connection import read_meta, write_meta
-from pulse_cli.store.entries import COLUMNS, SqliteEntryRepository, entry_to_row, row_to_entry
-from pulse_core.entry import DELETED, MERGE_FIELDS, Entry
+from pulse_cli.store.entries import COLUMNS, OWNER, STAMPED, SqliteEntryRepository, entry_to_row, row_to_entry
+from pulse_core.entry import Entry
 from sync.merge import merge_delete, merge_set
 from sync.wire import Mutation, parse_mutation
 
-OWNER = ""
-STAMPED = (*MERGE_FIELDS, DELETED)
 Key = tuple[str, str]  # (local user, ISO date): a row of the view
 _ANY_DAY = dt.date(9000, 1, 1)  # "today" for re-reading queued mutations: no date is too far ahead
 
@@ -78,7 +77,7 @@ def apply_changes(
         if operation == "delete":
             date = value["date"]
             day = date.isoformat() if isinstance(date, dt.date) else str(date)
-            gone = OWNER if role == "athlete" else read_meta(conn, f"shape_user:{value['user_id']}")
+            gone = OWNER if role == "athlete" else read_meta(conn, meta.shape_user(value['user_id']))
             if gone is not None:
                 conn.execute("DELETE FROM server_entries WHERE user_id = ? AND date = ?", (gone, day))
                 touched.add((gone, day))
@@ -86,7 +85,7 @@ def apply_changes(
         user = local_user(value, role)
         server_id = str(value.get("user_id"))
         if role != "athlete" and known.get(server_id) != user:  # deletes carry only the key: remember whose id
-            write_meta(conn, f"shape_user:{server_id}", user)
+            write_meta(conn, meta.shape_user(server_id), user)
             known[server_id] = user
         incoming = entry_from_shape(value, user)
         previous = server.get(user, incoming.date)
@@ -96,8 +95,8 @@ def apply_changes(
         server.save(incoming)
         touched.add((user, incoming.date.isoformat()))
     observe(conn, seen)  # an edit made after seeing these values outranks them
-    if owner_id is not None and read_meta(conn, "owner_user_id") != owner_id:
-        write_meta(conn, "owner_user_id", owner_id)  # the server's id of this device's user (for its shape)
+    if owner_id is not None and read_meta(conn, meta.OWNER_USER_ID) != owner_id:
+        write_meta(conn, meta.OWNER_USER_ID, owner_id)  # the server's id of this device's user (for its shape)
     return touched
 
 

@@ -11,6 +11,7 @@ from pulse_cli.agent.account import Account, load_account
 from pulse_cli.agent.breaker_state import load_breaker
 from pulse_cli.agent.upstream import Upstream
 from pulse_cli.bootstrap import Device
+from pulse_cli.store import meta
 from pulse_cli.store.connection import read_meta, write_meta
 from pulse_core.errors import NotFoundError, PulseError, UsageError
 from pulse_core.usecases import log_entry
@@ -133,8 +134,8 @@ def run_sync(device: Device, push_only: bool = False, automatic: bool = False) -
             raise PulseError(f"server: {exc}") from exc
     with device.conn:
         device.conn.execute("BEGIN IMMEDIATE")
-        write_meta(device.conn, "last_sync", dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
-        write_meta(device.conn, "account_role", account.role)
+        write_meta(device.conn, meta.LAST_SYNC, dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
+        write_meta(device.conn, meta.ACCOUNT_ROLE, account.role)
     return report
 
 
@@ -173,10 +174,10 @@ def sync_status(device: Device) -> dict[str, Any]:
     offset = clock.offset_ms(device.conn)
     return {
         "server": account.server if account else None,
-        "username": account.username if account else read_meta(device.conn, "account_username"),
+        "username": account.username if account else read_meta(device.conn, meta.ACCOUNT_USERNAME),
         "role": account.role if account else None,
         "logged_in": account is not None,
-        "last_sync": read_meta(device.conn, "last_sync"),
+        "last_sync": read_meta(device.conn, meta.LAST_SYNC),
         "pending": counts.get("pending", 0),
         "rejected": counts.get("rejected", 0),
         "conflicts": conflicts.open_count(device.conn),
@@ -185,7 +186,7 @@ def sync_status(device: Device) -> dict[str, Any]:
         "clock_offset_ms": offset,
         "clock": (f"this device's clock is {clock.describe_offset(offset)} the server's: dates and stamps use"
                   " the server's time") if abs(offset) > clock.FAR_OFF_MS else "ok",
-        "client_id": read_meta(device.conn, "client_id"),
+        "client_id": read_meta(device.conn, meta.CLIENT_ID),
     }
 
 

@@ -25,8 +25,9 @@ import httpx
 from pulse_cli.agent import replica
 from pulse_cli.agent.account import Account
 from pulse_cli.bootstrap import Device
+from pulse_cli.store import meta
 from pulse_cli.store.connection import write_meta
-from pulse_cli.store.entries import COLUMNS, SqliteEntryRepository, row_to_entry
+from pulse_cli.store.entries import COLUMNS, OWNER, SqliteEntryRepository, row_to_entry
 from pulse_core.entry import Entry
 from pulse_core.errors import PulseError
 from sync.checksums import day_digests, differing_parts, month_bounds, month_digests
@@ -142,8 +143,8 @@ def local_keys(conn: sqlite3.Connection, account: Account) -> dict[str, str]:
     """local key -> username of the rows verified: the owner's ('') on an athlete's device; on a
     coach's, every athlete's (keyed by username)."""
     if account.role == "athlete":
-        return {replica.OWNER: account.username}
-    rows = conn.execute("SELECT DISTINCT user_id FROM server_entries WHERE user_id != ?", (replica.OWNER,))
+        return {OWNER: account.username}
+    rows = conn.execute("SELECT DISTINCT user_id FROM server_entries WHERE user_id != ?", (OWNER,))
     return {str(r[0]): str(r[0]) for r in rows}
 
 
@@ -235,7 +236,7 @@ class Verifier:
         with self.conn:
             self.conn.execute("BEGIN IMMEDIATE")
             for diff in diffs:
-                key = keys.get(diff.user, replica.OWNER if self.account.role == "athlete" else diff.user)
+                key = keys.get(diff.user, OWNER if self.account.role == "athlete" else diff.user)
                 row = fetched.get((diff.user, diff.date))
                 before = server.get(key, diff.date)
                 if row is None:
@@ -247,7 +248,7 @@ class Verifier:
                         diff.parts = differing_parts(before, entry)
                     server.save(entry)
                     if self.account.role != "athlete":  # a later shape delete names the athlete by id
-                        write_meta(self.conn, f"shape_user:{row['user_id']}", key)
+                        write_meta(self.conn, meta.shape_user(row["user_id"]), key)
                 diff.repaired = True
         self.rebuild()
 

@@ -25,7 +25,9 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, NamedTuple
 
+from pulse_cli.store import meta
 from pulse_cli.store.connection import read_meta
+from pulse_cli.store.entries import OWNER
 from pulse_core.entry import MERGE_FIELDS, Entry
 from pulse_core.errors import NotFoundError, UsageError
 from pulse_core.insights import BASELINE_DAYS, TREND_METRICS, metric_value
@@ -40,7 +42,6 @@ from pulse_core.reports import (
     team_rollup,
 )
 
-OWNER = ""
 NO_ATHLETES = "athletes: none on this device; sign in as a coach (pulse login) and run pulse sync"
 STAMP_COLUMNS = tuple(f"{f}_hlc" for f in (*MERGE_FIELDS, "deleted"))
 
@@ -135,7 +136,7 @@ def roster(conn: sqlite3.Connection) -> dict[str, str]:
     users = [str(r[0]) for r in rows]
     others = {u: u for u in users if u != OWNER}
     if OWNER in users and not others:
-        return {read_meta(conn, "account_username") or "me": OWNER}
+        return {read_meta(conn, meta.ACCOUNT_USERNAME) or "me": OWNER}
     return others
 
 

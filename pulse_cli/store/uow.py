@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping
 from decimal import Decimal
 from typing import Any
 
+from pulse_cli.store import meta
 from pulse_cli.store.connection import ensure_client_id, read_meta, write_meta
 from pulse_cli.store.entries import SqliteEntryRepository
 from pulse_core.errors import StoreError, UsageError
@@ -45,8 +46,8 @@ class SqliteUnitOfWork(UnitOfWork):
 
     def _hlc(self) -> HybridClock:
         if self._clock is None:
-            last = read_meta(self.conn, "hlc_last")
-            offset = int(read_meta(self.conn, "clock_offset_ms") or 0)
+            last = read_meta(self.conn, meta.HLC_LAST)
+            offset = int(read_meta(self.conn, meta.CLOCK_OFFSET_MS) or 0)
             self._clock = HybridClock(
                 ensure_client_id(self.conn),
                 self.wall,
@@ -63,9 +64,9 @@ class SqliteUnitOfWork(UnitOfWork):
         self._hlc().observe(stamp)
 
     def record(self, change: EntryChange) -> None:
-        if read_meta(self.conn, "account_role") == "coach":
+        if read_meta(self.conn, meta.ACCOUNT_ROLE) == "coach":
             # The sync server refuses every write of a coach (403): refuse it here, before it is queued.
-            user = read_meta(self.conn, "account_username") or "a coach"
+            user = read_meta(self.conn, meta.ACCOUNT_USERNAME) or "a coach"
             raise UsageError("account", user, "an athlete's account",
                              f"account: this home is signed in as {user}, a coach: coaches read their athletes'"
                              " entries and cannot log their own (use another --home for an athlete)")
@@ -93,7 +94,7 @@ class SqliteUnitOfWork(UnitOfWork):
         if not self.conn.in_transaction:
             return
         if self._clock is not None:
-            write_meta(self.conn, "hlc_last", str(self._clock.last))
+            write_meta(self.conn, meta.HLC_LAST, str(self._clock.last))
         try:
             self.conn.execute("COMMIT")
         except sqlite3.Error as exc:

@@ -22,9 +22,9 @@ from fake_sync_server import FakeSyncServer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pulse_cli.agent.replica import STAMPED
 from pulse_cli.agent.runner import run_sync
 from pulse_cli.agent.upstream import Upstream
+from pulse_cli.store.entries import STAMPED
 
 URL = "http://pulse.test"
 EXAMPLES = 200  # the end-to-end run affords 15

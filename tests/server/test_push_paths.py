@@ -21,11 +21,11 @@ from pulse_cli.store.uow import SqliteUnitOfWork
 from pulse_server.accounts import Principal, add_user, issue_token
 from pulse_server.db.database import Database
 from pulse_server.push import BatchOutcome, Reconciler
+from sync.hlc import SKEW_LIMIT_MS  # the server's default, and the device relay's limit
 from sync.wire import MutationResult, push_response
 
 NOW = 1_764_230_400_000  # 2025-11-27 08:00 UTC: the server's clock and the device's, injected
 TODAY = dt.date(2025, 11, 27)
-SKEW_LIMIT_MS = 60_000  # the server's default, and the device's fixed limit
 CLIENT = "browser-1"
 Path_ = Callable[[list[dict[str, Any]]], list[MutationResult]]
 
