@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import abc
 import datetime as dt
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
@@ -27,7 +27,6 @@ class EntryChange:
     base: dict[str, str | None]
     stamp: str
     source: str = MANUAL
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class EntryRepository(abc.ABC):

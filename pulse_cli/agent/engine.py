@@ -27,7 +27,6 @@ from sync.wire import PushResponse
 log = logging.getLogger("pulse.agent")
 PUSH_BATCH = 200
 MAX_PASSES = 4  # a round pushes again after taking a new id or requeueing; never forever
-SHAPE = "entries"
 
 
 @dataclass
