@@ -89,9 +89,10 @@ def asked_dates(start: object | None, end: object | None, today: dt.date) -> tup
 @dataclass
 class WeekRow:
     week: str  # ISO week, e.g. 2016-W15
-    start: dt.date
+    start: dt.date  # its Monday, which may be before the range
     days_logged: int
     means: dict[str, float | None]
+    days_in_range: int = 7  # fewer for a week the range cuts (its first or last)
 
 
 @dataclass
@@ -131,7 +132,8 @@ class AthleteReport:
             "readiness": self.readiness,
             "flags": [f.as_json() for f in self.flags],
             "weeks": [
-                {"week": w.week, "start": w.start.isoformat(), "days_logged": w.days_logged, "means": _rounded(w.means)}
+                {"week": w.week, "start": w.start.isoformat(), "days_in_range": w.days_in_range,
+                 "days_logged": w.days_logged, "means": _rounded(w.means)}
                 for w in self.weeks
             ],
         }
@@ -159,7 +161,7 @@ def athlete_report(athlete: str, history: Sequence[Entry], start: dt.date, end: 
         report.rolling_28[metric] = rolling_average(by_day, end, 28)
         values = [v for d, v in by_day.items() if start <= d <= end]
         report.range_means[metric] = statistics.fmean(values) if values else None
-    report.weeks = weekly(in_range)
+    report.weeks = weekly(in_range, start, end)
     report.readiness = {k: r.as_json() for k, r in readiness(live, end).items()}
     report.flags = flags(live, end)
     return report
@@ -176,18 +178,24 @@ def judged_report(
     return report
 
 
-def weekly(entries: Sequence[Entry]) -> list[WeekRow]:
-    weeks: dict[tuple[int, int], list[Entry]] = {}
+def weekly(entries: Sequence[Entry], start: dt.date, end: dt.date) -> list[WeekRow]:
+    """A row for every ISO week the range touches, those with no entry too: a week without an entry
+    is the gap a coach looks for, so it is shown (0 days logged, no means), never left out."""
+    by_week: dict[dt.date, list[Entry]] = {}
     for e in entries:
-        year, week, _ = e.date.isocalendar()
-        weeks.setdefault((year, week), []).append(e)
-    rows = []
-    for (year, week), days in sorted(weeks.items()):
+        by_week.setdefault(e.date - dt.timedelta(days=e.date.weekday()), []).append(e)
+    rows: list[WeekRow] = []
+    monday = start - dt.timedelta(days=start.weekday())
+    while start <= end and monday <= end:
+        days = by_week.get(monday, [])
         means = {}
         for metric in TREND_METRICS:
             values = [v for e in days if (v := metric_value(e, metric)) is not None]
             means[metric] = statistics.fmean(values) if values else None
-        rows.append(WeekRow(f"{year}-W{week:02d}", dt.date.fromisocalendar(year, week, 1), len(days), means))
+        year, week, _ = monday.isocalendar()
+        in_range = (min(end, monday + dt.timedelta(days=6)) - max(start, monday)).days + 1
+        rows.append(WeekRow(f"{year}-W{week:02d}", monday, len(days), means, in_range))
+        monday += dt.timedelta(days=7)
     return rows
 
 

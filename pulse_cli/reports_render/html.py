@@ -16,6 +16,7 @@ from pulse_cli.reports_render.text import (
     number,
     percent,
     readiness_text,
+    week_days,
 )
 from pulse_core.insights import TREND_METRICS
 from pulse_core.reports import AthleteReport
@@ -31,6 +32,7 @@ th, td { padding: 3px 10px; border-bottom: 1px solid #e5e7eb; text-align: right;
 th:first-child, td:first-child, td.text, th.text { text-align: left; }
 th { background: #f9fafb; font-weight: 600; }
 td.flagged { color: #b91c1c; font-weight: 600; }
+tr.gap td { background: #fef2f2; color: #991b1b; } tr.gap td:nth-child(3) { font-weight: 600; }
 ul.flags li { margin: 2px 0; } code { background: #fef2f2; color: #991b1b; padding: 0 4px; border-radius: 3px; }
 .charts { display: flex; flex-wrap: wrap; gap: 8px 16px; }
 svg.chart { background: #fff; }
@@ -87,6 +89,20 @@ def _team_table(rows: Sequence[Sequence[str]]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
+def _weeks_table(a: AthleteReport) -> str:
+    """Every week of the range; one with no entry is a row of its own, marked (the gap a coach looks for)."""
+    headers = ("Week", "Starts", "Days logged", *(label(m) for m in TREND_METRICS))
+    head = "".join(f"<th>{escape(h)}</th>" for h in headers)
+    body = []
+    for w in a.weeks:
+        cells = (w.week, w.start.isoformat(), week_days(w), *(number(m, w.means.get(m)) for m in TREND_METRICS))
+        css = ' class="gap"' if not w.days_logged else ""
+        body.append(f"<tr{css}>" + "".join(f"<td>{escape(v)}</td>" for v in cells) + "</tr>")
+    gaps = sum(1 for w in a.weeks if not w.days_logged)
+    note = f'<p class="meta">{gaps} {"week" if gaps == 1 else "weeks"} with no entry (marked).</p>' if gaps else ""
+    return f'<table class="weeks"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>{note}'
+
+
 def _anchor(name: str) -> str:
     return "athlete-" + "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
 
@@ -112,16 +128,10 @@ def athlete_section(report: TeamReport, a: AthleteReport) -> str:
         parts.append(f'<ul class="flags">{items}</ul>')
     else:
         parts.append("<p>None.</p>")
+    parts.append("<h3>Weekly</h3>")
+    parts.append(_weeks_table(a) if a.weeks else "<p>No days in this range.</p>")
     parts.append('<h3>Charts</h3><div class="charts">')
     parts.extend(chart_svg(series, a.athlete) for series in report.series(a.athlete))
-    parts.append("</div><h3>Weekly</h3>")
-    if a.weeks:
-        parts.append(_table(
-            ("Week", "Starts", "Days logged", *(label(m) for m in TREND_METRICS)),
-            [(w.week, w.start.isoformat(), str(w.days_logged), *(number(m, w.means.get(m)) for m in TREND_METRICS))
-             for w in a.weeks],
-        ))
-    else:
-        parts.append("<p>No entries in this range.</p>")
+    parts.append("</div>")
     parts.append("</section>")
     return "\n".join(parts)

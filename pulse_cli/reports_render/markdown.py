@@ -14,6 +14,7 @@ from pulse_cli.reports_render.text import (
     number,
     percent,
     readiness_text,
+    week_days,
 )
 from pulse_core.insights import TREND_METRICS
 from pulse_core.reports import AthleteReport
@@ -79,11 +80,14 @@ def athlete_section(a: AthleteReport) -> list[str]:
     if a.weeks:
         lines += table(
             ("Week", "Starts", "Days logged", *(label(m) for m in TREND_METRICS)),
-            ((w.week, w.start.isoformat(), w.days_logged, *(number(m, w.means.get(m)) for m in TREND_METRICS))
-             for w in a.weeks),
+            ((w.week, w.start.isoformat(), week_days(w) if w.days_logged else f"**{week_days(w)}**",
+              *(number(m, w.means.get(m)) for m in TREND_METRICS)) for w in a.weeks),
             right_from=2,
         )
+        gaps = sum(1 for w in a.weeks if not w.days_logged)
+        if gaps:
+            lines += ["", f"{gaps} {'week' if gaps == 1 else 'weeks'} with no entry (in bold)."]
     else:
-        lines.append("No entries in this range.")
+        lines.append("No days in this range.")
     lines.append("")
     return lines

@@ -23,9 +23,8 @@ from reportlab.lib.pagesizes import A4  # type: ignore[import-untyped, unused-ig
 from reportlab.lib.styles import ParagraphStyle, getSampleStyleSheet  # type: ignore[import-untyped, unused-ignore]
 from reportlab.lib.units import mm  # type: ignore[import-untyped, unused-ignore]
 from reportlab.platypus import (  # type: ignore[import-untyped, unused-ignore]
+    CondPageBreak,
     Flowable,
-    KeepTogether,
-    PageBreak,
     Paragraph,
     SimpleDocTemplate,
     Spacer,
@@ -45,11 +44,14 @@ from pulse_cli.reports_render.text import (
     number,
     percent,
     readiness_text,
+    week_days,
 )
 from pulse_core.insights import TREND_METRICS
 from pulse_core.reports import AthleteReport
 
-CHART_W, CHART_H = 250.0, 112.0
+CHART_W, CHART_H = 250.0, 108.0
+CHART_FONT = 6.5
+WEEKS_WITH_HEAD = 8  # an athlete starts where their head and this many weeks fit, else on a new page
 TABLE_STYLE = TableStyle([
     ("FONT", (0, 0), (-1, -1), "Helvetica", 7.5),
     ("FONT", (0, 0), (-1, 0), "Helvetica-Bold", 7.5),
@@ -82,15 +84,10 @@ def render_pdf(report: TeamReport) -> bytes:
                  r["last_entry"] or "–", number("score", r["score_7d"])) for r in report.rollup]
         story.append(_table(("Athlete", "Open flags", "Flags", "Compliance", "Last entry", "Score 7-day avg"), rows,
                             text=(2,)))
-    for i, athlete in enumerate(report.athletes):
-        story.append(_Later(partial(_section, report, athlete, bool(i or report.team), styles, small)))
+    for athlete in report.athletes:
+        story.append(_Later(partial(_athlete, report, athlete, doc.width, styles, small)))
     doc.build(story)
     return out.getvalue()
-
-
-def _section(report: TeamReport, athlete: AthleteReport, new_page: bool, styles: Any, small: ParagraphStyle
-             ) -> list[Any]:
-    return [PageBreak()] * new_page + _athlete(report, athlete, styles, small)
 
 
 class _Later(NullDraw):  # type: ignore[misc]
@@ -116,10 +113,17 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], text: Sequence
     return table
 
 
-def _athlete(report: TeamReport, a: AthleteReport, styles: Any, small: ParagraphStyle) -> list[Any]:
+def _athlete(report: TeamReport, a: AthleteReport, width: float, styles: Any, small: ParagraphStyle
+             ) -> list[Any]:
+    """An athlete's section: name, figures, flags and the weekly table (the gaps a coach looks for), then
+    the charts, two a row. It starts on the page in progress when its head and weekly table (their first
+    WEEKS_WITH_HEAD weeks, for a long range) fit there, else on the next page; the weekly table is split
+    between pages by rows, its header repeated, and each chart row follows where it fits. So no page is
+    left mostly blank, and a name is never alone at the foot of a page."""
     last = a.last_entry.isoformat() if a.last_entry else "never"
     readiness = {item["metric"]: readiness_text(item) for item in a.readiness.values()}
-    parts: list[Any] = [
+    heading = ParagraphStyle("section", parent=styles["Heading4"], spaceBefore=8, spaceAfter=3)
+    head: list[Any] = [
         Paragraph(escape(a.athlete), styles["Heading2"]),
         Paragraph(escape(f"Compliance: {a.days_logged} of {a.days_in_range} days logged ({percent(a.compliance)});"
                          f" last entry {last}. {calendar_text(a)}"), small),
@@ -127,24 +131,54 @@ def _athlete(report: TeamReport, a: AthleteReport, styles: Any, small: Paragraph
         _table(("Metric", "Mean over the range", "7-day avg", "28-day avg", f"Readiness on {a.end.isoformat()}"),
                [(label(m), number(m, a.range_means.get(m)), number(m, a.rolling_7.get(m)),
                  number(m, a.rolling_28.get(m)), readiness.get(m, "")) for m in TREND_METRICS], text=(4,)),
-        Paragraph("Open flags", styles["Heading4"]),
+        Paragraph("Open flags", heading),
     ]
     if a.flags:
-        parts.extend(Paragraph(f"<b>{escape(f.code)}</b> {escape(f.message)}"
-                               f" <i>({escape(flag_numbers(f.numbers))})</i>", small) for f in a.flags)
+        head.extend(Paragraph(f"<b>{escape(f.code)}</b> {escape(f.message)}"
+                              f" <i>({escape(flag_numbers(f.numbers))})</i>", small) for f in a.flags)
     else:
-        parts.append(Paragraph("None.", small))
+        head.append(Paragraph("None.", small))
+    head.append(Paragraph("Weekly", heading))
+    weeks = _weeks_table(a) if a.weeks else Paragraph("No days in this range.", small)
+    needed = _height(head, width) + _height([weeks], width, rows=WEEKS_WITH_HEAD + 1)
     charts = [Chart(s) for s in report.series(a.athlete)]
-    grid = [charts[i:i + 2] + [""] * (2 - len(charts[i:i + 2])) for i in range(0, len(charts), 2)]
-    parts += [Paragraph("Charts", styles["Heading4"]), Table(grid, hAlign="LEFT")]
-    parts.append(Paragraph("Weekly", styles["Heading4"]))
-    if a.weeks:
-        parts.append(_table(("Week", "Starts", "Days", *(label(m) for m in TREND_METRICS)),
-                            [(w.week, w.start.isoformat(), str(w.days_logged),
-                              *(number(m, w.means.get(m)) for m in TREND_METRICS)) for w in a.weeks]))
-    else:
-        parts.append(Paragraph("No entries in this range.", small))
-    return [KeepTogether(parts[:5]), *parts[5:]]
+    rows = [_chart_row(charts[i:i + 2]) for i in range(0, len(charts), 2)]
+    first_row = _height([Paragraph("Charts", heading), *rows[:1]], width)
+    return [Spacer(1, 10), CondPageBreak(needed), *head, weeks, CondPageBreak(first_row), Paragraph("Charts", heading),
+            *rows]
+
+
+def _height(flowables: list[Any], width: float, rows: int | None = None) -> float:
+    """What the flowables take down the page at this width (a table's first `rows` rows only, when given),
+    spaces between them included."""
+    total = 0.0
+    for f in flowables:
+        _, h = f.wrap(width, 1e6)
+        if rows is not None and isinstance(f, Table):
+            h = sum(f._rowHeights[:rows])
+        total += h + f.getSpaceBefore() + f.getSpaceAfter()
+    return total
+
+
+def _chart_row(charts: list[Chart]) -> Table:
+    row = Table([charts + [""] * (2 - len(charts))], colWidths=[CHART_W + 7] * 2, hAlign="LEFT")
+    row.setStyle(TableStyle([("LEFTPADDING", (0, 0), (-1, -1), 0), ("RIGHTPADDING", (0, 0), (-1, -1), 7),
+                             ("TOPPADDING", (0, 0), (-1, -1), 2), ("BOTTOMPADDING", (0, 0), (-1, -1), 2)]))
+    return row
+
+
+def _weeks_table(a: AthleteReport) -> Table:
+    """Every week of the range; a week with no entry is marked (the gap a coach looks for)."""
+    table = _table(("Week", "Starts", "Days logged", *(label(m) for m in TREND_METRICS)),
+                   [(w.week, w.start.isoformat(), week_days(w), *(number(m, w.means.get(m)) for m in TREND_METRICS))
+                    for w in a.weeks])
+    gaps = [i + 1 for i, w in enumerate(a.weeks) if not w.days_logged]  # + 1: the header row
+    table.setStyle(TableStyle([style for row in gaps for style in (
+        ("BACKGROUND", (0, row), (-1, row), colors.HexColor("#fef2f2")),
+        ("TEXTCOLOR", (0, row), (-1, row), colors.HexColor("#991b1b")),
+        ("FONT", (2, row), (2, row), "Helvetica-Bold", 7.5),
+    )]))
+    return table
 
 
 class Chart(Flowable):  # type: ignore[misc]
@@ -160,15 +194,20 @@ class Chart(Flowable):  # type: ignore[misc]
 
     def draw(self) -> None:
         canvas = self.canv
-        geo = svg.geometry(self.series, CHART_W, CHART_H)
+        geo = svg.geometry(self.series, CHART_W, CHART_H, font=CHART_FONT)
         h = geo.height
         left, top, right, bottom = geo.plot
         ink = colors.HexColor(svg.INK)
         canvas.setFont("Helvetica-Bold", 8)
         canvas.setFillColor(ink)
         canvas.drawString(2, h - 12, geo.title)
-        canvas.setStrokeColor(colors.HexColor(svg.GRID))
         canvas.setLineWidth(0.5)
+        canvas.setStrokeColor(colors.HexColor(svg.GRID))
+        for y, _ in geo.y_labels:
+            canvas.line(left, h - y, right, h - y)
+        canvas.setStrokeColor(colors.HexColor(svg.FRAME))
+        for x in geo.x_ticks:
+            canvas.line(x, h - bottom, x, h - bottom - 3)
         canvas.rect(left, h - bottom, right - left, bottom - top, stroke=1, fill=0)
         canvas.setFont("Helvetica", 7)
         if not self.series.has_values:
@@ -192,13 +231,13 @@ class Chart(Flowable):  # type: ignore[misc]
         canvas.setFillColor(colors.HexColor(svg.LINE))
         for x, y in geo.markers:
             canvas.circle(x, h - y, 1.4, stroke=0, fill=1)
-        canvas.setFont("Helvetica", 6.5)
+        canvas.setFont("Helvetica", CHART_FONT)
         canvas.setFillColor(ink)
         for y, text in geo.y_labels:
-            canvas.drawRightString(left - 3, h - y - 2.5, text)
+            canvas.drawRightString(left - 3, h - y - 2.3, text)
         draw = {"start": canvas.drawString, "middle": canvas.drawCentredString, "end": canvas.drawRightString}
         for x, text, anchor in geo.x_labels:
-            draw[anchor](x, 4, text)
+            draw[anchor](x, h - bottom - 10, text)
 
 
 def _path(points: list[tuple[float, float]], height: float, close: bool = False) -> str:

@@ -6,24 +6,32 @@ and the PDF module draws the same geometry with reportlab. Missing days are gaps
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from html import escape
 from typing import Literal
 
+from pulse_cli.reports_render.axes import date_ticks, value_ticks
 from pulse_cli.reports_render.model import Series
 from pulse_cli.reports_render.text import label, number
 
 Point = tuple[float, float]
 Anchor = Literal["start", "middle", "end"]
 
-WIDTH, HEIGHT = 560.0, 150.0
-LEFT, RIGHT, TOP, BOTTOM = 52.0, 10.0, 22.0, 22.0
+WIDTH, HEIGHT = 560.0, 160.0
+LEFT_FONTS, RIGHT, TOP, BOTTOM = 5.2, 14.0, 22.0, 24.0  # left: room for 6-digit labels (15,000)
+INSET = 6.0  # the frame stands this far outside the first and last day and the outer ticks: no point sits on it
+FONT = 10.0
+CHAR_WIDTH = 0.62  # of the font size: a digit of the sans-serif fonts used, for fitting labels
 LINE = "#1d4ed8"
 BAND = "#93c5fd"
 MEAN = "#60a5fa"
 INK = "#374151"
 GRID = "#e5e7eb"
+FRAME = "#d1d5db"
 MARKERS_UP_TO_DAYS = 62
+Y_INTERVALS = 4  # at most 4 steps up the side (5 or 6 round values): 18 pt apart in the PDF
+COUNTED = ("steps", "score")  # whole numbers: no tick between two of them
 
 
 @dataclass
@@ -35,9 +43,11 @@ class Geometry:
     means: list[list[Point]] = field(default_factory=list)
     lines: list[list[Point]] = field(default_factory=list)
     markers: list[Point] = field(default_factory=list)
-    y_labels: list[tuple[float, str]] = field(default_factory=list)
+    y_labels: list[tuple[float, str]] = field(default_factory=list)  # y of a round value, its text
+    x_ticks: list[float] = field(default_factory=list)  # x of each Monday (each day of a short range)
     x_labels: list[tuple[float, str, Anchor]] = field(default_factory=list)  # x, text, anchor
-    plot: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)  # left, top, right, bottom
+    plot: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)  # the frame: left, top, right, bottom
+    font: float = FONT
 
 
 def _runs(flags: list[bool]) -> list[tuple[int, int]]:
@@ -52,29 +62,33 @@ def _runs(flags: list[bool]) -> list[tuple[int, int]]:
     return runs
 
 
-def geometry(series: Series, width: float = WIDTH, height: float = HEIGHT) -> Geometry:
-    geo = Geometry(width, height, label(series.metric))
-    left, top, right, bottom = LEFT, TOP, width - RIGHT, height - BOTTOM
-    geo.plot = (left, top, right, bottom)
-    n = len(series.days)
-    # Every metric is a non-negative amount: a band reaching below zero is drawn down to zero.
+def _spread(series: Series) -> list[float]:
+    """Every value and band edge drawn. Every metric is a non-negative amount: a band reaching below zero
+    is drawn down to zero."""
     spread = [v for v in series.values if v is not None]
     for band in series.bands:
         if band is not None:
             spread += [max(0.0, band.mean - band.sd), band.mean + band.sd]
+    return spread
+
+
+def geometry(series: Series, width: float = WIDTH, height: float = HEIGHT, font: float = FONT) -> Geometry:
+    geo = Geometry(width, height, label(series.metric), font=font)
+    left, top, right, bottom = font * LEFT_FONTS, TOP, width - RIGHT, height - BOTTOM
+    geo.plot = (left, top, right, bottom)
+    n = len(series.days)
+    spread = _spread(series)
     if not spread or n == 0:
         return geo
-    low, high = min(spread), max(spread)
-    if high - low < 1e-9:
-        low, high = max(0.0, low - 1.0), high + 1.0
-    pad = (high - low) * 0.05
-    low, high = low - pad, high + pad
+    ticks = value_ticks(min(spread), max(spread), Y_INTERVALS, series.metric in COUNTED)
+    low, high = ticks[0], ticks[-1]
+    x0, x1, y0, y1 = left + INSET, right - INSET, top + INSET, bottom - INSET
 
     def x(i: int) -> float:
-        return (left + right) / 2 if n == 1 else left + (right - left) * i / (n - 1)
+        return (x0 + x1) / 2 if n == 1 else x0 + (x1 - x0) * i / (n - 1)
 
     def y(v: float) -> float:
-        return bottom - (bottom - top) * (v - low) / (high - low)
+        return y1 - (y1 - y0) * (v - low) / (high - low)
 
     for first, last in _runs([b is not None for b in series.bands]):
         upper, lower, mean = [], [], []
@@ -92,11 +106,22 @@ def geometry(series: Series, width: float = WIDTH, height: float = HEIGHT) -> Ge
             geo.markers.extend(points)
         if len(points) > 1:
             geo.lines.append(points)
-    geo.y_labels = [(y(v), number(series.metric, v)) for v in (high - pad, (high + low) / 2, low + pad)]
-    geo.x_labels = [(left, series.days[0].isoformat(), "start")]
-    if n > 1:
-        geo.x_labels.append((right, series.days[-1].isoformat(), "end"))
+    geo.y_labels = [(y(v), number(series.metric, v)) for v in ticks]
+    _date_axis(geo, series, x)
     return geo
+
+
+def _date_axis(geo: Geometry, series: Series, x: Callable[[int], float]) -> None:
+    """Ticks on the Mondays, labels as many as fit, each kept inside the chart (not cut by its edge)."""
+    left, _, right, _ = geo.plot
+    label_width = len("2016-04-18") * geo.font * CHAR_WIDTH
+    fit = max(1, int((right - left) // (label_width + geo.font)))
+    for tick in date_ticks(series.days, fit):
+        px = x(tick.index)
+        geo.x_ticks.append(px)
+        if tick.label is not None:
+            half = len(tick.label) * geo.font * CHAR_WIDTH / 2
+            geo.x_labels.append((min(max(px, half + 2), geo.width - half - 2), tick.label, "middle"))
 
 
 def _points(points: list[Point]) -> str:
@@ -114,8 +139,14 @@ def chart_svg(series: Series, athlete: str) -> str:
         f'<text x="4" y="14" font-size="12" font-weight="bold" fill="{INK}">{escape(geo.title)}</text>',
     ]
     left, top, right, bottom = geo.plot
+    for py, _ in geo.y_labels:
+        parts.append(f'<line class="grid" x1="{left:.1f}" x2="{right:.1f}" y1="{py:.1f}" y2="{py:.1f}"'
+                     f' stroke="{GRID}"/>')
+    if geo.x_ticks:  # one path for them all: a year is 52 ticks a chart
+        marks = "".join(f"M{px:.1f} {bottom:.1f}v4" for px in geo.x_ticks)
+        parts.append(f'<path class="ticks" d="{marks}" stroke="{FRAME}"/>')
     parts.append(f'<rect x="{left:.1f}" y="{top:.1f}" width="{right - left:.1f}" height="{bottom - top:.1f}"'
-                 f' fill="none" stroke="{GRID}"/>')
+                 f' fill="none" stroke="{FRAME}"/>')
     if not series.has_values:
         parts.append(f'<text x="{(left + right) / 2:.1f}" y="{(top + bottom) / 2:.1f}" font-size="11"'
                      f' text-anchor="middle" fill="{INK}">no values in this range</text>')
@@ -130,10 +161,10 @@ def chart_svg(series: Series, athlete: str) -> str:
                      ' stroke-width="1.6"/>')
     parts.extend(f'<circle cx="{px:.1f}" cy="{py:.1f}" r="2.2" fill="{LINE}"/>' for px, py in geo.markers)
     for py, text in geo.y_labels:
-        parts.append(f'<text x="{left - 4:.1f}" y="{py + 4:.1f}" font-size="10" text-anchor="end"'
-                     f' fill="{INK}">{escape(text)}</text>')
+        parts.append(f'<text class="y" x="{left - 4:.1f}" y="{py + 3.5:.1f}" font-size="{geo.font:g}"'
+                     f' text-anchor="end" fill="{INK}">{escape(text)}</text>')
     for px, text, anchor in geo.x_labels:
-        parts.append(f'<text x="{px:.1f}" y="{h - 6:.1f}" font-size="10" text-anchor="{anchor}"'
-                     f' fill="{INK}">{escape(text)}</text>')
+        parts.append(f'<text class="x" x="{px:.1f}" y="{bottom + 15:.1f}" font-size="{geo.font:g}"'
+                     f' text-anchor="{anchor}" fill="{INK}">{escape(text)}</text>')
     parts.append("</svg>")
     return "".join(parts)

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from pulse_cli.reports_render.model import TeamReport
-    from pulse_core.reports import AthleteReport
+    from pulse_core.reports import AthleteReport, WeekRow
 
 LABELS: dict[str, tuple[str, str]] = {
     "sleep_hours": ("Sleep", "h"),
@@ -30,6 +30,11 @@ def number(metric: str, value: float | None, missing: str = "–") -> str:
     if metric in WHOLE:
         return f"{value:,.0f}"
     return f"{value:,.2f}".rstrip("0").rstrip(".")
+
+
+def week_days(w: WeekRow) -> str:
+    """Days logged of the week's days in the range: `5 of 7`, `0 of 7` (a week with no entry), `2 of 3`."""
+    return f"{w.days_logged} of {w.days_in_range}"
 
 
 def athletes_count(n: int) -> str:

@@ -44,6 +44,7 @@ from pulse_server.web import STATIC  # noqa: E402
 
 CHROMIUM = Path("/usr/bin/chromium")
 VIEWPORT: ViewportSize = {"width": 360, "height": 780}
+LOCALE = "en-US"  # numbers are written in the browser's locale (9,100); a test may ask for another
 _servers: list[PulseServer] = []
 
 
@@ -239,7 +240,7 @@ def browser(playwright: Playwright) -> Iterator[Browser]:
 
 @pytest.fixture
 def context(browser: Browser) -> Iterator[BrowserContext]:
-    context = browser.new_context(viewport=VIEWPORT, service_workers="allow")
+    context = browser.new_context(viewport=VIEWPORT, service_workers="allow", locale=LOCALE)
     yield context
     context.close()
 
@@ -281,7 +282,7 @@ def new_profile(browser: Browser) -> Iterator[Callable[..., Page]]:
     opened: list[tuple[BrowserContext, PageErrors]] = []
 
     def open_profile(clock: dt.datetime | None = None, **options: Any) -> Page:
-        context = browser.new_context(viewport=VIEWPORT, service_workers="allow", **options)
+        context = browser.new_context(viewport=VIEWPORT, service_workers="allow", **{"locale": LOCALE, **options})
         if clock is not None:
             context.clock.install(time=clock)
         page = context.new_page()

@@ -62,7 +62,7 @@ def test_an_edit_made_after_seeing_a_value_wins_in_a_browser_whose_clock_runs_be
     phone.synced()
     target.settle()
     page.goto(target.app_url + "#history")
-    expect(page.locator("#history-list")).to_contain_text("Steps 5000", timeout=30_000)
+    expect(page.locator("#history-list")).to_contain_text("Steps 5,000", timeout=30_000)
 
     log_day(page, day, steps="6000")
     all_sent(page)
@@ -150,7 +150,7 @@ def test_a_date_merely_early_is_held_sent_again_at_each_sync_and_lands_once_its_
     (held,) = outbox(page)
     assert held["status"] == "pending" and held["result"]["error"]["code"] == "future_date"
     page.goto(target.app_url + "#sync")
-    expect(page.locator("#held-list")).to_contain_text(f"{early} Steps 1111")
+    expect(page.locator("#held-list")).to_contain_text(f"{early} Steps 1,111")
     expect(page.locator("#held-list")).to_contain_text("Held until its date")
     expect(page.locator("#rejected-list")).to_contain_text("None.")
 

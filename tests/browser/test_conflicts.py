@@ -60,7 +60,7 @@ def test_the_losing_page_lists_reasserts_and_dismisses_conflicts_and_every_devic
     page.wait_for_function(f"({OPEN_STATES})().join() === 'open,open,open'")
     wait_pill(page, "3 conflicts")
     steps = page.locator("#conflicts-list li", has_text="Steps")
-    expect(steps).to_contain_text("kept 7000, not 6000")
+    expect(steps).to_contain_text("kept 7,000 over 6,000")
     expect(steps).to_contain_text("Open")
 
     # Re-assert the page's steps: a new edit, later than the phone's, so it wins; open ones: 2.
@@ -98,7 +98,7 @@ def test_the_losing_page_lists_reasserts_and_dismisses_conflicts_and_every_devic
     expect(conflicts).to_have_count(3)
     # Each button is described by its conflict, and no field gains a second label.
     expect(steps.get_by_role("button", name="Dismiss")).to_have_accessible_description(
-        f"{DAY} · Steps kept 7000, not 6000")
+        f"{DAY} · Steps kept 7,000 over 6,000")
     page.goto(target.app_url + f"#log/{DAY}")
     expect(page.get_by_label("Steps")).to_have_value("6000")
     assert sorted(page.evaluate(OPEN_STATES)) == ["dismissed", "dismissed", "reasserted"]

@@ -58,7 +58,7 @@ def test_days_logged_offline_survive_a_reload_sync_to_a_cli_device_and_a_cli_edi
     page.reload()
     ready(page)
     shown = today_values(page)
-    assert shown["Sleep"] == "7.5 h" and shown["Steps"] == "9000" and shown["score"] == TODAY_SCORE
+    assert shown["Sleep"] == "7.5 h" and shown["Steps"] == "9,000" and shown["score"] == TODAY_SCORE
     expect(page.locator("#today-score-label")).to_contain_text("not synced yet")
     page.goto(target.app_url + "#history")
     days = page.locator("#history-list li")
@@ -95,7 +95,7 @@ def test_days_logged_offline_survive_a_reload_sync_to_a_cli_device_and_a_cli_edi
     page.goto(target.app_url + "#today")
     cli.log(TODAY.isoformat(), steps=12000)
     cli.synced()
-    expect(page.locator("#today-values")).to_contain_text("12000", timeout=20_000)
+    expect(page.locator("#today-values")).to_contain_text("12,000", timeout=20_000)
     expect(page.locator("#today-score")).to_have_text(EDITED_SCORE)
     assert page.evaluate("window.stillTheSamePage") is True
     assert target.stored(TODAY.isoformat())["score"] == EDITED_SCORE  # type: ignore[index]

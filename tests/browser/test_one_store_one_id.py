@@ -102,7 +102,7 @@ def test_a_copied_profile_that_clashes_takes_a_new_id_and_nothing_is_lost_or_app
     assert sorted(s for _, _, s in recorded) == sorted(stamps)  # every change exactly once
     assert {(c, n) for c, n, _ in recorded} == {(first_id, 1), (first_id, 2), (first_id, 3),
                                                 (second_id, 2), (second_id, 3)}
-    expected = {day(-4): "Steps 4000", day(-3): "Steps 3000", day(-2): "Steps 2000", day(-1): "Steps 1000",
+    expected = {day(-4): "Steps 4,000", day(-3): "Steps 3,000", day(-2): "Steps 2,000", day(-1): "Steps 1,000",
                 day(0): "Steps 500"}
     target.settle()
     converged([a, b], target, expected)
@@ -135,6 +135,6 @@ def test_a_copy_whose_seqs_the_server_pruned_does_not_take_their_duplicates_as_i
     (b_change,) = [m for m in outbox(b) if m["date"] == day(-1)]
     assert applied_stamps(pg, target.username) == [(second_id, 2, b_change["hlc"])]
 
-    expected = {day(-4): "Steps 4000", day(-3): "Steps 3000", day(-2): "Steps 2000", day(-1): "Steps 1000"}
+    expected = {day(-4): "Steps 4,000", day(-3): "Steps 3,000", day(-2): "Steps 2,000", day(-1): "Steps 1,000"}
     target.settle()
     converged([a, b], target, expected)

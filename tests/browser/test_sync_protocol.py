@@ -36,7 +36,7 @@ def test_a_reload_resumes_the_shape_from_the_saved_handle_and_offset(page: Page,
     assert asked[0]["offset"] == saved["offset"] and asked[0]["handle"] == saved["handle"]
     assert asked[0]["live"] == "true"
     assert all(a["offset"] != "-1" for a in asked)
-    expect(page.locator("#today-values")).to_contain_text("7000")
+    expect(page.locator("#today-values")).to_contain_text("7,000")
 
 
 def test_must_refetch_rebuilds_the_copy_from_a_snapshot_and_keeps_pending_writes(

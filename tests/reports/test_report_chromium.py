@@ -13,6 +13,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from artefacts import artefact_dir
 
 CHROMIUM = next((p for p in ("/usr/bin/chromium", "/usr/bin/chromium-browser") if Path(p).exists()),
                 shutil.which("chromium"))
@@ -47,9 +48,7 @@ def test_the_html_report_renders_in_headless_chromium_and_a_screenshot_is_taken(
     assert shot.stat().st_size > 50_000  # a rendered page of tables and charts, not a blank one
     problems = [line for line in done.stderr.splitlines() if PAGE_ERRORS.search(line)]
     assert problems == [], problems
-    copy = Path(__file__).resolve().parents[2] / ".pytest_cache" / "report-team.png"
-    copy.parent.mkdir(exist_ok=True)
-    shutil.copyfile(shot, copy)  # kept for a person to look at
+    shutil.copyfile(shot, artefact_dir("reports") / "team-chromium-cli.png")  # kept for a person to look at
 
 
 def test_the_rendered_dom_holds_every_chart_and_table(team_files: dict[str, Path], tmp_path: Path) -> None:

@@ -107,20 +107,26 @@ def test_rolling_averages_are_as_of_the_to_date_and_use_the_days_before_the_rang
     assert readiness["baseline"]["sd"] == approx(sample_sd(sleep))
 
 
-def test_weekly_rows_are_iso_weeks_with_days_logged_and_means(team: dict[str, dict[str, Any]]) -> None:
-    days = fitbit_days("1503960366")
-    weeks: dict[str, list[dt.date]] = {}
-    for d in sorted(days):
-        if FIRST <= d <= LAST:
-            year, week, _ = d.isocalendar()
-            weeks.setdefault(f"{year}-W{week:02d}", []).append(d)
-    got = team["fitbit-1503960366"]["weeks"]
-    assert [w["week"] for w in got] == list(weeks)
-    for row in got:
-        in_week = weeks[row["week"]]
-        assert row["days_logged"] == len(in_week)
-        assert row["start"] == (in_week[0] - dt.timedelta(days=in_week[0].weekday())).isoformat()
-        assert row["means"]["steps"] == approx(mean(values(days, "steps", in_week[0], in_week[-1])))
+def test_weekly_rows_are_every_iso_week_of_the_range_with_days_logged_and_means(
+    team: dict[str, dict[str, Any]],
+) -> None:
+    # Every week the month touches, 2016-W15 (from Tuesday 12 April) to 2016-W19 (to Thursday 12 May),
+    # for every athlete: a week with no entry is a row with 0 days, not left out.
+    mondays = [dt.date(2016, 4, 11) + dt.timedelta(weeks=i) for i in range(5)]
+    gaps = 0
+    for user in fitbit_ids():
+        days = fitbit_days(user)
+        got = team[f"fitbit-{user}"]["weeks"]
+        assert [(w["week"], w["start"]) for w in got] == [
+            (f"2016-W{15 + i}", monday.isoformat()) for i, monday in enumerate(mondays)], user
+        for row, monday in zip(got, mondays, strict=True):
+            first, last = max(FIRST, monday), min(LAST, monday + dt.timedelta(days=6))
+            in_week = [d for d in days if first <= d <= last]
+            assert row["days_in_range"] == (last - first).days + 1
+            assert row["days_logged"] == len(in_week), (user, row["week"])
+            assert row["means"]["steps"] == approx(mean(values(days, "steps", first, last))), (user, row["week"])
+            gaps += not in_week
+    assert gaps == 16  # weeks with no entry in the raw files: fitbit-4020332650 has W17, nine users W19, ...
 
 
 @pytest.mark.parametrize("last", [dt.date(2016, 4, 18), dt.date(2016, 5, 10), dt.date(2016, 5, 12)])

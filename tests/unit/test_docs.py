@@ -153,7 +153,7 @@ def _texts() -> Iterator[Path]:
     for folder, dirs, names in os.walk(ROOT):
         here = Path(folder)
         dirs[:] = [d for d in dirs if d not in SKIP_DIRS and not d.endswith(".egg-info")
-                   and (here / d) != ROOT / "tests" / "data"]
+                   and (here / d) not in (ROOT / "tests" / "data", ROOT / "tests" / "artefacts")]
         for name in names:
             path = here / name
             if path.suffix in TEXT or here.name == ".ci":

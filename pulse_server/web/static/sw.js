@@ -9,7 +9,7 @@ const SHELL = [
   './', 'index.html', 'app.css', 'manifest.webmanifest',
   'icons/icon.svg', 'icons/icon-192.png', 'icons/icon-512.png',
   'js/app.js', 'js/sync.js', 'js/store.js', 'js/replica.js', 'js/hlc.js', 'js/values.js', 'js/score.js',
-  'js/updates.js',
+  'js/updates.js', 'js/format.js', 'js/history.js',
 ];
 
 self.addEventListener('install', (event) => {

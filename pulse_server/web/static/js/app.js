@@ -8,12 +8,15 @@ import { fieldWarnings, plain } from './score.js';
 import { previousWeight } from './replica.js';
 import { Updates, justUpdated } from './updates.js';
 import { parseDate, parseFields, ValidationError } from './values.js';
+import { dateTime, number } from './format.js';
+import { chartDays, pageOf, scoreChart } from './history.js';
 
 const FIELDS = ['sleep_hours', 'hrv_ms', 'hrv_method', 'steps', 'weight_kg', 'note'];
 const NUMERIC = ['sleep_hours', 'hrv_ms', 'steps', 'weight_kg'];
 const LABELS = { sleep_hours: 'Sleep', hrv_ms: 'HRV', steps: 'Steps', weight_kg: 'Weight', note: 'Note' };
 const UNITS = { sleep_hours: ' h', hrv_ms: ' ms', steps: '', weight_kg: ' kg', note: '' };
 const SCREENS = ['signin', 'today', 'log', 'history', 'sync', 'locked'];
+const WEEKDAYS = ['Sunday', 'Monday', 'Tuesday', 'Wednesday', 'Thursday', 'Friday', 'Saturday'];
 
 const $ = (id) => document.getElementById(id);
 const engine = new Engine();
@@ -24,6 +27,8 @@ let routedFor = null; // the account (and lock) the screens were routed for
 let working = 0; // saves, sign-ins and sign-outs under way
 let interacted = false; // the person has used this page since it loaded
 let allConflicts = false; // the Sync screen lists every conflict, not only the open ones
+let historyPage = 1; // the page of the History screen shown (#history/<n>)
+let shownScreen = null;
 
 function el(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
@@ -36,14 +41,16 @@ function el(tag, attrs = {}, ...children) {
   return node;
 }
 
+// As the log form holds it (the CLI's grammar: 7.5), and as the screens show it (the browser's locale).
 const shown = (name, value) => (value === null || value === undefined ? '' :
   (NUMERIC.includes(name) ? plain(value) : String(value)));
+const display = (name, value) => (NUMERIC.includes(name) ? number(value) : shown(name, value));
 
 function describe(entry) {
   const parts = [];
   for (const name of ['sleep_hours', 'hrv_ms', 'steps', 'weight_kg']) {
     if (entry[name] === null || entry[name] === undefined) continue;
-    let text = `${LABELS[name]} ${shown(name, entry[name])}${UNITS[name]}`;
+    let text = `${LABELS[name]} ${display(name, entry[name])}${UNITS[name]}`;
     if (name === 'hrv_ms' && entry.hrv_method) text += ` (${entry.hrv_method.toUpperCase()})`;
     parts.push(text);
   }
@@ -71,6 +78,8 @@ function route() {
     renderKept();
   }
   if (screen === 'locked') renderLocked();
+  const turned = screen === 'history' && shownScreen === 'history' && historyPage !== (Number.parseInt(arg, 10) || 1);
+  if (screen === 'history') historyPage = Number.parseInt(arg, 10) || 1;
   for (const s of SCREENS) $(`screen-${s}`).hidden = s !== screen;
   $('loading').hidden = true;
   $('tabs').hidden = !signedIn || screen === 'locked';
@@ -84,6 +93,8 @@ function route() {
     if (error) showError({ field: error.field, message: error.message });
   }
   render();
+  if (turned) $('history-position').focus(); // a new page: read out where it is, from its top
+  shownScreen = screen;
   return screen;
 }
 
@@ -155,7 +166,7 @@ function renderToday() {
   const entry = engine.view.get(today);
   const live = entry && !entry.deleted ? entry : null;
   $('today-title').textContent = `Today, ${today}`;
-  $('today-score').textContent = live?.score ?? '–';
+  $('today-score').textContent = live?.score != null ? number(live.score) : '–';
   $('today-score-label').textContent = live?.score != null
     ? `Day score (out of 100)${live.pending ? ', not synced yet' : ''}`
     : 'No score yet: log sleep and steps for today.';
@@ -169,7 +180,7 @@ function renderToday() {
   const dl = $('today-values');
   dl.replaceChildren();
   for (const name of ['sleep_hours', 'hrv_ms', 'steps', 'weight_kg', 'note']) {
-    let value = live ? shown(name, live[name]) : '';
+    let value = live ? display(name, live[name]) : '';
     if (value && name === 'hrv_ms' && live.hrv_method) value += ` ms (${live.hrv_method.toUpperCase()})`;
     else if (value) value += UNITS[name];
     dl.append(el('dt', {}, LABELS[name]), el('dd', {}, value || 'not logged'));
@@ -178,72 +189,47 @@ function renderToday() {
   $('today-log').setAttribute('href', `#log/${today}`);
 }
 
-function renderChart(entries) {
-  const days = 28;
-  const end = Date.parse(engine.today() + 'T00:00:00Z');
-  const W = 360; const H = 190; const left = 30; const right = 10; const top = 12; const bottom = 26;
-  const x = (i) => left + (i * (W - left - right)) / (days - 1);
-  const y = (score) => top + ((100 - score) * (H - top - bottom)) / 100;
-  const byDate = new Map(entries.map((e) => [e.date, e]));
-  const points = [];
-  for (let i = 0; i < days; i += 1) {
-    const date = new Date(end - (days - 1 - i) * 86_400_000).toISOString().slice(0, 10);
-    const e = byDate.get(date);
-    if (e && e.score !== null && e.score !== undefined) points.push({ i, date, score: Number(e.score), pending: e.pending });
-  }
-  const ns = 'http://www.w3.org/2000/svg';
-  const svg = document.createElementNS(ns, 'svg');
-  svg.setAttribute('viewBox', `0 0 ${W} ${H}`);
-  svg.setAttribute('role', 'img');
-  const summary = points.length
-    ? `Day scores for ${points.length} of the last ${days} days, from ${Math.min(...points.map((p) => p.score))} to ${Math.max(...points.map((p) => p.score))}.`
-    : `No day scores in the last ${days} days.`;
-  svg.setAttribute('aria-label', summary);
-  const add = (tag, attrs, text) => {
-    const node = document.createElementNS(ns, tag);
-    for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v);
-    if (text !== undefined) node.textContent = text;
-    svg.append(node);
-    return node;
-  };
-  for (const level of [0, 50, 100]) {
-    add('line', { class: 'axis', x1: left, x2: W - right, y1: y(level), y2: y(level) });
-    add('text', { x: left - 6, y: y(level) + 4, 'text-anchor': 'end' }, String(level));
-  }
-  for (const i of [0, Math.floor((days - 1) / 2), days - 1]) {
-    const date = new Date(end - (days - 1 - i) * 86_400_000).toISOString().slice(5, 10);
-    add('text', { x: x(i), y: H - 8, 'text-anchor': i === 0 ? 'start' : (i === days - 1 ? 'end' : 'middle') }, date);
-  }
-  if (points.length > 1) add('polyline', { class: 'line', points: points.map((p) => `${x(p.i)},${y(p.score)}`).join(' ') });
-  for (const p of points) {
-    const dot = add('circle', { class: p.pending ? 'dot pending' : 'dot', cx: x(p.i), cy: y(p.score), r: 4.5 });
-    const title = document.createElementNS(ns, 'title');
-    title.textContent = `${p.date}: ${p.score}${p.pending ? ' (not synced yet)' : ''}`;
-    dot.append(title);
-  }
-  $('history-chart').replaceChildren(svg);
-}
-
 function renderHistory() {
-  const entries = visibleEntries();
-  renderChart(entries);
+  const { page, pages, items, first, last, total } = pageOf(visibleEntries(), historyPage);
+  const days = chartDays(items, page, engine.today());
+  $('history-chart').replaceChildren(scoreChart(days, engine.view));
+  $('history-caption').textContent = `Day score, ${days[0]} to ${days[days.length - 1]}. `
+    + 'Open circles are not synced yet.';
   const list = $('history-list');
   list.replaceChildren();
-  for (const e of entries) {
+  for (const e of items) {
     const head = el('div', { class: 'head' },
       el('span', { class: 'date' }, e.date),
-      el('span', {}, e.score != null ? `Score ${e.score}` : 'No score'),
+      el('span', {}, e.score != null ? `Score ${number(e.score)}` : 'No score'),
       e.pending ? el('span', { class: 'tag' }, 'not synced') : null,
       el('a', { href: `#log/${e.date}`, class: 'edit', 'aria-label': `Edit ${e.date}` }, 'Edit'));
     list.append(el('li', { 'data-date': e.date }, head,
       el('p', { class: 'facts' }, describe(e) || 'no values'),
       e.note ? el('p', { class: 'facts' }, `Note: ${e.note}`) : null));
   }
-  $('history-empty').hidden = entries.length > 0;
+  $('history-empty').hidden = total > 0;
+  $('history-position').hidden = total === 0;
+  $('history-position').textContent = pages === 1
+    ? `${number(total)} ${total === 1 ? 'day' : 'days'} logged, newest first.`
+    : `Newest first: days ${number(first)} to ${number(last)} of ${number(total)} (page ${number(page)} of ${number(pages)}).`;
+  $('history-pages').hidden = pages === 1;
+  pageLink($('history-newer'), page > 1 ? page - 1 : null);
+  pageLink($('history-older'), page < pages ? page + 1 : null);
+}
+
+/** A link to another page of the history, or the same link disabled (kept in place, not focusable). */
+function pageLink(link, page) {
+  if (page === null) {
+    link.removeAttribute('href');
+    link.setAttribute('aria-disabled', 'true');
+  } else {
+    link.setAttribute('href', page === 1 ? '#history' : `#history/${page}`);
+    link.removeAttribute('aria-disabled');
+  }
 }
 
 function when(ms) {
-  return ms ? new Date(ms).toLocaleString() : 'never';
+  return ms ? dateTime(ms) : 'never';
 }
 
 function renderSync() {
@@ -253,15 +239,15 @@ function renderSync() {
   const rows = [
     ['Signed in as', engine.username || ''],
     ['Connection', engine.needsSignIn ? 'sign in again to sync' : (engine.online ? 'online' : 'offline')],
-    ['Waiting to sync', String(pending)],
-    ['Held until their date', String(held)],
-    ['Rejected', String(rejected)],
-    ['Open conflicts', String(conflicts)],
+    ['Waiting to sync', number(pending)],
+    ['Held until their date', number(held)],
+    ['Rejected', number(rejected)],
+    ['Open conflicts', number(conflicts)],
     ['Last sync', when(engine.meta.lastSyncMs)],
     ['App version', updates.version || 'not installed'],
     ['Device id', engine.meta.clientId || ''],
   ];
-  if (engine.meta.clockOffsetMs) rows.push(['Clock offset', `${engine.meta.clockOffsetMs} ms`]);
+  if (engine.meta.clockOffsetMs) rows.push(['Clock offset', `${number(engine.meta.clockOffsetMs)} ms`]);
   for (const [k, v] of rows) dl.append(el('dt', {}, k), el('dd', {}, v));
   const clock = engine.clockNotice();
   $('sync-clock').hidden = !clock;
@@ -313,10 +299,10 @@ const CONFLICT_STATES = {
 function conflictValue(field, value) {
   if (value && typeof value === 'object') {
     if (value.hrv_ms === null || value.hrv_ms === undefined) return 'empty';
-    return `${shown('hrv_ms', value.hrv_ms)} ms${value.hrv_method ? ` (${value.hrv_method.toUpperCase()})` : ''}`;
+    return `${display('hrv_ms', value.hrv_ms)} ms${value.hrv_method ? ` (${value.hrv_method.toUpperCase()})` : ''}`;
   }
   if (value === null || value === undefined || value === '') return 'empty';
-  return `${shown(field, value)}${UNITS[field] || ''}`;
+  return `${display(field, value)}${UNITS[field] || ''}`;
 }
 
 function renderConflicts() {
@@ -334,7 +320,7 @@ function renderConflicts() {
     list.append(el('li', { 'data-conflict': String(c.id), 'data-state': c.state },
       el('strong', { id: `${about}-what` }, `${c.date} · ${LABELS[c.field] || c.field}`),
       el('p', { class: 'facts', id: `${about}-values` },
-        `kept ${conflictValue(c.field, c.kept)}, not ${conflictValue(c.field, c.lost)}`),
+        `kept ${conflictValue(c.field, c.kept)} over ${conflictValue(c.field, c.lost)}`),
       el('p', { class: `state ${c.state}` }, CONFLICT_STATES[c.state] || c.state),
       el('div', { class: 'actions' },
         ['open', 'superseded'].includes(c.state) ? el('button', { type: 'button', class: 'secondary',
@@ -435,18 +421,48 @@ function clearErrors() {
 }
 
 function showError(error) {
-  const field = FIELDS.includes(error.field) || error.field === 'date' ? error.field : 'sleep_hours';
-  $(`e-${field}`).textContent = error.message;
-  $(`f-${field}`).setAttribute('aria-invalid', 'true');
-  $('log-status').textContent = error.message;
+  showErrors([error]);
+}
+
+/** Each error at its field, all of them in the status line, and focus on the first field to fix. */
+function showErrors(errors) {
+  const fields = errors.map((error) => (FIELDS.includes(error.field) || error.field === 'date' ? error.field : 'sleep_hours'));
+  errors.forEach((error, i) => {
+    const message = $(`e-${fields[i]}`);
+    message.textContent = message.textContent ? `${message.textContent} ${error.message}` : error.message;
+    $(`f-${fields[i]}`).setAttribute('aria-invalid', 'true');
+  });
+  $('log-status').textContent = errors.length === 1 ? errors[0].message
+    : `${errors.length} fields need fixing: ${errors.map((e) => e.message).join(' · ')}`;
   $('log-status').className = 'status bad';
-  $(`f-${field}`).focus();
+  $(`f-${fields[0]}`).focus();
+}
+
+/** Every field's error, each checked on its own as the CLI would check it (HRV with its method), in the
+ * form's order: the date, then FIELDS. parseFields stops at the first; a person fixes them all at once. */
+function fieldErrors(typed) {
+  const errors = [];
+  const check = (work) => {
+    try {
+      work();
+    } catch (error) {
+      if (!(error instanceof ValidationError)) throw error;
+      errors.push(error);
+    }
+  };
+  check(() => parseDate(engine.rules, $('f-date').value, engine.today()));
+  for (const name of FIELDS.filter((n) => n !== 'hrv_method' && n in typed)) {
+    check(() => parseFields(engine.rules, name === 'hrv_ms'
+      ? { hrv_ms: typed.hrv_ms, hrv_method: typed.hrv_method } : { [name]: typed[name] }));
+  }
+  return errors;
 }
 
 function openLog(date, values = null) {
   clearErrors();
   const input = $('f-date');
   input.value = date;
+  dateHint();
   const tomorrow = new Date(Date.parse(engine.today() + 'T00:00:00Z') + 86_400_000).toISOString().slice(0, 10);
   input.max = tomorrow;
   const entry = engine.view.get(date);
@@ -460,6 +476,14 @@ function openLog(date, values = null) {
   if (engine.rules) {
     for (const name of NUMERIC) $(`h-${name}`).textContent = `Allowed ${engine.rules.limits[name].allowed}`;
   }
+}
+
+/** The day chosen, in the app's one date style: the date field itself is drawn by the browser in its
+ * locale's (12/04/2026 in en-US). */
+function dateHint() {
+  const value = $('f-date').value;
+  const day = /^\d{4}-\d{2}-\d{2}$/.test(value) ? WEEKDAYS[new Date(`${value}T00:00:00Z`).getUTCDay()] : '';
+  $('h-date').textContent = day ? `${day} ${value}` : '';
 }
 
 /** What the user changed: typed text for the validator, plus the fields emptied (cleared). */
@@ -485,18 +509,13 @@ async function saveLog(event) {
     showError({ field: 'date', message: 'The rules have not been loaded yet: connect once to sign in.' });
     return;
   }
-  let date;
-  let fields;
-  try {
-    date = parseDate(engine.rules, $('f-date').value, engine.today());
-    const { typed, cleared } = changes();
-    fields = parseFields(engine.rules, typed);
-    for (const name of cleared) fields[name] = null;
-    if (cleared.includes('hrv_ms')) fields.hrv_method = null;
-  } catch (error) {
-    if (error instanceof ValidationError) { showError(error); return; }
-    throw error;
-  }
+  const { typed, cleared } = changes();
+  const errors = fieldErrors(typed);
+  if (errors.length) { showErrors(errors); return; }
+  const date = parseDate(engine.rules, $('f-date').value, engine.today());
+  const fields = parseFields(engine.rules, typed);
+  for (const name of cleared) fields[name] = null;
+  if (cleared.includes('hrv_ms')) fields.hrv_method = null;
   const current = engine.view.get(date);
   const live = current && !current.deleted ? current : null;
   const same = (name) => {
@@ -716,6 +735,7 @@ async function main() {
   $('signout').addEventListener('click', signOut);
   $('sync-now').addEventListener('click', () => { engine.reachable = true; engine.resume(); });
   $('conflicts-all').addEventListener('click', () => { allConflicts = !allConflicts; renderConflicts(); });
+  $('f-date').addEventListener('input', dateHint);
   $('f-date').addEventListener('change', () => {
     // Another day: its values fill the form, unless something was typed already (then that stays).
     const typed = Object.fromEntries(FIELDS.map((name) => [name, $(`f-${name}`).value]));
