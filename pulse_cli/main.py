@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from pulse_cli import __version__
-from pulse_cli.commands import agent, coach, entries, syncing, transfer
+from pulse_cli.commands import agent, coach, entries, erase, syncing, transfer
 from pulse_cli.commands import verify as verify_command
 from pulse_core.errors import PulseError, ValidationError
 
@@ -31,6 +31,7 @@ syncing.register(app)
 agent.register(app)
 coach.register(app)
 verify_command.register(app)
+erase.register(app)
 
 
 def _version(value: bool) -> None:

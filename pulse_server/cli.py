@@ -252,6 +252,68 @@ def revoke_cmd(coach: str, athlete: str, database_url: DatabaseOption = None) ->
     typer.echo(f"{coach} can no longer read {athlete}" if done else f"{coach} had no access to {athlete}")
 
 
+@app.command("erase")
+def erase_cmd(
+    user: Annotated[str, typer.Option("--user", metavar="NAME", help="Whose entries to erase.")],
+    start: Annotated[str | None, typer.Option("--from", metavar="DATE", help="First day erased (YYYY-MM-DD).")]
+    = None,
+    end: Annotated[str | None, typer.Option("--to", metavar="DATE", help="Last day erased (YYYY-MM-DD).")] = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="What was erased, as one JSON document.")] = False,
+    database_url: DatabaseOption = None,
+) -> None:
+    """Erase a user's entries of a range of days (an open end with only --from or --to) from the server,
+    with their conflict audit and exactly-once results; every device and coach replica holding them
+    drops them at its next sync, and writes to those days made before now are refused. Without --from
+    and --to: the whole account, whose tokens are also revoked and grants removed. Asks first unless --yes.
+
+    Examples:
+      pulse-server erase --user ana --from 2026-01-01 --to 2026-01-31
+      pulse-server erase --user ana --yes
+    """
+    import datetime as dt
+    import json
+    import time
+
+    from pulse_server import erasure
+    from pulse_server.accounts import find_user
+    from pulse_server.db.database import Database
+    from sync.erasure import parse_range
+
+    now_ms = int(time.time() * 1000)
+    first, last = parse_range(start, end, dt.datetime.fromtimestamp(now_ms / 1000, dt.UTC).date())
+    whole = start is None and end is None
+    db = Database(bootstrap(database_url))
+    try:
+        with db.session() as session:
+            account = _existing(find_user(session, user), user)
+        assert account.id is not None
+        what = (f"the whole account {user}: every entry, and revoke its sign-ins and grants" if whole else
+                f"the entries of {user} of {_days(first, last)}")
+        if not yes and not typer.confirm(f"Erase {what}, on the server now and on every device at its next"
+                                         " sync? This cannot be undone.", default=False):
+            raise typer.Exit(1)
+        done = db.run(lambda conn: erasure.erase(conn, account.id, user, first, last, now_ms, whole))
+    finally:
+        db.dispose()
+    if as_json:
+        typer.echo(json.dumps(done.as_json()))
+        return
+    typer.echo(f"erased {user}'s entries of {done.erasure.describe()}: {done.entries} entries, {done.conflicts}"
+               f" conflicts, {done.results} exactly-once results (erasure {done.erasure.id}); every device drops"
+               " them at its next sync")
+    if whole:
+        typer.echo(f"revoked {done.tokens} tokens and removed {done.grants} grants of {user}")
+
+
+def _days(first: object, last: object) -> str:
+    if first is None:
+        return f"every day up to {last}"
+    if last is None:
+        return f"every day from {first}"
+    return f"{first} to {last}"
+
+
 @app.command("seed-demo")
 def seed_demo_cmd(
     coach: Annotated[str, typer.Option("--coach", metavar="NAME", help="The coach the athletes grant.")] = "coach",
@@ -295,7 +357,7 @@ def _existing(user, name: str):  # type: ignore[no-untyped-def]
 
 def run() -> None:
     """Console entry point: errors become one line and an exit code, never a traceback."""
-    from pulse_core.errors import PulseError
+    from pulse_core.errors import PulseError, ValidationError
     from pulse_server.errors import ApiError
 
     try:
@@ -303,6 +365,9 @@ def run() -> None:
     except ApiError as exc:
         sys.stderr.write(f"error: {exc.message}\n")
         sys.exit(2 if exc.status in (400, 409, 422) else 1)
+    except ValidationError as exc:  # a value given on the command line
+        sys.stderr.write(f"error: {exc.message}\n")
+        sys.exit(2)
     except PulseError as exc:
         sys.stderr.write(f"error: {exc.message}\n")
         sys.exit(1)

@@ -21,6 +21,7 @@ from sync.wire import storable
 CODES = {
     "bad_request": 400,
     "unauthorized": 401,
+    "account_erased": 401,
     "forbidden": 403,
     "not_found": 404,
     "already_exists": 409,
@@ -47,6 +48,7 @@ class ApiError(Exception):
         value: Any = None,
         allowed: str | None = None,
         headers: dict[str, str] | None = None,
+        extra: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -56,6 +58,7 @@ class ApiError(Exception):
         self.value = value
         self.allowed = allowed
         self.headers = headers or {}
+        self.extra = extra or {}  # more members of the error object (account_erased: the erasure)
 
     def body(self) -> dict[str, Any]:
         error: dict[str, Any] = {"code": self.code, "message": self.message}
@@ -64,7 +67,7 @@ class ApiError(Exception):
             error["value"] = storable(self.value)  # JSON has no inf or nan; a lone surrogate has no UTF-8
         if self.allowed is not None:
             error["allowed"] = self.allowed
-        return {"error": error}
+        return {"error": {**error, **self.extra}}
 
 
 def from_wire(exc: PushRefused) -> ApiError:

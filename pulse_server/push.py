@@ -8,6 +8,7 @@ the device (pulse_core), merged field by field (sync.merge), and recorded with i
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,15 +23,19 @@ from pulse_core.rules import MANUAL
 from pulse_server.accounts import Principal, hash_token
 from pulse_server.db.database import committing
 from pulse_server.db.entries import COLUMNS, PostgresEntryRepository, entry_json, json_dumps, row_to_entry
+from pulse_server.erasure import COVERING_JSON, Known, hold_off, known_for_push
+from sync.erasure import refusal as erased_refusal
+from sync.erasure import refusing
 from sync.hlc import Stamp
 from sync.merge import Conflict, apply_mutation
 from sync.wire import API_CLIENT, Mutation, MutationResult, mutation_digest, parse_mutation, refusal, replay, storable
 
 # What pulse_push_write raises when an entry or a seq changed since the push read it (migration 0005).
 CHANGED_SINCE_READ = "PU001"
-_PUSH_WRITE = "SELECT txid, lsn FROM pulse_push_write(%s, %s, %s, %s, %s)"
+_PUSH_WRITE = "SELECT txid, lsn FROM pulse_push_write(%s, %s, %s, %s, %s, %s)"
 # The caller's token and, for an athlete, the batch's earlier results and its days' entries (with the row
-# version each was read at), in one statement: a row for the caller (kind 0), one per earlier result
+# version each was read at), in one statement: a row for the caller (kind 0, with the user's erasures that
+# meet the batch's days, docs/erasure.md), one per earlier result
 # (kind 1) and one per entry (kind 2; its columns as `row_to_entry` reads them). An invalid token reads
 # nothing; a coach only themselves. It first waits, sharing, for the lock a push of this client under
 # locks (`apply_batch`) holds, so it does not read what that push is about to change (and then have to
@@ -45,7 +50,8 @@ _READ_FOR_PUSH = (
     "  WHERE t.token_hash = %(token)s AND t.revoked_at IS NULL AND t.expires_at > now())"
     " SELECT 2, NULL::bigint, NULL::text, NULL::boolean, NULL::jsonb, e.xmin::text, " + _ENTRY_COLUMNS +
     "  FROM me JOIN entries e ON NOT me.is_coach AND e.user_id = me.id AND e.date = ANY(%(dates)s)"
-    " UNION ALL SELECT 0, me.id, me.username, me.is_coach, NULL, me.waited || ':' || coalesce(me.utc_offset_min::text,"
+    " UNION ALL SELECT 0, me.id, me.username, me.is_coach, " + COVERING_JSON.format(user="me.id") +
+    ", me.waited || ':' || coalesce(me.utc_offset_min::text,"
     " ''), " + _NO_ENTRY + " FROM me"
     " UNION ALL SELECT 1, NULL, NULL, NULL, a.result, encode(a.digest, 'hex'), " + _NO_ENTRY +
     "  FROM me JOIN applied_mutations a ON NOT me.is_coach AND a.user_id = me.id AND a.client_id = %(client)s"
@@ -132,6 +138,7 @@ class Reconciler:
         value, the whole batch again one savepoint per mutation, so that only that mutation is rejected."""
         # Pushes from one client are serialised, so concurrent duplicates see each other's records.
         conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, %s))", (client_id, user_id))
+        hold_off(conn, user_id)  # an erasure of this user waits for this push, or this push for it
         try:
             with conn.transaction():
                 return self._apply_batch_fast(conn, user_id, client_id, raw)
@@ -157,7 +164,8 @@ class Reconciler:
             )
         entries = {e.date: e for e in repo.get_many(str(user_id), dates, lock=True)}
         earlier = Recorded.from_rows(earlier_rows.fetchall())
-        merged = self._merge_batch(user_id, client_id, raw, parsed, earlier, entries, server_ms)
+        known = known_for_push(conn, user_id, str(user_id), dates)
+        merged = self._merge_batch(user_id, client_id, raw, parsed, earlier, entries, server_ms, known)
         repo.save_many(list(merged.touched.values()))
         if merged.audit:
             with conn.cursor() as cur:
@@ -165,9 +173,9 @@ class Reconciler:
                                              for m, c, clamped in merged.audit])
         if merged.fresh:  # one statement: every result of the batch as one JSON array
             conn.execute(
-                "INSERT INTO applied_mutations (user_id, client_id, seq, result, digest, applied_at)"
-                " SELECT %s, %s, (r->>'seq')::bigint, r - 'digest', decode(r->>'digest', 'hex'), now()"
-                " FROM jsonb_array_elements(%s) AS r",
+                "INSERT INTO applied_mutations (user_id, client_id, seq, result, digest, date, applied_at)"
+                " SELECT %s, %s, (r->>'seq')::bigint, r - 'digest' - 'date', decode(r->>'digest', 'hex'),"
+                " (r->>'date')::date, now() FROM jsonb_array_elements(%s) AS r",
                 (user_id, client_id, Jsonb(merged.fresh)),
             )
         return self._outcome(conn, merged, earlier)
@@ -190,6 +198,7 @@ class Reconciler:
         earlier: Recorded,
         entries: dict[dt.date, Entry],
         server_ms: int,
+        known: Known,
     ) -> _Merged:
         """The batch merged into `entries` in memory, in order: its results, the ones to record, the
         conflicts to audit and the days touched (each rescored once, after its last mutation)."""
@@ -204,6 +213,11 @@ class Reconciler:
             if not isinstance(outcome, Mutation) and outcome["status"] == "held":
                 merged.results.append(outcome)  # not recorded: the same mutation is welcome once its day comes
                 continue
+            if isinstance(outcome, Mutation) and (erased := refusing(known.covering, outcome.date, str(outcome.stamp))):
+                # Not recorded either: the erasure answers a replay the same way, and its result stays free of
+                # anything of the erased days (docs/erasure.md).
+                merged.results.append(erased_refusal(seq, outcome.date, erased))
+                continue
             if isinstance(outcome, Mutation):
                 entry = entries.setdefault(outcome.date, Entry(user=str(user_id), date=outcome.date))
                 result, conflicts, clamped = self._merge_in_memory(entry, outcome, server_ms)
@@ -212,7 +226,7 @@ class Reconciler:
             else:
                 result = outcome
             earlier.results[seq] = (result, digest)  # a replay later in the same batch
-            merged.fresh.append({**result, "digest": digest})
+            merged.fresh.append({**result, "digest": digest, "date": _day_of(item, outcome)})
             merged.results.append(result)
         return merged
 
@@ -235,7 +249,8 @@ class Reconciler:
         seqs = [s for item in raw if isinstance(s := item.get("seq"), int)]
         dates = sorted({m.date for m in parsed if isinstance(m, Mutation)})
         rows = conn.execute(_READ_FOR_PUSH, {"client": client_id, "token": hash_token(token), "seqs": seqs,
-                                             "dates": dates}).fetchall()
+                                             "dates": dates, "first": min(dates, default=None),
+                                             "last": max(dates, default=None)}).fetchall()
         me = next((r for r in rows if r[0] == 0), None)
         user = admit(None if me is None else Principal(int(me[1]), str(me[2]), bool(me[3])))
         assert me is not None
@@ -243,6 +258,7 @@ class Reconciler:
         if self.utc_offset_min is not None and stored_offset != str(self.utc_offset_min):
             conn.execute("UPDATE users SET utc_offset_min = %s WHERE id = %s", (self.utc_offset_min, user.id))
         earlier = Recorded()
+        known = Known.from_json(me[4], str(user.id))
         entries: dict[dt.date, Entry] = {}
         seen: dict[dt.date, str] = {}
         for row in rows:
@@ -254,7 +270,7 @@ class Reconciler:
                 seen[entry.date] = row[5]
             elif row[0] == 3:
                 earlier.newest, earlier.pruned = row[1], None if row[5] is None else int(row[5])
-        merged = self._merge_batch(user.id, client_id, raw, parsed, earlier, entries, server_ms)
+        merged = self._merge_batch(user.id, client_id, raw, parsed, earlier, entries, server_ms, known)
         if not merged.fresh:  # nothing to write (replays, clashes): no transaction, no txid
             return user, BatchOutcome(merged.results, None, None, merged.touched, earlier.high_water)
         rows = []
@@ -269,7 +285,8 @@ class Reconciler:
         try:
             with committing(conn):
                 written = conn.execute(_PUSH_WRITE, (user.id, client_id, Jsonb(rows, dumps=json_dumps),
-                                                     Jsonb(merged.fresh), Jsonb(audit, dumps=json_dumps))).fetchone()
+                                                     Jsonb(merged.fresh), Jsonb(audit, dumps=json_dumps),
+                                                     known.last_id)).fetchone()
         except (pg_errors.DataError, UnicodeEncodeError):
             written = None
         except psycopg.Error as exc:
@@ -301,13 +318,15 @@ class Reconciler:
         seqs = [s for item in raw if isinstance(s := item.get("seq"), int)]
         earlier = Recorded.from_rows(conn.execute(_READ_EARLIER, {"user": user_id, "client": client_id,
                                                                    "seqs": seqs}).fetchall())
+        dates = sorted({m.date for m in _parse_batch(raw, client_id, today) if isinstance(m, Mutation)})
+        known = known_for_push(conn, user_id, str(user_id), dates)
         merged = _Merged()
         for item in raw:
             with conn.transaction():  # a savepoint: one bad mutation never fails its batch
                 result = self._apply_one(conn, repo, user_id, client_id, item, server_ms, today, merged.touched,
-                                         earlier)
+                                         earlier, known)
             merged.results.append(result)
-            if result["status"] not in ("duplicate", "clash", "held"):
+            if result["status"] not in ("duplicate", "clash", "held") and not _erased(result):
                 merged.fresh.append(result)
         return self._outcome(conn, merged, earlier)
 
@@ -322,6 +341,7 @@ class Reconciler:
         today: dt.date,
         touched: dict[dt.date, Entry],
         earlier: Recorded,
+        known: Known,
     ) -> MutationResult:
         seq = item.get("seq")
         digest = mutation_digest(item)
@@ -335,6 +355,9 @@ class Reconciler:
             if result["status"] == "held":
                 return result
         else:
+            erased = refusing(known.covering, mutation.date, str(mutation.stamp))
+            if erased is not None:
+                return erased_refusal(seq, mutation.date, erased)  # not recorded, as in `_merge_batch`
             try:
                 with conn.transaction():
                     result = self._merge(conn, repo, user_id, client_id, mutation, server_ms, touched)
@@ -343,9 +366,9 @@ class Reconciler:
                 message = f"value not storable: {(diag and diag.message_primary) or storable(str(exc))}"
                 result = {"seq": seq, "status": "rejected", "error": {"code": "invalid_value", "message": message}}
         conn.execute(
-            "INSERT INTO applied_mutations (user_id, client_id, seq, result, digest, applied_at)"
-            " VALUES (%s, %s, %s, %s, decode(%s, 'hex'), now())",
-            (user_id, client_id, seq, Jsonb(result), digest),
+            "INSERT INTO applied_mutations (user_id, client_id, seq, result, digest, date, applied_at)"
+            " VALUES (%s, %s, %s, %s, decode(%s, 'hex'), %s, now())",
+            (user_id, client_id, seq, Jsonb(result), digest, _day_of(item, None)),
         )
         earlier.results[int(item["seq"])] = (result, digest)  # a replay later in the same batch
         return result
@@ -381,6 +404,7 @@ def api_write(
     Its stamp is later than every stamp on the entry and its base is what is stored, so it is a
     plain overwrite, never a conflict.
     """
+    hold_off(conn, user_id)  # before the entry's lock, which an erasure in progress may want
     repo = PostgresEntryRepository(conn)
     current = repo.get(str(user_id), day, lock=True)
     stamps = list(current.stamps.values()) if current else []
@@ -412,6 +436,27 @@ _AUDIT_SQL = (
     "INSERT INTO conflicts (user_id, date, client_id, seq, field, kept, lost, kept_hlc, lost_hlc, rule,"
     " clamped, created_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, now())"
 )
+
+
+def _erased(result: Mapping[str, Any]) -> bool:
+    return result["status"] == "rejected" and (result.get("error") or {}).get("code") == "erased"
+
+
+def _day_of(item: dict[str, Any], outcome: Mutation | MutationResult | None) -> str | None:
+    """The day a recorded result answers (an erasure of that day removes the result): the mutation's, or
+    the date it sent if that is a date (a mutation refused for another field), else None."""
+    if isinstance(outcome, Mutation):
+        return outcome.date.isoformat()
+    raw = item.get("date")
+    if not isinstance(raw, str) or not _ISO_DATE.fullmatch(raw):
+        return None
+    try:
+        return dt.date.fromisoformat(raw).isoformat()
+    except ValueError:
+        return None
+
+
+_ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 
 def _audit_row(user_id: int, client_id: str, m: Mutation, c: Conflict, clamped: bool) -> tuple[Any, ...]:

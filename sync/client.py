@@ -95,7 +95,7 @@ class SyncClient:
                             retry_after_seconds(response.headers.get("retry-after")))
         body = _json(response)
         if response.status_code == 401:
-            raise AuthExpired()
+            raise AuthExpired.from_body(body)
         if response.status_code >= 400:
             raise ServerRefused.from_body(response.status_code, body)
         return body
@@ -131,6 +131,17 @@ class SyncClient:
 
     def dismiss_conflicts(self, ids: Sequence[int]) -> None:
         self.request("POST", "/v1/conflicts/dismiss", json={"ids": list(ids)})
+
+    def erasures(self, after: int, limit: int = 1000) -> dict[str, Any]:
+        """The erasures of the entries this user holds with an id after `after` (docs/erasure.md)."""
+        body: dict[str, Any] = self.request("GET", "/v1/erasures", params={"after": after, "limit": limit})
+        return body
+
+    def erase(self, first: str | None, last: str | None) -> dict[str, Any]:
+        """Erase this user's entries from `first` to `last` (None: an open end) on the server."""
+        params = {k: v for k, v in (("from", first), ("to", last)) if v is not None}
+        body: dict[str, Any] = self.request("DELETE", "/v1/me/entries", params=params)
+        return body
 
     def probe(self, timeout_s: float = 2.0) -> bool:
         """One cheap request, no retries: is the server answering again?"""

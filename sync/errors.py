@@ -50,8 +50,17 @@ class Offline(SyncError):
 
 
 class AuthExpired(SyncError):
-    def __init__(self, message: str = LOG_IN_AGAIN) -> None:
+    def __init__(self, message: str = LOG_IN_AGAIN, code: str = "", body: Any = None) -> None:
         super().__init__(message)
+        self.code = code  # the error's code: `account_erased` when the account's entries were erased
+        error = body.get("error") if isinstance(body, dict) else None
+        self.error: dict[str, Any] = error if isinstance(error, dict) else {}
+
+    @classmethod
+    def from_body(cls, body: Any) -> AuthExpired:
+        """From a 401's error body (docs/api.md)."""
+        error = body.get("error") if isinstance(body, dict) else None
+        return cls(LOG_IN_AGAIN, str(error.get("code", "")) if isinstance(error, dict) else "", body)
 
 
 class ServerRefused(SyncError):

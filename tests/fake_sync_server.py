@@ -4,8 +4,8 @@ messages of `pulse_server.shapes.protocol`. Its store is a dict, its shape log a
 caller's: a device's whole sync engine (`pulse_cli.agent.upstream.Upstream(transport=server.transport)`)
 runs against it in milliseconds, with no Postgres and no process.
 
-What it leaves out, on purpose: coaches and grants, conflict audit (answered empty), live requests are
-answered at once (up to date), and one user. What it must keep is the wire: the same answers, results
+What it leaves out, on purpose: coaches and grants, the conflict audit and erasures (answered empty),
+live requests are answered at once (up to date), and one user. What it must keep is the wire: the same answers, results
 and messages as the cloud server (docs/push-protocol.md, docs/shape-protocol.md).
 """
 
@@ -97,6 +97,7 @@ class FakeSyncServer:
             ("GET", "/v1/conflicts"): lambda r: httpx.Response(200, json={
                 "conflicts": [], "version": int(r.url.params.get("after_version") or 0)}),
             ("POST", "/v1/conflicts/dismiss"): lambda _: httpx.Response(204),
+            ("GET", "/v1/erasures"): lambda _: httpx.Response(200, json={"erasures": []}),
             ("GET", "/v1/shape"): self._shape,
         }
         route = routes.get((method, path))

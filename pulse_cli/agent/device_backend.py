@@ -52,6 +52,7 @@ class SqliteDeviceBackend:
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.home / DB_NAME, isolation_level=None, timeout=10.0, check_same_thread=False)
         conn.execute("PRAGMA foreign_keys=ON")
+        conn.execute("PRAGMA secure_delete=ON")  # as every connection to the store (pulse_cli/store/connection.py)
         return conn
 
     # -- signing in ---------------------------------------------------------------------------------
@@ -127,6 +128,15 @@ class SqliteDeviceBackend:
         conn = self._connect()
         try:
             dismiss(conn, *ids)
+        finally:
+            conn.close()
+
+    def erasures(self, after: int, limit: int) -> list[dict[str, Any]]:
+        from pulse_cli.agent.erasures import owner_erasures
+
+        conn = self._connect()
+        try:
+            return owner_erasures(conn, after, limit, self.username)
         finally:
             conn.close()
 

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pulse_cli.agent import athlete_zones, conflicts, identity, outbox, replica
+from pulse_cli.agent import athlete_zones, conflicts, erasures, identity, outbox, replica
 from pulse_cli.agent.account import Account
 from pulse_cli.agent.breaker_state import load_breaker, save_breaker
 from pulse_cli.agent.pull import pull_shape
@@ -40,11 +40,12 @@ class SyncReport:
     clock_offset_ms: int = 0
     repushed: int = 0  # acknowledged changes a restored server had lost, pushed again
     new_client_id: str | None = None  # taken because another store used this device's id
+    erasures: int = 0  # erasures of days held here, applied this round (docs/erasure.md)
 
     def as_json(self) -> dict[str, Any]:
         return {"pushed": self.pushed, "pulled": self.pulled, "refetched": self.refetched, "pending": self.pending,
                 "rejected": self.rejected, "conflicts": self.conflicts, "clock_offset_ms": self.clock_offset_ms,
-                "repushed": self.repushed, "new_client_id": self.new_client_id}
+                "repushed": self.repushed, "new_client_id": self.new_client_id, "erasures": self.erasures}
 
 
 class BreakerOpen(Offline):
@@ -79,6 +80,8 @@ class SyncEngine:
             self.push(report)
             self.refill(report)  # a server restored from a backup is refilled, whether or not it says so
             if not push_only:
+                # Before the pull: a day erased on the server leaves here, with what the outbox held of it.
+                report.erasures = erasures.exchange(self.conn, self.client, self.account.username)
                 conflicts.exchange(self.conn, self.client)
                 athlete_zones.refresh(self.conn, self.client, self.account.role)  # a coach's: where each athlete is
                 # Each batch refreshes the view's rows it touches; a refetch first refills the server.
@@ -111,6 +114,7 @@ class SyncEngine:
             outbox.prune(self.conn)
             conflicts.prune(self.conn)
             replica.compact_shape_log(self.conn)
+        erasures.scrub_if_due(self.conn)  # an erasure whose rewrite of the file could not be done at once
 
     def push(self, report: SyncReport) -> None:
         """Push every pending mutation, oldest first, each under the id it is sent with; take a new id

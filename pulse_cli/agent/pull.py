@@ -104,6 +104,17 @@ def _requeue_lost(device: Device, account: Account) -> None:
         requeue_lost(device.conn, client)
 
 
+def _apply_erasures(device: Device, account: Account) -> None:
+    """The erasures behind deleted rows, at once (the outbox may hold values of those days too)."""
+    from pulse_cli.agent import erasures
+
+    try:
+        with device.upstream.client(account.server, account.token) as client:
+            erasures.exchange(device.conn, client, account.username)
+    except SyncError as exc:  # the next sync round asks again
+        log.warning("live pull: the erasures could not be fetched: %s", exc)
+
+
 def follow_live(
     home: Path, stop: threading.Event, streams: list[ShapeStream] | None = None, upstream: Upstream | None = None
 ) -> None:
@@ -126,6 +137,8 @@ def follow_live(
                         if batch.must_refetch:  # the next round (the outbox watch) pushes what it lost
                             _requeue_lost(device, account)
                         apply_batch(device.conn, batch, account.role)
+                        if any(c.operation == "delete" for c in batch.changes):
+                            _apply_erasures(device, account)  # a row deleted, not tombstoned: an erasure
                     pause = 1.0
         except SyncError as exc:  # the shape's errors and the high-water request's alike
             if stop.is_set():

@@ -17,6 +17,7 @@ from pulse_cli.store.entries import OWNER
 from pulse_cli.store.uow import SqliteUnitOfWork
 from pulse_core.entry import Entry
 from pulse_core.errors import ValidationError
+from sync.erasure import Erasure, refusal, refusing
 from sync.hlc import SKEW_LIMIT_MS, Stamp
 from sync.merge import apply_mutation
 from sync.wire import Mutation, MutationResult, mutation_digest, parse_mutation, rejection, replay
@@ -32,16 +33,20 @@ def relay_batch(
     uow: SqliteUnitOfWork, client_id: str, mutations: Sequence[Mapping[str, Any]], now_ms: int, today: dt.date
 ) -> list[MutationResult]:
     """Apply a browser's batch in one local transaction; one result per mutation, in order."""
+    from pulse_cli.agent.erasures import known
+
     results = []
     with uow:
+        erased = known(uow.conn, "")
         for raw in mutations:
-            results.append(_relay_one(uow, client_id, raw, now_ms, today))
+            results.append(_relay_one(uow, client_id, raw, now_ms, today, erased))
         uow.commit()
     return results
 
 
 def _relay_one(
-    uow: SqliteUnitOfWork, client_id: str, raw: Mapping[str, Any], now_ms: int, today: dt.date
+    uow: SqliteUnitOfWork, client_id: str, raw: Mapping[str, Any], now_ms: int, today: dt.date,
+    erased: Sequence[Erasure],
 ) -> MutationResult:
     conn = uow.conn
     seq = raw.get("seq")
@@ -60,6 +65,9 @@ def _relay_one(
         result = rejection(seq, exc)  # a date ahead of the device's own today too: it is the reference here
         outbox_seq = None
     else:
+        erasure = refusing(erased, mutation.date, str(mutation.stamp))
+        if erasure is not None:  # made before an erasure of its day: refused as the server refuses it, unrecorded
+            return refusal(seq, mutation.date, erasure)
         result, outbox_seq = _apply(uow, client_id, mutation, now_ms)
     if isinstance(seq, int) and not isinstance(seq, bool):
         conn.execute(

@@ -66,6 +66,7 @@ def apply_changes(
     """Apply shape change messages to the server copy (inside the caller's transaction); returns the
     rows of the view they touch."""
     server = SqliteEntryRepository(conn, "server_entries")
+    erased = _erased_days(conn)
     touched: set[Key] = set()
     known: dict[str, str] = {}  # the athletes' server ids already written to meta by this call
     owner_id = None
@@ -92,12 +93,32 @@ def apply_changes(
         if previous is not None:  # an update may carry only some columns
             merged = {**_as_shape(previous), **{k: v for k, v in value.items()}}
             incoming = entry_from_shape(merged, user)
+        if _from_before_an_erasure(incoming, erased.get(user, ())):
+            continue
         server.save(incoming)
         touched.add((user, incoming.date.isoformat()))
     observe(conn, seen)  # an edit made after seeing these values outranks them
     if owner_id is not None and read_meta(conn, meta.OWNER_USER_ID) != owner_id:
         write_meta(conn, meta.OWNER_USER_ID, owner_id)  # the server's id of this device's user (for its shape)
     return touched
+
+
+def _erased_days(conn: sqlite3.Connection) -> dict[str, list[tuple[str | None, str | None, int]]]:
+    """The erasures applied here, by local user: (first day, last day, erased_ms)."""
+    found: dict[str, list[tuple[str | None, str | None, int]]] = {}
+    for user, first, last, erased_ms in conn.execute("SELECT user_id, date_from, date_to, erased_ms FROM erasures"):
+        found.setdefault(user, []).append((first, last, int(erased_ms)))
+    return found
+
+
+def _from_before_an_erasure(entry: Entry, erased: Iterable[tuple[str | None, str | None, int]]) -> bool:
+    """A row of an erased day whose every value was stamped before the erasure: a change the server logged
+    before it, read by a pull that ran before the reader removed it (docs/erasure.md). Not kept: the
+    erasure's delete follows."""
+    day = entry.date.isoformat()
+    stamps = [s for s in entry.stamps.values() if s]
+    return any((first is None or first <= day) and (last is None or day <= last)
+               and all(int(s[:16]) < erased_ms for s in stamps) for first, last, erased_ms in erased)
 
 
 def _as_shape(entry: Entry) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import time
 from typing import TYPE_CHECKING, Any
@@ -128,8 +129,7 @@ def run_sync(device: Device, push_only: bool = False, automatic: bool = False) -
         except Offline as exc:
             raise Unreachable(f"offline: {_queued(device)} ({exc})") from exc
         except AuthExpired as exc:
-            raise LoginRequired(f"token: {exc}; your {outbox.counts(device.conn).get('pending', 0)} queued"
-                                " changes are kept") from exc
+            raise _login_required(device, account, exc) from exc
         except ServerRefused as exc:
             raise PulseError(f"server: {exc}") from exc
     with device.conn:
@@ -137,6 +137,20 @@ def run_sync(device: Device, push_only: bool = False, automatic: bool = False) -
         write_meta(device.conn, meta.LAST_SYNC, dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
         write_meta(device.conn, meta.ACCOUNT_ROLE, account.role)
     return report
+
+
+def _login_required(device: Device, account: Account, exc: Any) -> LoginRequired:
+    """A refused token stops the round. If its account was erased as a whole, the erasure is applied first
+    (docs/erasure.md): this device drops every entry of the account before asking to log in again."""
+    from pulse_cli.agent import erasures
+    from sync.erasure import ACCOUNT_ERASED
+
+    if exc.code == ACCOUNT_ERASED:
+        erased = erasures.apply_account_erasure(device.conn, exc.error, account.username)
+        if erased is not None:
+            return LoginRequired(f"account: every entry of {account.username} was erased on the server and its"
+                                 " sign-ins revoked; this device dropped them too; log in again to start afresh")
+    return LoginRequired(f"token: {exc}; your {outbox.counts(device.conn).get('pending', 0)} queued changes are kept")
 
 
 def _queued(device: Device) -> str:
@@ -216,3 +230,32 @@ def dismiss_conflict(device: Device, conflict_id: int) -> None:
         if any(c["id"] == conflict_id for c in conflicts.listed(device.conn)):
             raise NotFoundError(f"conflict: {conflict_id} is already dismissed")
         raise NotFoundError(f"conflict: no conflict {conflict_id} (pulse conflicts --all lists them)")
+
+
+def erase_entries(device: Device, first: dt.date | None, last: dt.date | None) -> dict[str, Any]:
+    """Erase the user's entries of these days on the server (`DELETE /v1/me/entries`) and apply the
+    erasure here at once; the server's answer (the erasure and what it removed), with `refused`: this
+    device's queued changes of those days that the erasure refuses (docs/erasure.md)."""
+    from pulse_cli.agent import erasures
+    from sync.client import PUSH_RETRY
+    from sync.erasure import Erasure
+    from sync.errors import AuthExpired, Offline, ServerRefused
+
+    account = require_account(device)
+    if account.role == "coach":
+        raise PulseError("erase: a coach's account holds no entries of its own (an athlete erases theirs with"
+                         " pulse erase on their device)")
+    before = outbox.counts(device.conn).get("rejected", 0)
+    retry = dataclasses.replace(PUSH_RETRY, attempts=2)  # a person is waiting for the answer
+    try:
+        with device.upstream.client(account.server, account.token, retry) as client:
+            body = client.erase(None if first is None else first.isoformat(),
+                                None if last is None else last.isoformat())
+    except Offline as exc:
+        raise Unreachable(f"offline: nothing was erased; erasing needs the server ({exc})") from exc
+    except AuthExpired as exc:
+        raise _login_required(device, account, exc) from exc
+    except ServerRefused as exc:
+        raise PulseError(f"server: {exc}") from exc
+    erasures.apply(device.conn, [Erasure.from_json(body["erasure"])], account.username)
+    return {**body, "refused": outbox.counts(device.conn).get("rejected", 0) - before}

@@ -103,6 +103,9 @@ def sync(ctx: typer.Context, as_json: JsonOption = False) -> None:
     if report.repushed:
         typer.echo(f"the server had lost {plural(report.repushed, 'change')} of this device (restored from a"
                    " backup?): pushed again")
+    if report.erasures:
+        typer.echo(f"{plural(report.erasures, 'erasure')} of entries on the server applied: those days are gone"
+                   " from this device too")
     if report.pushed.get("held"):
         typer.echo(f"{plural(report.pushed['held'], 'change')} held: dated after your tomorrow as the server"
                    " counts days; sent again at each sync until the date comes")

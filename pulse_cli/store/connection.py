@@ -40,6 +40,9 @@ def open_store(home: Path) -> sqlite3.Connection:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA foreign_keys=ON")
+        # Deleted rows are overwritten with zeros, not left in free space (the default of some builds only):
+        # an erased day's values must leave the file, not just the tables (docs/erasure.md).
+        conn.execute("PRAGMA secure_delete=ON")
         apply_migrations(conn)
         ensure_client_id(conn)
     except sqlite3.DatabaseError as exc:

@@ -21,6 +21,8 @@ BREAKER = "breaker"  # the client breaker's state, as JSON (sync/breaker.py)
 CONFLICTS_VERSION = "conflicts_version"  # the conflict audit's version held here
 SHAPE_SCHEMA = "shape_schema"  # the shape's electric-schema, kept for live responses that lack it
 REFETCHING = "refetching"  # "1" while a snapshot is being pulled: the view is made again once it is done
+ERASURES_AFTER = "erasures_after"  # the id of the newest erasure applied here (docs/erasure.md)
+SCRUB_DUE = "scrub_due"  # "1" while an erasure's days still have to be scrubbed from the store's files
 # `pulse agent --serve`
 SHAPE_LOG_ID = "shape_log_id"  # names the device's shape log: a new one means new handles
 WEB_PASSWORD = "web_password"  # the salted scrypt hash of the password the sync server last confirmed

@@ -179,6 +179,23 @@ ALTER TABLE outbox ADD COLUMN reflected INTEGER NOT NULL DEFAULT 0;
 CREATE INDEX outbox_unreflected ON outbox (user_id, date, seq) WHERE status = 'pending' OR reflected = 0;
 """,
     ),
+    (
+        "0006_erasures",
+        """
+-- Erasures this device applied (docs/erasure.md): whose entries (the local user key: '' for the owner, a
+-- coach's athlete by username), which days (NULL: an open end), the server's time of the erasure. No value:
+-- the device app serves the owner's to a browser, and the relay refuses a browser's write they cover.
+CREATE TABLE erasures (
+    id INTEGER PRIMARY KEY,
+    user_id TEXT NOT NULL,
+    date_from TEXT,
+    date_to TEXT,
+    erased_ms INTEGER NOT NULL,
+    whole_account INTEGER NOT NULL DEFAULT 0,
+    applied_at TEXT NOT NULL
+);
+""",
+    ),
 ]
 
 

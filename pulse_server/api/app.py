@@ -21,7 +21,15 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pulse_core.errors import PulseError
 from pulse_server import maintenance
-from pulse_server.api import openapi, routes_auth, routes_entries, routes_grants, routes_meta, routes_sync
+from pulse_server.api import (
+    openapi,
+    routes_auth,
+    routes_entries,
+    routes_erasure,
+    routes_grants,
+    routes_meta,
+    routes_sync,
+)
 from pulse_server.api.deps import bearer_from
 from pulse_server.api.error_answers import install_error_handlers, json_error
 from pulse_server.api.routes_checksums import router as checksums_router
@@ -117,7 +125,7 @@ def create_app(
     app.state.background = background
     app.state.login_throttle = LoginThrottle(PostgresThrottleStore(db.run), throttle_policy(settings))
     app.state.push_gate = ConcurrencyGate(min(settings.push_concurrency, settings.pool_size), settings.push_queue_limit)
-    for module in (routes_auth, routes_entries, routes_sync, routes_grants, routes_meta):
+    for module in (routes_auth, routes_entries, routes_erasure, routes_sync, routes_grants, routes_meta):
         app.include_router(module.router)
     app.include_router(shape_route.router)
     app.include_router(checksums_router)

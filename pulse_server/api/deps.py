@@ -12,8 +12,9 @@ import psycopg
 from fastapi import Depends, Request
 from starlette.concurrency import run_in_threadpool
 
-from pulse_server.accounts import Principal, principal_on
+from pulse_server.accounts import Principal, hash_token, principal_on
 from pulse_server.db.database import Database
+from pulse_server.erasure import ACCOUNT_ERASED, account_erasure
 from pulse_server.errors import ApiError
 from pulse_server.logs import user_id
 from pulse_server.metrics import Metrics
@@ -63,12 +64,19 @@ def bearer_from(authorization: str) -> str:
 
 def authenticate_on(conn: psycopg.Connection[Any], token: str) -> Principal:
     """The token's user, looked up on a connection the caller holds; 401 if it is invalid, expired or revoked."""
-    return admitted(principal_on(conn, token))
+    return admitted(principal_on(conn, token), conn, token)
 
 
-def admitted(principal: Principal | None) -> Principal:
-    """The principal a token gave, or 401 if it gave none (invalid, expired or revoked)."""
+def admitted(principal: Principal | None, conn: psycopg.Connection[Any], token: str) -> Principal:
+    """The principal a token gave, or 401 if it gave none (invalid, expired or revoked). A token revoked
+    by the erasure of its whole account is answered `account_erased`, with the erasure: its devices drop
+    the account's entries before they ask to sign in again (docs/erasure.md)."""
     if principal is None:
+        erased = account_erasure(conn, hash_token(token))
+        if erased is not None:
+            raise ApiError(401, ACCOUNT_ERASED, f"account: every entry of {erased.user} was erased and its sign-ins"
+                           " revoked; this device drops them; sign in again to start afresh",
+                           headers=UNAUTHORIZED, extra={"erasure": erased.as_json()})
         raise ApiError(401, "unauthorized", "authorization: the token is invalid, expired or revoked; log in again",
                        headers=UNAUTHORIZED)
     return principal

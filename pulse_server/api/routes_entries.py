@@ -15,6 +15,7 @@ from pulse_server.api.content_type import JsonDeclared
 from pulse_server.api.deps import Athlete, ClockDep, CurrentUser, DbDep, SettingsDep
 from pulse_server.api.schemas import ConflictsOut, DismissRequest, EntriesOut, EntryFields, EntryWrite
 from pulse_server.db.entries import COLUMNS, PostgresEntryRepository, row_to_entry
+from pulse_server.erasure import hold_off
 from pulse_server.errors import ApiError
 from pulse_server.push import Reconciler, api_write
 from sync.conflict_state import conflict_state
@@ -89,6 +90,7 @@ def delete_entry(date: str, user: Athlete, db: DbDep, clock: ClockDep, settings:
     reconciler = Reconciler(clock, settings.clock_skew_limit_ms)
 
     def write(conn: Any) -> str | None:
+        hold_off(conn, user.id)  # before the entry's lock, which an erasure in progress may want
         existing = PostgresEntryRepository(conn).get(str(user.id), day, lock=True)
         if existing is None or existing.deleted:
             return None

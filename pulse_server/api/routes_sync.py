@@ -87,7 +87,7 @@ async def answer_push(
                 raise from_wire(exc) from None
         assert not isinstance(body, ApiError)
         return reconciler.apply_batch_unlocked(conn, token, body.client_id, body.mutations,
-                                               lambda principal: must_write(admitted(principal)))
+                                               lambda principal: must_write(admitted(principal, conn, token)))
 
     user, outcome = await gate.run(lambda: db.run(work, autocommit=True))
     user_id.set(user.id)

@@ -99,12 +99,22 @@ class PushRequest(BaseModel):
                                        " against the user's local date (kept as the user's zone)")
 
 
+class ErasureOut(BaseModel):
+    id: int = Field(description="Increases with every erasure: devices ask for those after the last they applied")
+    user: str
+    from_: str | None = Field(alias="from", description="The first day erased (null: from the first)")
+    to: str | None = Field(description="The last day erased (null: to the last)")
+    erased_at_ms: int = Field(description="The server's clock at the erasure: writes stamped earlier are refused")
+    whole_account: bool = Field(description="Every day, and the account's tokens and grants revoked")
+
+
 class ErrorOut(BaseModel):
     code: str
     message: str
     field: str | None = None
     value: Any = None
     allowed: str | None = None
+    erasure: ErasureOut | None = Field(default=None, description="With account_erased: the erasure to apply")
 
 
 class ConflictOut(BaseModel):
@@ -166,6 +176,24 @@ class ConflictsOut(BaseModel):
 class DismissRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     ids: list[int] = Field(min_length=1, max_length=1000)
+
+
+class RemovedOut(BaseModel):
+    entries: int
+    conflicts: int
+    results: int = Field(description="Exactly-once results (their seqs stay as high-water marks)")
+    tokens: int = Field(description="Tokens revoked (a whole account)")
+    grants: int = Field(description="Grants removed (a whole account)")
+
+
+class ErasedOut(BaseModel):
+    erasure: ErasureOut
+    removed: RemovedOut
+
+
+class ErasuresOut(BaseModel):
+    erasures: list[ErasureOut]
+    last: int = Field(description="The highest id returned (or the one asked after): ask after it next")
 
 
 class GrantRequest(BaseModel):

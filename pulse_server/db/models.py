@@ -107,6 +107,7 @@ class AppliedMutation(SQLModel, table=True):
     seq: int = Field(sa_column=Column(BigInteger, primary_key=True))
     result: dict[str, Any] = Field(sa_column=Column(JSONB, nullable=False))
     digest: bytes | None = Field(default=None, sa_column=Column(LargeBinary))  # SHA-256 of what was sent
+    date: dt.date | None = Field(default=None, sa_column=Column(Date))  # the mutation's day (erasures remove it)
     applied_at: dt.datetime = Field(default_factory=_utcnow)
 
 
@@ -147,3 +148,18 @@ class ConflictRecord(SQLModel, table=True):
     dismissed_at: dt.datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
     version: int | None = Field(default=None, sa_column=Column(
         BigInteger, nullable=False, server_default=text("nextval('conflict_version_seq')")))
+
+
+class ErasureRecord(SQLModel, table=True):
+    """An erasure of a user's entries of a range of days (docs/erasure.md): who, which days, when; no value."""
+
+    __tablename__ = "erasures"
+    __table_args__ = (Index("erasures_user", "user_id", "id"),)
+
+    id: int | None = Field(default=None, sa_column=Column(BigInteger, primary_key=True, autoincrement=True))
+    user_id: int = Field(sa_column=Column(BigInteger, ForeignKey("users.id", ondelete="CASCADE"), nullable=False))
+    date_from: dt.date | None = Field(default=None, sa_column=Column(Date))  # None: from the first day
+    date_to: dt.date | None = Field(default=None, sa_column=Column(Date))  # None: to the last day
+    erased_ms: int = Field(sa_column=Column(BigInteger, nullable=False))  # the server's clock at the erasure
+    whole_account: bool = False
+    created_at: dt.datetime = Field(default_factory=_utcnow)

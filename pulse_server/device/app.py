@@ -101,6 +101,15 @@ def create_device_app(backend: DeviceBackend, throttle: LoginThrottle | None = N
     def dismiss_conflicts(body: DismissRequest, _: SignedIn, _json: JsonDeclared) -> None:
         backend.dismiss_conflicts(body.ids)
 
+    @app.get("/v1/erasures", tags=["erasure"])
+    def erasures(
+        _: SignedIn, after: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 1000,
+    ) -> dict[str, Any]:
+        """The erasures of the user's entries this device applied (docs/erasure.md)."""
+        found = backend.erasures(after, limit)
+        return {"erasures": found, "last": max((e["id"] for e in found), default=after)}
+
     app.include_router(shape.router)
     mount_pwa(app)
     install_error_handlers(app)

@@ -54,6 +54,10 @@ class DeviceBackend(Protocol):
     def dismiss_conflicts(self, ids: Sequence[int]) -> None:
         """Put these conflicts aside (on the sync server too, at the next sync)."""
 
+    def erasures(self, after: int, limit: int) -> list[dict[str, Any]]:
+        """The erasures of the user's entries the device applied, with an id after `after`, oldest first,
+        in the form of the cloud's `GET /v1/erasures` (docs/erasure.md)."""
+
     def log_id(self) -> str:
         """Names this shape log: a new one (a store rebuilt from scratch) means a new handle."""
 

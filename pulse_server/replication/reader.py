@@ -29,6 +29,7 @@ readiness and `/metrics` report; only `following` lets a shape request answer up
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import threading
 import time
@@ -48,8 +49,10 @@ log = logging.getLogger("pulse.replication")
 
 PUBLICATION = "pulse_shapes"
 LOG_CHANNEL = "pulse_shape_log"
+ERASED_CHANNEL = "pulse_erased"  # an erasure's days left the log: watchers drop them from their tails
 LEADER_LOCK = 7041978
 SYNCED_TABLES = ("entries",)
+ERASURES_TABLE = "erasures"  # published too (migration 0011): its inserts purge the log of the erased days
 CHECK_EVERY_S = 5.0  # how often a following reader checks its slot and database again
 __all__ = ["LEADER_LOCK", "ReplicationReader", "lsn_int", "lsn_text", "slot_name"]
 
@@ -81,6 +84,19 @@ Key = tuple[int, str]  # (user_id, date)
 
 
 @dataclass(frozen=True)
+class Erased:
+    """An erasure record read from the stream: its user, days (None: an open end) and transaction's LSN."""
+
+    user_id: int
+    first: str | None
+    last: str | None
+    lsn: int
+
+    def payload(self) -> str:
+        return json.dumps({"user_id": self.user_id, "from": self.first, "to": self.last, "lsn": self.lsn})
+
+
+@dataclass(frozen=True)
 class LogEntry:
     lsn: int
     op: int
@@ -104,6 +120,7 @@ class Batch:
     rows: dict[Key, LogEntry] = field(default_factory=dict)  # the last change of each row, after any truncate
     truncated: bool = False  # a truncate came before the changes in `rows`
     usernames: dict[int, str | None] = field(default_factory=dict)
+    erasures: list[Erased] = field(default_factory=list)  # erasure records committed in these transactions
 
     def add(self, entry: LogEntry) -> None:
         self.log.append(entry)
@@ -128,6 +145,15 @@ class Batch:
                 " %b::text[], %b::text[]::jsonb[]) ON CONFLICT DO NOTHING",
                 _columns(self.log, lambda e: (e.lsn, e.op, e.txid, e.key[0], e.key[1], e.operation, e.value)),
             )
+        for erased in self.erasures:
+            # Every change of an erased day before the erasure's transaction leaves the log, so no value
+            # of it stays (docs/erasure.md); the erasure's own deletes (key only) stay, and a client behind
+            # them reads those, which is all it needs of the rows. The watchers drop them from their tails.
+            conn.execute(
+                "DELETE FROM shape_log WHERE user_id = %s AND (%s::date IS NULL OR date >= %s::date)"
+                " AND (%s::date IS NULL OR date <= %s::date) AND lsn < %s",
+                (erased.user_id, erased.first, erased.first, erased.last, erased.last, erased.lsn))
+            conn.execute("SELECT pg_notify(%s, %s)", (ERASED_CHANNEL, erased.payload()))
         if self.truncated:  # clients cannot follow a truncate change by change: every handle must refetch
             conn.execute("DELETE FROM shape_rows")
             conn.execute("UPDATE shape_state SET generation = generation + 1, log_id = gen_random_uuid() WHERE id = 1")
@@ -424,6 +450,7 @@ class ReplicationReader:
         for tx in transactions:
             lsn = tx.begin.final_lsn
             txid = (epoch << 32) | tx.begin.xid
+            batch.erasures.extend(_erasures(tx, lsn))
             for op, change in enumerate(c for c in tx.changes if _synced(c)):
                 if isinstance(change, Truncate):
                     batch.truncate()
@@ -502,6 +529,12 @@ class ReplicationReader:
                         raise psycopg.OperationalError(status.rebuild_reason)
                 if self.read_once(conn, self.wait_s).transactions:
                     stop.wait(started + self.round_s - time.monotonic())
+
+
+def _erasures(tx: Transaction, lsn: int) -> list[Erased]:
+    return [Erased(int(c.new["user_id"] or 0), c.new.get("date_from"), c.new.get("date_to"), lsn)
+            for c in tx.changes if isinstance(c, Change) and c.operation == "insert" and c.new is not None
+            and isinstance(c.relation, Relation) and c.relation.name == ERASURES_TABLE]
 
 
 def _synced(change: Change | Truncate) -> bool:

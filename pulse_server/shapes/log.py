@@ -27,7 +27,7 @@ from psycopg.pq import Format
 from pulse_server.db.database import Database
 from pulse_server.replication.health import ReplicationHealth
 from pulse_server.replication.origin import read_status
-from pulse_server.replication.reader import LOG_CHANNEL
+from pulse_server.replication.reader import ERASED_CHANNEL, LOG_CHANNEL
 from pulse_server.shapes import protocol
 
 GRANTS_CHANNEL = "pulse_grants"
@@ -409,6 +409,7 @@ class LogWatcher:
                              connect_timeout=5) as conn:
             conn.execute(f"LISTEN {LOG_CHANNEL}")
             conn.execute(f"LISTEN {GRANTS_CHANNEL}")
+            conn.execute(f"LISTEN {ERASED_CHANNEL}")
             self.build = None
             self._check_build(conn)
             checked = 0.0
@@ -417,14 +418,17 @@ class LogWatcher:
                     checked = time.monotonic()
                     if self.health.update(read_status(conn)):
                         self.wake_all()
-                channels = {n.channel for n in conn.notifies(timeout=self._idle_s(), stop_after=1)}
-                if not channels:
+                notes = list(conn.notifies(timeout=self._idle_s(), stop_after=1))
+                if not notes:
                     continue
-                channels |= {n.channel for n in conn.notifies(timeout=0)}  # several commits, one read
+                notes += conn.notifies(timeout=0)  # several commits, one read
+                channels = {n.channel for n in notes}
                 if GRANTS_CHANNEL in channels:
                     self.wake_all(grants=True)
                 if not self._check_build(conn):
                     self._catch_up(conn, self.head)
+                if ERASED_CHANNEL in channels:
+                    self._forget_erased([n.payload for n in notes if n.channel == ERASED_CHANNEL])
 
     def _idle_s(self) -> float:
         return 1.0 if self.health is None else min(1.0, self.health.next_check_s)
@@ -450,6 +454,24 @@ class LogWatcher:
             log.info("shape log rebuilt: held requests refetch", extra={"fields": {"generation": head.generation}})
             self.wake_all()
         return True
+
+    def _forget_erased(self, payloads: list[str]) -> None:
+        """The tail's changes of erased days from before their erasure, as the reader removed them from the
+        log (docs/erasure.md), so no held request serves them again."""
+        erased = [json.loads(p) for p in payloads]
+
+        def gone(c: LogChange) -> bool:
+            for e in erased:
+                if c.user_id == e["user_id"] and c.lsn < e["lsn"]:
+                    day = c.value.get("date") or ""
+                    if (e["from"] is None or day >= e["from"]) and (e["to"] is None or day <= e["to"]):
+                        return True
+            return False
+
+        with self._lock:
+            kept = [c for c in self.tail if not gone(c)]
+            if len(kept) != len(self.tail):
+                self.tail, self.offsets = kept, [c.offset for c in kept]
 
     def _catch_up(self, conn: psycopg.Connection[Any], after: Offset) -> None:
         users: set[int] = set()

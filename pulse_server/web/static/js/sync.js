@@ -2,14 +2,15 @@
 // batches; reads follow the user's shape (GET /v1/shape, the Electric protocol) into the local copy.
 //
 // Only these endpoints are used, with URLs relative to the app: /v1/auth/token, /v1/me, /v1/rules,
-// /v1/sync/push, /v1/shape, /v1/conflicts, /v1/conflicts/dismiss. The cloud server and
+// /v1/sync/push, /v1/shape, /v1/conflicts, /v1/conflicts/dismiss, /v1/erasures. The cloud server and
 // `pulse agent --serve` both serve them.
 //
 // The rules every device follows (docs/sync.md) hold here too: one database, one client id (a push that
 // shows another database uses ours moves the pending changes to a new id); the server's time is the
 // reference (the clock takes in every stamp and server time it sees, "today" and stamps use the
 // corrected clock, pushes carry the zone); a change merely early is held, not refused; conflicts come
-// from the server by version and are judged against the local view.
+// from the server by version and are judged against the local view; the days an erasure covers leave
+// the database, with what the queue held of them (docs/erasure.md).
 //
 // Accounts (docs/pwa.md): the engine works on one account's database, the account signed in on this
 // device when the tab started or signed in. Before every write and every push it checks that this is
@@ -41,7 +42,9 @@ const CHANNEL = 'ngx-pulse';
 // What an account keeps when it signs out with its unsynced changes kept: the queue and the identity
 // that numbers it (client_id, next_seq, hlc_last, clock_offset_ms); its copy of the server goes.
 // Queued dismissals stay too: they are the user's, not the server's.
-const SERVER_COPY_META = ['token', 'role', 'shape', 'pulled_lsn', 'conflicts', 'conflicts_version', 'last_sync_ms'];
+const SERVER_COPY_META = ['token', 'role', 'shape', 'pulled_lsn', 'conflicts', 'conflicts_version', 'last_sync_ms',
+  'erasures_after', 'erasures'];
+const ERASURE_PAGE = 1_000; // the server's limit per request
 
 /** A write or a sign-in refused because this tab's account is no longer the signed-in one. */
 export class AccountChanged extends Error {
@@ -99,6 +102,60 @@ async function takeNewId(s, old) {
   await s.meta.put(id, 'client_id');
   await s.meta.put([...((await s.meta.get('former_client_ids')) || []), old], 'former_client_ids');
   return id;
+}
+
+const covers = (e, date) => (e.from === null || e.from <= date) && (e.to === null || date <= e.to);
+/** sync/erasure.py: a write of `date` stamped `hlc` was made before the erasure, for a day it erased. */
+const refuses = (e, date, hlc) => covers(e, date) && (parseStamp(hlc)?.ms ?? Infinity) < e.erased_at_ms;
+
+function erasureDays(e) {
+  if (e.from === null && e.to === null) return 'every day';
+  if (e.from === null) return `every day up to ${e.to}`;
+  if (e.to === null) return `every day from ${e.from}`;
+  return e.from === e.to ? e.from : `${e.from} to ${e.to}`;
+}
+
+/**
+ * A row of an erased day whose every value was stamped before the erasure: a change logged before it,
+ * read by a pull that ran before the server removed it from the log. Not kept: the erasure's delete follows.
+ */
+function fromBeforeAnErasure(row, erasures) {
+  const stamps = [...MERGE_FIELDS, 'deleted'].map((name) => row[`${name}_hlc`]).filter(Boolean);
+  return erasures.some((e) => covers(e, row.date)
+    && stamps.every((stamp) => (parseStamp(stamp)?.ms ?? 0) < e.erased_at_ms));
+}
+
+/**
+ * Apply erasures (docs/erasure.md), in the caller's transaction on rows, outbox and meta: the days'
+ * rows of the server copy go; the queue's changes of those days made before the erasure go too, except
+ * that a pending one is refused (`rejected`, code `erased`, as the server answers it) and stays listed
+ * until discarded; changes made after it stay; the days' conflicts go; the clock moves past the erasure.
+ */
+async function applyErasures(s, erasures) {
+  const keys = await s.rows.getAllKeys();
+  const rows = await s.rows.getAll();
+  const outbox = await s.outbox.getAll();
+  for (const e of erasures) {
+    for (let i = 0; i < keys.length; i += 1) if (rows[i]?.date && covers(e, rows[i].date)) await s.rows.delete(keys[i]);
+    const when = new Date(e.erased_at_ms).toISOString().replace(/\.\d{3}Z$/, '+00:00');
+    for (const m of outbox) {
+      if (!refuses(e, m.date, m.hlc)) continue;
+      if (m.status === 'pending') {
+        await s.outbox.put({ ...m, status: 'rejected', sent_at: Date.now(), result: { seq: m.seq, status: 'rejected',
+          error: { code: 'erased', field: 'date', value: m.date, message: `date: the entries of ${erasureDays(e)}`
+            + ` were erased at ${when}; this change was made before that and is not applied` } } });
+      } else if (!(m.status === 'rejected' && m.result?.error?.code === 'erased')) {
+        await s.outbox.delete(m.seq);
+      }
+    }
+    const conflicts = (await s.meta.get('conflicts')) || [];
+    await s.meta.put(conflicts.filter((c) => !covers(e, c.date)), 'conflicts');
+  }
+  const applied = (await s.meta.get('erasures')) || [];
+  const known = new Set(applied.map((e) => e.id));
+  await s.meta.put([...applied, ...erasures.filter((e) => !known.has(e.id))
+    .map(({ id, from, to, erased_at_ms }) => ({ id, from, to, erased_at_ms }))], 'erasures');
+  await observe(s, erasures.map((e) => formatStamp({ ms: e.erased_at_ms, counter: 0, node: 'erasure' })));
 }
 
 /** The conflicts held, with those fetched merged in by id (a dismissal, here or there, is for good). */
@@ -549,11 +606,12 @@ export class Engine extends EventTarget {
   async exchangeOnce() {
     const { store, token } = this;
     if (!store || !token) return;
+    if (!(await this.exchangeErasures(store, token))) return;
     const queued = (await store.getMeta('conflicts_dismiss')) || [];
     for (let i = 0; i < queued.length; i += DISMISS_BATCH) {
       const ids = queued.slice(i, i + DISMISS_BATCH);
       const response = await this.request('conflicts/dismiss', { method: 'POST', token, json: { ids } });
-      if (response.status === 401) return this.authExpired();
+      if (response.status === 401) return this.authExpired(await readJson(response));
       // Sent, or refused for good (a 4xx): either way not sent again, so nothing stays stuck.
       if (response.status === 429 || response.status >= 500) return;
       if (store !== this.store) return;
@@ -566,7 +624,7 @@ export class Engine extends EventTarget {
     for (;;) {
       const version = (await store.getMeta('conflicts_version')) || 0;
       const response = await this.request(`conflicts?after_version=${version}&limit=${CONFLICT_PAGE}`, { token });
-      if (response.status === 401) return this.authExpired();
+      if (response.status === 401) return this.authExpired(await readJson(response));
       if (!response.ok) break;
       const body = await response.json();
       const found = Array.isArray(body.conflicts) ? body.conflicts : [];
@@ -584,6 +642,35 @@ export class Engine extends EventTarget {
     }
   }
 
+  /**
+   * Fetch the erasures after the last one applied and apply them (docs/erasure.md); false when the
+   * exchange should stop here (the token refused, or the account changed).
+   */
+  async exchangeErasures(store, token) {
+    let applied = 0;
+    for (;;) {
+      const after = (await store.getMeta('erasures_after')) || 0;
+      const response = await this.request(`erasures?after=${after}&limit=${ERASURE_PAGE}`, { token });
+      if (response.status === 401) { await this.authExpired(await readJson(response)); return false; }
+      if (!response.ok) break; // a server without erasures, or away: the next exchange asks again
+      const body = await response.json();
+      const found = Array.isArray(body.erasures) ? body.erasures : [];
+      if (!found.length) break;
+      if (!(await this.checkAccount()) || store !== this.store) return false; // not this account's any more
+      await store.transact(['rows', 'outbox', 'meta'], 'readwrite', async (s) => {
+        await applyErasures(s, found);
+        await s.meta.put(Math.max(...found.map((e) => e.id)), 'erasures_after');
+      });
+      applied += found.length;
+      if (found.length < ERASURE_PAGE) break;
+    }
+    if (applied) {
+      this.announce();
+      await this.refresh();
+    }
+    return true;
+  }
+
   /** Put a conflict aside: here at once, on the server (and every other device) at the next exchange. */
   async dismissConflict(id) {
     if (!(await this.checkAccount())) throw new AccountChanged('this tab stopped: another account is signed in');
@@ -598,12 +685,28 @@ export class Engine extends EventTarget {
     this.exchangeConflicts();
   }
 
-  authExpired() {
+  /**
+   * The server refused the token: sign in again. If the whole account was erased, the refusal says so
+   * (`account_erased`, with the erasure) and the account's data leaves this device first; a refusal
+   * that did not say (the shape's) is asked about once.
+   */
+  async authExpired(body = null) {
     if (this.locked) return;
+    const { store, token } = this;
     this.needsSignIn = true;
     this.generation += 1;
     this.pullController?.abort();
     this.emit();
+    let error = body?.error;
+    if (error?.code !== 'account_erased' && store && token) {
+      try {
+        error = (await readJson(await this.request('erasures?after=0&limit=1', { token })))?.error;
+      } catch { return; } // offline: asked again at the next refusal
+    }
+    if (error?.code !== 'account_erased' || !error.erasure || store !== this.store) return;
+    await store.transact(['rows', 'outbox', 'meta'], 'readwrite', (s) => applyErasures(s, [error.erasure]));
+    this.announce();
+    await this.refresh();
   }
 
   // -- writes ------------------------------------------------------------------------------------
@@ -703,7 +806,7 @@ export class Engine extends EventTarget {
       this.reachable = true;
       this.syncing = false;
       const body = await readJson(response);
-      if (response.status === 401) return this.authExpired();
+      if (response.status === 401) return this.authExpired(body);
       if (response.status === 413 && batchSize > 1) { batchSize = Math.max(1, Math.floor(batchSize / 2)); continue; }
       if (response.status === 429 || response.status >= 500) {
         this.retryLater(Number(response.headers.get('retry-after')) || 0);
@@ -816,7 +919,7 @@ export class Engine extends EventTarget {
       clearTimeout(timer);
       if (generation !== this.generation) return;
       this.reachable = true;
-      if (response.status === 401) return this.authExpired();
+      if (response.status === 401) return this.authExpired(messages);
       if (response.status === 409 || response.status === 400) {
         await store.setMeta('shape', { ...SHAPE_START }); // refetch; the outbox is never touched
         continue;
@@ -844,6 +947,7 @@ export class Engine extends EventTarget {
     const seen = [];
     await store.transact(['rows', 'meta'], 'readwrite', async (s) => {
       if (shape.offset === '-1') await s.rows.clear(); // a fresh snapshot replaces the old copy
+      const erased = (await s.meta.get('erasures')) || [];
       for (const message of messages) {
         const control = message.headers?.control;
         if (control === 'must-refetch') { refetch = true; break; }
@@ -854,6 +958,7 @@ export class Engine extends EventTarget {
         if (operation === 'delete') { await s.rows.delete(message.key); continue; }
         const existing = (await s.rows.get(message.key)) || {};
         const row = { ...existing, ...message.value };
+        if (fromBeforeAnErasure(row, erased)) continue;
         for (const name of [...MERGE_FIELDS, 'deleted']) if (row[`${name}_hlc`]) seen.push(row[`${name}_hlc`]);
         await s.rows.put(row, message.key);
       }
