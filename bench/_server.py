@@ -23,7 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 BIN = Path(sys.executable).parent
-PG_BASE = "postgresql://postgres@127.0.0.1:5432"
+# libpq's own variables, as the tests read them (tests/throwaway_db.py): default 127.0.0.1:5432, user postgres
+PG_USER = os.environ.get("PGUSER") or "postgres"
+PG_BASE = f"postgresql://{PG_USER}@{os.environ.get('PGHOST') or '127.0.0.1'}:{os.environ.get('PGPORT') or 5432}"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 

@@ -1,6 +1,6 @@
 """Load test of `POST /v1/sync/push`: a real `pulse-server` on a throwaway database, loaded from separate processes.
 
-Run from the repo root (PostgreSQL at 127.0.0.1:5432, user postgres):
+Run from the repo root (PostgreSQL at PGHOST:PGPORT, default 127.0.0.1:5432, user postgres):
 
     .venv/bin/python bench/push_load.py                  # 15 s per scenario, --workers 1
     .venv/bin/python bench/push_load.py --workers 2

@@ -22,7 +22,7 @@ def serve(device: Device, host: str, port: int, interval_s: float) -> None:
 
     from pulse_server.device.app import create_device_app
 
-    backend = load_backend(device.home)
+    backend = load_backend(device.home, device.upstream)
     if backend is None:
         raise LoginRequired("account: not logged in; run pulse login --server URL --username NAME first")
     if backend.role == "coach":

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from pulse_cli.commands.options import FromOption, JsonOption, open_device, print_json
+from pulse_cli.store import meta
 from pulse_core.errors import UsageError
 
 if TYPE_CHECKING:
@@ -51,7 +52,7 @@ def athletes(ctx: typer.Context, end: ToOption = None, as_json: JsonOption = Fal
     _, last = asked_dates(None, end, device.today)
     keys = roster(device.conn)
     rows = athlete_rows(device.conn, keys, _calendars(device, keys), last)
-    device_sync = read_meta(device.conn, "last_sync")
+    device_sync = read_meta(device.conn, meta.LAST_SYNC)
     as_of = last.isoformat() if last else None
     if as_json:
         print_json({"as_of": as_of, "today": device.today.isoformat(), "device_last_sync": device_sync,
@@ -128,7 +129,7 @@ def report(
     generated = dt.datetime.now(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
     built = build_report(device.conn, chosen, _calendars(device, chosen), asked_first, asked_last, team, generated)
     first, last = built.start, built.end
-    built.server = read_meta(device.conn, "account_server")
+    built.server = read_meta(device.conn, meta.ACCOUNT_SERVER)
     if output is None and fmt == "md" and sys.stdout.isatty():
         from pulse_cli.reports_render import terminal
 

@@ -12,6 +12,7 @@ import typer
 from pulse_cli.bootstrap import Device
 from pulse_cli.commands.options import FromOption, JsonOption, ToOption, open_device, print_json
 from pulse_cli.exits import Interrupted
+from pulse_cli.store import meta
 from pulse_core import queries
 from pulse_core.errors import UsageError
 from pulse_core.usecases import DayRecord, ImportSummary, import_days
@@ -173,8 +174,8 @@ def export(
     from pulse_cli.export import write_export
     from pulse_cli.store.connection import read_meta
 
-    username = read_meta(device.conn, "account_username") or "me"  # who a FHIR export is of
-    server = read_meta(device.conn, "account_server")
+    username = read_meta(device.conn, meta.ACCOUNT_USERNAME) or "me"  # who a FHIR export is of
+    server = read_meta(device.conn, meta.ACCOUNT_SERVER)
     if output is None:
         write_export(rows, fmt, sys.stdout, username, server)
         return
