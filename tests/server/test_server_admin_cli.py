@@ -21,7 +21,6 @@ import psycopg
 import pytest
 from psycopg import sql
 from server_support import (
-    ADMIN_URL,
     PULSE_SERVER,
     Api,
     ServerProcess,
@@ -32,7 +31,7 @@ from server_support import (
     set_mutation,
     stamp,
 )
-from throwaway_db import drop_database, url_of
+from throwaway_db import ADMIN_URL, drop_database, url_of
 
 from pulse_server.db.migrate import alembic_config
 
