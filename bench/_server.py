@@ -23,7 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 BIN = Path(sys.executable).parent
-PG_BASE = "postgresql://postgres@127.0.0.1:5432"
+# libpq's own variables, as the tests read them (tests/throwaway_db.py): default 127.0.0.1:5432, user postgres
+PG_USER = os.environ.get("PGUSER") or "postgres"
+PG_BASE = f"postgresql://{PG_USER}@{os.environ.get('PGHOST') or '127.0.0.1'}:{os.environ.get('PGPORT') or 5432}"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -40,8 +42,9 @@ def no_interrupts() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def throwaway_database(base: str = PG_BASE, prefix: str = "pulse_bench") -> Iterator[str]:
-    """`CREATE DATABASE <prefix>_<random>`, migrated to head; dropped WITH (FORCE) on the way out."""
+def throwaway_database(base: str = PG_BASE, prefix: str = "pulse_bench", migrated: bool = True) -> Iterator[str]:
+    """`CREATE DATABASE <prefix>_<random>`, migrated to head (unless `migrated` is false: another server's
+    database); dropped WITH (FORCE) on the way out."""
     import psycopg
     from psycopg import sql
 
@@ -52,7 +55,8 @@ def throwaway_database(base: str = PG_BASE, prefix: str = "pulse_bench") -> Iter
         admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     url = f"{base}/{name}"
     try:
-        migrate(url)
+        if migrated:
+            migrate(url)
         yield url
     finally:
         with no_interrupts():
@@ -135,7 +139,13 @@ def free_port() -> int:
 
 
 class Server:
-    """`pulse-server serve` in its own session (Ctrl-C reaches us, not it; we stop it ourselves)."""
+    """`pulse-server serve` in its own session (Ctrl-C reaches us, not it; we stop it ourselves).
+
+    Another server (bench/peers.py's Kinto) subclasses it with its own `command()` and `ready_path`.
+    """
+
+    name = "pulse-server"
+    ready_path = "/readyz"
 
     def __init__(self, url: str, workers: int, extra_env: dict[str, str] | None = None) -> None:
         self.url = url
@@ -145,24 +155,26 @@ class Server:
         self.log = tempfile.NamedTemporaryFile(prefix="pulse-server-", suffix=".log", delete=False)  # noqa: SIM115
         self.proc: subprocess.Popen[bytes] | None = None
 
+    def command(self) -> list[str]:
+        return [str(BIN / "pulse-server"), "serve", "--host", "127.0.0.1", "--port", str(self.port),
+                "--workers", str(self.workers)]
+
     def start(self, timeout_s: float = 60.0) -> None:
-        cmd = [str(BIN / "pulse-server"), "serve", "--host", "127.0.0.1", "--port", str(self.port),
-               "--workers", str(self.workers)]
-        self.proc = subprocess.Popen(cmd, env=self.env, stdout=self.log, stderr=subprocess.STDOUT,
+        self.proc = subprocess.Popen(self.command(), env=self.env, stdout=self.log, stderr=subprocess.STDOUT,
                                      start_new_session=True)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"pulse-server exited with {self.proc.returncode}:\n{self.log_tail()}")
+                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{self.log_tail()}")
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/readyz", timeout=2) as reply:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{self.ready_path}", timeout=2) as reply:
                     if reply.status == 200:
                         time.sleep(2.0 if self.workers > 1 else 0.0)  # the other workers finish importing
                         return
             except (urllib.error.URLError, ConnectionError, TimeoutError):
                 pass
             time.sleep(0.2)
-        raise RuntimeError(f"pulse-server not ready after {timeout_s:.0f} s:\n{self.log_tail()}")
+        raise RuntimeError(f"{self.name} not ready after {timeout_s:.0f} s:\n{self.log_tail()}")
 
     def pids(self) -> set[int]:
         """The server process and all its descendants (uvicorn's worker processes)."""
@@ -188,7 +200,13 @@ class Server:
 
 @contextlib.contextmanager
 def running_server(url: str, workers: int, extra_env: dict[str, str] | None = None) -> Iterator[Server]:
-    server = Server(url, workers, extra_env)
+    with started(Server(url, workers, extra_env)) as server:
+        yield server
+
+
+@contextlib.contextmanager
+def started(server: Server) -> Iterator[Server]:
+    """The server started, stopped on the way out (and its log removed), even on error or Ctrl-C."""
     try:
         server.start()
         yield server

@@ -1,6 +1,7 @@
 """What `pulse agent` costs while idle, and how fast it stops on SIGTERM, against a real `pulse-server`.
 
-Run from the repo root (PostgreSQL 15 with wal_level=logical at 127.0.0.1:5432, user postgres):
+Run from the repo root (PostgreSQL 15 with wal_level=logical at PGHOST:PGPORT, default
+127.0.0.1:5432, user postgres):
 
     .venv/bin/python bench/agent_idle.py            # 60 s idle window
     .venv/bin/python bench/agent_idle.py --quick    # 10 s idle window: a smoke check

@@ -1,6 +1,7 @@
 """Costs at scale: a coach with 200 athletes x 2 years (146,000 entries) against a real `pulse-server`.
 
-Run from the repo root (PostgreSQL 15 with wal_level=logical at 127.0.0.1:5432, user postgres):
+Run from the repo root (PostgreSQL 15 with wal_level=logical at PGHOST:PGPORT, default
+127.0.0.1:5432, user postgres):
 
     .venv/bin/python bench/data_scale.py            # 200 athletes x 730 days: ~10-15 minutes on 2 busy cores
     .venv/bin/python bench/data_scale.py --quick    # 20 athletes x 365 days, shorter waits: ~3 minutes

@@ -1,6 +1,7 @@
 """What nginx (deploy/nginx/pulse.conf) adds to a single push: p50/p95/p99 latency, direct vs through nginx.
 
-Run from the repo root (PostgreSQL at 127.0.0.1:5432, user postgres; Debian's nginx installed):
+Run from the repo root (PostgreSQL at PGHOST:PGPORT, default 127.0.0.1:5432, user postgres;
+Debian's nginx installed):
 
     .venv/bin/python bench/proxy_overhead.py            # 2,000 pushes each way
     .venv/bin/python bench/proxy_overhead.py --quick    # 300 each way

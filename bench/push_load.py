@@ -1,6 +1,6 @@
 """Load test of `POST /v1/sync/push`: a real `pulse-server` on a throwaway database, loaded from separate processes.
 
-Run from the repo root (PostgreSQL at 127.0.0.1:5432, user postgres):
+Run from the repo root (PostgreSQL at PGHOST:PGPORT, default 127.0.0.1:5432, user postgres):
 
     .venv/bin/python bench/push_load.py                  # 15 s per scenario, --workers 1
     .venv/bin/python bench/push_load.py --workers 2
@@ -95,6 +95,8 @@ class Device:
         self.counter = 0
         self.written: dict[tuple[str, str], str] = {}
         self.lock = asyncio.Lock()  # one request at a time, like the client engine
+        self.wire_bytes = 0  # request and response bodies of the OK requests
+        self.wire_records = 0  # ... and the mutations they carried
 
     def stamp(self) -> str:
         ms = time.time_ns() // 1_000_000
@@ -116,9 +118,9 @@ class Device:
             return round(rng.uniform(50, 110), 1)
         return f"bench note {self.seq}"
 
-    def mutation(self) -> dict[str, Any]:
+    def mutation(self, day: str | None = None) -> dict[str, Any]:
         self.seq += 1
-        day = self.rng.choice(self.days)
+        day = day or self.rng.choice(self.days)
         stamp = self.stamp()
         fields: dict[str, Any] = {}
         base: dict[str, str | None] = {}
@@ -130,10 +132,21 @@ class Device:
             self.written[(day, name)] = stamp
         return {"seq": self.seq, "date": day, "op": "set", "fields": fields, "base": base, "hlc": stamp}
 
+    def mutations(self) -> list[dict[str, Any]]:
+        return [self.mutation() for _ in range(self.batch)]
+
     def body(self) -> bytes:
-        mutations = [self.mutation() for _ in range(self.batch)]
+        mutations = self.mutations()
         return json.dumps({"protocol": 1, "client_id": self.client_id, "mutations": mutations},
                           separators=(",", ":")).encode()
+
+    def accepted(self, reply: bytes) -> int:
+        """The mutations an OK reply answered (bench/peers.py's devices for other servers count theirs)."""
+        return reply.count(b'"status":"')
+
+    def count_wire(self, body: Any, reply: bytes) -> None:
+        self.wire_bytes += len(body) + len(reply)
+        self.wire_records += self.batch
 
 
 # --- HTTP: raw HTTP/1.1 on asyncio streams, or httpx -------------------------------------------------------
@@ -221,6 +234,8 @@ class Plan:
     timeout: float
     rate: float = 0.0  # open loop: this process's requests/s
     phase: float = 0.0  # open loop: offset of this process's timetable
+    device: type[Device] = Device  # bench/peers.py passes its own for Kinto and the raw upsert
+    connection: Any = RawConnection  # (port, token) -> connection, with --client raw
 
 
 @dataclass
@@ -236,6 +251,8 @@ class Report:
     errors: Counter[str] = field(default_factory=Counter)
     lag: array.array[float] = field(default_factory=lambda: array.array("d"))  # open loop: generator's own delay
     samples: dict[str, str] = field(default_factory=dict)  # the first answer of each kind of error
+    wire_bytes: int = 0  # request and response bodies of all OK requests, warm-up included
+    wire_records: int = 0  # ... and the mutations they carried
 
     def add(self, other: Report) -> None:
         self.latencies.extend(other.latencies)
@@ -245,6 +262,8 @@ class Report:
         self.answered += other.answered
         self.mutations += other.mutations
         self.statuses.update(other.statuses)
+        self.wire_bytes += other.wire_bytes
+        self.wire_records += other.wire_records
         self.errors.update(other.errors)
         for kind, text in other.samples.items():
             self.samples.setdefault(kind, text)
@@ -264,6 +283,8 @@ async def push(device: Device, conn: RawConnection | HttpxConnection, deadline: 
         return 0, b"", "timeout"
     except Exception as exc:
         return 0, str(exc).encode()[:200], type(exc).__name__
+    if status == 200:
+        device.count_wire(body, reply)
     return status, reply, "" if status == 200 else f"http {status}"
 
 
@@ -279,11 +300,12 @@ def record(report: Report, latency: float, reply: bytes, error: str) -> None:
         report.statuses[name] += reply.count(b'"status":"%s"' % name.encode())
 
 
-def answered(report: Report, reply: bytes, error: str, done: float, t_measure: float, t_end: float) -> None:
+def answered(report: Report, device: Device, reply: bytes, error: str, done: float, t_measure: float,
+             t_end: float) -> None:
     """Throughput: an OK answer that arrived inside the window, whenever it was sent."""
     if not error and t_measure <= done < t_end:
         report.answered += 1
-        report.mutations += reply.count(b'"status":"')
+        report.mutations += device.accepted(reply)
 
 
 async def closed_loop(device: Device, conn: Any, plan: Plan, t_measure: float, t_end: float,
@@ -295,7 +317,7 @@ async def closed_loop(device: Device, conn: Any, plan: Plan, t_measure: float, t
         if t_measure <= done < t_end:
             report.sent += 1
             record(report, done - started, reply, error)
-        answered(report, reply, error, done, t_measure, t_end)
+        answered(report, device, reply, error, done, t_measure, t_end)
         if error:
             await asyncio.sleep(0.05)  # do not spin on a refused connection
 
@@ -311,7 +333,7 @@ async def open_loop(devices: list[Device], conns: list[Any], plan: Plan, t0: flo
         done = time.monotonic()
         if measured:
             record(report, done - at, reply, error)
-        answered(report, reply, error, done, t_measure, t_end)
+        answered(report, devices[i], reply, error, done, t_measure, t_end)
 
     k = 0
     while (at := t0 + plan.phase + k * period) < t_end:
@@ -334,7 +356,7 @@ async def open_loop(devices: list[Device], conns: list[Any], plan: Plan, t0: flo
 
 
 async def run_plan(plan: Plan, start: Connection) -> Report:
-    devices = [Device(token, client_id, plan.batch, plan.days, seed=hash(client_id))
+    devices = [plan.device(token, client_id, plan.batch, plan.days, seed=hash(client_id))
                for token, client_id in plan.devices]
     client = None
     if plan.client == "httpx":
@@ -345,7 +367,7 @@ async def run_plan(plan: Plan, start: Connection) -> Report:
                                    limits=httpx.Limits(max_connections=limit, max_keepalive_connections=limit))
         conns: list[Any] = [HttpxConnection(client, token) for token, _ in plan.devices]
     else:
-        conns = [RawConnection(plan.port, token) for token, _ in plan.devices]
+        conns = [plan.connection(plan.port, token) for token, _ in plan.devices]
     try:
         await asyncio.gather(*(c.connect() for c in conns))  # connections open before the clock starts
         start.send("ready")
@@ -359,6 +381,8 @@ async def run_plan(plan: Plan, start: Connection) -> Report:
                                    for d, c in zip(devices, conns, strict=True)))
         else:
             await open_loop(devices, conns, plan, t0, t_measure, t_end, report)
+        report.wire_bytes = sum(d.wire_bytes for d in devices)
+        report.wire_records = sum(d.wire_records for d in devices)
         return report
     finally:
         for conn in conns:
@@ -480,8 +504,10 @@ def sleep_until(t: float) -> None:
 
 
 class Bench:
-    def __init__(self, args: argparse.Namespace, url: str, accounts: list[Account], server: Any, monitor: Any) -> None:
+    def __init__(self, args: argparse.Namespace, url: str, accounts: list[Account], server: Any, monitor: Any,
+                 device: type[Device] = Device, connection: Any = RawConnection) -> None:
         self.args = args
+        self.device, self.connection = device, connection
         self.url = url
         self.database = url.rsplit("/", 1)[1]
         self.accounts = accounts
@@ -504,7 +530,8 @@ class Bench:
             plans.append(Plan(index=p, mode=sc.mode, devices=devices[p::procs], batch=sc.batch, days=days,
                               port=self.server.port, client=self.args.client, warmup=self.args.warmup,
                               duration=self.args.duration, timeout=self.args.timeout,
-                              rate=sc.rate / procs, phase=p / sc.rate if sc.rate else 0.0))
+                              rate=sc.rate / procs, phase=p / sc.rate if sc.rate else 0.0,
+                              device=self.device, connection=self.connection))
         return plans
 
     def run(self, sc: Scenario) -> Outcome:

@@ -1,6 +1,7 @@
 """Throughput of the replication reader (WAL -> shape log), in changes per second. Target: >= 5,000/s.
 
-Run from the repo root (PostgreSQL with wal_level=logical at 127.0.0.1:5432, user postgres):
+Run from the repo root (PostgreSQL with wal_level=logical at PGHOST:PGPORT, default 127.0.0.1:5432,
+user postgres):
 
     .venv/bin/python bench/replication_throughput.py                     # 50,000 changes, 500 per transaction
     .venv/bin/python bench/replication_throughput.py --changes 100000 --batch 100

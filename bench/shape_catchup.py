@@ -1,7 +1,8 @@
 """A coach's full shape catch-up over HTTP: 100 athletes x 365 days (36,500 rows). Targets: up-to-date
 in at most 0.3 s, at most 150 bytes a row on the wire.
 
-Run from the repo root (PostgreSQL with wal_level=logical at 127.0.0.1:5432, user postgres):
+Run from the repo root (PostgreSQL with wal_level=logical at PGHOST:PGPORT, default 127.0.0.1:5432,
+user postgres):
 
     .venv/bin/python bench/shape_catchup.py              # 5 runs
     .venv/bin/python bench/shape_catchup.py --runs 10

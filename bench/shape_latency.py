@@ -2,7 +2,8 @@
 
 Targets: p95 < 100 ms with one live client; p99 < 500 ms across 1,000 concurrent live clients.
 
-Run from the repo root (PostgreSQL with wal_level=logical at 127.0.0.1:5432, user postgres):
+Run from the repo root (PostgreSQL with wal_level=logical at PGHOST:PGPORT, default 127.0.0.1:5432,
+user postgres):
 
     .venv/bin/python bench/shape_latency.py
     .venv/bin/python bench/shape_latency.py --clients 1000 --procs 4 --rate 50 --writes 1000

@@ -1,8 +1,15 @@
 """Cold start of `pulse`, beside a bare interpreter and a minimal typer app measured the same way.
 
 Run: .venv/bin/python bench/startup.py [--runs N]
-Each figure is the median wall time of N fresh processes (after one warm-up run each, so the OS
-file cache is warm but no Python state is shared). Then an import-time breakdown of `pulse log`.
+Each figure is the median wall time of N fresh processes, and beside it the median CPU time (user +
+system) the process used: on a shared machine the CPU time is what other work does not stretch, while
+the wall time also holds I/O waits (`pulse log` commits to SQLite, and the store's checkpoint at exit
+syncs the write-ahead log: an fdatasync that a disk busy with other work can make take 10 ms). The
+cases are interleaved (one run of each, N times over) after one warm-up run each, so a load that comes
+and goes weighs on all of them alike and the ratios hold. Bytecode is cached as it is for anyone who
+installed pulse (the warm-up writes it, even when PYTHONDONTWRITEBYTECODE is set here): compiling
+pulse's modules from source at every run would add ~15 ms that no user pays. Target (issue 17): `pulse log` at most 1.3x
+the minimal typer app. Then an import-time breakdown of `pulse log`.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ import time
 from pathlib import Path
 
 BIN = Path(sys.executable).parent
+TARGET_RATIO = 1.3
 MINIMAL_TYPER = '''
 from typing import Annotated
 import typer
@@ -26,16 +34,29 @@ def log(steps: Annotated[int | None, typer.Option()] = None, sleep: Annotated[fl
     print(steps, sleep)
 app()
 '''
+BASE = "minimal typer app (--steps 1)"
+COMPARED = ("pulse log --steps 8000 (table)", "pulse log --steps 8000 --json")
 
 
-def timed(cmd: list[str], runs: int, env: dict[str, str]) -> float:
-    subprocess.run(cmd, env=env, capture_output=True, check=True)  # warm-up
-    samples = []
+def one_run(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
+    """(wall ms, CPU ms) of one fresh process."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = (time.perf_counter() - start) * 1000
+    if status != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed ({status})")
+    return wall, (usage.ru_utime + usage.ru_stime) * 1000
+
+
+def interleaved(cases: dict[str, list[str]], runs: int, env: dict[str, str]) -> dict[str, list[tuple[float, float]]]:
+    for cmd in cases.values():
+        one_run(cmd, env)  # warm-up: OS cache, bytecode
+    samples: dict[str, list[tuple[float, float]]] = {name: [] for name in cases}
     for _ in range(runs):
-        start = time.perf_counter()
-        subprocess.run(cmd, env=env, capture_output=True, check=True)
-        samples.append(time.perf_counter() - start)
-    return statistics.median(samples) * 1000
+        for name, cmd in cases.items():
+            samples[name].append(one_run(cmd, env))
+    return samples
 
 
 def import_breakdown(env: dict[str, str], top: int) -> list[tuple[int, str]]:
@@ -55,28 +76,36 @@ def import_breakdown(env: dict[str, str], top: int) -> list[tuple[int, str]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--runs", type=int, default=30)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        env = {**os.environ, "PULSE_HOME": str(Path(tmp) / "home"), "NO_COLOR": "1"}
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+        env.update({"PULSE_HOME": str(Path(tmp) / "home"), "NO_COLOR": "1"})
         script = Path(tmp) / "minimal_typer.py"
         script.write_text(MINIMAL_TYPER)
         pulse = str(BIN / "pulse")
         cases = {
             "python -c pass": [sys.executable, "-c", "pass"],
-            "minimal typer app (--steps 1)": [sys.executable, str(script), "--steps", "1"],
+            BASE: [sys.executable, str(script), "--steps", "1"],
             "pulse --help": [pulse, "--help"],
-            "pulse log --steps 8000 (table)": [pulse, "log", "--steps", "8000"],
-            "pulse log --steps 8000 --json": [pulse, "log", "--steps", "8000", "--json"],
+            COMPARED[0]: [pulse, "log", "--steps", "8000"],
+            COMPARED[1]: [pulse, "log", "--steps", "8000", "--json"],
             "pulse history --json": [pulse, "history", "--json"],
         }
-        results = {name: timed(cmd, args.runs, env) for name, cmd in cases.items()}
-        print(f"cold start, median of {args.runs} runs (ms)")
-        for name, ms in results.items():
-            print(f"  {name:<34} {ms:7.1f}")
-        base = results["minimal typer app (--steps 1)"]
-        for name in ("pulse log --steps 8000 (table)", "pulse log --steps 8000 --json"):
-            print(f"  {name} vs minimal typer app: {results[name] - base:+.1f} ms")
+        load = os.getloadavg()[0]
+        samples = interleaved(cases, args.runs, env)
+        wall = {name: statistics.median(w for w, _ in values) for name, values in samples.items()}
+        cpu = {name: statistics.median(c for _, c in values) for name, values in samples.items()}
+        print(f"cold start, median of {args.runs} interleaved runs (ms); load average before: {load:.2f},"
+              f" after: {os.getloadavg()[0]:.2f}")
+        print(f"  {'':<34} {'wall':>7} {'fastest':>8} {'cpu':>7}")
+        for name in cases:
+            print(f"  {name:<34} {wall[name]:7.1f} {min(w for w, _ in samples[name]):8.1f} {cpu[name]:7.1f}")
+        for name in COMPARED:
+            ratio, cpu_ratio = wall[name] / wall[BASE], cpu[name] / cpu[BASE]
+            verdict = "met" if ratio <= TARGET_RATIO else "NOT met"
+            print(f"  {name} vs minimal typer app: wall {wall[name] - wall[BASE]:+.1f} ms, {ratio:.2f}x"
+                  f" (target at most {TARGET_RATIO}x: {verdict}); cpu {cpu_ratio:.2f}x")
         print("\nimport time of `pulse log --json`, cumulative (us), largest first")
         for cumulative, name in import_breakdown(env, 15):
             print(f"  {cumulative:8d}  {name}")

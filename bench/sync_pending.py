@@ -1,6 +1,7 @@
 """`pulse sync` of a device with 10,000 pending mutations, against a real `pulse-server` on a throwaway database.
 
-Run from the repo root (PostgreSQL 15 with wal_level=logical at 127.0.0.1:5432, user postgres):
+Run from the repo root (PostgreSQL 15 with wal_level=logical at PGHOST:PGPORT, default
+127.0.0.1:5432, user postgres):
 
     .venv/bin/python bench/sync_pending.py            # 10,000 pending mutations (2,000 days x 5 fields)
     .venv/bin/python bench/sync_pending.py --quick    # 1,000 (200 days x 5 fields): a smoke check

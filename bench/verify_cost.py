@@ -1,6 +1,7 @@
 """What `pulse verify` costs for a year of data: requests, bytes and time, clean and with one day differing.
 
-Run from the repo root (PostgreSQL 15 with wal_level=logical at 127.0.0.1:5432, user postgres):
+Run from the repo root (PostgreSQL 15 with wal_level=logical at PGHOST:PGPORT, default
+127.0.0.1:5432, user postgres):
 
     .venv/bin/python bench/verify_cost.py              # an athlete's year; a coach of 10 athletes' years
     .venv/bin/python bench/verify_cost.py --quick      # 90 days; a coach of 3 athletes

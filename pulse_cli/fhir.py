@@ -20,6 +20,7 @@ from decimal import Decimal
 from typing import Any
 
 from pulse_core.entry import Entry
+from pulse_core.rules import MANUAL
 
 LOINC = "http://loinc.org"
 UCUM = "http://unitsofmeasure.org"
@@ -30,7 +31,7 @@ SOURCE_SYSTEM = "urn:ngx-pulse:fhir:source"
 NAMESPACE = uuid.UUID("6f1d3c52-4c0b-4b57-9a38-1d2f5b0e7a41")  # fixed: stable resource ids across exports
 
 SOURCES = {
-    "manual": "Entered by hand",
+    MANUAL: "Entered by hand",
     "fitbit": "Imported from Fitbit",
     "welltory": "Imported from Welltory",
     "apple-health": "Imported from Apple Health",
@@ -138,7 +139,7 @@ def _observation(patient_id: str, entry: Entry, metric: Metric, source: str | No
     resource["code"] = {"coding": [metric.coding(entry)], "text": label}
     resource["subject"] = subject
     resource["effectiveDateTime"] = day
-    if source == "manual":  # the person measured it and typed it in
+    if source == MANUAL:  # the person measured it and typed it in
         resource["performer"] = [subject]
     if device is not None:
         resource["device"] = {"reference": f"urn:uuid:{device['id']}", "display": DEVICE_NAMES[source or ""]}

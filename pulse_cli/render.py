@@ -11,6 +11,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from pulse_cli.sync_text import plural
 from pulse_core.entry import Entry
 from pulse_core.insights import metric_value
 from pulse_core.queries import DayView
@@ -96,7 +97,7 @@ def history(rows: Sequence[Entry], first: dt.date, last: dt.date) -> None:
 
     days = (last - first).days + 1
     console.print(HistoryTable(
-        f"{first.isoformat()} to {last.isoformat()}: {len(rows)} of {days} days logged",
+        f"{first.isoformat()} to {last.isoformat()}: {len(rows)} of {plural(days, 'day')} logged",
         [(row.date.isoformat(), value(row.sleep_hours),
           value(row.hrv_ms) + (" sdnn" if row.hrv_method == "sdnn" else ""), value(row.steps),
           value(row.weight_kg), value(row.score), row.note or "") for row in rows],
@@ -125,7 +126,7 @@ def _sparklines(series: dict[str, list[float | None]], width: int) -> Table:
 
 
 def trends(report: dict[str, Any]) -> None:
-    table = Table(title=f"Trends {report['from']} to {report['to']}: {report['days_logged']} days logged")
+    table = Table(title=f"Trends {report['from']} to {report['to']}: {plural(report['days_logged'], 'day')} logged")
     for header in ("Metric", "7-day avg", "28-day avg", f"Days with value (of {report['days']})"):
         table.add_column(header, justify="left" if header == "Metric" else "right", no_wrap=True)
     for metric, trend in report["metrics"].items():
@@ -158,7 +159,7 @@ def import_summary(summary: ImportSummary) -> None:
     """One line that adds up (read = imported + updated + unchanged + skipped), then one line per reason."""
     restored = f" ({summary.restored} restored)" if summary.restored else ""
     console.print(
-        f"[green]{summary.source}[/green]: {summary.read} days read: {summary.imported} imported{restored},"
+        f"[green]{summary.source}[/green]: {plural(summary.read, 'day')} read: {summary.imported} imported{restored},"
         f" {summary.updated} updated, {summary.unchanged} unchanged, {sum(summary.skipped.values())} skipped"
     )
     for reason, count in sorted(summary.skipped.items()):
@@ -166,9 +167,17 @@ def import_summary(summary: ImportSummary) -> None:
     if summary.kept:
         kept = ", ".join(f"{name} {count}" for name, count in sorted(summary.kept.items()))
         total = sum(summary.kept.values())
-        console.print(f"  kept {total} value{'s' if total != 1 else ''} you set by hand: {kept}")
+        console.print(f"  kept {plural(total, 'value')} you set by hand: {kept}")
     if summary.left_empty:
         empty = ", ".join(f"{name} {count}" for name, count in sorted(summary.left_empty.items()))
         total = sum(summary.left_empty.values())
-        console.print(f"  left {total} field{'s' if total != 1 else ''} empty that you deleted or cleared by hand:"
+        console.print(f"  left {plural(total, 'field')} empty that you deleted or cleared by hand:"
                       f" {empty} (--restore-deleted fills them)")
+
+
+def import_hint(why: str) -> None:
+    """Why an import read no day (what the file held), under the summary."""
+    from rich.padding import Padding
+    from rich.text import Text
+
+    console.print(Padding(Text.assemble(("nothing counted: ", "yellow"), why), (0, 0, 0, 2)))

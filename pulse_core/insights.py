@@ -5,9 +5,10 @@ from __future__ import annotations
 import datetime as dt
 import math
 import statistics
+from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from pulse_core.entry import METRICS, Entry
 
@@ -80,6 +81,46 @@ def baseline(
     mean = statistics.fmean(values) if values else None
     sd = statistics.stdev(values) if len(values) >= 2 else None
     return Baseline(metric, len(values), mean, sd, method if metric == "hrv_ms" else None)
+
+
+class Band(NamedTuple):  # a tuple: a team's year draws 365,000 of them
+    """Mean and sample SD of the BASELINE_DAYS days before one day (None until two values exist)."""
+
+    mean: float
+    sd: float
+
+
+def trailing_bands(by_day: dict[dt.date, float], days: Sequence[dt.date]) -> list[Band | None]:
+    """For each day, mean ± sample SD of the values in the BASELINE_DAYS days before it: `baseline` for
+    every day of a range at once, as a sliding window (a team's year of charts draws 365,000 of them;
+    tests/unit/test_insights.py holds the two to the same figures)."""
+    if not days:
+        return []
+    window: deque[tuple[int, float]] = deque()  # (day ordinal, value), in date order
+    first = days[0] - dt.timedelta(days=BASELINE_DAYS)
+    pending = sorted((d.toordinal(), v) for d, v in by_day.items() if first <= d < days[-1])
+    i, count = 0, len(pending)
+    total = squares = 0.0
+    out: list[Band | None] = []
+    for day in days:
+        today = day.toordinal()
+        while i < count and pending[i][0] < today:
+            window.append(pending[i])
+            total += pending[i][1]
+            squares += pending[i][1] ** 2
+            i += 1
+        while window and window[0][0] < today - BASELINE_DAYS:
+            _, old = window.popleft()
+            total -= old
+            squares -= old ** 2
+        n = len(window)
+        if n < 2:
+            out.append(None)
+            continue
+        mean = total / n
+        variance = max(0.0, (squares - n * mean * mean) / (n - 1))
+        out.append(Band(mean, math.sqrt(variance)))
+    return out
 
 
 def readiness(entries: Sequence[Entry], day: dt.date) -> dict[str, Readiness]:

@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import abc
 import datetime as dt
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
 from pulse_core.entry import Entry
+from pulse_core.rules import MANUAL
 
 
 @dataclass(frozen=True)
 class EntryChange:
     """One local edit, recorded in the same transaction as the change it describes.
 
-    A store turns it into an outbox mutation (sync-protocol.md): `fields` holds only what this edit
+    A store turns it into an outbox mutation (docs/push-protocol.md): `fields` holds only what this edit
     set, `base` the stamp each of those fields had before it, `stamp` the edit's HLC.
     """
 
@@ -25,8 +26,7 @@ class EntryChange:
     fields: dict[str, Any]
     base: dict[str, str | None]
     stamp: str
-    source: str = "manual"
-    extra: dict[str, Any] = field(default_factory=dict)
+    source: str = MANUAL
 
 
 class EntryRepository(abc.ABC):

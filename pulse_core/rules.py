@@ -16,7 +16,8 @@ RULES_VERSION = 1
 
 HRV_METHODS = ("rmssd", "sdnn")
 DEFAULT_HRV_METHOD = "rmssd"
-SOURCES = ("manual", "fitbit", "welltory", "apple-health", "sync")
+MANUAL = "manual"  # a value set by hand: under lww@2 it beats any import, whatever the stamps
+SOURCES = (MANUAL, "fitbit", "welltory", "apple-health", "sync")
 NOTE_MAX_CHARS = 1000
 MAX_DAYS_AHEAD = 1
 # No day before this is taken, read or written: older dates are typing mistakes, and some date arithmetic

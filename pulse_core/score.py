@@ -10,6 +10,7 @@ from pulse_core.rules import (
     HRV_MISSING_POINTS,
     HRV_POINTS_PER_MS,
     SCORE_MAX_POINTS,
+    SCORE_REQUIRES,
     SCORE_SCALE,
     SCORE_VERSION,
     SLEEP_MAX_POINTS,
@@ -25,8 +26,11 @@ def day_score(sleep_hours: Decimal | None, hrv_ms: Decimal | None, steps: int | 
     Exact: each capped component and their sum are kept as integer numerators and denominators
     (the rules' fractions and the Decimal inputs convert exactly). Fraction arithmetic normalised
     (a gcd) after every operation, which made this the costliest step of a push."""
-    if sleep_hours is None or steps is None:
-        return None
+    given = (sleep_hours, hrv_ms, steps)
+    for at in _REQUIRED_AT:  # the rule as /v1/rules publishes it (SCORE_REQUIRES)
+        if given[at] is None:
+            return None
+    assert sleep_hours is not None and steps is not None, SCORE_REQUIRES  # the formula below needs both
     sleep = _capped(sleep_hours.as_integer_ratio(), _SLEEP_PER, _SLEEP_MAX)
     hrv = _HRV_MISSING if hrv_ms is None else _capped(hrv_ms.as_integer_ratio(), _HRV_PER, _HRV_MAX)
     walked = _capped((steps, 1), _STEPS_PER, _STEPS_MAX)
@@ -38,6 +42,7 @@ def day_score(sleep_hours: Decimal | None, hrv_ms: Decimal | None, steps: int | 
 
 
 Ratio = tuple[int, int]  # numerator, positive denominator
+_REQUIRED_AT = tuple(("sleep_hours", "hrv_ms", "steps").index(name) for name in SCORE_REQUIRES)
 _SLEEP_PER, _SLEEP_MAX = SLEEP_POINTS_PER_HOUR.as_integer_ratio(), SLEEP_MAX_POINTS.as_integer_ratio()
 _HRV_PER, _HRV_MAX = HRV_POINTS_PER_MS.as_integer_ratio(), HRV_MAX_POINTS.as_integer_ratio()
 _HRV_MISSING = HRV_MISSING_POINTS.as_integer_ratio()

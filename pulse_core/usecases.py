@@ -11,11 +11,10 @@ from typing import Any
 from pulse_core.entry import DELETED, MERGE_FIELDS, Entry, FieldValue
 from pulse_core.errors import NotFoundError, UsageError, ValidationError
 from pulse_core.ports import EntryChange, UnitOfWork
+from pulse_core.rules import MANUAL
 from pulse_core.score import rescore
 from pulse_core.values import parse_date, parse_fields
 from pulse_core.warnings import FieldWarning, field_warnings
-
-MANUAL = "manual"
 
 
 @dataclass

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 import re
 import secrets
 from dataclasses import dataclass
@@ -12,7 +13,7 @@ from typing import Any
 import psycopg
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import delete, update
+from sqlalchemy import delete, text, update
 from sqlmodel import Session, select
 
 from pulse_server.db.models import Grant, Token, User
@@ -49,11 +50,16 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def add_user(session: Session, username: str, password: str, is_coach: bool) -> User:
-    check_username(username)
+def check_password(password: str) -> str:
     if len(password) < 8:
         raise ApiError(422, "invalid_value", "password: too short (allowed 8 or more characters)",
                        field="password", allowed="8 or more characters")
+    return password
+
+
+def add_user(session: Session, username: str, password: str, is_coach: bool) -> User:
+    check_username(username)
+    check_password(password)
     if session.exec(select(User).where(User.username == username)).first() is not None:
         raise ApiError(409, "already_exists", f"username: {username} already exists", field="username", value=username)
     user = User(username=username, password_hash=_hasher.hash(password), is_coach=is_coach)
@@ -170,3 +176,70 @@ def readable_user(session: Session, who: Principal, username: str | None) -> int
     if granted and other is not None and other.id is not None:
         return other.id
     raise ApiError(404, "not_found", f"user: no readable user {username}", field="user", value=username)
+
+
+@dataclass(frozen=True)
+class UserSummary:
+    """A user as `pulse-server user list` shows them."""
+
+    username: str
+    role: str
+    created_at: dt.datetime
+    days: int  # entries held (deleted days included: they are tombstones the devices sync)
+    last_write: dt.datetime | None
+    grants: int  # coaches granted (an athlete) or athletes granting (a coach)
+
+
+def list_users(session: Session) -> list[UserSummary]:
+    rows = session.execute(text(
+        "SELECT u.username, u.is_coach, u.created_at,"
+        " (SELECT count(*) FROM entries e WHERE e.user_id = u.id),"
+        " (SELECT max(e.updated_at) FROM entries e WHERE e.user_id = u.id),"
+        " (SELECT count(*) FROM grants g WHERE CASE WHEN u.is_coach THEN g.coach_id ELSE g.athlete_id END = u.id)"
+        " FROM users u ORDER BY u.username")).all()
+    return [UserSummary(name, "coach" if coach else "athlete", created, int(days), last, int(grants))
+            for name, coach, created, days, last, grants in rows]
+
+
+def set_password(session: Session, user: User, password: str) -> int:
+    """A new password; every token of the user is revoked, so each device signs in again. Returns how many."""
+    check_password(password)
+    user.password_hash = _hasher.hash(password)
+    session.add(user)
+    revoked = session.execute(
+        update(Token).where(Token.user_id == user.id, Token.revoked_at.is_(None))  # type: ignore[union-attr,arg-type]
+        .values(revoked_at=dt.datetime.now(dt.UTC)))
+    session.commit()
+    return int(revoked.rowcount)  # type: ignore[attr-defined]
+
+
+# What the server holds of a user, by kind: what `remove_user` erases.
+HELD = {
+    "entries": "SELECT count(*) FROM entries WHERE user_id = :id",
+    "conflicts": "SELECT count(*) FROM conflicts WHERE user_id = :id",
+    "sync records": "SELECT count(*) FROM applied_mutations WHERE user_id = :id",
+    "tokens": "SELECT count(*) FROM tokens WHERE user_id = :id",
+    "grants": "SELECT count(*) FROM grants WHERE athlete_id = :id OR coach_id = :id",
+}
+
+
+def held_by(session: Session, user: User) -> dict[str, int]:
+    """What the server holds of a user, by kind: what `remove_user` would erase."""
+    return {kind: int(session.execute(text(query), {"id": user.id}).scalar_one()) for kind, query in HELD.items()}
+
+
+def remove_user(conn: psycopg.Connection[Any], user_id: int, username: str, now_ms: int) -> None:
+    """Erase the whole account as an erasure does (docs/erasure.md: entries, conflict audit, exactly-once
+    results, tokens, grants; the replication reader then purges the shape log of the user's days), then
+    the user, in the caller's transaction. The user's row takes with it (ON DELETE CASCADE) the tokens,
+    the high-water marks and the erasure record; what has no foreign key to users goes by hand."""
+    from pulse_server.erasure import erase
+
+    erase(conn, user_id, username, None, None, now_ms, whole_account=True)
+    conn.execute("DELETE FROM users WHERE id = %s", (user_id,))
+    # After the grants went: deleting a coach's grants bumps their scope version (trigger, migration 0002).
+    conn.execute("DELETE FROM scope_versions WHERE user_id = %s", (user_id,))
+    # Failed sign-ins are counted per (address, username): "pair:<address>/<username as JSON>".
+    suffix = "/" + json.dumps(username)
+    conn.execute("DELETE FROM login_throttle WHERE key LIKE 'pair:%%' AND right(key, %s) = %s",
+                 (len(suffix), suffix))

@@ -38,7 +38,7 @@ from pulse_server.db.entries import PostgresEntryRepository
 from pulse_server.db.models import Grant, User
 from pulse_server.errors import ApiError
 from pulse_server.push import Reconciler
-from sync.hlc import Stamp
+from sync.hlc import SKEW_LIMIT_MS, Stamp
 
 DATA_DIR = Path(__file__).resolve().parents[1] / "tests" / "data"
 FITBIT_IDS = ("fitbit", "dailyActivity_merged.csv", "Id")
@@ -138,7 +138,7 @@ def seed_demo(
     password: Callable[[], str],
     data_dir: Path = DATA_DIR,
     now_ms: Callable[[], int] | None = None,
-    skew_limit_ms: int = 60_000,
+    skew_limit_ms: int = SKEW_LIMIT_MS,
 ) -> SeedSummary:
     """Create the coach (asking `password()` only then), the athletes and grants, and write their days."""
     clock = now_ms or _wall_ms

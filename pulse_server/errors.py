@@ -2,6 +2,7 @@
 
     ApiError                an answer chosen by a route (status + stable code)
     pulse_core PulseError   translated by ERROR_STATUS (ValidationError -> 422, NotFoundError -> 404, ...)
+    sync PushRefused        a push request refused by the checks of `sync.wire` (from_wire: its status and code)
     DatabaseUnavailable     503 with Retry-After (Postgres down, breaker open, pool exhausted)
 
 Body, everywhere but /v1/shape: {"error": {"code", "message", "field"?, "value"?, "allowed"?}}.
@@ -9,12 +10,14 @@ Body, everywhere but /v1/shape: {"error": {"code", "message", "field"?, "value"?
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from pulse_core.errors import NotFoundError, PulseError, StoreError, UsageError, ValidationError
+from sync.errors import PushRefused
+from sync.wire import storable
 
-# Stable error codes, documented in docs/api.md.
+# Every code an ApiError carries, with its status: the one table of stable codes, documented in docs/api.md
+# (tests/unit/test_docs.py checks both ways: each ApiError's code is here, and each code here is documented).
 CODES = {
     "bad_request": 400,
     "unauthorized": 401,
@@ -22,6 +25,7 @@ CODES = {
     "forbidden": 403,
     "not_found": 404,
     "already_exists": 409,
+    "not_a_coach": 409,
     "payload_too_large": 413,
     "batch_too_large": 413,
     "unsupported_media_type": 415,
@@ -30,6 +34,7 @@ CODES = {
     "rate_limited": 429,
     "internal": 500,
     "unavailable": 503,
+    "busy": 503,
 }
 
 
@@ -59,19 +64,15 @@ class ApiError(Exception):
         error: dict[str, Any] = {"code": self.code, "message": self.message}
         if self.field is not None:
             error["field"] = self.field
-            error["value"] = _jsonable(self.value)
+            error["value"] = storable(self.value)  # JSON has no inf or nan; a lone surrogate has no UTF-8
         if self.allowed is not None:
             error["allowed"] = self.allowed
         return {"error": {**error, **self.extra}}
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)  # JSON has no inf or nan (1e400 in a request body parses as inf)
-    if not isinstance(value, (str, int, float, bool, type(None))):
-        value = str(value)
-    # A lone surrogate ("\ud800" is valid JSON) cannot be encoded as UTF-8 in the response.
-    return value.encode("utf-8", "replace").decode("utf-8") if isinstance(value, str) else value
+def from_wire(exc: PushRefused) -> ApiError:
+    """A push request refused by the checks of `sync.wire`, as the answer the cloud and device apps give."""
+    return ApiError(exc.status, exc.code, exc.message, exc.field, exc.value, exc.allowed)
 
 
 def from_domain(exc: PulseError) -> ApiError:

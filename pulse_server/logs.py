@@ -37,3 +37,25 @@ def configure(level: str = "info") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     root.propagate = False
+
+
+class _Listening(logging.Handler):
+    """uvicorn's "Uvicorn running on http://HOST:PORT" as the one line people look for, on stdout; its
+    warnings and errors (a port in use) as plain lines on stderr; the rest of its chatter dropped."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if message.startswith("Uvicorn running on "):
+            url = message.removeprefix("Uvicorn running on ").split(" (", 1)[0]
+            sys.stdout.write(f"listening on {url}\n")
+            sys.stdout.flush()
+        elif record.levelno >= logging.WARNING:
+            sys.stderr.write(f"{'error' if record.levelno >= logging.ERROR else 'warning'}: {message}\n")
+
+
+def announce_listening() -> None:
+    """For `pulse-server serve`: it binds in this process, with one worker or several (docs/deploy.md)."""
+    uvicorn_log = logging.getLogger("uvicorn.error")
+    uvicorn_log.handlers[:] = [_Listening()]
+    uvicorn_log.setLevel(logging.INFO)
+    uvicorn_log.propagate = False

@@ -1,4 +1,4 @@
-"""Reconciling pushed mutations into Postgres, exactly once (sync-protocol.md).
+"""Reconciling pushed mutations into Postgres, exactly once (docs/push-protocol.md).
 
 One transaction per batch, a savepoint per mutation. Each mutation is checked with the same rules as
 the device (pulse_core), merged field by field (sync.merge), and recorded with its result in
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +19,7 @@ from psycopg.types.json import Jsonb
 
 from pulse_core.entry import Entry
 from pulse_core.errors import ValidationError
+from pulse_core.rules import MANUAL
 from pulse_server.accounts import Principal, hash_token
 from pulse_server.db.database import committing
 from pulse_server.db.entries import COLUMNS, PostgresEntryRepository, entry_json, json_dumps, row_to_entry
@@ -27,7 +28,7 @@ from sync.erasure import refusal as erased_refusal
 from sync.erasure import refusing
 from sync.hlc import Stamp
 from sync.merge import Conflict, apply_mutation
-from sync.wire import Mutation, clash, duplicate, mutation_digest, parse_mutation, refusal, storable
+from sync.wire import API_CLIENT, Mutation, MutationResult, mutation_digest, parse_mutation, refusal, replay, storable
 
 # What pulse_push_write raises when an entry or a seq changed since the push read it (migration 0005).
 CHANGED_SINCE_READ = "PU001"
@@ -73,9 +74,13 @@ _READ_EARLIER = (
 class Recorded:
     """What the server holds of a (user, client)'s earlier mutations, as a push batch needs it."""
 
-    results: dict[int, tuple[dict[str, Any], str | None]] = field(default_factory=dict)  # seq -> result, digest
+    results: dict[int, tuple[MutationResult, str | None]] = field(default_factory=dict)  # seq -> result, digest
     newest: int | None = None  # the highest seq with a result
     pruned: int | None = None  # the highest seq whose result was pruned (client_high_water)
+
+    def replay(self, seq: int, digest: str, client_id: str) -> MutationResult | None:
+        """The answer to a (client, seq) already recorded (sync.wire.replay), or None."""
+        return replay(seq, digest, client_id, self.results.get(seq), self.pruned)
 
     @property
     def high_water(self) -> int | None:
@@ -95,15 +100,15 @@ class Recorded:
 
 @dataclass
 class _Merged:
-    results: list[dict[str, Any]] = field(default_factory=list)
-    fresh: list[dict[str, Any]] = field(default_factory=list)  # results to record, with their digest
+    results: list[MutationResult] = field(default_factory=list)
+    fresh: list[Mapping[str, Any]] = field(default_factory=list)  # results to record (with their digest)
     audit: list[tuple[Mutation, Conflict, bool]] = field(default_factory=list)
     touched: dict[dt.date, Entry] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class BatchOutcome:
-    results: list[dict[str, Any]]
+    results: list[MutationResult]
     txid: str | None  # None when the batch wrote nothing (every mutation a duplicate, a clash or refused)
     lsn: str | None
     entries: dict[dt.date, Entry]
@@ -138,7 +143,7 @@ class Reconciler:
             with conn.transaction():
                 return self._apply_batch_fast(conn, user_id, client_id, raw)
         except (pg_errors.DataError, UnicodeEncodeError):
-            return self._apply_batch_slow(conn, user_id, client_id, raw)
+            return self.apply_batch_savepoints(conn, user_id, client_id, raw)
 
     def _apply_batch_fast(
         self, conn: psycopg.Connection[Any], user_id: int, client_id: str, raw: Sequence[dict[str, Any]]
@@ -189,7 +194,7 @@ class Reconciler:
         user_id: int,
         client_id: str,
         raw: Sequence[dict[str, Any]],
-        parsed: list[Mutation | dict[str, Any]],
+        parsed: list[Mutation | MutationResult],
         earlier: Recorded,
         entries: dict[dt.date, Entry],
         server_ms: int,
@@ -201,9 +206,9 @@ class Reconciler:
         for item, outcome in zip(raw, parsed, strict=True):
             seq = int(item["seq"])  # the request schema requires an integer seq
             digest = mutation_digest(item)
-            replay = _replay(seq, digest, client_id, earlier)
-            if replay is not None:
-                merged.results.append(replay)
+            again = earlier.replay(seq, digest, client_id)
+            if again is not None:
+                merged.results.append(again)
                 continue
             if not isinstance(outcome, Mutation) and outcome["status"] == "held":
                 merged.results.append(outcome)  # not recorded: the same mutation is welcome once its day comes
@@ -299,12 +304,14 @@ class Reconciler:
 
     def _merge_in_memory(
         self, entry: Entry, m: Mutation, server_ms: int
-    ) -> tuple[dict[str, Any], list[Conflict], bool]:
+    ) -> tuple[MutationResult, list[Conflict], bool]:
         return apply_mutation(entry, m, server_ms, self.skew_limit_ms)
 
-    def _apply_batch_slow(
+    def apply_batch_savepoints(
         self, conn: psycopg.Connection[Any], user_id: int, client_id: str, raw: Sequence[dict[str, Any]]
     ) -> BatchOutcome:
+        """The batch one savepoint per mutation (in the caller's transaction, under its locks): slower, but a
+        value Postgres refuses fails only its own mutation. The same results as the other paths."""
         repo = PostgresEntryRepository(conn)
         server_ms = self.now_ms()
         today = self.today(server_ms)
@@ -335,12 +342,12 @@ class Reconciler:
         touched: dict[dt.date, Entry],
         earlier: Recorded,
         known: Known,
-    ) -> dict[str, Any]:
+    ) -> MutationResult:
         seq = item.get("seq")
         digest = mutation_digest(item)
-        replay = _replay(int(item["seq"]), digest, client_id, earlier)
-        if replay is not None:
-            return replay
+        again = earlier.replay(int(item["seq"]), digest, client_id)
+        if again is not None:
+            return again
         try:
             mutation = parse_mutation(item, client_id, today)
         except ValidationError as exc:
@@ -375,7 +382,7 @@ class Reconciler:
         m: Mutation,
         server_ms: int,
         touched: dict[dt.date, Entry],
-    ) -> dict[str, Any]:
+    ) -> MutationResult:
         # A new day has no row to lock yet: a transaction-level advisory lock on (user, date) makes
         # concurrent pushes to it wait for each other instead of overwriting.
         conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"entry:{user_id}:{m.date}",))
@@ -389,12 +396,9 @@ class Reconciler:
         return result
 
 
-API_CLIENT = "api"
-
-
 def api_write(
     reconciler: Reconciler, conn: psycopg.Connection[Any], user_id: int, day: dt.date, op: str, fields: dict[str, Any]
-) -> tuple[dict[str, Any], Entry | None]:
+) -> tuple[MutationResult, Entry | None]:
     """A REST write (PUT/DELETE) as a mutation of the server's own client, through the same path.
 
     Its stamp is later than every stamp on the entry and its base is what is stored, so it is a
@@ -415,7 +419,7 @@ def api_write(
     base = dict(current.stamps) if current else {}
     base.pop("deleted", None)
     raw = {"seq": row[0], "date": day.isoformat(), "op": op, "fields": fields, "base": base,
-           "hlc": str(stamp), "source": "manual"}
+           "hlc": str(stamp), "source": MANUAL}
     if reconciler.utc_offset_min is None:
         reconciler.utc_offset_min = user_offset(conn, user_id)
     outcome = reconciler.apply_batch(conn, user_id, API_CLIENT, [raw])
@@ -434,26 +438,11 @@ _AUDIT_SQL = (
 )
 
 
-def _replay(seq: int, digest: str, client_id: str, earlier: Recorded) -> dict[str, Any] | None:
-    """The answer to a (client, seq) the server already holds: its original result (a duplicate), a clash
-    when the content differs (another store with the same client id), or a duplicate whose result was
-    pruned (at or below the pruned high-water mark). None for a mutation not seen before."""
-    found = earlier.results.get(seq)
-    if found is not None:
-        original, recorded_digest = found
-        if recorded_digest is not None and recorded_digest != digest:
-            return clash(seq, client_id)
-        return duplicate(seq, original)
-    if earlier.pruned is not None and seq <= earlier.pruned:
-        return duplicate(seq, None)
-    return None
-
-
-def _erased(result: dict[str, Any]) -> bool:
+def _erased(result: Mapping[str, Any]) -> bool:
     return result["status"] == "rejected" and (result.get("error") or {}).get("code") == "erased"
 
 
-def _day_of(item: dict[str, Any], outcome: Mutation | dict[str, Any] | None) -> str | None:
+def _day_of(item: dict[str, Any], outcome: Mutation | MutationResult | None) -> str | None:
     """The day a recorded result answers (an erasure of that day removes the result): the mutation's, or
     the date it sent if that is a date (a mutation refused for another field), else None."""
     if isinstance(outcome, Mutation):
@@ -475,9 +464,9 @@ def _audit_row(user_id: int, client_id: str, m: Mutation, c: Conflict, clamped: 
             c.rule, clamped)
 
 
-def _parse_batch(raw: Sequence[dict[str, Any]], client_id: str, today: dt.date) -> list[Mutation | dict[str, Any]]:
+def _parse_batch(raw: Sequence[dict[str, Any]], client_id: str, today: dt.date) -> list[Mutation | MutationResult]:
     """Each mutation checked: the Mutation, or its result: rejected, or held (a date still ahead)."""
-    parsed: list[Mutation | dict[str, Any]] = []
+    parsed: list[Mutation | MutationResult] = []
     for item in raw:
         try:
             mutation = parse_mutation(item, client_id, today)

@@ -9,6 +9,8 @@ from psycopg.conninfo import conninfo_to_dict
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from sync.hlc import SKEW_LIMIT_MS
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="PULSE_", extra="ignore")
@@ -37,7 +39,7 @@ class Settings(BaseSettings):
     login_forget_s: float = Field(default=86_400.0, gt=0)
     breaker_failures: int = 5
     breaker_reset_s: float = 5.0
-    clock_skew_limit_ms: int = 60_000
+    clock_skew_limit_ms: int = SKEW_LIMIT_MS
     # Pushes doing their database work at once (on threads of their own, at most pool_size), and how many
     # more may wait for a turn before the answer is 503 with Retry-After (load shedding).
     push_concurrency: int = Field(default=4, ge=1, le=200)

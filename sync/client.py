@@ -1,59 +1,28 @@
 """The client side of the wire: one narrow HTTP transport for auth and push, with retries.
 
-Retries use exponential backoff with jitter (tenacity) and honour `Retry-After` as a floor. Errors are
-translated once into this module's hierarchy:
-
-    SyncError
-    ├── Offline          the server cannot be reached or answers 5xx/429 after the retries
-    ├── AuthExpired      401: the token is invalid, expired or revoked (log in again)
-    └── ServerRefused    any other 4xx for the request as a whole (426, 413, 400...)
+Retries follow the one policy of `sync.retry` (exponential backoff with jitter, `Retry-After` as a
+floor). Errors are translated once into the package's hierarchy (`sync.errors`): `Offline` (unreachable,
+or 5xx/429 after the retries), `AuthExpired` (401: log in again), `ServerRefused` (any other 4xx).
 """
 
 from __future__ import annotations
 
-import random
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import httpx
-from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
 
-from sync.wire import PROTOCOL
+from sync.errors import AuthExpired, Offline, ServerRefused
+from sync.retry import Retryable, RetryPolicy, retry_after_seconds, retrying
+from sync.wire import PROTOCOL, PushResponse
 
 USER_AGENT = "ngx-pulse-sync/1"
-
-
-class SyncError(Exception):
-    pass
-
-
-class Offline(SyncError):
-    def __init__(self, message: str, retry_after_s: float = 0.0) -> None:
-        super().__init__(message)
-        self.retry_after_s = retry_after_s
-
-
-class AuthExpired(SyncError):
-    def __init__(self, message: str, code: str = "", body: Any = None) -> None:
-        super().__init__(message)
-        self.code = code  # the error's code: `account_erased` when the account's entries were erased
-        error = body.get("error") if isinstance(body, dict) else None
-        self.error: dict[str, Any] = error if isinstance(error, dict) else {}
-
-
-class ServerRefused(SyncError):
-    def __init__(self, status: int, body: Any) -> None:
-        error = body.get("error", {}) if isinstance(body, dict) else {}
-        super().__init__(error.get("message") or f"server refused the request ({status})")
-        self.status = status
-        self.code = error.get("code", "")
-
-
-class _Retryable(Exception):
-    def __init__(self, message: str, retry_after_s: float) -> None:
-        super().__init__(message)
-        self.retry_after_s = retry_after_s
+# A push or sign-in: 4 attempts, about 1 s of waiting in all, so `pulse sync` against a server that is
+# away answers "offline" within a few seconds; the breaker spaces the rounds after that.
+PUSH_RETRY = RetryPolicy(attempts=4, initial_s=0.125, max_s=4.0, jitter_s=0.25)
+# Signing in is a person waiting at the prompt: two attempts, a fraction of a second apart.
+SIGN_IN_RETRY = RetryPolicy(attempts=2, initial_s=0.1, max_s=0.2, jitter_s=0.2)
 
 
 def why_unreachable(exc: httpx.TransportError) -> str:
@@ -78,14 +47,6 @@ def _has_request(exc: httpx.TransportError) -> bool:
     return True
 
 
-def retry_after(response: httpx.Response) -> float:
-    value = response.headers.get("retry-after", "")
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        return 0.0
-
-
 class SyncClient:
     """Auth and push over httpx. `transport` lets tests inject faults without patching."""
 
@@ -94,9 +55,7 @@ class SyncClient:
         base_url: str,
         token: str | None = None,
         timeout_s: float = 10.0,
-        attempts: int = 4,
-        backoff_s: float = 0.25,
-        max_backoff_s: float = 8.0,
+        retry: RetryPolicy = PUSH_RETRY,
         transport: httpx.BaseTransport | None = None,
         sleep: Callable[[float], None] | None = None,
     ) -> None:
@@ -105,9 +64,7 @@ class SyncClient:
             headers["authorization"] = f"Bearer {token}"
         self.http = httpx.Client(base_url=base_url.rstrip("/"), headers=headers, timeout=timeout_s,
                                  transport=transport)
-        self.attempts = attempts
-        self.backoff_s = backoff_s
-        self.max_backoff_s = max_backoff_s
+        self.retry = retry
         self.sleep = sleep
 
     def close(self) -> None:
@@ -119,43 +76,28 @@ class SyncClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _wait(self, state: RetryCallState) -> float:
-        """Full jitter on an exponential backoff, never below the server's Retry-After."""
-        exponential = min(self.max_backoff_s, self.backoff_s * 2 ** (state.attempt_number - 1))
-        jittered = random.uniform(0, exponential)
-        error = state.outcome.exception() if state.outcome else None
-        floor = error.retry_after_s if isinstance(error, _Retryable) else 0.0
-        return max(floor, jittered)
-
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
-        retrying = Retrying(
-            retry=retry_if_exception_type(_Retryable),
-            stop=stop_after_attempt(self.attempts),
-            wait=self._wait,
-            reraise=True,
-            sleep=self.sleep or time.sleep,
-        )
         try:
-            for attempt in retrying:
+            for attempt in retrying(self.retry, self.sleep or time.sleep):
                 with attempt:
                     return self._once(method, path, **kwargs)
-        except _Retryable as exc:
-            raise Offline(str(exc), exc.retry_after_s) from exc
+        except Retryable as exc:
+            raise Offline(str(exc), exc.retry_after_s or 0.0) from exc
         raise AssertionError("unreachable")
 
     def _once(self, method: str, path: str, **kwargs: Any) -> Any:
         try:
             response = self.http.request(method, path, **kwargs)
         except httpx.TransportError as exc:  # refused, reset, timed out: the request may or may not have landed
-            raise _Retryable(f"cannot reach {self.http.base_url}: {why_unreachable(exc)}", 0.0) from exc
+            raise Retryable(f"cannot reach {self.http.base_url}: {why_unreachable(exc)}") from exc
         if response.status_code >= 500 or response.status_code == 429:
-            raise _Retryable(f"server answered {response.status_code}", retry_after(response))
+            raise Retryable(f"server answered {response.status_code}",
+                            retry_after_seconds(response.headers.get("retry-after")))
         body = _json(response)
         if response.status_code == 401:
-            code = str(body.get("error", {}).get("code", "")) if isinstance(body, dict) else ""
-            raise AuthExpired("the server refused the token: log in again (pulse login)", code, body)
+            raise AuthExpired.from_body(body)
         if response.status_code >= 400:
-            raise ServerRefused(response.status_code, body)
+            raise ServerRefused.from_body(response.status_code, body)
         return body
 
     def login(self, username: str, password: str) -> dict[str, Any]:
@@ -168,12 +110,12 @@ class SyncClient:
 
     def push(
         self, client_id: str, mutations: Sequence[dict[str, Any]], utc_offset_min: int | None = None
-    ) -> dict[str, Any]:
+    ) -> PushResponse:
         """One batch; `utc_offset_min` is the device's zone now (the server judges dates by it)."""
         payload: dict[str, Any] = {"protocol": PROTOCOL, "client_id": client_id, "mutations": list(mutations)}
         if utc_offset_min is not None:
             payload["utc_offset_min"] = utc_offset_min
-        body: dict[str, Any] = self.request("POST", "/v1/sync/push", json=payload)
+        body: PushResponse = self.request("POST", "/v1/sync/push", json=payload)
         return body
 
     def high_water(self, client_ids: Sequence[str]) -> dict[str, int | None]:

@@ -19,6 +19,7 @@ from typing import Any
 from pulse_core.errors import ValidationError
 from pulse_core.values import parse_date
 from sync.hlc import Stamp, StampError
+from sync.wire import MutationResult
 
 ERASED = "erased"  # the error code of a refused write (and of the whole-account 401: `account_erased`)
 ACCOUNT_ERASED = "account_erased"
@@ -90,7 +91,7 @@ def refusing(erasures: Iterable[Erasure], day: dt.date | str, hlc: str) -> Erasu
     return next((e for e in erasures if e.refuses(day, hlc)), None)
 
 
-def refusal(seq: Any, day: dt.date | str, erasure: Erasure) -> dict[str, Any]:
+def refusal(seq: Any, day: dt.date | str, erasure: Erasure) -> MutationResult:
     """A push result for a write the erasure refuses: rejected for good, holding no value of it."""
     when = dt.datetime.fromtimestamp(erasure.erased_ms / 1000, dt.UTC).isoformat(timespec="seconds")
     return {"seq": seq, "status": "rejected", "error": {

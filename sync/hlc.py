@@ -1,7 +1,7 @@
 """Hybrid logical clock stamps, written fixed-width so that comparing strings compares clocks.
 
 `<ms since epoch, 16 digits>:<counter, 5 digits>:<client_id>`; the client id breaks ties, so the
-order is total (sync-protocol.md).
+order is total (docs/push-protocol.md).
 """
 
 from __future__ import annotations
@@ -11,7 +11,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 MAX_COUNTER = 99_999
-_STAMP = re.compile(r"^(\d{16}):(\d{5}):([A-Za-z0-9_-]{1,64})$")
+# A stamp further ahead of the receiver's clock than this is clamped to it (docs/push-protocol.md,
+# invariant 6): the cloud server's default, the device relay's limit, the device's own check.
+SKEW_LIMIT_MS = 60_000
+# A client id, which a stamp ends with: pushes name their client with it too (sync.wire).
+CLIENT_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_STAMP = re.compile(rf"^(\d{{16}}):(\d{{5}}):({CLIENT_ID.pattern})$")
 
 
 class StampError(ValueError):
@@ -39,13 +44,13 @@ class HybridClock:
     """Issues stamps later than every stamp it issued or observed, close to wall-clock time.
 
     `wall` returns milliseconds since the epoch; `offset_ms` corrects it by what the server said
-    (sync-protocol.md, clock sanity).
+    (docs/push-protocol.md, clock sanity).
     """
 
     def __init__(
         self, node: str, wall: Callable[[], int], last: Stamp | None = None, offset_ms: int = 0
     ) -> None:
-        if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", node):
+        if not CLIENT_ID.fullmatch(node):
             raise StampError(f"client_id: {node!r} is not valid (allowed 1-64 of A-Z a-z 0-9 _ -)")
         self.node = node
         self.wall = wall

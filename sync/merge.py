@@ -17,12 +17,12 @@ from decimal import Decimal
 from typing import Any
 
 from pulse_core.entry import DELETED, MERGE_FIELDS, Entry, FieldValue
+from pulse_core.rules import MANUAL
 from pulse_core.score import rescore
-from sync.wire import Mutation, clamp
+from sync.wire import ConflictOut, Mutation, MutationResult, clamp
 
 LWW_V2 = "lww@2"
 RULES: dict[str, str] = dict.fromkeys(MERGE_FIELDS, LWW_V2)
-MANUAL = "manual"
 
 
 def rank(source: str | None, stamp: str | None) -> tuple[int, str]:
@@ -43,7 +43,7 @@ class Conflict:
     lost_hlc: str | None
     rule: str
 
-    def as_json(self) -> dict[str, Any]:
+    def as_json(self) -> ConflictOut:
         return {"field": self.field, "kept": self.kept, "lost": self.lost, "kept_hlc": self.kept_hlc,
                 "lost_hlc": self.lost_hlc, "rule": self.rule}
 
@@ -138,7 +138,7 @@ def merge_delete(entry: Entry, base: Mapping[str, str | None], stamp: str, sourc
 
 def apply_mutation(
     entry: Entry, m: Mutation, now_ms: int, skew_limit_ms: int
-) -> tuple[dict[str, Any], list[Conflict], bool]:
+) -> tuple[MutationResult, list[Conflict], bool]:
     """Merge a checked mutation into `entry` as a receiver does (clamping a stamp too far ahead of
     `now_ms`): its result as the push response carries it, its conflicts, and whether it was clamped."""
     stamp, clamped = clamp(m.stamp, now_ms, skew_limit_ms)
@@ -146,7 +146,7 @@ def apply_mutation(
         outcome = merge_delete(entry, m.base, str(stamp), m.source)
     else:
         outcome = merge_set(entry, m.fields, m.base, str(stamp), m.source)
-    result: dict[str, Any] = {"seq": m.seq, "status": "conflict" if outcome.conflicts else "applied",
+    result: MutationResult = {"seq": m.seq, "status": "conflict" if outcome.conflicts else "applied",
                               "hlc": str(stamp)}
     if clamped:
         result["clamped_from"] = str(m.stamp)

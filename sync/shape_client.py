@@ -1,6 +1,6 @@
 """A client for the Electric HTTP Shape protocol (`GET /v1/shape`), as the device's sync agent follows it.
 
-Written from the protocol (docs: shape-protocol.md; Electric's HTTP API), not from our server's code.
+Written from the protocol (docs/shape-protocol.md; Electric's HTTP API), not from our server's code.
 One `ShapeStream` follows one shape; its state is a `ShapeCursor` (handle, offset, live cursor, schema)
 that the caller persists after applying each batch and passes back to resume, with no re-snapshot.
 
@@ -13,22 +13,16 @@ that the caller persists after applying each batch and passes back to resume, wi
 A 409 resets the stream to `offset=-1` with the server's new handle and comes back as a batch with
 `must_refetch`: the caller drops its copy of the shape's rows (never its outbox of unsent writes).
 
-Errors (one hierarchy; httpx errors are wrapped, with `raise ... from`):
-
-    ShapeError
-     ├── ShapeAuthError       401/403: the token is missing, invalid, expired or revoked; never retried
-     ├── ShapeRequestError    400 (or another 4xx): the server's per-parameter `errors`; never retried
-     ├── ShapeProtocolError   a response this client cannot follow (missing electric-* headers, bad body)
-     └── ShapeUnavailable     5xx, 429 or network errors that outlasted the bounded retries
+Errors are the package's one hierarchy (`sync.errors`; httpx errors are wrapped, with `raise ... from`):
+`ShapeAuthError` (an `AuthExpired`), `ShapeRequestError` (a `ServerRefused`), `ShapeUnavailable` (an
+`Offline`) and `ShapeProtocolError`, all `ShapeError`s. Retries follow the one policy of `sync.retry`.
 """
 
 from __future__ import annotations
 
 import codecs
 import datetime as dt
-import email.utils
 import json
-import random
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping, Sequence
@@ -38,43 +32,18 @@ from typing import Any, TypeVar
 
 import httpx
 import orjson
-import tenacity
+
+from sync.errors import ShapeAuthError, ShapeProtocolError, ShapeRequestError, ShapeUnavailable
+from sync.retry import Retryable, RetryPolicy, retry_after_seconds, retrying
 
 OFFSET_BEFORE_SNAPSHOT = "-1"
 _OFFSET = re.compile(r"^(-1|now|\d+_\d+)$")
 _RETRIED_STATUSES = frozenset({429, 500, 502, 503, 504})
+# What a request is asked again for: those statuses, and the network failing under it.
+_RETRIED = (Retryable, httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)
 Schema = dict[str, dict[str, Any]]
 Row = dict[str, Any]
 _Rows = TypeVar("_Rows", bound=MutableMapping[str, Row])
-
-
-class ShapeError(Exception):
-    """Anything that stops a shape request from giving a batch."""
-
-
-class ShapeAuthError(ShapeError):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(f"shape request refused ({status}): {message}")
-        self.status = status
-
-
-class ShapeRequestError(ShapeError):
-    def __init__(self, status: int, message: str, errors: dict[str, list[str]]) -> None:
-        detail = "; ".join(f"{name}: {', '.join(why)}" for name, why in errors.items())
-        super().__init__(f"shape request invalid ({status}): {detail or message}")
-        self.status = status
-        self.errors = errors
-
-
-class ShapeProtocolError(ShapeError):
-    pass
-
-
-class ShapeUnavailable(ShapeError):
-    def __init__(self, attempts: int, last: str) -> None:
-        super().__init__(f"shape server unavailable after {attempts} attempts (last: {last})")
-        self.attempts = attempts
-        self.last = last
 
 
 @dataclass(frozen=True)
@@ -181,56 +150,6 @@ def _is_schema(value: Any) -> bool:
 
 class _BodyBroken(Exception):
     """A response whose body broke off after its first parts were given out."""
-
-
-class _Retryable(Exception):
-    """A response worth asking again (5xx, 429), with the server's Retry-After if it gave one."""
-
-    def __init__(self, status: int, retry_after_s: float | None) -> None:
-        super().__init__(f"HTTP {status}")
-        self.retry_after_s = retry_after_s
-
-
-def retry_after_seconds(header: str | None, now: Callable[[], float] = time.time) -> float | None:
-    """`Retry-After` as seconds: either delta-seconds or an HTTP date."""
-    if not header:
-        return None
-    try:
-        return max(0.0, float(header))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(header)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - now())
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    attempts: int = 8
-    initial_s: float = 0.25  # the first wait; it doubles each attempt up to max_s
-    max_s: float = 20.0
-    jitter_s: float = 1.0  # plus up to this much at random, so many devices do not come back together
-    retry_after_max_s: float = 300.0  # a Retry-After is a floor, but not an unbounded one
-
-    def delay(self, attempt: int, retry_after_s: float | None = None) -> float:
-        """The wait after failed attempt number `attempt` (1, 2, ...): exponential, jittered, floored by Retry-After."""
-        backoff = min(self.max_s, self.initial_s * 2.0 ** (attempt - 1)) + random.uniform(0, self.jitter_s)
-        if retry_after_s is not None:
-            backoff = max(backoff, min(retry_after_s, self.retry_after_max_s))
-        return backoff
-
-
-class _Wait(tenacity.wait.wait_base):
-    def __init__(self, policy: RetryPolicy) -> None:
-        self.policy = policy
-
-    def __call__(self, retry_state: tenacity.RetryCallState) -> float:
-        outcome = retry_state.outcome
-        error = outcome.exception() if outcome is not None else None
-        retry_after = error.retry_after_s if isinstance(error, _Retryable) else None
-        return self.policy.delay(retry_state.attempt_number, retry_after)
 
 
 class ShapeStream:
@@ -391,18 +310,11 @@ class ShapeStream:
 
     def _get(self, query: dict[str, str], live: bool, stream: bool = False) -> httpx.Response:
         timeout = self.live_timeout_s if live else self.timeout_s
-        retrying = tenacity.Retrying(
-            stop=tenacity.stop_after_attempt(self.retry.attempts),
-            wait=_Wait(self.retry),
-            retry=tenacity.retry_if_exception_type(
-                (_Retryable, httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)),
-            sleep=self.sleep,
-        )
         try:
-            response: httpx.Response = retrying(self._attempt, query, timeout, stream)
-        except tenacity.RetryError as exc:
-            last = exc.last_attempt.exception()
-            raise ShapeUnavailable(exc.last_attempt.attempt_number, _describe(last)) from last
+            response: httpx.Response = retrying(self.retry, self.sleep, _RETRIED)(self._attempt, query, timeout,
+                                                                                 stream)
+        except _RETRIED as exc:  # the attempts are spent
+            raise ShapeUnavailable(self.retry.attempts, _describe(exc)) from exc
         return response
 
     def _attempt(self, query: dict[str, str], timeout: float, stream: bool = False) -> httpx.Response:
@@ -410,7 +322,7 @@ class ShapeStream:
         response = self.http.send(request, stream=stream)
         if response.status_code in _RETRIED_STATUSES:
             response.close()
-            raise _Retryable(response.status_code, retry_after_seconds(response.headers.get("retry-after")))
+            raise Retryable(f"HTTP {response.status_code}", retry_after_seconds(response.headers.get("retry-after")))
         return response
 
     def _batch(self, response: httpx.Response, live: bool) -> ShapeBatch:

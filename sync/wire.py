@@ -1,6 +1,8 @@
-"""The push wire format (sync-protocol.md): checking one mutation and shaping one result.
+"""The push protocol (docs/push-protocol.md) in one place: the request's checks, each mutation's checks,
+and the results and the answer, typed.
 
-Pure functions: the server uses them on arrival, the client engine to build what it sends.
+Pure functions: the cloud server (its route and its plain-ASGI fast path), the device app that relays a
+browser's pushes, and the client engine all use these, so the three cannot disagree.
 """
 
 from __future__ import annotations
@@ -9,24 +11,163 @@ import datetime as dt
 import hashlib
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, NotRequired, TypedDict
 
 import orjson
 
 from pulse_core.entry import MERGE_FIELDS, FieldValue
 from pulse_core.errors import ValidationError
-from pulse_core.rules import SOURCES
+from pulse_core.rules import MANUAL, SOURCES
 from pulse_core.values import fail, parse_date, parse_fields
-from sync.hlc import Stamp, StampError
+from sync.errors import PushRefused
+from sync.hlc import CLIENT_ID, Stamp, StampError
 
 PROTOCOL = 1
 MAX_BATCH = 500
+MAX_SEQ = 2**63 - 1  # a seq is stored as a Postgres bigint
+MAX_OFFSET_MIN = 14 * 60  # zones run from UTC-12:00 to UTC+14:00
+API_CLIENT = "api"  # the server's own client id, for REST writes: a device using it would share its seqs
 FIELD_NAMES = ("sleep_hours", "hrv_ms", "hrv_method", "steps", "weight_kg", "note")
-STATUSES = ("applied", "conflict", "duplicate", "rejected", "clash", "held")
+Status = Literal["applied", "conflict", "duplicate", "rejected", "clash", "held"]
+STATUSES: tuple[Status, ...] = ("applied", "conflict", "duplicate", "rejected", "clash", "held")
 # What a mutation's digest covers: everything that makes it this mutation (docs/sync.md, "Exactly once").
 DIGESTED = ("seq", "date", "op", "fields", "base", "hlc", "source")
+
+
+# -- the answer's types -------------------------------------------------------------------------------
+class ResultError(TypedDict):
+    code: str
+    message: str
+    field: NotRequired[str | None]
+    value: NotRequired[Any]
+    allowed: NotRequired[str | None]
+
+
+class ConflictOut(TypedDict):
+    field: str
+    kept: Any
+    lost: Any
+    kept_hlc: str | None
+    lost_hlc: str | None
+    rule: str
+
+
+class MutationResult(TypedDict):
+    """One mutation's result; which keys it has depends on its status (docs/push-protocol.md)."""
+
+    seq: Any  # the seq as sent (an integer once the request's form is checked)
+    status: Status
+    hlc: NotRequired[str]
+    clamped_from: NotRequired[str]
+    conflicts: NotRequired[list[ConflictOut]]
+    error: NotRequired[ResultError]
+    original_status: NotRequired[str | None]
+    pruned: NotRequired[bool]
+
+
+class PushResponse(TypedDict):
+    server_time_ms: int
+    txid: str | None
+    lsn: str | None
+    max_batch: int
+    high_water: int | None
+    results: list[MutationResult]
+
+
+def push_response(
+    server_time_ms: int, txid: str | None, lsn: str | None, max_batch: int, high_water: int | None,
+    results: Sequence[MutationResult],
+) -> PushResponse:
+    """The answer to a push, with no null member in any result (as the OpenAPI schema declares them)."""
+    return {"server_time_ms": server_time_ms, "txid": txid, "lsn": lsn, "max_batch": max_batch,
+            "high_water": high_water, "results": [_without_nulls(r) for r in results]}
+
+
+def _without_nulls(result: MutationResult) -> MutationResult:
+    if "error" not in result and "conflicts" not in result and None not in result.values():
+        return result  # an applied result, as most are: nothing to drop
+    out: dict[str, Any] = {k: v for k, v in result.items() if v is not None}
+    if isinstance(error := out.get("error"), dict):
+        out["error"] = {k: v for k, v in error.items() if v is not None}
+    if isinstance(conflicts := out.get("conflicts"), list):
+        out["conflicts"] = [{k: v for k, v in c.items() if v is not None} for c in conflicts]
+    return out  # type: ignore[return-value]  # the same keys, fewer of them
+
+
+# -- the request ----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PushBody:
+    protocol: int
+    client_id: str
+    mutations: list[dict[str, Any]]
+    utc_offset_min: int | None = None
+
+
+def _malformed(where: str, message: str, value: Any = None) -> PushRefused:
+    shown = value if isinstance(value, (str, int, float, bool)) else None
+    return PushRefused(400, "bad_request", f"{where}: {message}", field=where, value=shown)
+
+
+def _integer(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def parse_push_body(raw: bytes) -> PushBody:
+    """The body's form, as the OpenAPI `PushRequest` documents it; PushRefused (400) naming the first
+    thing wrong. What each mutation means is judged later, one result each (`parse_mutation`)."""
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        try:  # what orjson refuses and the json module reads (an integer past 64 bits, NaN) is judged below
+            body = json.loads(raw)
+        except (ValueError, RecursionError):
+            raise _malformed("body", "JSON decode error") from None
+    if not isinstance(body, dict):
+        raise _malformed("body", "Input should be a valid dictionary")
+    for name in ("protocol", "client_id", "mutations"):
+        if name not in body:
+            raise _malformed(name, "Field required")
+    protocol, client_id, mutations = body["protocol"], body["client_id"], body["mutations"]
+    if not _integer(protocol):
+        raise _malformed("protocol", "Input should be a valid integer", protocol)
+    if not isinstance(client_id, str) or not CLIENT_ID.fullmatch(client_id):
+        raise _malformed("client_id", f"String should match pattern '^{CLIENT_ID.pattern}$'", client_id)
+    if client_id == API_CLIENT:
+        raise PushRefused(400, "bad_request", f"client_id: {client_id!r} is reserved for the server's own writes"
+                          " (allowed any other id)", field="client_id", value=client_id, allowed="any id but 'api'")
+    if not isinstance(mutations, list):
+        raise _malformed("mutations", "Input should be a valid list")
+    for i, item in enumerate(mutations):
+        if not isinstance(item, dict):
+            raise _malformed(f"mutations.{i}", "Input should be a valid dictionary")
+        if "seq" not in item:
+            raise _malformed(f"mutations.{i}.seq", "Field required")
+        seq = item["seq"]
+        if not _integer(seq) or not 0 <= seq <= MAX_SEQ:
+            raise _malformed(f"mutations.{i}.seq", f"Input should be an integer from 0 to {MAX_SEQ}", seq)
+    offset = body.get("utc_offset_min")
+    if offset is not None and (not _integer(offset) or not -MAX_OFFSET_MIN <= offset <= MAX_OFFSET_MIN):
+        raise _malformed("utc_offset_min", f"Input should be an integer from {-MAX_OFFSET_MIN} to {MAX_OFFSET_MIN}",
+                         offset)
+    return PushBody(protocol, client_id, mutations, offset)
+
+
+def batch_refused(body: PushBody, max_batch: int) -> bool:
+    """Whether `check_batch` refuses the batch (the server judges the caller's token first)."""
+    return body.protocol != PROTOCOL or len(body.mutations) > max_batch
+
+
+def check_batch(body: PushBody, max_batch: int) -> None:
+    """A protocol this side does not speak (426), a batch over its limit (413)."""
+    if body.protocol != PROTOCOL:
+        raise PushRefused(426, "unsupported_protocol", f"protocol: {body.protocol} is not supported (allowed"
+                          f" {PROTOCOL})", field="protocol", value=body.protocol, allowed=str(PROTOCOL))
+    if len(body.mutations) > max_batch:
+        raise PushRefused(413, "batch_too_large", f"mutations: {len(body.mutations)} in one batch (allowed at most"
+                          f" {max_batch})", field="mutations", value=len(body.mutations),
+                          allowed=f"at most {max_batch}")
 
 
 @dataclass(frozen=True)
@@ -61,7 +202,7 @@ def parse_mutation(raw: Mapping[str, Any], client_id: str, today: dt.date) -> Mu
                    f"hlc: {hlc!r} is not a stamp (allowed <16 digits>:<5 digits>:<client_id>)") from None
     # The stamp's node may be another id than `client_id`: a device that had to take a new client id
     # (its store was a copy) pushes its pending mutations again under the new id with their own stamps.
-    source = raw.get("source", "manual")
+    source = raw.get("source", MANUAL)
     if source not in SOURCES:
         raise fail("invalid_choice", "source", source, ", ".join(SOURCES))
     fields = _parse_fields(raw.get("fields") or {}) if op == "set" else {}
@@ -128,7 +269,7 @@ def mutation_digest(raw: Mapping[str, Any]) -> str:
     from the recorded one is another store using the same client id, not a duplicate."""
     canonical = {name: raw.get(name) for name in DIGESTED}
     if canonical["source"] is None:
-        canonical["source"] = "manual"
+        canonical["source"] = MANUAL
     try:
         data = orjson.dumps(canonical, option=orjson.OPT_SORT_KEYS)
     except TypeError:  # what orjson cannot write (an integer past 64 bits, a lone surrogate)
@@ -137,15 +278,35 @@ def mutation_digest(raw: Mapping[str, Any]) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def duplicate(seq: Any, original: Mapping[str, Any] | None) -> dict[str, Any]:
+def duplicate(seq: Any, original: MutationResult | None) -> MutationResult:
     """A replay's answer: the original result, or (its result pruned after the retention window) just
     the status, never applied twice."""
     if original is None:
         return {"seq": seq, "status": "duplicate", "original_status": None, "pruned": True}
-    return {**original, "status": "duplicate", "original_status": original["status"]}
+    answer = original.copy()
+    answer["status"], answer["original_status"] = "duplicate", original["status"]
+    return answer
 
 
-def clash(seq: Any, client_id: str) -> dict[str, Any]:
+def replay(
+    seq: int, digest: str, client_id: str, recorded: tuple[MutationResult, str | None] | None,
+    pruned_up_to: int | None,
+) -> MutationResult | None:
+    """The answer to a (client, seq) the receiver already holds: `recorded` is its result and digest (None:
+    none kept); `pruned_up_to`, the highest seq whose result was pruned. A duplicate (the original result),
+    a clash when the content differs (another store with the same client id), a duplicate whose result was
+    pruned; None for a mutation not seen before."""
+    if recorded is not None:
+        original, recorded_digest = recorded
+        if recorded_digest is not None and recorded_digest != digest:
+            return clash(seq, client_id)
+        return duplicate(seq, original)
+    if pruned_up_to is not None and seq <= pruned_up_to:
+        return duplicate(seq, None)
+    return None
+
+
+def clash(seq: Any, client_id: str) -> MutationResult:
     """A (client, seq) already applied with other content: two stores share one client id. Nothing is
     applied; the client takes a new id and pushes its pending mutations again under it."""
     return {"seq": seq, "status": "clash", "error": {
@@ -155,14 +316,14 @@ def clash(seq: Any, client_id: str) -> dict[str, Any]:
                    " store); take a new client id and push the pending changes again under it"}}
 
 
-def rejection(seq: Any, exc: ValidationError) -> dict[str, Any]:
+def rejection(seq: Any, exc: ValidationError) -> MutationResult:
     """The result of a mutation refused by the checks: one per mutation, never failing its batch."""
     return {"seq": seq, "status": "rejected", "error": {
         "code": exc.code, "message": storable(exc.message), "field": exc.field, "value": storable(exc.value),
         "allowed": exc.allowed}}
 
 
-def refusal(seq: Any, exc: ValidationError) -> dict[str, Any]:
+def refusal(seq: Any, exc: ValidationError) -> MutationResult:
     """A mutation the checks refuse: rejected for good, or held when its only fault is a date still
     ahead of the user's today (it becomes valid as days pass: the device keeps it and sends it again;
     nothing is recorded, so the same mutation is applied once its day comes)."""

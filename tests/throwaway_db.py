@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import secrets
 import time
 from collections.abc import Iterator
@@ -12,11 +13,17 @@ from psycopg import sql
 
 from pulse_server.db.migrate import migrate
 
-ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+# The cluster the tests use: libpq's own variables, so psql and .ci/postgres agree with the tests.
+PG_HOST = os.environ.get("PGHOST") or "127.0.0.1"
+PG_PORT = int(os.environ.get("PGPORT") or 5432)
+PG_USER = os.environ.get("PGUSER") or "postgres"
 
 
 def url_of(name: str) -> str:
-    return f"postgresql://postgres@127.0.0.1:5432/{name}"
+    return f"postgresql://{PG_USER}@{PG_HOST}:{PG_PORT}/{name}"
+
+
+ADMIN_URL = url_of("postgres")
 
 
 @contextlib.contextmanager

@@ -8,6 +8,7 @@ import sqlite3
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from pulse_cli.store import meta
 from pulse_cli.store.connection import read_meta, write_meta
 from pulse_core.errors import PulseError
 
@@ -60,16 +61,16 @@ def forget_token(home: Path) -> None:
 def bind_home(conn: sqlite3.Connection, server: str, username: str, role: str) -> None:
     """The first login adopts what was logged before it; another user's login on this home is refused.
     The role is kept in the store, so a coach's home refuses writes without reading the credentials."""
-    bound_user = read_meta(conn, "account_username")
-    bound_server = read_meta(conn, "account_server")
+    bound_user = read_meta(conn, meta.ACCOUNT_USERNAME)
+    bound_server = read_meta(conn, meta.ACCOUNT_SERVER)
     if bound_user is None:
-        write_meta(conn, "account_username", username)
-        write_meta(conn, "account_server", server)
-        write_meta(conn, "account_role", role)
+        write_meta(conn, meta.ACCOUNT_USERNAME, username)
+        write_meta(conn, meta.ACCOUNT_SERVER, server)
+        write_meta(conn, meta.ACCOUNT_ROLE, role)
         return
     if bound_user != username or bound_server != server:
         raise AccountError(
             f"username: this home holds the data of {bound_user} on {bound_server}; "
             f"use another --home (or PULSE_HOME) to sign in as {username}"
         )
-    write_meta(conn, "account_role", role)
+    write_meta(conn, meta.ACCOUNT_ROLE, role)

@@ -8,14 +8,14 @@ import json
 import sqlite3
 from typing import TYPE_CHECKING, Any
 
+from pulse_cli.store import meta
 from pulse_cli.store.connection import read_meta, write_meta
-from pulse_cli.store.entries import SqliteEntryRepository
+from pulse_cli.store.entries import OWNER, SqliteEntryRepository
 from sync.conflict_state import conflict_state
 
 if TYPE_CHECKING:
     from sync.client import SyncClient
 
-OWNER = ""
 _KEYS = ("id", "version", "date", "field", "kept", "lost", "kept_hlc", "lost_hlc", "rule", "clamped", "client_id",
          "seq", "created_at", "dismissed")
 
@@ -31,14 +31,14 @@ def exchange(conn: sqlite3.Connection, client: SyncClient) -> int:
             conn.executemany("UPDATE conflicts SET dismiss_queued = 0 WHERE id = ?", [(i,) for i in queued])
     fetched = 0
     while True:
-        version = int(read_meta(conn, "conflicts_version") or 0)
+        version = int(read_meta(conn, meta.CONFLICTS_VERSION) or 0)
         body = client.conflicts(version)
         found = body.get("conflicts") or []
         with conn:
             conn.execute("BEGIN IMMEDIATE")
             for item in found:
                 _store(conn, item)
-            write_meta(conn, "conflicts_version", str(body.get("version", version)))
+            write_meta(conn, meta.CONFLICTS_VERSION, str(body.get("version", version)))
         fetched += len(found)
         if not found or body.get("version", version) == version:
             return fetched

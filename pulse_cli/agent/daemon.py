@@ -32,6 +32,7 @@ PROBE_EVERY_S = 3.0
 class Agent:
     def __init__(self, device: Device, interval_s: float = 60.0, watch_s: float = 0.5) -> None:
         self.home: Path = device.home
+        self.upstream = device.upstream  # every round's device reaches the server the same way
         self.interval_s = interval_s
         self.watch_s = watch_s
         self.stop = threading.Event()
@@ -43,7 +44,7 @@ class Agent:
         self._next_probe = 0.0
 
     def _device(self) -> Device:
-        return bootstrap(str(self.home))
+        return bootstrap(str(self.home), upstream=self.upstream)
 
     def round(self) -> None:
         """One push + pull round; failures are reported and retried later, never fatal."""
@@ -106,9 +107,7 @@ class Agent:
             account = load_account(self.home)
             if account is None or not breaker.is_open(time.time()):
                 return
-            from sync.client import SyncClient
-
-            with SyncClient(account.server, account.token) as client:
+            with self.upstream.client(account.server, account.token) as client:
                 back = client.probe(timeout_s=PROBE_EVERY_S / 2)
             if back:
                 log.info("server %s answers again: syncing now", account.server)
@@ -155,7 +154,7 @@ class Agent:
         self._scheduler.add_job(self.probe_while_away, "interval", seconds=0.5, id="probe")
         # One request of month digests an hour (docs/verify.md has its cost), and one at start.
         self._scheduler.add_job(self.verify, "interval", seconds=3600, id="verify", next_run_time=_now())
-        self._live = threading.Thread(target=follow_live, args=(self.home, self.stop, self._streams),
+        self._live = threading.Thread(target=follow_live, args=(self.home, self.stop, self._streams, self.upstream),
                                       name="live-pull", daemon=True)
         self._scheduler.start()
         self._live.start()
@@ -188,8 +187,3 @@ def _now() -> object:
 
     return dt.datetime.now(dt.UTC)
 
-
-def sleep_until(stop: threading.Event, seconds: float) -> None:
-    deadline = time.monotonic() + seconds
-    while not stop.is_set() and time.monotonic() < deadline:
-        stop.wait(min(0.5, deadline - time.monotonic()))

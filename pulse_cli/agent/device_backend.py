@@ -21,7 +21,9 @@ from typing import TYPE_CHECKING, Any
 
 from pulse_cli.agent.account import Account, load_account, save_account
 from pulse_cli.agent.relay import high_water, relay_batch
-from pulse_cli.store.connection import DB_NAME, read_meta, write_meta
+from pulse_cli.agent.upstream import Upstream
+from pulse_cli.store import meta
+from pulse_cli.store.connection import DB_NAME, meta_once, read_meta, write_meta
 from pulse_cli.store.entries import COLUMNS
 from pulse_cli.store.uow import SqliteUnitOfWork, wall_ms
 
@@ -31,43 +33,18 @@ if TYPE_CHECKING:  # the server package is imported only when `pulse agent --ser
 TOKEN_TTL = dt.timedelta(days=30)
 DECIMALS = ("sleep_hours", "hrv_ms", "weight_kg")
 _SCRYPT = {"n": 2**14, "r": 8, "p": 1}
+# Asks the sync server whether a password is right: True, False, or None when it cannot be asked.
 UpstreamCheck = Callable[[Account, str, str], bool | None]
 
 
-def upstream_check(account: Account, username: str, password: str) -> bool | None:
-    """Ask the sync server: True (and a fresh device token saved), False (wrong), None (no answer)."""
-    import httpx
-
-    try:
-        response = httpx.post(f"{account.server.rstrip('/')}/v1/auth/token",
-                              json={"username": username, "password": password}, timeout=5.0)
-    except httpx.HTTPError:
-        return None
-    if response.status_code == 200:
-        body = response.json()
-        if not body.get("access_token"):
-            return None
-        account.token = str(body["access_token"])
-        account.expires_at = str(body.get("expires_at", account.expires_at))
-        return True
-    if response.status_code == 401:
-        return False
-    if response.status_code == 429:
-        from pulse_server.errors import ApiError
-
-        raise ApiError(429, "rate_limited", "too many sign-in attempts; try again later",
-                       headers={"Retry-After": response.headers.get("retry-after", "60")})
-    return None
-
-
 class SqliteDeviceBackend:
-    def __init__(self, home: Path, account: Account, check: UpstreamCheck = upstream_check,
+    def __init__(self, home: Path, account: Account, check: UpstreamCheck | None = None,
                  wall: Callable[[], int] = wall_ms) -> None:
         self.home = home
         self.account = account
         self.username = account.username
         self.role = account.role
-        self.check = check
+        self.check = check or Upstream().check_password
         self.wall = wall
         self._head_conn: sqlite3.Connection | None = None  # polled ten times a second: kept open
         self._head_lock = threading.Lock()
@@ -88,7 +65,7 @@ class SqliteDeviceBackend:
         verdict = self.check(self.account, username, password)
         conn = self._connect()
         try:
-            stored = read_meta(conn, "web_password")
+            stored = read_meta(conn, meta.WEB_PASSWORD)
             if verdict is False:
                 return None
             if verdict is None:  # the sync server did not answer: only a password it confirmed before
@@ -100,7 +77,7 @@ class SqliteDeviceBackend:
             else:
                 save_account(self.home, self.account)  # the sync server's fresh token for this device
                 salt = os.urandom(16)
-                write_meta(conn, "web_password", f"scrypt${salt.hex()}${_scrypt(password, salt).hex()}")
+                write_meta(conn, meta.WEB_PASSWORD, f"scrypt${salt.hex()}${_scrypt(password, salt).hex()}")
             token = os.urandom(32).hex()
             expires = (dt.datetime.now(dt.UTC) + TOKEN_TTL).replace(microsecond=0)
             conn.execute("DELETE FROM web_tokens WHERE expires_at < ?", (_now(),))
@@ -127,7 +104,7 @@ class SqliteDeviceBackend:
 
         conn = self._connect()
         try:
-            offset = int(read_meta(conn, "clock_offset_ms") or 0)
+            offset = int(read_meta(conn, meta.CLOCK_OFFSET_MS) or 0)
             now_ms = self.wall() + offset
             today = dt.datetime.fromtimestamp(now_ms / 1000).date()
             before = high_water(conn, client_id)
@@ -167,12 +144,7 @@ class SqliteDeviceBackend:
     def log_id(self) -> str:
         conn = self._connect()
         try:
-            existing = read_meta(conn, "shape_log_id")
-            if existing is None:
-                existing = os.urandom(8).hex()
-                conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('shape_log_id', ?)", (existing,))
-                existing = read_meta(conn, "shape_log_id") or existing
-            return existing
+            return meta_once(conn, meta.SHAPE_LOG_ID)
         finally:
             conn.close()
 
@@ -186,7 +158,7 @@ class SqliteDeviceBackend:
         conn = self._connect()
         try:
             conn.execute("BEGIN")  # one read transaction: the rows and the head agree
-            owner = read_meta(conn, "owner_user_id") or "0"
+            owner = read_meta(conn, meta.OWNER_USER_ID) or "0"
             rows = conn.execute(f"SELECT {', '.join(COLUMNS)} FROM entries WHERE user_id = '' ORDER BY date").fetchall()
             head = _head(conn)
             conn.execute("COMMIT")
@@ -200,7 +172,7 @@ class SqliteDeviceBackend:
         conn = self._connect()
         try:
             conn.execute("BEGIN")
-            owner = read_meta(conn, "owner_user_id") or "0"
+            owner = read_meta(conn, meta.OWNER_USER_ID) or "0"
             log = conn.execute("SELECT seq, date, op FROM shape_log WHERE seq > ? ORDER BY seq LIMIT ?",
                                (position, limit)).fetchall()
             reached = log[-1][0] if log else max(position, _head(conn))
@@ -271,6 +243,6 @@ def _now() -> str:
     return dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()
 
 
-def load_backend(home: Path) -> SqliteDeviceBackend | None:
+def load_backend(home: Path, upstream: Upstream) -> SqliteDeviceBackend | None:
     account = load_account(home)
-    return None if account is None else SqliteDeviceBackend(home, account)
+    return None if account is None else SqliteDeviceBackend(home, account, upstream.check_password)

@@ -16,15 +16,17 @@ from typing import Any
 from pulse_cli.agent import athlete_zones, conflicts, erasures, identity, outbox, replica
 from pulse_cli.agent.account import Account
 from pulse_cli.agent.breaker_state import load_breaker, save_breaker
+from pulse_cli.agent.pull import pull_shape
 from pulse_cli.bootstrap import Device
-from pulse_cli.store import clock
+from pulse_cli.store import clock, meta
 from pulse_cli.store.connection import read_meta
-from sync.client import Offline, ServerRefused, SyncClient
+from sync.client import SyncClient
+from sync.errors import Offline, ServerRefused
+from sync.wire import PushResponse
 
 log = logging.getLogger("pulse.agent")
 PUSH_BATCH = 200
 MAX_PASSES = 4  # a round pushes again after taking a new id or requeueing; never forever
-SHAPE = "entries"
 
 
 @dataclass
@@ -56,7 +58,7 @@ class SyncEngine:
         device: Device,
         account: Account,
         client: SyncClient,
-        pull: Callable[[SyncEngine, SyncReport], None] | None = None,
+        pull: Callable[[Device, Account, Callable[[], None]], tuple[int, bool]] = pull_shape,
         now: Callable[[], float] = time.time,
     ) -> None:
         self.device = device
@@ -82,8 +84,10 @@ class SyncEngine:
                 report.erasures = erasures.exchange(self.conn, self.client, self.account.username)
                 conflicts.exchange(self.conn, self.client)
                 athlete_zones.refresh(self.conn, self.client, self.account.role)  # a coach's: where each athlete is
-                if self.pull_step is not None:
-                    self.pull_step(self, report)  # each batch refreshes the view's rows it touches
+                # Each batch refreshes the view's rows it touches; a refetch first refills the server.
+                pulled, refetched = self.pull_step(self.device, self.account, lambda: self.refill(report))
+                report.pulled += pulled
+                report.refetched = report.refetched or refetched
         except Offline as exc:
             breaker.failure(self.now(), str(exc), exc.retry_after_s)
             save_breaker(self.conn, breaker)
@@ -181,7 +185,7 @@ class SyncEngine:
         report.pushed["rejected"] = report.pushed.get("rejected", 0) + count
         return False
 
-    def _learn_clock(self, response: dict[str, Any], sent_at: float) -> None:
+    def _learn_clock(self, response: PushResponse, sent_at: float) -> None:
         server_ms = response.get("server_time_ms")
         if isinstance(server_ms, int):
             clock.learn_offset(self.conn, server_ms, sent_at, self.now())
@@ -190,12 +194,12 @@ class SyncEngine:
         """The whole local view made again (a repair); a round refreshes only the rows it touched."""
         with self.conn:
             self.conn.execute("BEGIN IMMEDIATE")
-            replica.rebuild_view(self.conn, outbox.to_reapply(self.conn))
+            replica.rebuild_local_view(self.conn)
 
     def _refresh(self, rows: list[outbox.OutboxRow]) -> None:
         """The view's rows of these mutations, once the server answered them (in the caller's transaction):
         a rejected one leaves the view, an applied one may carry the stamp the server clamped it to."""
-        if read_meta(self.conn, "refetching") != "1":  # the view is made again once the refetch is done
+        if read_meta(self.conn, meta.REFETCHING) != "1":  # the view is made again once the refetch is done
             replica.refresh_view(self.conn, {(r.user_id, r.date) for r in rows})
 
     def _summarise(self, report: SyncReport) -> None:
@@ -203,4 +207,4 @@ class SyncEngine:
         report.pending = counts.get("pending", 0)
         report.rejected = counts.get("rejected", 0)
         report.conflicts = conflicts.open_count(self.conn)
-        report.clock_offset_ms = int(read_meta(self.conn, "clock_offset_ms") or 0)
+        report.clock_offset_ms = int(read_meta(self.conn, meta.CLOCK_OFFSET_MS) or 0)

@@ -22,15 +22,16 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from pulse_cli.agent import replica
+from pulse_cli.store import meta
 from pulse_cli.store.clock import observe
 from pulse_cli.store.connection import read_meta, write_meta
+from pulse_cli.store.entries import OWNER
 from sync.erasure import Erasure, refusal
 
 if TYPE_CHECKING:
     from sync.client import SyncClient
 
 log = logging.getLogger("pulse.agent")
-OWNER = ""
 PAGE = 1000  # erasures per request (the server's limit)
 
 
@@ -38,14 +39,14 @@ def exchange(conn: sqlite3.Connection, client: SyncClient, owner: str) -> int:
     """Fetch the erasures after the last one applied and apply them; returns how many were new here."""
     applied = 0
     while True:
-        after = int(read_meta(conn, "erasures_after") or 0)
+        after = int(read_meta(conn, meta.ERASURES_AFTER) or 0)
         found = [Erasure.from_json(item) for item in client.erasures(after, PAGE).get("erasures") or []]
         if not found:
             return applied
         applied += apply(conn, found, owner)
         with conn:
             conn.execute("BEGIN IMMEDIATE")
-            write_meta(conn, "erasures_after", str(max(e.id for e in found)))
+            write_meta(conn, meta.ERASURES_AFTER, str(max(e.id for e in found)))
         if len(found) < PAGE:
             return applied
 
@@ -63,7 +64,7 @@ def apply(conn: sqlite3.Connection, erasures: Iterable[Erasure], owner: str) -> 
             removed += _apply_one(conn, erasure, owner)
             new += 1
         if removed:
-            write_meta(conn, "scrub_due", "1")
+            write_meta(conn, meta.SCRUB_DUE, "1")
     if removed:
         scrub(conn)
     return new
@@ -173,14 +174,14 @@ def scrub(conn: sqlite3.Connection) -> bool:
         return False
     with conn:
         conn.execute("BEGIN IMMEDIATE")
-        write_meta(conn, "scrub_due", "0")
+        write_meta(conn, meta.SCRUB_DUE, "0")
     # Writing the flag went through the WAL again: empty it once more (it held only meta's page).
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     return True
 
 
 def scrub_if_due(conn: sqlite3.Connection) -> None:
-    if read_meta(conn, "scrub_due") == "1":
+    if read_meta(conn, meta.SCRUB_DUE) == "1":
         scrub(conn)
 
 

@@ -14,6 +14,7 @@ import sqlite3
 from typing import TYPE_CHECKING
 
 from pulse_cli.agent import outbox
+from pulse_cli.store import meta
 from pulse_cli.store.connection import ensure_client_id, read_meta, write_meta
 
 if TYPE_CHECKING:
@@ -42,9 +43,9 @@ def take_new_id(conn: sqlite3.Connection, clashed: set[str]) -> str:
     for sender in clashed - {old}:
         conn.execute("UPDATE outbox SET client_id = NULL, client_seq = NULL WHERE client_id = ?"
                      " AND status = 'pending'", (sender,))
-    write_meta(conn, "client_id", new)
-    former = read_meta(conn, "former_client_ids")
-    write_meta(conn, "former_client_ids", ",".join(filter(None, [former, old])))
+    write_meta(conn, meta.CLIENT_ID, new)
+    former = read_meta(conn, meta.FORMER_CLIENT_IDS)
+    write_meta(conn, meta.FORMER_CLIENT_IDS, ",".join(filter(None, [former, old])))
     return new
 
 

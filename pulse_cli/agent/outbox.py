@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pulse_cli.store.clock import observe
+from sync.wire import PushResponse
 
 ACKED = ("applied", "conflict", "duplicate")
 # Acknowledged mutations are kept this long after the server answered: if the server is restored from a
@@ -81,7 +82,7 @@ def counts(conn: sqlite3.Connection) -> dict[str, int]:
 
 
 def record_results(
-    conn: sqlite3.Connection, batch: list[OutboxRow], response: dict[str, Any], clashed: bool = False
+    conn: sqlite3.Connection, batch: list[OutboxRow], response: PushResponse, clashed: bool = False
 ) -> dict[str, int]:
     """Store one result per mutation (in the caller's transaction); returns counts by status. A `clash`
     (and, when `clashed`, any duplicate: the server's record is another store's) leaves its row pending,
@@ -93,7 +94,7 @@ def record_results(
         result = by_seq.get(row.wire_seq)
         if result is None:
             continue  # no answer for it: still pending, pushed again next time
-        status = result.get("status", "rejected")
+        status: str = result.get("status", "rejected")
         if status == "clash" or (clashed and status == "duplicate"):
             tally["clash"] = tally.get("clash", 0) + 1
             continue
@@ -102,9 +103,9 @@ def record_results(
             continue
         if status == "duplicate":
             status = result.get("original_status") or "applied"  # None: its result was pruned
-        result = {**result, "lsn": response.get("lsn"), "txid": response.get("txid")}
+        kept = {**result, "lsn": response.get("lsn"), "txid": response.get("txid")}
         conn.execute("UPDATE outbox SET status = ?, result = ?, sent_at = ? WHERE seq = ?",
-                     (status, json.dumps(result), now, row.seq))
+                     (status, json.dumps(kept), now, row.seq))
         tally[status] = tally.get(status, 0) + 1
     observe(conn, [r.get("hlc") for r in response.get("results", [])])  # the stamps the server stored
     return tally

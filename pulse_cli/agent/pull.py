@@ -1,4 +1,7 @@
-"""Pulling the user's shape into the server copy, one local transaction per batch with its cursor."""
+"""Pulling the user's shape into the server copy, one local transaction per batch with its cursor.
+
+Imports no other step of the agent (the engine calls `pull_shape`, the daemon runs `follow_live`), so the
+agent's modules form no import cycle."""
 
 from __future__ import annotations
 
@@ -7,25 +10,19 @@ import logging
 import random
 import sqlite3
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from pulse_cli.agent import outbox, replica
+from pulse_cli.agent import replica
 from pulse_cli.agent.account import Account, load_account
+from pulse_cli.agent.upstream import Upstream
+from pulse_cli.bootstrap import Device, bootstrap
+from pulse_cli.store import meta
 from pulse_cli.store.connection import read_meta, write_meta
-from sync.client import AuthExpired, Offline
-from sync.shape_client import (
-    RetryPolicy,
-    ShapeAuthError,
-    ShapeBatch,
-    ShapeCursor,
-    ShapeError,
-    ShapeStream,
-    ShapeUnavailable,
-)
-
-if TYPE_CHECKING:
-    from pulse_cli.agent.engine import SyncEngine, SyncReport
+from sync.errors import SyncError
+from sync.retry import RetryPolicy
+from sync.shape_client import ShapeBatch, ShapeCursor, ShapeStream
 
 log = logging.getLogger("pulse.agent")
 SHAPE = "entries"
@@ -35,7 +32,7 @@ def load_cursor(conn: sqlite3.Connection) -> ShapeCursor:
     row = conn.execute('SELECT handle, "offset", cursor FROM shape_cursors WHERE shape = ?', (SHAPE,)).fetchone()
     if row is None:
         return ShapeCursor()
-    schema = read_meta(conn, "shape_schema")
+    schema = read_meta(conn, meta.SHAPE_SCHEMA)
     return ShapeCursor(row[0], row[1], row[2], json.loads(schema) if schema else None)
 
 
@@ -52,12 +49,12 @@ def apply_batch(conn: sqlite3.Connection, batch: ShapeBatch, role: str) -> int:
         conn.execute("BEGIN IMMEDIATE")
         if batch.must_refetch or batch.fresh:
             replica.clear_server_copy(conn)  # never the outbox
-            write_meta(conn, "refetching", "1")
+            write_meta(conn, meta.REFETCHING, "1")
         touched = replica.apply_changes(conn, [(c.operation, c.value) for c in batch.changes], role)
-        if read_meta(conn, "refetching") == "1":
+        if read_meta(conn, meta.REFETCHING) == "1":
             if batch.up_to_date:
-                replica.rebuild_view(conn, outbox.to_reapply(conn))
-                write_meta(conn, "refetching", "0")
+                replica.rebuild_local_view(conn)
+                write_meta(conn, meta.REFETCHING, "0")
         else:
             replica.refresh_view(conn, touched)
         if not batch.complete:
@@ -70,7 +67,7 @@ def apply_batch(conn: sqlite3.Connection, batch: ShapeBatch, role: str) -> int:
             (SHAPE, cursor.handle, cursor.offset, cursor.cursor),
         )
         if cursor.schema is not None:
-            write_meta(conn, "shape_schema", json.dumps(cursor.schema))
+            write_meta(conn, meta.SHAPE_SCHEMA, json.dumps(cursor.schema))
     return len(batch.changes)
 
 
@@ -78,78 +75,72 @@ def apply_batch(conn: sqlite3.Connection, batch: ShapeBatch, role: str) -> int:
 CLI_RETRY = RetryPolicy(attempts=4, initial_s=0.25, max_s=2.0, jitter_s=0.25)
 
 
-def _stream(account: Account, conn: sqlite3.Connection, retry: RetryPolicy | None = None) -> ShapeStream:
-    return ShapeStream(account.server, account.token, cursor=load_cursor(conn), retry=retry)
 
 
-def pull_shape(engine: SyncEngine, report: SyncReport) -> None:
-    """Catch up with the server's shape (snapshot first on a fresh device)."""
-    try:
-        with _stream(engine.account, engine.conn, CLI_RETRY) as stream:
-            for batch in stream.follow_parts():
-                if batch.must_refetch:  # the server's copy starts again: first give it what it lost
-                    engine.refill(report)
-                report.pulled += apply_batch(engine.conn, batch, engine.account.role)
-                report.refetched = report.refetched or batch.must_refetch
-    except ShapeUnavailable as exc:
-        raise Offline(str(exc)) from exc
-    except ShapeAuthError as exc:
-        raise AuthExpired("the server refused the token: log in again (pulse login)") from exc
+def pull_shape(device: Device, account: Account, before_refetch: Callable[[], None]) -> tuple[int, bool]:
+    """Catch up with the server's shape (snapshot first on a fresh device): the rows pulled, and whether
+    the server asked to refetch (`before_refetch` runs first: give the server what it lost). Its errors
+    are the sync package's, as a push's are (a ShapeUnavailable is an Offline, a ShapeAuthError an
+    AuthExpired)."""
+    pulled, refetched = 0, False
+    with device.upstream.shape(account, load_cursor(device.conn), CLI_RETRY) as stream:
+        for batch in stream.follow_parts():
+            if batch.must_refetch:  # the server's copy starts again: first give it what it lost
+                before_refetch()
+                refetched = True
+            pulled += apply_batch(device.conn, batch, account.role)
+    return pulled, refetched
 
 
 LIVE_RETRY_MAX_S = 5.0
 
 
-def _requeue_lost(account: Account, conn: sqlite3.Connection) -> None:
+def _requeue_lost(device: Device, account: Account) -> None:
+    """Before a refetch is applied: what the server lost goes back to the outbox. Until the server's
+    high-water marks can be asked (a SyncError), the refetch waits: its batch is not applied."""
     from pulse_cli.agent.identity import requeue_lost
-    from sync.client import SyncClient, SyncError
 
-    try:
-        with SyncClient(account.server, account.token) as client:
-            requeue_lost(conn, client)
-    except SyncError as exc:  # the refetch waits (its batch is not applied) until this can be asked
-        raise ShapeError(f"before the refetch, the server's high-water marks: {exc}") from exc
+    with device.upstream.client(account.server, account.token) as client:
+        requeue_lost(device.conn, client)
 
 
-def _apply_erasures(account: Account, conn: sqlite3.Connection) -> None:
+def _apply_erasures(device: Device, account: Account) -> None:
     """The erasures behind deleted rows, at once (the outbox may hold values of those days too)."""
     from pulse_cli.agent import erasures
-    from sync.client import SyncClient, SyncError
 
     try:
-        with SyncClient(account.server, account.token) as client:
-            erasures.exchange(conn, client, account.username)
+        with device.upstream.client(account.server, account.token) as client:
+            erasures.exchange(device.conn, client, account.username)
     except SyncError as exc:  # the next sync round asks again
         log.warning("live pull: the erasures could not be fetched: %s", exc)
 
 
-def follow_live(home: Path, stop: threading.Event, streams: list[ShapeStream] | None = None) -> None:
+def follow_live(
+    home: Path, stop: threading.Event, streams: list[ShapeStream] | None = None, upstream: Upstream | None = None
+) -> None:
     """The agent's live pull: hold a long-poll open, apply what arrives, rebuild the local view.
 
     The open stream is kept in `streams`, so stopping can close it and end a held request at once."""
-    from pulse_cli.agent.daemon import sleep_until
-    from pulse_cli.bootstrap import bootstrap
-
     pause = 1.0
     while not stop.is_set():
         account = load_account(home)
         if account is None:
             sleep_until(stop, 5.0)
             continue
-        device = bootstrap(str(home))
+        device = bootstrap(str(home), upstream=upstream)
         try:
-            with _stream(account, device.conn) as stream:
+            with device.upstream.shape(account, load_cursor(device.conn)) as stream:
                 if streams is not None:
                     streams[:] = [stream]
                 while not stop.is_set():
                     for batch in stream.poll_parts(live=True):
                         if batch.must_refetch:  # the next round (the outbox watch) pushes what it lost
-                            _requeue_lost(account, device.conn)
+                            _requeue_lost(device, account)
                         apply_batch(device.conn, batch, account.role)
                         if any(c.operation == "delete" for c in batch.changes):
-                            _apply_erasures(account, device.conn)  # a row deleted, not tombstoned: an erasure
+                            _apply_erasures(device, account)  # a row deleted, not tombstoned: an erasure
                     pause = 1.0
-        except ShapeError as exc:
+        except SyncError as exc:  # the shape's errors and the high-water request's alike
             if stop.is_set():
                 break
             log.warning("live pull: %s; retrying in %.1f s", exc, pause)
@@ -162,3 +153,10 @@ def follow_live(home: Path, stop: threading.Event, streams: list[ShapeStream] | 
                 raise
         finally:
             device.close()
+
+
+def sleep_until(stop: threading.Event, seconds: float) -> None:
+    """Sleep `seconds`, or less if `stop` is set meanwhile (checked at least twice a second)."""
+    deadline = time.monotonic() + seconds
+    while not stop.is_set() and time.monotonic() < deadline:
+        stop.wait(min(0.5, deadline - time.monotonic()))

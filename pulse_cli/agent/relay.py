@@ -13,16 +13,14 @@ import sqlite3
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from pulse_cli.store.uow import SqliteUnitOfWork, wire_value
+from pulse_cli.store.entries import OWNER
+from pulse_cli.store.uow import SqliteUnitOfWork
 from pulse_core.entry import Entry
 from pulse_core.errors import ValidationError
 from sync.erasure import Erasure, refusal, refusing
-from sync.hlc import Stamp
+from sync.hlc import SKEW_LIMIT_MS, Stamp
 from sync.merge import apply_mutation
-from sync.wire import Mutation, clash, duplicate, mutation_digest, parse_mutation, rejection
-
-OWNER = ""
-SKEW_LIMIT_MS = 60_000
+from sync.wire import Mutation, MutationResult, mutation_digest, parse_mutation, rejection, replay
 
 
 def high_water(conn: sqlite3.Connection, client_id: str) -> int | None:
@@ -33,7 +31,7 @@ def high_water(conn: sqlite3.Connection, client_id: str) -> int | None:
 
 def relay_batch(
     uow: SqliteUnitOfWork, client_id: str, mutations: Sequence[Mapping[str, Any]], now_ms: int, today: dt.date
-) -> list[dict[str, Any]]:
+) -> list[MutationResult]:
     """Apply a browser's batch in one local transaction; one result per mutation, in order."""
     from pulse_cli.agent.erasures import known
 
@@ -49,21 +47,22 @@ def relay_batch(
 def _relay_one(
     uow: SqliteUnitOfWork, client_id: str, raw: Mapping[str, Any], now_ms: int, today: dt.date,
     erased: Sequence[Erasure],
-) -> dict[str, Any]:
+) -> MutationResult:
     conn = uow.conn
     seq = raw.get("seq")
     digest = mutation_digest(raw)
     if isinstance(seq, int) and not isinstance(seq, bool):
         prior = conn.execute("SELECT result, digest FROM relayed WHERE client_id = ? AND seq = ?",
                              (client_id, seq)).fetchone()
-        if prior is not None:
-            if prior[1] is not None and prior[1] != digest:  # another browser profile with this id
-                return clash(seq, client_id)
-            return duplicate(seq, json.loads(prior[0]))
+        # A replay, or another browser profile with this id (a clash); results are kept for good here.
+        again = replay(seq, digest, client_id, None if prior is None else (json.loads(prior[0]), prior[1]), None)
+        if again is not None:
+            return again
+    result: MutationResult
     try:
         mutation = parse_mutation(raw, client_id, today)
     except ValidationError as exc:
-        result = rejection(seq, exc)
+        result = rejection(seq, exc)  # a date ahead of the device's own today too: it is the reference here
         outbox_seq = None
     else:
         erasure = refusing(erased, mutation.date, str(mutation.stamp))
@@ -79,17 +78,10 @@ def _relay_one(
     return result
 
 
-def _apply(uow: SqliteUnitOfWork, client_id: str, m: Mutation, now_ms: int) -> tuple[dict[str, Any], int]:
+def _apply(uow: SqliteUnitOfWork, client_id: str, m: Mutation, now_ms: int) -> tuple[MutationResult, int]:
     entry = uow.entries.get(OWNER, m.date) or Entry(user=OWNER, date=m.date)
     result, _conflicts, _clamped = apply_mutation(entry, m, now_ms, SKEW_LIMIT_MS)
     uow.entries.save(entry)
     stamp = Stamp.parse(result["hlc"])
     uow.observe(stamp)
-    cursor = uow.conn.execute(
-        "INSERT INTO outbox (user_id, date, op, fields, base, hlc, source, created_at, client_id, client_seq)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (OWNER, m.date.isoformat(), m.op, json.dumps({k: wire_value(v) for k, v in m.fields.items()}, sort_keys=True),
-         json.dumps(m.base, sort_keys=True), str(stamp), m.source,
-         dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), client_id, m.seq),
-    )
-    return result, int(cursor.lastrowid or 0)
+    return result, uow.queue(OWNER, m.date, m.op, m.fields, m.base, str(stamp), m.source, client_id, m.seq)

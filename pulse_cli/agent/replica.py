@@ -8,6 +8,7 @@ rules the server uses, so what the user sees is what the server will hold once i
 from __future__ import annotations
 
 import copy
+import dataclasses
 import datetime as dt
 import sqlite3
 from collections.abc import Iterable, Mapping
@@ -15,15 +16,14 @@ from decimal import Decimal
 from typing import Any
 
 from pulse_cli.agent.outbox import ACKED, OutboxRow, to_reapply
+from pulse_cli.store import meta
 from pulse_cli.store.clock import observe
 from pulse_cli.store.connection import read_meta, write_meta
-from pulse_cli.store.entries import COLUMNS, SqliteEntryRepository, entry_to_row, row_to_entry
-from pulse_core.entry import DELETED, MERGE_FIELDS, Entry
+from pulse_cli.store.entries import COLUMNS, OWNER, STAMPED, SqliteEntryRepository, entry_to_row, row_to_entry
+from pulse_core.entry import Entry
 from sync.merge import merge_delete, merge_set
 from sync.wire import Mutation, parse_mutation
 
-OWNER = ""
-STAMPED = (*MERGE_FIELDS, DELETED)
 Key = tuple[str, str]  # (local user, ISO date): a row of the view
 _ANY_DAY = dt.date(9000, 1, 1)  # "today" for re-reading queued mutations: no date is too far ahead
 
@@ -78,7 +78,7 @@ def apply_changes(
         if operation == "delete":
             date = value["date"]
             day = date.isoformat() if isinstance(date, dt.date) else str(date)
-            gone = OWNER if role == "athlete" else read_meta(conn, f"shape_user:{value['user_id']}")
+            gone = OWNER if role == "athlete" else read_meta(conn, meta.shape_user(value['user_id']))
             if gone is not None:
                 conn.execute("DELETE FROM server_entries WHERE user_id = ? AND date = ?", (gone, day))
                 touched.add((gone, day))
@@ -86,7 +86,7 @@ def apply_changes(
         user = local_user(value, role)
         server_id = str(value.get("user_id"))
         if role != "athlete" and known.get(server_id) != user:  # deletes carry only the key: remember whose id
-            write_meta(conn, f"shape_user:{server_id}", user)
+            write_meta(conn, meta.shape_user(server_id), user)
             known[server_id] = user
         incoming = entry_from_shape(value, user)
         previous = server.get(user, incoming.date)
@@ -98,8 +98,8 @@ def apply_changes(
         server.save(incoming)
         touched.add((user, incoming.date.isoformat()))
     observe(conn, seen)  # an edit made after seeing these values outranks them
-    if owner_id is not None and read_meta(conn, "owner_user_id") != owner_id:
-        write_meta(conn, "owner_user_id", owner_id)  # the server's id of this device's user (for its shape)
+    if owner_id is not None and read_meta(conn, meta.OWNER_USER_ID) != owner_id:
+        write_meta(conn, meta.OWNER_USER_ID, owner_id)  # the server's id of this device's user (for its shape)
     return touched
 
 
@@ -138,6 +138,30 @@ def clear_server_copy(conn: sqlite3.Connection) -> None:
     conn.execute("DELETE FROM server_entries")
 
 
+def rebuild_local_view(conn: sqlite3.Connection) -> int:
+    """The whole local view made again (inside the caller's transaction): the server copy with every
+    mutation it does not show yet. After a snapshot (a first sync, a refetch) and a repair."""
+    return rebuild_view(conn, to_reapply(conn))
+
+
+def local_row(
+    base: Entry | None, mutations: Iterable[OutboxRow], user: str, day: str
+) -> tuple[Entry | None, list[int]]:
+    """One row of the local view: the server copy's row `base` with the mutations it does not show yet
+    merged on top, in order (None: no such row), and the acknowledged mutations found reflected in it."""
+    entry, reflected = base, []
+    for m in mutations:
+        if m.status in ACKED and _reflected(m, base):
+            reflected.append(m.seq)  # applying it to the server copy would change nothing: never again
+            continue
+        if entry is None:
+            entry = Entry(user=user, date=dt.date.fromisoformat(day))
+        elif entry is base:
+            entry = copy.deepcopy(base)
+        _merge(entry, *_mutation(m))
+    return entry, reflected
+
+
 def rebuild_view(conn: sqlite3.Connection, reapply: list[OutboxRow]) -> int:
     """entries := server copy + the given mutations re-applied in order (inside the caller's transaction);
     returns the number of rows in the view.
@@ -156,20 +180,14 @@ def rebuild_view(conn: sqlite3.Connection, reapply: list[OutboxRow]) -> int:
         for row in part:
             base = row_to_entry(row)
             key = (base.user, base.date.isoformat())
-            entry = base
-            for m in pending.pop(key, []):
-                if m.status in ACKED and _reflected(m, base):
-                    reflected.append(m.seq)
-                    continue
-                if entry is base:
-                    entry = copy.deepcopy(base)
-                _merge(entry, *_mutation(m))
+            entry, seen = local_row(base, pending.pop(key, []), *key)
+            reflected += seen
+            assert entry is not None
             _write_row(conn, entry)
             rows += 1
     for (user, day), mutations in pending.items():  # rows the server copy does not have
-        entry = Entry(user=user, date=dt.date.fromisoformat(day))
-        for m in mutations:
-            _merge(entry, *_mutation(m))
+        entry, _ = local_row(None, mutations, user, day)
+        assert entry is not None
         _write_row(conn, entry)
         rows += 1
     mark_reflected(conn, reflected)
@@ -197,15 +215,14 @@ def computed_view(conn: sqlite3.Connection, reapply: list[OutboxRow]) -> dict[tu
     (the reference the incremental view is checked against in the tests)."""
     view: dict[tuple[str, dt.date], Entry] = {}
     for row in conn.execute(f"SELECT {', '.join(COLUMNS)} FROM server_entries"):
-        entry = row_to_entry(row)
-        view[(entry.user, entry.date)] = entry
-    for m in reapply:
-        mutation, stamp = _mutation(m)
-        key = (m.user_id, mutation.date)
-        current = view.get(key)
-        entry = copy.deepcopy(current) if current is not None else Entry(user=m.user_id, date=mutation.date)
-        _merge(entry, mutation, stamp)
-        view[key] = entry
+        base = row_to_entry(row)
+        view[(base.user, base.date)] = base
+    for m in reapply:  # one at a time, whatever it is: a reflected mutation changes nothing
+        day = _mutation(m)[0].date
+        merged, _ = local_row(view.get((m.user_id, day)), [dataclasses.replace(m, status="pending")], m.user_id,
+                              day.isoformat())
+        assert merged is not None
+        view[(m.user_id, day)] = merged
     return view
 
 
@@ -221,15 +238,8 @@ def refresh_view(conn: sqlite3.Connection, keys: Iterable[Key]) -> int:
     changed = 0
     reflected: list[int] = []
     for user, day in sorted(set(keys)):
-        base = server_row(conn, user, day)
-        entry = copy.deepcopy(base) if base is not None else None
-        for m in unreflected(conn, user, day):
-            mutation, stamp = _mutation(m)
-            if m.status in ACKED and _reflected(m, base):
-                reflected.append(m.seq)
-                continue
-            entry = entry or Entry(user=user, date=mutation.date)
-            _merge(entry, mutation, stamp)
+        entry, seen = local_row(server_row(conn, user, day), unreflected(conn, user, day), user, day)
+        reflected += seen
         current = conn.execute(f"SELECT {', '.join(COLUMNS)} FROM entries WHERE user_id = ? AND date = ?",
                                (user, day)).fetchone()
         if entry is None:

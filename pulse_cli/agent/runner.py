@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import time
 from typing import TYPE_CHECKING, Any
@@ -9,8 +10,11 @@ from typing import TYPE_CHECKING, Any
 from pulse_cli.agent import outbox
 from pulse_cli.agent.account import Account, load_account
 from pulse_cli.agent.breaker_state import load_breaker
+from pulse_cli.agent.upstream import Upstream
 from pulse_cli.bootstrap import Device
+from pulse_cli.store import meta
 from pulse_cli.store.connection import read_meta, write_meta
+from pulse_cli.sync_text import plural
 from pulse_core.errors import NotFoundError, PulseError, UsageError
 from pulse_core.usecases import log_entry
 
@@ -56,18 +60,22 @@ def server_url(value: str) -> str:
     return f"{parts.scheme}://{parts.netloc}{path}"
 
 
-def sign_in(server: str, username: str, password: str) -> tuple[dict[str, Any], dict[str, Any], float, float]:
+def sign_in(
+    server: str, username: str, password: str, upstream: Upstream | None = None
+) -> tuple[dict[str, Any], dict[str, Any], float, float]:
     """A token and the account (`/v1/me`, with the server's time) from the server, and when `/v1/me` was
     asked and answered, every failure as one line: a wrong username or password (exit 1), a server that
     cannot be reached (exit 3), something that is not a sync server."""
-    from sync.client import AuthExpired, Offline, ServerRefused, SyncClient
+    from sync.client import SIGN_IN_RETRY
+    from sync.errors import AuthExpired, Offline, ServerRefused
 
     url = server_url(server)
+    upstream = upstream or Upstream()
     try:
-        with SyncClient(url, attempts=2, backoff_s=0.2) as anonymous:
+        with upstream.client(url, retry=SIGN_IN_RETRY) as anonymous:
             _check_is_pulse(anonymous, url)
             token = anonymous.login(username, password)
-        with SyncClient(url, token["access_token"], attempts=2, backoff_s=0.2) as client:
+        with upstream.client(url, token["access_token"], retry=SIGN_IN_RETRY) as client:
             sent_at = time.time()
             me = client.me()
             received_at = time.time()
@@ -111,13 +119,12 @@ def run_sync(device: Device, push_only: bool = False, automatic: bool = False) -
         raise Unreachable(f"offline: {_queued(device)} (server unreachable: {breaker.state.last_error};"
                           f" next try in {breaker.retry_in(now):.0f} s)")
     from pulse_cli.agent.engine import SyncEngine
-    from pulse_cli.agent.pull import pull_shape
-    from sync.client import AuthExpired, Offline, ServerRefused, SyncClient
+    from sync.errors import AuthExpired, Offline, ServerRefused
 
-    with SyncClient(account.server, account.token) as client:
+    with device.upstream.client(account.server, account.token) as client:
         if breaker.state.failures and not client.probe():
             raise Unreachable(f"offline: {_queued(device)} (cannot reach {account.server})")
-        engine = SyncEngine(device, account, client, pull=pull_shape)
+        engine = SyncEngine(device, account, client)
         try:
             report = engine.sync(push_only=push_only, automatic=automatic)
         except Offline as exc:
@@ -128,8 +135,8 @@ def run_sync(device: Device, push_only: bool = False, automatic: bool = False) -
             raise PulseError(f"server: {exc}") from exc
     with device.conn:
         device.conn.execute("BEGIN IMMEDIATE")
-        write_meta(device.conn, "last_sync", dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
-        write_meta(device.conn, "account_role", account.role)
+        write_meta(device.conn, meta.LAST_SYNC, dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
+        write_meta(device.conn, meta.ACCOUNT_ROLE, account.role)
     return report
 
 
@@ -149,10 +156,6 @@ def _login_required(device: Device, account: Account, exc: Any) -> LoginRequired
 
 def _queued(device: Device) -> str:
     return plural(outbox.counts(device.conn).get("pending", 0), "change") + " queued"
-
-
-def plural(count: int, noun: str) -> str:
-    return f"{count} {noun}" + ("" if count == 1 else "s")
 
 
 def discard(device: Device, seq: int | None = None) -> int:
@@ -182,10 +185,10 @@ def sync_status(device: Device) -> dict[str, Any]:
     offset = clock.offset_ms(device.conn)
     return {
         "server": account.server if account else None,
-        "username": account.username if account else read_meta(device.conn, "account_username"),
+        "username": account.username if account else read_meta(device.conn, meta.ACCOUNT_USERNAME),
         "role": account.role if account else None,
         "logged_in": account is not None,
-        "last_sync": read_meta(device.conn, "last_sync"),
+        "last_sync": read_meta(device.conn, meta.LAST_SYNC),
         "pending": counts.get("pending", 0),
         "rejected": counts.get("rejected", 0),
         "conflicts": conflicts.open_count(device.conn),
@@ -194,7 +197,7 @@ def sync_status(device: Device) -> dict[str, Any]:
         "clock_offset_ms": offset,
         "clock": (f"this device's clock is {clock.describe_offset(offset)} the server's: dates and stamps use"
                   " the server's time") if abs(offset) > clock.FAR_OFF_MS else "ok",
-        "client_id": read_meta(device.conn, "client_id"),
+        "client_id": read_meta(device.conn, meta.CLIENT_ID),
     }
 
 
@@ -231,16 +234,18 @@ def erase_entries(device: Device, first: dt.date | None, last: dt.date | None) -
     erasure here at once; the server's answer (the erasure and what it removed), with `refused`: this
     device's queued changes of those days that the erasure refuses (docs/erasure.md)."""
     from pulse_cli.agent import erasures
-    from sync.client import AuthExpired, Offline, ServerRefused, SyncClient
+    from sync.client import PUSH_RETRY
     from sync.erasure import Erasure
+    from sync.errors import AuthExpired, Offline, ServerRefused
 
     account = require_account(device)
     if account.role == "coach":
         raise PulseError("erase: a coach's account holds no entries of its own (an athlete erases theirs with"
                          " pulse erase on their device)")
     before = outbox.counts(device.conn).get("rejected", 0)
+    retry = dataclasses.replace(PUSH_RETRY, attempts=2)  # a person is waiting for the answer
     try:
-        with SyncClient(account.server, account.token, attempts=2) as client:
+        with device.upstream.client(account.server, account.token, retry) as client:
             body = client.erase(None if first is None else first.isoformat(),
                                 None if last is None else last.isoformat())
     except Offline as exc:

@@ -12,6 +12,7 @@ sync round does, and checks again.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import logging
 import sqlite3
@@ -24,8 +25,9 @@ import httpx
 from pulse_cli.agent import replica
 from pulse_cli.agent.account import Account
 from pulse_cli.bootstrap import Device
+from pulse_cli.store import meta
 from pulse_cli.store.connection import write_meta
-from pulse_cli.store.entries import COLUMNS, SqliteEntryRepository, row_to_entry
+from pulse_cli.store.entries import COLUMNS, OWNER, SqliteEntryRepository, row_to_entry
 from pulse_core.entry import Entry
 from pulse_core.errors import PulseError
 from sync.checksums import day_digests, differing_parts, month_bounds, month_digests
@@ -141,8 +143,8 @@ def local_keys(conn: sqlite3.Connection, account: Account) -> dict[str, str]:
     """local key -> username of the rows verified: the owner's ('') on an athlete's device; on a
     coach's, every athlete's (keyed by username)."""
     if account.role == "athlete":
-        return {replica.OWNER: account.username}
-    rows = conn.execute("SELECT DISTINCT user_id FROM server_entries WHERE user_id != ?", (replica.OWNER,))
+        return {OWNER: account.username}
+    rows = conn.execute("SELECT DISTINCT user_id FROM server_entries WHERE user_id != ?", (OWNER,))
     return {str(r[0]): str(r[0]) for r in rows}
 
 
@@ -234,7 +236,7 @@ class Verifier:
         with self.conn:
             self.conn.execute("BEGIN IMMEDIATE")
             for diff in diffs:
-                key = keys.get(diff.user, replica.OWNER if self.account.role == "athlete" else diff.user)
+                key = keys.get(diff.user, OWNER if self.account.role == "athlete" else diff.user)
                 row = fetched.get((diff.user, diff.date))
                 before = server.get(key, diff.date)
                 if row is None:
@@ -246,7 +248,7 @@ class Verifier:
                         diff.parts = differing_parts(before, entry)
                     server.save(entry)
                     if self.account.role != "athlete":  # a later shape delete names the athlete by id
-                        write_meta(self.conn, f"shape_user:{row['user_id']}", key)
+                        write_meta(self.conn, meta.shape_user(row["user_id"]), key)
                 diff.repaired = True
         self.rebuild()
 
@@ -281,14 +283,14 @@ def run_verify(device: Device, first: dt.date | None = None, last: dt.date | Non
     """Verify (and repair) this device against its server; errors as the sync commands give them."""
     from pulse_cli.agent.engine import SyncEngine
     from pulse_cli.agent.runner import LoginRequired, Unreachable, require_account
-    from sync.client import AuthExpired, Offline, ServerRefused
+    from sync.errors import AuthExpired, Offline, ServerRefused
 
     account = require_account(device)
-    meter = MeteredTransport()
-    with SyncClient(account.server, account.token, transport=meter) as client:
-        engine = SyncEngine(device, account, client)
-        verifier = Verifier(device.conn, account, client, engine.rebuild,
-                            lambda: catch_up(engine, account, meter))
+    meter = MeteredTransport(device.upstream.transport)
+    metered = dataclasses.replace(device, upstream=device.upstream.metered(lambda _: meter))
+    with metered.upstream.client(account.server, account.token) as client:
+        engine = SyncEngine(metered, account, client)
+        verifier = Verifier(device.conn, account, client, engine.rebuild, lambda: catch_up(engine))
         try:
             report = verifier.run(first, last, repair)
         except Offline as exc:
@@ -301,24 +303,13 @@ def run_verify(device: Device, first: dt.date | None = None, last: dt.date | Non
     return report
 
 
-def catch_up(engine: SyncEngine, account: Account, transport: httpx.BaseTransport) -> None:
-    """Pull the shape up to date (as a sync round does) through the metered transport, then rebuild."""
+def catch_up(engine: SyncEngine) -> None:
+    """Pull the shape up to date as a sync round does (through the engine's device: the metered one), then
+    rebuild the view."""
     from pulse_cli.agent.engine import SyncReport
-    from pulse_cli.agent.pull import CLI_RETRY, apply_batch, load_cursor
-    from sync.client import AuthExpired, Offline
-    from sync.shape_client import ShapeAuthError, ShapeStream, ShapeUnavailable
+    from pulse_cli.agent.pull import pull_shape
 
-    try:
-        with ShapeStream(account.server, account.token, cursor=load_cursor(engine.conn), retry=CLI_RETRY,
-                         transport=transport) as stream:
-            for batch in stream.follow_parts():
-                if batch.must_refetch:  # the server's copy starts again: first give it what it lost
-                    engine.refill(SyncReport())
-                apply_batch(engine.conn, batch, account.role)
-    except ShapeUnavailable as exc:
-        raise Offline(str(exc)) from exc
-    except ShapeAuthError as exc:
-        raise AuthExpired("the server refused the token: log in again (pulse login)") from exc
+    pull_shape(engine.device, engine.account, lambda: engine.refill(SyncReport()))
     engine.rebuild()
 
 

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from pulse_cli.commands.options import FromOption, JsonOption, open_device, print_json
+from pulse_cli.store import meta
 from pulse_core.errors import UsageError
 
 if TYPE_CHECKING:
@@ -18,7 +19,9 @@ if TYPE_CHECKING:
     from pulse_core.reports import Calendar
 
 coach_app = typer.Typer(
-    help="A coach's view of the athletes who granted access, from this device's copy (pulse sync to refresh).",
+    help="A coach's view of the athletes who granted access, from this device's copy (pulse sync to"
+    " refresh). The report on them is pulse report.\n\n\b\nExamples:\n  pulse coach athletes\n"
+    "  pulse coach athletes --to 2016-05-12 --json\n  pulse report --team --format html -o team.html",
     no_args_is_help=True,
 )
 FORMATS = "md|csv|json|html|pdf|fhir"
@@ -29,12 +32,14 @@ ToOption = Annotated[str | None, typer.Option(
 
 @coach_app.command("athletes")
 def athletes(ctx: typer.Context, end: ToOption = None, as_json: JsonOption = False) -> None:
-    """Each athlete with their last entry, last sync, days logged in the last 7 and 28 days, and open flags.
+    """Each athlete's last entry and sync, days logged and open flags. Days logged are counted over the last
+    7 and 28 days.
 
-    "Last sync" is when the athlete's newest change that this device has was made (its clock stamp).
-    Each athlete is seen as of their own today, in their own zone (as their devices last pushed it;
-    unknown, yours), or as of --to (any date) when that is earlier.
+    "Last sync" is how long ago the athlete's newest change that this device has was made (its clock
+    stamp). Each athlete is seen as of their own today, in their own zone (as their devices last pushed
+    it; unknown, yours, marked *), or as of --to (any date) when that is earlier.
 
+    \b
     Examples:
       pulse coach athletes
       pulse coach athletes --to 2016-05-12 --json
@@ -47,7 +52,7 @@ def athletes(ctx: typer.Context, end: ToOption = None, as_json: JsonOption = Fal
     _, last = asked_dates(None, end, device.today)
     keys = roster(device.conn)
     rows = athlete_rows(device.conn, keys, _calendars(device, keys), last)
-    device_sync = read_meta(device.conn, "last_sync")
+    device_sync = read_meta(device.conn, meta.LAST_SYNC)
     as_of = last.isoformat() if last else None
     if as_json:
         print_json({"as_of": as_of, "today": device.today.isoformat(), "device_last_sync": device_sync,
@@ -56,9 +61,9 @@ def athletes(ctx: typer.Context, end: ToOption = None, as_json: JsonOption = Fal
     if not rows:
         typer.echo("no athletes on this device: sign in as a coach (pulse login) and run pulse sync")
         return
-    from pulse_cli.reports_render import terminal
+    from pulse_cli.athletes_table import show_athletes
 
-    terminal.athletes(rows, as_of, device_sync)
+    show_athletes(rows, as_of, device_sync)
 
 
 def _calendars(device: Device, keys: dict[str, str]) -> dict[str, Calendar]:
@@ -80,7 +85,8 @@ def report(
     team: Annotated[bool, typer.Option("--team", help="Add the team roll-up, sorted by open flags.")] = False,
     start: FromOption = None,
     end: ToOption = None,
-    fmt: Annotated[str, typer.Option("--format", "-f", metavar=FORMATS, help="Output format (default md).")] = "md",
+    fmt: Annotated[str | None, typer.Option("--format", "-f", metavar=FORMATS, help="Output format (default md).")]
+    = None,
     output: Annotated[
         Path | None, typer.Option("--output", "-o", metavar="FILE", help="Write here, not stdout (a PDF needs it).")
     ] = None,
@@ -94,10 +100,11 @@ def report(
     Each athlete's days are their own: the range ends on their today, in their zone (as their devices
     last pushed it; unknown, yours), or on --to (any date) when that is earlier.
 
+    \b
     Examples:
       pulse report --team --format html -o team.html
-      pulse report --athlete fitbit-1503960366 --from 2016-04-12 --to 2016-05-12
-      pulse report --athlete 'fitbit-*' --team --to 2016-05-12 --format pdf -o team.pdf
+      pulse report -a fitbit-1503960366 --from 2016-04-12 --to 2016-05-12
+      pulse report -a 'fitbit-*' --team --to 2016-05-12 -f pdf -o team.pdf
       pulse report --team --format csv -o long.csv
     """
     from pulse_cli.reports_render.formats import FORMATS as KNOWN
@@ -106,7 +113,10 @@ def report(
     from pulse_cli.store.connection import read_meta
     from pulse_core.reports import asked_dates
 
-    fmt = "json" if as_json else fmt.lower()
+    if as_json and fmt is not None and fmt.lower() != "json":
+        raise UsageError("format", fmt, "json with --json", f"format: --json and --format {fmt} ask for two formats"
+                         " (give one: --format json is --json)")
+    fmt = "json" if as_json else (fmt or "md").lower()
     if fmt not in KNOWN:
         raise UsageError("format", fmt, ", ".join(KNOWN), f"format: {fmt!r} is not one of {', '.join(KNOWN)}")
     if fmt == "pdf" and output is None:
@@ -119,7 +129,7 @@ def report(
     generated = dt.datetime.now(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
     built = build_report(device.conn, chosen, _calendars(device, chosen), asked_first, asked_last, team, generated)
     first, last = built.start, built.end
-    built.server = read_meta(device.conn, "account_server")
+    built.server = read_meta(device.conn, meta.ACCOUNT_SERVER)
     if output is None and fmt == "md" and sys.stdout.isatty():
         from pulse_cli.reports_render import terminal
 

@@ -11,9 +11,9 @@ from pulse_cli.commands.options import JsonOption, open_device, print_json
 
 def erase(
     ctx: typer.Context,
-    start: Annotated[str | None, typer.Option("--from", metavar="DATE", help="First day erased (default: the first)")]
+    start: Annotated[str | None, typer.Option("--from", metavar="DATE", help="First day erased (default: the first).")]
     = None,
-    end: Annotated[str | None, typer.Option("--to", metavar="DATE", help="Last day erased (default: the last)")]
+    end: Annotated[str | None, typer.Option("--to", metavar="DATE", help="Last day erased (default: the last).")]
     = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
     as_json: JsonOption = False,
@@ -23,12 +23,14 @@ def erase(
     sync; this device drops them at once. Changes to those days made before now, still queued anywhere,
     are refused (pulse rejected). Needs the server (exit 3 offline). Asks first unless --yes.
 
+    \b
     Examples:
       pulse erase --from 2026-01-01 --to 2026-01-31
       pulse erase --from 2026-03-05 --to 2026-03-05 --yes
       pulse erase --json --yes
     """
-    from pulse_cli.agent.runner import erase_entries, plural, require_account
+    from pulse_cli.agent.runner import erase_entries, require_account
+    from pulse_cli.sync_text import plural
     from sync.erasure import Erasure, parse_range
 
     device = open_device(ctx)
@@ -43,7 +45,7 @@ def erase(
         print_json(done)
         return
     removed = done["removed"]
-    typer.echo(f"erased {plural(removed['entries'], 'entry')} of {days} on the server (and"
+    typer.echo(f"erased {plural(removed['entries'], 'entry', 'entries')} of {days} on the server (and"
                f" {plural(removed['conflicts'], 'conflict')}); this device dropped them; your other devices and"
                " your coaches' drop them at their next sync")
     if done["refused"]:

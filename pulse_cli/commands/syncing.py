@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import sys
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
 from pulse_cli.commands.options import JsonOption, open_device, print_json
 from pulse_core.errors import NotFoundError, UsageError
-
-rejected_app = typer.Typer(help="Mutations the server refused: list, discard.", no_args_is_help=False,
-                           invoke_without_command=True)
 
 
 def login(
@@ -23,14 +19,17 @@ def login(
 ) -> None:
     """Sign in to a sync server. The first login adopts what you logged before it.
 
+    \b
     Examples:
       pulse login --server http://127.0.0.1:8000 --username ana
-      echo "$PASSWORD" | pulse login --server https://pulse.example --username ana --password-stdin
+      echo "$PASSWORD" | pulse login --server https://pulse.example \\
+          --username ana --password-stdin
     """
     from pulse_cli.agent import outbox
     from pulse_cli.agent.account import Account, bind_home, save_account
-    from pulse_cli.agent.runner import plural, sign_in
+    from pulse_cli.agent.runner import sign_in
     from pulse_cli.store import clock
+    from pulse_cli.sync_text import plural
 
     device = open_device(ctx)
     password = sys.stdin.readline().rstrip("\n") if password_stdin else typer.prompt("Password", hide_input=True)
@@ -56,26 +55,32 @@ def logout(
         bool, typer.Option("--discard", help="Log out even with changes not yet synced (they are dropped).")
     ] = False,
 ) -> None:
-    """Sign out (forget the token). Refused while changes are waiting to sync, unless --discard.
+    """Sign out (forget the token). Refused while changes are waiting to sync (exit 4: they exist nowhere
+    else), unless --discard drops them.
 
+    \b
     Examples:
       pulse logout
       pulse logout --discard
     """
     from pulse_cli.agent import outbox
     from pulse_cli.agent.account import forget_token
+    from pulse_cli.sync_text import plural
 
     device = open_device(ctx)
     pending = outbox.counts(device.conn).get("pending", 0)
     if pending and not discard:
-        raise UsageError("pending", pending, "0, or --discard",
-                         f"pending: {pending} changes are not synced yet; run pulse sync first, or --discard them")
+        from pulse_cli.exits import RefusedToLoseData
+
+        waiting = "1 change is" if pending == 1 else f"{pending} changes are"
+        raise RefusedToLoseData(f"pending: {waiting} not synced yet and would be lost; run pulse sync first,"
+                                " or pulse logout --discard to drop them")
     if pending:
         from pulse_cli.agent.runner import discard as discard_changes
 
         discard_changes(device)
     forget_token(device.home)
-    typer.echo("logged out" + (f"; {pending} unsynced changes discarded" if pending else ""))
+    typer.echo("logged out" + (f"; {plural(pending, 'unsynced change')} discarded" if pending else ""))
 
 
 def sync(ctx: typer.Context, as_json: JsonOption = False) -> None:
@@ -83,11 +88,13 @@ def sync(ctx: typer.Context, as_json: JsonOption = False) -> None:
 
     Exit codes: 0 synced; 3 offline or server unavailable (nothing lost: changes stay queued); 1 other.
 
+    \b
     Examples:
       pulse sync
       pulse sync --json
     """
-    from pulse_cli.agent.runner import plural, run_sync
+    from pulse_cli.agent.runner import run_sync
+    from pulse_cli.sync_text import plural
 
     device = open_device(ctx)
     report = run_sync(device)
@@ -118,21 +125,24 @@ def sync(ctx: typer.Context, as_json: JsonOption = False) -> None:
 
 
 def status(ctx: typer.Context, as_json: JsonOption = False) -> None:
-    """Server, last sync, pending and rejected changes, conflicts and the breaker's state.
+    """Your account and server, the last sync, changes waiting to be pushed, rejected changes, open
+    conflicts, whether the server answered at the last tries, and this device's clock.
 
+    \b
     Examples:
       pulse status
       pulse status --json
     """
     from pulse_cli.agent.runner import sync_status
+    from pulse_cli.sync_text import status_lines
 
     device = open_device(ctx)
     info = sync_status(device)
     if as_json:
         print_json(info)
         return
-    for name, value in info.items():
-        typer.echo(f"{name.replace('_', ' ')}: {'-' if value is None else value}")
+    for line in status_lines(info):
+        typer.echo(line)
 
 
 def conflicts(
@@ -147,7 +157,9 @@ def conflicts(
     as_json: JsonOption = False,
 ) -> None:
     """Conflicts on your entries, from every device: what lost to what, and why. Open ones by default.
+    Values are shown as they were typed; times are this computer's local dates and times.
 
+    \b
     Examples:
       pulse conflicts
       pulse conflicts --reassert 3
@@ -155,6 +167,8 @@ def conflicts(
       pulse conflicts --all --json
     """
     from pulse_cli.agent.runner import dismiss_conflict, list_conflicts, reassert_conflict
+    from pulse_cli.store.connection import read_meta
+    from pulse_cli.sync_text import conflict_lines
 
     device = open_device(ctx)
     if reassert is not None and dismiss is not None:
@@ -174,17 +188,12 @@ def conflicts(
         return
     if not rows:
         typer.echo("no open conflicts" if not show_all else "no conflicts")
+    own = read_meta(device.conn, "client_id")
     for row in rows:
-        typer.echo(f"[{row['id']}] {row['date']} {row['field']}: kept {_show(row['kept'])} over {_show(row['lost'])}"
-                   f" ({row['state']}; {row['rule']}: a hand-set value beats an import, then the later stamp wins;"
-                   f" kept {row['kept_hlc']}, lost {row['lost_hlc']})")
+        for line in conflict_lines(row, own):
+            typer.echo(line)
 
 
-def _show(value: Any) -> str:
-    return json.dumps(value) if not isinstance(value, str) else value
-
-
-@rejected_app.callback()
 def rejected(
     ctx: typer.Context,
     discard: Annotated[int | None, typer.Option("--discard", metavar="SEQ", help="Drop a rejected change.")] = None,
@@ -192,6 +201,7 @@ def rejected(
 ) -> None:
     """Changes the server refused, with its reason. Fix one with pulse log, then --discard it.
 
+    \b
     Examples:
       pulse rejected
       pulse rejected --discard 12
@@ -212,12 +222,13 @@ def rejected(
         return
     if not rows:
         typer.echo("no rejected changes")
+    from pulse_cli.sync_text import change_text
+
     for r in rows:
         error = (r.result or {}).get("error") or {}
-        typer.echo(f"[{r.seq}] {r.date} {r.op} {json.dumps(r.fields)}: {error.get('message', 'rejected')}")
+        typer.echo(f"[{r.seq}] {r.date} {change_text(r.op, r.fields)}: {error.get('message', 'rejected')}")
 
 
 def register(app: typer.Typer) -> None:
-    for command in (login, logout, sync, status, conflicts):
+    for command in (login, logout, sync, status, conflicts, rejected):
         app.command()(command)
-    app.add_typer(rejected_app, name="rejected")

@@ -9,14 +9,21 @@ from typing import Annotated
 
 import typer
 
+from pulse_cli.bootstrap import Device
 from pulse_cli.commands.options import FromOption, JsonOption, ToOption, open_device, print_json
+from pulse_cli.exits import Interrupted
+from pulse_cli.store import meta
 from pulse_core import queries
 from pulse_core.errors import UsageError
 from pulse_core.usecases import DayRecord, ImportSummary, import_days
 
 import_app = typer.Typer(
-    help="Import days from a tracker's export. Re-importing changes nothing; values you set by hand are kept;"
-    " days you deleted are skipped unless --restore-deleted.",
+    help="Import days from a tracker's export, in one transaction (Ctrl-C keeps nothing of it, exit 130)."
+    " Re-importing changes nothing and values you set by hand are kept. Days you deleted are skipped, unless"
+    " --restore-deleted.\n\n\b\nExamples:\n"
+    "  pulse import fitbit tests/data/fitbit --source-user 1503960366\n"
+    "  pulse import welltory tests/data/welltory --source-user 6be5033971\n"
+    "  pulse import apple-health ~/Downloads/export.zip",
     no_args_is_help=True,
 )
 
@@ -27,6 +34,7 @@ RestoreOption = Annotated[
     typer.Option("--restore-deleted", help="Fill days you deleted and fields you cleared with the imported values"
                  " (they then count as set by hand); else they are left empty."),
 ]
+NOTHING_READ = "the files held rows for that user, but none with a value pulse reads"
 
 
 def _run_import(
@@ -35,18 +43,39 @@ def _run_import(
     read: Callable[[Progress | None], Iterator[DayRecord]],
     as_json: bool,
     restore_deleted: bool,
+    why_nothing: Callable[[], str] = lambda: NOTHING_READ,
 ) -> None:
     device = open_device(ctx)
     from pulse_cli import render
 
-    with render.import_progress(enabled=not as_json) as progress:
-        summary: ImportSummary = import_days(
-            device.uow(), device.user, read(progress), source, device.today, restore_deleted=restore_deleted
-        )
+    newest = _newest_change(device)
+    try:
+        with render.import_progress(enabled=not as_json) as progress:
+            summary: ImportSummary = import_days(
+                device.uow(), device.user, read(progress), source, device.today, restore_deleted=restore_deleted
+            )
+    except KeyboardInterrupt:
+        raise _interrupted(device, newest) from None
     if as_json:
         print_json(summary.as_json())
-    else:
-        render.import_summary(summary)
+        return
+    render.import_summary(summary)
+    if summary.read == 0:
+        render.import_hint(why_nothing())
+
+
+def _newest_change(device: Device) -> int:
+    """The newest change queued on this device: every change an import writes queues one (pulse_cli/store/uow.py)."""
+    row = device.conn.execute("SELECT coalesce(max(seq), 0) FROM outbox").fetchone()
+    return int(row[0])
+
+
+def _interrupted(device: Device, newest: int) -> Interrupted:
+    """What Ctrl-C left: an import reads the whole file, then writes every day in one transaction, which
+    Ctrl-C rolls back; only once the commit returned is anything kept."""
+    if _newest_change(device) == newest:
+        return Interrupted("interrupted: nothing of this import was kept (it is written all at once, at the end)")
+    return Interrupted("interrupted after the import was saved: pulse history shows it")
 
 
 @import_app.command("fitbit")
@@ -57,11 +86,13 @@ def import_fitbit(
     restore_deleted: RestoreOption = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Import a Fitbit (Fitabase) export: steps, minutes asleep, weight.
+    """Import a Fitbit (Fitabase) export: steps, sleep, weight.
 
+    \b
     Examples:
       pulse import fitbit tests/data/fitbit --source-user 1503960366
-      pulse import fitbit tests/data/fitbit --source-user 1503960366 --restore-deleted
+      pulse import fitbit tests/data/fitbit --source-user 1503960366 \\
+          --restore-deleted
     """
     from pulse_core.importers.fitbit import read_fitbit
 
@@ -78,8 +109,9 @@ def import_welltory(
 ) -> None:
     """Import Welltory data: morning HRV (RMSSD), sleep and steps.
 
+    \b
     Examples:
-      pulse import welltory tests/data/welltory --source-user 8d7f2c6e8d
+      pulse import welltory tests/data/welltory --source-user 6be5033971
     """
     from pulse_core.importers.welltory import read_welltory
 
@@ -93,19 +125,28 @@ def import_apple_health(
     restore_deleted: RestoreOption = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Import an Apple Health export, streaming: steps (de-duplicated across devices), sleep, weight, HRV.
+    """Import an Apple Health export: steps, sleep, weight, HRV. Read streaming, with progress by bytes read
+    on a terminal; steps are de-duplicated across devices. When no day comes of the file, says what it
+    held and why nothing counted.
 
+    \b
     Examples:
       pulse import apple-health ~/Downloads/export.zip
+      pulse import apple-health tests/data/apple_health/tdda_export6s3sample.xml
     """
-    from pulse_core.importers.apple_health import read_apple_health
+    from collections import Counter
 
-    _run_import(ctx, "apple-health", lambda p: read_apple_health(file, p), as_json, restore_deleted)
+    from pulse_core.importers.apple_health import describe_held, read_apple_health
+
+    held: Counter[str] = Counter()
+    _run_import(ctx, "apple-health", lambda p: read_apple_health(file, p, held), as_json, restore_deleted,
+                lambda: describe_held(held))
 
 
 def export(
     ctx: typer.Context,
-    fmt: Annotated[str, typer.Option("--format", "-f", metavar="csv|json|fhir", help="Output format.")] = "csv",
+    fmt: Annotated[str, typer.Option("--format", "-f", metavar="csv|json|fhir", show_default=False,
+                                     help="Output format (default csv).")] = "csv",
     start: FromOption = None,
     end: ToOption = None,
     output: Annotated[
@@ -116,6 +157,7 @@ def export(
     """Export entries as CSV (one row per day), JSON (the documented entry schema) or FHIR (an R4 Bundle of
     Observations with LOINC codes and UCUM units, for a clinician's system; docs/fhir.md).
 
+    \b
     Examples:
       pulse export --format csv -o pulse.csv
       pulse export --format json --from 2026-01-01
@@ -132,8 +174,8 @@ def export(
     from pulse_cli.export import write_export
     from pulse_cli.store.connection import read_meta
 
-    username = read_meta(device.conn, "account_username") or "me"  # who a FHIR export is of
-    server = read_meta(device.conn, "account_server")
+    username = read_meta(device.conn, meta.ACCOUNT_USERNAME) or "me"  # who a FHIR export is of
+    server = read_meta(device.conn, meta.ACCOUNT_SERVER)
     if output is None:
         write_export(rows, fmt, sys.stdout, username, server)
         return
@@ -143,7 +185,9 @@ def export(
     except OSError as exc:
         raise UsageError("output", str(output), "a writable file path", f"output: cannot write {output}: "
                          f"{exc.strerror} (allowed a writable file path)") from exc
-    typer.echo(f"exported {len(rows)} days to {output}", err=True)
+    from pulse_cli.sync_text import plural
+
+    typer.echo(f"exported {plural(len(rows), 'day')} to {output}", err=True)
 
 
 def register(app: typer.Typer) -> None:

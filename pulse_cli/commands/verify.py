@@ -17,8 +17,9 @@ DRIFT_EXIT = 1  # days differ and were not (or could not be) repaired
 
 def verify(
     ctx: typer.Context,
-    start: Annotated[str | None, typer.Option("--from", metavar="DATE", help="First day (default: the first)")] = None,
-    end: Annotated[str | None, typer.Option("--to", metavar="DATE", help="Last day (default: the last)")] = None,
+    start: Annotated[str | None, typer.Option("--from", metavar="DATE", help="First day (default: the first).")]
+    = None,
+    end: Annotated[str | None, typer.Option("--to", metavar="DATE", help="Last day (default: the last).")] = None,
     repair: Annotated[bool, typer.Option("--repair", help="Fetch the days that differ again, then check again.")]
     = False,
     as_json: JsonOption = False,
@@ -28,6 +29,7 @@ def verify(
     One request when everything matches; each day that differs is named. Exit 0 when the device matches
     the server (after --repair: matches again), 1 when days differ, 3 offline.
 
+    \b
     Examples:
       pulse verify
       pulse verify --from 2026-01-01 --repair
@@ -55,7 +57,7 @@ def verify(
 
 
 def _summary(report: VerifyReport) -> str:
-    from pulse_cli.agent.runner import plural
+    from pulse_cli.sync_text import plural
 
     cost = f"({plural(report.requests, 'request')}, {report.bytes_received:,} bytes received)"
     if not report.differences:

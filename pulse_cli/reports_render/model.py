@@ -17,18 +17,18 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import fnmatch
-import math
 import sqlite3
-from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, NamedTuple
+from typing import Any
 
+from pulse_cli.store import meta
 from pulse_cli.store.connection import read_meta
+from pulse_cli.store.entries import OWNER
 from pulse_core.entry import MERGE_FIELDS, Entry
 from pulse_core.errors import NotFoundError, UsageError
-from pulse_core.insights import BASELINE_DAYS, TREND_METRICS, metric_value
+from pulse_core.insights import BASELINE_DAYS, TREND_METRICS, Band, metric_value, trailing_bands
 from pulse_core.reports import (
     HRV_LOOKBACK_DAYS,
     AthleteReport,
@@ -40,16 +40,8 @@ from pulse_core.reports import (
     team_rollup,
 )
 
-OWNER = ""
 NO_ATHLETES = "athletes: none on this device; sign in as a coach (pulse login) and run pulse sync"
 STAMP_COLUMNS = tuple(f"{f}_hlc" for f in (*MERGE_FIELDS, "deleted"))
-
-
-class Band(NamedTuple):  # a tuple: a team's year draws 365,000 of them
-    """Mean and sample SD of the BASELINE_DAYS days before one day (None until two values exist)."""
-
-    mean: float
-    sd: float
 
 
 @dataclass
@@ -135,7 +127,7 @@ def roster(conn: sqlite3.Connection) -> dict[str, str]:
     users = [str(r[0]) for r in rows]
     others = {u: u for u in users if u != OWNER}
     if OWNER in users and not others:
-        return {read_meta(conn, "account_username") or "me": OWNER}
+        return {read_meta(conn, meta.ACCOUNT_USERNAME) or "me": OWNER}
     return others
 
 
@@ -282,35 +274,4 @@ def chart_series(history: Sequence[Entry], start: dt.date, end: dt.date) -> list
             entries = [e for e in history if e.hrv_method == method]
         by_day = {e.date: v for e in entries if (v := metric_value(e, metric)) is not None}
         out.append(Series(metric, days, [by_day.get(d) for d in days], trailing_bands(by_day, days)))
-    return out
-
-
-def trailing_bands(by_day: dict[dt.date, float], days: Sequence[dt.date]) -> list[Band | None]:
-    """For each day, mean ± sample SD of the values in the BASELINE_DAYS days before it (a sliding window)."""
-    if not days:
-        return []
-    window: deque[tuple[int, float]] = deque()  # (day ordinal, value), in date order
-    first = days[0] - dt.timedelta(days=BASELINE_DAYS)
-    pending = sorted((d.toordinal(), v) for d, v in by_day.items() if first <= d < days[-1])
-    i, count = 0, len(pending)
-    total = squares = 0.0
-    out: list[Band | None] = []
-    for day in days:
-        today = day.toordinal()
-        while i < count and pending[i][0] < today:
-            window.append(pending[i])
-            total += pending[i][1]
-            squares += pending[i][1] ** 2
-            i += 1
-        while window and window[0][0] < today - BASELINE_DAYS:
-            _, old = window.popleft()
-            total -= old
-            squares -= old ** 2
-        n = len(window)
-        if n < 2:
-            out.append(None)
-            continue
-        mean = total / n
-        variance = max(0.0, (squares - n * mean * mean) / (n - 1))
-        out.append(Band(mean, math.sqrt(variance)))
     return out

@@ -13,8 +13,9 @@ import sqlite3
 import time
 from collections.abc import Iterable
 
+from pulse_cli.store import meta
 from pulse_cli.store.connection import ensure_client_id, read_meta, write_meta
-from sync.hlc import Stamp, StampError
+from sync.hlc import SKEW_LIMIT_MS, Stamp, StampError
 
 
 def observe(conn: sqlite3.Connection, stamps: Iterable[str | None]) -> None:
@@ -26,10 +27,10 @@ def observe(conn: sqlite3.Connection, stamps: Iterable[str | None]) -> None:
         remote = Stamp.parse(newest)
     except StampError:
         return
-    last = read_meta(conn, "hlc_last")
+    last = read_meta(conn, meta.HLC_LAST)
     current = Stamp.parse(last) if last else None
     if current is None or (remote.ms, remote.counter) > (current.ms, current.counter):
-        write_meta(conn, "hlc_last", str(Stamp(remote.ms, remote.counter, ensure_client_id(conn))))
+        write_meta(conn, meta.HLC_LAST, str(Stamp(remote.ms, remote.counter, ensure_client_id(conn))))
 
 
 def observe_time(conn: sqlite3.Connection, server_ms: int) -> None:
@@ -38,7 +39,6 @@ def observe_time(conn: sqlite3.Connection, server_ms: int) -> None:
 
 
 OFFSET_TOLERANCE_MS = 1_000  # a round trip's uncertainty: smaller offsets are taken as none
-SKEW_LIMIT_MS = 60_000  # the server clamps stamps further ahead than this
 FAR_OFF_MS = 3_600_000  # a clock off by more than this is worth telling the user about
 
 
@@ -49,20 +49,20 @@ def learn_offset(conn: sqlite3.Connection, server_ms: int, sent_at_s: float, rec
     midpoint_ms = int((sent_at_s + received_at_s) / 2 * 1000)
     offset = server_ms - midpoint_ms
     offset = offset if abs(offset) > OFFSET_TOLERANCE_MS else 0
-    write_meta(conn, "clock_offset_ms", str(offset))
+    write_meta(conn, meta.CLOCK_OFFSET_MS, str(offset))
     # A clock that ran ahead left the last stamp in the future, and the HLC never goes back past its
     # last stamp: bring it back to server time, as the server has clamped those stamps anyway.
-    last = read_meta(conn, "hlc_last")
+    last = read_meta(conn, meta.HLC_LAST)
     if last:
         stamp = Stamp.parse(last)
         if stamp.ms > server_ms + SKEW_LIMIT_MS:
-            write_meta(conn, "hlc_last", str(Stamp(server_ms, 0, stamp.node)))
+            write_meta(conn, meta.HLC_LAST, str(Stamp(server_ms, 0, stamp.node)))
     observe_time(conn, server_ms)
     return offset
 
 
 def offset_ms(conn: sqlite3.Connection) -> int:
-    return int(read_meta(conn, "clock_offset_ms") or 0)
+    return int(read_meta(conn, meta.CLOCK_OFFSET_MS) or 0)
 
 
 def describe_offset(offset: int) -> str:

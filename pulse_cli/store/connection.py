@@ -7,6 +7,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+from pulse_cli.store import meta
 from pulse_cli.store.migrations import MIGRATIONS, apply_migrations
 from pulse_core.errors import StoreError
 
@@ -123,13 +124,20 @@ def _owner_only(path: Path, mode: int) -> None:
 
 def ensure_client_id(conn: sqlite3.Connection) -> str:
     """The install's random id: it names this device's mutations and breaks HLC ties."""
-    row = conn.execute("SELECT value FROM meta WHERE key = 'client_id'").fetchone()
-    if row is not None:
-        return str(row[0])
-    client_id = os.urandom(8).hex()  # not `secrets`: it costs 4 ms of start-up for the same bytes
-    conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('client_id', ?)", (client_id,))
-    row = conn.execute("SELECT value FROM meta WHERE key = 'client_id'").fetchone()
-    return str(row[0])
+    return meta_once(conn, meta.CLIENT_ID)
+
+
+def meta_once(conn: sqlite3.Connection, key: str) -> str:
+    """A random id kept under `key`, made the first time it is asked for (by whichever process asks
+    first: a second one's INSERT is ignored, and both read the same)."""
+    found = read_meta(conn, key)
+    if found is not None:
+        return found
+    # not `secrets`: it costs 4 ms of start-up for the same bytes
+    conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)", (key, os.urandom(8).hex()))
+    made = read_meta(conn, key)
+    assert made is not None
+    return made
 
 
 def read_meta(conn: sqlite3.Connection, key: str) -> str | None:

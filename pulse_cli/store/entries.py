@@ -11,7 +11,9 @@ from pulse_core.entry import DELETED, MERGE_FIELDS, Entry
 from pulse_core.errors import StoreError
 from pulse_core.ports import EntryRepository
 
-STAMPED = (*MERGE_FIELDS, DELETED)
+# The device owner's rows. Other users' rows (a coach's athletes) are keyed by their username.
+OWNER = ""
+STAMPED = (*MERGE_FIELDS, DELETED)  # the fields with a stamp and a source: the merge fields, and the delete
 VALUE_COLUMNS = (
     "user_id", "date", "sleep_hours", "hrv_ms", "hrv_method", "steps", "weight_kg", "note",
     "score", "score_version", "deleted",

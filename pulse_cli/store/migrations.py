@@ -38,7 +38,7 @@ CREATE TABLE entries ({_ENTRY_COLUMNS}) WITHOUT ROWID;
 -- The server's copy as last pulled through the shape stream (filled by sync).
 CREATE TABLE server_entries ({_ENTRY_COLUMNS}) WITHOUT ROWID;
 
--- Every local change, written in the same transaction as the change (sync-protocol.md).
+-- Every local change, written in the same transaction as the change (docs/push-protocol.md).
 CREATE TABLE outbox (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     user_id TEXT NOT NULL,

@@ -53,6 +53,7 @@ import re
 import zipfile
 from array import array
 from bisect import bisect_right
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import ExitStack
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
@@ -98,6 +99,8 @@ HEAD_LIMIT = 1 << 22  # look this far for the root tag (the DTD is about 10 KB)
 
 
 Run = tuple[int, int, int, int, int]  # start, end (UTC seconds), steps, local day, source index
+UNREADABLE = "unreadable "  # `held` key prefix: a record of a kind read, whose value or dates could not be
+READ = {STEPS: "step count", SLEEP: "sleep analysis", BODY_MASS: "body mass", HRV_SDNN: "HRV (SDNN)"}
 
 
 class _Day:
@@ -391,8 +394,11 @@ def _asleep_by_wake_day(stretches: Iterable[tuple[int, int, str]]) -> dict[str, 
     return totals
 
 
-def read_apple_health(path: Path, progress: Progress | None = None) -> Iterator[DayRecord]:
-    """The days in the Apple Health export at `path`, in date order."""
+def read_apple_health(
+    path: Path, progress: Progress | None = None, held: Counter[str] | None = None
+) -> Iterator[DayRecord]:
+    """The days in the Apple Health export at `path`, in date order. `held`, if given, counts what the file
+    held besides the records read (see `describe_held`): for a hint when no day comes of it."""
     path = Path(path)
     if not path.exists():
         raise usage("file", path, ALLOWED, "does not exist")
@@ -405,7 +411,7 @@ def read_apple_health(path: Path, progress: Progress | None = None) -> Iterator[
     with ExitStack() as stack:
         stream, total, name = _open(path, stack)
         counter = ByteCounter(total, progress)
-        _parse(CountingReader(stream, counter), aggregates, name)
+        _parse(CountingReader(stream, counter), aggregates, name, Counter() if held is None else held)
         counter.finish()
     return aggregates.records(f"apple-health {name}")
 
@@ -464,7 +470,7 @@ class _ExportStream:
         return data[:doctype] + data[root.start() :]
 
 
-def _parse(stream: CountingReader, aggregates: _Aggregates, name: str) -> None:
+def _parse(stream: CountingReader, aggregates: _Aggregates, name: str, held: Counter[str]) -> None:
     handlers: dict[str | None, Callable[[Mapping[str, str]], None]] = {
         STEPS: aggregates.add_steps,
         SLEEP: aggregates.add_sleep,
@@ -481,12 +487,16 @@ def _parse(stream: CountingReader, aggregates: _Aggregates, name: str) -> None:
             if event == "start":
                 depth += 1
                 if depth == 2 and element.tag == "Record":
-                    handler = handlers.get(element.get("type"))
+                    kind = element.get("type")
+                    held[str(kind)] += 1
+                    handler = handlers.get(kind)
                     if handler is not None:
-                        try:  # noqa: SIM105 (cheaper than contextlib.suppress in this loop)
+                        try:
                             handler(element.attrib)
                         except (KeyError, ValueError, IndexError, InvalidOperation, OverflowError):
-                            pass  # a sample without a readable value or date: skip it
+                            held[UNREADABLE + str(kind)] += 1  # a sample without a readable value or date
+                elif depth == 2:
+                    held[element.tag] += 1
             else:
                 depth -= 1
                 if depth == 1:
@@ -495,3 +505,39 @@ def _parse(stream: CountingReader, aggregates: _Aggregates, name: str) -> None:
         raise usage("file", name, ALLOWED, f"is not well-formed XML: {exc}") from None
     except StopIteration:
         raise usage("file", name, ALLOWED, "is empty") from None
+
+
+def describe_held(held: Counter[str]) -> str:
+    """Why an export gave no day, from what it held: `the file held 2 records (body mass index 1, heart rate
+    1), 2 activity summaries and 1 workout; pulse reads step count, sleep analysis, body mass and HRV
+    (SDNN) records, and this file has none`."""
+    unreadable = {k.removeprefix(UNREADABLE): n for k, n in held.items() if k.startswith(UNREADABLE)}
+    records = {k: n for k, n in held.items() if k.startswith("HK")}
+    others = {k: n for k, n in held.items() if not k.startswith(("HK", UNREADABLE)) and k not in ("Me", "ExportDate")}
+    parts = []
+    if records:
+        kinds = ", ".join(f"{READ.get(k) or _spoken(k)} {n}" for k, n in sorted(records.items(), key=lambda kv: -kv[1]))
+        parts.append(f"{_count(sum(records.values()), 'record')} ({kinds})")
+    parts += [_count(n, _spoken(tag)) for tag, n in sorted(others.items())]
+    held_text = f"the file held {_joined(parts) if parts else 'no records'}"
+    if unreadable:
+        kinds = _joined([f"{READ.get(k, k)} {n}" for k, n in sorted(unreadable.items())])
+        return f"{held_text}; of the records pulse reads, these had a value, unit or date it could not read: {kinds}"
+    if SLEEP in records:  # read, yet no day: every sample was in bed or awake
+        return f"{held_text}; its sleep analysis records are time in bed or awake, and only time asleep counts"
+    return f"{held_text}; pulse reads {_joined([*READ.values()])} records, and this file has none"
+
+
+def _spoken(name: str) -> str:
+    """`HKQuantityTypeIdentifierBodyMassIndex` -> "body mass index", `ActivitySummary` -> "activity summary"."""
+    bare = re.sub(r"^HK\w*?TypeIdentifier", "", name)
+    return re.sub(r"(?<=[a-z])(?=[A-Z])", " ", bare).lower()
+
+
+def _count(n: int, noun: str) -> str:
+    many = noun[:-1] + "ies" if noun.endswith("y") else noun + "s"
+    return f"{n} {noun if n == 1 else many}"
+
+
+def _joined(parts: list[str]) -> str:
+    return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]

@@ -19,6 +19,7 @@ from pulse_server.erasure import hold_off
 from pulse_server.errors import ApiError
 from pulse_server.push import Reconciler, api_write
 from sync.conflict_state import conflict_state
+from sync.wire import MutationResult
 
 router = APIRouter(prefix="/v1", tags=["entries"])
 
@@ -61,7 +62,7 @@ def put_entry(
         raise ApiError(400, "bad_request", "fields: nothing to set (allowed at least one field)", field="fields")
     reconciler = Reconciler(clock, settings.clock_skew_limit_ms)
 
-    def write(conn: Any) -> tuple[dict[str, Any], Any, Any, str | None]:
+    def write(conn: Any) -> tuple[MutationResult, Any, Any, str | None]:
         result, entry = api_write(reconciler, conn, user.id, day, "set", fields)
         previous = PostgresEntryRepository(conn).previous_with(str(user.id), day, "weight_kg")
         # An applied write always stamps the row anew, so the shape carries this transaction's id.

@@ -6,6 +6,7 @@ import contextlib
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
+from fastapi.responses import RedirectResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from pulse_core.rules import rules_document
@@ -16,6 +17,12 @@ from pulse_server.errors import ApiError
 from pulse_server.replication.health import ReplicationHealth
 
 router = APIRouter(tags=["meta"])
+
+
+@router.get("/", include_in_schema=False)
+def root() -> RedirectResponse:
+    """A browser pointed at the server's address gets the web app (temporary: `/` may serve more one day)."""
+    return RedirectResponse("/app/", status_code=307)
 
 
 @router.get("/v1/rules")

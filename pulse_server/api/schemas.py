@@ -6,6 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr
 
+from pulse_core.rules import MANUAL
+
 
 class TokenRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -85,7 +87,7 @@ class MutationIn(BaseModel):
     fields: Any = None
     base: Any = None
     hlc: Any = None
-    source: Any = "manual"
+    source: Any = MANUAL
 
 
 class PushRequest(BaseModel):

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import RedirectResponse
 
 from pulse_core.rules import rules_document
 from pulse_server.api.content_type import JsonDeclared, require_json
@@ -18,11 +18,13 @@ from pulse_server.api.schemas import DismissRequest, Me, TokenRequest, TokenResp
 from pulse_server.device import shape
 from pulse_server.device.ports import DeviceBackend
 from pulse_server.device.watch import HeadWatcher
-from pulse_server.errors import ApiError
+from pulse_server.errors import ApiError, from_wire
 from pulse_server.ratelimit import LoginThrottle, MemoryThrottleStore
 from pulse_server.shapes.protocol import EXPOSE_HEADERS
 from pulse_server.web import mount_pwa
-from sync.wire import MAX_BATCH, PROTOCOL
+from sync import wire
+from sync.errors import PushRefused
+from sync.wire import MAX_BATCH, check_batch, parse_push_body, push_response
 
 UNAUTHORIZED = {"WWW-Authenticate": "Bearer"}
 MAX_BODY_BYTES = 1_048_576
@@ -70,6 +72,11 @@ def create_device_app(backend: DeviceBackend, throttle: LoginThrottle | None = N
     def me(_: SignedIn) -> Me:
         return Me(username=backend.username, role="coach" if backend.role == "coach" else "athlete")
 
+    @app.get("/", include_in_schema=False)
+    def root() -> RedirectResponse:
+        """As the cloud server's: the web app."""
+        return RedirectResponse("/app/", status_code=307)
+
     @app.get("/v1/rules", tags=["meta"])
     def rules() -> dict[str, Any]:
         """The same rules document as the cloud server's."""
@@ -79,28 +86,14 @@ def create_device_app(backend: DeviceBackend, throttle: LoginThrottle | None = N
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.post("/v1/sync/push", tags=["sync"])
-    async def push(request: Request, _: SignedIn) -> dict[str, Any]:
-        """The push endpoint of sync-protocol.md; the device relays what it accepts upstream."""
-        body = await _json_object(request)
-        protocol = body.get("protocol")
-        if protocol != PROTOCOL:
-            raise ApiError(426, "unsupported_protocol", f"protocol: {protocol!r} is not supported (allowed {PROTOCOL})",
-                           field="protocol", value=protocol, allowed=str(PROTOCOL))
-        client_id, mutations = body.get("client_id"), body.get("mutations")
-        if not isinstance(client_id, str) or not 1 <= len(client_id) <= 64:
-            raise ApiError(400, "bad_request", "client_id: required, 1 to 64 characters", field="client_id",
-                           value=client_id, allowed="1 to 64 characters")
-        if not isinstance(mutations, list) or not all(isinstance(m, dict) for m in mutations):
-            raise ApiError(400, "bad_request", "mutations: must be a list of objects", field="mutations",
-                           allowed="a list of objects")
-        if len(mutations) > MAX_BATCH:
-            raise ApiError(413, "batch_too_large",
-                           f"mutations: {len(mutations)} in one batch (allowed at most {MAX_BATCH})",
-                           field="mutations", value=len(mutations), allowed=f"at most {MAX_BATCH}")
-        pushed = await run_in_threadpool(backend.push, client_id, mutations)
-        return {"server_time_ms": pushed.server_time_ms, "txid": str(pushed.position), "lsn": str(pushed.position),
-                "max_batch": MAX_BATCH, "high_water": pushed.high_water, "results": pushed.results}
+    @app.post("/v1/sync/push", tags=["sync"], response_model=None)  # the answer is built and typed by sync.wire
+    async def push(request: Request, _: SignedIn) -> wire.PushResponse:
+        """The push endpoint of docs/push-protocol.md, with the cloud server's checks; the device relays
+        what it accepts upstream."""
+        body = await _push_body(request)
+        pushed = await run_in_threadpool(backend.push, body.client_id, body.mutations)
+        position = str(pushed.position)  # the device's shape log position: its txid and lsn alike
+        return push_response(pushed.server_time_ms, position, position, MAX_BATCH, pushed.high_water, pushed.results)
 
     @app.get("/v1/conflicts", tags=["entries"])
     def conflicts(
@@ -133,16 +126,16 @@ def create_device_app(backend: DeviceBackend, throttle: LoginThrottle | None = N
     return app
 
 
-async def _json_object(request: Request) -> dict[str, Any]:
+async def _push_body(request: Request) -> wire.PushBody:
+    """A push's body, checked as the cloud server checks it (`sync.wire`), after the caller's token."""
     require_json(request.headers.get("content-type"))
     raw = await request.body()
     if len(raw) > MAX_BODY_BYTES:
         raise ApiError(413, "payload_too_large", f"body: larger than {MAX_BODY_BYTES} bytes",
                        allowed=f"at most {MAX_BODY_BYTES} bytes")
     try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise ApiError(400, "bad_request", "body: is not JSON (allowed a JSON object)") from None
-    if not isinstance(body, dict):
-        raise ApiError(400, "bad_request", "body: is not a JSON object (allowed a JSON object)")
+        body = parse_push_body(raw)
+        check_batch(body, MAX_BATCH)
+    except PushRefused as exc:
+        raise from_wire(exc) from None
     return body

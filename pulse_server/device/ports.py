@@ -6,6 +6,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from sync.wire import MutationResult
+
 # A shape row: column -> value in Postgres text format (or None), as the cloud server sends it.
 Row = dict[str, str | None]
 
@@ -18,7 +20,7 @@ class Signed:
 
 @dataclass(frozen=True)
 class Pushed:
-    results: list[dict[str, Any]]
+    results: list[MutationResult]
     server_time_ms: int
     position: int  # the shape log's head after the batch
     high_water: int | None = None  # the highest seq held for the client before the batch

@@ -1,4 +1,4 @@
-"""The Electric wire format: request parameters, messages, headers (shape-protocol.md)."""
+"""The Electric wire format: request parameters, messages, headers (docs/shape-protocol.md)."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 A **target** is one place the app is served from, with everything a test needs to drive it and to
 check behind it (see `Target`): `cloud` is `pulse-server serve` with the shape API on, on
-`pulse_browser_<random>` at 127.0.0.1:5432 (dropped at the end with its replication slot); `agent` is
+`pulse_browser_<random>` at PGHOST:PGPORT (dropped at the end with its replication slot); `agent` is
 `pulse agent --serve` on a device of that server. `another_target` is a second athlete on the cloud
 server (two accounts in one browser), and `web_target` an athlete on a second server instance that
 serves the app from a copy of its files (`web_root`), which the update tests change on disk.

@@ -44,7 +44,7 @@ def test_days_logged_offline_survive_a_reload_sync_to_a_cli_device_and_a_cli_edi
     wait_pill(page, "Offline · 2 changes queued")
     assert target.stored(TODAY.isoformat()) is None and target.stored(YESTERDAY.isoformat()) is None
 
-    # The outbox holds the two mutations in the wire format of sync-protocol.md.
+    # The outbox holds the two mutations in the wire format of docs/push-protocol.md.
     queued = outbox(page)
     assert [m["status"] for m in queued] == ["pending", "pending"]
     assert queued[0]["seq"] < queued[1]["seq"]

@@ -40,7 +40,8 @@ from throwaway_db import migrated_database
 from pulse_server.accounts import add_user, find_user, issue_token
 from pulse_server.db.database import Database
 from pulse_server.settings import Settings
-from sync.client import SyncClient, SyncError
+from sync.client import SyncClient
+from sync.errors import SyncError
 
 pytestmark = [pytest.mark.e2e, pytest.mark.skipif(not _nginx.available(), reason="needs nginx (.ci/test installs it)")]
 

@@ -3,7 +3,8 @@
 
 The database, `pg` and `start_server` fixtures are tests/server/conftest.py's, re-exported here (a
 conftest below the root cannot use `pytest_plugins`). The session's database is `pulse_test_<random>`
-on 127.0.0.1:5432, dropped at the end with its replication slot, even when tests fail.
+on PGHOST:PGPORT (default 127.0.0.1:5432), dropped at the end with its replication slot, even when
+tests fail.
 
 The demo data is written before the server starts; the server's replication reader takes the rows
 that exist when it creates its slot into the shape log, so the coach's first sync gets all of them.

@@ -21,8 +21,6 @@ from pulse_server.accounts import add_user
 from pulse_server.push import Reconciler
 from sync.hlc import Stamp
 
-ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
-
 
 def _write_entry(conn: psycopg.Connection[Any], user_id: int, day: dt.date, steps: int) -> None:
     now = time.time_ns() // 1_000_000

@@ -1,6 +1,6 @@
 """Server fixtures: a throwaway Postgres database per run, real `pulse-server` processes, users.
 
-Everything runs against the real Postgres at 127.0.0.1:5432 (never SQLite): the session creates
+Everything runs against the real Postgres at PGHOST:PGPORT (default 127.0.0.1:5432; never SQLite): the session creates
 `pulse_test_<random>`, migrates it, and drops it at the end, even when tests fail.
 """
 

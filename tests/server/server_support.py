@@ -25,7 +25,6 @@ from sync.merge import merge_delete, merge_set
 from sync.wire import clamp, parse_mutation
 
 PULSE_SERVER = Path(sys.executable).parent / "pulse-server"
-ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
 def free_port() -> int:

@@ -19,6 +19,7 @@ class TcpProxy:
         self.port: int = self._listener.getsockname()[1]
         self._up = threading.Event()
         self._up.set()
+        self.accepted = 0  # connections accepted, up or down: how often the server tried Postgres
         self._stopping = threading.Event()
         self._lock = threading.Lock()
         self._open: set[socket.socket] = set()
@@ -58,6 +59,7 @@ class TcpProxy:
                 continue
             except OSError:
                 return
+            self.accepted += 1
             if not self._up.is_set():
                 _close(client)
                 continue

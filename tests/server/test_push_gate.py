@@ -151,8 +151,8 @@ def test_the_openapi_schema_still_documents_the_push_body_and_its_results(server
 
 
 def test_results_leave_out_nulls_exactly_as_the_documented_response_model_would() -> None:
-    from pulse_server.api.routes_sync import _without_nulls
     from pulse_server.api.schemas import MutationResult
+    from sync.wire import push_response
 
     results = [
         {"seq": 1, "status": "applied", "hlc": "0001764230400123:00000:dev"},
@@ -165,4 +165,4 @@ def test_results_leave_out_nulls_exactly_as_the_documented_response_model_would(
     ]
     for result in results:
         expected = MutationResult.model_validate(result).model_dump(mode="json", exclude_none=True)
-        assert _without_nulls(result) == expected
+        assert push_response(0, None, None, 500, None, [result])["results"] == [expected]

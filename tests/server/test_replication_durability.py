@@ -51,8 +51,8 @@ from replication_support import (
     shape_rows_values,
     wait_for,
 )
-from server_support import ADMIN_URL, ServerProcess
-from throwaway_db import drop_database
+from server_support import ServerProcess
+from throwaway_db import ADMIN_URL, drop_database, url_of
 
 from pulse_server.accounts import add_user, issue_token
 from pulse_server.db.database import Database
@@ -89,7 +89,7 @@ def repl_db() -> Iterator[ReplDb]:
     name = f"pulse_repl_{secrets.token_hex(5)}"
     with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
         admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    url = f"postgresql://postgres@127.0.0.1:5432/{name}"
+    url = url_of(name)
     try:
         migrate(url)
         database = Database(Settings(database_url=url, pool_size=1))
@@ -632,7 +632,7 @@ def test_an_update_that_leaves_a_large_note_unchanged_keeps_it_in_shape_rows(
 def fresh_database() -> Iterator[tuple[str, str]]:
     """(url, name) of a new migrated database with one user and no slot; dropped with its slots."""
     name = f"pulse_repl_{secrets.token_hex(5)}"
-    url = f"postgresql://postgres@127.0.0.1:5432/{name}"
+    url = url_of(name)
     with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
         admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     try:

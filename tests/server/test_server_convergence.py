@@ -1,4 +1,4 @@
-"""Convergence (sync-protocol.md, invariant 2), as a property over the real push endpoint and Postgres.
+"""Convergence (docs/push-protocol.md, invariant 2), as a property over the real push endpoint and Postgres.
 
 Random mutations from a few devices, pushed in their original order to one user and shuffled and
 duplicated to another, leave both users with exactly the same entries, stamps and sources; and

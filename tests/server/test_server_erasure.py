@@ -249,7 +249,7 @@ def test_the_plain_text_answer_of_a_whole_account_erasure_names_what_was_revoked
     done = _erase(database_url, "--user", user.username, answer="y\n")
     assert done.returncode == 0, done.stderr
     assert f"Erase the whole account {user.username}" in done.stdout
-    assert f"revoked 1 tokens and removed 0 grants of {user.username}" in done.stdout
+    assert f"revoked 1 token and removed 0 grants of {user.username}" in done.stdout
 
 
 def test_pulse_server_erase_refuses_a_bad_range_or_an_unknown_user_in_one_line(

@@ -28,6 +28,7 @@ from server_support import (
     stored,
 )
 from tcp_proxy import TcpProxy
+from throwaway_db import PG_HOST, PG_PORT, PG_USER
 
 DAYS = [f"2026-11-{d:02d}" for d in range(10, 18)]
 TODAY = dt.datetime.now(dt.UTC).date()
@@ -168,9 +169,9 @@ def test_with_postgres_unreachable_the_breaker_answers_503_at_once_and_queued_pu
     start_server: Callable[..., ServerProcess], make_user: Callable[..., User], database_url: str,
     pg: psycopg.Connection[Any]
 ) -> None:
-    proxy = TcpProxy(("127.0.0.1", 5432))
+    proxy = TcpProxy((PG_HOST, PG_PORT))
     parts = urlsplit(database_url)
-    via_proxy = urlunsplit(parts._replace(netloc=f"postgres@127.0.0.1:{proxy.port}"))
+    via_proxy = urlunsplit(parts._replace(netloc=f"{PG_USER}@127.0.0.1:{proxy.port}"))
     try:
         server = start_server(database_url=via_proxy, breaker_reset_s="3", breaker_failures="5")
         user = make_user()
@@ -184,13 +185,13 @@ def test_with_postgres_unreachable_the_breaker_answers_503_at_once_and_queued_pu
             statuses = [api.push("pear", device.outbox).status_code for _ in range(6)]
             assert set(statuses) == {503}
             assert _metric_value(api, "pulse_db_breaker_state") == 2
+            tried = proxy.accepted
             for _ in range(5):
-                started = time.perf_counter()
                 response = api.push("pear", device.outbox)
-                elapsed = time.perf_counter() - started
-                assert response.status_code == 503 and elapsed < 0.1, elapsed
+                assert response.status_code == 503
                 assert response.json()["error"]["code"] == "unavailable"
                 assert 1 <= int(response.headers["retry-after"]) <= 5
+            assert proxy.accepted == tried, "while the breaker is open, no request even tries Postgres"
             ready = api.get("/readyz")
             assert ready.status_code == 503 and "retry-after" in ready.headers
             assert api.get("/healthz").status_code == 200  # the process itself is fine
@@ -234,7 +235,7 @@ def test_when_every_pooled_connection_is_busy_a_request_waits_pool_timeout_then_
             elapsed = time.perf_counter() - started
             assert response.status_code == 503 and response.json()["error"]["code"] == "unavailable"
             assert response.headers["retry-after"] == "1"
-            assert 0.4 < elapsed < 3, elapsed
+            assert 0.4 < elapsed < 5, elapsed  # it waited pool_timeout_s (0.5 s), and did not hang
         finally:
             pg.execute("SELECT pg_advisory_unlock(hashtextextended('slow', %s))", (user.id,))
         pusher.join(timeout=20)

@@ -123,7 +123,7 @@ def _locked(conn: psycopg.Connection[Any], user: User, client_id: str, raw: list
 
 def _savepoints(conn: psycopg.Connection[Any], user: User, client_id: str, raw: list[dict[str, Any]]) -> Any:
     with conn.transaction():
-        outcome = Reconciler(now_ms, 60_000)._apply_batch_slow(conn, user.id, client_id, raw)
+        outcome = Reconciler(now_ms, 60_000).apply_batch_savepoints(conn, user.id, client_id, raw)
     return outcome.results, outcome.high_water
 
 

@@ -139,7 +139,7 @@ def test_tokens_revoked_with_the_command_stop_working_and_a_new_sign_in_works(
     done = subprocess.run([str(PULSE_SERVER), "token", "revoke", user.username], capture_output=True, text=True,
                           env=clean_env(PULSE_DATABASE_URL=database_url), timeout=60)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == f"revoked 1 tokens of {user.username}"
+    assert done.stdout.strip() == f"revoked 1 token of {user.username}"
     revoked = api.get("/v1/me")
     assert revoked.status_code == 401 and error_body(revoked)["code"] == "unauthorized"
     fresh = client().post("/v1/auth/token", json={"username": user.username, "password": user.password})

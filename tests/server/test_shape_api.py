@@ -2,7 +2,7 @@
 
 The server under test runs the replication reader (Postgres logical slot -> shape log) and the shape
 log watcher; writes reach it through the REST API, the push endpoint, another server instance, or by
-hand in SQL. Raw httpx only: what is tested is the wire format (docs: shape-protocol.md).
+hand in SQL. Raw httpx only: what is tested is the wire format (docs/shape-protocol.md).
 """
 
 from __future__ import annotations
@@ -775,7 +775,7 @@ def test_a_where_outside_the_grammar_or_the_allow_list_is_400_and_touches_nothin
     started = time.monotonic()
     response = get_shape(shape_client(athlete_with_entries), {"where": where, "params[1]": "1"}, offset="-1")
     assert_bad_request(response, "where")
-    assert time.monotonic() - started < 2
+    assert time.monotonic() - started < 5, "pg_sleep(5) ran: the where reached Postgres"
     assert entries_intact(pg) >= before
 
 

@@ -3,7 +3,7 @@
 These re-declare what they need from tests/server/conftest.py (a conftest below the root cannot use
 `pytest_plugins`) with one difference: servers here run the replication reader and the shape watcher,
 because devices pull through `/v1/shape`. The session's database is `pulse_sync_<random>` on the main
-cluster at 127.0.0.1:5432, dropped at the end with its replication slot, even when tests fail.
+cluster (PGHOST:PGPORT, default 127.0.0.1:5432), dropped at the end with its replication slot, even when tests fail.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from pulse_server.accounts import add_user, find_user, issue_token
 from pulse_server.db.database import Database
 from pulse_server.settings import Settings
 
-ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 _running: list[PulseServer] = []
 
 

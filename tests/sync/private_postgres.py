@@ -1,9 +1,9 @@
 """A throwaway Postgres cluster of our own, for tests that stop and restart the database.
 
-The main cluster at 127.0.0.1:5432 is shared by every test (and by other people's runs), so it is never
-restarted: this one lives in a temporary folder, on its own port, with `wal_level=logical` for the
-replication reader. initdb refuses to run as root, so as root the cluster belongs to the `postgres`
-OS user (`runuser`).
+The main cluster (PGHOST:PGPORT, default 127.0.0.1:5432) is shared by every test (and by other
+people's runs), so it is never restarted: this one lives in a temporary folder, on its own port,
+with `wal_level=logical` for the replication reader. initdb refuses to run as root, so as root the
+cluster belongs to the `postgres` OS user (`runuser`).
 """
 
 from __future__ import annotations

@@ -176,3 +176,18 @@ def test_sign_in_works_offline_only_with_a_password_the_server_confirmed(
         stored = conn.execute("SELECT value FROM meta WHERE key = 'web_password'").fetchone()[0]
         tokens = [r[0] for r in conn.execute("SELECT token_hash FROM web_tokens")]
     assert user.password not in stored and all(len(t) == 64 for t in tokens)
+
+
+def test_the_device_app_sends_a_browser_at_its_root_to_the_app(
+    make_device: Callable[..., Device], make_user: Callable[..., User], serve: Callable[[Device], ServedDevice],
+) -> None:
+    import httpx
+
+    user = make_user()
+    a = make_device("A")
+    assert a.login(user).returncode == 0
+    served = serve(a)
+    root = httpx.get(f"{served.url}/", timeout=10)
+    assert (root.status_code, root.headers["location"]) == (307, "/app/")
+    log = served.log_path.read_text()
+    assert f"the app is at {served.url}/app/ (sign in as {user.username})" in log

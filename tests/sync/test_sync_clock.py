@@ -1,4 +1,4 @@
-"""A device whose clock runs a day ahead cannot win every later conflict (sync-protocol.md, clock sanity).
+"""A device whose clock runs a day ahead cannot win every later conflict (docs/push-protocol.md, clock sanity).
 
 The CLI stamps with wall time through its hybrid logical clock, which never goes back past the last
 stamp it issued (`meta.hlc_last`). Setting that stamp a day ahead is the deterministic seam for a clock

@@ -144,7 +144,7 @@ def test_a_whole_account_erased_is_dropped_by_its_devices_at_the_refused_sync_an
     a.log(day(-2), note=f"{note}-queued")  # queued when the account is erased
     done = _erase_account(database_url, ana.username)
     assert done.returncode == 0, done.stderr
-    assert "revoked 1 tokens and removed 1 grants" in done.stdout
+    assert "revoked 1 token and removed 1 grant" in done.stdout
 
     refused = a.sync()
     assert refused.returncode == 1

@@ -1,7 +1,7 @@
 """Postgres restarted under a running server while devices keep syncing.
 
-The cluster is a private one (private_postgres.py): the shared one on 5432 is never touched. While the
-database is down the server answers 503 with Retry-After, `pulse sync` exits 3 and keeps everything
+The cluster is a private one (private_postgres.py): the shared one (PGHOST:PGPORT) is never touched.
+While the database is down the server answers 503 with Retry-After, `pulse sync` exits 3 and keeps everything
 queued; once it is back every edit lands exactly once and the shape stream carries on.
 """
 

@@ -1,5 +1,5 @@
 """A mutation the server refuses: listed apart with the server's reason, out of the local view, never
-failing the rest of its batch, and gone once discarded (sync-protocol.md, invariant 4).
+failing the rest of its batch, and gone once discarded (docs/push-protocol.md, invariant 4).
 
 The CLI itself never writes a value the rules refuse, so the refused mutation (a step count past the
 limit, as an older release with looser rules could have queued) is put in the outbox and the local view

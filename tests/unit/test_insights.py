@@ -7,9 +7,11 @@ import math
 from decimal import Decimal
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pulse_core.entry import Entry
-from pulse_core.insights import baseline, readiness, trends
+from pulse_core.insights import BASELINE_DAYS, baseline, readiness, trailing_bands, trends
 
 DAY = dt.date(2026, 3, 29)
 
@@ -176,3 +178,35 @@ def test_trends_include_the_stored_score() -> None:
     score = trends(entries, DAY, 7)["metrics"]["score"]
     assert score.avg_7 == pytest.approx(75)
     assert score.as_json() == {"metric": "score", "avg_7d": 75.0, "avg_28d": 75.0, "days_with_value": 2}
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    logged=st.dictionaries(st.integers(0, 90), st.integers(0, 2400).map(lambda q: Decimal(q) / 100), max_size=60),
+    first=st.integers(0, 90), length=st.integers(1, 40),
+)
+def test_the_reports_sliding_bands_are_the_readiness_baseline_of_each_day(
+    logged: dict[int, Decimal], first: int, length: int
+) -> None:
+    """The report's bands (all days at once, running sums) and readiness's baseline (one day, from the
+    entries) are one rule: the mean and sample SD of the BASELINE_DAYS days before, two values at least."""
+    start = DAY - dt.timedelta(days=120)
+    entries = [Entry(user="", date=start + dt.timedelta(days=n), sleep_hours=v) for n, v in logged.items()]
+    days = [start + dt.timedelta(days=first + i) for i in range(length)]
+    bands = trailing_bands({e.date: float(e.sleep_hours or 0) for e in entries}, days)
+    for day, band in zip(days, bands, strict=True):
+        base = baseline(entries, "sleep_hours", day)
+        if base.days < 2:
+            assert band is None, day
+        else:
+            assert band is not None and base.mean is not None and base.sd is not None, day
+            assert band.mean == pytest.approx(base.mean, abs=1e-9)
+            assert band.sd == pytest.approx(base.sd, abs=1e-6)
+
+
+def test_a_band_needs_two_values_within_the_window() -> None:
+    one = {DAY - dt.timedelta(days=1): 7.0}
+    assert trailing_bands(one, [DAY]) == [None]
+    two = {**one, DAY - dt.timedelta(days=BASELINE_DAYS): 9.0}
+    assert trailing_bands(two, [DAY])[0] == (8.0, pytest.approx(math.sqrt(2)))
+    assert trailing_bands(two, [DAY + dt.timedelta(days=1)]) == [None]  # the older one left the window

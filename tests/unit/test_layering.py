@@ -4,7 +4,9 @@
 - sync never imports pulse_cli or pulse_server;
 - pulse_server never imports pulse_cli;
 - pulse_cli imports pulse_server only inside functions (or under `if TYPE_CHECKING:`, which never runs),
-  never at module level.
+  never at module level;
+- the modules of each package import each other with no cycle, counting imports inside functions (a
+  cycle hidden in a function is still one), not counting those under `if TYPE_CHECKING:`.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ class Import:
     module: str  # the absolute dotted name ("" for a bare relative import)
     line: int
     in_function: bool
+    type_only: bool = False  # under `if TYPE_CHECKING:`: never runs
+    names: tuple[str, ...] = ()  # what `from module import ...` takes (a name may be a submodule)
 
     @property
     def top(self) -> str:
@@ -45,24 +49,24 @@ def imports_of(source: str, package: str) -> list[Import]:
     tree = ast.parse(source)
     found: list[Import] = []
 
-    def visit(node: ast.AST, in_function: bool) -> None:
+    def visit(node: ast.AST, in_function: bool, type_only: bool) -> None:
         for child in ast.iter_child_nodes(node):
-            inside = in_function or isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda) or (
-                isinstance(child, ast.If) and _is_type_checking(child.test))
+            checking = type_only or (isinstance(child, ast.If) and _is_type_checking(child.test))
+            inside = in_function or checking or isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda)
             if isinstance(child, ast.Import):
-                found.extend(Import(alias.name, child.lineno, in_function) for alias in child.names)
+                found.extend(Import(alias.name, child.lineno, in_function, type_only) for alias in child.names)
             elif isinstance(child, ast.ImportFrom):
                 name = (
                     _resolve_relative(package, child.level, child.module)
                     if child.level
                     else child.module or ""
                 )
-                found.append(Import(name, child.lineno, in_function))
+                found.append(Import(name, child.lineno, in_function, type_only, tuple(a.name for a in child.names)))
             elif isinstance(child, ast.Call) and _dynamic_import_name(child) is not None:
-                found.append(Import(_dynamic_import_name(child) or "", child.lineno, in_function))
-            visit(child, inside)
+                found.append(Import(_dynamic_import_name(child) or "", child.lineno, in_function, type_only))
+            visit(child, inside, checking)
 
-    visit(tree, False)
+    visit(tree, False, False)
     return found
 
 
@@ -191,3 +195,53 @@ def test_the_server_never_imports_the_cli() -> None:
 
 def test_the_cli_imports_the_server_only_inside_functions() -> None:
     assert violations("pulse_cli", "cli") == []
+
+
+def import_graph(package: str) -> dict[str, set[str]]:
+    """Each module of `package` -> the modules of `package` it imports (at any level, types aside)."""
+    graph: dict[str, set[str]] = {}
+    for path, pkg in modules_of(package):
+        name = pkg if path.name == "__init__.py" else f"{pkg}.{path.stem}"
+        # `from pulse_cli.agent import outbox` imports the module `pulse_cli.agent.outbox` too
+        graph[name] = {target for imp in imports_of(path.read_text(encoding="utf-8"), pkg) if not imp.type_only
+                       for target in (imp.module, *(f"{imp.module}.{n}" for n in imp.names))}
+    for name in graph:
+        graph[name] &= set(graph) - {name}
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The cycles of an import graph, each found once, from its smallest module."""
+    found: list[list[str]] = []
+
+    def walk(start: str, node: str, path: list[str]) -> None:
+        for nxt in sorted(graph[node]):
+            if nxt == start:
+                found.append([*path, start])
+            elif nxt > start and nxt not in path:
+                walk(start, nxt, [*path, nxt])
+
+    for start in sorted(graph):
+        walk(start, start, [start])
+    return found
+
+
+def test_the_cycle_finder_sees_a_cycle_through_a_function_level_import() -> None:
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c", "a"]]
+    assert cycles({"a": {"b"}, "b": set()}) == []
+    source_a = "from pkg import b\n"
+    source_b = "def late():\n    from pkg.a import thing\n"
+    assert [(i.module, i.names) for i in imports_of(source_a, "pkg")] == [("pkg", ("b",))]
+    assert [(i.module, i.in_function) for i in imports_of(source_b, "pkg")] == [("pkg.a", True)]
+    typed = imports_of("if TYPE_CHECKING:\n    from pkg.a import A\n", "pkg")
+    assert [(i.module, i.type_only) for i in typed] == [("pkg.a", True)]
+
+
+def test_the_cli_modules_import_each_other_with_no_cycle() -> None:
+    graph = import_graph("pulse_cli")
+    assert "pulse_cli.agent.pull" in graph["pulse_cli.agent.daemon"]
+    assert cycles(graph) == []
+
+
+def test_the_sync_modules_import_each_other_with_no_cycle() -> None:
+    assert cycles(import_graph("sync")) == []

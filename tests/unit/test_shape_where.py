@@ -309,19 +309,66 @@ COLUMN_VALUES = {
 }
 
 
-@settings(max_examples=400, database=None)
-@given(
-    words=st.lists(st.sampled_from(TOKENS), max_size=25),
-    row=st.fixed_dictionaries(COLUMN_VALUES),
+# Literals each column takes, as the grammar writes them: well-formed wheres are built from these.
+LITERALS = {
+    "date": ("'2026-11-27'", "$2"), "deleted": ("TRUE", "FALSE", "'t'"),
+    **dict.fromkeys(("hrv_method", "note", "username"), ("'rmssd'", "''", "'x''y'")),
+    **dict.fromkeys(("sleep_hours", "hrv_ms", "steps", "weight_kg", "score", "score_version"),
+                    ("0", "1000", "7.5", "-3", "$1")),
+}
+
+
+@st.composite
+def comparison(draw: st.DrawFn) -> str:
+    column = draw(st.sampled_from(sorted(LITERALS)))
+    literal = st.sampled_from(LITERALS[column])
+    kind = draw(st.sampled_from(["op", "op", "null", "in"]))
+    if kind == "null":
+        return f"{column} IS {draw(st.sampled_from(['NULL', 'NOT NULL']))}"
+    if kind == "in":
+        values = draw(st.lists(literal, min_size=1, max_size=3))
+        return f"{column} {draw(st.sampled_from(['IN', 'NOT IN']))} ({', '.join(values)})"
+    return f"{column} {draw(st.sampled_from(['=', '<>', '!=', '<', '<=', '>', '>=']))} {draw(literal)}"
+
+
+WELL_FORMED = st.recursive(
+    comparison(),
+    lambda inner: st.one_of(
+        st.tuples(inner, st.sampled_from(["AND", "OR"]), inner).map(" ".join),
+        inner.map(lambda e: f"NOT ({e})"),
+        inner.map(lambda e: f"({e})"),
+    ),
+    max_leaves=6,
 )
-def test_token_soup_either_is_refused_or_gives_a_predicate_that_answers_a_bool(
-    words: list[str], row: dict[str, str | None]
-) -> None:
-    try:
-        predicate = parse_where(" ".join(words), {"1": "1000", "2": "2026-11-27"})
-    except WhereError:
-        return
+
+
+@settings(max_examples=300, database=None)
+@given(where=WELL_FORMED, row=st.fixed_dictionaries(COLUMN_VALUES))
+def test_a_well_formed_where_parses_and_answers_a_bool(where: str, row: dict[str, str | None]) -> None:
+    predicate = parse_where(where, {"1": "1000", "2": "2026-11-27"})
     assert isinstance(predicate(row), bool)
+
+
+def test_token_soup_either_is_refused_or_gives_a_predicate_that_answers_a_bool() -> None:
+    """Soup, and now and then a well-formed where cut and spliced into it: most are refused; those that
+    parse must answer a bool, and some must parse (else this would check nothing)."""
+    parsed: list[str] = []
+
+    @settings(max_examples=400, database=None)
+    @given(
+        words=st.one_of(st.lists(st.sampled_from(TOKENS), max_size=25), WELL_FORMED.map(str.split)),
+        row=st.fixed_dictionaries(COLUMN_VALUES),
+    )
+    def soup(words: list[str], row: dict[str, str | None]) -> None:
+        try:
+            predicate = parse_where(" ".join(words), {"1": "1000", "2": "2026-11-27"})
+        except WhereError:
+            return
+        assert isinstance(predicate(row), bool)
+        parsed.append(" ".join(words))
+
+    soup()
+    assert len(parsed) >= 20, parsed
 
 
 @settings(max_examples=200, database=None)

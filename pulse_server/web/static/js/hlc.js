@@ -1,5 +1,5 @@
 // Hybrid logical clock stamps, fixed-width so that comparing the strings compares the clocks:
-// `<ms since epoch, 16 digits>:<counter, 5 digits>:<client_id>` (sync-protocol.md).
+// `<ms since epoch, 16 digits>:<counter, 5 digits>:<client_id>` (docs/push-protocol.md).
 
 const MAX_COUNTER = 99_999;
 const STAMP = /^(\d{16}):(\d{5}):([A-Za-z0-9_-]{1,64})$/;
