@@ -290,7 +290,8 @@ class Background:
         dsn = libpq_url(self.settings.database_url)
         if self.settings.replication_reader:
             self.reader = self.health.reader = ReplicationReader(
-                dsn, on_rebuild=lambda _: self.metrics.replication_rebuilds.inc())
+                dsn, on_rebuild=lambda _: self.metrics.replication_rebuilds.inc(),
+                wait_s=self.settings.replication_idle_wait_s)
             threading.Thread(target=self.reader.run, args=(self.stop_event,), name="replication-reader",
                              daemon=True).start()
         if self.settings.shape_watcher:
