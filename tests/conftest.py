@@ -13,9 +13,14 @@ The fast tier, `-m "unit or integration"`, needs no Postgres and no other proces
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, Playwright
 
 HERE = Path(__file__).resolve().parent
 # Folder -> its markers. A folder missing here fails the run: every test belongs to a tier.
@@ -38,3 +43,27 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             raise pytest.UsageError(f"{item.nodeid}: tests/{folder} has no tier in tests/conftest.py TIERS")
         for marker in TIERS[folder]:
             item.add_marker(marker)
+
+
+# -- Chromium, for the app's tests (tests/browser) and the reports' (tests/reports) ----------------------
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+@pytest.fixture(scope="session")
+def playwright() -> Iterator[Playwright]:
+    """One Playwright for the whole run: its sync API cannot start inside another one still open (the
+    reports' tests failed at setup after the app's tests when each folder had its own)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        yield pw
+
+
+@pytest.fixture(scope="session")
+def browser(playwright: Playwright) -> Iterator[Browser]:
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium")
+    browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True,
+                                         args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"])
+    yield browser
+    browser.close()

@@ -26,7 +26,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, Page, Playwright, ViewportSize, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, Page, ViewportSize
 from throwaway_db import migrated_database
 
 HERE = Path(__file__).resolve().parent
@@ -42,7 +42,6 @@ from pulse_server.db.database import Database  # noqa: E402
 from pulse_server.settings import Settings  # noqa: E402
 from pulse_server.web import STATIC  # noqa: E402
 
-CHROMIUM = Path("/usr/bin/chromium")
 VIEWPORT: ViewportSize = {"width": 360, "height": 780}
 LOCALE = "en-US"  # numbers are written in the browser's locale (9,100); a test may ask for another
 _servers: list[PulseServer] = []
@@ -222,22 +221,6 @@ def target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Target]:
 
 
 # -- the browser ---------------------------------------------------------------------------------
-@pytest.fixture(scope="session")
-def playwright() -> Iterator[Playwright]:
-    with sync_playwright() as pw:
-        yield pw
-
-
-@pytest.fixture(scope="session")
-def browser(playwright: Playwright) -> Iterator[Browser]:
-    if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium")
-    browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True,
-                                         args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"])
-    yield browser
-    browser.close()
-
-
 @pytest.fixture
 def context(browser: Browser) -> Iterator[BrowserContext]:
     context = browser.new_context(viewport=VIEWPORT, service_workers="allow", locale=LOCALE)

@@ -20,10 +20,9 @@ from typing import Any
 import pytest
 from artefacts import artefact_dir
 from markdown_it import MarkdownIt
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page
 from report_support import Pulse
 
-CHROMIUM = Path("/usr/bin/chromium")
 ATHLETE = "fitbit-4020332650"
 GAP_WEEK = "2016-W17"
 MONTH = ("--from", "2016-04-12", "--to", "2016-05-12")
@@ -38,17 +37,6 @@ def athlete_files(coach_device: Pulse, tmp_path_factory: pytest.TempPathFactory)
         files[fmt] = folder / f"{ATHLETE}.{fmt}"
         coach_device.ok("report", "--team", "--athlete", ATHLETE, *MONTH, "--format", fmt, "-o", str(files[fmt]))
     return files
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium")
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True,
-                                     args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"])
-        yield browser
-        browser.close()
 
 
 @pytest.fixture
