@@ -98,14 +98,25 @@ class SqliteDeviceBackend:
         finally:
             conn.close()
 
+    def now_ms(self) -> int:
+        """This device's clock corrected by the offset it learned from its sync server: the time the
+        pages it serves take as the server's (their offset then matches the device's own)."""
+        conn = self._connect()
+        try:
+            return self._corrected_ms(conn)
+        finally:
+            conn.close()
+
+    def _corrected_ms(self, conn: sqlite3.Connection) -> int:
+        return self.wall() + int(read_meta(conn, meta.CLOCK_OFFSET_MS) or 0)
+
     # -- writes -------------------------------------------------------------------------------------
     def push(self, client_id: str, mutations: Sequence[Mapping[str, Any]]) -> Pushed:
         from pulse_server.device.ports import Pushed
 
         conn = self._connect()
         try:
-            offset = int(read_meta(conn, meta.CLOCK_OFFSET_MS) or 0)
-            now_ms = self.wall() + offset
+            now_ms = self._corrected_ms(conn)
             today = dt.datetime.fromtimestamp(now_ms / 1000).date()
             before = high_water(conn, client_id)
             results = relay_batch(SqliteUnitOfWork(conn, self.wall), client_id, mutations, now_ms, today)

@@ -37,6 +37,9 @@ class DeviceBackend(Protocol):
     username: str
     role: str
 
+    def now_ms(self) -> int:
+        """The device's clock as its sync server's (corrected by the offset it learned)."""
+
     def sign_in(self, username: str, password: str) -> Signed | None:
         """A token for the device's own user, or None for a wrong username or password. Raises
         pulse_server.errors.ApiError when the password cannot be checked now (503)."""

@@ -5,6 +5,7 @@ an Electric shape that a CLI edit reaches live, and signs in offline with a pass
 from __future__ import annotations
 
 import json
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -63,6 +64,12 @@ def test_a_browsers_writes_reach_postgres_once_under_its_own_client_id(
     assert served.sign_in("someone-else", user.password).status_code == 401
     assert served.push("not-a-token", []).status_code == 401
     token = served.token(user)
+    # The page takes the device's corrected clock as the server's, as the device itself stamps.
+    me = httpx.get(f"{served.url}/v1/me", headers={"authorization": f"Bearer {token}"}, timeout=10).json()
+    with sqlite3.connect(a.home / "pulse.db") as store:
+        learned = store.execute("SELECT value FROM meta WHERE key = 'clock_offset_ms'").fetchone()
+    assert learned is not None  # the login measured it
+    assert abs(me["server_time_ms"] - (time.time() * 1000 + int(learned[0]))) < 5000, (me, learned)
 
     # What the CLI says about the same bad value, so the browser gets the same message.
     refused = a.run("log", "--date", day(-1), "--steps", "-5")
