@@ -87,6 +87,7 @@ def test_history_is_paged_newest_first_under_a_chart_of_the_pages_days(page: Pag
     assert older.get_attribute("href") is None and older.is_hidden()  # not a link to nowhere
     page.screenshot(path=artefact_dir("pwa") / "history-last-page.png", full_page=True)
     page.get_by_role("link", name="Newer days").click()
+    expect(position).to_have_text("Newest first: days 151 to 180 of 200 (page 6 of 7).")  # redrawn: read now
     assert listed(page) == written[150:180]
     page.goto(target.app_url + "#history/99")
     expect(position).to_have_text("Newest first: days 181 to 200 of 200 (page 7 of 7).")
