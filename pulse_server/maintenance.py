@@ -9,6 +9,8 @@ lock) does, each in bounded batches of short transactions:
 - the shape log (docs/shapes.md, "Compaction"): below its live tail, every update followed by a later
   update or delete of the same row is removed (the later one carries the whole row); changes older than
   the shape log window are trimmed, after the horizon below which offsets must refetch is recorded;
+- snapshot messages: a row of the shape's current state with none stored (after an upgrade that changed
+  their form, or a log rebuilt from a copy) gets it, so a snapshot of it is a concatenation again;
 each batch followed by a pause as long as it took (at most 50 ms), so that maintenance takes at most
 about half of what Postgres could give the pushes beside it. Then VACUUM of the tables it pruned, so the
 space is used again; a table whose files are over twice what its rows take (pruning millions of rows
@@ -60,6 +62,7 @@ class Report:
     results_pruned: int = 0
     high_water_clients: int = 0  # (user, client) pairs whose high-water seq moved
     conflicts_pruned: int = 0
+    messages_filled: int = 0  # shape rows whose snapshot message was stored
     log_folded: int = 0  # updates removed because a later change of the same row carries it
     log_trimmed: int = 0  # changes at or below the new horizon
     horizon: tuple[int, int] = (0, 0)
@@ -92,6 +95,7 @@ def run(dsn: str, retention: Retention, wait_s: float = 0.0, stop: threading.Eve
             report.conflicts_pruned = prune_conflicts(conn, retention, stop)
             report.horizon, report.log_trimmed, report.log_folded, report.compacted_through = compact_shape_log(
                 conn, retention, stop)
+            report.messages_filled = fill_messages(conn, retention, stop)
             pruned = [t for t, n in (("shape_log", report.log_trimmed + report.log_folded),
                                      ("applied_mutations", report.results_pruned),
                                      ("conflicts", report.conflicts_pruned)) if n]
@@ -159,6 +163,37 @@ def prune_results(conn: psycopg.Connection[Any], retention: Retention, stop: thr
         SELECT (SELECT count(*) FROM gone), (SELECT count(*) FROM folded)
         """, {"window_s": retention.result_days * DAY_S, "batch": retention.batch}, stop, one_batch)
     return pruned, moved
+
+
+def fill_messages(conn: psycopg.Connection[Any], retention: Retention, stop: threading.Event) -> int:
+    """Shape rows without a stored snapshot message get theirs (`protocol.stored_message`), a batch at a
+    time. A row the reader changed meanwhile is left: the reader stored its message with the change."""
+    from pulse_server.shapes.protocol import stored_message
+
+    filled = 0
+    while not stop.is_set():
+        started = time.monotonic()
+        rows = conn.execute(
+            "SELECT s.user_id, s.date::text, s.value, s.lsn, s.op, u.username FROM shape_rows s"
+            " LEFT JOIN users u ON u.id = s.user_id WHERE s.message IS NULL LIMIT %s",
+            (retention.batch,),
+        ).fetchall()
+        if not rows:
+            break
+        done = conn.execute(
+            "UPDATE shape_rows s SET message = m.message"
+            " FROM unnest(%s::int8[], %s::date[], %s::int8[], %s::int4[], %s::text[])"
+            " AS m(user_id, date, lsn, op, message)"
+            " WHERE s.user_id = m.user_id AND s.date = m.date AND s.lsn = m.lsn AND s.op = m.op"
+            " AND s.message IS NULL",
+            ([r[0] for r in rows], [r[1] for r in rows], [r[3] for r in rows], [r[4] for r in rows],
+             [stored_message(r[2], int(r[0]), r[1], r[5]) for r in rows]),
+        ).rowcount
+        filled += done
+        if done == 0:  # every one of them changed since it was read: the reader stored those
+            break
+        _yield_after(started, stop)
+    return filled
 
 
 def prune_conflicts(conn: psycopg.Connection[Any], retention: Retention, stop: threading.Event) -> int:

@@ -163,7 +163,7 @@ class FakeSyncServer:
         self.log.append(Change(len(self.log) + 1, txid, "update", self.row(self.entries[day])))
 
     def row(self, entry: Entry) -> dict[str, str | None]:
-        """The entry as the shape carries it: every column in Postgres text format."""
+        """The entry as the shape carries it: the default columns in Postgres text format."""
         values: dict[str, Any] = {
             "user_id": self.user_id, "date": entry.date.isoformat(), "username": self.username,
             "sleep_hours": entry.sleep_hours, "hrv_ms": entry.hrv_ms, "hrv_method": entry.hrv_method,
@@ -172,7 +172,8 @@ class FakeSyncServer:
         }
         for name in STAMPED:
             values[f"{name}_hlc"], values[f"{name}_src"] = entry.stamps.get(name), entry.sources.get(name)
-        return {column: _text(values.get(column)) for column in protocol.ALL_COLUMNS}
+        text = {column: _text(values.get(column)) for column in protocol.ROW_COLUMNS}
+        return protocol.shape_value(text, self.username, protocol.DEFAULT_COLUMNS)
 
     def _shape(self, request: httpx.Request) -> httpx.Response:
         query = request.url.params

@@ -21,6 +21,7 @@ from pulse_cli.store.clock import observe
 from pulse_cli.store.connection import read_meta, write_meta
 from pulse_cli.store.entries import COLUMNS, OWNER, STAMPED, SqliteEntryRepository, entry_to_row, row_to_entry
 from pulse_core.entry import Entry
+from sync import stamps_column
 from sync.merge import merge_delete, merge_set
 from sync.wire import Mutation, parse_mutation
 
@@ -71,7 +72,8 @@ def apply_changes(
     known: dict[str, str] = {}  # the athletes' server ids already written to meta by this call
     owner_id = None
     seen: list[str | None] = []
-    for operation, value in changes:
+    for operation, shape_value in changes:
+        value = stamps_column.expand(shape_value)
         seen.extend(value.get(f"{f}_hlc") for f in STAMPED)
         if role == "athlete" and value.get("user_id") is not None:
             owner_id = str(value["user_id"])

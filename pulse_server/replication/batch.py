@@ -152,7 +152,7 @@ class Batch:
             )
         present = [e for e in self.rows.values() if e.operation != "delete"]
         if present:
-            # `message` is the row's snapshot message with every column, encoded once here rather than
+            # `message` is the row's snapshot message with the default columns, encoded once here rather than
             # on every snapshot request.
             conn.execute(
                 "INSERT INTO shape_rows (user_id, date, value, lsn, op, message)"
@@ -162,7 +162,7 @@ class Batch:
                 " op = excluded.op, message = excluded.message"
                 " WHERE (shape_rows.lsn, shape_rows.op) < (excluded.lsn, excluded.op)",
                 _columns(present, lambda e: (e.key[0], e.key[1], e.value, e.lsn, e.op,
-                                             stored_message(e.value, *e.key, self.usernames.get(e.key[0])))),
+                                             stored_message(e.row, *e.key, self.usernames.get(e.key[0])))),
             )
 
 

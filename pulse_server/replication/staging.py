@@ -216,4 +216,4 @@ def _message(row: tuple[Any, ...], usernames: dict[int, str | None]) -> str | No
     """The snapshot message of an insert's or update's row sent whole; None otherwise."""
     if row[5] not in ("insert", "update") or row[7] is not None:
         return None
-    return stored_message(row[6], row[3], row[4], usernames.get(row[3]))
+    return stored_message(json.loads(row[6]), row[3], row[4], usernames.get(row[3]))

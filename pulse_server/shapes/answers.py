@@ -119,15 +119,15 @@ def stream_snapshot(
     return StreamingResponse(body, media_type="application/json", headers=headers)
 
 
-def subset_snapshot(request: Request, handle: str, position: tuple[int, int], metadata: dict[str, Any],
-                    data: list[dict[str, Any]]) -> Response:
+def subset_snapshot(request: Request, req: protocol.ShapeRequest, handle: str, position: tuple[int, int],
+                    metadata: dict[str, Any], data: list[dict[str, Any]]) -> Response:
     """A subset snapshot as Electric's client reads it: `{"metadata": ..., "data": [...]}`, never cached
     (a moment's view), with the schema and `electric-snapshot: true`."""
     body = protocol.encode({"metadata": metadata, "data": data}).encode()
     headers = {
         "electric-handle": handle,
         "electric-offset": protocol.offset_text(position),
-        "electric-schema": protocol.schema_header(),
+        "electric-schema": protocol.schema_header(req.columns),
         "electric-snapshot": "true",
         "cache-control": "no-store",
         "vary": "Authorization, Accept-Encoding",
@@ -157,7 +157,7 @@ def _headers(req: protocol.ShapeRequest, handle: str, offset: str, etag: str, up
         headers["electric-cursor"] = protocol.live_cursor()
         headers["cache-control"] = "private, max-age=5, stale-while-revalidate=5"
     else:
-        headers["electric-schema"] = protocol.schema_header()
+        headers["electric-schema"] = protocol.schema_header(req.columns)
         headers["cache-control"] = (
             "private, max-age=604800, stale-while-revalidate=2629746" if req.offset == "-1" and not req.changes_only
             else "private, max-age=60, stale-while-revalidate=300"

@@ -98,7 +98,7 @@ class SnapshotRead:
     Each item is (user_id, message, value). With `columns` None (a filtered shape, whose filter the
     server applies), one row with its value (message None). Otherwise the rows' messages are joined
     in Postgres, one item per user: (user_id, b'<message>,<message>,...', None), so a coach's year of
-    100 athletes is 100 values to fetch, not 36,500. With every column, the messages are those the
+    100 athletes is 100 values to fetch, not 36,500. With the default columns, the messages are those the
     reader stored; a user with a row that has none yet (after the log was rebuilt from a copy) comes
     row by row instead: the message where there is one, else the value. With fewer columns, Postgres
     builds each message from the stored value (the column names come from the allow-list, never from
@@ -129,7 +129,7 @@ class SnapshotRead:
             assert snap is not None
             cursor = self._cursor = conn.cursor("shape_snapshot", binary=True)
             cursor.adapters.register_loader("text", _RawText)
-            if self.columns == protocol.ALL_COLUMNS:
+            if self.columns == protocol.DEFAULT_COLUMNS:
                 cursor.execute(
                     "SELECT user_id, CASE WHEN bool_and(message IS NOT NULL)"
                     " THEN string_agg(message, ',' ORDER BY date) END"

@@ -12,6 +12,7 @@ from typing import Any
 from pulse_server.shapes.errors import ShapeRequestError
 from pulse_server.shapes.subset import Subset, parse_subset
 from pulse_server.shapes.where import Predicate, WhereError, parse_where
+from sync import stamps_column
 
 TABLE = "entries"
 TABLE_NAMES = {"entries", "public.entries", '"public"."entries"', '"entries"', "public.\"entries\""}
@@ -30,10 +31,14 @@ SCHEMA: dict[str, dict[str, Any]] = {
     "score": {"type": "int2"},
     "score_version": {"type": "int2"},
     "deleted": {"type": "bool", "not_null": True},
-    **{f"{f}_{kind}": {"type": "text"} for f in ("sleep_hours", "hrv_ms", "steps", "weight_kg", "note", "deleted")
-       for kind in ("hlc", "src")},
+    # The stamp and source of each stamped field: available by name, sent by default folded into `stamps`.
+    **{c: {"type": "text"} for c in stamps_column.COLUMNS},
+    "stamps": {"type": "text"},
 }
-ALL_COLUMNS = tuple(SCHEMA)
+ALL_COLUMNS = tuple(SCHEMA)  # what `columns=` may name
+# What a shape carries when `columns` is not given: every column, the twelve stamp and source columns
+# as `stamps` (a third of the bytes of the snapshot they were, docs/shapes.md "Stamps").
+DEFAULT_COLUMNS = tuple(c for c in ALL_COLUMNS if c not in stamps_column.COLUMNS)
 PK = ("user_id", "date")
 LOG_MODES = ("full", "changes_only")
 EXPOSE_HEADERS = (
@@ -118,7 +123,7 @@ def parse_request(
     log = query.get("log", "full")
     if log not in LOG_MODES:
         errors["log"] = [f"{log!r} is not a log mode (allowed: {', '.join(LOG_MODES)})"]
-    columns = ALL_COLUMNS
+    columns = DEFAULT_COLUMNS
     if query.get("columns"):
         asked = tuple(c.strip().strip('"') for c in query["columns"].split(","))
         unknown = [c for c in asked if c not in SCHEMA]
@@ -158,7 +163,10 @@ def key(user_id: int | str, date: str) -> str:
 
 
 def shape_value(row: Mapping[str, Any], username: str | None, columns: tuple[str, ...]) -> dict[str, str | None]:
+    """The asked columns of a row (a log value: text values of ROW_COLUMNS; an update's may lack some)."""
     full = {**row, "username": username}
+    if "stamps" in columns and any(c in row for c in stamps_column.COLUMNS):
+        full["stamps"] = stamps_column.encode(row)
     return {c: full.get(c) for c in columns if c in full}
 
 
@@ -172,7 +180,8 @@ def change_message(
     }
 
 
-ROW_COLUMNS = tuple(c for c in ALL_COLUMNS if c != "username")  # the columns of `entries` a shape carries
+# The columns of `entries` a shape carries (a log value's).
+ROW_COLUMNS = tuple(c for c in ALL_COLUMNS if c not in ("username", "stamps"))
 _INSERT_HEADERS = json.dumps({"operation": "insert", "relation": RELATION}, separators=(",", ":"))
 
 
@@ -181,13 +190,11 @@ def row_json(row: Mapping[str, Any]) -> str:
     return encode({c: row[c] for c in ROW_COLUMNS if c in row})
 
 
-def stored_message(row_text: str, user_id: int, date: str, username: str | None) -> str:
-    """A row's snapshot message with every column, built around its `row_json` (the reader stores it
-    with the row, so a snapshot of the default columns is a concatenation of stored text, and each
-    row is encoded once, not once for the log and again for the message)."""
-    inner = row_text[1:-1]
-    value = "{" + inner + ("," if inner else "") + '"username":' + json.dumps(username) + "}"
-    return '{"key":' + json.dumps(key(user_id, date)) + ',"value":' + value + ',"headers":' + _INSERT_HEADERS + "}"
+def stored_message(row: Mapping[str, Any], user_id: int, date: str, username: str | None) -> str:
+    """A row's snapshot message with the default columns (the reader stores it with the row, so a
+    snapshot of the default columns is a concatenation of stored text, each row encoded once)."""
+    value = shape_value(row, username, DEFAULT_COLUMNS)
+    return f'{{"key":{json.dumps(key(user_id, date))},"value":{encode(value)},"headers":{_INSERT_HEADERS}}}'
 
 
 def encode(message: Any) -> str:
@@ -225,5 +232,6 @@ def live_cursor() -> str:
     return str(int(time.time() // LIVE_HOLD_S))
 
 
-def schema_header() -> str:
-    return json.dumps(SCHEMA, separators=(",", ":"))
+def schema_header(columns: tuple[str, ...] = DEFAULT_COLUMNS) -> str:
+    """The `electric-schema` header: the types of the shape's columns."""
+    return json.dumps({c: SCHEMA[c] for c in columns}, separators=(",", ":"))

@@ -155,10 +155,13 @@ async def _snapshot(
     Reads are bounded (`_snapshot_slots`): a streamed one holds a pooled connection between parts, and
     the parts need worker threads that requests waiting for the pool would otherwise all hold.
 
-    With no filter, the messages come from Postgres: with every column (what clients ask for) the text
+    With no filter, the messages come from Postgres: with the default columns (what clients ask for) the text
     the reader stored with each row, with fewer built there (`SnapshotRead`); no per-row JSON work
     here. A filtered snapshot's rows are filtered and encoded here."""
-    read = SnapshotRead(db, list(scope.user_ids), columns=req.columns if req.predicate is None else None)
+    # `stamps` is folded here from the stored values, unless the columns are the default ones the
+    # reader stored messages of.
+    stored = req.columns == protocol.DEFAULT_COLUMNS or "stamps" not in req.columns
+    read = SnapshotRead(db, list(scope.user_ids), columns=req.columns if req.predicate is None and stored else None)
     slots = _snapshot_slots(request, db)
     await slots.acquire()
     try:
@@ -217,7 +220,7 @@ async def _subset(
     # The client takes this offset as its stream's (on a cold start in changes_only mode): the one it
     # asked from when it has one, so it misses nothing; else the head this read reflects.
     position = req.position if req.offset not in ("-1", "now") else read.head
-    return answers.subset_snapshot(request, handle, position, metadata, data)
+    return answers.subset_snapshot(request, req, handle, position, metadata, data)
 
 
 def _snapshot_slots(request: Request, db: Database) -> anyio.Semaphore:

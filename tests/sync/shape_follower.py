@@ -12,6 +12,7 @@ import psycopg
 from psycopg import sql
 
 from pulse_server.shapes.protocol import ROW_COLUMNS
+from sync import stamps_column
 
 Key = str
 
@@ -85,7 +86,8 @@ class Follower:
 
     def values(self) -> dict[tuple[int, str], dict[str, Any]]:
         """The rows as (user_id, date) -> the table's columns."""
-        return {(int(v["user_id"]), v["date"]): {c: v.get(c) for c in ROW_COLUMNS} for v in self.rows.values()}
+        rows = (stamps_column.expand(v) for v in self.rows.values())
+        return {(int(v["user_id"]), v["date"]): {c: v.get(c) for c in ROW_COLUMNS} for v in rows}
 
 
 def table_values(conn: psycopg.Connection[Any], user_id: int) -> dict[tuple[int, str], dict[str, Any]]:

@@ -12,7 +12,42 @@ const RECENT_MS = 3_600_000;
 const rank = (source, stamp) => [source === 'manual' ? 1 : 0, stamp || ''];
 const above = (a, b) => a[0] > b[0] || (a[0] === b[0] && a[1] > b[1]);
 
-/** A shape row (Postgres text values) as an entry of the view. */
+const STAMPED = [...MERGE_FIELDS, 'deleted'];
+const unescape = (text) => (text === '~' ? null : decodeURIComponent(text));
+
+/**
+ * A shape row's `stamps` column (docs/shapes.md, "Stamps") as the twelve columns it folds:
+ * `<hlc> <src>` per field in STAMPED order, `;` between, `=` for the same as the last one given.
+ */
+export function unfoldStamps(text) {
+  const out = {};
+  for (const name of STAMPED) { out[`${name}_hlc`] = null; out[`${name}_src`] = null; }
+  if (!text) return out;
+  const parts = text.split(';');
+  if (parts.length !== STAMPED.length) throw new Error(`stamps: ${JSON.stringify(text)} has ${parts.length} parts`);
+  let last = null;
+  STAMPED.forEach((name, i) => {
+    const part = parts[i];
+    if (part === '') return;
+    if (part !== '=') {
+      const space = part.indexOf(' ');
+      if (space < 0) throw new Error(`stamps: part ${JSON.stringify(part)} is not '<hlc> <src>'`);
+      last = [unescape(part.slice(0, space)), unescape(part.slice(space + 1))];
+    }
+    if (last === null) throw new Error(`stamps: ${JSON.stringify(text)} repeats before any stamp`);
+    [out[`${name}_hlc`], out[`${name}_src`]] = last;
+  });
+  return out;
+}
+
+/** A shape message's value with its `stamps` column (when it has one) unfolded into the twelve columns. */
+export function unfoldedValue(value) {
+  if (!('stamps' in value)) return value;
+  const { stamps, ...rest } = value;
+  return { ...rest, ...unfoldStamps(stamps) };
+}
+
+/** A stored row (Postgres text values, stamps unfolded) as an entry of the view. */
 export function entryFromRow(row) {
   const entry = {
     date: row.date, hrv_method: row.hrv_method ?? null, score: row.score ?? null,

@@ -18,7 +18,7 @@
 // (it is `locked`), forgets what it showed and says so. Tabs tell each other on a BroadcastChannel.
 
 import { newClientId, nextStamp, parseStamp, formatStamp } from './hlc.js';
-import { buildView, conflictState, MERGE_FIELDS } from './replica.js';
+import { buildView, conflictState, MERGE_FIELDS, unfoldedValue } from './replica.js';
 import { localToday } from './values.js';
 import {
   accountDbName, deleteDatabase, keptAccounts, moveLegacyData, openAccount, openDevice, readSession, writeSession,
@@ -957,7 +957,7 @@ export class Engine extends EventTarget {
         changes += 1;
         if (operation === 'delete') { await s.rows.delete(message.key); continue; }
         const existing = (await s.rows.get(message.key)) || {};
-        const row = { ...existing, ...message.value };
+        const row = { ...existing, ...unfoldedValue(message.value) };
         if (fromBeforeAnErasure(row, erased)) continue;
         for (const name of [...MERGE_FIELDS, 'deleted']) if (row[`${name}_hlc`]) seen.push(row[`${name}_hlc`]);
         await s.rows.put(row, message.key);
