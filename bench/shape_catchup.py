@@ -211,9 +211,12 @@ def copy_size(url: str, athlete_ids: list[int], columns: str | None) -> tuple[in
     import psycopg
     from psycopg import sql
 
-    from pulse_server.shapes.protocol import ALL_COLUMNS
+    from pulse_server.shapes.protocol import DEFAULT_COLUMNS
+    from sync.stamps_column import COLUMNS as STAMP_COLUMNS
 
-    picked = [c.strip() for c in columns.split(",")] if columns else list(ALL_COLUMNS)
+    # The table's own columns: `stamps` is the twelve stamp and source columns it folds.
+    asked = [c.strip() for c in columns.split(",")] if columns else list(DEFAULT_COLUMNS)
+    picked = [x for c in asked for x in (STAMP_COLUMNS if c == "stamps" else (c,))]
     query = sql.SQL("COPY (SELECT {} FROM entries e JOIN users u ON u.id = e.user_id WHERE e.user_id = ANY({})"
                     " ORDER BY e.user_id, e.date) TO STDOUT").format(
         sql.SQL(", ").join(sql.SQL("u.username") if c == "username" else sql.SQL("e.{}").format(sql.Identifier(c))

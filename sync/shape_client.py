@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import codecs
 import datetime as dt
+import gc
 import json
 import re
 import time
@@ -436,9 +437,21 @@ def _with_end(chunks: Iterable[bytes]) -> Iterator[bytes | None]:
     yield None
 
 
+GC_PAUSE_BYTES = 1 << 20
+
+
 def decode_json(data: bytes) -> Any:
-    """A response body's JSON: orjson, several times faster than the json module on a large snapshot."""
-    return orjson.loads(data)
+    """A response body's JSON: orjson, several times faster than the json module on a large snapshot.
+    The cyclic collector is held off while a large body is parsed: the containers it builds set off
+    passes over every one built so far (a third of the parse of a coach's year, bench/shape_catchup.py),
+    and JSON makes no cycles."""
+    if len(data) < GC_PAUSE_BYTES or not gc.isenabled():
+        return orjson.loads(data)
+    gc.disable()
+    try:
+        return orjson.loads(data)
+    finally:
+        gc.enable()
 
 
 def _json_or_none(response: httpx.Response) -> Any:

@@ -28,6 +28,8 @@ import pytest
 from psycopg import sql
 from server_support import Api, ServerProcess, User, now_ms, set_mutation, stamp
 
+from sync import stamps_column
+
 ELECTRIC_DIR = Path(__file__).parent / "electric_client"
 SCRIPT = ELECTRIC_DIR / "shape_stream.mjs"
 LIVE_BUDGET_S = 1.0  # a write reaches a live client within this, measured from its commit
@@ -201,7 +203,9 @@ def shape_server(
 
 def _pg_rows(pg: psycopg.Connection[Any], users: list[User], columns: list[str],
              where: sql.Composable = EVERY_ROW) -> list[Row]:
-    """The shape's columns of these users' entries (`where` over `e`), every value cast to text, in key order."""
+    """The shape's columns of these users' entries (`where` over `e`), every value cast to text, in key order;
+    `stamps` as the twelve columns it folds (compared with the client's rows unfolded, `_as_text`)."""
+    columns = [x for c in columns for x in (stamps_column.COLUMNS if c == "stamps" else (c,))]
     picked = [sql.SQL("u.username") if c == "username" else sql.SQL("e.{}::text").format(sql.Identifier(c))
               for c in columns]
     query = sql.SQL("SELECT {} FROM entries e JOIN users u ON u.id = e.user_id WHERE e.user_id = ANY(%s)"
@@ -215,14 +219,15 @@ def _pg_rows(pg: psycopg.Connection[Any], users: list[User], columns: list[str],
 
 
 def _as_text(rows: list[dict[str, Any]]) -> list[Row]:
-    """The client's parsed values back in Postgres text form (bigints arrive as decimal strings)."""
+    """The client's parsed values back in Postgres text form (bigints arrive as decimal strings), `stamps`
+    unfolded into its twelve columns."""
 
     def text(value: Any) -> str | None:
         if isinstance(value, bool):
             return "t" if value else "f"
         return None if value is None else str(value)
 
-    out = [{k: text(v) for k, v in row.items()} for row in rows]
+    out = [{k: text(v) for k, v in stamps_column.expand(row).items()} for row in rows]
     return sorted(out, key=lambda r: (int(r["user_id"] or 0), r["date"] or ""))
 
 
@@ -305,6 +310,7 @@ def _check_schema(pg: psycopg.Connection[Any], schema: dict[str, Any]) -> None:
             " WHERE a.attrelid = 'entries'::regclass AND a.attnum > 0 AND NOT a.attisdropped").fetchall()
     }
     catalog["username"] = ("text", True)
+    catalog["stamps"] = ("text", False)  # the twelve *_hlc/*_src text columns folded (docs/shapes.md, "Stamps")
     primary_key = [r[0] for r in pg.execute(
         "SELECT a.attname FROM pg_index i JOIN LATERAL unnest(i.indkey) WITH ORDINALITY k(attnum, n) ON true"
         " JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum"
