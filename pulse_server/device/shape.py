@@ -64,7 +64,11 @@ def _visible(req: protocol.ShapeRequest, row: Row) -> bool:
 
 
 def _columns(req: protocol.ShapeRequest, row: Row) -> Row:
-    return {c: row.get(c) for c in req.columns if c in row}
+    """The asked columns the row has, `stamps` folded as the server folds it (docs/shapes.md, "Stamps")."""
+    value = protocol.shape_value(row, row.get("username"), req.columns)
+    if "username" not in row:
+        value.pop("username", None)
+    return value
 
 
 async def _changes(request: Request, req: protocol.ShapeRequest, handle: str, after: int) -> Response:

@@ -27,6 +27,8 @@ from sync_support import (
     wait_replicated,
 )
 
+from sync import stamps_column
+
 pytestmark = pytest.mark.e2e
 
 
@@ -49,7 +51,8 @@ def stamp(ms_ago: int = 0, client: str = BROWSER) -> str:
 
 
 def rows_by_date(messages: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    return {m["value"]["date"]: m["value"] for m in messages if "key" in m}
+    """The rows of these messages by date, their `stamps` unfolded into the twelve columns."""
+    return {m["value"]["date"]: stamps_column.expand(m["value"]) for m in messages if "key" in m}
 
 
 def test_a_browsers_writes_reach_postgres_once_under_its_own_client_id(

@@ -44,6 +44,14 @@ def test_the_device_shape_answers_the_electric_protocol_like_the_server(
     assert "subset" in app.shape(token, offset="-1", subset__where="steps > 1").json()["errors"]
 
     full = app.shape(token, offset="-1")
+    # The default columns fold the twelve stamp and source columns into `stamps`, as the server's do;
+    # named, they come one by one. The device's day was set by one write of the user's, by hand.
+    (logged,) = [m["value"] for m in full.json() if m.get("value", {}).get("date") == day(-1)]
+    assert "steps_hlc" not in logged and logged["stamps"].startswith(";;") and logged["stamps"].endswith(" manual;;;")
+    stamp = logged["stamps"][2:-len(" manual;;;")]
+    named = app.shape(token, offset="-1", columns="user_id,date,steps,steps_hlc,steps_src")
+    assert {(m["value"]["date"], m["value"]["steps_hlc"], m["value"]["steps_src"]) for m in named.json()
+            if "key" in m and m["value"]["date"] == day(-1)} == {(day(-1), stamp, "manual")}
     changes_only = app.shape(token, offset="-1", log="changes_only")
     assert changes_only.status_code == 200 and changes_only.json() == []  # no snapshot
     assert changes_only.headers["electric-handle"] != full.headers["electric-handle"]
