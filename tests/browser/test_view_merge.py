@@ -15,6 +15,7 @@ from playwright.sync_api import Browser
 from sync_support import PulseServer
 
 from pulse_core.entry import MERGE_FIELDS, Entry, FieldValue
+from sync import stamps_column
 from sync.conflict_state import conflict_state
 from sync.merge import merge_delete, merge_set
 
@@ -151,3 +152,36 @@ def test_the_page_judges_conflict_states_like_the_server(
     states = {(c["field"] == "hrv_ms", s) for found, view in zip(conflicts, got, strict=True)
               for c, s in zip(found, view, strict=True)}
     assert states >= {(kind, s) for kind in (False, True) for s in ("open", "reasserted", "superseded", "dismissed")}
+
+
+UNFOLD = """
+async (texts) => {
+  const { unfoldStamps } = await import('./js/replica.js');
+  return texts.map((text) => unfoldStamps(text));
+}
+"""
+
+
+def random_stamp_columns(rng: random.Random) -> dict[str, str | None]:
+    """Twelve stamp and source columns as rows hold them: often one write's, sometimes odd text."""
+    one = (f"{1_764_230_400_000 + rng.randrange(6):016d}:00000:{rng.choice('ab')}", rng.choice(["manual", "fitbit"]))
+    out: dict[str, str | None] = {}
+    for column in stamps_column.FIELDS:
+        roll = rng.random()
+        pair = (None, None) if roll < 0.3 else one if roll < 0.8 else (
+            rng.choice([None, "x;y z", "%7E~", "="]), rng.choice([None, "sync", "a b=c;%"]))
+        out[f"{column}_hlc"], out[f"{column}_src"] = pair
+    return out
+
+
+def test_the_page_unfolds_the_stamps_column_the_server_folds(browser: Browser, cloud_server: PulseServer) -> None:
+    rng = random.Random(20261204)
+    rows = [random_stamp_columns(rng) for _ in range(300)]
+    texts = [stamps_column.encode(r) for r in rows]
+    context = browser.new_context()
+    page = context.new_page()
+    page.goto(f"{cloud_server.url}/app/")
+    unfolded = page.evaluate(UNFOLD, texts)
+    context.close()
+    assert [u == r for u, r in zip(unfolded, rows, strict=True)].count(False) == 0
+    assert None in texts and any(t and "=" in t.split(";") for t in texts) and any(t and "%" in t for t in texts)
