@@ -25,6 +25,7 @@ from server_support import Api, ServerProcess, User, now_ms, set_mutation, stamp
 from tcp_proxy import TcpProxy
 from throwaway_db import PG_HOST, PG_PORT, PG_USER
 
+from sync import stamps_column
 from sync.shape_client import (
     RetryPolicy,
     ShapeAuthError,
@@ -119,14 +120,18 @@ def postgres_rows(pg: psycopg.Connection[Any], user_ids: list[int], columns: lis
 
 
 def client_rows(rows: Rows, columns: list[str]) -> dict[tuple[str | None, str | None], Any]:
-    texts = [{c: as_text(row.get(c)) for c in columns} for row in rows.values()]
+    """The client's rows, `stamps` unfolded into the twelve columns it holds, as text."""
+    unfolded = [stamps_column.expand(row) for row in rows.values()]
+    texts = [{c: as_text(row.get(c)) for c in columns} for row in unfolded]
     return {(t["user_id"], t["date"]): t for t in texts}
 
 
 def table_columns(stream: ShapeStream) -> list[str]:
-    """The table's columns, from the schema the server sent (`username` is the shape's own addition)."""
+    """The table's columns, from the schema the server sent (`username` is the shape's own addition;
+    `stamps` stands for the twelve stamp and source columns)."""
     assert stream.cursor.schema is not None
-    return [c for c in stream.cursor.schema if c != "username"]
+    return [x for c in stream.cursor.schema if c != "username"
+            for x in (stamps_column.COLUMNS if c == "stamps" else (c,))]
 
 
 def assert_same_as_postgres(pg: psycopg.Connection[Any], stream: ShapeStream, rows: Rows, user_ids: list[int]) -> None:

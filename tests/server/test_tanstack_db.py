@@ -85,6 +85,9 @@ def test_optimistic_writes_through_push_settle_by_txid_and_psql_writes_and_a_fil
     # An optimistic update that takes a day out of the live query's filter.
     mark = app.mark()
     app.send({"cmd": "update", "id": 2, "date": DAYS[0], "changes": {"steps": 4000}})
+    pushed = app.wait_for("the update's push", lambda e: e["event"] == "pushed", mark)
+    # based on the stamp the app was shown (a named column): a plain overwrite, no conflict recorded
+    assert [r["status"] for r in pushed["results"]] == ["applied"], pushed
     app.wait_for("the update settled", lambda e: e["event"] == "settled" and e["id"] == 2, mark, timeout_s=SETTLE_S)
     assert pg.execute("SELECT steps FROM entries WHERE user_id = %s AND date = %s",
                       (athlete.id, DAYS[0])).fetchone() == (4000,)

@@ -76,7 +76,11 @@ const entries = createCollection(
       url: `${base}/v1/shape`,
       // A deleted day is a tombstone row (deleted = true): the filter turns its delete into a move out
       // of the shape (a `delete` message), and bringing the day back into a move in (an `insert`).
-      params: { table: 'entries', where: 'deleted = false' },
+      // The columns it shows and, to base its edits on, the stamp of each field (by name: the default
+      // columns carry them folded into `stamps`, docs/shapes.md "Stamps").
+      params: { table: 'entries', where: 'deleted = false',
+                columns: ['user_id', 'date', ...VALUE_FIELDS, 'deleted',
+                          ...VALUE_FIELDS.filter((f) => !STAMPED[f]).map((f) => `${f}_hlc`)].join(',') },
       headers: { Authorization: `Bearer ${token}` },
     },
     getKey: (row) => row.date,
