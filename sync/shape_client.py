@@ -449,7 +449,12 @@ def decode_json(data: bytes) -> Any:
         return orjson.loads(data)
     gc.disable()
     try:
-        return orjson.loads(data)
+        parsed = orjson.loads(data)
+        # The new containers go straight to the oldest generation (freeze, then unfreeze): otherwise the
+        # first collections after this would walk every one of them again, twice, on their way there.
+        gc.freeze()
+        gc.unfreeze()
+        return parsed
     finally:
         gc.enable()
 

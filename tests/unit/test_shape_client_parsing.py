@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import email.utils
+import gc
 import json
 from collections.abc import Callable
 from decimal import Decimal
@@ -13,6 +14,7 @@ import httpx
 import pytest
 
 from sync.shape_client import (
+    GC_PAUSE_BYTES,
     ChangeMessage,
     RetryPolicy,
     ShapeAuthError,
@@ -23,6 +25,7 @@ from sync.shape_client import (
     ShapeStream,
     ShapeUnavailable,
     apply_batch,
+    decode_json,
     iter_messages,
     parse_value,
     retry_after_seconds,
@@ -351,3 +354,19 @@ def test_a_body_that_keeps_breaking_off_is_unavailable_after_the_attempts() -> N
     with pytest.raises(ShapeUnavailable):
         list(stream.poll_parts(part_size=1))
     assert stream.cursor.offset == "-1"
+
+
+@pytest.mark.parametrize("collector_on", [True, False])
+def test_a_large_body_parses_the_same_and_leaves_the_collector_as_it_was(collector_on: bool) -> None:
+    messages = [{"key": f'"public"."entries"/"7"/"{n}"', "value": {"steps": str(n), "note": None},
+                 "headers": {"operation": "insert", "relation": ["public", "entries"]}} for n in range(20_000)]
+    body = json.dumps(messages).encode()
+    assert len(body) > GC_PAUSE_BYTES  # the path that holds the collector off
+    was = gc.isenabled()
+    try:
+        if not collector_on:
+            gc.disable()
+        assert decode_json(body) == messages
+        assert gc.isenabled() is collector_on
+    finally:
+        gc.enable() if was else gc.disable()
