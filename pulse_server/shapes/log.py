@@ -347,7 +347,6 @@ class LogWatcher:
         # Held requests, each with the users whose changes concern it (None: any change, e.g. grants).
         self._waiters: set[tuple[asyncio.Event, frozenset[int] | None]] = set()
         self._stop = threading.Event()
-        self._followed = False  # connected before: after a reconnect, every held request looks again
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
@@ -436,9 +435,6 @@ class LogWatcher:
             conn.execute(f"LISTEN {ERASED_CHANNEL}")
             self.build = None
             self._check_build(conn)
-            if self._followed and self.loop is not None:  # reconnected: held requests look again (they
-                self.loop.call_soon_threadsafe(self._wake, None)  # may have missed changes meanwhile)
-            self._followed = True
             checked = 0.0
             while not self._stop.is_set():
                 if self.health is not None and time.monotonic() - checked >= self.health.next_check_s:
