@@ -95,38 +95,47 @@ class Account:
 
 
 def create_athletes(url: str, count: int, prefix: str = "athlete") -> list[Account]:
-    """`count` athletes with one token each.
+    """`count` athletes with one token each, in a few statements (10,000 in about a second).
 
-    The first goes through `add_user` (one argon2 hash); the others copy its hash by SQL, since 200
-    argon2 hashes would take longer than the benchmark. Every token is issued by `issue_token`.
+    The first goes through `add_user` (one argon2 hash) and `issue_token`; the others copy its hash by
+    SQL, since 200 argon2 hashes would take longer than the benchmark, and get tokens made as
+    `issue_token` makes them (`secrets.token_urlsafe(32)`, only the `hash_token` stored), inserted in
+    one statement rather than one commit each.
     """
-    from sqlalchemy import text
-    from sqlmodel import select
+    import datetime as dt
 
-    from pulse_server.accounts import add_user, issue_token
+    from sqlalchemy import text
+
+    from pulse_server.accounts import add_user, hash_token, issue_token
     from pulse_server.db.database import Database
-    from pulse_server.db.models import User
     from pulse_server.settings import Settings
 
     db = Database(Settings(database_url=url, pool_size=1))
     try:
         with db.session() as session:
             first = add_user(session, f"{prefix}-0000", secrets.token_urlsafe(12), False)
+            assert first.id is not None
+            first_token, expires = issue_token(session, first, 1)
             session.execute(
                 text("INSERT INTO users (username, password_hash, is_coach, created_at)"
                      " SELECT :prefix || '-' || lpad(i::text, 4, '0'), :hash, false, now()"
                      " FROM generate_series(1, :n) AS i"),
                 {"prefix": prefix, "hash": first.password_hash, "n": count - 1},
             )
+            others = session.execute(
+                text("SELECT id, username FROM users WHERE username LIKE :like AND id <> :first ORDER BY id"),
+                {"like": prefix.replace("_", r"\_") + "-%", "first": first.id}).all()
+            tokens = [secrets.token_urlsafe(32) for _ in others]
+            session.execute(
+                text("INSERT INTO tokens (user_id, token_hash, created_at, expires_at)"
+                     " SELECT u, h, now(), :expires FROM unnest(CAST(:users AS int8[]), CAST(:hashes AS text[]))"
+                     " AS t(u, h)"),
+                {"users": [int(r[0]) for r in others], "hashes": [hash_token(t) for t in tokens],
+                 "expires": expires.astimezone(dt.UTC)},
+            )
             session.commit()
-            users = session.exec(select(User).where(User.username.startswith(f"{prefix}-"))  # type: ignore[union-attr]
-                                 .order_by(User.id)).all()  # type: ignore[arg-type]
-            accounts = []
-            for user in users:
-                name, user_id = user.username, user.id
-                assert user_id is not None
-                token, _ = issue_token(session, user, 1)
-                accounts.append(Account(name, user_id, token))
+            accounts = [Account(first.username, first.id, first_token)]
+            accounts += [Account(str(r[1]), int(r[0]), t) for r, t in zip(others, tokens, strict=True)]
         return accounts
     finally:
         db.dispose()

@@ -10,7 +10,7 @@ Run from the repo root (PostgreSQL 15 with wal_level=logical at PGHOST:PGPORT, d
 What it does:
 1. A throwaway database `pulse_bench_<random>` (migrated) and `pulse-server serve --workers 1` with the
    replication reader and the shape watcher on. A coach (`add_user`, one argon2 hash), the athletes
-   (bench/_server.py's `create_athletes`: tokens from `issue_token`), every athlete granting the coach.
+   (bench/_server.py's `create_athletes`: tokens made as `issue_token` makes them), every athlete granting the coach.
 2. Seeding through the server's own write path: each athlete's days are pushed to `POST /v1/sync/push`
    in batches of 500 mutations (one per day: sleep, RMSSD HRV, steps, weight on about one day in four,
    a note on one in ten; seeded values), from 4 keep-alive connections at once; every result must be

@@ -36,6 +36,7 @@ from pulse_server.api.routes_checksums import router as checksums_router
 from pulse_server.db.database import Database, DatabaseUnavailable
 from pulse_server.errors import ApiError, from_domain
 from pulse_server.logs import request_id, user_id
+from pulse_server.memory import settle_heap
 from pulse_server.metrics import Metrics
 from pulse_server.ratelimit import ConcurrencyGate, LoginThrottle, PostgresThrottleStore, ThrottlePolicy
 from pulse_server.replication.health import ReplicationHealth
@@ -107,6 +108,7 @@ def create_app(
         app.state.watcher = background.start(loop)
         app.state.health = background.health
         restore = _end_held_requests_on_sigterm(loop, background.closing)
+        settle_heap()
         yield
         restore()
         background.stop()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import collections
 import contextlib
 import functools
 import json
@@ -330,6 +331,9 @@ class LogWatcher:
         self.keep_bytes = keep_bytes
         self.health = health
         self.tail: list[LogChange] = []  # ordered by offset
+        # The tail's changes by user, each list ordered by offset: a request finds its scope's changes
+        # without walking everyone's since its offset (10,000 held requests, bench/shape_latency.py).
+        self.by_user: dict[int, list[LogChange]] = {}
         self.tail_bytes = 0  # the tail's estimated size (`_cost`)
         self.offsets: list[Offset] = []
         self.head: Offset = (0, 0)
@@ -369,7 +373,16 @@ class LogWatcher:
         """This scope's changes after `after`, and the head they reach (read together)."""
         with self._lock:
             start = bisect.bisect_right(self.offsets, after)
-            return [c for c in self.tail[start:] if c.user_id in user_ids], self.head
+            if len(user_ids) >= len(self.tail) - start:  # a wide scope, or few changes since: walk them
+                return [c for c in self.tail[start:] if c.user_id in user_ids], self.head
+            found: list[LogChange] = []
+            for user_id in user_ids:
+                own = self.by_user.get(user_id)
+                if own:
+                    found += own[bisect.bisect_right(own, after, key=_offset_of):]
+            if len(user_ids) > 1:
+                found.sort(key=_offset_of)
+            return found, self.head
 
     async def wait(self, timeout_s: float, since: Offset, epoch: int, user_ids: set[int] | None = None) -> None:
         """Until a change for one of `user_ids` (or an event for every request) arrives, or the timeout.
@@ -378,10 +391,13 @@ class LogWatcher:
             return
         waiter = (asyncio.Event(), None if user_ids is None else frozenset(user_ids))
         self._waiters.add(waiter)
+        # A timer sets the event: asyncio.wait_for would make a task for every wait and cancel it at
+        # every timeout, most of a worker's time with thousands of held requests (bench/shape_latency.py).
+        timer = asyncio.get_running_loop().call_later(timeout_s, waiter[0].set)
         try:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(waiter[0].wait(), timeout_s)
+            await waiter[0].wait()
         finally:
+            timer.cancel()
             self._waiters.discard(waiter)
 
     def _wake(self, users: frozenset[int] | None) -> None:
@@ -452,7 +468,7 @@ class LogWatcher:
         start = head.offset
         with self._lock:
             self.build = head.build
-            self.tail, self.offsets, self.tail_bytes = [], [], 0
+            self.tail, self.offsets, self.tail_bytes, self.by_user = [], [], 0, {}
             self.base, self.head, self.floor = None, start, start
         self._catch_up(conn, start)
         with self._lock:
@@ -479,6 +495,9 @@ class LogWatcher:
             kept = [c for c in self.tail if not gone(c)]
             if len(kept) != len(self.tail):
                 self.tail, self.offsets = kept, [c.offset for c in kept]
+                self.by_user = {}
+                for change in kept:
+                    self.by_user.setdefault(change.user_id, []).append(change)
                 self.tail_bytes = sum(_cost(c) for c in kept)
 
     def _catch_up(self, conn: psycopg.Connection[Any], after: Offset) -> None:
@@ -491,12 +510,7 @@ class LogWatcher:
                 break
             read += len(changes)
             with self._lock:
-                self.tail.extend(changes)
-                self.offsets.extend(c.offset for c in changes)
-                self.tail_bytes += sum(_cost(c) for c in changes)
-                if self.tail_bytes > self.keep_bytes * 5 // 4:  # 25% slack: not a cut on every commit
-                    self._forget_oldest()
-                self.head = changes[-1].offset
+                self._add(changes)
             after = changes[-1].offset
             if len(changes) < 10_000:
                 break
@@ -504,6 +518,17 @@ class LogWatcher:
             self.loop.call_soon_threadsafe(self._wake, frozenset(users))
         if read >= 10_000:  # a burst: what it took is free again (most of it was cut from the tail)
             release_free_memory()
+
+    def _add(self, changes: list[LogChange]) -> None:
+        """Under the lock: changes newly read from the log (after the head) join the tail."""
+        self.tail.extend(changes)
+        for change in changes:
+            self.by_user.setdefault(change.user_id, []).append(change)
+        self.offsets.extend(c.offset for c in changes)
+        self.tail_bytes += sum(_cost(c) for c in changes)
+        if self.tail_bytes > self.keep_bytes * 5 // 4:  # 25% slack: not a cut on every commit
+            self._forget_oldest()
+        self.head = changes[-1].offset
 
     def _forget_oldest(self) -> None:
         """Under the lock: the tail cut down to `keep_bytes`; older offsets go to the database."""
@@ -515,7 +540,17 @@ class LogWatcher:
             self.floor = self.offsets[cut - 1]
             if self.base is not None:
                 self.base = self.floor
+            for user_id, count in collections.Counter(c.user_id for c in self.tail[:cut]).items():
+                own = self.by_user[user_id]  # the oldest changes of the tail are each user's oldest
+                if count == len(own):
+                    del self.by_user[user_id]
+                else:
+                    del own[:count]
             self.tail, self.offsets, self.tail_bytes = self.tail[cut:], self.offsets[cut:], size
+
+
+def _offset_of(change: LogChange) -> Offset:
+    return change.offset
 
 
 def _cost(change: LogChange) -> int:

@@ -415,7 +415,7 @@ async def _changes(
                 messages.append(protocol.up_to_date(position[0]))
             return answers.respond(request, req, handle, messages, position, up_to_date=at_head)
         after = max(after, reached)  # nothing for this client yet: skip what others changed
-        await watcher.wait(min(remaining, 5.0), after, epoch, scope.user_ids)
+        await watcher.wait(remaining, after, epoch, scope.user_ids)  # woken for anything that concerns it
 
 
 def _sse(
