@@ -37,6 +37,7 @@ from pulse_server.db.database import Database, DatabaseUnavailable
 from pulse_server.errors import ApiError, from_domain
 from pulse_server.logs import request_id, user_id
 from pulse_server.metrics import Metrics
+from pulse_server.push import results_json
 from pulse_server.ratelimit import ConcurrencyGate, LoginThrottle, PostgresThrottleStore, ThrottlePolicy
 from pulse_server.replication.health import ReplicationHealth
 from pulse_server.replication.reader import ReplicationReader
@@ -233,7 +234,7 @@ class PushFastPath:
             return json_error(from_domain(exc))
         except DatabaseUnavailable as exc:
             return unavailable_answer(exc)
-        return JSONResponse(answer)
+        return Response(results_json(answer), media_type="application/json")
 
 
 class Observe:
