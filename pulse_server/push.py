@@ -52,20 +52,25 @@ _READ_FOR_PUSH = (
     "  WHERE t.token_hash = %(token)s AND t.revoked_at IS NULL AND t.expires_at > now())"
     " SELECT 2, NULL::bigint, NULL::text, NULL::boolean, NULL::jsonb, e.xmin::text, " + _ENTRY_COLUMNS +
     "  FROM me JOIN entries e ON NOT me.is_coach AND e.user_id = me.id AND e.date = ANY(%(dates)s)"
+    "  AND e.date BETWEEN %(first)s AND %(last)s"
     " UNION ALL SELECT 0, me.id, me.username, me.is_coach, " + COVERING_JSON.format(user="me.id") +
     ", me.waited || ':' || coalesce(me.utc_offset_min::text,"
     " ''), " + _NO_ENTRY + " FROM me"
     " UNION ALL SELECT 1, NULL, NULL, NULL, a.result, encode(a.digest, 'hex'), " + _NO_ENTRY +
     "  FROM me JOIN applied_mutations a ON NOT me.is_coach AND a.user_id = me.id AND a.client_id = %(client)s"
-    "  AND a.seq = ANY(%(seqs)s)"
+    "  AND a.seq = ANY(%(seqs)s::bigint[]) AND a.seq BETWEEN %(low)s::bigint AND %(high)s::bigint"
     " UNION ALL SELECT 3, (SELECT max(a.seq) FROM applied_mutations a WHERE a.user_id = me.id"
     "  AND a.client_id = %(client)s), NULL, NULL, NULL, h.seq::text, " + _NO_ENTRY +
     "  FROM me LEFT JOIN client_high_water h ON h.user_id = me.id AND h.client_id = %(client)s WHERE NOT me.is_coach"
 )
+# The seqs and days are looked up between their lowest and highest too: that bound is an index range
+# (`seq = ANY` and `date = ANY` alone were filters over all of the client's results and all of the user's
+# days, a read that grew with the history); seqs as bigint[], the column's type.
 # The (user, client)'s recorded seqs: each earlier result with its digest, and the high-water marks.
 _READ_EARLIER = (
     "SELECT seq, result, encode(digest, 'hex') FROM applied_mutations"
-    " WHERE user_id = %(user)s AND client_id = %(client)s AND seq = ANY(%(seqs)s)"
+    " WHERE user_id = %(user)s AND client_id = %(client)s AND seq = ANY(%(seqs)s::bigint[])"
+    " AND seq BETWEEN %(low)s::bigint AND %(high)s::bigint"
     " UNION ALL SELECT -1, jsonb_build_object('max', (SELECT max(seq) FROM applied_mutations"
     "  WHERE user_id = %(user)s AND client_id = %(client)s), 'pruned', (SELECT seq FROM client_high_water"
     "  WHERE user_id = %(user)s AND client_id = %(client)s)), NULL"
@@ -156,7 +161,7 @@ class Reconciler:
         server_ms = self.now_ms()
         parsed = _parse_batch(raw, client_id, self.today(server_ms))
         seqs = [s for item in raw if isinstance(s := item.get("seq"), int)]
-        earlier_rows = conn.execute(_READ_EARLIER, {"user": user_id, "client": client_id, "seqs": seqs})
+        earlier_rows = conn.execute(_READ_EARLIER, {"user": user_id, "client": client_id, **_seq_range(seqs)})
         dates = sorted({m.date for m in parsed if isinstance(m, Mutation)})
         if dates:  # in date order, so two batches never wait for each other in a cycle
             conn.execute(
@@ -250,7 +255,7 @@ class Reconciler:
         parsed = _parse_batch(raw, client_id, self.today(server_ms))
         seqs = [s for item in raw if isinstance(s := item.get("seq"), int)]
         dates = sorted({m.date for m in parsed if isinstance(m, Mutation)})
-        rows = conn.execute(_READ_FOR_PUSH, {"client": client_id, "token": hash_token(token), "seqs": seqs,
+        rows = conn.execute(_READ_FOR_PUSH, {"client": client_id, "token": hash_token(token), **_seq_range(seqs),
                                              "dates": dates, "first": min(dates, default=None),
                                              "last": max(dates, default=None)}).fetchall()
         me = next((r for r in rows if r[0] == 0), None)
@@ -320,7 +325,7 @@ class Reconciler:
         today = self.today(server_ms)
         seqs = [s for item in raw if isinstance(s := item.get("seq"), int)]
         earlier = Recorded.from_rows(conn.execute(_READ_EARLIER, {"user": user_id, "client": client_id,
-                                                                   "seqs": seqs}).fetchall())
+                                                                   **_seq_range(seqs)}).fetchall())
         dates = sorted({m.date for m in _parse_batch(raw, client_id, today) if isinstance(m, Mutation)})
         known = known_for_push(conn, user_id, str(user_id), dates)
         merged = _Merged()
@@ -439,6 +444,11 @@ _AUDIT_SQL = (
     "INSERT INTO conflicts (user_id, date, client_id, seq, field, kept, lost, kept_hlc, lost_hlc, rule,"
     " clamped, created_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, now())"
 )
+
+
+def _seq_range(seqs: list[int]) -> dict[str, Any]:
+    """The batch's seqs as the reads take them: the list, and its lowest and highest (None: no seq)."""
+    return {"seqs": seqs, "low": min(seqs, default=None), "high": max(seqs, default=None)}
 
 
 def results_json(obj: Any) -> bytes:
