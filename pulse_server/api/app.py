@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import os
 import signal
@@ -118,6 +119,7 @@ def create_app(
         version="1",
         description="Accounts, entries and the exactly-once push endpoint. Errors: docs/api.md.",
         lifespan=lifespan,
+        **_NO_TELEMETRY,
     )
     app.state.settings = settings
     app.state.db = db
@@ -145,6 +147,12 @@ def create_app(
 
 
 PUSH_ROUTE = "/v1/sync/push"
+# FastAPI's built-in OpenTelemetry (versions that have it) looks up the global providers on every request,
+# in front of every route and the push fast path; the server exports none (its metrics: /metrics).
+_NO_TELEMETRY: dict[str, Any] = (
+    {"telemetry": {"tracing": False, "metrics": False, "logs": False}}
+    if "telemetry" in inspect.signature(FastAPI.__init__).parameters else {}
+)
 
 
 class PushFastPath:
