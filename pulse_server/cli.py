@@ -198,13 +198,13 @@ def serve(
 
 @app.command(cls=PlainUsage)
 def replicate(database_url: DatabaseOption = None) -> None:
-    """Run only the replication reader (WAL into the shape log), until SIGTERM or Ctrl-C: for instances
-    that only serve (PULSE_REPLICATION_READER=false). Any number may run; one leads at a time.
+    """Run only the replication reader, until SIGTERM or Ctrl-C. It streams the WAL into the shape log, for
+    instances that only serve (PULSE_REPLICATION_READER=false). Any number may run; one leads at a time.
 
     \b
     Examples:
       pulse-server replicate
-      PULSE_REPLICATION_READER=false pulse-server serve --workers 2   # elsewhere: serving only
+      PULSE_REPLICATION_READER=false pulse-server serve   # elsewhere: serving
     """
     from pulse_server.db.migrate import require_migrated
     from pulse_server.replication.process import run_reader
