@@ -26,6 +26,12 @@ _ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 def parse_date(value: object, today: dt.date, field: str = "date", *, reading: bool = False) -> dt.date:
     """A calendar date from EARLIEST_DATE on, and, for a write, no more than MAX_DAYS_AHEAD days after
     `today` (a read's range may end anywhere)."""
+    if isinstance(value, str) and _ISO_DATE.fullmatch(value):  # the usual case, as the branches below read it
+        try:
+            day = dt.date.fromisoformat(value)
+        except ValueError:
+            raise fail("invalid_date", field, value, DATE_ALLOWED) from None
+        return _checked_date(day, today, field, reading)
     words = {"today": today, "yesterday": today - dt.timedelta(days=1), "tomorrow": today + dt.timedelta(days=1)}
     if isinstance(value, dt.date):
         day = value
@@ -39,6 +45,10 @@ def parse_date(value: object, today: dt.date, field: str = "date", *, reading: b
             day = dt.date.fromisoformat(text)
         except ValueError:
             raise fail("invalid_date", field, value, DATE_ALLOWED) from None
+    return _checked_date(day, today, field, reading)
+
+
+def _checked_date(day: dt.date, today: dt.date, field: str, reading: bool) -> dt.date:
     if day < EARLIEST_DATE:
         raise fail("out_of_range", field, day.isoformat(), f"from {EARLIEST_DATE.isoformat()}")
     if reading:

@@ -176,13 +176,42 @@ def serve(
     os.environ["PULSE_DATABASE_URL"] = settings.database_url  # worker processes read it again
     logs.configure(settings.log_level)
     logs.announce_listening()
+    reader = None
+    if settings.replication_reader and settings.replication_reader_process:
+        from pulse_server.replication.process import ReaderProcess
+
+        os.environ["PULSE_REPLICATION_READER"] = "false"  # the workers run none: one process of its own does
+        reader = ReaderProcess(settings)
+        reader.start()
     trusted = [a.strip() for a in settings.forwarded_allow_ips.split(",") if a.strip()]
     # Only a trusted proxy's X-Forwarded-For is believed (uvicorn takes the right-most address not of a
     # trusted proxy); with none trusted, the headers are ignored and the socket's address is the client's.
-    uvicorn.run("pulse_server.main:app_from_environment", factory=True, host=settings.host, port=settings.port,
-                workers=settings.workers, log_config=None, access_log=False,
-                proxy_headers=bool(trusted), forwarded_allow_ips=trusted or None,
-                timeout_graceful_shutdown=max(1, round(settings.shutdown_grace_s)))
+    try:
+        uvicorn.run("pulse_server.main:app_from_environment", factory=True, host=settings.host, port=settings.port,
+                    workers=settings.workers, log_config=None, access_log=False,
+                    proxy_headers=bool(trusted), forwarded_allow_ips=trusted or None,
+                    timeout_graceful_shutdown=max(1, round(settings.shutdown_grace_s)))
+    finally:
+        if reader is not None:
+            reader.stop()
+
+
+@app.command(cls=PlainUsage)
+def replicate(database_url: DatabaseOption = None) -> None:
+    """Run only the replication reader, until SIGTERM or Ctrl-C. It streams the WAL into the shape log, for
+    instances that only serve (PULSE_REPLICATION_READER=false). Any number may run; one leads at a time.
+
+    \b
+    Examples:
+      pulse-server replicate
+      PULSE_REPLICATION_READER=false pulse-server serve   # elsewhere: serving
+    """
+    from pulse_server.db.migrate import require_migrated
+    from pulse_server.replication.process import run_reader
+
+    settings = bootstrap(database_url)
+    require_migrated(settings.database_url)
+    run_reader(settings.database_url, settings.log_level, settings.replication_idle_wait_s)
 
 
 @app.command("seed-demo", cls=PlainUsage)

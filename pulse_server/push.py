@@ -8,11 +8,13 @@ the device (pulse_core), merged field by field (sync.merge), and recorded with i
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 import psycopg
 from psycopg import errors as pg_errors
 from psycopg.types.json import Jsonb
@@ -50,20 +52,25 @@ _READ_FOR_PUSH = (
     "  WHERE t.token_hash = %(token)s AND t.revoked_at IS NULL AND t.expires_at > now())"
     " SELECT 2, NULL::bigint, NULL::text, NULL::boolean, NULL::jsonb, e.xmin::text, " + _ENTRY_COLUMNS +
     "  FROM me JOIN entries e ON NOT me.is_coach AND e.user_id = me.id AND e.date = ANY(%(dates)s)"
+    "  AND e.date BETWEEN %(first)s AND %(last)s"
     " UNION ALL SELECT 0, me.id, me.username, me.is_coach, " + COVERING_JSON.format(user="me.id") +
     ", me.waited || ':' || coalesce(me.utc_offset_min::text,"
     " ''), " + _NO_ENTRY + " FROM me"
     " UNION ALL SELECT 1, NULL, NULL, NULL, a.result, encode(a.digest, 'hex'), " + _NO_ENTRY +
     "  FROM me JOIN applied_mutations a ON NOT me.is_coach AND a.user_id = me.id AND a.client_id = %(client)s"
-    "  AND a.seq = ANY(%(seqs)s)"
+    "  AND a.seq = ANY(%(seqs)s::bigint[]) AND a.seq BETWEEN %(low)s::bigint AND %(high)s::bigint"
     " UNION ALL SELECT 3, (SELECT max(a.seq) FROM applied_mutations a WHERE a.user_id = me.id"
     "  AND a.client_id = %(client)s), NULL, NULL, NULL, h.seq::text, " + _NO_ENTRY +
     "  FROM me LEFT JOIN client_high_water h ON h.user_id = me.id AND h.client_id = %(client)s WHERE NOT me.is_coach"
 )
+# The seqs and days are looked up between their lowest and highest too: that bound is an index range
+# (`seq = ANY` and `date = ANY` alone were filters over all of the client's results and all of the user's
+# days, a read that grew with the history); seqs as bigint[], the column's type.
 # The (user, client)'s recorded seqs: each earlier result with its digest, and the high-water marks.
 _READ_EARLIER = (
     "SELECT seq, result, encode(digest, 'hex') FROM applied_mutations"
-    " WHERE user_id = %(user)s AND client_id = %(client)s AND seq = ANY(%(seqs)s)"
+    " WHERE user_id = %(user)s AND client_id = %(client)s AND seq = ANY(%(seqs)s::bigint[])"
+    " AND seq BETWEEN %(low)s::bigint AND %(high)s::bigint"
     " UNION ALL SELECT -1, jsonb_build_object('max', (SELECT max(seq) FROM applied_mutations"
     "  WHERE user_id = %(user)s AND client_id = %(client)s), 'pruned', (SELECT seq FROM client_high_water"
     "  WHERE user_id = %(user)s AND client_id = %(client)s)), NULL"
@@ -154,7 +161,7 @@ class Reconciler:
         server_ms = self.now_ms()
         parsed = _parse_batch(raw, client_id, self.today(server_ms))
         seqs = [s for item in raw if isinstance(s := item.get("seq"), int)]
-        earlier_rows = conn.execute(_READ_EARLIER, {"user": user_id, "client": client_id, "seqs": seqs})
+        earlier_rows = conn.execute(_READ_EARLIER, {"user": user_id, "client": client_id, **_seq_range(seqs)})
         dates = sorted({m.date for m in parsed if isinstance(m, Mutation)})
         if dates:  # in date order, so two batches never wait for each other in a cycle
             conn.execute(
@@ -176,7 +183,7 @@ class Reconciler:
                 "INSERT INTO applied_mutations (user_id, client_id, seq, result, digest, date, applied_at)"
                 " SELECT %s, %s, (r->>'seq')::bigint, r - 'digest' - 'date', decode(r->>'digest', 'hex'),"
                 " (r->>'date')::date, now() FROM jsonb_array_elements(%s) AS r",
-                (user_id, client_id, Jsonb(merged.fresh)),
+                (user_id, client_id, Jsonb(merged.fresh, dumps=results_json)),
             )
         return self._outcome(conn, merged, earlier)
 
@@ -248,7 +255,7 @@ class Reconciler:
         parsed = _parse_batch(raw, client_id, self.today(server_ms))
         seqs = [s for item in raw if isinstance(s := item.get("seq"), int)]
         dates = sorted({m.date for m in parsed if isinstance(m, Mutation)})
-        rows = conn.execute(_READ_FOR_PUSH, {"client": client_id, "token": hash_token(token), "seqs": seqs,
+        rows = conn.execute(_READ_FOR_PUSH, {"client": client_id, "token": hash_token(token), **_seq_range(seqs),
                                              "dates": dates, "first": min(dates, default=None),
                                              "last": max(dates, default=None)}).fetchall()
         me = next((r for r in rows if r[0] == 0), None)
@@ -285,7 +292,8 @@ class Reconciler:
         try:
             with committing(conn):
                 written = conn.execute(_PUSH_WRITE, (user.id, client_id, Jsonb(rows, dumps=json_dumps),
-                                                     Jsonb(merged.fresh), Jsonb(audit, dumps=json_dumps),
+                                                     Jsonb(merged.fresh, dumps=results_json),
+                                                     Jsonb(audit, dumps=json_dumps),
                                                      known.last_id)).fetchone()
         except (pg_errors.DataError, UnicodeEncodeError):
             written = None
@@ -317,7 +325,7 @@ class Reconciler:
         today = self.today(server_ms)
         seqs = [s for item in raw if isinstance(s := item.get("seq"), int)]
         earlier = Recorded.from_rows(conn.execute(_READ_EARLIER, {"user": user_id, "client": client_id,
-                                                                   "seqs": seqs}).fetchall())
+                                                                   **_seq_range(seqs)}).fetchall())
         dates = sorted({m.date for m in _parse_batch(raw, client_id, today) if isinstance(m, Mutation)})
         known = known_for_push(conn, user_id, str(user_id), dates)
         merged = _Merged()
@@ -368,7 +376,7 @@ class Reconciler:
         conn.execute(
             "INSERT INTO applied_mutations (user_id, client_id, seq, result, digest, date, applied_at)"
             " VALUES (%s, %s, %s, %s, decode(%s, 'hex'), %s, now())",
-            (user_id, client_id, seq, Jsonb(result), digest, _day_of(item, None)),
+            (user_id, client_id, seq, Jsonb(result, dumps=results_json), digest, _day_of(item, None)),
         )
         earlier.results[int(item["seq"])] = (result, digest)  # a replay later in the same batch
         return result
@@ -436,6 +444,21 @@ _AUDIT_SQL = (
     "INSERT INTO conflicts (user_id, date, client_id, seq, field, kept, lost, kept_hlc, lost_hlc, rule,"
     " clamped, created_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, now())"
 )
+
+
+def _seq_range(seqs: list[int]) -> dict[str, Any]:
+    """The batch's seqs as the reads take them: the list, and its lowest and highest (None: no seq)."""
+    return {"seqs": seqs, "low": min(seqs, default=None), "high": max(seqs, default=None)}
+
+
+def results_json(obj: Any) -> bytes:
+    """Results (and answers made of them) as JSON: orjson, which costs a fraction of the json module's time;
+    what orjson refuses (an integer past 64 bits echoed in a rejection) goes through the json module, as
+    everything did before."""
+    try:
+        return orjson.dumps(obj)
+    except TypeError:
+        return json.dumps(obj).encode()
 
 
 def _erased(result: Mapping[str, Any]) -> bool:

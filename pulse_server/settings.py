@@ -48,6 +48,9 @@ class Settings(BaseSettings):
     # Run the replication reader in this process (one leader among all instances) and the shape
     # log watcher that wakes live requests. Both need Postgres with wal_level=logical.
     replication_reader: bool = True
+    # With replication_reader, `serve` runs the reader in one process of its own beside its workers, which
+    # then run none (docs/deploy.md): its decoding and writes never hold a worker's interpreter lock.
+    replication_reader_process: bool = False
     # How long an idle reader waits on its stream before it looks at its stop flag again (a commit wakes
     # it at once; this bounds only how late a shutdown or a slot check may come).
     replication_idle_wait_s: float = Field(default=0.5, gt=0, le=60)

@@ -30,6 +30,8 @@ def rank(source: str | None, stamp: str | None) -> tuple[int, str]:
     return (1 if source == MANUAL else 0, stamp or "")
 # Values written together and merged as one: `hrv_method` belongs to `hrv_ms`.
 COMPANIONS: dict[str, tuple[str, ...]] = {"hrv_ms": ("hrv_ms", "hrv_method")}
+# Each merge field with the values written with it, in MERGE_FIELDS order.
+_PARTS = tuple((name, COMPANIONS.get(name, (name,))) for name in MERGE_FIELDS)
 
 
 @dataclass(frozen=True)
@@ -111,9 +113,9 @@ def merge_set(
 ) -> MergeOutcome:
     """Apply a `set` mutation's fields to `entry` in place."""
     outcome = MergeOutcome()
-    for name in MERGE_FIELDS:
-        parts = COMPANIONS.get(name, (name,))
-        if not any(part in fields for part in parts):
+    given = fields.keys()
+    for name, parts in _PARTS:
+        if given.isdisjoint(parts):
             continue
         incoming = {part: fields.get(part) for part in parts}
         if name == "hrv_ms" and incoming["hrv_ms"] is None:
@@ -142,12 +144,13 @@ def apply_mutation(
     """Merge a checked mutation into `entry` as a receiver does (clamping a stamp too far ahead of
     `now_ms`): its result as the push response carries it, its conflicts, and whether it was clamped."""
     stamp, clamped = clamp(m.stamp, now_ms, skew_limit_ms)
+    text = str(stamp)
     if m.op == "delete":
-        outcome = merge_delete(entry, m.base, str(stamp), m.source)
+        outcome = merge_delete(entry, m.base, text, m.source)
     else:
-        outcome = merge_set(entry, m.fields, m.base, str(stamp), m.source)
+        outcome = merge_set(entry, m.fields, m.base, text, m.source)
     result: MutationResult = {"seq": m.seq, "status": "conflict" if outcome.conflicts else "applied",
-                              "hlc": str(stamp)}
+                              "hlc": text}
     if clamped:
         result["clamped_from"] = str(m.stamp)
     if outcome.conflicts:

@@ -30,6 +30,7 @@ MAX_SEQ = 2**63 - 1  # a seq is stored as a Postgres bigint
 MAX_OFFSET_MIN = 14 * 60  # zones run from UTC-12:00 to UTC+14:00
 API_CLIENT = "api"  # the server's own client id, for REST writes: a device using it would share its seqs
 FIELD_NAMES = ("sleep_hours", "hrv_ms", "hrv_method", "steps", "weight_kg", "note")
+_FIELD_SET = frozenset(FIELD_NAMES)
 Status = Literal["applied", "conflict", "duplicate", "rejected", "clash", "held"]
 STATUSES: tuple[Status, ...] = ("applied", "conflict", "duplicate", "rejected", "clash", "held")
 # What a mutation's digest covers: everything that makes it this mutation (docs/sync.md, "Exactly once").
@@ -215,8 +216,8 @@ def parse_mutation(raw: Mapping[str, Any], client_id: str, today: dt.date) -> Mu
 def _parse_fields(raw: Any) -> dict[str, FieldValue]:
     if not isinstance(raw, Mapping):
         raise _bad("invalid_fields", "fields", raw, "an object", "fields: is not an object (allowed an object)")
-    unknown = sorted(set(raw) - set(FIELD_NAMES))
-    if unknown:
+    if not _FIELD_SET.issuperset(raw):
+        unknown = sorted(set(raw) - _FIELD_SET)
         raise fail("invalid_choice", "fields", unknown[0], ", ".join(FIELD_NAMES))
     given = {k: v for k, v in raw.items() if v is not None}
     fields: dict[str, FieldValue] = dict(parse_fields(given))

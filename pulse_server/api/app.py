@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import os
 import signal
@@ -38,6 +39,7 @@ from pulse_server.errors import ApiError, from_domain
 from pulse_server.logs import request_id, user_id
 from pulse_server.memory import settle_heap
 from pulse_server.metrics import Metrics
+from pulse_server.push import results_json
 from pulse_server.ratelimit import ConcurrencyGate, LoginThrottle, PostgresThrottleStore, ThrottlePolicy
 from pulse_server.replication.health import ReplicationHealth
 from pulse_server.replication.reader import ReplicationReader
@@ -119,6 +121,7 @@ def create_app(
         version="1",
         description="Accounts, entries and the exactly-once push endpoint. Errors: docs/api.md.",
         lifespan=lifespan,
+        **_NO_TELEMETRY,
     )
     app.state.settings = settings
     app.state.db = db
@@ -146,6 +149,12 @@ def create_app(
 
 
 PUSH_ROUTE = "/v1/sync/push"
+# FastAPI's built-in OpenTelemetry (versions that have it) looks up the global providers on every request,
+# in front of every route and the push fast path; the server exports none (its metrics: /metrics).
+_NO_TELEMETRY: dict[str, Any] = (
+    {"telemetry": {"tracing": False, "metrics": False, "logs": False}}
+    if "telemetry" in inspect.signature(FastAPI.__init__).parameters else {}
+)
 
 
 class PushFastPath:
@@ -235,7 +244,7 @@ class PushFastPath:
             return json_error(from_domain(exc))
         except DatabaseUnavailable as exc:
             return unavailable_answer(exc)
-        return JSONResponse(answer)
+        return Response(results_json(answer), media_type="application/json")
 
 
 class Observe:

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 import psycopg
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import Response
 
 from pulse_server.accounts import Principal
 from pulse_server.api.content_type import require_json
@@ -31,7 +31,7 @@ from pulse_server.db.database import Database
 from pulse_server.errors import ApiError, from_wire
 from pulse_server.logs import user_id
 from pulse_server.metrics import Metrics
-from pulse_server.push import BatchOutcome, Reconciler
+from pulse_server.push import BatchOutcome, Reconciler, results_json
 from pulse_server.ratelimit import ConcurrencyGate
 from pulse_server.settings import Settings
 from sync import wire
@@ -49,13 +49,13 @@ PUSH_ANSWERS: dict[int | str, dict[str, Any]] = {415: {
 
 @router.post("/push", response_model=PushResponse, response_model_exclude_none=True, openapi_extra=PUSH_BODY,
              responses=PUSH_ANSWERS)
-async def push(request: Request) -> JSONResponse:
+async def push(request: Request) -> Response:
     """Apply a batch of mutations in one transaction; one result per mutation, in order."""
     token = bearer_token(request)
     user, answer = await answer_push(request.app.state, token, await request.body(),
                                      request.headers.get("content-type"))
     identify(request, user)
-    return JSONResponse(answer)
+    return Response(results_json(answer), media_type="application/json")
 
 
 async def answer_push(
