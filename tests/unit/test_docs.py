@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import os
 import re
+import subprocess
 import tokenize
 from collections.abc import Iterator
 from pathlib import Path
@@ -151,6 +152,19 @@ ELSEWHERE = {"datatypes.md"}  # the Welltory dataset's own field list (pulse_cor
 
 
 def _texts() -> Iterator[Path]:
+    """The repository's text files: those git tracks or would (what .gitignore leaves out, such as the
+    benches' bench/out, is not the repository's); every file below the root outside a git checkout."""
+    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"], cwd=ROOT,
+                            capture_output=True, check=False)
+    if listed.returncode == 0:
+        for name in listed.stdout.decode().split("\0"):
+            path = ROOT / name
+            skipped = any(part in SKIP_DIRS or part.endswith(".egg-info") for part in Path(name).parts[:-1])
+            if (name and not skipped and path.is_file() and not path.is_relative_to(ROOT / "tests" / "data")
+                    and not path.is_relative_to(ROOT / "tests" / "artefacts")
+                    and (path.suffix in TEXT or path.parent.name == ".ci")):
+                yield path
+        return
     for folder, dirs, names in os.walk(ROOT):
         here = Path(folder)
         dirs[:] = [d for d in dirs if d not in SKIP_DIRS and not d.endswith(".egg-info")
