@@ -20,8 +20,9 @@ message to its in-memory copy of the shape (rows by key), as a client keeps it. 
 inside that process, from the first request to the applied up-to-date response (process start-up
 and imports are not counted). Printed per run: seconds, response bytes, rows in the copy, and per
 request its time, the time to its response headers (a snapshot's are sent before its rows are read),
-to the end of its body and to the end of the client's JSON parse (orjson, as `sync.shape_client`
-parses; the rest is applying the messages). The client accepts gzip, as httpx (and browsers, and Node's
+to the last bytes of its body, and to the last message parsed and applied (the body is parsed as it
+arrives, by `sync.shape_client.iter_messages` as the local agent parses it, and each message applied
+as it comes out). The client accepts gzip, as httpx (and browsers, and Node's
 fetch) do by default; the bytes are counted as they came over the wire, and once more for one run that
 asks for no compression (`Accept-Encoding: identity`). For scale, the same rows and columns as a
 `COPY ... TO STDOUT` (text format) are measured in the same run: its bytes and time.
@@ -38,7 +39,9 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from _server import (
     Server,
@@ -47,6 +50,9 @@ from _server import (
     running_server,
     wait_for_slot,
 )
+
+if TYPE_CHECKING:
+    import httpx
 
 ATHLETES = 100
 DAYS = 365
@@ -134,7 +140,7 @@ def follow(base_url: str, token: str, columns: str | None, encoding: str) -> dic
     """Follow the shape from offset -1 to up-to-date; what it took (bytes: as they came over the wire)."""
     import httpx
 
-    from sync.shape_client import decode_json  # the local agent's shape client parses bodies so
+    from sync.shape_client import iter_messages  # the local agent's shape client parses bodies so
 
     size = 0
     decoded = 0
@@ -150,31 +156,37 @@ def follow(base_url: str, token: str, columns: str | None, encoding: str) -> dic
         started = time.perf_counter()
         while True:
             sent = time.perf_counter()
+            arrived = [0.0, 0.0]  # when the last bytes came, and how many (decoded) there were
             with http.stream("GET", "/v1/shape", params=params) as reply:
                 headers_at = time.perf_counter()
-                body = reply.read()
-                body_at = time.perf_counter()
-            if reply.status_code != 200:
-                raise RuntimeError(f"{reply.status_code}: {body[:200]!r}")
-            messages = decode_json(body)
-            parsed_at = time.perf_counter()
+                if reply.status_code != 200:
+                    raise RuntimeError(f"{reply.status_code}: {reply.read()[:200]!r}")
+                # Messages are parsed as the body arrives and applied as they come out.
+                for message in iter_messages(_timed(reply, arrived)):
+                    operation = message["headers"].get("operation")
+                    if operation == "insert":
+                        copy[message["key"]] = message["value"]
+                    elif operation == "update":
+                        copy[message["key"]].update(message["value"])
+                    elif operation == "delete":
+                        copy.pop(message["key"], None)
+            done_at = time.perf_counter()
             size += reply.num_bytes_downloaded
-            decoded += len(body)
-            for message in messages:
-                operation = message["headers"].get("operation")
-                if operation == "insert":
-                    copy[message["key"]] = message["value"]
-                elif operation == "update":
-                    copy[message["key"]].update(message["value"])
-                elif operation == "delete":
-                    copy.pop(message["key"], None)
-            requests.append((params["offset"], time.perf_counter() - sent, headers_at - sent, body_at - sent,
-                             parsed_at - sent, reply.num_bytes_downloaded))
+            decoded += int(arrived[1])
+            requests.append((params["offset"], done_at - sent, headers_at - sent, arrived[0] - sent,
+                             done_at - sent, reply.num_bytes_downloaded))
             if "electric-up-to-date" in reply.headers:
                 break
             params = {**shape, "offset": reply.headers["electric-offset"], "handle": reply.headers["electric-handle"]}
         elapsed = time.perf_counter() - started
     return {"seconds": elapsed, "bytes": size, "decoded_bytes": decoded, "rows": len(copy), "requests": requests}
+
+
+def _timed(reply: httpx.Response, arrived: list[float]) -> Iterator[bytes]:
+    """The body's decoded bytes as they come; `arrived` holds the time of the last read and the count."""
+    for chunk in reply.iter_bytes():
+        arrived[0], arrived[1] = time.perf_counter(), arrived[1] + len(chunk)
+        yield chunk
 
 
 def run_client(base_url: str, token: str, columns: str | None, encoding: str = "gzip") -> dict[str, object]:
@@ -274,7 +286,7 @@ def main() -> None:
                 result = run_client(base_url, token, args.columns)
                 results.append(result)
                 steps = ", ".join(f"offset={o}: {t * 1000:.0f} ms (headers {h * 1000:.0f}, body {r * 1000:.0f},"
-                                  f" parsed {p * 1000:.0f}) {b / 1e6:.2f} MB"
+                                  f" applied {p * 1000:.0f}) {b / 1e6:.2f} MB"
                                   for o, t, h, r, p, b in result["requests"])  # type: ignore[attr-defined]
                 print(f"run {run}: {result['seconds']:.3f} s, {result['bytes'] / 1e6:.2f} MB,"  # type: ignore[operator]
                       f" {result['rows']} rows ({steps})")

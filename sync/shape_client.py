@@ -20,7 +20,7 @@ Errors are the package's one hierarchy (`sync.errors`; httpx errors are wrapped,
 
 from __future__ import annotations
 
-import codecs
+import collections
 import datetime as dt
 import gc
 import json
@@ -397,44 +397,51 @@ def _change(message: Mapping[str, Any], headers: dict[str, Any], schema: Schema 
     )
 
 
+# Where one message of the array ends and the next change begins. In Electric's wire format this is
+# only ever between two messages of the array: every value is a string, and inside a JSON string a
+# quote is escaped, so `{"key":` cannot occur in one; no nested object is an array element.
+_NEXT_CHANGE = re.compile(rb',\s*(?=\{\s*"key"\s*:)')
+_OVERLAP = 16  # bytes searched again, for a boundary split between two reads
+
+
 def iter_messages(chunks: Iterable[bytes]) -> Iterator[Any]:
-    """The values of a JSON array read as its bytes arrive: each message as soon as it is whole, so a
-    body of any size is never held at once (Electric sends one array per response)."""
-    text = codecs.getincrementaldecoder("utf-8")()
-    decoder = json.JSONDecoder()
-    buffer, started, ended = "", False, False
-    for chunk in _with_end(chunks):
-        buffer += text.decode(chunk or b"", final=chunk is None)
-        pos, size = 0, len(buffer)
-        while True:
-            while pos < size and buffer[pos] in " \t\r\n,":
-                pos += 1
-            if pos >= size or ended:
-                break
-            if not started:
-                if buffer[pos] != "[":
-                    raise ShapeProtocolError("the shape response body is not a JSON array of messages")
-                started, pos = True, pos + 1
+    """The values of a JSON array read as its bytes arrive: the messages received so far are parsed
+    (orjson) at each read, up to the last boundary between two of them, while the rest of the body is
+    still on its way; so a body of any size is never held at once (Electric sends one array per
+    response), and parsing overlaps the transfer."""
+    buffer = bytearray()
+    started = False
+    searched = 0  # how much of `buffer` was searched for a boundary
+    for chunk in chunks:
+        buffer += chunk
+        if not started:
+            head = buffer.lstrip()
+            if not head:
                 continue
-            if buffer[pos] == "]":
-                ended, pos = True, pos + 1
-                continue
-            try:
-                value, end = decoder.raw_decode(buffer, pos)
-            except json.JSONDecodeError:
-                if chunk is None:
-                    raise ShapeProtocolError("the shape response body is not valid JSON") from None
-                break  # not whole yet: wait for the next bytes
-            yield value
-            pos = end
-        buffer = buffer[pos:]
-    if not ended or buffer.strip():
+            if head[:1] != b"[":
+                raise ShapeProtocolError("the shape response body is not a JSON array of messages")
+            buffer, started, searched = bytearray(head[1:]), True, 0
+        found = collections.deque(_NEXT_CHANGE.finditer(buffer, max(0, searched - _OVERLAP)), maxlen=1)
+        if found:
+            segment = bytes(buffer[:found[0].start()])
+            del buffer[:found[0].end()]
+            yield from _parse_segment(segment)
+        searched = len(buffer)
+    rest = bytes(buffer).rstrip()
+    if not started or not rest.endswith(b"]"):
         raise ShapeProtocolError("the shape response body is not a JSON array of messages")
+    yield from _parse_segment(rest[:-1])
 
 
-def _with_end(chunks: Iterable[bytes]) -> Iterator[bytes | None]:
-    yield from chunks
-    yield None
+def _parse_segment(segment: bytes) -> list[Any]:
+    """Messages of the array, written one after another with commas: as a list."""
+    if not segment.strip():
+        return []
+    try:
+        parsed: list[Any] = orjson.loads(b"[" + segment + b"]")
+    except orjson.JSONDecodeError:
+        raise ShapeProtocolError("the shape response body is not valid JSON") from None
+    return parsed
 
 
 GC_PAUSE_BYTES = 1 << 20

@@ -6,7 +6,7 @@ import datetime as dt
 import email.utils
 import gc
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from decimal import Decimal
 from typing import Any
 
@@ -370,3 +370,23 @@ def test_a_large_body_parses_the_same_and_leaves_the_collector_as_it_was(collect
         assert gc.isenabled() is collector_on
     finally:
         gc.enable() if was else gc.disable()
+
+
+def test_messages_come_out_while_the_rest_of_the_body_is_still_to_come() -> None:
+    messages = [insert({**ROW, "note": f'{{"key": {i}}}, ,{{"key":'}, key=f'"public"."entries"/"7"/"{i}"')
+                for i in range(100)]
+    data = json.dumps(messages, separators=(",", ":")).encode()
+    received: list[int] = []
+
+    def chunks() -> Iterator[bytes]:
+        for i in range(0, len(data), 1000):
+            received.append(i)
+            yield data[i:i + 1000]
+
+    seen_at: list[int] = []
+    out = []
+    for message in iter_messages(chunks()):
+        out.append(message)
+        seen_at.append(len(received))
+    assert out == messages  # notes that look like a boundary do not split a message
+    assert seen_at[len(messages) // 2] < len(received)  # half of them before the last read
