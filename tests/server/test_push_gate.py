@@ -12,31 +12,13 @@ import anyio
 import httpx
 import psycopg
 import pytest
+from own_thread import run_in_own_thread
 from server_support import Api, ServerProcess, User, error_body, now_ms, set_mutation, stamp
 
 from pulse_server.errors import ApiError
 from pulse_server.ratelimit import ConcurrencyGate
 
 DAY = "2026-11-20"
-
-
-def _run_in_own_thread(main: Callable[[], Any]) -> None:
-    """anyio.run on a thread of its own: the suite's Playwright session keeps an event loop running on
-    the main thread, where a second loop cannot start."""
-    failures: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            anyio.run(main)
-        except BaseException as exc:  # re-raised in the test's thread below
-            failures.append(exc)
-
-    runner = threading.Thread(target=run)
-    runner.start()
-    runner.join(30)
-    assert not runner.is_alive(), "the gate scenario did not finish"
-    if failures:
-        raise failures[0]
 
 
 def test_the_gate_answers_503_with_retry_after_when_its_workers_and_queue_are_full() -> None:
@@ -64,7 +46,7 @@ def test_the_gate_answers_503_with_retry_after_when_its_workers_and_queue_are_fu
             release.set()
         await call("after", lambda: "after done")
 
-    _run_in_own_thread(main)
+    run_in_own_thread(main)
     assert outcomes["running"] == "slow done" and outcomes["queued"] == "queued done"
     assert outcomes["after"] == "after done"
     shed = outcomes["shed"]

@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import time
 
+from own_thread import run_in_own_thread
+
 from pulse_server.shapes.log import LogWatcher
 
 NOWHERE = "postgresql://127.0.0.1:1/none"  # never connected to: the watcher's thread is not started
@@ -25,7 +27,7 @@ def test_a_held_wait_runs_no_task_of_its_own_and_ends_at_its_timeout() -> None:
         await waiting
         return time.monotonic() - started, tasks_while_held, len(watcher._waiters)
 
-    waited, tasks, left = asyncio.run(main())
+    waited, tasks, left = run_in_own_thread(main)
     assert tasks == 2, "the wait made a task of its own (asyncio.wait_for does, for every wait)"
     assert 0.25 <= waited < 3.0
     assert left == 0
@@ -44,7 +46,7 @@ def test_a_held_wait_is_woken_by_a_change_for_its_user_and_not_by_anothers() -> 
         await asyncio.wait_for(waiting, 5.0)
         return woken_by_other, time.monotonic() - woke
 
-    woken_by_other, took = asyncio.run(main())
+    woken_by_other, took = run_in_own_thread(main)
     assert not woken_by_other
     assert took < 1.0
 
