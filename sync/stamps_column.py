@@ -23,6 +23,8 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import unquote
 
+from sync.errors import ShapeProtocolError
+
 FIELDS = ("sleep_hours", "hrv_ms", "steps", "weight_kg", "note", "deleted")
 COLUMNS = tuple(c for f in FIELDS for c in (f"{f}_hlc", f"{f}_src"))
 NULL = "~"
@@ -30,8 +32,9 @@ SAME = "="
 _SPECIAL = re.compile(r"[%; =~]")
 
 
-class StampsTextError(ValueError):
-    """A `stamps` text that does not follow the format."""
+class StampsTextError(ShapeProtocolError, ValueError):
+    """A `stamps` text that does not follow the format: the server sent what a shape cannot hold, said as
+    every other malformed shape message is (a sync error naming it; the next round asks again)."""
 
 
 def _escape(text: str | None) -> str:

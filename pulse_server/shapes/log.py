@@ -97,7 +97,8 @@ class SnapshotRead:
     ordered by user and date, until it gives an empty list; `close()` ends the transaction.
 
     Each item is (user_id, message, value). With `columns` None (a filtered shape, whose filter the
-    server applies), one row with its value (message None). Otherwise the rows' messages are joined
+    server applies, or columns naming `stamps` beside others), one row with its value (message None).
+    Otherwise the rows' messages are joined
     in Postgres, one item per user: (user_id, b'<message>,<message>,...', None), so a coach's year of
     100 athletes is 100 values to fetch, not 36,500. With the default columns, the messages are those the
     reader stored; a user with a row that has none yet (after the log was rebuilt from a copy) comes
@@ -111,7 +112,10 @@ class SnapshotRead:
     def __init__(self, db: Database, user_ids: Sequence[int], columns: tuple[str, ...] | None) -> None:
         self.db = db
         self.user_ids = sorted(user_ids)
-        self.columns = columns
+        # `stamps` is folded from the stored values (row by row, by the caller), except in the default
+        # columns, whose messages the reader stored: Postgres does not build it.
+        folded = columns is not None and "stamps" in columns and columns != protocol.DEFAULT_COLUMNS
+        self.columns = None if folded else columns
         self._stack = contextlib.ExitStack()
         self._conn: psycopg.Connection[Any] | None = None
         self._cursor: psycopg.ServerCursor[Any] | None = None

@@ -158,10 +158,7 @@ async def _snapshot(
     With no filter, the messages come from Postgres: with the default columns (what clients ask for) the text
     the reader stored with each row, with fewer built there (`SnapshotRead`); no per-row JSON work
     here. A filtered snapshot's rows are filtered and encoded here."""
-    # `stamps` is folded here from the stored values, unless the columns are the default ones the
-    # reader stored messages of.
-    stored = req.columns == protocol.DEFAULT_COLUMNS or "stamps" not in req.columns
-    read = SnapshotRead(db, list(scope.user_ids), columns=req.columns if req.predicate is None and stored else None)
+    read = SnapshotRead(db, list(scope.user_ids), columns=req.columns if req.predicate is None else None)
     slots = _snapshot_slots(request, db)
     await slots.acquire()
     try:

@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from sync.errors import ShapeProtocolError
 from sync.stamps_column import COLUMNS, FIELDS, StampsTextError, decode, encode, expand
 
 STAMP = "0001735689600000:00000:phone-1"
@@ -33,8 +34,9 @@ def test_separators_and_null_halves_are_escaped() -> None:
 
 @pytest.mark.parametrize("text", ["a b;;;;", "=;;;;;", "ab;;;;;", "a b;c d e;;;;"])
 def test_malformed_text_is_refused_with_the_text(text: str) -> None:
-    with pytest.raises(StampsTextError, match="stamps"):
+    with pytest.raises(StampsTextError, match="stamps") as caught:
         decode(text)
+    assert isinstance(caught.value, ShapeProtocolError)  # reported as any malformed shape message is
 
 
 def test_expand_replaces_the_column_and_leaves_other_rows() -> None:
