@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -86,6 +87,24 @@ class ServerProcess:
                 self.proc.kill()
                 self.proc.wait(timeout=10)
         self._log.close()
+
+
+def started_server(log_path: Callable[[int], Path], env: dict[str, str]) -> ServerProcess:
+    """A ready ServerProcess (its log at `log_path(attempt)`), started again on another port, at most three
+    times, when another process took its port first; stopped when it does not come up."""
+    for attempt in range(3):
+        server = ServerProcess(log_path(attempt), env)
+        try:
+            server.wait_ready()
+            return server
+        except PortTaken:
+            server.stop()
+            if attempt == 2:
+                raise
+        except BaseException:
+            server.stop()
+            raise
+    raise AssertionError("unreachable")
 
 
 @dataclass

@@ -12,7 +12,7 @@ from pathlib import Path
 import psycopg
 import pytest
 from replication_support import one, wait_for
-from server_support import Api, PortTaken, ServerProcess
+from server_support import Api, ServerProcess, started_server
 from throwaway_db import migrated_database
 
 ENV = {"PULSE_REPLICATION_READER": "true", "PULSE_REPLICATION_READER_PROCESS": "true", "PULSE_SHAPE_WATCHER": "true",
@@ -54,18 +54,8 @@ def reader_backends(conn: psycopg.Connection[tuple[int]]) -> int:
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[tuple[str, ServerProcess]]:
     with migrated_database("pulse_test_reader_process") as url:
-        for attempt in range(3):
-            server = ServerProcess(tmp_path / f"server-{attempt}.log", {"PULSE_DATABASE_URL": url, **ENV})
-            try:
-                server.wait_ready()
-                break
-            except PortTaken:
-                server.stop()
-                if attempt == 2:
-                    raise
-            except BaseException:
-                server.stop()
-                raise
+        server = started_server(lambda attempt: tmp_path / f"server-{attempt}.log",
+                                {"PULSE_DATABASE_URL": url, **ENV})
         try:
             yield url, server
         finally:
