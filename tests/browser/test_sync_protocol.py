@@ -1,10 +1,11 @@
 """The page's sync engine against the server's protocols: the shape cursor survives a reload, a
-`409 must-refetch` rebuilds the local copy without touching the outbox, and a refused sign-in stops
-sync without costing the queue."""
+`409 must-refetch` rebuilds the local copy without touching the outbox, a refused sign-in stops
+sync without costing the queue, and a response the page cannot apply is shown and healed from."""
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -100,3 +101,49 @@ def test_a_refused_sign_in_keeps_the_queue_and_sync_resumes_after_signing_in_aga
     stored = target.stored(TODAY)
     assert stored is not None and stored["sleep_hours"] == "7.25"
     wait_pill(page, "Online · synced")
+
+
+def test_a_response_the_page_cannot_apply_is_shown_and_following_starts_again(
+    page: Page, context: BrowserContext, target: Target
+) -> None:
+    """A shape response the page cannot apply (here a malformed `stamps` text) does not stop sync in
+    silence: the pill and the sync page say so, the page asks again after a backoff, from a fresh
+    snapshot after the second failure, and then follows the shape again, queue untouched."""
+    sign_in(page, target)
+    log_day(page, YESTERDAY, sleep_hours="7", steps="7000")
+    wait_pill(page, "Online · synced")
+    page.wait_for_function(f"{SAVED_SHAPE}.then((s) => s && s.upToDate && s.offset !== '-1')")
+
+    asked: list[dict[str, str]] = []
+    spoiled: list[bool] = []
+
+    def spoil_two(route: Route) -> None:
+        asked.append(shape_params(route.request))
+        if len(spoiled) < 2:
+            spoiled.append(True)
+            message = {"key": f'"public"."entries"/"{TODAY}"', "headers": {"operation": "insert"},
+                       "value": {"date": TODAY, "steps": "1", "stamps": "not a stamps text"}}
+            route.fulfill(status=200, body=json.dumps([message]), headers={
+                "content-type": "application/json", "electric-handle": "h", "electric-offset": "9_0"})
+        else:
+            route.continue_()
+
+    context.route("**/v1/shape?*", spoil_two)
+    page.evaluate("window.pulse.engine.startPull()")
+    wait_pill(page, "Online · sync error")
+    expect(page.locator("#sync-error")).to_contain_text("Could not apply the server's changes")
+    expect(page.locator("#sync-error")).to_contain_text("stamps")
+
+    # Healed: the next responses are the server's own, from a fresh snapshot after the second failure.
+    wait_pill(page, "Online · synced", timeout_ms=30_000)
+    expect(page.locator("#sync-error")).to_have_text("")
+    assert len(spoiled) == 2
+    assert asked[2]["offset"] == "-1" and "handle" not in asked[2]
+    assert [m["status"] for m in outbox(page)] == ["done"]
+
+    cli = target.new_device("cli")
+    cli.log(TODAY, steps=12000)
+    cli.synced()
+    page.goto(target.app_url + "#today")
+    expect(page.locator("#today-values")).to_contain_text("12,000", timeout=20_000)
+    assert page.evaluate("(d) => Number(window.pulse.engine.view.get(d).steps)", YESTERDAY) == 7000

@@ -223,6 +223,8 @@ export class Engine extends EventTarget {
     this.exchanging = null;
     this.exchangeAgain = false;
     this.backoffMs = 1_000;
+    this.pullError = null; // why following the shape stopped, while it is started again
+    this.pullFailures = 0; // failures of the pull in a row
     this.view = new Map();
     this.outbox = [];
     this.meta = {};
@@ -882,8 +884,32 @@ export class Engine extends EventTarget {
     this.pullController?.abort();
     const generation = this.generation;
     this.pullLoop(generation, this.store).catch((error) => {
-      if (generation === this.generation) throw error; // else: stopped (signed out, or this tab locked)
+      if (generation !== this.generation) return; // stopped (signed out, or this tab locked)
+      this.pullFailed(generation, error);
     });
+  }
+
+  /**
+   * Following the shape failed with an error of the page's own (a response it could not apply, local
+   * storage that refused a write): never a silent stop. The error is shown, and the pull starts again
+   * after a backoff; from the second failure in a row it starts from a fresh snapshot, which replaces
+   * the local copy of the server's rows (the outbox is never touched). A successful response clears it.
+   */
+  pullFailed(generation, error) {
+    console.warn('sync: could not apply the server\'s changes', error); // shown on the page too
+    this.pullFailures += 1;
+    const wait = Math.min(MAX_BACKOFF_MS, 1_000 * 2 ** (this.pullFailures - 1));
+    this.pullError = `Could not apply the server's changes (${error?.message || error}): `
+      + `trying again in ${Math.round(wait / 1000)} s. Your own changes are kept.`;
+    this.emit();
+    const store = this.store;
+    setTimeout(async () => {
+      if (generation !== this.generation || store !== this.store) return;
+      if (this.pullFailures >= 2) {
+        try { await store.setMeta('shape', { ...SHAPE_START }); } catch { /* tried again at the next failure */ }
+      }
+      if (generation === this.generation) this.startPull();
+    }, wait);
   }
 
   async pullLoop(generation, store) {
@@ -933,6 +959,11 @@ export class Engine extends EventTarget {
       backoff = 500;
       if (!(await this.checkAccount()) || generation !== this.generation) return; // not this account's any more
       await this.applyShape(store, shape, response, Array.isArray(messages) ? messages : []);
+      if (this.pullError !== null || this.pullFailures) {
+        this.pullError = null;
+        this.pullFailures = 0;
+        this.emit();
+      }
     }
   }
 
