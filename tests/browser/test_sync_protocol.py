@@ -147,3 +147,25 @@ def test_a_response_the_page_cannot_apply_is_shown_and_following_starts_again(
     page.goto(target.app_url + "#today")
     expect(page.locator("#today-values")).to_contain_text("12,000", timeout=20_000)
     assert page.evaluate("(d) => Number(window.pulse.engine.view.get(d).steps)", YESTERDAY) == 7000
+
+
+def test_a_push_answer_the_page_cannot_read_is_shown_and_the_queue_sent_again(
+    page: Page, context: BrowserContext, target: Target
+) -> None:
+    sign_in(page, target)
+    spoiled: list[bool] = []
+
+    def spoil_once(route: Route) -> None:
+        if not spoiled:
+            spoiled.append(True)
+            route.fulfill(status=200, body='{"results": "not a list"}', headers={"content-type": "application/json"})
+        else:
+            route.continue_()
+
+    context.route("**/v1/sync/push", spoil_once)
+    log_day(page, TODAY, sleep_hours="8", steps="9000")
+    expect(page.locator("#sync-error")).to_contain_text("Could not send your changes")
+    pump_until(page, lambda: target.stored(TODAY), 20, "the write on the server after the spoiled answer")
+    wait_pill(page, "Online · synced")
+    expect(page.locator("#sync-error")).to_have_text("")
+    assert [m["status"] for m in outbox(page)] == ["done"]

@@ -767,7 +767,14 @@ export class Engine extends EventTarget {
           } while (this.pushAgain && this.store === store);
         });
       } catch (error) {
-        if (this.store === store) throw error; // else: this tab stopped while pushing
+        if (this.store !== store) return; // this tab stopped while pushing
+        // An error of the page's own (an answer it could not read, storage refusing a write): shown,
+        // and the queue, untouched, is sent again after a backoff.
+        console.warn('sync: could not record a push', error); // shown on the page too
+        this.syncing = false;
+        this.lastError = `Could not send your changes (${error?.message || error}): trying again.`;
+        this.emit();
+        this.retryLater();
       } finally {
         this.pushing = null;
       }
