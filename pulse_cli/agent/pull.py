@@ -123,12 +123,13 @@ def follow_live(
     The open stream is kept in `streams`, so stopping can close it and end a held request at once."""
     pause = 1.0
     while not stop.is_set():
-        account = load_account(home)
-        if account is None:
-            sleep_until(stop, 5.0)
-            continue
-        device = bootstrap(str(home), upstream=upstream)
+        device: Device | None = None
         try:
+            account = load_account(home)
+            if account is None:
+                sleep_until(stop, 5.0)
+                continue
+            device = bootstrap(str(home), upstream=upstream)
             with device.upstream.shape(account, load_cursor(device.conn)) as stream:
                 if streams is not None:
                     streams[:] = [stream]
@@ -140,19 +141,21 @@ def follow_live(
                         if any(c.operation == "delete" for c in batch.changes):
                             _apply_erasures(device, account)  # a row deleted, not tombstoned: an erasure
                     pause = 1.0
-        except SyncError as exc:  # the shape's errors and the high-water request's alike
+        except Exception as exc:  # never a silent stop: said in the log, and followed again
             if stop.is_set():
-                break
-            log.warning("live pull: %s; retrying in %.1f s", exc, pause)
+                break  # (a RuntimeError: the stream was closed under a held request, as we stop)
+            if isinstance(exc, SyncError):  # the shape's errors and the high-water request's alike
+                log.warning("live pull: %s; retrying in %.1f s", exc, pause)
+            else:  # the device's own (its database busy or refusing a write, a bug): louder
+                log.error("live pull stopped by %s: %s; following again in %.1f s", type(exc).__name__, exc, pause,
+                          exc_info=not isinstance(exc, sqlite3.OperationalError))
             sleep_until(stop, pause)
             # Never more than 5 s apart, so a server back from a restart is followed again within 5 s;
             # jittered, so a crowd of devices does not come back in step.
             pause = min(pause * 2, LIVE_RETRY_MAX_S) * random.uniform(0.5, 1.0)
-        except RuntimeError:  # the stream was closed under a held request: we are stopping
-            if not stop.is_set():
-                raise
         finally:
-            device.close()
+            if device is not None:
+                device.close()
 
 
 def sleep_until(stop: threading.Event, seconds: float) -> None:

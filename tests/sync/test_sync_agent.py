@@ -1,9 +1,11 @@
 """`pulse agent` as a real background process: it pushes as soon as something is logged, pulls other
-devices' changes live, and stops cleanly on SIGTERM."""
+devices' changes live, follows again when its own database refused a change, and stops cleanly on
+SIGTERM."""
 
 from __future__ import annotations
 
 import signal
+import sqlite3
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -37,11 +39,11 @@ class AgentProcess:
 
 
 @pytest.fixture
-def start_agent(tmp_path: Path) -> Iterator[Callable[[Device], AgentProcess]]:
+def start_agent(tmp_path: Path) -> Iterator[Callable[..., AgentProcess]]:
     started: list[AgentProcess] = []
 
-    def start(device: Device) -> AgentProcess:
-        agent = AgentProcess(device, tmp_path / f"agent-{device.name}.log", interval_s=2)
+    def start(device: Device, interval_s: float = 2) -> AgentProcess:
+        agent = AgentProcess(device, tmp_path / f"agent-{device.name}.log", interval_s=interval_s)
         started.append(agent)
         return agent
 
@@ -93,3 +95,39 @@ def test_the_agent_pushes_on_change_pulls_live_and_stops_cleanly_on_sigterm(
     assert "stopping after the round in hand" in log
     assert "agent stopped" in log
     assert "Traceback" not in log
+
+
+def test_the_live_pull_follows_again_after_the_device_database_refused_a_change(
+    make_device: Callable[..., Device], make_user: Callable[..., User], start_agent: Callable[..., AgentProcess],
+) -> None:
+    """The device's database is held by another writer for longer than the agent waits for it, while a
+    change arrives: the live pull says so in the log and follows again; nothing waits for the next
+    scheduled round (10 minutes away here)."""
+    user = make_user()
+    a, b = make_device("A"), make_device("B")
+    for device in (a, b):
+        assert device.login(user).returncode == 0
+    agent = start_agent(a, interval_s=600)
+    wait_for(lambda: "agent running" in agent.text(), 30, "the agent to start", every_s=0.1)
+    wait_for(lambda: a.meta("last_sync"), 30, "the agent's first round", every_s=0.1)
+    time.sleep(1.0)  # let the live pull settle on its long poll
+
+    holder = sqlite3.connect(a.home / "pulse.db", isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        b.log(day(-2), note="while A was busy")
+        b.synced()
+        wait_for(lambda: "live pull stopped by OperationalError" in agent.text(), 40,
+                 "the refused change in A's log", every_s=0.2)
+    finally:
+        holder.rollback()
+        holder.close()
+    wait_for(lambda: [e["note"] for e in a.history(day(-2), day(-2))] == ["while A was busy"], 20,
+             "the refused change on A once its database is free", every_s=0.2)
+
+    b.log(day(-3), note="later")
+    b.synced()
+    wait_for(lambda: [e["note"] for e in a.history(day(-3), day(-3))] == ["later"], 20, "a later change on A live",
+             every_s=0.2)
+    assert agent.proc.poll() is None
+    assert "Traceback" not in agent.text()
