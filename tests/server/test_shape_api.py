@@ -28,9 +28,10 @@ from server_support import Api, ServerProcess, User, now_ms, set_mutation, stamp
 from throwaway_db import migrated_database
 
 from pulse_server import maintenance
-from pulse_server.accounts import add_user, issue_token
+from pulse_server.accounts import add_user, hash_token, issue_token, remove_user, revoke_tokens, set_password
 from pulse_server.db.database import Database
 from pulse_server.db.models import User as UserRow
+from pulse_server.erasure import erase
 from pulse_server.settings import Settings
 from sync import stamps_column
 
@@ -935,6 +936,156 @@ def test_a_coachs_held_live_request_answers_409_at_once_when_an_athlete_revokes(
     pg.execute("UPDATE entries SET steps = 2 WHERE user_id = %s", (athlete.id,))
     time.sleep(0.3)
     assert change_messages(follower.catch_up().json()) == []
+
+
+# -- live mode: tokens and grants held in memory (docs/shapes.md, "Live mode") ------------------------
+#
+# A live request takes who its token is and what it may see from the server's memory, which forgets
+# them when tokens are revoked or removed, or grants change. A held request of a revoked token ends 401;
+# that answer also shows the server has heard of the revocation, so the next request must be refused.
+
+
+def _revoke_tokens(db: Database, user: User) -> None:
+    """`pulse-server token revoke`."""
+    with db.session() as session:
+        row = session.get(UserRow, user.id)
+        assert row is not None
+        revoke_tokens(session, row)
+
+
+def _change_password(db: Database, user: User) -> None:
+    """`pulse-server user passwd`: every token of the user is revoked."""
+    with db.session() as session:
+        row = session.get(UserRow, user.id)
+        assert row is not None
+        set_password(session, row, "a whole new password")
+
+
+def _erase_account(db: Database, user: User) -> None:
+    """`pulse-server erase --user NAME` with no days: the whole account, its tokens revoked."""
+    db.run(lambda conn: erase(conn, user.id, user.username, None, None, now_ms(), whole_account=True))
+
+
+def _remove_user(db: Database, user: User) -> None:
+    """`pulse-server user remove`: the user's row goes, and its tokens with it (ON DELETE CASCADE)."""
+    db.run(lambda conn: remove_user(conn, user.id, user.username, now_ms()))
+
+
+@pytest.mark.parametrize("revoke", [_revoke_tokens, _change_password, _erase_account, _remove_user],
+                         ids=["token-revoke", "password", "erase-account", "remove-user"])
+def test_a_revoked_tokens_held_live_requests_end_401_and_its_next_request_is_refused(
+    revoke: Callable[[Database, User], None], new_user: Callable[..., User],
+    shape_client: Callable[[User | None], Api], pg: psycopg.Connection[Any], db: Database,
+) -> None:
+    athlete = new_user()
+    pg.execute("INSERT INTO entries (user_id, date, steps) VALUES (%s, '2026-11-27', 1)", (athlete.id,))
+    api = shape_client(athlete)
+    snapshot_settles(api, pg, athlete.id)
+    follower = Follower(api).follow()
+    # A live request that returns with a change: the server now holds the token in memory.
+    response, _, _ = live_after(follower, lambda: pg.execute(
+        "UPDATE entries SET steps = 2 WHERE user_id = %s", (athlete.id,)))
+    assert [m["value"]["steps"] for m in change_messages(response.json())] == ["2"]
+    query = {"offset": follower.offset, "handle": follower.handle, "live": "true"}
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        held = [pool.submit(get_shape, api, **query) for _ in range(2)]  # (the second from memory)
+        time.sleep(0.4)
+        assert not any(h.done() for h in held), "the live requests were not held"
+        revoke(db, athlete)
+        revoked = time.monotonic()
+        answers = [h.result(timeout=25) for h in held]
+        waited = time.monotonic() - revoked
+    assert [a.status_code for a in answers] == [401, 401] and waited < 5, (answers, waited)
+    assert all("electric-handle" not in a.headers and "key" not in a.text for a in answers)
+    again = get_shape(api, **query)
+    assert again.status_code == 401 and "key" not in again.text
+    # Nor does a stream begin for it.
+    assert get_shape(api, **query, live_sse="true").status_code == 401
+
+
+def test_a_revoked_tokens_sse_stream_ends_and_its_next_request_is_refused(
+    new_user: Callable[..., User], shape_client: Callable[[User | None], Api], pg: psycopg.Connection[Any],
+    db: Database,
+) -> None:
+    athlete = new_user()
+    pg.execute("INSERT INTO entries (user_id, date, steps) VALUES (%s, '2026-11-27', 1)", (athlete.id,))
+    api = shape_client(athlete)
+    snapshot_settles(api, pg, athlete.id)
+    follower = Follower(api).follow()
+    with sse_stream(follower) as (response, lines):
+        assert response.status_code == 200
+        _revoke_tokens(db, athlete)
+        revoked = time.monotonic()
+        rest = list(lines)  # until the server ends the stream
+        waited = time.monotonic() - revoked
+        pg.execute("UPDATE entries SET steps = 2 WHERE user_id = %s", (athlete.id,))
+    assert [line for line in rest if line.startswith("data: ")] == [] and waited < 5, (rest, waited)
+    again = get_shape(api, offset=follower.offset, handle=follower.handle, live="true", live_sse="true")
+    assert again.status_code == 401
+
+
+def test_revoking_another_users_token_leaves_a_held_live_request_alone(
+    new_user: Callable[..., User], shape_client: Callable[[User | None], Api], pg: psycopg.Connection[Any],
+    db: Database,
+) -> None:
+    athlete, other = new_user(), new_user()
+    api = shape_client(athlete)
+    snapshot_settles(api, pg, athlete.id)
+    follower = Follower(api).follow()
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        held = pool.submit(follower.live)
+        time.sleep(0.4)
+        _revoke_tokens(db, other)
+        time.sleep(1.0)
+        assert not held.done(), "another user's revocation ended the held request"
+        pg.execute("INSERT INTO entries (user_id, date, steps) VALUES (%s, '2026-11-27', 3)", (athlete.id,))
+        response = held.result(timeout=25)
+    assert [m["value"]["steps"] for m in change_messages(response.json())] == ["3"]
+
+
+def test_a_live_request_of_an_expired_token_is_refused(
+    new_user: Callable[..., User], shape_client: Callable[[User | None], Api], pg: psycopg.Connection[Any],
+) -> None:
+    athlete = new_user()
+    pg.execute("INSERT INTO entries (user_id, date, steps) VALUES (%s, '2026-11-27', 1)", (athlete.id,))
+    snapshot_settles(shape_client(athlete), pg, athlete.id)
+    short = secrets.token_urlsafe(32)
+    ttl_s = 8.0  # over 10 times what following and one live request take
+    pg.execute("INSERT INTO tokens (user_id, token_hash, created_at, expires_at)"
+               " VALUES (%s, %s, now(), now() + make_interval(secs => %s))", (athlete.id, hash_token(short), ttl_s))
+    issued = time.monotonic()
+    api = shape_client(User(athlete.id, athlete.username, "", short))
+    follower = Follower(api).follow()
+    # A live request that returns with a change: the server now holds the token in memory.
+    response, _, _ = live_after(follower, lambda: pg.execute(
+        "UPDATE entries SET steps = 2 WHERE user_id = %s", (athlete.id,)))
+    assert response.status_code == 200 and time.monotonic() - issued < ttl_s, "too slow to test the expiry"
+    time.sleep(max(0.0, ttl_s + 0.5 - (time.monotonic() - issued)))
+    expired = get_shape(api, offset=follower.offset, handle=follower.handle, live="true")
+    assert expired.status_code == 401 and "key" not in expired.text
+
+
+def test_a_coachs_next_live_request_after_a_revoked_grant_is_409_and_the_refetch_leaves_the_athlete_out(
+    new_user: Callable[..., User], shape_client: Callable[[User | None], Api], pg: psycopg.Connection[Any]
+) -> None:
+    coach, athlete, staying = new_user(coach=True), new_user(), new_user()
+    for user in (athlete, staying):
+        assert shape_client(user).post("/v1/grants", json={"coach": coach.username}).status_code == 201
+        pg.execute("INSERT INTO entries (user_id, date, steps) VALUES (%s, '2026-11-27', 1)", (user.id,))
+    api = shape_client(coach)
+    snapshot_settles(api, pg, athlete.id, staying.id)
+    follower = Follower(api).follow()
+    # A live request that returns with a change: the server now holds the coach's scope in memory.
+    response, _, _ = live_after(follower, lambda: pg.execute(
+        "UPDATE entries SET steps = 2 WHERE user_id = %s", (athlete.id,)))
+    assert [m["value"]["user_id"] for m in change_messages(response.json())] == [str(athlete.id)]
+    assert shape_client(athlete).delete(f"/v1/grants/{coach.username}").status_code == 204
+    pg.execute("UPDATE entries SET steps = 3 WHERE user_id = %s", (athlete.id,))
+    # Answered at once if the server already heard of the grant, else held and woken by it: 409 either way.
+    again = get_shape(api, offset=follower.offset, handle=follower.handle, live="true", cursor=follower.cursor)
+    assert again.status_code == 409 and again.headers["electric-handle"] != follower.handle
+    follower.follow()
+    assert {r["user_id"] for r in follower.rows.values()} == {str(staying.id)}
 
 
 # -- live mode over server-sent events ---------------------------------------------------------------
