@@ -1231,6 +1231,60 @@ def test_every_electric_header_sent_is_exposed_to_browsers_and_every_200_is_priv
             "electric-cursor"} <= _exposed(responses["live"])
 
 
+def _shape_counts(api: Api) -> dict[str, float]:
+    """GET requests to the shape route in the latency histogram, by status."""
+    prefix = 'pulse_http_request_duration_seconds_count{method="GET",route="/v1/shape",status="'
+    return {line[len(prefix):].split('"')[0]: float(line.split()[-1])
+            for line in api.get("/metrics").text.splitlines() if line.startswith(prefix)}
+
+
+def test_a_live_request_answers_the_same_through_the_fast_path_and_through_the_cors_stack(
+    new_user: Callable[..., User], shape_client: Callable[[User | None], Api], pg: psycopg.Connection[Any]
+) -> None:
+    """A live request without an Origin is answered in front of the middleware stack (ShapeFastPath); one
+    with an Origin goes through it (CORS). Same statuses, bodies, headers, request ids and metrics."""
+    athlete = new_user()
+    pg.execute("INSERT INTO entries (user_id, date, steps) VALUES (%s, '2026-11-27', 1)", (athlete.id,))
+    api = shape_client(athlete)
+    snapshot_settles(api, pg, athlete.id)
+    follower = Follower(api).follow()
+    pg.execute("UPDATE entries SET steps = 2 WHERE user_id = %s", (athlete.id,))
+    query = {"table": "entries", "offset": follower.offset, "handle": follower.handle, "live": "true"}
+    deadline = time.monotonic() + 10
+    while not change_messages(get_shape(api, offset=follower.offset, handle=follower.handle).json()):
+        assert time.monotonic() < deadline, "the change never reached the log"
+        time.sleep(0.05)
+    counted = _shape_counts(api)
+    answers: dict[str, list[httpx.Response]] = {}
+    for name, headers in (("fast", {}), ("cors", {"origin": ORIGIN})):
+        answers[name] = [
+            api.http.get(SHAPE, params=query, headers={**headers, "x-request-id": f"rid-{name}"}),
+            api.http.get(SHAPE, params=query, headers={**headers, "authorization": "Bearer nope"}),
+            api.http.get(SHAPE, params={**query, "offset": "-1"}, headers=headers),  # live with -1: a 400
+        ]
+    fast, cors = answers["fast"], answers["cors"]
+    assert [r.status_code for r in fast] == [r.status_code for r in cors] == [200, 401, 400]
+    assert fast[0].headers["x-request-id"] == "rid-fast" and cors[0].headers["x-request-id"] == "rid-cors"
+    assert all(re.fullmatch(r"[0-9a-f]{32}", r.headers["x-request-id"]) for r in fast[1:] + cors[1:])
+    assert [m["value"]["steps"] for m in change_messages(fast[0].json())] == ["2"]
+    for one, other in zip(fast, cors, strict=True):
+        assert one.content == other.content
+        plain = {k: v for k, v in one.headers.items() if k not in ("date", "x-request-id", "electric-cursor")}
+        through = {k: v for k, v in other.headers.items()
+                   if k not in ("date", "x-request-id", "electric-cursor") and not k.startswith("access-control-")}
+        if "vary" in through:  # CORS adds Origin to a response's Vary
+            through["vary"] = ", ".join(v for v in through.pop("vary").split(", ") if v != "Origin")
+            if not through["vary"]:
+                del through["vary"]
+        assert plain == through
+        assert ("electric-cursor" in one.headers) == ("electric-cursor" in other.headers)
+    assert all("access-control-allow-origin" in r.headers for r in cors)
+    assert not any("access-control-allow-origin" in r.headers for r in fast)
+    now = _shape_counts(api)
+    grew = {status: now[status] - counted.get(status, 0) for status in now if now[status] != counted.get(status, 0)}
+    assert grew == {"200": 2, "401": 2, "400": 2}
+
+
 def test_a_cors_preflight_allows_get_with_an_authorization_header(shapes: ServerProcess) -> None:
     with httpx.Client(base_url=shapes.url) as http:
         response = http.options(SHAPE, headers={
