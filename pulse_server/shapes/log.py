@@ -538,12 +538,14 @@ class LogWatcher:
     def _tokens_changed(self, payloads: list[str]) -> None:
         """Tokens of these users were revoked or removed (an empty payload: anyone's): what `callers` holds of
         them goes, and their held requests wake to read their token again."""
-        users: frozenset[int] | None = frozenset()
-        for payload in payloads:
-            if not payload or users is None:
-                users = None
-                break
-            users |= {int(u) for u in payload.split(",")}
+        named: set[int] = set()
+        users: frozenset[int] | None = None
+        try:
+            for payload in payloads:
+                named.update(int(u) for u in payload.split(","))
+            users = frozenset(named)
+        except ValueError:  # empty (everyone's), or not the trigger's: forget everyone rather than fail
+            users = None
         self.callers.forget_tokens(users)
         if self.loop is not None:
             self.loop.call_soon_threadsafe(self._wake_holders, users)

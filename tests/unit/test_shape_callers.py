@@ -70,3 +70,16 @@ def test_an_expired_token_is_not_used() -> None:
     expired = Caller(ANA.who, ANA.scope, time.time() - 1)
     callers.keep("a", expired, callers.generation)
     assert callers.lookup("a") is None
+
+
+def test_the_watcher_reads_the_users_a_tokens_notification_names_and_everyone_for_anything_else() -> None:
+    from pulse_server.shapes.log import LogWatcher
+
+    watcher = LogWatcher("postgresql://127.0.0.1:1/none")  # not started: no connection is made
+    before = {user: watcher.callers.mark(user) for user in (1, 2, 3, 4)}
+    watcher._tokens_changed(["1,2", "3"])
+    assert [watcher.callers.mark(u) != before[u] for u in (1, 2, 3, 4)] == [True, True, True, False]
+    for payload in ("", "not users"):  # the trigger's "everyone", and a NOTIFY not made by it
+        before = {user: watcher.callers.mark(user) for user in (1, 4)}
+        watcher._tokens_changed(["2", payload])
+        assert all(watcher.callers.mark(u) != before[u] for u in (1, 4))
