@@ -458,8 +458,9 @@ class LogWatcher:
 
     def _wake(self, users: frozenset[int] | None) -> None:
         """On the event loop: wake the held requests these changes concern (all of them for grants)."""
+        woken: list[Waiter]
         if users is None:
-            woken: Any = list(self._waiters)
+            woken = list(self._waiters)
         else:
             woken = list(self._any_change)
             for user_id in users:
