@@ -1043,6 +1043,39 @@ def test_revoking_another_users_token_leaves_a_held_live_request_alone(
     assert [m["value"]["steps"] for m in change_messages(response.json())] == ["3"]
 
 
+def _watcher_pids(pg: psycopg.Connection[Any]) -> set[int]:
+    rows = pg.execute("SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+                      " AND application_name = 'pulse-shape-watcher'").fetchall()
+    return {int(r[0]) for r in rows}
+
+
+def test_a_token_revoked_while_the_watcher_was_disconnected_is_refused_once_it_is_back(
+    new_user: Callable[..., User], shape_client: Callable[[User | None], Api], pg: psycopg.Connection[Any],
+    db: Database,
+) -> None:
+    """The server may miss the revocation's notification while its LISTEN is down: it forgets every token
+    it held when the connection goes and again when it is back, so the token is read from Postgres."""
+    athlete = new_user()
+    pg.execute("INSERT INTO entries (user_id, date, steps) VALUES (%s, '2026-11-27', 1)", (athlete.id,))
+    api = shape_client(athlete)
+    snapshot_settles(api, pg, athlete.id)
+    follower = Follower(api).follow()
+    response, _, _ = live_after(follower, lambda: pg.execute(
+        "UPDATE entries SET steps = 2 WHERE user_id = %s", (athlete.id,)))  # the token is now held
+    assert response.status_code == 200
+    old = _watcher_pids(pg)
+    assert old, "no shape watcher connected"
+    pg.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid = ANY(%s)", (list(old),))
+    _revoke_tokens(db, athlete)  # the watcher waits a second before it connects again: most likely unheard
+    pg.execute("UPDATE entries SET steps = 3 WHERE user_id = %s", (athlete.id,))  # a held token would get it
+    deadline = time.monotonic() + 30
+    while not (_watcher_pids(pg) - old):
+        assert time.monotonic() < deadline, "the shape watcher did not connect again"
+        time.sleep(0.1)
+    refused = get_shape(api, offset=follower.offset, handle=follower.handle, live="true")
+    assert refused.status_code == 401 and "key" not in refused.text
+
+
 def test_a_live_request_of_an_expired_token_is_refused(
     new_user: Callable[..., User], shape_client: Callable[[User | None], Api], pg: psycopg.Connection[Any],
 ) -> None:
