@@ -46,11 +46,11 @@ writing window; and the load average before and after. At the end the server is 
 database's replication slots are dropped and the database is dropped WITH (FORCE), even on error.
 
 Measured 2026-12-04 with --clients 10000 --workers 2 on 2 cores shared with other work (load average
-4-17; docs/deploy.md has the table): 10,000 SSE streams held, every change delivered, p99 319 ms
-(230-353 ms over three runs), the server 10.9 CPU-s over 20 s of writing, 693 MiB peak RSS; 10,000
-long polls held, every change delivered, p99 1.8 s (0.54-16 s over four runs: they need about one
-core of server CPU, which the other work on the machine did not always leave), 21.2 CPU-s over 20 s
-of writing, 616 MiB.
+1-5; docs/deploy.md has the table): 10,000 long polls held, every change delivered, p99 7.8 ms (4.8 in
+another run), the server 4.3 CPU-s over 20 s of writing (both runs; 11.9 before live requests were
+answered from memory, in front of the middleware stack, with commits waking only their users' held
+requests), 476 MiB peak RSS; 10,000 SSE streams held, every change delivered, p99 3.6 ms, 2.3 CPU-s
+(6.2 before), 578 MiB.
 """
 
 from __future__ import annotations

@@ -101,15 +101,21 @@ def principal_for_token(session: Session, token: str) -> Principal | None:
 
 
 _PRINCIPAL_SQL = (
-    "SELECT u.id, u.username, u.is_coach FROM tokens t JOIN users u ON u.id = t.user_id"
-    " WHERE t.token_hash = %s AND t.revoked_at IS NULL AND t.expires_at > now()"
+    "SELECT u.id, u.username, u.is_coach, extract(epoch FROM t.expires_at)::float8 FROM tokens t"
+    " JOIN users u ON u.id = t.user_id WHERE t.token_hash = %s AND t.revoked_at IS NULL AND t.expires_at > now()"
 )
 
 
 def principal_on(conn: psycopg.Connection[Any], token: str) -> Principal | None:
     """`principal_for_token` as one query on a raw connection the caller already holds (the push's own)."""
-    row = conn.execute(_PRINCIPAL_SQL, (hash_token(token),)).fetchone()
-    return None if row is None else Principal(int(row[0]), str(row[1]), bool(row[2]))
+    found = principal_and_expiry_on(conn, hash_token(token))
+    return None if found is None else found[0]
+
+
+def principal_and_expiry_on(conn: psycopg.Connection[Any], token_hash: str) -> tuple[Principal, float] | None:
+    """The token's principal and when the token expires (seconds since the epoch), by the token's hash."""
+    row = conn.execute(_PRINCIPAL_SQL, (token_hash,)).fetchone()
+    return None if row is None else (Principal(int(row[0]), str(row[1]), bool(row[2])), float(row[3]))
 
 
 def revoke_tokens(session: Session, user: User) -> int:

@@ -32,8 +32,10 @@ from pulse_server.replication.health import ReplicationHealth
 from pulse_server.replication.origin import read_status
 from pulse_server.replication.reader import LOG_CHANNEL
 from pulse_server.shapes import protocol
+from pulse_server.shapes.callers import Callers
 
 GRANTS_CHANNEL = "pulse_grants"
+TOKENS_CHANNEL = "pulse_tokens"  # tokens revoked or removed, a user renamed (migration 0013)
 
 log = logging.getLogger("pulse.shapes")
 
@@ -324,7 +326,12 @@ class LogWatcher:
     It also notices what held requests must answer differently: grants changed (a coach's scope), the
     log was rebuilt (a new build: every handle refetches; the tail is read again from the new log), the
     replication stopped following (`health`: up-to-date becomes 503) and the server shutting down. Each
-    bumps `epoch` and wakes every held request, which then looks at what changed."""
+    bumps `epoch` and wakes every held request, which then looks at what changed. Tokens revoked or
+    removed wake the held requests of their users only, which read their token again.
+
+    While its LISTEN holds it keeps, in `callers`, who each live client's token is and what it may see,
+    and knows the log's build and horizon: a live request is then answered without Postgres
+    (`callers.py`)."""
 
     def __init__(self, dsn: str, keep_bytes: int = 16 << 20, health: ReplicationHealth | None = None) -> None:
         self.dsn = dsn
@@ -345,11 +352,19 @@ class LogWatcher:
         self.base: Offset | None = None  # every change after this offset is in `tail` (None: not yet read)
         self.floor: Offset = (0, 0)  # the offset the tail starts after, while it is being read
         self.grants_epoch = 0  # bumped whenever grants change: coaches' scopes must be checked again
+        self.horizon: Offset = (0, 0)  # the log's horizon, as last read (with the head, at every notification)
+        self.callers = Callers()
         self.epoch = 0  # bumped by anything that must wake every held request (grants, rebuild, health, shutdown)
         self.closing = False  # the server is shutting down: held requests end at once
         self.loop: asyncio.AbstractEventLoop | None = None
-        # Held requests, each with the users whose changes concern it (None: any change, e.g. grants).
-        self._waiters: set[tuple[asyncio.Event, frozenset[int] | None]] = set()
+        # Held requests, each with the users whose changes concern it (None: any change, e.g. grants) and
+        # the user whose token it holds (None: not woken by tokens changing); indexed by those users, so
+        # that a commit wakes its users' requests without a look at every held one (with 5,000 held,
+        # that look was half a worker's event loop while 50 changes a second were written).
+        self._waiters: set[Waiter] = set()
+        self._by_user: dict[int, set[Waiter]] = {}
+        self._any_change: set[Waiter] = set()
+        self._by_holder: dict[int, set[Waiter]] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -367,6 +382,15 @@ class LogWatcher:
         self.closing = True
         self.epoch += 1
         self._wake(None)
+
+    def known_head(self) -> Head | None:
+        """The log's build, horizon and the head of the tail, while the tail is caught up (else None). The
+        head is the tail's, which the log's own head may pass without a change (so only for requests that
+        carry an offset)."""
+        with self._lock:
+            if self.base is None or self.build is None:
+                return None
+            return Head(self.head, self.build[0], self.build[1], self.horizon)
 
     def covers(self, after: Offset) -> bool:
         """Whether the in-memory tail holds every change after `after`."""
@@ -388,13 +412,19 @@ class LogWatcher:
                 found.sort(key=_offset_of)
             return found, self.head
 
-    async def wait(self, timeout_s: float, since: Offset, epoch: int, user_ids: set[int] | None = None) -> None:
+    async def wait(self, timeout_s: float, since: Offset, epoch: int, user_ids: set[int] | None = None,
+                   holder: tuple[int, int] | None = None) -> None:
         """Until a change for one of `user_ids` (or an event for every request) arrives, or the timeout.
-        Returns at once if the log moved past `since`, or `epoch` moved on, while the caller was looking."""
+        Returns at once if the log moved past `since`, or `epoch` moved on, while the caller was looking.
+        `holder`: (user id, mark) of the token the request holds; it also wakes when that user's tokens
+        change, and returns at once if the mark moved."""
         if self.head > since or self.epoch != epoch or self.closing:
             return
-        waiter = (asyncio.Event(), None if user_ids is None else frozenset(user_ids))
-        self._waiters.add(waiter)
+        if holder is not None and self.callers.mark(holder[0]) != holder[1]:
+            return
+        wanted = None if user_ids is None else frozenset(user_ids)
+        waiter = (asyncio.Event(), wanted, None if holder is None else holder[0])
+        self._enlist(waiter)
         # A timer sets the event: asyncio.wait_for would make a task for every wait and cancel it at
         # every timeout, most of a worker's time with thousands of held requests (bench/shape_latency.py).
         timer = asyncio.get_running_loop().call_later(timeout_s, waiter[0].set)
@@ -402,13 +432,50 @@ class LogWatcher:
             await waiter[0].wait()
         finally:
             timer.cancel()
-            self._waiters.discard(waiter)
+            self._discharge(waiter)
+
+    def _enlist(self, waiter: Waiter) -> None:
+        _, wanted, holder = waiter
+        self._waiters.add(waiter)
+        if wanted is None:
+            self._any_change.add(waiter)
+        else:
+            for user_id in wanted:
+                self._by_user.setdefault(user_id, set()).add(waiter)
+        if holder is not None:
+            self._by_holder.setdefault(holder, set()).add(waiter)
+
+    def _discharge(self, waiter: Waiter) -> None:
+        _, wanted, holder = waiter
+        self._waiters.discard(waiter)
+        if wanted is None:
+            self._any_change.discard(waiter)
+        else:
+            for user_id in wanted:
+                _unlist(self._by_user, user_id, waiter)
+        if holder is not None:
+            _unlist(self._by_holder, holder, waiter)
 
     def _wake(self, users: frozenset[int] | None) -> None:
         """On the event loop: wake the held requests these changes concern (all of them for grants)."""
-        for event, wanted in list(self._waiters):
-            if users is None or wanted is None or not wanted.isdisjoint(users):
-                event.set()
+        woken: list[Waiter]
+        if users is None:
+            woken = list(self._waiters)
+        else:
+            woken = list(self._any_change)
+            for user_id in users:
+                woken += self._by_user.get(user_id, ())
+        for event, _, _ in woken:
+            event.set()
+
+    def _wake_holders(self, users: frozenset[int] | None) -> None:
+        """On the event loop: wake the held requests holding these users' tokens (everyone's for None)."""
+        woken: list[Waiter] = []
+        for waiters in (self._by_holder.values() if users is None
+                        else (self._by_holder.get(u, ()) for u in users)):
+            woken += waiters
+        for event, _, _ in woken:
+            event.set()
 
     def wake_all(self, grants: bool = False) -> None:
         """From the watcher's thread: an event every held request must look at."""
@@ -432,11 +499,20 @@ class LogWatcher:
     def _follow(self) -> None:
         with self._lock:
             self.base = None  # until we have caught up again
+        self.callers.listen(False)
+        try:
+            self._listen()
+        finally:
+            self.callers.listen(False)  # notifications may be missed from here: nothing held is trusted
+
+    def _listen(self) -> None:
         with psycopg.connect(self.dsn, autocommit=True, application_name="pulse-shape-watcher",
                              connect_timeout=5) as conn:
             conn.execute(f"LISTEN {LOG_CHANNEL}")
             conn.execute(f"LISTEN {GRANTS_CHANNEL}")
             conn.execute(f"LISTEN {ERASED_CHANNEL}")
+            conn.execute(f"LISTEN {TOKENS_CHANNEL}")
+            self.callers.listen(True)  # every revocation from now on reaches us
             self.build = None
             self._check_build(conn)
             checked = 0.0
@@ -450,12 +526,30 @@ class LogWatcher:
                     continue
                 notes += conn.notifies(timeout=0)  # several commits, one read
                 channels = {n.channel for n in notes}
+                if TOKENS_CHANNEL in channels:
+                    self._tokens_changed([n.payload for n in notes if n.channel == TOKENS_CHANNEL])
                 if GRANTS_CHANNEL in channels:
+                    self.callers.forget_coaches()
                     self.wake_all(grants=True)
                 if not self._check_build(conn):
                     self._catch_up(conn, self.head)
                 if ERASED_CHANNEL in channels:
                     self._forget_erased([n.payload for n in notes if n.channel == ERASED_CHANNEL])
+
+    def _tokens_changed(self, payloads: list[str]) -> None:
+        """Tokens of these users were revoked or removed (an empty payload: anyone's): what `callers` holds of
+        them goes, and their held requests wake to read their token again."""
+        named: set[int] = set()
+        users: frozenset[int] | None = None
+        try:
+            for payload in payloads:
+                named.update(int(u) for u in payload.split(","))
+            users = frozenset(named)
+        except ValueError:  # empty (everyone's), or not the trigger's: forget everyone rather than fail
+            users = None
+        self.callers.forget_tokens(users)
+        if self.loop is not None:
+            self.loop.call_soon_threadsafe(self._wake_holders, users)
 
     def _idle_s(self) -> float:
         return 1.0 if self.health is None else min(1.0, self.health.next_check_s)
@@ -464,6 +558,8 @@ class LogWatcher:
         """When the log is another build than the tail's (first read, or rebuilt since): read its tail
         again from the new log, and wake every held request (their handles are stale). Whether it was."""
         head = read_head(conn)
+        with self._lock:
+            self.horizon = head.horizon
         if head.build == self.build:
             return False
         first = self.build is None
@@ -551,6 +647,17 @@ class LogWatcher:
                 else:
                     del own[:count]
             self.tail, self.offsets, self.tail_bytes = self.tail[cut:], self.offsets[cut:], size
+
+
+Waiter = tuple[asyncio.Event, frozenset[int] | None, int | None]  # (event, users it wants, user whose token)
+
+
+def _unlist(index: dict[int, set[Waiter]], key: int, waiter: Waiter) -> None:
+    waiters = index.get(key)
+    if waiters is not None:
+        waiters.discard(waiter)
+        if not waiters:
+            del index[key]
 
 
 def _offset_of(change: LogChange) -> Offset:

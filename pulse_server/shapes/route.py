@@ -14,10 +14,11 @@ from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
-from pulse_server.accounts import Principal, principal_on
+from pulse_server.accounts import Principal, hash_token, principal_and_expiry_on
 from pulse_server.db.database import Database
 from pulse_server.replication.health import ReplicationHealth
 from pulse_server.shapes import answers, protocol
+from pulse_server.shapes.callers import Caller
 from pulse_server.shapes.errors import ShapeRequestError
 from pulse_server.shapes.log import (
     Before,
@@ -66,10 +67,13 @@ async def _serve(request: Request, req: protocol.ShapeRequest) -> Response:
         return answers.unauthorized("a bearer token is required (Authorization: Bearer <token>)")
     if req.offset != "-1" and req.subset is None and (reason := await _still_not_ready(request)) is not None:
         return answers.not_ready(reason)  # (waited first: the handle and head are read after the wait)
-    caller = await run_in_threadpool(_caller, db, token)
+    watcher: LogWatcher | None = getattr(request.app.state, "watcher", None)
+    # Before the caller is read: a change of grants or of the log after that read wakes a held request.
+    epoch = watcher.epoch if watcher is not None else 0
+    caller = await _lookup(request, db, token, cached=req.live)
     if caller is None:
-        return answers.unauthorized("the token is invalid, expired or revoked")
-    who, (scope, head) = caller
+        return answers.unauthorized(REFUSED)
+    who, scope, head, mark = caller
     handle = current_handle(req, scope, head)
     if req.subset is not None:
         if req.handle is not None and not same_build(req.handle, handle):
@@ -89,8 +93,8 @@ async def _serve(request: Request, req: protocol.ShapeRequest) -> Response:
         now = [protocol.up_to_date(head.offset[0])]
         return answers.respond(request, req, handle, now, head.offset, up_to_date=True)
     if req.sse:
-        return _sse(request, req, handle, scope, db, who, head.build)
-    return await _changes(request, req, handle, scope, db, who, head.build)
+        return _sse(request, req, handle, scope, db, who, head.build, token, (epoch, mark))
+    return await _changes(request, req, handle, scope, db, who, head.build, token, (epoch, mark))
 
 
 def current_handle(req: protocol.ShapeRequest, scope: Scope, head: Head) -> str:
@@ -122,15 +126,42 @@ async def _still_not_ready(request: Request) -> str | None:
     return await health.wait_ready(READY_WAIT_S)
 
 
-def _caller(db: Database, token: str) -> tuple[Principal, tuple[Scope, Head]] | None:
+REFUSED = "the token is invalid, expired or revoked"
+Found = tuple[Principal, Scope, Head, int]  # who, what they may see, where the log stands, the user's mark
+
+
+async def _lookup(request: Request, db: Database, token: str, cached: bool) -> Found | None:
+    """Who the token is, what they may see and where the log stands. A live request (`cached`) takes them
+    from the process's log watcher while its LISTEN holds (`callers.py`: forgotten on every revocation);
+    any other, or on a miss, from Postgres. The mark is the user's in `callers` (-1 when not held)."""
+    watcher: LogWatcher | None = getattr(request.app.state, "watcher", None)
+    key = hash_token(token)
+    if not cached or watcher is None:
+        found = await run_in_threadpool(_caller, db, key)
+        return None if found is None else (found[0].who, found[0].scope, found[1], -1)
+    held = watcher.callers.lookup(key)
+    if held is not None and (head := watcher.known_head()) is not None:
+        return held[0].who, held[0].scope, head, held[1]
+    generation = watcher.callers.generation  # before the read: a revocation during it is not missed
+    found = await run_in_threadpool(_caller, db, key)
+    if found is None:
+        return None
+    mark = watcher.callers.keep(key, found[0], generation)
+    return found[0].who, found[0].scope, found[1], mark
+
+
+def _caller(db: Database, token_hash: str) -> tuple[Caller, Head] | None:
     """Who the token is, what they may see and where the log stands: one transaction on a raw
-    connection (a live client asks again after every change it receives)."""
+    connection."""
 
-    def read(conn: Any) -> tuple[Principal, tuple[Scope, Head]] | None:
-        who = principal_on(conn, token)
-        return None if who is None else (who, (resolve_scope(conn, who), read_head(conn)))
+    def read(conn: Any) -> tuple[Caller, Head] | None:
+        found = principal_and_expiry_on(conn, token_hash)
+        if found is None:
+            return None
+        who, expires_at = found
+        return Caller(who, resolve_scope(conn, who), expires_at), read_head(conn)
 
-    result: tuple[Principal, tuple[Scope, Head]] | None = db.run(read)
+    result: tuple[Caller, Head] | None = db.run(read)
     return result
 
 
@@ -378,16 +409,22 @@ async def _read_after(
 
 async def _changes(
     request: Request, req: protocol.ShapeRequest, handle: str, scope: Scope, db: Database, who: Principal,
-    build: Build,
+    build: Build, token: str, seen: tuple[int, int],
 ) -> Response:
     """Catch-up and long polls. An answer that would say up-to-date is a 503 while no reader follows
     the slot; a held request is woken, and looks again, when grants change, the log is rebuilt (409),
-    the reader stops following (503) or the server shuts down (503: the client comes back)."""
+    the reader stops following (503), the server shuts down (503: the client comes back) or its user's
+    tokens change (it reads its token again: 401 if it was revoked). `seen`: the watcher's epoch and the
+    user's mark when the caller was read."""
     watcher: LogWatcher | None = getattr(request.app.state, "watcher", None)
     after = req.position
     deadline = time.monotonic() + protocol.LIVE_HOLD_S
-    epoch = watcher.epoch if watcher is not None else 0
+    epoch, mark = seen
     while True:
+        if req.live and watcher is not None and watcher.callers.mark(who.id) != mark:
+            if (found := await _lookup(request, db, token, cached=True)) is None:
+                return answers.unauthorized(REFUSED)
+            mark = found[3]
         if watcher is not None and epoch != watcher.epoch:
             epoch = watcher.epoch
             if (new_handle := await _new_handle(req, handle, db, who)) is not None:
@@ -412,25 +449,31 @@ async def _changes(
                 messages.append(protocol.up_to_date(position[0]))
             return answers.respond(request, req, handle, messages, position, up_to_date=at_head)
         after = max(after, reached)  # nothing for this client yet: skip what others changed
-        await watcher.wait(remaining, after, epoch, scope.user_ids)  # woken for anything that concerns it
+        # Woken for anything that concerns it.
+        await watcher.wait(remaining, after, epoch, scope.user_ids, (who.id, mark))
 
 
 def _sse(
     request: Request, req: protocol.ShapeRequest, handle: str, scope: Scope, db: Database, who: Principal,
-    build: Build,
+    build: Build, token: str, seen: tuple[int, int],
 ) -> Response:
     """Live mode over server-sent events: one response carries every change for SSE_HOLD_S, each
     batch ending in up-to-date. Held streams wait on the same watcher as long polls, so one read of
     the log serves them all. Starlette cancels the stream when the client goes away. A stream cannot
     turn into a 409 or a 503: it ends, and the client's next request gets one (after a rebuild, a
-    change of scope, while no reader follows the slot, or when the server shuts down)."""
+    change of scope, while no reader follows the slot, when the server shuts down, or when its token was
+    revoked: the 401)."""
     watcher: LogWatcher | None = getattr(request.app.state, "watcher", None)
 
     async def events() -> AsyncIterator[bytes]:
         after = req.position
-        epoch = watcher.epoch if watcher is not None else 0
+        epoch, mark = seen
         started = quiet_since = time.monotonic()
         while True:
+            if watcher is not None and watcher.callers.mark(who.id) != mark:
+                if (found := await _lookup(request, db, token, cached=True)) is None:
+                    return
+                mark = found[3]
             if watcher is not None and (watcher.closing or epoch != watcher.epoch):
                 epoch = watcher.epoch
                 if watcher.closing or await _new_handle(req, handle, db, who) is not None:
@@ -460,7 +503,7 @@ def _sse(
             if watcher is None:
                 await asyncio.sleep(min(timeout, 1.0))
             else:
-                await watcher.wait(timeout, after, epoch, scope.user_ids)
+                await watcher.wait(timeout, after, epoch, scope.user_ids, (who.id, mark))
 
     headers = {
         "electric-handle": handle,

@@ -28,9 +28,10 @@ from server_support import Api, ServerProcess, User, now_ms, set_mutation, stamp
 from throwaway_db import migrated_database
 
 from pulse_server import maintenance
-from pulse_server.accounts import add_user, issue_token
+from pulse_server.accounts import add_user, hash_token, issue_token, remove_user, revoke_tokens, set_password
 from pulse_server.db.database import Database
 from pulse_server.db.models import User as UserRow
+from pulse_server.erasure import erase
 from pulse_server.settings import Settings
 from sync import stamps_column
 
@@ -937,6 +938,189 @@ def test_a_coachs_held_live_request_answers_409_at_once_when_an_athlete_revokes(
     assert change_messages(follower.catch_up().json()) == []
 
 
+# -- live mode: tokens and grants held in memory (docs/shapes.md, "Live mode") ------------------------
+#
+# A live request takes who its token is and what it may see from the server's memory, which forgets
+# them when tokens are revoked or removed, or grants change. A held request of a revoked token ends 401;
+# that answer also shows the server has heard of the revocation, so the next request must be refused.
+
+
+def _revoke_tokens(db: Database, user: User) -> None:
+    """`pulse-server token revoke`."""
+    with db.session() as session:
+        row = session.get(UserRow, user.id)
+        assert row is not None
+        revoke_tokens(session, row)
+
+
+def _change_password(db: Database, user: User) -> None:
+    """`pulse-server user passwd`: every token of the user is revoked."""
+    with db.session() as session:
+        row = session.get(UserRow, user.id)
+        assert row is not None
+        set_password(session, row, "a whole new password")
+
+
+def _erase_account(db: Database, user: User) -> None:
+    """`pulse-server erase --user NAME` with no days: the whole account, its tokens revoked."""
+    db.run(lambda conn: erase(conn, user.id, user.username, None, None, now_ms(), whole_account=True))
+
+
+def _remove_user(db: Database, user: User) -> None:
+    """`pulse-server user remove`: the user's row goes, and its tokens with it (ON DELETE CASCADE)."""
+    db.run(lambda conn: remove_user(conn, user.id, user.username, now_ms()))
+
+
+@pytest.mark.parametrize("revoke", [_revoke_tokens, _change_password, _erase_account, _remove_user],
+                         ids=["token-revoke", "password", "erase-account", "remove-user"])
+def test_a_revoked_tokens_held_live_requests_end_401_and_its_next_request_is_refused(
+    revoke: Callable[[Database, User], None], new_user: Callable[..., User],
+    shape_client: Callable[[User | None], Api], pg: psycopg.Connection[Any], db: Database,
+) -> None:
+    athlete = new_user()
+    pg.execute("INSERT INTO entries (user_id, date, steps) VALUES (%s, '2026-11-27', 1)", (athlete.id,))
+    api = shape_client(athlete)
+    snapshot_settles(api, pg, athlete.id)
+    follower = Follower(api).follow()
+    # A live request that returns with a change: the server now holds the token in memory.
+    response, _, _ = live_after(follower, lambda: pg.execute(
+        "UPDATE entries SET steps = 2 WHERE user_id = %s", (athlete.id,)))
+    assert [m["value"]["steps"] for m in change_messages(response.json())] == ["2"]
+    query = {"offset": follower.offset, "handle": follower.handle, "live": "true"}
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        held = [pool.submit(get_shape, api, **query) for _ in range(2)]  # (the second from memory)
+        time.sleep(0.4)
+        assert not any(h.done() for h in held), "the live requests were not held"
+        revoke(db, athlete)
+        revoked = time.monotonic()
+        answers = [h.result(timeout=25) for h in held]
+        waited = time.monotonic() - revoked
+    assert [a.status_code for a in answers] == [401, 401] and waited < 5, (answers, waited)
+    assert all("electric-handle" not in a.headers and "key" not in a.text for a in answers)
+    again = get_shape(api, **query)
+    assert again.status_code == 401 and "key" not in again.text
+    # Nor does a stream begin for it.
+    assert get_shape(api, **query, live_sse="true").status_code == 401
+
+
+def test_a_revoked_tokens_sse_stream_ends_and_its_next_request_is_refused(
+    new_user: Callable[..., User], shape_client: Callable[[User | None], Api], pg: psycopg.Connection[Any],
+    db: Database,
+) -> None:
+    athlete = new_user()
+    pg.execute("INSERT INTO entries (user_id, date, steps) VALUES (%s, '2026-11-27', 1)", (athlete.id,))
+    api = shape_client(athlete)
+    snapshot_settles(api, pg, athlete.id)
+    follower = Follower(api).follow()
+    with sse_stream(follower) as (response, lines):
+        assert response.status_code == 200
+        _revoke_tokens(db, athlete)
+        revoked = time.monotonic()
+        rest = list(lines)  # until the server ends the stream
+        waited = time.monotonic() - revoked
+        pg.execute("UPDATE entries SET steps = 2 WHERE user_id = %s", (athlete.id,))
+    assert [line for line in rest if line.startswith("data: ")] == [] and waited < 5, (rest, waited)
+    again = get_shape(api, offset=follower.offset, handle=follower.handle, live="true", live_sse="true")
+    assert again.status_code == 401
+
+
+def test_revoking_another_users_token_leaves_a_held_live_request_alone(
+    new_user: Callable[..., User], shape_client: Callable[[User | None], Api], pg: psycopg.Connection[Any],
+    db: Database,
+) -> None:
+    athlete, other = new_user(), new_user()
+    api = shape_client(athlete)
+    snapshot_settles(api, pg, athlete.id)
+    follower = Follower(api).follow()
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        held = pool.submit(follower.live)
+        time.sleep(0.4)
+        _revoke_tokens(db, other)
+        time.sleep(1.0)
+        assert not held.done(), "another user's revocation ended the held request"
+        pg.execute("INSERT INTO entries (user_id, date, steps) VALUES (%s, '2026-11-27', 3)", (athlete.id,))
+        response = held.result(timeout=25)
+    assert [m["value"]["steps"] for m in change_messages(response.json())] == ["3"]
+
+
+def _watcher_pids(pg: psycopg.Connection[Any]) -> set[int]:
+    rows = pg.execute("SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+                      " AND application_name = 'pulse-shape-watcher'").fetchall()
+    return {int(r[0]) for r in rows}
+
+
+def test_a_token_revoked_while_the_watcher_was_disconnected_is_refused_once_it_is_back(
+    new_user: Callable[..., User], shape_client: Callable[[User | None], Api], pg: psycopg.Connection[Any],
+    db: Database,
+) -> None:
+    """The server may miss the revocation's notification while its LISTEN is down: it forgets every token
+    it held when the connection goes and again when it is back, so the token is read from Postgres."""
+    athlete = new_user()
+    pg.execute("INSERT INTO entries (user_id, date, steps) VALUES (%s, '2026-11-27', 1)", (athlete.id,))
+    api = shape_client(athlete)
+    snapshot_settles(api, pg, athlete.id)
+    follower = Follower(api).follow()
+    response, _, _ = live_after(follower, lambda: pg.execute(
+        "UPDATE entries SET steps = 2 WHERE user_id = %s", (athlete.id,)))  # the token is now held
+    assert response.status_code == 200
+    old = _watcher_pids(pg)
+    assert old, "no shape watcher connected"
+    pg.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid = ANY(%s)", (list(old),))
+    _revoke_tokens(db, athlete)  # the watcher waits a second before it connects again: most likely unheard
+    pg.execute("UPDATE entries SET steps = 3 WHERE user_id = %s", (athlete.id,))  # a held token would get it
+    deadline = time.monotonic() + 30
+    while not (_watcher_pids(pg) - old):
+        assert time.monotonic() < deadline, "the shape watcher did not connect again"
+        time.sleep(0.1)
+    refused = get_shape(api, offset=follower.offset, handle=follower.handle, live="true")
+    assert refused.status_code == 401 and "key" not in refused.text
+
+
+def test_a_live_request_of_an_expired_token_is_refused(
+    new_user: Callable[..., User], shape_client: Callable[[User | None], Api], pg: psycopg.Connection[Any],
+) -> None:
+    athlete = new_user()
+    pg.execute("INSERT INTO entries (user_id, date, steps) VALUES (%s, '2026-11-27', 1)", (athlete.id,))
+    snapshot_settles(shape_client(athlete), pg, athlete.id)
+    short = secrets.token_urlsafe(32)
+    ttl_s = 8.0  # over 10 times what following and one live request take
+    pg.execute("INSERT INTO tokens (user_id, token_hash, created_at, expires_at)"
+               " VALUES (%s, %s, now(), now() + make_interval(secs => %s))", (athlete.id, hash_token(short), ttl_s))
+    issued = time.monotonic()
+    api = shape_client(User(athlete.id, athlete.username, "", short))
+    follower = Follower(api).follow()
+    # A live request that returns with a change: the server now holds the token in memory.
+    response, _, _ = live_after(follower, lambda: pg.execute(
+        "UPDATE entries SET steps = 2 WHERE user_id = %s", (athlete.id,)))
+    assert response.status_code == 200 and time.monotonic() - issued < ttl_s, "too slow to test the expiry"
+    time.sleep(max(0.0, ttl_s + 0.5 - (time.monotonic() - issued)))
+    expired = get_shape(api, offset=follower.offset, handle=follower.handle, live="true")
+    assert expired.status_code == 401 and "key" not in expired.text
+
+
+def test_a_coachs_next_live_request_after_a_revoked_grant_is_409_and_the_refetch_leaves_the_athlete_out(
+    new_user: Callable[..., User], shape_client: Callable[[User | None], Api], pg: psycopg.Connection[Any]
+) -> None:
+    coach, athlete, staying = new_user(coach=True), new_user(), new_user()
+    for user in (athlete, staying):
+        assert shape_client(user).post("/v1/grants", json={"coach": coach.username}).status_code == 201
+        pg.execute("INSERT INTO entries (user_id, date, steps) VALUES (%s, '2026-11-27', 1)", (user.id,))
+    api = shape_client(coach)
+    snapshot_settles(api, pg, athlete.id, staying.id)
+    follower = Follower(api).follow()
+    # A live request that returns with a change: the server now holds the coach's scope in memory.
+    response, _, _ = live_after(follower, lambda: pg.execute(
+        "UPDATE entries SET steps = 2 WHERE user_id = %s", (athlete.id,)))
+    assert [m["value"]["user_id"] for m in change_messages(response.json())] == [str(athlete.id)]
+    assert shape_client(athlete).delete(f"/v1/grants/{coach.username}").status_code == 204
+    pg.execute("UPDATE entries SET steps = 3 WHERE user_id = %s", (athlete.id,))
+    # Answered at once if the server already heard of the grant, else held and woken by it: 409 either way.
+    again = get_shape(api, offset=follower.offset, handle=follower.handle, live="true", cursor=follower.cursor)
+    assert again.status_code == 409 and again.headers["electric-handle"] != follower.handle
+    follower.follow()
+    assert {r["user_id"] for r in follower.rows.values()} == {str(staying.id)}
+
+
 # -- live mode over server-sent events ---------------------------------------------------------------
 
 
@@ -1078,6 +1262,60 @@ def test_every_electric_header_sent_is_exposed_to_browsers_and_every_200_is_priv
             assert "etag" in _exposed(response)
     assert {"electric-handle", "electric-offset", "electric-schema", "electric-up-to-date",
             "electric-cursor"} <= _exposed(responses["live"])
+
+
+def _shape_counts(api: Api) -> dict[str, float]:
+    """GET requests to the shape route in the latency histogram, by status."""
+    prefix = 'pulse_http_request_duration_seconds_count{method="GET",route="/v1/shape",status="'
+    return {line[len(prefix):].split('"')[0]: float(line.split()[-1])
+            for line in api.get("/metrics").text.splitlines() if line.startswith(prefix)}
+
+
+def test_a_live_request_answers_the_same_through_the_fast_path_and_through_the_cors_stack(
+    new_user: Callable[..., User], shape_client: Callable[[User | None], Api], pg: psycopg.Connection[Any]
+) -> None:
+    """A live request without an Origin is answered in front of the middleware stack (ShapeFastPath); one
+    with an Origin goes through it (CORS). Same statuses, bodies, headers, request ids and metrics."""
+    athlete = new_user()
+    pg.execute("INSERT INTO entries (user_id, date, steps) VALUES (%s, '2026-11-27', 1)", (athlete.id,))
+    api = shape_client(athlete)
+    snapshot_settles(api, pg, athlete.id)
+    follower = Follower(api).follow()
+    pg.execute("UPDATE entries SET steps = 2 WHERE user_id = %s", (athlete.id,))
+    query = {"table": "entries", "offset": follower.offset, "handle": follower.handle, "live": "true"}
+    deadline = time.monotonic() + 10
+    while not change_messages(get_shape(api, offset=follower.offset, handle=follower.handle).json()):
+        assert time.monotonic() < deadline, "the change never reached the log"
+        time.sleep(0.05)
+    counted = _shape_counts(api)
+    answers: dict[str, list[httpx.Response]] = {}
+    for name, headers in (("fast", {}), ("cors", {"origin": ORIGIN})):
+        answers[name] = [
+            api.http.get(SHAPE, params=query, headers={**headers, "x-request-id": f"rid-{name}"}),
+            api.http.get(SHAPE, params=query, headers={**headers, "authorization": "Bearer nope"}),
+            api.http.get(SHAPE, params={**query, "offset": "-1"}, headers=headers),  # live with -1: a 400
+        ]
+    fast, cors = answers["fast"], answers["cors"]
+    assert [r.status_code for r in fast] == [r.status_code for r in cors] == [200, 401, 400]
+    assert fast[0].headers["x-request-id"] == "rid-fast" and cors[0].headers["x-request-id"] == "rid-cors"
+    assert all(re.fullmatch(r"[0-9a-f]{32}", r.headers["x-request-id"]) for r in fast[1:] + cors[1:])
+    assert [m["value"]["steps"] for m in change_messages(fast[0].json())] == ["2"]
+    for one, other in zip(fast, cors, strict=True):
+        assert one.content == other.content
+        plain = {k: v for k, v in one.headers.items() if k not in ("date", "x-request-id", "electric-cursor")}
+        through = {k: v for k, v in other.headers.items()
+                   if k not in ("date", "x-request-id", "electric-cursor") and not k.startswith("access-control-")}
+        if "vary" in through:  # CORS adds Origin to a response's Vary
+            through["vary"] = ", ".join(v for v in through.pop("vary").split(", ") if v != "Origin")
+            if not through["vary"]:
+                del through["vary"]
+        assert plain == through
+        assert ("electric-cursor" in one.headers) == ("electric-cursor" in other.headers)
+    assert all("access-control-allow-origin" in r.headers for r in cors)
+    assert not any("access-control-allow-origin" in r.headers for r in fast)
+    now = _shape_counts(api)
+    grew = {status: now[status] - counted.get(status, 0) for status in now if now[status] != counted.get(status, 0)}
+    assert grew == {"200": 2, "401": 2, "400": 2}
 
 
 def test_a_cors_preflight_allows_get_with_an_authorization_header(shapes: ServerProcess) -> None:

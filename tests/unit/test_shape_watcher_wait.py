@@ -51,6 +51,48 @@ def test_a_held_wait_is_woken_by_a_change_for_its_user_and_not_by_anothers() -> 
     assert took < 1.0
 
 
+def test_held_waits_are_woken_by_their_users_changes_by_an_event_for_all_and_by_their_tokens_changing() -> None:
+    """The waits are indexed by user (a commit wakes its users' waits without a look at every held one):
+    each is woken by exactly what concerns it, and the indexes are empty once the waits end."""
+
+    async def main() -> tuple[list[set[str]], int]:
+        watcher = LogWatcher(NOWHERE)
+        waits = {
+            "athlete 1": watcher.wait(30.0, (0, 0), watcher.epoch, {1}, (1, 0)),
+            "coach of 1 and 2": watcher.wait(30.0, (0, 0), watcher.epoch, {1, 2}, (9, 0)),
+            "athlete 3": watcher.wait(30.0, (0, 0), watcher.epoch, {3}, (3, 0)),
+            "any change": watcher.wait(30.0, (0, 0), watcher.epoch, None),
+        }
+        held = {name: asyncio.ensure_future(w) for name, w in waits.items()}
+        rounds: list[set[str]] = []
+        for wake in (lambda: watcher._wake(frozenset({2})), lambda: watcher._wake_holders(frozenset({3})),
+                     lambda: watcher._wake(None)):
+            await asyncio.sleep(0.05)
+            before = {name for name, task in held.items() if task.done()}
+            wake()
+            await asyncio.sleep(0.05)
+            rounds.append({name for name, task in held.items() if task.done()} - before)
+        await asyncio.wait_for(asyncio.gather(*held.values()), 5.0)
+        return rounds, len(watcher._waiters) + len(watcher._by_user) + len(watcher._any_change) + len(
+            watcher._by_holder)
+
+    rounds, left = run_in_own_thread(main)
+    assert rounds == [{"coach of 1 and 2", "any change"}, {"athlete 3"}, {"athlete 1"}]
+    assert left == 0
+
+
+def test_a_wait_returns_at_once_when_its_users_tokens_changed_since_it_read_them() -> None:
+    async def main() -> float:
+        watcher = LogWatcher(NOWHERE)
+        mark = watcher.callers.mark(1)
+        watcher.callers.forget_tokens(frozenset({1}))
+        started = time.monotonic()
+        await asyncio.wait_for(watcher.wait(30.0, (0, 0), watcher.epoch, {1}, (1, mark)), 5.0)
+        return time.monotonic() - started
+
+    assert run_in_own_thread(main) < 1.0
+
+
 def test_a_scopes_changes_from_the_tail_are_those_of_its_users_after_the_offset_in_log_order() -> None:
     """`changes_after` finds a scope's changes through the tail's index by user; what it gives must be
     what walking the whole tail gives, also after the oldest changes were cut and erased ones removed."""
