@@ -58,7 +58,7 @@ def site_config(listen_port: int, upstream_ports: list[int]) -> str:
     text = SITE.read_text()
     servers = re.findall(r"^ *server 127\.0\.0\.1:800\d .*;$", text, flags=re.MULTILINE)
     assert len(servers) == 3, "deploy/nginx/pulse.conf: expected three upstream server lines"
-    options = servers[0].strip().split(" ", 2)[2]  # "max_fails=1 fail_timeout=5s;"
+    options = servers[0].strip().split(" ", 2)[2]  # "max_fails=1 fail_timeout=1s;"
     lines = "\n".join(f"    server 127.0.0.1:{port} {options}" for port in upstream_ports)
     text = text.replace("\n".join(servers), lines)
     text, listens = re.subn(r"^    listen 80;$", f"    listen 127.0.0.1:{listen_port};", text, flags=re.MULTILINE)
