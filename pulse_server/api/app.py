@@ -158,6 +158,56 @@ _NO_TELEMETRY: dict[str, Any] = (
 )
 
 
+class RouteRecord:
+    """What `Observe` records of a request (its request id, access log line and latency metric), for the one
+    route a fast path answers in front of it: `begin` at the request, `wrap` its `send`, `finish` after."""
+
+    def __init__(self, metrics: Metrics, method: str, route: str) -> None:
+        self.metrics = metrics
+        self.method = method
+        self.route = route
+        self._latency: dict[int, Any] = {}  # the histogram's child per status, looked up once
+
+    def begin(self, rid: bytes | None) -> Recording:
+        return Recording(self, ((rid or b"").decode("latin-1") or os.urandom(16).hex())[:64])
+
+    def latency(self, status: int) -> Any:
+        child = self._latency.get(status)
+        if child is None:
+            child = self._latency[status] = self.metrics.latency.labels(self.method, self.route, str(status))
+        return child
+
+
+class Recording:
+    """One request of a `RouteRecord`'s route."""
+
+    def __init__(self, record: RouteRecord, rid: str) -> None:
+        self.record = record
+        self.rid = rid
+        request_id.set(rid)
+        user_id.set(None)
+        self.started = time.perf_counter()
+        self.status = 500
+
+    def wrap(self, send: Send) -> Send:
+        """`send`, noting the status and adding the x-request-id header."""
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                self.status = message["status"]
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", self.rid.encode("latin-1"))]
+            await send(message)
+
+        return send_with_id
+
+    def finish(self) -> None:
+        elapsed = time.perf_counter() - self.started
+        self.record.latency(self.status).observe(elapsed)
+        if log.isEnabledFor(logging.INFO):
+            log.info("request", extra={"fields": {"method": self.record.method, "route": self.record.route,
+                                                  "status": self.status, "ms": round(elapsed * 1000, 2)}})
+
+
 class PushFastPath:
     """`POST /v1/sync/push` without an Origin header, answered here, in front of the middleware and
     routing stack that cost a single-mutation push as much CPU as its own work. The same answer as
@@ -170,7 +220,7 @@ class PushFastPath:
         self.app = app
         self.state = state
         self.max_bytes = max_bytes
-        self._latency: dict[int, Any] = {}  # the histogram's child per status, looked up once
+        self.record = RouteRecord(state.metrics, "POST", PUSH_ROUTE)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] != PUSH_ROUTE or scope["method"] != "POST":
@@ -189,32 +239,13 @@ class PushFastPath:
                 rid = value
             elif name == b"content-type" and content_type is None:
                 content_type = value.decode("latin-1")
-        request_id_ = ((rid or b"").decode("latin-1") or os.urandom(16).hex())[:64]
-        request_id.set(request_id_)
-        user_id.set(None)
-        started = time.perf_counter()
-        status = 500
-
-        async def send_with_id(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id_.encode("latin-1"))]
-            await send(message)
-
+        recording = self.record.begin(rid)
         try:
             response = await self._answer(authorization, declared, content_type, receive)
             if response is not None:
-                await response(scope, receive, send_with_id)
+                await response(scope, receive, recording.wrap(send))
         finally:
-            elapsed = time.perf_counter() - started
-            latency = self._latency.get(status)
-            if latency is None:
-                latency = self._latency[status] = self.state.metrics.latency.labels("POST", PUSH_ROUTE, str(status))
-            latency.observe(elapsed)
-            if log.isEnabledFor(logging.INFO):
-                log.info("request", extra={"fields": {"method": "POST", "route": PUSH_ROUTE, "status": status,
-                                                      "ms": round(elapsed * 1000, 2)}})
+            recording.finish()
 
     async def _answer(
         self, authorization: bytes | None, declared: bytes | None, content_type: str | None, receive: Receive
@@ -262,9 +293,8 @@ class ShapeFastPath:
 
     def __init__(self, app: ASGIApp, metrics: Metrics, handlers: dict[Any, Callable[..., Any]]) -> None:
         self.app = app
-        self.metrics = metrics
         self.handlers = handlers
-        self._latency: dict[int, Any] = {}  # the histogram's child per status, looked up once
+        self.record = RouteRecord(metrics, "GET", SHAPE_ROUTE)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (scope["type"] != "http" or scope["path"] != SHAPE_ROUTE or scope["method"] != "GET"
@@ -278,19 +308,7 @@ class ShapeFastPath:
                 return
             if name == b"x-request-id" and rid is None:
                 rid = value
-        request_id_ = ((rid or b"").decode("latin-1") or os.urandom(16).hex())[:64]
-        request_id.set(request_id_)
-        user_id.set(None)
-        started = time.perf_counter()
-        status = 500
-
-        async def send_with_id(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id_.encode("latin-1"))]
-            await send(message)
-
+        recording = self.record.begin(rid)
         try:
             request = Request(scope, receive)
             try:
@@ -300,16 +318,9 @@ class ShapeFastPath:
                 if handler is None:
                     raise
                 response = await handler(request, exc)
-            await response(scope, receive, send_with_id)
+            await response(scope, receive, recording.wrap(send))
         finally:
-            elapsed = time.perf_counter() - started
-            latency = self._latency.get(status)
-            if latency is None:
-                latency = self._latency[status] = self.metrics.latency.labels("GET", SHAPE_ROUTE, str(status))
-            latency.observe(elapsed)
-            if log.isEnabledFor(logging.INFO):
-                log.info("request", extra={"fields": {"method": "GET", "route": SHAPE_ROUTE, "status": status,
-                                                      "ms": round(elapsed * 1000, 2)}})
+            recording.finish()
 
     def _handler(self, exc: Exception) -> Callable[..., Any] | None:
         """The app's handler for this exception, as FastAPI's exception middleware finds it (a catch-all
