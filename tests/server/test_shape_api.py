@@ -211,6 +211,15 @@ def live_after(follower: Follower, write: Callable[[], Any]) -> tuple[httpx.Resp
 # -- fixtures ----------------------------------------------------------------------------------------
 
 
+def held_live(api: Api, pg: psycopg.Connection[Any], user_id: int) -> tuple[Follower, httpx.Response]:
+    """Follow the shape, then a live request answered with a change of this user's entries: once it is
+    answered, the server holds the token (and its scope) in memory."""
+    follower = Follower(api).follow()
+    response, _, _ = live_after(follower, lambda: pg.execute(
+        "UPDATE entries SET steps = 2 WHERE user_id = %s", (user_id,)))
+    return follower, response
+
+
 def wait_for_slot(conn: psycopg.Connection[Any], timeout_s: float = 60.0) -> None:
     """Wait until this database's slot is made. Creating a logical slot waits for every transaction
     then running anywhere in the cluster to end (the slot is listed meanwhile, with no confirmed_flush_lsn)."""
@@ -981,10 +990,8 @@ def test_a_revoked_tokens_held_live_requests_end_401_and_its_next_request_is_ref
     pg.execute("INSERT INTO entries (user_id, date, steps) VALUES (%s, '2026-11-27', 1)", (athlete.id,))
     api = shape_client(athlete)
     snapshot_settles(api, pg, athlete.id)
-    follower = Follower(api).follow()
     # A live request that returns with a change: the server now holds the token in memory.
-    response, _, _ = live_after(follower, lambda: pg.execute(
-        "UPDATE entries SET steps = 2 WHERE user_id = %s", (athlete.id,)))
+    follower, response = held_live(api, pg, athlete.id)
     assert [m["value"]["steps"] for m in change_messages(response.json())] == ["2"]
     query = {"offset": follower.offset, "handle": follower.handle, "live": "true"}
     with ThreadPoolExecutor(max_workers=2) as pool:
@@ -1059,9 +1066,8 @@ def test_a_token_revoked_while_the_watcher_was_disconnected_is_refused_once_it_i
     pg.execute("INSERT INTO entries (user_id, date, steps) VALUES (%s, '2026-11-27', 1)", (athlete.id,))
     api = shape_client(athlete)
     snapshot_settles(api, pg, athlete.id)
-    follower = Follower(api).follow()
-    response, _, _ = live_after(follower, lambda: pg.execute(
-        "UPDATE entries SET steps = 2 WHERE user_id = %s", (athlete.id,)))  # the token is now held
+    # The token is now held.
+    follower, response = held_live(api, pg, athlete.id)
     assert response.status_code == 200
     old = _watcher_pids(pg)
     assert old, "no shape watcher connected"
@@ -1088,10 +1094,8 @@ def test_a_live_request_of_an_expired_token_is_refused(
                " VALUES (%s, %s, now(), now() + make_interval(secs => %s))", (athlete.id, hash_token(short), ttl_s))
     issued = time.monotonic()
     api = shape_client(User(athlete.id, athlete.username, "", short))
-    follower = Follower(api).follow()
     # A live request that returns with a change: the server now holds the token in memory.
-    response, _, _ = live_after(follower, lambda: pg.execute(
-        "UPDATE entries SET steps = 2 WHERE user_id = %s", (athlete.id,)))
+    follower, response = held_live(api, pg, athlete.id)
     assert response.status_code == 200 and time.monotonic() - issued < ttl_s, "too slow to test the expiry"
     time.sleep(max(0.0, ttl_s + 0.5 - (time.monotonic() - issued)))
     expired = get_shape(api, offset=follower.offset, handle=follower.handle, live="true")
@@ -1107,10 +1111,8 @@ def test_a_coachs_next_live_request_after_a_revoked_grant_is_409_and_the_refetch
         pg.execute("INSERT INTO entries (user_id, date, steps) VALUES (%s, '2026-11-27', 1)", (user.id,))
     api = shape_client(coach)
     snapshot_settles(api, pg, athlete.id, staying.id)
-    follower = Follower(api).follow()
     # A live request that returns with a change: the server now holds the coach's scope in memory.
-    response, _, _ = live_after(follower, lambda: pg.execute(
-        "UPDATE entries SET steps = 2 WHERE user_id = %s", (athlete.id,)))
+    follower, response = held_live(api, pg, athlete.id)
     assert [m["value"]["user_id"] for m in change_messages(response.json())] == [str(athlete.id)]
     assert shape_client(athlete).delete(f"/v1/grants/{coach.username}").status_code == 204
     pg.execute("UPDATE entries SET steps = 3 WHERE user_id = %s", (athlete.id,))
