@@ -22,8 +22,8 @@ depends_on = None
 # - the days read with a version (`seen`) are updated one by one, each through the entries' primary key
 #   (user, date): a plan that cannot change with the statistics. Before, one UPDATE joined the batch's
 #   JSON to the entries, and the planner joined it to every entry the user had, decoding an element per
-#   pair: for a batch of 100 days of a user with 300, 4,447 decodes and 28 ms (4 ms now); for one day of
-#   a user with 1,500, 1,505 rows fetched (tests/server/test_push_write_cost.py);
+#   pair: for a batch of 100 days of a user with 300, 4,447 decodes and 28 ms (4 ms now); for a push of 6
+#   days of a user with 1,500, 1,505 rows fetched (tests/server/test_push_write_cost.py);
 # - the new days are decoded element by element, without building a second JSON array first.
 # What it checks, what it raises (PU001) and what it writes are unchanged.
 _FUNCTION = """
