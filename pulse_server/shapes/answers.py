@@ -78,7 +78,7 @@ def respond(
 ) -> Response:
     """`messages` are dicts, or encoded JSON (a snapshot's)."""
     offset = protocol.offset_text(position)
-    body = b"[" + b",".join(m if isinstance(m, bytes) else protocol.encode(m).encode() for m in messages) + b"]"
+    body = b"[" + b",".join(m if isinstance(m, bytes) else protocol.encode_bytes(m) for m in messages) + b"]"
     gzipped = compression.accepts_gzip(request) and len(body) >= compression.MIN_BYTES
     etag = _etag(handle, req, offset, None if req.offset == "-1" else body, gzipped)
     headers = _headers(req, handle, offset, etag, up_to_date)
@@ -123,7 +123,7 @@ def subset_snapshot(request: Request, req: protocol.ShapeRequest, handle: str, p
                     metadata: dict[str, Any], data: list[dict[str, Any]]) -> Response:
     """A subset snapshot as Electric's client reads it: `{"metadata": ..., "data": [...]}`, never cached
     (a moment's view), with the schema and `electric-snapshot: true`."""
-    body = protocol.encode({"metadata": metadata, "data": data}).encode()
+    body = protocol.encode_bytes({"metadata": metadata, "data": data})
     headers = {
         "electric-handle": handle,
         "electric-offset": protocol.offset_text(position),

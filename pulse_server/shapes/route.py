@@ -197,7 +197,7 @@ async def _snapshot(
     except BaseException:
         slots.release()
         raise
-    end = protocol.encode(protocol.snapshot_end(xmin, xmax, xip)).encode() + b"]"
+    end = protocol.encode_bytes(protocol.snapshot_end(xmin, xmax, xip)) + b"]"
     etag = answers.snapshot_etag(request, req, handle, head.offset)
     if read.exhausted or request.headers.get("if-none-match") == etag:
         try:
@@ -285,7 +285,7 @@ def _snapshot_part(req: protocol.ShapeRequest, scope: Scope, read: SnapshotRead)
                 if not _visible(req, row, username):
                     continue
                 value = protocol.shape_value(row, username, req.columns)
-                message = protocol.encode(protocol.change_message("insert", value)).encode()
+                message = protocol.encode_bytes(protocol.change_message("insert", value))
             parts += (message, b",")
         if parts:
             return b"".join(parts)
