@@ -89,6 +89,7 @@ def status_lines(info: dict[str, Any]) -> list[str]:
         ("rejected", "none" if not info["rejected"] else f"{plural(info['rejected'], 'change')}: see pulse rejected"),
         ("conflicts", "none open" if not info["conflicts"] else f"{info['conflicts']} open: see pulse conflicts"),
         ("server", _server(info)),
+        ("live", _live(info)),
         ("clock", "in step with the server's" if info["clock"] == "ok" else info["clock"]),
         ("device id", info.get("client_id") or "not yet made (at the first change)"),
     ]
@@ -119,6 +120,18 @@ def _server(info: dict[str, Any]) -> str:
     if state == "half-open":
         return "unreachable at the last tries; the next sync tries it first"
     return "reachable at the last sync" if info.get("last_sync") else "not tried yet"
+
+
+def _live(info: dict[str, Any]) -> str:
+    live = info.get("live_pull")
+    if live is None:
+        return "no agent running (pulse agent follows the server live; pulse sync syncs once)"
+    if live["state"] == "following":
+        return f"the agent follows the server (pid {live['pid']})"
+    since = live.get("since")
+    when = f" since {local_time(dt.datetime.fromisoformat(since))}" if since else ""
+    return (f"the agent's live pull fails{when}: {live.get('error')}; it tries again every few seconds"
+            " (its log has the detail)")
 
 
 def change_text(op: str, fields: dict[str, Any]) -> str:

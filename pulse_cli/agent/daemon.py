@@ -19,6 +19,7 @@ from typing import Any
 
 from pulse_cli.agent.account import load_account
 from pulse_cli.agent.breaker_state import load_breaker, save_breaker
+from pulse_cli.agent.live_state import LiveState
 from pulse_cli.agent.pull import follow_live
 from pulse_cli.agent.runner import LoginRequired, Unreachable, run_sync
 from pulse_cli.bootstrap import Device, bootstrap
@@ -170,6 +171,7 @@ class Agent:
         # its cursor), so it is not waited for: its request is simply dropped.
         if self._live is not None:
             self._live.join(timeout=1)
+        LiveState(self.home).clear()  # `pulse status`: no agent follows the server now (the thread may not have)
         if self._watch_conn is not None:
             self._watch_conn.close()
         log.info("agent stopped")

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from pulse_cli.agent import replica
 from pulse_cli.agent.account import Account, load_account
+from pulse_cli.agent.live_state import LiveState
 from pulse_cli.agent.upstream import Upstream
 from pulse_cli.bootstrap import Device, bootstrap
 from pulse_cli.store import meta
@@ -122,40 +123,59 @@ def follow_live(
 
     The open stream is kept in `streams`, so stopping can close it and end a held request at once."""
     pause = 1.0
-    while not stop.is_set():
-        device: Device | None = None
-        try:
-            account = load_account(home)
-            if account is None:
-                sleep_until(stop, 5.0)
-                continue
-            device = bootstrap(str(home), upstream=upstream)
-            with device.upstream.shape(account, load_cursor(device.conn)) as stream:
-                if streams is not None:
-                    streams[:] = [stream]
-                while not stop.is_set():
-                    for batch in stream.poll_parts(live=True):
-                        if batch.must_refetch:  # the next round (the outbox watch) pushes what it lost
-                            _requeue_lost(device, account)
-                        apply_batch(device.conn, batch, account.role)
-                        if any(c.operation == "delete" for c in batch.changes):
-                            _apply_erasures(device, account)  # a row deleted, not tombstoned: an erasure
-                    pause = 1.0
-        except Exception as exc:  # never a silent stop: said in the log, and followed again
-            if stop.is_set():
-                break  # (a RuntimeError: the stream was closed under a held request, as we stop)
-            if isinstance(exc, SyncError):  # the shape's errors and the high-water request's alike
-                log.warning("live pull: %s; retrying in %.1f s", exc, pause)
-            else:  # the device's own (its database busy or refusing a write, a bug): louder
-                log.error("live pull stopped by %s: %s; following again in %.1f s", type(exc).__name__, exc, pause,
-                          exc_info=not isinstance(exc, sqlite3.OperationalError))
-            sleep_until(stop, pause)
-            # Never more than 5 s apart, so a server back from a restart is followed again within 5 s;
-            # jittered, so a crowd of devices does not come back in step.
-            pause = min(pause * 2, LIVE_RETRY_MAX_S) * random.uniform(0.5, 1.0)
-        finally:
-            if device is not None:
-                device.close()
+    live = LiveState(home)  # what `pulse status` shows of this loop
+    try:
+        while not stop.is_set():
+            pause = _follow_once(home, stop, streams, upstream, live, pause)
+    finally:
+        live.clear()
+
+
+def _follow_once(
+    home: Path, stop: threading.Event, streams: list[ShapeStream] | None, upstream: Upstream | None,
+    live: LiveState, pause: float,
+) -> float:
+    """One stream of the live pull, until it fails (then a pause): the next pause."""
+    device: Device | None = None
+    try:
+        account = load_account(home)
+        if account is None:
+            live.clear()
+            sleep_until(stop, 5.0)
+            return pause
+        device = bootstrap(str(home), upstream=upstream)
+        with device.upstream.shape(account, load_cursor(device.conn)) as stream:
+            if streams is not None:
+                streams[:] = [stream]
+            if live.state is None:
+                live.following()  # started (after a failure, only an answer says it follows again)
+            while not stop.is_set():
+                for batch in stream.poll_parts(live=True):
+                    if batch.must_refetch:  # the next round (the outbox watch) pushes what it lost
+                        _requeue_lost(device, account)
+                    apply_batch(device.conn, batch, account.role)
+                    if any(c.operation == "delete" for c in batch.changes):
+                        _apply_erasures(device, account)  # a row deleted, not tombstoned: an erasure
+                    live.following()
+                live.following()
+                pause = 1.0
+        return pause
+    except Exception as exc:  # never a silent stop: said in the log and by `pulse status`, and followed again
+        if stop.is_set():
+            return pause  # (a RuntimeError: the stream was closed under a held request, as we stop)
+        live.failed(exc)
+        if isinstance(exc, SyncError):  # the shape's errors and the high-water request's alike
+            log.warning("live pull: %s; retrying in %.1f s", exc, pause)
+        else:  # the device's own (its database busy or refusing a write, a bug): louder
+            log.error("live pull stopped by %s: %s; following again in %.1f s", type(exc).__name__, exc, pause,
+                      exc_info=not isinstance(exc, sqlite3.OperationalError))
+        sleep_until(stop, pause)
+        # Never more than 5 s apart, so a server back from a restart is followed again within 5 s;
+        # jittered, so a crowd of devices does not come back in step.
+        return min(pause * 2, LIVE_RETRY_MAX_S) * random.uniform(0.5, 1.0)
+    finally:
+        if device is not None:
+            device.close()
 
 
 def sleep_until(stop: threading.Event, seconds: float) -> None:

@@ -176,7 +176,7 @@ def discard(device: Device, seq: int | None = None) -> int:
 
 
 def sync_status(device: Device) -> dict[str, Any]:
-    from pulse_cli.agent import conflicts
+    from pulse_cli.agent import conflicts, live_state
     from pulse_cli.store import clock
 
     account = load_account(device.home)
@@ -198,6 +198,7 @@ def sync_status(device: Device) -> dict[str, Any]:
         "clock": (f"this device's clock is {clock.describe_offset(offset)} the server's: dates and stamps use"
                   " the server's time") if abs(offset) > clock.FAR_OFF_MS else "ok",
         "client_id": read_meta(device.conn, meta.CLIENT_ID),
+        "live_pull": live_state.read(device.home),
     }
 
 

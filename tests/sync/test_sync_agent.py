@@ -95,6 +95,8 @@ def test_the_agent_pushes_on_change_pulls_live_and_stops_cleanly_on_sigterm(
     assert "stopping after the round in hand" in log
     assert "agent stopped" in log
     assert "Traceback" not in log
+    assert not (a.home / "agent-live.json").exists()  # a stopped agent leaves no live state behind
+    assert a.status()["live_pull"] is None
 
 
 def test_the_live_pull_follows_again_after_the_device_database_refused_a_change(
@@ -107,10 +109,13 @@ def test_the_live_pull_follows_again_after_the_device_database_refused_a_change(
     a, b = make_device("A"), make_device("B")
     for device in (a, b):
         assert device.login(user).returncode == 0
+    assert a.status()["live_pull"] is None  # no agent yet
+    assert "no agent running" in a.ok("status").stdout
     agent = start_agent(a, interval_s=600)
     wait_for(lambda: "agent running" in agent.text(), 30, "the agent to start", every_s=0.1)
     wait_for(lambda: a.meta("last_sync"), 30, "the agent's first round", every_s=0.1)
     time.sleep(1.0)  # let the live pull settle on its long poll
+    assert a.status()["live_pull"]["state"] == "following"
 
     holder = sqlite3.connect(a.home / "pulse.db", isolation_level=None)
     holder.execute("BEGIN EXCLUSIVE")
@@ -119,11 +124,19 @@ def test_the_live_pull_follows_again_after_the_device_database_refused_a_change(
         b.synced()
         wait_for(lambda: "live pull stopped by OperationalError" in agent.text(), 40,
                  "the refused change in A's log", every_s=0.2)
+        # Said by `pulse status` too, not only in the agent's log (status only reads the store).
+        live = a.status()["live_pull"]
+        assert live["state"] == "retrying" and live["pid"] == agent.proc.pid, live
+        assert "OperationalError: database is locked" in live["error"], live
+        text = a.ok("status").stdout
+        assert "live pull fails" in text and "database is locked" in text, text
     finally:
         holder.rollback()
         holder.close()
     wait_for(lambda: [e["note"] for e in a.history(day(-2), day(-2))] == ["while A was busy"], 20,
              "the refused change on A once its database is free", every_s=0.2)
+    wait_for(lambda: a.status()["live_pull"]["state"] == "following", 20, "status to say it follows again",
+             every_s=0.2)
 
     b.log(day(-3), note="later")
     b.synced()
@@ -131,3 +144,6 @@ def test_the_live_pull_follows_again_after_the_device_database_refused_a_change(
              every_s=0.2)
     assert agent.proc.poll() is None
     assert "Traceback" not in agent.text()
+    agent.proc.kill()  # killed, not stopped: its state file stays, but names a process that is gone
+    agent.proc.wait(timeout=10)
+    assert a.status()["live_pull"] is None
