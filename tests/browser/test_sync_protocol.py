@@ -169,3 +169,44 @@ def test_a_push_answer_the_page_cannot_read_is_shown_and_the_queue_sent_again(
     wait_pill(page, "Online · synced")
     expect(page.locator("#sync-error")).to_have_text("")
     assert [m["status"] for m in outbox(page)] == ["done"]
+
+
+def test_a_conflicts_answer_the_page_cannot_read_is_shown_and_asked_again(
+    page: Page, context: BrowserContext, target: Target
+) -> None:
+    """The exchange of conflicts and erasures failing on the page's own side (here an answer that is not
+    JSON) is said by the pill and the sync page, not swallowed; the next exchange clears it."""
+    sign_in(page, target)
+    log_day(page, TODAY, sleep_hours="8")
+    wait_pill(page, "Online · synced")
+    spoiled: list[bool] = []
+
+    def spoil_once(route: Route) -> None:
+        if not spoiled:
+            spoiled.append(True)
+            route.fulfill(status=200, body="not json", headers={"content-type": "application/json"})
+        else:
+            route.continue_()
+
+    context.route("**/v1/conflicts?*", spoil_once)
+    page.evaluate("window.pulse.engine.exchangeConflicts()")
+    wait_pill(page, "Online · sync error")
+    expect(page.locator("#sync-error")).to_contain_text("Could not update conflicts and erasures")
+
+    page.evaluate("window.pulse.engine.exchangeConflicts()")  # as the 30-s round or the next sync does
+    wait_pill(page, "Online · synced")
+    expect(page.locator("#sync-error")).to_have_text("")
+    assert spoiled == [True]
+
+
+def test_an_unreachable_server_during_the_exchange_is_not_a_sync_error(
+    page: Page, context: BrowserContext, target: Target
+) -> None:
+    """Offline is not an error of the page's own: the exchange failing to reach the server shows none."""
+    sign_in(page, target)
+    wait_pill(page, "Online · synced")
+    context.route("**/v1/erasures?*", lambda route: route.abort("connectionrefused"))
+    page.evaluate("window.pulse.engine.exchangeConflicts()")
+    page.wait_for_function("window.pulse.engine.exchanging === null")
+    assert page.evaluate("window.pulse.engine.exchangeError") is None
+    expect(page.locator("#sync-error")).to_have_text("")

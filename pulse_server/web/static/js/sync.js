@@ -47,6 +47,14 @@ const SERVER_COPY_META = ['token', 'role', 'shape', 'pulled_lsn', 'conflicts', '
 const ERASURE_PAGE = 1_000; // the server's limit per request
 
 /** A write or a sign-in refused because this tab's account is no longer the signed-in one. */
+/** A request that never reached the server (offline, refused, cut): not an error of the page's own. */
+export class Unreachable extends Error {
+  constructor(message) {
+    super(message);
+    this.name = 'Unreachable';
+  }
+}
+
 export class AccountChanged extends Error {
   constructor(message) {
     super(message);
@@ -225,6 +233,7 @@ export class Engine extends EventTarget {
     this.backoffMs = 1_000;
     this.pullError = null; // why following the shape stopped, while it is started again
     this.pullFailures = 0; // failures of the pull in a row
+    this.exchangeError = null; // why the conflicts and erasures could not be brought up to date
     this.view = new Map();
     this.outbox = [];
     this.meta = {};
@@ -333,11 +342,15 @@ export class Engine extends EventTarget {
     const token = options.token ?? this.token;
     if (token && !options.anonymous) headers.Authorization = `Bearer ${token}`;
     if (options.json !== undefined) headers['Content-Type'] = 'application/json';
-    const response = await fetch(new URL(path, API), {
-      method: options.method || 'GET', headers, cache: 'no-store', signal: options.signal,
-      body: options.json === undefined ? undefined : JSON.stringify(options.json),
-    });
-    return response;
+    try {
+      return await fetch(new URL(path, API), {
+        method: options.method || 'GET', headers, cache: 'no-store', signal: options.signal,
+        body: options.json === undefined ? undefined : JSON.stringify(options.json),
+      });
+    } catch (error) {
+      if (error?.name === 'AbortError') throw error;
+      throw new Unreachable(`${path.split('?')[0]}: ${error?.message || error}`);
+    }
   }
 
   // -- account -----------------------------------------------------------------------------------
@@ -593,16 +606,31 @@ export class Engine extends EventTarget {
   exchangeConflicts() {
     if (!this.token || this.needsSignIn || this.locked) return Promise.resolve();
     if (this.exchanging) { this.exchangeAgain = true; return this.exchanging; }
+    const store = this.store;
     this.exchanging = (async () => {
       try {
         do {
           this.exchangeAgain = false;
           await this.exchangeOnce();
         } while (this.exchangeAgain && this.token && !this.locked);
-      } catch { /* offline, or the account changed: the next round asks again */ }
-      finally { this.exchanging = null; }
+        this.setExchangeError(null);
+      } catch (error) {
+        // Offline: the next round asks again, as the pill already says. An error of the page's own (an
+        // answer it could not read, storage refusing an erasure or a conflict): shown, and asked again
+        // at the next round (every 30 s, and at each sync), as before.
+        if (store === this.store && !(error instanceof Unreachable)) {
+          console.warn('sync: could not bring conflicts and erasures up to date', error); // shown on the page too
+          this.setExchangeError(`Could not update conflicts and erasures (${error?.message || error}): trying again.`);
+        }
+      } finally { this.exchanging = null; }
     })();
     return this.exchanging;
+  }
+
+  setExchangeError(text) {
+    if (this.exchangeError === text) return;
+    this.exchangeError = text;
+    this.emit();
   }
 
   async exchangeOnce() {
