@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -20,6 +21,20 @@ SAVED_SHAPE = "window.pulse.engine.store.getMeta('shape')"
 
 def shape_params(request: Request) -> dict[str, str]:
     return {k: v[0] for k, v in parse_qs(urlsplit(request.url).query).items()}
+
+
+def spoil_first(body: str, spoiled: list[bool]) -> Callable[[Route], None]:
+    """A route handler that answers the first request with `body` (200, declared JSON), noted in `spoiled`,
+    and lets every later one through to the server."""
+
+    def handle(route: Route) -> None:
+        if not spoiled:
+            spoiled.append(True)
+            route.fulfill(status=200, body=body, headers={"content-type": "application/json"})
+        else:
+            route.continue_()
+
+    return handle
 
 
 def test_a_reload_resumes_the_shape_from_the_saved_handle_and_offset(page: Page, target: Target) -> None:
@@ -154,15 +169,7 @@ def test_a_push_answer_the_page_cannot_read_is_shown_and_the_queue_sent_again(
 ) -> None:
     sign_in(page, target)
     spoiled: list[bool] = []
-
-    def spoil_once(route: Route) -> None:
-        if not spoiled:
-            spoiled.append(True)
-            route.fulfill(status=200, body='{"results": "not a list"}', headers={"content-type": "application/json"})
-        else:
-            route.continue_()
-
-    context.route("**/v1/sync/push", spoil_once)
+    context.route("**/v1/sync/push", spoil_first('{"results": "not a list"}', spoiled))
     log_day(page, TODAY, sleep_hours="8", steps="9000")
     expect(page.locator("#sync-error")).to_contain_text("Could not send your changes")
     pump_until(page, lambda: target.stored(TODAY), 20, "the write on the server after the spoiled answer")
@@ -180,15 +187,7 @@ def test_a_conflicts_answer_the_page_cannot_read_is_shown_and_asked_again(
     log_day(page, TODAY, sleep_hours="8")
     wait_pill(page, "Online · synced")
     spoiled: list[bool] = []
-
-    def spoil_once(route: Route) -> None:
-        if not spoiled:
-            spoiled.append(True)
-            route.fulfill(status=200, body="not json", headers={"content-type": "application/json"})
-        else:
-            route.continue_()
-
-    context.route("**/v1/conflicts?*", spoil_once)
+    context.route("**/v1/conflicts?*", spoil_first("not json", spoiled))
     page.evaluate("window.pulse.engine.exchangeConflicts()")
     wait_pill(page, "Online · sync error")
     expect(page.locator("#sync-error")).to_contain_text("Could not update conflicts and erasures")
