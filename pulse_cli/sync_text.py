@@ -124,8 +124,10 @@ def _server(info: dict[str, Any]) -> str:
 
 def _live(info: dict[str, Any]) -> str:
     live = info.get("live_pull")
+    if not info["logged_in"]:
+        return "none"
     if live is None:
-        return "no agent running (pulse agent follows the server live; pulse sync syncs once)"
+        return "no agent running (pulse agent follows the server live)"
     if live["state"] == "following":
         return f"the agent follows the server (pid {live['pid']})"
     since = live.get("since")

@@ -44,6 +44,7 @@ def test_status_reads_as_words_on_a_device_that_never_signed_in(tmp_path: Path) 
         "rejected   none",
         "conflicts  none open",
         "server     none",
+        "live       none",
         "clock      in step with the server's",
         f"device id  {client_id}",
     ]

@@ -44,6 +44,7 @@ def test_status_names_the_account_the_last_sync_and_whether_the_server_answered(
         "rejected   none",
         "conflicts  none open",
         "server     reachable at the last sync",
+        "live       no agent running (pulse agent follows the server live)",
         "clock      in step with the server's",
         f"device id  {raw['client_id']}",
     ]
