@@ -21,7 +21,9 @@ import httpx
 import psycopg
 
 from pulse_core.entry import Entry
+from pulse_server.accounts import Principal
 from pulse_server.db.entries import PostgresEntryRepository
+from pulse_server.push import BatchOutcome, Reconciler
 from sync.merge import merge_delete, merge_set
 from sync.wire import clamp, parse_mutation
 
@@ -233,3 +235,16 @@ def stored(conn: psycopg.Connection[Any], user_id: int) -> list[Entry]:
     """A user's rows in Postgres, tombstones included, as entries comparable with `merged`."""
     rows = PostgresEntryRepository(conn).list_including_deleted(str(user_id), None, None)
     return [dataclasses.replace(e, user="u") for e in rows]
+
+
+class UnlockedOnly(Reconciler):
+    """The unlocked push path, which must not fall back to the locked one (nothing else writes meanwhile)."""
+
+    def apply_batch(self, *args: Any, **kwargs: Any) -> BatchOutcome:
+        raise AssertionError("the unlocked path fell back to the locked one")
+
+
+def must_be_found(principal: Principal | None) -> Principal:
+    """`admit` for `Reconciler.apply_batch_unlocked`: the token must name a user."""
+    assert principal is not None, "the token was not found"
+    return principal

@@ -13,14 +13,14 @@ from typing import Any
 
 import psycopg
 import pytest
-from server_support import delete_mutation, set_mutation, stamp
+from server_support import UnlockedOnly, delete_mutation, must_be_found, set_mutation, stamp
 
 from pulse_cli.agent.relay import relay_batch
 from pulse_cli.store.connection import open_store
 from pulse_cli.store.uow import SqliteUnitOfWork
-from pulse_server.accounts import Principal, add_user, issue_token
+from pulse_server.accounts import add_user, issue_token
 from pulse_server.db.database import Database
-from pulse_server.push import BatchOutcome, Reconciler
+from pulse_server.push import Reconciler
 from sync.hlc import SKEW_LIMIT_MS  # the server's default, and the device relay's limit
 from sync.wire import MutationResult, push_response
 
@@ -81,18 +81,11 @@ def new_user(db: Database) -> Callable[[], tuple[int, str]]:
     return make
 
 
-class UnlockedOnly(Reconciler):
-    """The unlocked path that must not fall back to the locked one (nothing else writes meanwhile)."""
-
-    def apply_batch(self, *args: Any, **kwargs: Any) -> BatchOutcome:
-        raise AssertionError("the unlocked path fell back to the locked one")
-
-
 def _server_paths(database_url: str, user: Callable[[], tuple[int, str]]) -> dict[str, Path_]:
     def unlocked(raw: list[dict[str, Any]]) -> list[MutationResult]:
         reconciler = UnlockedOnly(lambda: NOW, SKEW_LIMIT_MS)
         with psycopg.connect(database_url, autocommit=True) as conn:
-            principal, outcome = reconciler.apply_batch_unlocked(conn, token, CLIENT, raw, _must_be_found)
+            principal, outcome = reconciler.apply_batch_unlocked(conn, token, CLIENT, raw, must_be_found)
         assert principal.id == user_id
         return outcome.results
 
@@ -108,11 +101,6 @@ def _server_paths(database_url: str, user: Callable[[], tuple[int, str]]) -> dic
     user_id, token = user()
     locked_id, savepoint_id = user()[0], user()[0]
     return {"unlocked": unlocked, "locked": locked, "savepoints": savepoints}
-
-
-def _must_be_found(principal: Principal | None) -> Principal:
-    assert principal is not None, "the token was not found"
-    return principal
 
 
 def _relay(home: Path) -> Path_:

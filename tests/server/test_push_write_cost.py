@@ -11,29 +11,16 @@ import secrets
 from typing import Any
 
 import psycopg
-from server_support import set_mutation, stamp
+from server_support import UnlockedOnly, must_be_found, set_mutation, stamp
 
-from pulse_server.accounts import Principal, add_user, issue_token
+from pulse_server.accounts import add_user, issue_token
 from pulse_server.db.database import Database
-from pulse_server.push import BatchOutcome, Reconciler
 from sync.hlc import SKEW_LIMIT_MS
 
 NOW = 1_764_230_400_000  # 2025-11-27 08:00 UTC
 TODAY = dt.date(2025, 11, 27)
 CLIENT = "phone-1"
 HISTORY_DAYS = 1500
-
-
-class UnlockedOnly(Reconciler):
-    """The unlocked path, which must not fall back to the locked one (nothing else writes meanwhile)."""
-
-    def apply_batch(self, *args: Any, **kwargs: Any) -> BatchOutcome:
-        raise AssertionError("the unlocked path fell back to the locked one")
-
-
-def _found(principal: Principal | None) -> Principal:
-    assert principal is not None, "the token was not found"
-    return principal
 
 
 def _fetched(conn: psycopg.Connection[Any]) -> int:
@@ -54,7 +41,7 @@ def test_a_push_to_a_few_days_reads_those_days_not_the_users_history(db: Databas
                for seq, day in enumerate(days, start=1)]
     with psycopg.connect(database_url, autocommit=True) as conn:
         _, outcome = UnlockedOnly(lambda: NOW, SKEW_LIMIT_MS).apply_batch_unlocked(conn, token, CLIENT, history,
-                                                                                    _found)
+                                                                                    must_be_found)
     assert {r["status"] for r in outcome.results} == {"applied"}
 
     # Five of those days again (each an update of a row read with its version), and one new day.
@@ -65,7 +52,8 @@ def test_a_push_to_a_few_days_reads_those_days_not_the_users_history(db: Databas
     push.append(set_mutation(HISTORY_DAYS + 6, TODAY.isoformat(), {"steps": 42}, stamp(NOW - 500, 0, CLIENT)))
     with psycopg.connect(database_url) as conn:  # not autocommit: the push's statements share one transaction
         before = _fetched(conn)
-        _, outcome = UnlockedOnly(lambda: NOW, SKEW_LIMIT_MS).apply_batch_unlocked(conn, token, CLIENT, push, _found)
+        _, outcome = UnlockedOnly(lambda: NOW, SKEW_LIMIT_MS).apply_batch_unlocked(conn, token, CLIENT, push,
+                                                                                    must_be_found)
         fetched = _fetched(conn) - before
         stored = conn.execute("SELECT count(*) FILTER (WHERE sleep_hours = 7.5), count(*) FROM entries"
                               " WHERE user_id = %s", (user_id,)).fetchone()

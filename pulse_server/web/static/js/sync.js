@@ -46,7 +46,6 @@ const SERVER_COPY_META = ['token', 'role', 'shape', 'pulled_lsn', 'conflicts', '
   'erasures_after', 'erasures'];
 const ERASURE_PAGE = 1_000; // the server's limit per request
 
-/** A write or a sign-in refused because this tab's account is no longer the signed-in one. */
 /** A request that never reached the server (offline, refused, cut): not an error of the page's own. */
 export class Unreachable extends Error {
   constructor(message) {
@@ -55,6 +54,7 @@ export class Unreachable extends Error {
   }
 }
 
+/** A write or a sign-in refused because this tab's account is no longer the signed-in one. */
 export class AccountChanged extends Error {
   constructor(message) {
     super(message);
