@@ -171,7 +171,7 @@ class Agent:
         # its cursor), so it is not waited for: its request is simply dropped.
         if self._live is not None:
             self._live.join(timeout=1)
-        LiveState(self.home).clear()  # `pulse status`: no agent follows the server now (the thread may not have)
+        LiveState(self.home).clear()  # `pulse status`: no agent follows the server now
         if self._watch_conn is not None:
             self._watch_conn.close()
         log.info("agent stopped")

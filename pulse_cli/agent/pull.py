@@ -123,12 +123,9 @@ def follow_live(
 
     The open stream is kept in `streams`, so stopping can close it and end a held request at once."""
     pause = 1.0
-    live = LiveState(home)  # what `pulse status` shows of this loop
-    try:
-        while not stop.is_set():
-            pause = _follow_once(home, stop, streams, upstream, live, pause)
-    finally:
-        live.clear()
+    live = LiveState(home)  # what `pulse status` shows of this loop (the daemon removes it as it stops)
+    while not stop.is_set():
+        pause = _follow_once(home, stop, streams, upstream, live, pause)
 
 
 def _follow_once(
