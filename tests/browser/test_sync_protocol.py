@@ -23,14 +23,14 @@ def shape_params(request: Request) -> dict[str, str]:
     return {k: v[0] for k, v in parse_qs(urlsplit(request.url).query).items()}
 
 
-def spoil_first(body: str, spoiled: list[bool]) -> Callable[[Route], None]:
-    """A route handler that answers the first request with `body` (200, declared JSON), noted in `spoiled`,
-    and lets every later one through to the server."""
+def spoil_first(body: str, spoiled: list[bool], status: int = 200, times: int = 1) -> Callable[[Route], None]:
+    """A route handler that answers the first `times` requests with `body` (declared JSON, with `status`),
+    each noted in `spoiled`, and lets every later one through to the server."""
 
     def handle(route: Route) -> None:
-        if not spoiled:
+        if len(spoiled) < times:
             spoiled.append(True)
-            route.fulfill(status=200, body=body, headers={"content-type": "application/json"})
+            route.fulfill(status=status, body=body, headers={"content-type": "application/json"})
         else:
             route.continue_()
 
@@ -193,6 +193,61 @@ def test_a_conflicts_answer_the_page_cannot_read_is_shown_and_asked_again(
     expect(page.locator("#sync-error")).to_contain_text("Could not update conflicts and erasures")
 
     page.evaluate("window.pulse.engine.exchangeConflicts()")  # as the 30-s round or the next sync does
+    wait_pill(page, "Online · synced")
+    expect(page.locator("#sync-error")).to_have_text("")
+    assert spoiled == [True]
+
+
+FAILED = json.dumps({"error": {"code": "unavailable", "message": "the database is unavailable"}})
+
+
+def test_a_server_failing_the_push_is_shown_until_it_takes_the_queue(
+    page: Page, context: BrowserContext, target: Target
+) -> None:
+    """A server that is reached but fails every push (a 5xx) does not hold the queue back in silence:
+    the pill and the sync page say so, with the status and the error's code, until a push goes through."""
+    sign_in(page, target)
+    spoiled: list[bool] = []
+    context.route("**/v1/sync/push", spoil_first(FAILED, spoiled, status=503, times=2))
+    log_day(page, TODAY, sleep_hours="8", steps="9000")
+    wait_pill(page, "Online · sync error · 1 change queued")
+    expect(page.locator("#sync-error")).to_contain_text("the server failed the push (503, unavailable)")
+    pump_until(page, lambda: target.stored(TODAY), 30, "the write on the server after two failed pushes")
+    wait_pill(page, "Online · synced")
+    expect(page.locator("#sync-error")).to_have_text("")
+    assert spoiled == [True, True]
+    assert [m["status"] for m in outbox(page)] == ["done"]
+
+
+def test_a_server_failing_the_pull_is_shown_until_it_answers_it(
+    page: Page, context: BrowserContext, target: Target
+) -> None:
+    sign_in(page, target)
+    log_day(page, TODAY, sleep_hours="8")
+    wait_pill(page, "Online · synced")
+    spoiled: list[bool] = []
+    context.route("**/v1/shape?*", spoil_first(FAILED, spoiled, status=500))
+    page.evaluate("window.pulse.engine.startPull()")
+    wait_pill(page, "Online · sync error")
+    expect(page.locator("#sync-error")).to_contain_text("the server failed the pull (500, unavailable)")
+    wait_pill(page, "Online · synced", timeout_ms=30_000)  # the next pull, after a backoff, is answered
+    expect(page.locator("#sync-error")).to_have_text("")
+    assert spoiled == [True]
+
+
+def test_a_server_failing_the_exchange_is_a_sync_error(page: Page, context: BrowserContext, target: Target) -> None:
+    """A 5xx to the erasures or the conflicts is not taken for a server that is away: an erasure the
+    server cannot hand over is shown as not applied, and asked for again."""
+    sign_in(page, target)
+    wait_pill(page, "Online · synced")
+    spoiled: list[bool] = []
+    context.route("**/v1/erasures?*", spoil_first(FAILED, spoiled, status=500))
+    page.evaluate("window.pulse.engine.exchangeConflicts()")
+    wait_pill(page, "Online · sync error")
+    expect(page.locator("#sync-error")).to_contain_text(
+        "Could not update conflicts and erasures (the server failed the erasures (500, unavailable))")
+
+    page.evaluate("window.pulse.engine.exchangeConflicts()")
     wait_pill(page, "Online · synced")
     expect(page.locator("#sync-error")).to_have_text("")
     assert spoiled == [True]

@@ -54,6 +54,15 @@ export class Unreachable extends Error {
   }
 }
 
+/** The server failed a request (a 5xx): it was reached, but cannot do its part until it is mended. */
+export class ServerFailed extends Error {
+  constructor(what, response, body = null) {
+    const code = body?.error?.code;
+    super(`the server failed the ${what} (${response.status}${code ? `, ${code}` : ''})`);
+    this.name = 'ServerFailed';
+  }
+}
+
 /** A write or a sign-in refused because this tab's account is no longer the signed-in one. */
 export class AccountChanged extends Error {
   constructor(message) {
@@ -234,12 +243,30 @@ export class Engine extends EventTarget {
     this.pullError = null; // why following the shape stopped, while it is started again
     this.pullFailures = 0; // failures of the pull in a row
     this.exchangeError = null; // why the conflicts and erasures could not be brought up to date
+    this.serverErrors = {}; // {push, pull}: the server's last failure of each, until it answers it again
     this.view = new Map();
     this.outbox = [];
     this.meta = {};
   }
 
   get online() { return navigator.onLine && this.reachable; }
+
+  /** What the server fails to do now (pushes, pulls), for the pill and the Sync screen; null when nothing. */
+  get serverError() {
+    const failing = Object.values(this.serverErrors).filter(Boolean);
+    return failing.length ? `Sync is held up: ${failing.join('; ')}. Trying again; your changes are kept here.` : null;
+  }
+
+  /**
+   * The server's answer to a push or a pull: a failure (a 5xx) is shown until it answers that again
+   * without one (a 429 is the server pacing us, retried after its Retry-After: not a failure).
+   */
+  noteAnswer(what, response, body = null) {
+    const failed = response.status >= 500 ? new ServerFailed(what, response, body).message : null;
+    if ((this.serverErrors[what] ?? null) === failed) return;
+    this.serverErrors = { ...this.serverErrors, [what]: failed };
+    this.emit();
+  }
 
   // -- lifecycle --------------------------------------------------------------------------------
   async start() {
@@ -364,7 +391,11 @@ export class Engine extends EventTarget {
     this.username = username;
     this.token = (await store.getMeta('token')) || null;
     this.needsSignIn = false;
-    this.lastError = null;
+    this.lastError = null; // what the previous account's sync said is not this one's
+    this.pullError = null;
+    this.pullFailures = 0;
+    this.exchangeError = null;
+    this.serverErrors = {};
   }
 
   /** Whatever changes the session runs one at a time in this tab. */
@@ -615,9 +646,9 @@ export class Engine extends EventTarget {
         } while (this.exchangeAgain && this.token && !this.locked);
         this.setExchangeError(null);
       } catch (error) {
-        // Offline: the next round asks again, as the pill already says. An error of the page's own (an
-        // answer it could not read, storage refusing an erasure or a conflict): shown, and asked again
-        // at the next round (every 30 s, and at each sync), as before.
+        // Offline: the next round asks again, as the pill already says. A server failing (a 5xx), or an
+        // error of the page's own (an answer it could not read, storage refusing an erasure or a
+        // conflict): shown, and asked again at the next round (every 30 s, and at each sync).
         if (store === this.store && !(error instanceof Unreachable)) {
           console.warn('sync: could not bring conflicts and erasures up to date', error); // shown on the page too
           this.setExchangeError(`Could not update conflicts and erasures (${error?.message || error}): trying again.`);
@@ -642,8 +673,9 @@ export class Engine extends EventTarget {
       const ids = queued.slice(i, i + DISMISS_BATCH);
       const response = await this.request('conflicts/dismiss', { method: 'POST', token, json: { ids } });
       if (response.status === 401) return this.authExpired(await readJson(response));
+      if (response.status >= 500) throw new ServerFailed('dismissals', response, await readJson(response));
       // Sent, or refused for good (a 4xx): either way not sent again, so nothing stays stuck.
-      if (response.status === 429 || response.status >= 500) return;
+      if (response.status === 429) return;
       if (store !== this.store) return;
       await store.transact(['meta'], 'readwrite', async (s) => {
         const now = (await s.meta.get('conflicts_dismiss')) || [];
@@ -655,6 +687,7 @@ export class Engine extends EventTarget {
       const version = (await store.getMeta('conflicts_version')) || 0;
       const response = await this.request(`conflicts?after_version=${version}&limit=${CONFLICT_PAGE}`, { token });
       if (response.status === 401) return this.authExpired(await readJson(response));
+      if (response.status >= 500) throw new ServerFailed('conflicts', response, await readJson(response));
       if (!response.ok) break;
       const body = await response.json();
       const found = Array.isArray(body.conflicts) ? body.conflicts : [];
@@ -682,7 +715,8 @@ export class Engine extends EventTarget {
       const after = (await store.getMeta('erasures_after')) || 0;
       const response = await this.request(`erasures?after=${after}&limit=${ERASURE_PAGE}`, { token });
       if (response.status === 401) { await this.authExpired(await readJson(response)); return false; }
-      if (!response.ok) break; // a server without erasures, or away: the next exchange asks again
+      if (response.status >= 500) throw new ServerFailed('erasures', response, await readJson(response));
+      if (!response.ok) break; // a server without erasures, or pacing us (429): the next exchange asks again
       const body = await response.json();
       const found = Array.isArray(body.erasures) ? body.erasures : [];
       if (!found.length) break;
@@ -843,6 +877,7 @@ export class Engine extends EventTarget {
       this.reachable = true;
       this.syncing = false;
       const body = await readJson(response);
+      this.noteAnswer('push', response, body);
       if (response.status === 401) return this.authExpired(body);
       if (response.status === 413 && batchSize > 1) { batchSize = Math.max(1, Math.floor(batchSize / 2)); continue; }
       if (response.status === 429 || response.status >= 500) {
@@ -980,6 +1015,7 @@ export class Engine extends EventTarget {
       clearTimeout(timer);
       if (generation !== this.generation) return;
       this.reachable = true;
+      this.noteAnswer('pull', response, messages);
       if (response.status === 401) return this.authExpired(messages);
       if (response.status === 409 || response.status === 400) {
         await store.setMeta('shape', { ...SHAPE_START }); // refetch; the outbox is never touched
