@@ -3,7 +3,9 @@ follow again (and why). Kept in a small file of its own beside the store, not in
 it must tell of may be the store itself (held by another writer, refusing a write).
 
 Written by the live pull on each change of state only (atomically: a reader sees the old file or the
-new); removed when the agent stops. A file whose process is gone (the agent was killed) is not reported."""
+new); removed when the agent stops. A file whose process is gone (the agent was killed) is not reported,
+nor one whose process id now names another process (the id reused after the agent was killed): where the
+system says when a process started (Linux's /proc), the file holds it, and it must match."""
 
 from __future__ import annotations
 
@@ -42,7 +44,7 @@ class LiveState:
         if (state, error) == (self.state, self.error):
             return
         record = {"state": state, "error": error, "since": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-                  "pid": os.getpid()}
+                  "pid": os.getpid(), "started": started(os.getpid())}
         temporary = self.path.with_name(f".{FILE}.{os.getpid()}")
         try:
             temporary.write_text(json.dumps(record))
@@ -62,6 +64,9 @@ def read(home: Path) -> dict[str, Any] | None:
         return None
     if state not in (FOLLOWING, RETRYING) or not _alive(pid):
         return None
+    now = started(pid)
+    if record.get("started") is not None and now is not None and record["started"] != now:
+        return None  # that id names another process now: the agent that wrote the file is gone
     return {"state": state, "error": record.get("error"), "since": record.get("since"), "pid": pid}
 
 
@@ -73,3 +78,14 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True  # someone else's process: alive
     return True
+
+
+def started(pid: int) -> str | None:
+    """When the process `pid` started (clock ticks since boot, /proc/<pid>/stat's 22nd field), which tells two
+    processes that had the same id apart; None where the system does not say (no /proc) or the process is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rfind(")") + 2:].split()  # after "pid (comm) ": the 3rd field on; comm may hold spaces
+    return fields[19] if len(fields) > 19 else None
