@@ -6,8 +6,8 @@ Run from the repo root (PostgreSQL with wal_level=logical at 127.0.0.1:5432, use
     .venv/bin/python bench/peers.py --quick          # 5 s of writes, 1 sync a turn: a smoke check
     .venv/bin/python bench/peers.py --workers 2 --duration 30 --runs 5
 
-The three are measured in turns, interleaved (pulse, Kinto, limit; then again), so that a machine whose
-load changes during the run shifts all three alike; only the one being measured runs (each server is
+The four are measured in turns, interleaved (pulse, Kinto, limit, floor; then again), so that a machine
+whose load changes during the run shifts all four alike; only the one being measured runs (each server is
 started for its turn and stopped after it), and before each measurement the bench waits until that
 server and its database's backends are idle (the replication reader has caught up).
 
@@ -16,7 +16,7 @@ What each turn measures:
   writes  16 clients (one user each) x 100 upserts a request, closed loop, for --duration s after a
           warm-up, from `--procs` load processes: `bench/push_load.py`'s load generator (raw HTTP/1.1 on
           asyncio) with a device of each kind below. The 100 upserts of a request are on 100 distinct
-          days of a year (a fresh year a turn), each setting 1-3 of a day's fields, so that the three
+          days of a year (a fresh year a turn), each setting 1-3 of a day's fields, so that all four
           write the same rows:
             pulse  `POST /v1/sync/push`, 100 `set` mutations (pulse merges each field by its stamp).
             Kinto  `POST /v1/batch` of 100 `PUT /buckets/<user>/collections/entries/records/<day>`, each
@@ -26,6 +26,11 @@ What each turn measures:
                    ON CONFLICT (user_id, date) DO UPDATE` a request (autocommit: one transaction), the
                    whole rows as the client holds them, on 16 connections; into a pulse schema of its
                    own (no replication slot, no server).
+            floor  the limit's statement with, in the same statement, one `applied_mutations` row a
+                   mutation (what a retried push is answered from), into pulse's own database while
+                   pulse-server runs, its replication reader and watcher following these writes into the
+                   shape log as they follow pushes: no HTTP, no merge, no check. A correct push cannot do
+                   less, so the floor's records/s is an upper bound of pulse's on this machine, now.
           The load processes share the two cores with the servers: making a row costs them 15-20 us of
           CPU whatever the system (the limit's arrays go as array literals, see `array_literal`), which
           bounds the limit most; the `cpu us/row` column leaves them out.
@@ -109,7 +114,7 @@ ROWS = ATHLETES * DAYS
 KINTO_PACKAGES = ("kinto[postgresql]", "gunicorn")
 COACH_RECORDS = "/buckets/coach/collections/entries/records"
 DEFAULT_WORK = Path(__file__).resolve().parent / "out" / "peers"
-SYSTEMS = ("pulse", "Kinto", "limit")
+SYSTEMS = ("pulse", "Kinto", "limit", "floor")
 
 
 # -- Kinto: its venv, its configuration, its server ----------------------------------------------------------
@@ -281,6 +286,16 @@ LIMIT_UPSERT = (
 )  # constant text: the values travel as parameters
 
 
+# The floor: the limit's upsert and, in the same statement (one transaction), the one row a mutation that
+# exactly-once delivery needs (docs/sync.md: a retried push is answered from `applied_mutations`).
+FLOOR_WRITE = (
+    f"WITH upserted AS ({LIMIT_UPSERT} RETURNING 1)"
+    " INSERT INTO applied_mutations (user_id, client_id, seq, result, date, applied_at)"
+    " SELECT %s::int8, %s::text, m.seq, jsonb_build_object('seq', m.seq, 'status', 'applied'), m.date, now()"
+    " FROM unnest(%s::int8[], %s::date[]) AS m(seq, date)"
+)  # constant text: the values travel as parameters
+
+
 def array_literal(values: list[Any]) -> str:
     """A Postgres array literal, every element quoted: psycopg's own list dumping cost the load processes
     29-32 us a row (17 lists of 100 values), as much as Postgres spent on the upsert; this costs 5.6 us."""
@@ -298,6 +313,7 @@ class LimitDevice(PulseDevice):
 
     def body(self) -> list[str]:  # type: ignore[override]
         days = []
+        self.sent: list[int] = []  # the request's seqs, in the order of its days
         for mutation in self.mutations():
             row = self.rows.setdefault(mutation["date"], dict.fromkeys(LIMIT_COLUMNS))
             for name, value in mutation["fields"].items():
@@ -305,6 +321,7 @@ class LimitDevice(PulseDevice):
                 if name in STAMPED:
                     row[f"{name}_hlc"], row[f"{name}_src"] = mutation["hlc"], self.client_id
             days.append(mutation["date"])
+            self.sent.append(mutation["seq"])
         columns = [[self.user_id] * len(days), days, *([self.rows[d][c] for d in days] for c in LIMIT_COLUMNS)]
         return [array_literal(column) for column in columns]
 
@@ -315,8 +332,18 @@ class LimitDevice(PulseDevice):
         self.wire_records += self.batch  # no HTTP bodies: its bytes a row are not shown
 
 
+class FloorDevice(LimitDevice):
+    """The limit's rows, with each mutation's record for FLOOR_WRITE (its seq and day)."""
+
+    def body(self) -> list[str]:  # type: ignore[override]
+        columns = super().body()
+        return [*columns, str(self.user_id), self.client_id, array_literal(self.sent), columns[1]]
+
+
 class LimitConnection:
     """One psycopg connection (autocommit: each statement its own transaction), in push_load's shape."""
+
+    statement = LIMIT_UPSERT
 
     def __init__(self, url: str, port: int, token: str) -> None:
         self.url = url
@@ -335,8 +362,12 @@ class LimitConnection:
     async def post(self, body: list[str]) -> tuple[int, bytes]:
         if self.conn is None:
             await self.connect()
-        await self.conn.execute(LIMIT_UPSERT, body)
+        await self.conn.execute(self.statement, body)
         return 200, b""
+
+
+class FloorConnection(LimitConnection):
+    statement = FLOOR_WRITE
 
 
 class NoServer:
@@ -465,6 +496,8 @@ class Setup:
             "Kinto": [Account(f"writer-{i:02d}", i, basic(f"writer-{i:02d}", password)) for i in range(WRITERS)],
             "limit": [Account(a.username, a.user_id, str(a.user_id))
                       for a in create_athletes(self.limit_url, WRITERS, prefix="writer")],
+            "floor": [Account(a.username, a.user_id, str(a.user_id))
+                      for a in create_athletes(self.pulse_url, WRITERS, prefix="floor")],
         }
         self.coach_credentials = basic("coach", password)
 
@@ -472,7 +505,8 @@ class Setup:
         """One Bench a system for the whole run: each of its turns writes a year of days of its own."""
         if system not in self.benches:
             device, connection = {"pulse": (PulseDevice, RawConnection), "Kinto": (KintoDevice, KintoConnection),
-                                  "limit": (LimitDevice, functools.partial(LimitConnection, url))}[system]
+                                  "limit": (LimitDevice, functools.partial(LimitConnection, url)),
+                                  "floor": (FloorDevice, functools.partial(FloorConnection, url))}[system]
             self.benches[system] = Bench(self.args, url, self.writers[system], server, self.monitor, device,
                                          connection)
         bench = self.benches[system]
@@ -554,6 +588,13 @@ class Setup:
             return {"seconds": seconds, "bytes": size, "rows": ROWS, "requests": [("copy", seconds)]}
 
         self.sync("limit", round_, self.pulse_url, NoServer(), copy)
+
+    def floor_turn(self, round_: int) -> None:
+        """The limit's statement plus what exactly-once needs, in pulse's database while pulse-server runs (its
+        replication reader and watcher follow these writes into the shape log, as they follow pushes): no
+        HTTP, no merge. No correct pulse write can do less; its records/s bounds pulse's from above."""
+        with started(Server(self.pulse_url, self.args.workers, READER_ENV)) as server:
+            self.writes("floor", round_, self.pulse_url, server)
 
 
 # -- the table ------------------------------------------------------------------------------------------------
@@ -657,6 +698,7 @@ def main() -> None:
                 setup.pulse_turn(round_)
                 setup.kinto_turn(round_)
                 setup.limit_turn(round_)
+                setup.floor_turn(round_)
             print("\n" + table(setup.rows, before, load_average(), args), flush=True)
     except KeyboardInterrupt:
         print("\ninterrupted: servers stopped, databases dropped", file=sys.stderr)
