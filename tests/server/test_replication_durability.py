@@ -62,9 +62,11 @@ from pulse_server.settings import Settings
 
 READER_ENV = {"PULSE_REPLICATION_READER": "true", "PULSE_SHAPE_WATCHER": "true", "PULSE_LOG_LEVEL": "warning",
               "PULSE_LOGIN_FREE_FAILURES": "100000", "PULSE_LOGIN_ADDRESS_FREE_FAILURES": "100000"}
-TOTAL_CHANGES = 10_000
 MIN_KILLS = 20
-WRITER_SECONDS = 30.0  # the writer is paced so that the kills happen while it writes
+# The writer is paced at 10,000 changes in 30 s and stopped after the last kill, so that every kill happens
+# while it writes, however long the servers take to restart (on a busy machine 20 restarts took longer
+# than 30 s, and a writer that had finished left the later kills nothing to interrupt). 60,000 is a cap.
+WRITER_CHANGES, WRITER_SECONDS = 60_000, 180.0
 USERS = 6
 DAYS = 120
 FIRST_DAY = dt.date(2025, 1, 1)
@@ -158,6 +160,13 @@ def start(repl_db: ReplDb, tmp_path: Path) -> Iterator[Callable[..., ServerProce
 def sigkill(server: ServerProcess) -> None:
     server.proc.kill()
     server.proc.wait(timeout=10)
+
+
+def just_after_a_commit(writer: Writer, limit_s: float = 2.0) -> None:
+    """Returns as soon as the writer has committed its next transaction (within `limit_s`)."""
+    committed, deadline = writer.changes, time.monotonic() + limit_s
+    while writer.changes == committed and writer.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.0005)
 
 
 def reader_slot_exists(conn: psycopg.Connection[tuple[Any, ...]], database: str) -> bool:
@@ -287,17 +296,22 @@ def test_sigkilling_the_reader_at_random_points_loses_no_change_and_serves_none_
     server = start()
     one(pgc, "SELECT lsn FROM pg_create_logical_replication_slot(%s, 'test_decoding')", (check_slot,))
     try:
-        writer = Writer(repl_db.url, repl_db.user_ids, TOTAL_CHANGES, WRITER_SECONDS, seed)
+        writer = Writer(repl_db.url, repl_db.user_ids, WRITER_CHANGES, WRITER_SECONDS, seed)
         writer.start()
         kills: list[tuple[float, int]] = []  # (seconds after ready, changes not yet in the log)
         replays = 0  # kills that left the log committed beyond the slot (the next reader replays it)
+        writing = []  # whether the writer was still writing at each kill
         try:
-            while writer.is_alive() or len(kills) < MIN_KILLS:
+            while len(kills) < MIN_KILLS:
                 # Half the kills come soon after start (while it catches up on what was written
-                # during the restart), half later, when it mostly follows the writer live.
+                # during the restart), half later, when it mostly follows the writer live; every
+                # other kill comes just after a commit, before the reader could log it.
                 after = rng.uniform(0.0, 0.3) if rng.random() < 0.5 else rng.uniform(0.3, 1.5)
                 time.sleep(after)
+                if len(kills) % 2:
+                    just_after_a_commit(writer)
                 sigkill(server)
+                writing.append(writer.is_alive())
                 behind = writer.changes - int(one(pgc, "SELECT count(*) FROM shape_log"))
                 kills.append((after, behind))
                 replays += bool(one(pgc, REPLAY_PENDING, (slot_name(repl_db.name),)))
@@ -306,7 +320,7 @@ def test_sigkilling_the_reader_at_random_points_loses_no_change_and_serves_none_
             writer.stop.set()
             writer.join(timeout=60)
         assert writer.error is None, f"the writer failed: {writer.error!r}"
-        assert writer.changes == TOTAL_CHANGES
+        assert all(writing) and writer.changes >= 1_000, (writing, writer.changes)
         assert len(kills) >= MIN_KILLS
         assert sum(1 for _, behind in kills if behind > 0) >= MIN_KILLS // 4, kills  # killed with work pending
 
@@ -329,7 +343,7 @@ def test_sigkilling_the_reader_at_random_points_loses_no_change_and_serves_none_
         # rows as changes, and no (user, date) at two ops of one transaction.
         assert all(len(at) == 1 for at in lsns.values()), {t: at for t, at in lsns.items() if len(at) != 1}
         assert all(o == list(range(len(o))) for o in ops.values())
-        assert one(pgc, "SELECT count(*) FROM shape_log") == TOTAL_CHANGES
+        assert one(pgc, "SELECT count(*) FROM shape_log") == writer.changes
         assert pgc.execute("SELECT user_id, date, lsn FROM shape_log GROUP BY 1, 2, 3 HAVING count(*) > 1"
                            ).fetchall() == []
         head = pgc.execute("SELECT head_lsn, head_op FROM shape_state").fetchone()
