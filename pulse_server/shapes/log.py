@@ -494,7 +494,14 @@ class LogWatcher:
                 log.warning("shape log watcher reconnecting", extra={"fields": {"error": str(exc)}})
                 if self.health is not None and self.health.failed(f"the database cannot be read: {exc}"):
                     self.wake_all()
-                self._stop.wait(1.0)
+            except Exception as exc:  # anything else (a notification it cannot read, a bug): never a silent end
+                # of every live client's changes. Logged with its traceback, shown by /readyz until the next
+                # health check after it follows again, and started again like a lost connection.
+                log.exception("shape log watcher failed; starting it again", extra={"fields": {"error": repr(exc)}})
+                if self.health is not None:
+                    self.health.failed(f"the shape log watcher failed: {exc!r}")
+                self.wake_all()
+            self._stop.wait(1.0)
 
     def _follow(self) -> None:
         with self._lock:
@@ -504,6 +511,8 @@ class LogWatcher:
             self._listen()
         finally:
             self.callers.listen(False)  # notifications may be missed from here: nothing held is trusted
+            with self._lock:
+                self.base = None  # nor the tail: requests read the database until it has caught up again
 
     def _listen(self) -> None:
         with psycopg.connect(self.dsn, autocommit=True, application_name="pulse-shape-watcher",
