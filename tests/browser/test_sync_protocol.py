@@ -169,13 +169,17 @@ def test_a_push_answer_the_page_cannot_read_is_shown_and_the_queue_sent_again(
 ) -> None:
     sign_in(page, target)
     spoiled: list[bool] = []
-    context.route("**/v1/sync/push", spoil_first('{"results": "not a list"}', spoiled))
+    # Three spoiled answers: the backoff between them (random, from 0 s) leaves the error up long enough
+    # to be read, however soon the first retry comes.
+    context.route("**/v1/sync/push", spoil_first('{"results": "not a list"}', spoiled, times=3))
     log_day(page, TODAY, sleep_hours="8", steps="9000")
     expect(page.locator("#sync-error")).to_contain_text("Could not send your changes")
+    wait_pill(page, "Online · sync error · 1 change queued")  # said on every screen, not only on the Sync one
     pump_until(page, lambda: target.stored(TODAY), 20, "the write on the server after the spoiled answer")
     wait_pill(page, "Online · synced")
     expect(page.locator("#sync-error")).to_have_text("")
     assert [m["status"] for m in outbox(page)] == ["done"]
+    assert spoiled == [True, True, True]
 
 
 def test_a_conflicts_answer_the_page_cannot_read_is_shown_and_asked_again(
@@ -208,14 +212,14 @@ def test_a_server_failing_the_push_is_shown_until_it_takes_the_queue(
     the pill and the sync page say so, with the status and the error's code, until a push goes through."""
     sign_in(page, target)
     spoiled: list[bool] = []
-    context.route("**/v1/sync/push", spoil_first(FAILED, spoiled, status=503, times=2))
+    context.route("**/v1/sync/push", spoil_first(FAILED, spoiled, status=503, times=3))  # 3: as above
     log_day(page, TODAY, sleep_hours="8", steps="9000")
     wait_pill(page, "Online · sync error · 1 change queued")
     expect(page.locator("#sync-error")).to_contain_text("the server failed the push (503, unavailable)")
-    pump_until(page, lambda: target.stored(TODAY), 30, "the write on the server after two failed pushes")
+    pump_until(page, lambda: target.stored(TODAY), 30, "the write on the server after three failed pushes")
     wait_pill(page, "Online · synced")
     expect(page.locator("#sync-error")).to_have_text("")
-    assert spoiled == [True, True]
+    assert spoiled == [True, True, True]
     assert [m["status"] for m in outbox(page)] == ["done"]
 
 

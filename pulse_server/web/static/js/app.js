@@ -149,7 +149,7 @@ function renderPill() {
   let cls = 'pill';
   if (engine.needsSignIn) { text = 'Sign in again to sync'; cls += ' attention'; }
   else if (!engine.online) { text = `Offline · ${pending ? queued : 'all saved here'}`; cls += ' offline'; }
-  else if (engine.pullError || engine.exchangeError || engine.serverError) { text = `Online · sync error${pending ? ` · ${queued}` : ''}`; cls += ' attention'; }
+  else if (engine.lastError || engine.pullError || engine.exchangeError || engine.serverError) { text = `Online · sync error${pending ? ` · ${queued}` : ''}`; cls += ' attention'; }
   else if (pending) text = `Online · ${engine.syncing ? 'syncing' : queued}`;
   else text = 'Online · synced';
   if (held) text += ` · ${held} held until ${held === 1 ? 'its date' : 'their dates'}`;
