@@ -170,8 +170,11 @@ class SyncEngine:
     ) -> bool:
         """A 4xx for the whole batch. One that can never pass (403: this account may not write) rejects
         the batch; otherwise it is halved until the one mutation the server refuses is found and
-        rejected alone. A protocol the server does not speak (426) stops the round: nothing is rejected."""
-        if exc.status in (401, 426):
+        rejected alone. A protocol the server does not speak (426) stops the round: nothing is rejected.
+        So does any other 4xx, or one without the sync server's error code (a proxy's page during a
+        deploy, a wrong server path): it says nothing about the mutations, which stay pending, and the
+        round fails loudly instead."""
+        if exc.status in (401, 426) or not _about_the_batch(exc):
             raise exc
         if len(rows) > 1 and exc.status != 403:
             middle = len(rows) // 2
@@ -208,3 +211,10 @@ class SyncEngine:
         report.rejected = counts.get("rejected", 0)
         report.conflicts = conflicts.open_count(self.conn)
         report.clock_offset_ms = int(read_meta(self.conn, meta.CLOCK_OFFSET_MS) or 0)
+
+
+def _about_the_batch(exc: ServerRefused) -> bool:
+    """Whether a whole-batch 4xx judges the mutations: a request too large (413, from the server or a proxy
+    in front, halved until it passes), or the sync server's own refusal of the batch (400, 403, 422 with
+    its error code, docs/api.md)."""
+    return exc.status == 413 or (exc.status in (400, 403, 422) and bool(exc.code))

@@ -132,6 +132,10 @@ def run_sync(device: Device, push_only: bool = False, automatic: bool = False) -
         except AuthExpired as exc:
             raise _login_required(device, account, exc) from exc
         except ServerRefused as exc:
+            if not exc.code:  # no error body of the sync server's: not its answer (engine._about_the_batch)
+                raise PulseError(f"server: {account.server} answered {exc.status}, not as the sync server does (a"
+                                 f" proxy in front of it, or a wrong address?): {_queued(device)}, none refused"
+                                 ) from exc
             raise PulseError(f"server: {exc}") from exc
     with device.conn:
         device.conn.execute("BEGIN IMMEDIATE")

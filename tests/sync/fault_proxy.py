@@ -10,6 +10,8 @@ whole (Content-Length or chunked) and decides per request:
     delay               hold the server's response for `seconds` before relaying it
     cut_after_response  the server answered (and committed); close the device's side, relay nothing
     cut_mid_response    relay half the response's bytes, then close
+    answer              answer `status` with an HTML page itself, the server never asked (a proxy that
+                        routes the request nowhere during a deploy, or a wrong path)
 
 `down()` / `up()` make the server unreachable the way tcp_proxy does: open connections are dropped and
 new ones are accepted only to be closed at once. `blackhole()` is the slow kind of unreachable: new
@@ -29,13 +31,15 @@ DROP_REQUEST = "drop_request"
 DELAY = "delay"
 CUT_AFTER_RESPONSE = "cut_after_response"
 CUT_MID_RESPONSE = "cut_mid_response"
-KINDS = (DROP_REQUEST, DELAY, CUT_AFTER_RESPONSE, CUT_MID_RESPONSE)
+ANSWER = "answer"
+KINDS = (DROP_REQUEST, DELAY, CUT_AFTER_RESPONSE, CUT_MID_RESPONSE, ANSWER)
 
 
 @dataclass(frozen=True)
 class Fault:
     kind: str
     seconds: float = 0.0
+    status: int = 0  # for ANSWER
 
     def __post_init__(self) -> None:
         assert self.kind in KINDS, self.kind
@@ -171,6 +175,11 @@ class HttpFaultProxy:
                 line = bytes(request[: request.index(b"\r\n")]).decode("latin-1")
                 method, target = line.split(" ")[:2]
                 fault = self._fault_for(method, target.split("?")[0])
+                if fault is not None and fault.kind == ANSWER:
+                    page = f"<html><body><h1>{fault.status}</h1></body></html>".encode()
+                    client.sendall(f"HTTP/1.1 {fault.status} Proxy\r\ncontent-type: text/html\r\n"
+                                   f"content-length: {len(page)}\r\n\r\n".encode() + page)
+                    continue
                 if upstream is None:
                     upstream = socket.create_connection(self.target, timeout=5)
                     upstream.settimeout(None)

@@ -16,7 +16,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from fault_proxy import CUT_AFTER_RESPONSE, CUT_MID_RESPONSE, DELAY, DROP_REQUEST, Fault, HttpFaultProxy
+from fault_proxy import ANSWER, CUT_AFTER_RESPONSE, CUT_MID_RESPONSE, DELAY, DROP_REQUEST, Fault, HttpFaultProxy
 from sync_support import (
     Device,
     PulseServer,
@@ -160,6 +160,32 @@ def test_faults_that_outlast_the_retries_leave_the_changes_queued_until_the_next
         wait_replicated(pg, user.id)
         device.synced()
     assert len(assert_converged([a, b], server, token_for(user), pg, user)) == IMPORTED_DAYS
+
+
+@pytest.mark.parametrize("status", [404, 405, 409])
+def test_a_push_answered_by_a_proxy_not_the_server_rejects_nothing_and_is_sent_again(
+    status: int, make_device: Callable[..., Device], make_user: Callable[..., User], proxy: HttpFaultProxy,
+    pg: psycopg.Connection[Any], tmp_path: Path,
+) -> None:
+    """A whole-batch 4xx that is not the sync server's (a proxy's page while a deploy moves the route, a wrong
+    path) says nothing about the changes: before, the batch was halved down to single changes and every one
+    rejected for good, to be typed again by hand. Now the sync fails, saying why, and the changes stay queued."""
+    user, a, b = prepare(make_device, make_user, proxy, tmp_path, pg)
+    proxy.always(*PUSH, Fault(ANSWER, status=status))
+
+    done = a.sync()
+
+    assert done.returncode != 0, done.stdout
+    assert f"answered {status}, not as the sync server does" in done.stderr, done.stderr
+    assert f"{IMPORTED_DAYS + 1} changes queued, none refused" in done.stderr and "Traceback" not in done.stderr
+    assert a.outbox_counts() == {"pending": IMPORTED_DAYS + 1}
+    assert proxy.seen["POST /v1/sync/push"] == 1, "not halved: the answer is not about the changes"
+    assert len(applied_mutations(pg, user.id)) == 1  # B's own
+
+    proxy.always(*PUSH, None)
+    a.synced()
+
+    assert_exactly_once([a, b], pg, user)
 
 
 def test_a_server_killed_in_the_middle_of_a_big_sync_loses_and_duplicates_nothing(
