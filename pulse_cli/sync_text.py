@@ -93,7 +93,16 @@ def status_lines(info: dict[str, Any]) -> list[str]:
         ("clock", "in step with the server's" if info["clock"] == "ok" else info["clock"]),
         ("device id", info.get("client_id") or "not yet made (at the first change)"),
     ]
+    if info.get("agent_rounds") and info["logged_in"]:  # only while the agent's rounds fail
+        rows.insert(2, ("failing", _rounds(info["agent_rounds"])))
     return [f"{name:<10} {value}" for name, value in rows]
+
+
+def _rounds(rounds: dict[str, Any]) -> str:
+    since = rounds.get("since")
+    when = f" since {local_time(dt.datetime.fromisoformat(since))}" if since else ""
+    return (f"the agent's syncs fail{when}: {rounds['error']}; it tries again at each change and each"
+            " interval (its log has the detail)")
 
 
 def _account(info: dict[str, Any]) -> str:

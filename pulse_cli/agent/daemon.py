@@ -19,7 +19,7 @@ from typing import Any
 
 from pulse_cli.agent.account import load_account
 from pulse_cli.agent.breaker_state import load_breaker, save_breaker
-from pulse_cli.agent.live_state import LiveState
+from pulse_cli.agent.live_state import LiveState, RoundState
 from pulse_cli.agent.pull import follow_live
 from pulse_cli.agent.runner import LoginRequired, Unreachable, run_sync
 from pulse_cli.bootstrap import Device, bootstrap
@@ -43,26 +43,42 @@ class Agent:
         self._scheduler: Any = None
         self._live: threading.Thread | None = None
         self._next_probe = 0.0
+        self.rounds = RoundState(self.home)  # `pulse status`: why the rounds fail, while they do
 
     def _device(self) -> Device:
         return bootstrap(str(self.home), upstream=self.upstream)
 
     def round(self) -> None:
-        """One push + pull round; failures are reported and retried later, never fatal."""
-        device = self._device()
+        """One push + pull round; failures are reported (the log, and `pulse status` while they last) and
+        retried later, never fatal. A server that cannot be reached is the breaker's to report."""
+        try:
+            device = self._device()
+        except Exception as exc:  # the store cannot even be opened: said like any other failed round
+            self._failed(exc)
+            return
         try:
             report = run_sync(device, automatic=True)
             pushed = sum(report.pushed.values())
             if pushed or report.pulled:
                 log.info("synced: pushed %d, pulled %d, %d pending", pushed, report.pulled, report.pending)
+            self.rounds.succeeded()
         except Unreachable as exc:
             log.warning("%s", exc.message)
+            self.rounds.succeeded()  # not this round's fault: `pulse status` says the server is unreachable
         except LoginRequired as exc:
             log.error("%s", exc.message)
+            self.rounds.failed(exc.message)
         except PulseError as exc:
             log.error("sync failed: %s", exc.message)
+            self.rounds.failed(exc.message)
+        except Exception as exc:  # anything else (a bug, the store refusing a write): never a silent stop
+            self._failed(exc)
         finally:
             device.close()
+
+    def _failed(self, exc: Exception) -> None:
+        log.exception("sync failed: %s: %s", type(exc).__name__, exc)
+        self.rounds.failed(f"{type(exc).__name__}: {exc}")
 
     def verify(self) -> None:
         """Hourly, and once after start: does this device hold exactly the server's rows? One request when
@@ -172,6 +188,7 @@ class Agent:
         if self._live is not None:
             self._live.join(timeout=1)
         LiveState(self.home).clear()  # `pulse status`: no agent follows the server now
+        self.rounds.clear()  # ... nor runs rounds
         if self._watch_conn is not None:
             self._watch_conn.close()
         log.info("agent stopped")

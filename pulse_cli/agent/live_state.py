@@ -1,6 +1,7 @@
 """What the agent's live pull is doing, for `pulse status`: following the server, or failing and about to
-follow again (and why). Kept in a small file of its own beside the store, not in the store: the failure
-it must tell of may be the store itself (held by another writer, refusing a write).
+follow again (and why); and, in a second file, why its sync rounds fail while they do. Kept in small files
+of their own beside the store, not in the store: the failure they must tell of may be the store itself
+(held by another writer, refusing a write).
 
 Written by the live pull on each change of state only (atomically: a reader sees the old file or the
 new); removed when the agent stops. A file whose process is gone (the agent was killed) is not reported,
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 FILE = "agent-live.json"
+ROUND_FILE = "agent-round.json"  # the agent's rounds failing: since when, and the last error
 FOLLOWING = "following"
 RETRYING = "retrying"
 
@@ -43,31 +45,84 @@ class LiveState:
     def _set(self, state: str, error: str | None) -> None:
         if (state, error) == (self.state, self.error):
             return
-        record = {"state": state, "error": error, "since": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-                  "pid": os.getpid(), "started": started(os.getpid())}
-        temporary = self.path.with_name(f".{FILE}.{os.getpid()}")
-        try:
-            temporary.write_text(json.dumps(record))
-            os.replace(temporary, self.path)
-        except OSError:
-            return  # the home not writable: the log still says it; tried again at the next change
-        self.state, self.error = state, error
+        if _write(self.path, {"state": state, "error": error, "since": _now()}):
+            self.state, self.error = state, error
+
+
+class RoundState:
+    """The sync rounds' side: `failed(message)` after a round that failed (the file says since when, and the
+    last error), `succeeded()` after one that did not (the file goes)."""
+
+    def __init__(self, home: Path) -> None:
+        self.path = home / ROUND_FILE
+        self.since: str | None = None
+        self.error: str | None = None
+
+    def failed(self, message: str) -> None:
+        message = message.splitlines()[0][:300] if message else "failed"
+        if message == self.error:
+            return
+        since = self.since or _now()
+        if _write(self.path, {"error": message, "since": since}):
+            self.since, self.error = since, message
+
+    def succeeded(self) -> None:
+        if self.error is None and self.since is None:
+            return
+        self.since = self.error = None
+        with contextlib.suppress(OSError):
+            self.path.unlink(missing_ok=True)
+
+    clear = succeeded
 
 
 def read(home: Path) -> dict[str, Any] | None:
     """The live pull's state ({"state", "error", "since", "pid"}), or None: no agent follows this store."""
+    record = _read(home / FILE)
+    if record is None or record.get("state") not in (FOLLOWING, RETRYING):
+        return None
+    return {"state": record["state"], "error": record.get("error"), "since": record.get("since"),
+            "pid": record["pid"]}
+
+
+def read_rounds(home: Path) -> dict[str, Any] | None:
+    """Why the running agent's sync rounds fail ({"error", "since", "pid"}), or None: they do not (or no agent)."""
+    record = _read(home / ROUND_FILE)
+    if record is None or not isinstance(record.get("error"), str):
+        return None
+    return {"error": record["error"], "since": record.get("since"), "pid": record["pid"]}
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+def _write(path: Path, record: dict[str, Any]) -> bool:
+    """The record with this process's id and start, in place of the file at once (a reader sees the old file
+    or the new); False when it cannot be written (the home not writable: the log still says it)."""
+    record = {**record, "pid": os.getpid(), "started": started(os.getpid())}
+    temporary = path.with_name(f".{path.name}.{os.getpid()}")
     try:
-        record = json.loads((home / FILE).read_text())
+        temporary.write_text(json.dumps(record))
+        os.replace(temporary, path)
+    except OSError:
+        return False
+    return True
+
+
+def _read(path: Path) -> dict[str, Any] | None:
+    """A state file's record while the process that wrote it lives (with "pid" an int), else None."""
+    try:
+        record = json.loads(path.read_text())
         pid = int(record["pid"])
-        state = str(record["state"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    if state not in (FOLLOWING, RETRYING) or not _alive(pid):
+    if not isinstance(record, dict) or not _alive(pid):
         return None
     now = started(pid)
     if record.get("started") is not None and now is not None and record["started"] != now:
         return None  # that id names another process now: the agent that wrote the file is gone
-    return {"state": state, "error": record.get("error"), "since": record.get("since"), "pid": pid}
+    return {**record, "pid": pid}
 
 
 def _alive(pid: int) -> bool:

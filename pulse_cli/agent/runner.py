@@ -203,6 +203,7 @@ def sync_status(device: Device) -> dict[str, Any]:
                   " the server's time") if abs(offset) > clock.FAR_OFF_MS else "ok",
         "client_id": read_meta(device.conn, meta.CLIENT_ID),
         "live_pull": live_state.read(device.home),
+        "agent_rounds": live_state.read_rounds(device.home),
     }
 
 

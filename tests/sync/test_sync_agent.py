@@ -14,7 +14,8 @@ from typing import Any
 
 import psycopg
 import pytest
-from sync_support import PULSE, Device, User, clean_env, day, wait_for
+from fault_proxy import ANSWER, Fault, HttpFaultProxy
+from sync_support import PULSE, Device, PulseServer, User, clean_env, day, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -147,3 +148,38 @@ def test_the_live_pull_follows_again_after_the_device_database_refused_a_change(
     agent.proc.kill()  # killed, not stopped: its state file stays, but names a process that is gone
     agent.proc.wait(timeout=10)
     assert a.status()["live_pull"] is None
+
+
+def test_pulse_status_says_why_the_agents_syncs_fail_until_one_passes(
+    make_device: Callable[..., Device], make_user: Callable[..., User], start_agent: Callable[..., AgentProcess],
+    server: PulseServer, pg: psycopg.Connection[Any],
+) -> None:
+    """Rounds that fail for a reason other than an unreachable server (here a proxy answering the push
+    with a page of its own) are said by `pulse status`, not only in the agent's log; the line goes once a
+    round passes."""
+    proxy = HttpFaultProxy(("127.0.0.1", server.port))
+    try:
+        user = make_user()
+        a = make_device("A", proxy.url)
+        assert a.login(user).returncode == 0
+        assert a.status()["agent_rounds"] is None
+        proxy.always("POST", "/v1/sync/push", Fault(ANSWER, status=404))
+        agent = start_agent(a, interval_s=600)
+        wait_for(lambda: "agent running" in agent.text(), 30, "the agent to start", every_s=0.1)
+        a.log(day(-1), steps=4321)
+        wait_for(lambda: a.status()["agent_rounds"] is not None, 30, "status to say the syncs fail", every_s=0.2)
+        rounds = a.status()["agent_rounds"]
+        assert "answered 404, not as the sync server does" in rounds["error"], rounds
+        assert rounds["pid"] == agent.proc.pid
+        text = a.ok("status").stdout
+        assert "the agent's syncs fail since" in text and "answered 404" in text, text
+        assert a.outbox_counts() == {"pending": 1}
+
+        proxy.always("POST", "/v1/sync/push", None)
+        a.log(day(-2), steps=1234)  # a new change starts a round at once
+        wait_for(lambda: a.status()["agent_rounds"] is None, 30, "status to drop the failure", every_s=0.2)
+        assert server_steps(pg, user, day(-1)) == 4321 and server_steps(pg, user, day(-2)) == 1234
+        assert "syncs fail" not in a.ok("status").stdout
+        assert "Traceback" not in agent.text()
+    finally:
+        proxy.close()
