@@ -141,3 +141,28 @@ def test_signing_out_forgets_the_account_and_its_data_on_this_device(page: Page,
     page.reload()
     expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
     assert target.stored(TODAY) is not None  # still on the server, only this device forgot it
+
+
+def test_a_write_this_devices_storage_refuses_is_said_on_every_screen_not_lost_in_silence(
+    page: Page, target: Target
+) -> None:
+    """The device's own storage failing a save (here its IndexedDB connection closed under the page, a
+    real refusal of the transaction) shows an error at the top of every screen, no "Saved.", and nothing
+    queued; after a reload (storage open again) the same save goes through and the error is gone."""
+    sign_in(page, target)
+    wait_pill(page, "Online · synced")
+    page.evaluate("window.pulse.engine.store.db.close()")
+    log_day(page, YESTERDAY, queued=False, steps="4321")
+    notice = page.locator("#write-error")
+    expect(notice).to_be_visible()
+    expect(notice).to_contain_text("Not saved: this device's storage refused the change (InvalidStateError")
+    expect(page.locator("#log-status")).not_to_contain_text("Saved")
+    page.get_by_role("link", name="History").click()
+    expect(notice).to_be_visible()  # said on every screen, not only where it happened
+    assert outbox(page) == []
+
+    page.reload()
+    log_day(page, YESTERDAY, steps="4321")
+    expect(page.locator("#log-status")).to_contain_text("Saved")
+    expect(notice).to_be_hidden()
+    assert [m["fields"] for m in outbox(page)] == [{"steps": 4321}]

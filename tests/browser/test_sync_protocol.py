@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import pytest
 from browser_support import Target, log_day, outbox, pump_until, ready, sign_in, wait_pill
 from playwright.sync_api import BrowserContext, Page, Request, Route, expect
 from sync_support import wait_for
@@ -239,17 +240,22 @@ def test_a_server_failing_the_pull_is_shown_until_it_answers_it(
     assert spoiled == [True]
 
 
-def test_a_server_failing_the_exchange_is_a_sync_error(page: Page, context: BrowserContext, target: Target) -> None:
-    """A 5xx to the erasures or the conflicts is not taken for a server that is away: an erasure the
+@pytest.mark.parametrize(("status", "body", "said"), [
+    (500, FAILED, "the server failed the erasures (500, unavailable)"),
+    (404, "<html>not here</html>", "the server refused the erasures (404)"),  # a proxy's page, not the server's
+])
+def test_a_server_failing_the_exchange_is_a_sync_error(
+    status: int, body: str, said: str, page: Page, context: BrowserContext, target: Target
+) -> None:
+    """A 5xx, or a 4xx, to the erasures is not taken for a server that is away or has none: an erasure the
     server cannot hand over is shown as not applied, and asked for again."""
     sign_in(page, target)
     wait_pill(page, "Online · synced")
     spoiled: list[bool] = []
-    context.route("**/v1/erasures?*", spoil_first(FAILED, spoiled, status=500))
+    context.route("**/v1/erasures?*", spoil_first(body, spoiled, status=status))
     page.evaluate("window.pulse.engine.exchangeConflicts()")
     wait_pill(page, "Online · sync error")
-    expect(page.locator("#sync-error")).to_contain_text(
-        "Could not update conflicts and erasures (the server failed the erasures (500, unavailable))")
+    expect(page.locator("#sync-error")).to_contain_text(f"Could not update conflicts and erasures ({said})")
 
     page.evaluate("window.pulse.engine.exchangeConflicts()")
     wait_pill(page, "Online · synced")

@@ -362,19 +362,30 @@ async function dismissConflict(conflict) {
 
 /**
  * Run a write of this tab's account; false if the account is no longer the signed-in one (the tab
- * stopped, and its notice says so instead).
+ * stopped, and its notice says so instead), or if this device's storage refused the write (said at
+ * the top of every screen until a write goes through: never a save that silently did not happen).
  */
 async function stillOurs(work) {
   working += 1;
   try {
     await work();
+    showWriteError(null);
     return true;
   } catch (error) {
     if (error instanceof AccountChanged) return false;
-    throw error;
+    console.warn('could not write on this device', error); // shown on the page too
+    showWriteError(`Not saved: this device's storage refused the change (${error?.name || 'Error'}: `
+      + `${error?.message || error}). Try again; if it keeps failing, free some space or reload the page.`);
+    return false;
   } finally {
     working -= 1;
   }
+}
+
+function showWriteError(text) {
+  const notice = $('write-error');
+  notice.textContent = text || '';
+  notice.hidden = !text;
 }
 
 /** A stopped tab keeps nothing of its account in the page, not even in the hidden screens. */

@@ -54,11 +54,15 @@ export class Unreachable extends Error {
   }
 }
 
-/** The server failed a request (a 5xx): it was reached, but cannot do its part until it is mended. */
+/**
+ * The server failed a request (a 5xx), or refused it for a reason that is not about this page's data
+ * (a 4xx): it was reached, but the request cannot pass until something is mended.
+ */
 export class ServerFailed extends Error {
   constructor(what, response, body = null) {
     const code = body?.error?.code;
-    super(`the server failed the ${what} (${response.status}${code ? `, ${code}` : ''})`);
+    const how = response.status >= 500 ? 'failed' : 'refused';
+    super(`the server ${how} the ${what} (${response.status}${code ? `, ${code}` : ''})`);
     this.name = 'ServerFailed';
   }
 }
@@ -673,9 +677,13 @@ export class Engine extends EventTarget {
       const ids = queued.slice(i, i + DISMISS_BATCH);
       const response = await this.request('conflicts/dismiss', { method: 'POST', token, json: { ids } });
       if (response.status === 401) return this.authExpired(await readJson(response));
-      if (response.status >= 500) throw new ServerFailed('dismissals', response, await readJson(response));
-      // Sent, or refused for good (a 4xx): either way not sent again, so nothing stays stuck.
-      if (response.status === 429) return;
+      if (response.status === 429) return; // pacing us: sent at the next exchange
+      const refusal = response.ok ? null : await readJson(response);
+      // A 5xx, or a 4xx that is not the server's own judgement of the ids (no error code: a proxy's page):
+      // kept queued and said. Sent, or refused for good by the server: not sent again, nothing stays stuck.
+      if (!response.ok && (response.status >= 500 || !refusal?.error?.code)) {
+        throw new ServerFailed('dismissals', response, refusal);
+      }
       if (store !== this.store) return;
       await store.transact(['meta'], 'readwrite', async (s) => {
         const now = (await s.meta.get('conflicts_dismiss')) || [];
@@ -687,8 +695,8 @@ export class Engine extends EventTarget {
       const version = (await store.getMeta('conflicts_version')) || 0;
       const response = await this.request(`conflicts?after_version=${version}&limit=${CONFLICT_PAGE}`, { token });
       if (response.status === 401) return this.authExpired(await readJson(response));
-      if (response.status >= 500) throw new ServerFailed('conflicts', response, await readJson(response));
-      if (!response.ok) break;
+      if (response.status === 429) break; // pacing us: the next exchange asks again
+      if (!response.ok) throw new ServerFailed('conflicts', response, await readJson(response));
       const body = await response.json();
       const found = Array.isArray(body.conflicts) ? body.conflicts : [];
       if (!(await this.checkAccount()) || store !== this.store) return; // not this account's any more
@@ -715,8 +723,9 @@ export class Engine extends EventTarget {
       const after = (await store.getMeta('erasures_after')) || 0;
       const response = await this.request(`erasures?after=${after}&limit=${ERASURE_PAGE}`, { token });
       if (response.status === 401) { await this.authExpired(await readJson(response)); return false; }
-      if (response.status >= 500) throw new ServerFailed('erasures', response, await readJson(response));
-      if (!response.ok) break; // a server without erasures, or pacing us (429): the next exchange asks again
+      if (response.status === 429) break; // pacing us: the next exchange asks again
+      // Any other refusal or failure: an erasure the server cannot hand over must never look applied.
+      if (!response.ok) throw new ServerFailed('erasures', response, await readJson(response));
       const body = await response.json();
       const found = Array.isArray(body.erasures) ? body.erasures : [];
       if (!found.length) break;
