@@ -96,7 +96,8 @@ class SyncClient:
         body = _json(response)
         if response.status_code == 401:
             raise AuthExpired.from_body(body)
-        if response.status_code >= 400:
+        if response.status_code >= 300:  # a redirect (not followed: a request never changes address
+            # silently) is no answer either: said as a refusal that is not the sync server's own
             raise ServerRefused.from_body(response.status_code, body)
         return body
 

@@ -162,14 +162,15 @@ def test_faults_that_outlast_the_retries_leave_the_changes_queued_until_the_next
     assert len(assert_converged([a, b], server, token_for(user), pg, user)) == IMPORTED_DAYS
 
 
-@pytest.mark.parametrize("status", [404, 405, 409])
+@pytest.mark.parametrize("status", [307, 404, 405, 409])
 def test_a_push_answered_by_a_proxy_not_the_server_rejects_nothing_and_is_sent_again(
     status: int, make_device: Callable[..., Device], make_user: Callable[..., User], proxy: HttpFaultProxy,
     pg: psycopg.Connection[Any], tmp_path: Path,
 ) -> None:
     """A whole-batch 4xx that is not the sync server's (a proxy's page while a deploy moves the route, a wrong
     path) says nothing about the changes: before, the batch was halved down to single changes and every one
-    rejected for good, to be typed again by hand. Now the sync fails, saying why, and the changes stay queued."""
+    rejected for good, to be typed again by hand (and a redirect, not followed, was taken for an empty answer
+    to every batch). Now the sync fails, saying why, and the changes stay queued."""
     user, a, b = prepare(make_device, make_user, proxy, tmp_path, pg)
     proxy.always(*PUSH, Fault(ANSWER, status=status))
 
