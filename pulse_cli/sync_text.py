@@ -95,6 +95,9 @@ def status_lines(info: dict[str, Any]) -> list[str]:
     ]
     if info.get("agent_rounds") and info["logged_in"]:  # only while the agent's rounds fail
         rows.insert(2, ("failing", _rounds(info["agent_rounds"])))
+    if info.get("scrub_due"):  # only while an erasure is out of the tables but not yet out of the files
+        rows.append(("erasure", "the erased days are gone from the tables but still in the store's files (another"
+                                " process was reading it); the next sync rewrites them"))
     return [f"{name:<10} {value}" for name, value in rows]
 
 

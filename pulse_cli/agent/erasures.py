@@ -171,6 +171,8 @@ def scrub(conn: sqlite3.Connection) -> bool:
         log.warning("the store could not be rewritten after an erasure (%s): the next round tries again", exc)
         return False
     if busy is not None and busy[0]:
+        log.warning("the erased days are out of the store's tables but not yet out of its files (another"
+                    " process is reading the store): the next round tries again; pulse status says so")
         return False
     with conn:
         conn.execute("BEGIN IMMEDIATE")

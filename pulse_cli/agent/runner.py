@@ -204,6 +204,7 @@ def sync_status(device: Device) -> dict[str, Any]:
         "client_id": read_meta(device.conn, meta.CLIENT_ID),
         "live_pull": live_state.read(device.home),
         "agent_rounds": live_state.read_rounds(device.home),
+        "scrub_due": read_meta(device.conn, meta.SCRUB_DUE) == "1",
     }
 
 

@@ -104,3 +104,33 @@ def test_a_pull_that_brings_a_change_logged_before_the_erasure_does_not_keep_it(
                 "athlete")
     assert conn.execute("SELECT date, steps FROM server_entries ORDER BY date").fetchall() == [
         ("2026-11-10", 333), ("2026-11-11", 222)]
+
+
+def test_an_erasure_that_cannot_be_scrubbed_yet_is_said_by_pulse_status_until_it_is(tmp_path: Path) -> None:
+    """Another process reading the store keeps its WAL (holding the erased values) from being emptied: the
+    days are out of the tables, `scrub_due` stays set, and `pulse status` says so until a later scrub."""
+    from pulse_cli.agent.runner import sync_status
+    from pulse_cli.bootstrap import bootstrap
+    from pulse_cli.sync_text import status_lines
+
+    device = bootstrap(str(tmp_path))
+    log(device.conn, "2026-11-10", BEFORE_MS, steps=1000, note="secret")
+    assert not sync_status(device)["scrub_due"]
+    reader = sqlite3.connect(tmp_path / "pulse.db", isolation_level=None)
+    try:
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM outbox").fetchone()  # a read transaction holds the WAL
+        erasures.apply(device.conn, [Erasure(1, "ana", dt.date(2026, 11, 10), dt.date(2026, 11, 10), ERASED_MS)],
+                       "ana")
+        assert device.conn.execute("SELECT count(*) FROM entries WHERE note = 'secret'").fetchone() == (0,)
+        info = sync_status(device)
+        assert info["scrub_due"] is True
+        assert any(line.startswith("erasure") and "still in the store's files" in line for line in status_lines(info))
+    finally:
+        reader.rollback()
+        reader.close()
+    erasures.scrub_if_due(device.conn)  # as the next round does
+    info = sync_status(device)
+    assert info["scrub_due"] is False
+    assert not any(line.startswith("erasure") for line in status_lines(info))
+    device.close()
