@@ -53,7 +53,11 @@ class Agent:
         retried later, never fatal. A server that cannot be reached is the breaker's to report."""
         try:
             device = self._device()
-        except Exception as exc:  # the store cannot even be opened: said like any other failed round
+        except PulseError as exc:  # the store cannot be opened (its folder not writable...): one line
+            log.error("sync failed: %s", exc.message)
+            self.rounds.failed(exc.message)
+            return
+        except Exception as exc:  # anything else: said like any other failed round
             self._failed(exc)
             return
         try:

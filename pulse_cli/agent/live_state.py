@@ -59,11 +59,12 @@ class RoundState:
         self.error: str | None = None
 
     def failed(self, message: str) -> None:
+        """Written at every failed round (`at`: its time), so that a sync passing later (`pulse sync` run by
+        hand, or after `pulse login`) is seen to be newer than the failure."""
         message = message.splitlines()[0][:300] if message else "failed"
-        if message == self.error:
-            return
-        since = self.since or _now()
-        if _write(self.path, {"error": message, "since": since}):
+        now = _now()
+        since = self.since or now
+        if _write(self.path, {"error": message, "since": since, "at": now}):
             self.since, self.error = since, message
 
     def succeeded(self) -> None:
@@ -86,11 +87,12 @@ def read(home: Path) -> dict[str, Any] | None:
 
 
 def read_rounds(home: Path) -> dict[str, Any] | None:
-    """Why the running agent's sync rounds fail ({"error", "since", "pid"}), or None: they do not (or no agent)."""
+    """Why the running agent's sync rounds fail ({"error", "since", "at", "pid"}), or None: they do not (or no
+    agent)."""
     record = _read(home / ROUND_FILE)
     if record is None or not isinstance(record.get("error"), str):
         return None
-    return {"error": record["error"], "since": record.get("since"), "pid": record["pid"]}
+    return {"error": record["error"], "since": record.get("since"), "at": record.get("at"), "pid": record["pid"]}
 
 
 def _now() -> str:

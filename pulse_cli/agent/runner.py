@@ -112,7 +112,10 @@ def run_sync(device: Device, push_only: bool = False, automatic: bool = False) -
     """One round. An automatic one (the agent's) waits while the breaker is open; one the user asked for
     always tries at once: first one short probe when the last round found the server away, so a server
     still away costs two seconds at most, not the retries of a whole round."""
+    from pulse_cli.agent import erasures
+
     account = require_account(device)
+    erasures.scrub_if_due(device.conn)  # an erasure's files rewritten: needs no server, so before reaching it
     breaker = load_breaker(device.conn)
     now = time.time()
     if automatic and breaker.is_open(now):  # answer at once, without even loading the HTTP stack
@@ -132,10 +135,12 @@ def run_sync(device: Device, push_only: bool = False, automatic: bool = False) -
         except AuthExpired as exc:
             raise _login_required(device, account, exc) from exc
         except ServerRefused as exc:
-            if not exc.code:  # no error body of the sync server's: not its answer (engine._about_the_batch)
+            from sync.errors import ShapeError
+
+            if not exc.code and not isinstance(exc, ShapeError):  # a push answer without the sync server's
+                # error body: not its answer (engine._about_the_batch)
                 raise PulseError(f"server: {account.server} answered {exc.status}, not as the sync server does (a"
-                                 f" proxy in front of it, or a wrong address?): {_queued(device)}, none refused"
-                                 ) from exc
+                                 f" proxy in front of it, or a wrong address?): {_queued(device)}") from exc
             raise PulseError(f"server: {exc}") from exc
     with device.conn:
         device.conn.execute("BEGIN IMMEDIATE")
@@ -203,9 +208,20 @@ def sync_status(device: Device) -> dict[str, Any]:
                   " the server's time") if abs(offset) > clock.FAR_OFF_MS else "ok",
         "client_id": read_meta(device.conn, meta.CLIENT_ID),
         "live_pull": live_state.read(device.home),
-        "agent_rounds": live_state.read_rounds(device.home),
+        "agent_rounds": _still_failing(live_state.read_rounds(device.home), read_meta(device.conn, meta.LAST_SYNC)),
         "scrub_due": read_meta(device.conn, meta.SCRUB_DUE) == "1",
     }
+
+
+def _still_failing(rounds: dict[str, Any] | None, last_sync: str | None) -> dict[str, Any] | None:
+    """The agent's round failure, unless a sync passed after it (by hand, or after `pulse login`)."""
+    if rounds is None or not last_sync or not rounds.get("at"):
+        return rounds
+    try:
+        passed_since = dt.datetime.fromisoformat(last_sync) > dt.datetime.fromisoformat(str(rounds["at"]))
+    except ValueError:
+        return rounds
+    return None if passed_since else rounds
 
 
 def list_conflicts(device: Device, include_closed: bool = False) -> list[dict[str, Any]]:

@@ -224,6 +224,20 @@ def test_a_server_failing_the_push_is_shown_until_it_takes_the_queue(
     assert [m["status"] for m in outbox(page)] == ["done"]
 
 
+def test_a_push_error_goes_once_nothing_is_left_to_push(page: Page, context: BrowserContext, target: Target) -> None:
+    """The server fails every push; the one queued change is then discarded (as another tab sending the
+    queue would empty it too): the next push finds nothing to send, and the error does not stay up."""
+    sign_in(page, target)
+    context.route("**/v1/sync/push", lambda route: route.fulfill(
+        status=503, body=FAILED, headers={"content-type": "application/json"}))
+    log_day(page, TODAY, sleep_hours="8")
+    wait_pill(page, "Online · sync error · 1 change queued")
+    seq = outbox(page)[0]["seq"]
+    page.evaluate("async (seq) => { await window.pulse.engine.discard(seq); await window.pulse.engine.push(); }", seq)
+    wait_pill(page, "Online · synced")
+    expect(page.locator("#sync-error")).to_have_text("")
+
+
 def test_a_server_failing_the_pull_is_shown_until_it_answers_it(
     page: Page, context: BrowserContext, target: Target
 ) -> None:

@@ -176,10 +176,15 @@ def test_pulse_status_says_why_the_agents_syncs_fail_until_one_passes(
         assert a.outbox_counts() == {"pending": 1}
 
         proxy.always("POST", "/v1/sync/push", None)
-        a.log(day(-2), steps=1234)  # a new change starts a round at once
-        wait_for(lambda: a.status()["agent_rounds"] is None, 30, "status to drop the failure", every_s=0.2)
-        assert server_steps(pg, user, day(-1)) == 4321 and server_steps(pg, user, day(-2)) == 1234
+        time.sleep(1.1)  # the failure's time and the sync's are kept to the second
+        a.synced()  # by hand, before the agent's next round (10 minutes away): status no longer says it
+        assert (a.home / "agent-round.json").exists() and a.status()["agent_rounds"] is None
         assert "syncs fail" not in a.ok("status").stdout
+        assert server_steps(pg, user, day(-1)) == 4321
+        a.log(day(-2), steps=1234)  # a new change starts one of the agent's rounds at once
+        wait_for(lambda: server_steps(pg, user, day(-2)) == 1234, 30, "the agent's round", every_s=0.2)
+        wait_for(lambda: not (a.home / "agent-round.json").exists(), 10, "the agent's passing round to clear it",
+                 every_s=0.2)
         assert "Traceback" not in agent.text()
     finally:
         proxy.close()

@@ -178,7 +178,7 @@ def test_a_push_answered_by_a_proxy_not_the_server_rejects_nothing_and_is_sent_a
 
     assert done.returncode != 0, done.stdout
     assert f"answered {status}, not as the sync server does" in done.stderr, done.stderr
-    assert f"{IMPORTED_DAYS + 1} changes queued, none refused" in done.stderr and "Traceback" not in done.stderr
+    assert f"{IMPORTED_DAYS + 1} changes queued" in done.stderr and "Traceback" not in done.stderr
     assert a.outbox_counts() == {"pending": IMPORTED_DAYS + 1}
     assert proxy.seen["POST /v1/sync/push"] == 1, "not halved: the answer is not about the changes"
     assert len(applied_mutations(pg, user.id)) == 1  # B's own

@@ -863,7 +863,16 @@ export class Engine extends EventTarget {
       if (!(await this.checkAccount())) return;
       const { store, token } = this;
       const pending = this.outbox.filter((m) => m.status === 'pending' && m.seq > after).sort((a, b) => a.seq - b.seq);
-      if (!pending.length) return;
+      if (!pending.length) {
+        // Nothing (left) to send: an error of an earlier push is no longer true (another tab sent the
+        // queue, or it was discarded), so it does not stay on screen with nothing to clear it.
+        if (!after && (this.lastError || this.serverErrors.push)) {
+          this.lastError = null;
+          this.serverErrors = { ...this.serverErrors, push: null };
+          this.emit();
+        }
+        return;
+      }
       const batch = pending.slice(0, batchSize);
       this.syncing = true;
       this.emit();
