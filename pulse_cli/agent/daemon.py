@@ -51,16 +51,9 @@ class Agent:
     def round(self) -> None:
         """One push + pull round; failures are reported (the log, and `pulse status` while they last) and
         retried later, never fatal. A server that cannot be reached is the breaker's to report."""
+        device: Device | None = None
         try:
-            device = self._device()
-        except PulseError as exc:  # the store cannot be opened (its folder not writable...): one line
-            log.error("sync failed: %s", exc.message)
-            self.rounds.failed(exc.message)
-            return
-        except Exception as exc:  # anything else: said like any other failed round
-            self._failed(exc)
-            return
-        try:
+            device = self._device()  # a store that cannot be opened fails the round like anything else
             report = run_sync(device, automatic=True)
             pushed = sum(report.pushed.values())
             if pushed or report.pulled:
@@ -76,13 +69,11 @@ class Agent:
             log.error("sync failed: %s", exc.message)
             self.rounds.failed(exc.message)
         except Exception as exc:  # anything else (a bug, the store refusing a write): never a silent stop
-            self._failed(exc)
+            log.exception("sync failed: %s: %s", type(exc).__name__, exc)
+            self.rounds.failed(f"{type(exc).__name__}: {exc}")
         finally:
-            device.close()
-
-    def _failed(self, exc: Exception) -> None:
-        log.exception("sync failed: %s: %s", type(exc).__name__, exc)
-        self.rounds.failed(f"{type(exc).__name__}: {exc}")
+            if device is not None:
+                device.close()
 
     def verify(self) -> None:
         """Hourly, and once after start: does this device hold exactly the server's rows? One request when

@@ -122,7 +122,7 @@ def run_sync(device: Device, push_only: bool = False, automatic: bool = False) -
         raise Unreachable(f"offline: {_queued(device)} (server unreachable: {breaker.state.last_error};"
                           f" next try in {breaker.retry_in(now):.0f} s)")
     from pulse_cli.agent.engine import SyncEngine
-    from sync.errors import AuthExpired, Offline, ServerRefused
+    from sync.errors import AuthExpired, Offline, ServerRefused, ShapeError
 
     with device.upstream.client(account.server, account.token) as client:
         if breaker.state.failures and not client.probe():
@@ -135,8 +135,6 @@ def run_sync(device: Device, push_only: bool = False, automatic: bool = False) -
         except AuthExpired as exc:
             raise _login_required(device, account, exc) from exc
         except ServerRefused as exc:
-            from sync.errors import ShapeError
-
             if not exc.code and not isinstance(exc, ShapeError):  # a push answer without the sync server's
                 # error body: not its answer (engine._about_the_batch)
                 raise PulseError(f"server: {account.server} answered {exc.status}, not as the sync server does (a"
