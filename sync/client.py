@@ -2,7 +2,8 @@
 
 Retries follow the one policy of `sync.retry` (exponential backoff with jitter, `Retry-After` as a
 floor). Errors are translated once into the package's hierarchy (`sync.errors`): `Offline` (unreachable,
-or 5xx/429 after the retries), `AuthExpired` (401: log in again), `ServerRefused` (any other 4xx).
+or 5xx/429 after the retries), `AuthExpired` (401: log in again), `ServerRefused` (any other 4xx, a 3xx,
+or a 2xx that is not the server's answer: then without an error code).
 """
 
 from __future__ import annotations
@@ -76,16 +77,20 @@ class SyncClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+    def request(self, method: str, path: str, answers: Callable[[dict[str, Any]], bool] | None = None,
+                **kwargs: Any) -> Any:
+        """The answer's JSON object; `answers` tells whether a successful one is the answer asked for."""
         try:
             for attempt in retrying(self.retry, self.sleep or time.sleep):
                 with attempt:
-                    return self._once(method, path, **kwargs)
+                    return self._once(method, path, answers, **kwargs)
         except Retryable as exc:
             raise Offline(str(exc), exc.retry_after_s or 0.0) from exc
         raise AssertionError("unreachable")
 
-    def _once(self, method: str, path: str, **kwargs: Any) -> Any:
+    def _once(
+        self, method: str, path: str, answers: Callable[[dict[str, Any]], bool] | None, **kwargs: Any
+    ) -> Any:
         try:
             response = self.http.request(method, path, **kwargs)
         except httpx.TransportError as exc:  # refused, reset, timed out: the request may or may not have landed
@@ -99,6 +104,12 @@ class SyncClient:
         if response.status_code >= 300:  # a redirect (not followed: a request never changes address
             # silently) is no answer either: said as a refusal that is not the sync server's own
             raise ServerRefused.from_body(response.status_code, body)
+        if response.status_code == 204:
+            return {}
+        if not isinstance(body, dict) or (answers is not None and not answers(body)):
+            # a 2xx that is not the server's answer (a captive portal's or a proxy's page): never taken for
+            # one that holds nothing
+            raise not_an_answer(response, body)
         return body
 
     def login(self, username: str, password: str) -> dict[str, Any]:
@@ -116,7 +127,7 @@ class SyncClient:
         payload: dict[str, Any] = {"protocol": PROTOCOL, "client_id": client_id, "mutations": list(mutations)}
         if utc_offset_min is not None:
             payload["utc_offset_min"] = utc_offset_min
-        body: PushResponse = self.request("POST", "/v1/sync/push", json=payload)
+        body: PushResponse = self.request("POST", "/v1/sync/push", answers=_is_push_answer, json=payload)
         return body
 
     def high_water(self, client_ids: Sequence[str]) -> dict[str, int | None]:
@@ -141,7 +152,8 @@ class SyncClient:
     def erase(self, first: str | None, last: str | None) -> dict[str, Any]:
         """Erase this user's entries from `first` to `last` (None: an open end) on the server."""
         params = {k: v for k, v in (("from", first), ("to", last)) if v is not None}
-        body: dict[str, Any] = self.request("DELETE", "/v1/me/entries", params=params)
+        body: dict[str, Any] = self.request("DELETE", "/v1/me/entries", params=params,
+                                            answers=lambda b: isinstance(b.get("erasure"), dict))
         return body
 
     def probe(self, timeout_s: float = 2.0) -> bool:
@@ -154,7 +166,23 @@ class SyncClient:
 
 
 def _json(response: httpx.Response) -> Any:
+    """The answer's JSON; None when it is not JSON."""
     try:
         return response.json()
     except ValueError:
-        return {}
+        return None
+
+
+def not_an_answer(response: httpx.Response, body: Any) -> ServerRefused:
+    """A successful status with a body that is not the answer asked for: said as an answer that is not
+    the sync server's own (no error code), like a proxy's page."""
+    kind = response.headers.get("content-type", "no content type").split(";")[0]
+    what = "not a JSON object" if not isinstance(body, dict) else "not the answer asked for"
+    return ServerRefused(response.status_code, "", f"{response.status_code} {what} ({kind})")
+
+
+def _is_push_answer(body: dict[str, Any]) -> bool:
+    """A push answer has a result list (taken as one, an answer without it would leave every change
+    pending with nothing said, and the round would pass)."""
+    results = body.get("results")
+    return isinstance(results, list) and all(isinstance(r, dict) for r in results)

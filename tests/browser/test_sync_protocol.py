@@ -224,6 +224,38 @@ def test_a_server_failing_the_push_is_shown_until_it_takes_the_queue(
     assert [m["status"] for m in outbox(page)] == ["done"]
 
 
+@pytest.mark.parametrize(("body", "kind"), [
+    ('{"ok": true}', "application/json"),  # another service's JSON
+    ("<html><body>Sign in to the Wi-Fi</body></html>", "text/html"),  # a captive portal's page
+], ids=["json", "page"])
+def test_a_push_answered_by_something_that_is_not_the_server_is_said_and_sent_again(
+    body: str, kind: str, page: Page, context: BrowserContext, target: Target
+) -> None:
+    """A 200 that is not a push answer was taken for one that answered nothing: the change stayed queued
+    with no word and no retry, and the page counted it as a sync. Now it is a sync error, and the change is
+    sent again until the server itself takes it."""
+    sign_in(page, target)
+    spoiled: list[bool] = []
+
+    def handle(route: Route) -> None:
+        if len(spoiled) < 3:  # 3: the retry's random backoff may start at 0 s (as above)
+            spoiled.append(True)
+            route.fulfill(status=200, body=body, headers={"content-type": kind})
+        else:
+            route.continue_()
+
+    context.route("**/v1/sync/push", handle)
+    log_day(page, TODAY, sleep_hours="6", steps="4000")
+    wait_pill(page, "Online · sync error · 1 change queued")
+    expect(page.locator("#sync-error")).to_contain_text(f"was not the sync server's (200, {kind})")
+    assert [m["status"] for m in outbox(page)] == ["pending"]
+    pump_until(page, lambda: target.stored(TODAY), 30, "the write on the server after three answers not its own")
+    wait_pill(page, "Online · synced")
+    expect(page.locator("#sync-error")).to_have_text("")
+    assert spoiled == [True, True, True]
+    assert [m["status"] for m in outbox(page)] == ["done"]
+
+
 def test_a_push_error_goes_once_nothing_is_left_to_push(page: Page, context: BrowserContext, target: Target) -> None:
     """The server fails every push; the one queued change is then discarded (as another tab sending the
     queue would empty it too): the next push finds nothing to send, and the error does not stay up."""

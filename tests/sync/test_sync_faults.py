@@ -162,7 +162,7 @@ def test_faults_that_outlast_the_retries_leave_the_changes_queued_until_the_next
     assert len(assert_converged([a, b], server, token_for(user), pg, user)) == IMPORTED_DAYS
 
 
-@pytest.mark.parametrize("status", [307, 404, 405, 409])
+@pytest.mark.parametrize("status", [200, 307, 404, 405, 409])
 def test_a_push_answered_by_a_proxy_not_the_server_rejects_nothing_and_is_sent_again(
     status: int, make_device: Callable[..., Device], make_user: Callable[..., User], proxy: HttpFaultProxy,
     pg: psycopg.Connection[Any], tmp_path: Path,

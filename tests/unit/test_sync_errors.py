@@ -86,3 +86,40 @@ def test_push_and_shape_clients_wait_by_the_same_policy_and_the_same_retry_after
         assert len(waits[client]) == 2 and all(6.0 <= w <= 7.5 for w in waits[client]), waits
         assert as_date or waits[client] == [7.0, 7.0]  # the policy's own waits (0.5, 1.0) are below the floor
     assert isinstance(pulled.value, ShapeUnavailable) and "503" in str(pushed.value) and "503" in str(pulled.value)
+
+
+@pytest.mark.parametrize(("status", "content", "kind"), [
+    (200, b"<html><body>Sign in to the hotel's Wi-Fi</body></html>", "text/html"),
+    (200, b'{"ok": true}', "application/json"),  # JSON, but no results
+    (200, b'{"results": ["applied"]}', "application/json"),  # results that are not results
+    (201, b"[]", "application/json"),
+], ids=["portal-page", "no-results", "bad-results", "array"])
+def test_a_successful_status_that_is_not_a_push_answer_is_a_refusal_without_a_code(
+    status: int, content: bytes, kind: str
+) -> None:
+    """A 2xx whose body is not a push answer (a captive portal's page, another service's JSON) was taken for an
+    answer with no results: every change stayed pending with nothing said, and the round passed. Now it is
+    a refusal with no error code, which the engine never takes as a judgement of the changes."""
+    def page(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(status, headers={"content-type": kind}, content=content)
+
+    with SyncClient("http://pulse.test", "t", transport=httpx.MockTransport(page)) as client, \
+            pytest.raises(ServerRefused) as refused:
+        client.push("dev", [{"seq": 1}])
+
+    assert (refused.value.status, refused.value.code) == (status, "")
+    assert kind in str(refused.value)
+
+
+def test_a_no_content_answer_is_empty_and_a_push_answer_is_returned_whole() -> None:
+    answer = {"server_time_ms": 1, "txid": None, "lsn": None, "max_batch": 500, "high_water": None,
+              "results": [{"seq": 1, "status": "applied"}]}
+
+    def server(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/conflicts/dismiss":
+            return httpx.Response(204)
+        return httpx.Response(200, json=answer)
+
+    with SyncClient("http://pulse.test", "t", transport=httpx.MockTransport(server)) as client:
+        assert client.push("dev", [{"seq": 1}]) == answer
+        client.dismiss_conflicts([1])  # no body, no error

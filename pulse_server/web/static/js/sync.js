@@ -907,6 +907,16 @@ export class Engine extends EventTarget {
         this.emit();
         return;
       }
+      if (!Array.isArray(body?.results)) {
+        // A success that is not a push answer (a captive portal's page, a redirect followed to a sign-in
+        // page): taken for one, it answered nothing and still counted as a sync. The queue stays, said.
+        const kind = (response.headers.get('content-type') || 'no content type').split(';')[0];
+        this.lastError = `The answer to your changes was not the sync server's (${response.status}, ${kind}):`
+          + ' they are kept here and sent again.';
+        this.emit();
+        this.retryLater();
+        return;
+      }
       this.lastError = null;
       this.backoffMs = 1_000;
       const answered = await this.recordResults(store, clientId, batch, body, sentAt);
