@@ -172,7 +172,7 @@ def test_a_push_answer_the_page_cannot_read_is_shown_and_the_queue_sent_again(
     spoiled: list[bool] = []
     # Three spoiled answers: the backoff between them (random, from 0 s) leaves the error up long enough
     # to be read, however soon the first retry comes.
-    context.route("**/v1/sync/push", spoil_first('{"results": "not a list"}', spoiled, times=3))
+    context.route("**/v1/sync/push", spoil_first('{"results": [null]}', spoiled, times=3))
     log_day(page, TODAY, sleep_hours="8", steps="9000")
     expect(page.locator("#sync-error")).to_contain_text("Could not send your changes")
     wait_pill(page, "Online · sync error · 1 change queued")  # said on every screen, not only on the Sync one
@@ -254,6 +254,39 @@ def test_a_push_answered_by_something_that_is_not_the_server_is_said_and_sent_ag
     expect(page.locator("#sync-error")).to_have_text("")
     assert spoiled == [True, True, True]
     assert [m["status"] for m in outbox(page)] == ["done"]
+
+
+@pytest.mark.parametrize(("body", "kind"), [
+    ('{"ok": true}', "application/json"),
+    ("<html><body>Sign in to the Wi-Fi</body></html>", "text/html"),
+], ids=["json", "page"])
+def test_a_pull_answered_by_something_that_is_not_the_server_is_a_sync_error_not_a_sync(
+    body: str, kind: str, page: Page, context: BrowserContext, target: Target
+) -> None:
+    """A 200 that is not a shape answer was applied as an empty one (JSON: the page said it had just synced
+    and asked again at once, in a loop) or taken for a server out of reach (a page). Now it is a sync error
+    naming what came back, the pull is asked again after a backoff, and the server's next answer heals it."""
+    sign_in(page, target)
+    log_day(page, TODAY, sleep_hours="8")
+    wait_pill(page, "Online · synced")
+    spoiled: list[bool] = []
+
+    def handle(route: Route) -> None:
+        if len(spoiled) < 2:
+            spoiled.append(True)
+            route.fulfill(status=200, body=body, headers={"content-type": kind})
+        else:
+            route.continue_()
+
+    context.route("**/v1/shape?*", handle)
+    page.evaluate("window.pulse.engine.startPull()")
+    wait_pill(page, "Online · sync error")
+    said = f"the answer to the pull was not the sync server's (200, {kind})"
+    expect(page.locator("#sync-error")).to_contain_text(said)
+    wait_pill(page, "Online · synced", timeout_ms=30_000)  # after the backoff, the server's own answer
+    expect(page.locator("#sync-error")).to_have_text("")
+    assert spoiled == [True, True]
+    expect(page.locator("#today-values")).to_contain_text("8")
 
 
 def test_a_push_error_goes_once_nothing_is_left_to_push(page: Page, context: BrowserContext, target: Target) -> None:

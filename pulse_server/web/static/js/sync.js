@@ -1029,7 +1029,11 @@ export class Engine extends EventTarget {
       let messages;
       try {
         response = await this.request(`shape?${params}`, { signal: controller.signal, token });
-        messages = response.ok ? await response.json() : await readJson(response);
+        // A body that is not JSON on a success is no shape answer (below), not a server out of reach
+        messages = response.ok ? await response.json().catch((error) => {
+          if (error?.name === 'AbortError') throw error;
+          return undefined;
+        }) : await readJson(response);
       } catch {
         clearTimeout(timer);
         if (generation !== this.generation) return;
@@ -1055,9 +1059,16 @@ export class Engine extends EventTarget {
         backoff = Math.min(MAX_BACKOFF_MS, backoff * 2);
         continue;
       }
+      if (!Array.isArray(messages) || !response.headers.has('electric-offset')) {
+        // A success that is not a shape answer (a captive portal's page, another service's JSON): taken
+        // for one, it applied nothing, still counted as a sync, and was asked again at once, again and
+        // again. It is a failure of the pull: said, and asked again after a backoff.
+        const kind = (response.headers.get('content-type') || 'no content type').split(';')[0];
+        throw new Error(`the answer to the pull was not the sync server's (${response.status}, ${kind})`);
+      }
       backoff = 500;
       if (!(await this.checkAccount()) || generation !== this.generation) return; // not this account's any more
-      await this.applyShape(store, shape, response, Array.isArray(messages) ? messages : []);
+      await this.applyShape(store, shape, response, messages);
       if (this.pullError !== null || this.pullFailures) {
         this.pullError = null;
         this.pullFailures = 0;
