@@ -132,12 +132,13 @@ class SyncClient:
 
     def high_water(self, client_ids: Sequence[str]) -> dict[str, int | None]:
         """The highest seq the server holds for each of these client ids (None: none)."""
-        body = self.request("GET", "/v1/sync/high-water", params=[("client_id", c) for c in client_ids])
+        body = self.request("GET", "/v1/sync/high-water", params=[("client_id", c) for c in client_ids],
+                            answers=holds("high_water", dict))
         marks: dict[str, int | None] = body.get("high_water", {})
         return marks
 
     def conflicts(self, after_version: int, limit: int = 1000) -> dict[str, Any]:
-        body: dict[str, Any] = self.request("GET", "/v1/conflicts",
+        body: dict[str, Any] = self.request("GET", "/v1/conflicts", answers=holds("conflicts", list),
                                             params={"after_version": after_version, "limit": limit})
         return body
 
@@ -146,14 +147,15 @@ class SyncClient:
 
     def erasures(self, after: int, limit: int = 1000) -> dict[str, Any]:
         """The erasures of the entries this user holds with an id after `after` (docs/erasure.md)."""
-        body: dict[str, Any] = self.request("GET", "/v1/erasures", params={"after": after, "limit": limit})
+        body: dict[str, Any] = self.request("GET", "/v1/erasures", params={"after": after, "limit": limit},
+                                            answers=holds("erasures", list))  # never "none" for another's JSON
         return body
 
     def erase(self, first: str | None, last: str | None) -> dict[str, Any]:
         """Erase this user's entries from `first` to `last` (None: an open end) on the server."""
         params = {k: v for k, v in (("from", first), ("to", last)) if v is not None}
         body: dict[str, Any] = self.request("DELETE", "/v1/me/entries", params=params,
-                                            answers=lambda b: isinstance(b.get("erasure"), dict))
+                                            answers=holds("erasure", dict))
         return body
 
     def probe(self, timeout_s: float = 2.0) -> bool:
@@ -179,6 +181,11 @@ def not_an_answer(response: httpx.Response, body: Any) -> ServerRefused:
     kind = response.headers.get("content-type", "no content type").split(";")[0]
     what = "not a JSON object" if not isinstance(body, dict) else "not the answer asked for"
     return ServerRefused(response.status_code, "", f"{response.status_code} {what} ({kind})")
+
+
+def holds(member: str, kind: type) -> Callable[[dict[str, Any]], bool]:
+    """An answer that holds `member` as a `kind`."""
+    return lambda body: isinstance(body.get(member), kind)
 
 
 def _is_push_answer(body: dict[str, Any]) -> bool:

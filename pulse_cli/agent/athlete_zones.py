@@ -20,7 +20,10 @@ def refresh(conn: sqlite3.Connection, client: SyncClient, role: str) -> int | No
     An athlete's device has no athletes to place and asks nothing (None)."""
     if role != "coach":
         return None
-    body = client.request("GET", "/v1/grants")
+    from sync.client import holds
+
+    # The list is replaced whole: another service's JSON must not empty it
+    body = client.request("GET", "/v1/grants", answers=holds("grants", list))
     zones = parse(body)
     fetched_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     with conn:

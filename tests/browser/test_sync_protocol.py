@@ -247,7 +247,8 @@ def test_a_push_answered_by_something_that_is_not_the_server_is_said_and_sent_ag
     context.route("**/v1/sync/push", handle)
     log_day(page, TODAY, sleep_hours="6", steps="4000")
     wait_pill(page, "Online · sync error · 1 change queued")
-    expect(page.locator("#sync-error")).to_contain_text(f"was not the sync server's (200, {kind})")
+    said = f"Not sent: the answer to the push was not the sync server's (200, {kind})"
+    expect(page.locator("#sync-error")).to_contain_text(said)
     assert [m["status"] for m in outbox(page)] == ["pending"]
     pump_until(page, lambda: target.stored(TODAY), 30, "the write on the server after three answers not its own")
     wait_pill(page, "Online · synced")
@@ -322,6 +323,8 @@ def test_a_server_failing_the_pull_is_shown_until_it_answers_it(
 @pytest.mark.parametrize(("status", "body", "said"), [
     (500, FAILED, "the server failed the erasures (500, unavailable)"),
     (404, "<html>not here</html>", "the server refused the erasures (404)"),  # a proxy's page, not the server's
+    # Another service's JSON: before, taken for "no erasures"
+    (200, '{"ok": true}', "the answer to the erasures was not the sync server's (200, application/json)"),
 ])
 def test_a_server_failing_the_exchange_is_a_sync_error(
     status: int, body: str, said: str, page: Page, context: BrowserContext, target: Target

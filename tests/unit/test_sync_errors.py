@@ -123,3 +123,18 @@ def test_a_no_content_answer_is_empty_and_a_push_answer_is_returned_whole() -> N
     with SyncClient("http://pulse.test", "t", transport=httpx.MockTransport(server)) as client:
         assert client.push("dev", [{"seq": 1}]) == answer
         client.dismiss_conflicts([1])  # no body, no error
+
+
+@pytest.mark.parametrize("ask", ["erasures", "conflicts", "high_water", "erase"])
+def test_another_services_json_is_never_taken_for_an_empty_list(ask: str) -> None:
+    """`{}` from something else was read as "no erasures" (a device kept erased days), "no conflicts" or
+    "no marks": now every one is a refusal without a code, said by the round."""
+    def other(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"ok": True})
+
+    calls = {"erasures": lambda c: c.erasures(0), "conflicts": lambda c: c.conflicts(0),
+             "high_water": lambda c: c.high_water(["dev"]), "erase": lambda c: c.erase(None, None)}
+    with SyncClient("http://pulse.test", "t", transport=httpx.MockTransport(other)) as client, \
+            pytest.raises(ServerRefused) as refused:
+        calls[ask](client)
+    assert (refused.value.status, refused.value.code) == (200, "")

@@ -218,6 +218,14 @@ class HttpError extends Error {
   }
 }
 
+/** A successful status whose body is not the answer asked for (a captive portal's page, another service's). */
+class NotAnAnswer extends Error {
+  constructor(what, response) {
+    const kind = (response.headers.get('content-type') || 'no content type').split(';')[0];
+    super(`the answer to the ${what} was not the sync server's (${response.status}, ${kind})`);
+  }
+}
+
 async function readJson(response) {
   try { return await response.json(); } catch { return null; }
 }
@@ -698,7 +706,8 @@ export class Engine extends EventTarget {
       if (response.status === 429) break; // pacing us: the next exchange asks again
       if (!response.ok) throw new ServerFailed('conflicts', response, await readJson(response));
       const body = await response.json();
-      const found = Array.isArray(body.conflicts) ? body.conflicts : [];
+      if (!Array.isArray(body?.conflicts)) throw new NotAnAnswer('conflicts', response);
+      const found = body.conflicts;
       if (!(await this.checkAccount()) || store !== this.store) return; // not this account's any more
       await store.transact(['meta'], 'readwrite', async (s) => {
         await s.meta.put(mergeConflicts((await s.meta.get('conflicts')) || [], found, Date.now()), 'conflicts');
@@ -727,7 +736,9 @@ export class Engine extends EventTarget {
       // Any other refusal or failure: an erasure the server cannot hand over must never look applied.
       if (!response.ok) throw new ServerFailed('erasures', response, await readJson(response));
       const body = await response.json();
-      const found = Array.isArray(body.erasures) ? body.erasures : [];
+      // Never "no erasures" for an answer that is not the server's (another service's JSON)
+      if (!Array.isArray(body?.erasures)) throw new NotAnAnswer('erasures', response);
+      const found = body.erasures;
       if (!found.length) break;
       if (!(await this.checkAccount()) || store !== this.store) return false; // not this account's any more
       await store.transact(['rows', 'outbox', 'meta'], 'readwrite', async (s) => {
@@ -910,9 +921,8 @@ export class Engine extends EventTarget {
       if (!Array.isArray(body?.results)) {
         // A success that is not a push answer (a captive portal's page, a redirect followed to a sign-in
         // page): taken for one, it answered nothing and still counted as a sync. The queue stays, said.
-        const kind = (response.headers.get('content-type') || 'no content type').split(';')[0];
-        this.lastError = `The answer to your changes was not the sync server's (${response.status}, ${kind}):`
-          + ' they are kept here and sent again.';
+        this.lastError = `Not sent: ${new NotAnAnswer('push', response).message}; your changes are kept here and sent`
+          + ' again.';
         this.emit();
         this.retryLater();
         return;
@@ -1063,8 +1073,7 @@ export class Engine extends EventTarget {
         // A success that is not a shape answer (a captive portal's page, another service's JSON): taken
         // for one, it applied nothing, still counted as a sync, and was asked again at once, again and
         // again. It is a failure of the pull: said, and asked again after a backoff.
-        const kind = (response.headers.get('content-type') || 'no content type').split(';')[0];
-        throw new Error(`the answer to the pull was not the sync server's (${response.status}, ${kind})`);
+        throw new NotAnAnswer('pull', response);
       }
       backoff = 500;
       if (!(await this.checkAccount()) || generation !== this.generation) return; // not this account's any more
