@@ -166,3 +166,24 @@ def test_a_write_this_devices_storage_refuses_is_said_on_every_screen_not_lost_i
     expect(page.locator("#log-status")).to_contain_text("Saved")
     expect(notice).to_be_hidden()
     assert [m["fields"] for m in outbox(page)] == [{"steps": 4321}]
+
+
+def test_a_fix_and_the_end_of_the_refused_change_it_fixes_are_one_write(page: Page, target: Target) -> None:
+    """Saving a fix queued the fix, then dropped the refused change in a second write: when that second
+    write failed, the page said "Not saved" for a fix that was queued and kept the refused change beside
+    it. Now both are one transaction (here the separate drop fails whenever it is called: it is not)."""
+    sign_in(page, target)
+    queue_unchecked(page, YESTERDAY, {"weight_kg": 600})
+    wait_pill(page, "1 rejected")
+    page.evaluate("() => { window.pulse.engine.discard = async () => { throw new Error('the drop failed'); }; }")
+    page.get_by_role("link", name="Sync").click()
+    page.locator("#rejected-list li").nth(0).get_by_role("button", name="Fix").click()
+    page.get_by_label("Weight").fill("72")
+    page.get_by_role("button", name="Save").click()
+
+    expect(page.locator("#log-status")).to_contain_text("Saved")
+    expect(page.locator("#write-error")).to_be_hidden()
+    wait_for(lambda: target.stored(YESTERDAY), 20, "the fix on the server")
+    wait_pill(page, "Online · synced")
+    assert [(m["status"], m["fields"]) for m in outbox(page)] == [("done", {"weight_kg": 72})]
+

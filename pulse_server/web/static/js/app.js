@@ -547,8 +547,8 @@ async function saveLog(event) {
   const previous = previousWeight(engine.view, date);
   const warnings = fieldWarnings(engine.rules, fields, previous, date).map((w) => w.message);
   if (!(await stillOurs(async () => {
-    await engine.write(date, 'set', fields);
-    if (fixing) { await engine.discard(fixing.seq); fixing = null; }
+    await engine.write(date, 'set', fields, fixing ? fixing.seq : null);
+    fixing = null;
   }))) return;
   openLog(date);
   const where = engine.online ? 'Saved.' : 'Saved on this device; it will sync when you are online.';

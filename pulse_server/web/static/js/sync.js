@@ -797,8 +797,9 @@ export class Engine extends EventTarget {
   /**
    * Queue one mutation: `fields` are the checked values to set (null clears), or op 'delete'.
    * `base` is the stamp of each replaced value in the view, the clock moves past every stamp seen.
+   * `replacing`: the seq of a refused change this one fixes, dropped in the same transaction.
    */
-  async write(date, op, fields = {}) {
+  async write(date, op, fields = {}, replacing = null) {
     if (!(await this.checkAccount())) throw new AccountChanged('this tab stopped: another account is signed in');
     const store = this.store;
     const current = this.view.get(date);
@@ -819,6 +820,9 @@ export class Engine extends EventTarget {
       await s.meta.put(hlc, 'hlc_last');
       await s.outbox.put({ seq, date, op, fields: op === 'delete' ? {} : wire, base, hlc, status: 'pending',
         result: null, lsn: null, created_ms: Date.now() });
+      // The refused change this one fixes leaves in the same transaction: never the fix saved and the
+      // refused change kept (or the other way round), and never "Not saved" for a fix that was
+      if (replacing !== null) await s.outbox.delete(replacing);
     });
     this.announce();
     await this.refresh();
