@@ -84,6 +84,8 @@ def sign_in(
     except Offline as exc:
         raise Unreachable(str(exc)) from exc
     except ServerRefused as exc:
+        if not exc.code:  # no error body of the sync server's: a proxy's or a portal's answer
+            raise PulseError(f"login: {url} answered {exc.status}, not as the sync server does ({exc})") from exc
         raise PulseError(f"login: the server refused: {exc}") from exc
     return token, me, sent_at, received_at
 

@@ -59,8 +59,11 @@ class Upstream:
         except httpx.HTTPError:
             return None
         if response.status_code == 200:
-            body = response.json()
-            if not body.get("access_token"):
+            try:
+                body = response.json()
+            except ValueError:  # a portal's or a proxy's page: no answer from the sync server
+                return None
+            if not isinstance(body, dict) or not body.get("access_token"):
                 return None
             account.token = str(body["access_token"])
             account.expires_at = str(body.get("expires_at", account.expires_at))
