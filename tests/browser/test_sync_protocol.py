@@ -119,6 +119,32 @@ def test_a_refused_sign_in_keeps_the_queue_and_sync_resumes_after_signing_in_aga
     wait_pill(page, "Online · synced")
 
 
+def test_a_sign_in_answered_by_something_that_is_not_the_server_says_so(
+    page: Page, context: BrowserContext, target: Target
+) -> None:
+    """A captive portal's page in answer to the sign-in was read as a token ("Cannot read properties of
+    null"); now the page says whose answer it was not, and signing in works once the server answers."""
+    spoiled: list[bool] = []
+
+    def portal(route: Route) -> None:
+        if not spoiled:
+            spoiled.append(True)
+            route.fulfill(status=200, body="<html>Sign in to the Wi-Fi</html>", headers={"content-type": "text/html"})
+        else:
+            route.continue_()
+
+    context.route("**/v1/auth/token", portal)
+    page.goto(target.app_url)
+    page.get_by_label("Username").fill(target.username)
+    page.get_by_label("Password").fill(target.password)
+    page.get_by_role("button", name="Sign in", exact=True).click()
+    expect(page.locator("#signin-error")).to_contain_text(
+        "the answer to the sign-in was not the sync server's (200, text/html)")
+    page.get_by_role("button", name="Sign in", exact=True).click()
+    page.get_by_role("heading", name="Today").wait_for()
+    assert spoiled == [True]
+
+
 def test_a_response_the_page_cannot_apply_is_shown_and_following_starts_again(
     page: Page, context: BrowserContext, target: Target
 ) -> None:

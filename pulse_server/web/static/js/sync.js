@@ -505,12 +505,14 @@ export class Engine extends EventTarget {
     }
     const body = await readJson(response);
     if (!response.ok) throw new Error(body?.error?.message || `sign-in failed (${response.status})`);
+    if (typeof body?.access_token !== 'string') throw new NotAnAnswer('sign-in', response);
     const token = body.access_token;
     const sentAt = Date.now();
     const me = await this.request('me', { headers: { Authorization: `Bearer ${token}` }, anonymous: true });
     const receivedAt = Date.now();
     const who = await readJson(me);
     if (!me.ok) throw new Error(who?.error?.message || 'sign-in failed');
+    if (typeof who?.username !== 'string') throw new NotAnAnswer('sign-in', me);
     if (who.role !== 'athlete') throw new Error(`${who.username} is a coach account: the app logs an athlete's own days`);
     return { token, username: who.username, role: who.role, clock: [who.server_time_ms, sentAt, receivedAt] };
   }
