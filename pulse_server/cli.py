@@ -136,7 +136,8 @@ def maintain(
         typer.echo(json.dumps(report.fields()))
         return
     typer.echo(f"results pruned: {report.results_pruned} (high-water marks moved: {report.high_water_clients});"
-               f" conflicts pruned: {report.conflicts_pruned}; shape log: {plural(report.log_folded, 'update')}"
+               f" conflicts pruned: {report.conflicts_pruned}; expired sign-ins removed: {report.tokens_pruned};"
+               f" shape log: {plural(report.log_folded, 'update')}"
                f" folded, {plural(report.log_trimmed, 'change')} trimmed (horizon {report.horizon[0]}_"
                f"{report.horizon[1]}); snapshot messages stored: {report.messages_filled}; {report.seconds:.2f} s")
     typer.echo("sizes: " + ", ".join(f"{t} {b / 1024:.0f} kB" for t, b in report.table_bytes.items()))

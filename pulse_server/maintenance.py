@@ -6,6 +6,8 @@ lock) does, each in bounded batches of short transactions:
   (user, client)'s highest seq among them, upserted with greatest()) and deleted in the same statement;
   a replay at or below that seq is still a duplicate (docs/sync.md);
 - the conflict audit: rows older than the conflict window are deleted;
+- sign-ins: tokens past their expiry (one row per sign-in, kept until now) are deleted, except those an
+  erasure of their whole account revoked, which a device back after months still needs to learn it;
 - the shape log (docs/shapes.md, "Compaction"): below its live tail, every update followed by a later
   update or delete of the same row is removed (the later one carries the whole row); changes older than
   the shape log window are trimmed, after the horizon below which offsets must refetch is recorded;
@@ -34,7 +36,7 @@ from psycopg import sql
 log = logging.getLogger("pulse.maintenance")
 
 MAINTENANCE_LOCK = 7041979
-SYNC_TABLES = ("shape_log", "applied_mutations", "client_high_water", "conflicts")
+SYNC_TABLES = ("shape_log", "applied_mutations", "client_high_water", "conflicts", "tokens")
 DAY_S = 86_400
 REWRITE_MIN_BYTES = 1 << 20  # smaller tables are never rewritten
 REWRITE_LOCK_WAIT = "500ms"  # a rewrite locks its table: writers wait at most this long behind it
@@ -62,6 +64,7 @@ class Report:
     results_pruned: int = 0
     high_water_clients: int = 0  # (user, client) pairs whose high-water seq moved
     conflicts_pruned: int = 0
+    tokens_pruned: int = 0  # expired sign-ins
     messages_filled: int = 0  # shape rows whose snapshot message was stored
     log_folded: int = 0  # updates removed because a later change of the same row carries it
     log_trimmed: int = 0  # changes at or below the new horizon
@@ -93,12 +96,14 @@ def run(dsn: str, retention: Retention, wait_s: float = 0.0, stop: threading.Eve
             report = Report()
             report.results_pruned, report.high_water_clients = prune_results(conn, retention, stop)
             report.conflicts_pruned = prune_conflicts(conn, retention, stop)
+            report.tokens_pruned = prune_tokens(conn, retention, stop)
             report.horizon, report.log_trimmed, report.log_folded, report.compacted_through = compact_shape_log(
                 conn, retention, stop)
             report.messages_filled = fill_messages(conn, retention, stop)
             pruned = [t for t, n in (("shape_log", report.log_trimmed + report.log_folded),
                                      ("applied_mutations", report.results_pruned),
-                                     ("conflicts", report.conflicts_pruned)) if n]
+                                     ("conflicts", report.conflicts_pruned),
+                                     ("tokens", report.tokens_pruned)) if n]
             if pruned and not stop.is_set():  # the space those rows took can be used again
                 conn.execute(sql.SQL("VACUUM {}").format(sql.SQL(", ").join(map(sql.Identifier, pruned))))
             if not stop.is_set():
@@ -202,6 +207,20 @@ def prune_conflicts(conn: psycopg.Connection[Any], retention: Retention, stop: t
             SELECT ctid FROM conflicts WHERE created_at < now() - make_interval(secs => %(window_s)s)
              LIMIT %(batch)s))
         """, {"window_s": retention.conflict_days * DAY_S, "batch": retention.batch}, stop)
+
+
+def prune_tokens(conn: psycopg.Connection[Any], retention: Retention, stop: threading.Event) -> int:
+    """Tokens past their expiry: a device presenting one is told to log in again whether or not its row is
+    kept. Kept: those revoked by the erasure of their whole account (issued before it), which answer
+    `account_erased` for good, so a device back after months still drops the account's entries
+    (`erasure.account_erasure`, docs/erasure.md)."""
+    return _batches(conn, """
+        DELETE FROM tokens WHERE ctid = ANY(ARRAY(
+            SELECT t.ctid FROM tokens t WHERE t.expires_at < now()
+               AND NOT (t.revoked_at IS NOT NULL AND EXISTS (SELECT 1 FROM erasures e
+                        WHERE e.user_id = t.user_id AND e.whole_account AND t.created_at <= e.created_at))
+             LIMIT %(batch)s))
+        """, {"batch": retention.batch}, stop)
 
 
 def compact_shape_log(conn: psycopg.Connection[Any], retention: Retention,

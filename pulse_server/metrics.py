@@ -44,7 +44,7 @@ class Metrics:
         )
         self.maintenance_removed = Counter(
             "pulse_maintenance_removed_rows",
-            "Rows maintenance removed: results (pruned), conflicts, log_folded, log_trimmed",
+            "Rows maintenance removed: results (pruned), conflicts, tokens (expired), log_folded, log_trimmed",
             ["what"], registry=self.registry,
         )
         self.maintenance_last_success = Gauge(

@@ -423,7 +423,8 @@ class Background:
             return
         m.maintenance_runs.labels("done").inc()
         for what, count in (("results", report.results_pruned), ("conflicts", report.conflicts_pruned),
-                            ("log_folded", report.log_folded), ("log_trimmed", report.log_trimmed)):
+                            ("tokens", report.tokens_pruned), ("log_folded", report.log_folded),
+                            ("log_trimmed", report.log_trimmed)):
             m.maintenance_removed.labels(what).inc(count)
         m.maintenance_last_success.set(time.time())
         m.maintenance_seconds.set(report.seconds)

@@ -18,10 +18,13 @@ from typing import Any
 import psycopg
 import pytest
 from server_support import PULSE_SERVER, Api, ServerProcess, clean_env, now_ms, set_mutation, stamp
+from sqlmodel import select
 from throwaway_db import migrated_database
 
-from pulse_server.accounts import add_user, issue_token
+from pulse_server.accounts import add_user, hash_token, issue_token
 from pulse_server.db.database import Database
+from pulse_server.db.models import User
+from pulse_server.erasure import erase
 from pulse_server.maintenance import MAINTENANCE_LOCK
 from pulse_server.settings import Settings
 
@@ -162,6 +165,56 @@ def test_the_conflict_audit_is_kept_for_its_window(setup: Setup) -> None:
     assert conflict_ages(setup) == [0, 20, 179]
     assert maintained(setup.url, "--conflict-retention-days", "10")["conflicts_pruned"] == 2
     assert conflict_ages(setup) == [0]
+
+
+def signed_in(setup: Setup, username: str, count: int) -> tuple[int, list[str]]:
+    """`username` (made if new) signed in `count` times: the user's id and the tokens."""
+    database = Database(Settings(database_url=setup.url, pool_size=1))
+    try:
+        with database.session() as session:
+            user = session.exec(select(User).where(User.username == username)).first()
+            user = user or add_user(session, username, "correct horse battery", False)
+            assert user.id is not None
+            return user.id, [issue_token(session, user, 30)[0] for _ in range(count)]
+    finally:
+        database.dispose()
+
+
+def expire(setup: Setup, tokens: list[str], days_ago: int) -> None:
+    setup.pg.execute("UPDATE tokens SET expires_at = now() - make_interval(days => %s) WHERE token_hash = ANY(%s)",
+                     (days_ago, [hash_token(t) for t in tokens]))
+
+
+def kept_tokens(setup: Setup, tokens: list[str]) -> list[bool]:
+    rows = {r[0] for r in setup.pg.execute("SELECT token_hash FROM tokens WHERE token_hash = ANY(%s)",
+                                           ([hash_token(t) for t in tokens],))}
+    return [hash_token(t) in rows for t in tokens]
+
+
+def test_expired_sign_ins_are_removed_but_those_an_account_erasure_revoked_still_answer_it(setup: Setup) -> None:
+    """Every sign-in made a row that stayed for good. Expired ones go now; an account erasure's revoked ones
+    stay, so a device back after months, its token long expired, still learns the account was erased."""
+    _, (live, expired, revoked_expired) = signed_in(setup, "keeper", 3)
+    setup.pg.execute("UPDATE tokens SET revoked_at = now() WHERE token_hash = %s", (hash_token(revoked_expired),))
+    gone_id, before_erasure = signed_in(setup, "gone", 2)
+    with setup.pg.transaction():
+        erase(setup.pg, gone_id, "gone", None, None, now_ms(), whole_account=True)
+    _, after_erasure = signed_in(setup, "gone", 1)  # signed in afresh after it: an ordinary token
+    expire(setup, [expired, revoked_expired, *before_erasure, *after_erasure], days_ago=90)
+
+    figures = maintained(setup.url)
+
+    assert figures["tokens_pruned"] == 3
+    assert kept_tokens(setup, [live, setup.token, expired, revoked_expired]) == [True, True, False, False]
+    assert kept_tokens(setup, [*before_erasure, *after_erasure]) == [True, True, False]
+    with Api(setup.server.url, before_erasure[0]) as api:
+        refused = api.get("/v1/me")
+    assert refused.status_code == 401 and refused.json()["error"]["code"] == "account_erased"
+    with Api(setup.server.url, expired) as api:
+        assert api.get("/v1/me").json()["error"]["code"] == "unauthorized"
+    with Api(setup.server.url, live) as api:
+        assert api.get("/v1/me").status_code == 200
+    assert maintained(setup.url)["tokens_pruned"] == 0
 
 
 def _metric(server: ServerProcess, name: str, **labels: str) -> float:
