@@ -187,3 +187,33 @@ def test_a_fix_and_the_end_of_the_refused_change_it_fixes_are_one_write(page: Pa
     wait_pill(page, "Online · synced")
     assert [(m["status"], m["fields"]) for m in outbox(page)] == [("done", {"weight_kg": 72})]
 
+
+
+AGE_OUTBOX = """([seqs, days]) => window.pulse.engine.store.transact(['outbox'], 'readwrite', async (s) => {
+  for (const seq of seqs) {
+    const m = await s.outbox.get(seq);
+    await s.outbox.put({ ...m, sent_at: Date.now() - days * 86400000 });
+  }
+})"""
+
+
+def test_acknowledged_changes_leave_the_outbox_after_their_window_refused_ones_stay(
+    page: Page, target: Target
+) -> None:
+    """The page's outbox kept every change ever acknowledged, read whole at every refresh. Now a change the
+    server took leaves it 30 days on, once the pull is past it (then the view no longer needs it: here when
+    today's change is pulled), as the CLI's do; a refused one stays until fixed or discarded, however old."""
+    sign_in(page, target)
+    log_day(page, BEFORE, steps="5000")
+    queue_unchecked(page, YESTERDAY, {"steps": 200000})
+    wait_pill(page, "1 rejected")
+    old = [m["seq"] for m in outbox(page)]
+    page.evaluate(AGE_OUTBOX, [old, 31])
+
+    log_day(page, TODAY, steps="6000")
+    wait_for(lambda: target.stored(TODAY), 20, "today's write on the server")
+    page.wait_for_function("window.pulse.engine.outbox.length === 2")
+
+    assert sorted((m["date"], m["status"]) for m in outbox(page)) == [(YESTERDAY, "rejected"), (TODAY, "done")]
+    page.goto(page.url.split("#")[0] + "#history")
+    expect(page.locator("#history-list")).to_contain_text("5,000")  # the pruned change's day, from the shape

@@ -8,6 +8,7 @@ import { dayScore } from './score.js';
 export const MERGE_FIELDS = ['sleep_hours', 'hrv_ms', 'steps', 'weight_kg', 'note'];
 const COMPANIONS = { hrv_ms: ['hrv_ms', 'hrv_method'] };
 const RECENT_MS = 3_600_000;
+export const KEEP_DONE_MS = 30 * 86_400_000; // acknowledged changes kept 30 days, as the CLI's KEEP_ACKED
 
 const rank = (source, stamp) => [source === 'manual' ? 1 : 0, stamp || ''];
 const above = (a, b) => a[0] > b[0] || (a[0] === b[0] && a[1] > b[1]);
@@ -112,6 +113,17 @@ export function overlaid(outbox, pulledLsn, nowMs) {
     .filter((m) => m.status === 'pending' || (m.status === 'done' && (
       BigInt(m.lsn || '0') >= pulled || nowMs - (m.sent_at || 0) < RECENT_MS)))
     .sort((a, b) => a.seq - b.seq);
+}
+
+/**
+ * Acknowledged outbox rows kept past their window (KEEP_DONE_MS after the answer, as the CLI keeps its
+ * own) and no longer applied by the view: their seqs, to delete. The outbox stays bounded by the recent
+ * writes, not by every write ever made; pending and rejected rows are never among them.
+ */
+export function expired(outbox, pulledLsn, nowMs) {
+  const applied = new Set(overlaid(outbox, pulledLsn, nowMs).map((m) => m.seq));
+  return outbox.filter((m) => m.status === 'done' && !applied.has(m.seq) && nowMs - (m.sent_at || 0) > KEEP_DONE_MS)
+    .map((m) => m.seq);
 }
 
 /** The view: entries by date (tombstones included, flagged `deleted`). */

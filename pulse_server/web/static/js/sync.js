@@ -18,7 +18,7 @@
 // (it is `locked`), forgets what it showed and says so. Tabs tell each other on a BroadcastChannel.
 
 import { newClientId, nextStamp, parseStamp, formatStamp } from './hlc.js';
-import { buildView, conflictState, MERGE_FIELDS, unfoldedValue } from './replica.js';
+import { buildView, conflictState, expired, MERGE_FIELDS, unfoldedValue } from './replica.js';
 import { localToday } from './values.js';
 import {
   accountDbName, deleteDatabase, keptAccounts, moveLegacyData, openAccount, openDevice, readSession, writeSession,
@@ -224,6 +224,14 @@ class NotAnAnswer extends Error {
     const kind = (response.headers.get('content-type') || 'no content type').split(';')[0];
     super(`the answer to the ${what} was not the sync server's (${response.status}, ${kind})`);
   }
+}
+
+/**
+ * Acknowledged changes past their window that the view no longer applies leave the queue (in the
+ * caller's transaction on meta and outbox): at each push recorded and each pull applied.
+ */
+async function dropExpired(s, nowMs) {
+  for (const seq of expired(await s.outbox.getAll(), await s.meta.get('pulled_lsn'), nowMs)) await s.outbox.delete(seq);
 }
 
 async function readJson(response) {
@@ -979,6 +987,7 @@ export class Engine extends EventTarget {
           lsn: body.lsn, sent_at: receivedAt, client_id: clientId });
       }
       await observe(s, (body.results || []).map((r) => r.hlc)); // the stamps the server stored
+      await dropExpired(s, receivedAt);
       await learnClock(s, body.server_time_ms, sentAt, receivedAt);
       if (clashed || stolen) answered.newId = await takeNewId(s, clientId);
       await s.meta.put(receivedAt, 'last_sync_ms');
@@ -1101,7 +1110,7 @@ export class Engine extends EventTarget {
     let refetch = false;
     let changes = 0;
     const seen = [];
-    await store.transact(['rows', 'meta'], 'readwrite', async (s) => {
+    await store.transact(['rows', 'meta', 'outbox'], 'readwrite', async (s) => {
       if (shape.offset === '-1') await s.rows.clear(); // a fresh snapshot replaces the old copy
       const erased = (await s.meta.get('erasures')) || [];
       for (const message of messages) {
@@ -1124,7 +1133,10 @@ export class Engine extends EventTarget {
       }
       await s.meta.put({ handle: handle || shape.handle, offset: offset || shape.offset,
         cursor: cursor || shape.cursor, upToDate }, 'shape');
-      if (offset && /^\d+_\d+$/.test(offset)) await s.meta.put(offset.split('_')[0], 'pulled_lsn');
+      if (offset && /^\d+_\d+$/.test(offset)) {
+        await s.meta.put(offset.split('_')[0], 'pulled_lsn');
+        await dropExpired(s, Date.now()); // the pull moved: acknowledged changes it now shows may go
+      }
       await observe(s, seen); // later local edits must sort after every stamp this device has seen
       if (upToDate) await s.meta.put(Date.now(), 'last_sync_ms');
     });
