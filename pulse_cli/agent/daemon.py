@@ -23,6 +23,7 @@ from pulse_cli.agent.live_state import LiveState, RoundState
 from pulse_cli.agent.pull import follow_live
 from pulse_cli.agent.runner import LoginRequired, Unreachable, run_sync
 from pulse_cli.bootstrap import Device, bootstrap
+from pulse_cli.sync_text import plural
 from pulse_core.errors import PulseError
 from sync.shape_client import ShapeStream
 
@@ -58,6 +59,10 @@ class Agent:
             pushed = sum(report.pushed.values())
             if pushed or report.pulled:
                 log.info("synced: pushed %d, pulled %d, %d pending", pushed, report.pulled, report.pending)
+            if report.pushed.get("rejected"):  # refused for good: said louder than a count among the pushed
+                log.warning("the server refused %s (pulse rejected lists them, with why; fix or discard them"
+                            " there): %d rejected in all", plural(report.pushed["rejected"], "change"),
+                            report.rejected)
             self.rounds.succeeded()
         except Unreachable as exc:
             log.warning("%s", exc.message)

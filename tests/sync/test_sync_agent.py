@@ -188,3 +188,23 @@ def test_pulse_status_says_why_the_agents_syncs_fail_until_one_passes(
         assert "Traceback" not in agent.text()
     finally:
         proxy.close()
+
+
+def test_changes_the_server_refuses_in_an_agents_round_are_said_in_its_log(
+    make_device: Callable[..., Device], make_user: Callable[..., User], start_agent: Callable[[Device], AgentProcess],
+) -> None:
+    """A change queued here and then refused by the server (its day erased from another device meanwhile)
+    was only a count among "pushed" in the agent's log: now a warning of its own says so and where to see why."""
+    user = make_user()
+    a, b = make_device("A"), make_device("B")
+    for device in (a, b):
+        assert device.login(user).returncode == 0
+    a.log(day(-3), steps=1234)  # queued on A, made before the erasure
+    b.ok("erase", "--from", day(-3), "--to", day(-3), "--yes")
+
+    agent = start_agent(a)
+
+    wait_for(lambda: a.outbox_counts().get("rejected") == 1, 30, "A's change refused by the server")
+    wait_for(lambda: "the server refused 1 change (pulse rejected lists them" in agent.text(), 10,
+             "the refusal in the agent's log")
+
