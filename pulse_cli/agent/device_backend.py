@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pulse_cli.agent.account import Account, load_account, save_account
-from pulse_cli.agent.relay import high_water, relay_batch
+from pulse_cli.agent.relay import high_water, refused_since, relay_batch
 from pulse_cli.agent.upstream import Upstream
 from pulse_cli.store import meta
 from pulse_cli.store.connection import DB_NAME, meta_once, read_meta, write_meta
@@ -29,6 +29,7 @@ from pulse_cli.store.uow import SqliteUnitOfWork, wall_ms
 
 if TYPE_CHECKING:  # the server package is imported only when `pulse agent --serve` runs
     from pulse_server.device.ports import LogChange, Pushed, Row, Signed
+    from sync.wire import MutationResult
 
 TOKEN_TTL = dt.timedelta(days=30)
 DECIMALS = ("sleep_hours", "hrv_ms", "weight_kg")
@@ -121,6 +122,13 @@ class SqliteDeviceBackend:
             before = high_water(conn, client_id)
             results = relay_batch(SqliteUnitOfWork(conn, self.wall), client_id, mutations, now_ms, today)
             return Pushed(results, now_ms, _head(conn), before)
+        finally:
+            conn.close()
+
+    def refused(self, client_id: str, limit: int) -> list[MutationResult]:
+        conn = self._connect()
+        try:
+            return refused_since(conn, client_id, limit)
         finally:
             conn.close()
 

@@ -11,7 +11,7 @@ import datetime as dt
 import json
 import sqlite3
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 from pulse_cli.store.entries import OWNER
 from pulse_cli.store.uow import SqliteUnitOfWork
@@ -20,13 +20,30 @@ from pulse_core.errors import ValidationError
 from sync.erasure import Erasure, refusal, refusing
 from sync.hlc import SKEW_LIMIT_MS, Stamp
 from sync.merge import apply_mutation
-from sync.wire import Mutation, MutationResult, mutation_digest, parse_mutation, rejection, replay
+from sync.wire import Mutation, MutationResult, ResultError, mutation_digest, parse_mutation, rejection, replay
 
 
 def high_water(conn: sqlite3.Connection, client_id: str) -> int | None:
     """The highest seq this device holds for a browser's client id (None: none), as the server answers."""
     row = conn.execute("SELECT max(seq) FROM relayed WHERE client_id = ?", (client_id,)).fetchone()
     return None if row is None or row[0] is None else int(row[0])
+
+
+def refused_since(conn: sqlite3.Connection, client_id: str, limit: int) -> list[MutationResult]:
+    """A browser's changes this device took and the sync server refused when the device pushed them (still
+    rejected here: neither discarded nor fixed): each as its refusal, under the browser's seq. The browser
+    was answered `applied` when it pushed; this is how it learns otherwise (docs/pwa.md)."""
+    rows = conn.execute(
+        "SELECT r.seq, o.result FROM relayed r JOIN outbox o ON o.seq = r.outbox_seq"
+        " WHERE r.client_id = ? AND o.status = 'rejected' ORDER BY r.seq LIMIT ?", (client_id, limit)).fetchall()
+    refused: list[MutationResult] = []
+    for seq, text in rows:
+        result = json.loads(text) if text else {}
+        error = result.get("error") if isinstance(result, dict) else None
+        if not isinstance(error, dict):
+            error = {"code": "refused", "message": "the sync server refused it"}
+        refused.append({"seq": int(seq), "status": "rejected", "error": cast(ResultError, error)})
+    return refused
 
 
 def relay_batch(

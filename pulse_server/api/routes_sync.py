@@ -26,7 +26,7 @@ from pulse_server.api.deps import (
     identify,
     must_write,
 )
-from pulse_server.api.schemas import HighWaterOut, PushRequest, PushResponse, inline_schema
+from pulse_server.api.schemas import HighWaterOut, PushRequest, PushResponse, RefusedOut, inline_schema
 from pulse_server.db.database import Database
 from pulse_server.errors import ApiError, from_wire
 from pulse_server.logs import user_id
@@ -118,3 +118,18 @@ def high_water(
                            field="client_id", value=value)
     rows = db.run(lambda conn: conn.execute(_HIGH_WATER, {"user": user.id, "ids": client_id}).fetchall())
     return {"high_water": {cid: None if seq is None else int(seq) for cid, seq in rows}}
+
+
+@router.get("/refused", response_model=RefusedOut)
+def refused(
+    user: CurrentUser, client_id: Annotated[str, Query(description="The client id of the pushing store")],
+) -> dict[str, Any]:
+    """Changes of this client acknowledged earlier and refused since: none here, ever. This server answers
+    every refusal in the push itself, and never refuses later what it took. A device serving the app
+    (`pulse agent --serve`) lists there the browser's changes it took and the sync server then refused;
+    the app asks both the same way (docs/pwa.md)."""
+    if not CLIENT_ID.fullmatch(client_id):
+        raise ApiError(400, "bad_request", f"client_id: String should match pattern '^{CLIENT_ID.pattern}$'",
+                       field="client_id", value=client_id)
+    return {"refused": []}
+

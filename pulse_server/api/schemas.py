@@ -150,6 +150,13 @@ class HighWaterOut(BaseModel):
     high_water: dict[str, int | None]
 
 
+class RefusedOut(BaseModel):
+    refused: list[MutationResult] = Field(
+        description="Changes of this client acknowledged earlier and refused since, each as its refusal: "
+        "always empty from the sync server (its push answers every refusal), a browser's changes the "
+        "sync server refused after a device serving the app took them (docs/pwa.md)")
+
+
 class ConflictRecordOut(BaseModel):
     id: int
     version: int

@@ -24,9 +24,11 @@ from pulse_server.shapes.protocol import EXPOSE_HEADERS
 from pulse_server.web import mount_pwa
 from sync import wire
 from sync.errors import PushRefused
+from sync.hlc import CLIENT_ID
 from sync.wire import MAX_BATCH, check_batch, parse_push_body, push_response
 
 UNAUTHORIZED = {"WWW-Authenticate": "Bearer"}
+MAX_REFUSED = 1000  # refusals a request lists: the app marks them, and asks again at its next exchange
 MAX_BODY_BYTES = 1_048_576
 
 
@@ -107,6 +109,13 @@ def create_device_app(backend: DeviceBackend, throttle: LoginThrottle | None = N
     @app.post("/v1/conflicts/dismiss", status_code=204, tags=["entries"])
     def dismiss_conflicts(body: DismissRequest, _: SignedIn, _json: JsonDeclared) -> None:
         backend.dismiss_conflicts(body.ids)
+
+    @app.get("/v1/sync/refused", tags=["sync"])
+    def refused(
+        _: SignedIn, client_id: Annotated[str, Query(pattern=f"^{CLIENT_ID.pattern}$")],
+    ) -> dict[str, Any]:
+        """The browser's changes this device took and the sync server refused since (docs/pwa.md)."""
+        return {"refused": backend.refused(client_id, MAX_REFUSED)}
 
     @app.get("/v1/erasures", tags=["erasure"])
     def erasures(

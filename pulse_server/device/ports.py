@@ -50,6 +50,10 @@ class DeviceBackend(Protocol):
     def push(self, client_id: str, mutations: Sequence[Mapping[str, Any]]) -> Pushed:
         """Apply a browser's mutations exactly once by (client_id, seq); one result per mutation."""
 
+    def refused(self, client_id: str, limit: int) -> list[MutationResult]:
+        """A browser's changes this device took (answered as applied) that the sync server refused since,
+        each as its refusal with the browser's seq, oldest first, while refused here (not yet discarded)."""
+
     def conflicts(self, limit: int, after_version: int | None) -> list[dict[str, Any]]:
         """The conflict audit of the user's entries with their states (the cloud's form): oldest first,
         or those changed after a version, by version."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+import pytest
 from browser_support import Target, log_day, outbox, sign_in, wait_pill
 from playwright.sync_api import Page, expect
 from sync_support import wait_for
@@ -217,3 +218,24 @@ def test_acknowledged_changes_leave_the_outbox_after_their_window_refused_ones_s
     assert sorted((m["date"], m["status"]) for m in outbox(page)) == [(YESTERDAY, "rejected"), (TODAY, "done")]
     page.goto(page.url.split("#")[0] + "#history")
     expect(page.locator("#history-list")).to_contain_text("5,000")  # the pruned change's day, from the shape
+
+
+@pytest.mark.parametrize("target", ["agent"], indirect=True)
+def test_a_change_the_device_took_and_the_server_refused_is_shown_rejected_not_lost(
+    page: Page, target: Target
+) -> None:
+    """Behind `pulse agent --serve`, the device takes a change (answered `applied`) that the sync server then
+    refuses (a note with a NUL: SQLite holds it, Postgres cannot). Before, the page marked it done and the
+    value left its view an hour later with no word; now the page learns the refusal at its next exchange and
+    lists the change as rejected, with the server's reason, to fix or discard."""
+    sign_in(page, target)
+    wait_pill(page, "Online · synced")
+    queue_unchecked(page, YESTERDAY, {"note": "before\x00after"})
+
+    wait_pill(page, "1 rejected", timeout_ms=40_000)
+    [row] = outbox(page)
+    assert row["status"] == "rejected" and row["result"]["error"]["code"] == "invalid_value", row
+    page.get_by_role("link", name="Sync").click()
+    expect(page.locator("#rejected-list li")).to_have_count(1)
+    expect(page.locator("#rejected-list li .message")).to_contain_text("NUL")
+    assert target.stored(YESTERDAY) is None

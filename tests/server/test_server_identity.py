@@ -85,6 +85,23 @@ def test_every_push_answer_and_the_high_water_endpoint_give_the_clients_highest_
     assert bad.status_code == 400 and bad.json()["error"]["field"] == "client_id"
 
 
+def test_the_sync_server_never_refuses_later_what_its_push_answer_took(
+    make_user: Callable[..., User], client: Callable[..., Api]
+) -> None:
+    """`GET /v1/sync/refused`, which the app asks at each exchange (behind `pulse agent --serve` it lists the
+    browser's changes the device took and the sync server refused): here none, even for a client with a
+    refusal on record, because the push answer said it. Signed-in callers only; the id is checked."""
+    user = make_user()
+    api = client(user)
+    pushed = api.pushed("tab", [set_mutation(1, DAY, {"steps": -5}, stamp(now_ms(), 0, "tab"))])
+    assert pushed["results"][0]["status"] == "rejected"
+    assert api.get("/v1/sync/refused", params={"client_id": "tab"}).json() == {"refused": []}
+    bad = api.get("/v1/sync/refused", params={"client_id": "no spaces"})
+    assert bad.status_code == 400 and bad.json()["error"]["field"] == "client_id"
+    with Api(str(api.http.base_url)) as anonymous:
+        assert anonymous.get("/v1/sync/refused", params={"client_id": "tab"}).status_code == 401
+
+
 def test_a_replay_whose_result_was_pruned_is_a_duplicate_and_changes_nothing(
     make_user: Callable[..., User], client: Callable[..., Api], pg: psycopg.Connection[Any]
 ) -> None:

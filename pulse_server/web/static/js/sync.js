@@ -2,8 +2,8 @@
 // batches; reads follow the user's shape (GET /v1/shape, the Electric protocol) into the local copy.
 //
 // Only these endpoints are used, with URLs relative to the app: /v1/auth/token, /v1/me, /v1/rules,
-// /v1/sync/push, /v1/shape, /v1/conflicts, /v1/conflicts/dismiss, /v1/erasures. The cloud server and
-// `pulse agent --serve` both serve them.
+// /v1/sync/push, /v1/sync/refused, /v1/shape, /v1/conflicts, /v1/conflicts/dismiss, /v1/erasures. The
+// cloud server and `pulse agent --serve` both serve them.
 //
 // The rules every device follows (docs/sync.md) hold here too: one database, one client id (a push that
 // shows another database uses ours moves the pending changes to a new id); the server's time is the
@@ -690,6 +690,7 @@ export class Engine extends EventTarget {
     const { store, token } = this;
     if (!store || !token) return;
     if (!(await this.exchangeErasures(store, token))) return;
+    if (!(await this.exchangeRefusals(store, token))) return;
     const queued = (await store.getMeta('conflicts_dismiss')) || [];
     for (let i = 0; i < queued.length; i += DISMISS_BATCH) {
       const ids = queued.slice(i, i + DISMISS_BATCH);
@@ -759,6 +760,41 @@ export class Engine extends EventTarget {
       if (found.length < ERASURE_PAGE) break;
     }
     if (applied) {
+      this.announce();
+      await this.refresh();
+    }
+    return true;
+  }
+
+  /**
+   * Changes acknowledged earlier and refused since: a device serving this app (`pulse agent --serve`)
+   * answers `applied` when it takes a change, and the sync server may refuse it when the device pushes it
+   * on. Asked for each id the acknowledged changes were sent under; each one refused becomes `rejected`
+   * here with its reason (listed with Fix and Discard), never a value that vanishes in silence. The cloud
+   * server answers none (its push answer says every refusal). False when the exchange should stop here.
+   */
+  async exchangeRefusals(store, token) {
+    const ids = [...new Set(this.outbox.filter((m) => m.status === 'done' && m.client_id).map((m) => m.client_id))];
+    let marked = 0;
+    for (const clientId of ids) {
+      const response = await this.request(`sync/refused?client_id=${encodeURIComponent(clientId)}`, { token });
+      if (response.status === 401) { await this.authExpired(await readJson(response)); return false; }
+      if (response.status === 429) return true; // pacing us: the next exchange asks again
+      if (!response.ok) throw new ServerFailed('refusals', response, await readJson(response));
+      const body = await readJson(response);
+      if (!Array.isArray(body?.refused)) throw new NotAnAnswer('refusals', response);
+      if (!body.refused.length) continue;
+      if (!(await this.checkAccount()) || store !== this.store) return false; // not this account's any more
+      await store.transact(['outbox'], 'readwrite', async (s) => {
+        for (const result of body.refused) {
+          const stored = await s.outbox.get(result.seq);
+          if (!stored || stored.status !== 'done' || stored.client_id !== clientId) continue; // fixed or discarded
+          await s.outbox.put({ ...stored, status: 'rejected', result });
+          marked += 1;
+        }
+      });
+    }
+    if (marked) {
       this.announce();
       await this.refresh();
     }
