@@ -170,11 +170,15 @@ def serve(
 
     from pulse_server import logs
     from pulse_server.db.migrate import require_migrated
+    from pulse_server.metrics_folder import share_between_processes, unshare
 
     settings = bootstrap(database_url, host=host, port=port, workers=workers, forwarded_allow_ips=forwarded_allow_ips)
     require_migrated(settings.database_url)
     check_port_free(settings.host, settings.port)
     os.environ["PULSE_DATABASE_URL"] = settings.database_url  # worker processes read it again
+    # Several processes: one set of metrics, whichever worker answers /metrics (before any of them starts)
+    several = settings.workers > 1 or (settings.replication_reader and settings.replication_reader_process)
+    metrics_folder = share_between_processes() if several else None
     logs.configure(settings.log_level)
     logs.announce_listening()
     reader = None
@@ -195,6 +199,7 @@ def serve(
     finally:
         if reader is not None:
             reader.stop()
+        unshare(metrics_folder)
 
 
 @app.command(cls=PlainUsage)

@@ -7,13 +7,14 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import RedirectResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from pulse_core.rules import rules_document
 from pulse_server.api.deps import DbDep, MetricsDep
 from pulse_server.breaker import STATE_VALUES
 from pulse_server.db.database import DatabaseUnavailable
 from pulse_server.errors import ApiError
+from pulse_server.metrics import READER_STATES
 from pulse_server.replication.health import ReplicationHealth
 
 router = APIRouter(tags=["meta"])
@@ -58,7 +59,6 @@ def _replication_lag(conn: Any) -> int:
     return int(row[0]) if row else 0
 
 
-READER_STATES = ("starting", "standby", "rebuilding", "following", "failing", "stopped", "off")
 
 
 @router.get("/metrics", include_in_schema=False)
@@ -75,4 +75,4 @@ def metrics(db: DbDep, m: MetricsDep, request: Request) -> Response:
         m.replication_state.labels(name).set(1 if name == state else 0)
     m.replication_ready.set(1 if health is None or health.not_ready() is None else 0)
     m.replication_lag_seconds.set(reader.lag_s if reader is not None and reader.is_leader else 0)
-    return Response(generate_latest(m.registry), media_type=CONTENT_TYPE_LATEST)
+    return Response(m.exposition(), media_type=CONTENT_TYPE_LATEST)

@@ -17,7 +17,7 @@ import signal
 import threading
 from types import FrameType
 
-from pulse_server import logs
+from pulse_server import logs, metrics, metrics_folder
 from pulse_server.replication.reader import ReplicationReader
 from pulse_server.settings import Settings, libpq_url
 
@@ -37,7 +37,27 @@ def run_reader(database_url: str, log_level: str, wait_s: float, parent: int | N
     signal.signal(signal.SIGINT, stopping)
     if parent is not None:
         threading.Thread(target=_stop_when_orphaned, args=(parent, stop, wait_s), daemon=True).start()
-    ReplicationReader(libpq_url(database_url), wait_s=wait_s).run(stop)
+    if not metrics_folder.shared():  # `pulse-server replicate` alone: no /metrics to report to
+        ReplicationReader(libpq_url(database_url), wait_s=wait_s).run(stop)
+        return
+    measured = metrics.Metrics()  # beside `serve`'s workers: its state, lag and rebuilds in their /metrics
+    reader = ReplicationReader(libpq_url(database_url), wait_s=wait_s,
+                               on_rebuild=lambda _: measured.replication_rebuilds.inc())
+    threading.Thread(target=_report, args=(reader, measured, stop), daemon=True).start()
+    try:
+        reader.run(stop)
+    finally:
+        measured.process_ended()
+
+
+def _report(reader: ReplicationReader, measured: metrics.Metrics, stop: threading.Event) -> None:
+    """The reader's state and lag into the shared metrics, every second."""
+    while True:
+        for name in metrics.READER_STATES:
+            measured.replication_state.labels(name).set(1 if name == reader.state else 0)
+        measured.replication_lag_seconds.set(reader.lag_s if reader.is_leader else 0)
+        if stop.wait(1.0):
+            return
 
 
 def _stop_when_orphaned(parent: int, stop: threading.Event, every_s: float) -> None:

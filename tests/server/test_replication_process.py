@@ -72,8 +72,11 @@ def test_the_reader_runs_in_its_own_process_follows_writes_comes_back_and_stops_
         with Api(server.url) as api:
             wait_for(lambda: api.get("/readyz").status_code == 200, 30, "readiness (the slot followed)")
             metrics = api.get("/metrics").text
-        # The serving process runs no reader: its own reader's state is "off".
-        assert 'pulse_replication_reader_state{state="off"} 1.0' in metrics, metrics
+            # The serving process runs no reader: its own reader's state is "off". The reader process's
+            # state is in the same answer, under its own pid (the processes share their metrics).
+            assert f'pulse_replication_reader_state{{pid="{server.proc.pid}",state="off"}} 1.0' in metrics, metrics
+            following = f'pulse_replication_reader_state{{pid="{first}",state="following"}} 1.0'
+            wait_for(lambda: following in api.get("/metrics").text, 30, "the reader process's state in /metrics")
         user = one(conn, "INSERT INTO users (username, password_hash, is_coach) VALUES ('p', 'x', false) RETURNING id")
         conn.execute("INSERT INTO entries (user_id, date, steps) VALUES (%s, '2026-11-27', 42)", (user,))
         wait_for(lambda: one(conn, "SELECT count(*) FROM shape_log WHERE user_id = %s", (user,)) == 1, 30,

@@ -256,3 +256,29 @@ def test_one_instance_at_a_time_and_the_schedule_reports_its_figures(setup: Setu
             assert lines and lines[0]["conflicts_pruned"] >= 1 and "table_bytes" in lines[0]
         finally:
             scheduled.stop()
+
+
+def test_with_two_workers_every_scrape_reports_the_whole_server(setup: Setup, tmp_path: Path) -> None:
+    """Each worker kept metrics of its own, so a scrape reported whichever worker answered it: its own share
+    of the requests, and no maintenance at all from a worker that had not run one. Now the workers share
+    them: every scrape counts every request, and says when the last maintenance of any worker ended."""
+    server = ServerProcess(tmp_path / "two.log", {"PULSE_DATABASE_URL": setup.url, "PULSE_WORKERS": "2",
+                                                  "PULSE_MAINTENANCE_INTERVAL_S": "0.5"})
+    try:
+        server.wait_ready()
+        checks_before = _metric(server, "pulse_http_request_duration_seconds_count", method="GET",
+                                route="/healthz", status="200")
+        for _ in range(30):
+            with Api(server.url) as api:  # a connection each: either worker may take it
+                assert api.get("/healthz").status_code == 200
+        deadline = time.monotonic() + 30
+        while _metric(server, "pulse_maintenance_last_success_timestamp_seconds") == 0:
+            assert time.monotonic() < deadline, server.log_text()
+            time.sleep(0.2)
+        counted = [_metric(server, "pulse_http_request_duration_seconds_count", method="GET", route="/healthz",
+                           status="200") for _ in range(10)]
+        ended = [_metric(server, "pulse_maintenance_last_success_timestamp_seconds") for _ in range(10)]
+    finally:
+        server.stop()
+    assert counted == [checks_before + 30] * 10
+    assert all(t > 0 for t in ended), ended
