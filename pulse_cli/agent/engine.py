@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pulse_cli.agent import athlete_zones, conflicts, erasures, identity, outbox, replica
+from pulse_cli.agent import athlete_zones, conflicts, erasures, identity, outbox, relay, replica
 from pulse_cli.agent.account import Account
 from pulse_cli.agent.breaker_state import load_breaker, save_breaker
 from pulse_cli.agent.pull import pull_shape
@@ -112,6 +112,7 @@ class SyncEngine:
         with self.conn:
             self.conn.execute("BEGIN IMMEDIATE")
             outbox.prune(self.conn)
+            relay.prune(self.conn)  # a browser's results, relayed by `pulse agent --serve`
             conflicts.prune(self.conn)
             replica.compact_shape_log(self.conn)
         erasures.scrub_if_due(self.conn)  # an erasure whose rewrite of the file could not be done at once

@@ -13,6 +13,9 @@ import sqlite3
 from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
+from pulse_cli.agent.outbox import KEEP_ACKED
+from pulse_cli.store import meta
+from pulse_cli.store.connection import read_meta, write_meta
 from pulse_cli.store.entries import OWNER
 from pulse_cli.store.uow import SqliteUnitOfWork
 from pulse_core.entry import Entry
@@ -27,6 +30,33 @@ def high_water(conn: sqlite3.Connection, client_id: str) -> int | None:
     """The highest seq this device holds for a browser's client id (None: none), as the server answers."""
     row = conn.execute("SELECT max(seq) FROM relayed WHERE client_id = ?", (client_id,)).fetchone()
     return None if row is None or row[0] is None else int(row[0])
+
+
+def prune(conn: sqlite3.Connection, now: dt.datetime | None = None, keep: dt.timedelta = KEEP_ACKED) -> int:
+    """Relayed results older than the window go (in the caller's transaction), as the server prunes its own:
+    each browser's highest pruned seq is kept (`meta.RELAYED_PRUNED`), so a replay of a pruned one is still
+    a duplicate. Kept: each browser's newest result (its high-water mark), and those whose change is still
+    pending or refused here (the browser learns of a refusal from them: `refused_since`)."""
+    cutoff = ((now or dt.datetime.now(dt.UTC)) - keep).isoformat(timespec="seconds")
+    prunable = (
+        " FROM relayed r WHERE r.created_at < ?"
+        " AND r.seq < (SELECT max(n.seq) FROM relayed n WHERE n.client_id = r.client_id)"
+        " AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.seq = r.outbox_seq AND o.status IN ('pending', 'rejected'))")
+    gone = conn.execute(f"SELECT r.client_id, max(r.seq), count(*){prunable} GROUP BY r.client_id",
+                        (cutoff,)).fetchall()
+    if not gone:
+        return 0
+    marks = _pruned_marks(conn)
+    for client_id, seq, _ in gone:
+        marks[client_id] = max(int(seq), marks.get(client_id, 0))
+    write_meta(conn, meta.RELAYED_PRUNED, json.dumps(marks))
+    conn.execute(f"DELETE FROM relayed WHERE (client_id, seq) IN (SELECT r.client_id, r.seq{prunable})", (cutoff,))
+    return sum(int(n) for _, _, n in gone)
+
+
+def _pruned_marks(conn: sqlite3.Connection) -> dict[str, int]:
+    marks = json.loads(read_meta(conn, meta.RELAYED_PRUNED) or "{}")
+    return {str(k): int(v) for k, v in marks.items()}
 
 
 def refused_since(conn: sqlite3.Connection, client_id: str, limit: int) -> list[MutationResult]:
@@ -71,8 +101,10 @@ def _relay_one(
     if isinstance(seq, int) and not isinstance(seq, bool):
         prior = conn.execute("SELECT result, digest FROM relayed WHERE client_id = ? AND seq = ?",
                              (client_id, seq)).fetchone()
-        # A replay, or another browser profile with this id (a clash); results are kept for good here.
-        again = replay(seq, digest, client_id, None if prior is None else (json.loads(prior[0]), prior[1]), None)
+        # A replay, or another browser profile with this id (a clash); a result past its window is pruned
+        # (`prune`), and a replay of it is a duplicate, as on the server.
+        again = replay(seq, digest, client_id, None if prior is None else (json.loads(prior[0]), prior[1]),
+                       _pruned_marks(conn).get(client_id))
         if again is not None:
             return again
     result: MutationResult

@@ -26,6 +26,7 @@ SCRUB_DUE = "scrub_due"  # "1" while an erasure's days still have to be scrubbed
 # `pulse agent --serve`
 SHAPE_LOG_ID = "shape_log_id"  # names the device's shape log: a new one means new handles
 WEB_PASSWORD = "web_password"  # the salted scrypt hash of the password the sync server last confirmed
+RELAYED_PRUNED = "relayed_pruned"  # {browser client id: highest seq whose relayed result was pruned}, JSON
 
 
 def shape_user(server_id: object) -> str:

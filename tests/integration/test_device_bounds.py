@@ -15,6 +15,7 @@ import pytest
 
 from pulse_cli.agent import identity, outbox
 from pulse_cli.agent.relay import high_water, relay_batch
+from pulse_cli.agent.relay import prune as prune_relayed
 from pulse_cli.agent.replica import compact_shape_log
 from pulse_cli.store.connection import open_store
 from pulse_cli.store.uow import SqliteUnitOfWork
@@ -114,3 +115,30 @@ def test_a_browsers_replay_with_other_content_is_a_clash_on_the_device_too(conn:
     result = relay(other)[0]
     assert result["status"] == "clash" and result["error"]["code"] == "client_id_reused"
     assert [r.fields for r in outbox.pending(conn, 10)] == [{"steps": 10}]
+
+
+def test_a_browsers_relayed_results_go_after_their_window_and_a_replay_of_one_is_still_a_duplicate(
+    conn: sqlite3.Connection,
+) -> None:
+    """`relayed` kept every result of every browser change for good. Now a result past the window goes, as the
+    server prunes its own; kept: each browser's newest (its high-water mark) and those whose change is still
+    pending or refused here (the browser learns of a refusal from them)."""
+    def relay(*mutations: dict[str, Any]) -> list[dict[str, Any]]:
+        return relay_batch(SqliteUnitOfWork(conn, lambda: NOW_MS), "tab1", list(mutations), NOW_MS, TODAY)
+
+    mutations = [{"seq": seq, "date": f"2026-11-{seq:02d}", "op": "set", "fields": {"steps": seq}, "base": {},
+                  "hlc": f"{NOW_MS - 100 + seq:016d}:00000:tab1"} for seq in (1, 2, 3, 4)]
+    assert [r["status"] for r in relay(*mutations)] == ["applied"] * 4
+    conn.execute("UPDATE outbox SET status = 'applied' WHERE client_seq IN (1, 4)")
+    conn.execute("UPDATE outbox SET status = 'rejected' WHERE client_seq = 2")  # seq 3: still pending
+    conn.execute("UPDATE relayed SET created_at = ?", ((NOW - dt.timedelta(days=31)).isoformat(),))
+
+    assert prune_relayed(conn, now=NOW) == 1
+
+    kept = [int(r[0]) for r in conn.execute("SELECT seq FROM relayed ORDER BY seq")]
+    assert kept == [2, 3, 4]
+    assert high_water(conn, "tab1") == 4
+    again = relay(json.loads(json.dumps(mutations[0])))[0]
+    assert (again["status"], again.get("pruned")) == ("duplicate", True)
+    assert len(outbox.pending(conn, 10)) == 1  # nothing queued again: only seq 3, as before
+    assert prune_relayed(conn, now=NOW) == 0
