@@ -36,7 +36,10 @@ from psycopg import sql
 log = logging.getLogger("pulse.maintenance")
 
 MAINTENANCE_LOCK = 7041979
-SYNC_TABLES = ("shape_log", "applied_mutations", "client_high_water", "conflicts", "tokens")
+SYNC_TABLES = ("shape_log", "applied_mutations", "client_high_water", "conflicts")
+# Sizes reported (/metrics, the log line); `tokens` is read by every request, so it is never rewritten
+# (VACUUM FULL would lock it): only vacuumed after a prune
+SIZED_TABLES = (*SYNC_TABLES, "tokens")
 DAY_S = 86_400
 REWRITE_MIN_BYTES = 1 << 20  # smaller tables are never rewritten
 REWRITE_LOCK_WAIT = "500ms"  # a rewrite locks its table: writers wait at most this long behind it
@@ -337,7 +340,7 @@ def rewrite_bloated(conn: psycopg.Connection[Any]) -> list[str]:
 
 def table_bytes(conn: psycopg.Connection[Any]) -> dict[str, int]:
     rows = conn.execute("SELECT t, pg_total_relation_size(t::regclass) FROM unnest(%s::text[]) AS t",
-                        (list(SYNC_TABLES),)).fetchall()
+                        (list(SIZED_TABLES),)).fetchall()
     return {str(name): int(size) for name, size in rows}
 
 

@@ -4,8 +4,10 @@ replication reader (state, lag, rebuilds) and maintenance (runs, rows removed, t
 A server of several processes (`--workers N`, or the reader in a process of its own) shares them through
 prometheus_client's multiprocess mode (`serve` sets PROMETHEUS_MULTIPROC_DIR before any process starts,
 `metrics_folder`): whichever worker answers `/metrics` reports every process's counters summed, and each
-gauge as its `multiprocess_mode` says (the latest maintenance of any worker, the worst breaker, each process's reader
-state under a `pid` label). A single process keeps them in memory, as before.
+gauge as its `multiprocess_mode` says: the latest maintenance of any worker, each process's reader state under a
+`pid` label, the leading reader's lag (the reader process reports its own), and the figures read as the
+scrape is answered (readiness, the slot's lag, the breaker and the pool) as the answering worker reads
+them. A single process keeps them in memory, as before.
 """
 
 from __future__ import annotations
@@ -32,8 +34,8 @@ class Metrics:
             "pulse_mutations_total", "Pushed mutations by outcome", ["status"], registry=self.registry
         )
         self.breaker_state = Gauge(
-            "pulse_db_breaker_state", "Database circuit breaker: 0 closed, 1 half-open, 2 open",
-            registry=self.registry, multiprocess_mode="livemax",
+            "pulse_db_breaker_state", "Database circuit breaker of the answering process: 0 closed, 1 half-open,"
+            " 2 open", registry=self.registry, multiprocess_mode="mostrecent",
         )
         self.replication_state = Gauge(
             "pulse_replication_reader_state", "This process's replication reader: 1 for its current state",
@@ -41,7 +43,7 @@ class Metrics:
         )
         self.replication_ready = Gauge(
             "pulse_replication_ready", "1 when a reader follows the slot (shape clients may be told up-to-date)",
-            registry=self.registry, multiprocess_mode="livemin",
+            registry=self.registry, multiprocess_mode="mostrecent",
         )
         self.replication_lag_seconds = Gauge(
             "pulse_replication_lag_seconds",
@@ -71,10 +73,10 @@ class Metrics:
             "pulse_sync_table_bytes", "Size of each table the sync keeps, after the last maintenance run",
             ["table"], registry=self.registry, multiprocess_mode="mostrecent",
         )
-        self.pool_in_use = Gauge("pulse_db_pool_in_use", "Connections checked out of the pools",
-                                 registry=self.registry, multiprocess_mode="livesum")
-        self.pool_size = Gauge("pulse_db_pool_size", "Size of the connection pools", registry=self.registry,
-                               multiprocess_mode="livesum")
+        self.pool_in_use = Gauge("pulse_db_pool_in_use", "Connections checked out of the answering process's pool",
+                                 registry=self.registry, multiprocess_mode="mostrecent")
+        self.pool_size = Gauge("pulse_db_pool_size", "Size of the answering process's pool", registry=self.registry,
+                               multiprocess_mode="mostrecent")
         self.replication_lag = Gauge(
             "pulse_replication_lag_bytes", "WAL bytes not yet acknowledged by the shape log's replication slot",
             registry=self.registry, multiprocess_mode="mostrecent",

@@ -104,7 +104,7 @@ class SyncClient:
         if response.status_code >= 300:  # a redirect (not followed: a request never changes address
             # silently) is no answer either: said as a refusal that is not the sync server's own
             raise ServerRefused.from_body(response.status_code, body)
-        if response.status_code == 204:
+        if response.status_code == 204 and answers is None:  # no content, where none is asked for
             return {}
         if not isinstance(body, dict) or (answers is not None and not answers(body)):
             # a 2xx that is not the server's answer (a captive portal's or a proxy's page): never taken for

@@ -74,5 +74,6 @@ def metrics(db: DbDep, m: MetricsDep, request: Request) -> Response:
     for name in READER_STATES:
         m.replication_state.labels(name).set(1 if name == state else 0)
     m.replication_ready.set(1 if health is None or health.not_ready() is None else 0)
-    m.replication_lag_seconds.set(reader.lag_s if reader is not None and reader.is_leader else 0)
+    if reader is not None:  # a process without a reader says nothing of the lag (the reader process does)
+        m.replication_lag_seconds.set(reader.lag_s if reader.is_leader else 0)
     return Response(m.exposition(), media_type=CONTENT_TYPE_LATEST)

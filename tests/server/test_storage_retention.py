@@ -278,7 +278,11 @@ def test_with_two_workers_every_scrape_reports_the_whole_server(setup: Setup, tm
         counted = [_metric(server, "pulse_http_request_duration_seconds_count", method="GET", route="/healthz",
                            status="200") for _ in range(10)]
         ended = [_metric(server, "pulse_maintenance_last_success_timestamp_seconds") for _ in range(10)]
+        with Api(server.url) as api:
+            ready = api.get("/readyz").status_code == 200
+        said_ready = [_metric(server, "pulse_replication_ready") for _ in range(10)]
     finally:
         server.stop()
     assert counted == [checks_before + 30] * 10
     assert all(t > 0 for t in ended), ended
+    assert said_ready == [1.0 if ready else 0.0] * 10  # as the answering worker finds it, never a stale 0

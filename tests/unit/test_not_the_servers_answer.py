@@ -49,19 +49,21 @@ def test_a_no_content_answer_is_empty_and_a_push_answer_is_returned_whole() -> N
         client.dismiss_conflicts([1])  # no body, no error
 
 
-@pytest.mark.parametrize("ask", ["erasures", "conflicts", "high_water", "erase"])
-def test_another_services_json_is_never_taken_for_an_empty_list(ask: str) -> None:
+@pytest.mark.parametrize("empty", [False, True], ids=["json", "no-content"])
+@pytest.mark.parametrize("ask", ["push", "erasures", "conflicts", "high_water", "erase"])
+def test_another_services_json_is_never_taken_for_an_empty_list(ask: str, empty: bool) -> None:
     """`{}` from something else was read as "no erasures" (a device kept erased days), "no conflicts" or
-    "no marks": now every one is a refusal without a code, said by the round."""
+    "no marks", and so was a 204: now every one is a refusal without a code, said by the round."""
     def other(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(200, json={"ok": True})
+        return httpx.Response(204) if empty else httpx.Response(200, json={"ok": True})
 
-    calls = {"erasures": lambda c: c.erasures(0), "conflicts": lambda c: c.conflicts(0),
+    calls = {"push": lambda c: c.push("dev", [{"seq": 1}]), "erasures": lambda c: c.erasures(0),
+             "conflicts": lambda c: c.conflicts(0),
              "high_water": lambda c: c.high_water(["dev"]), "erase": lambda c: c.erase(None, None)}
     with SyncClient("http://pulse.test", "t", transport=httpx.MockTransport(other)) as client, \
             pytest.raises(ServerRefused) as refused:
         calls[ask](client)
-    assert (refused.value.status, refused.value.code) == (200, "")
+    assert (refused.value.status, refused.value.code) == (204 if empty else 200, "")
 
 
 def test_a_sign_in_answered_by_a_page_is_said_as_not_the_servers_and_never_a_traceback() -> None:
