@@ -292,14 +292,17 @@ def test_a_pull_answered_by_something_that_is_not_the_server_is_a_sync_error_not
 ) -> None:
     """A 200 that is not a shape answer was applied as an empty one (JSON: the page said it had just synced
     and asked again at once, in a loop) or taken for a server out of reach (a page). Now it is a sync error
-    naming what came back, the pull is asked again after a backoff, and the server's next answer heals it."""
+    naming what came back, the pull is asked again after a backoff from where it stood (no snapshot fetched
+    again: nothing here was wrong), and the server's next answer heals it."""
     sign_in(page, target)
     log_day(page, TODAY, sleep_hours="8")
     wait_pill(page, "Online · synced")
     spoiled: list[bool] = []
+    asked: list[dict[str, str]] = []
 
     def handle(route: Route) -> None:
-        if len(spoiled) < 2:
+        asked.append(shape_params(route.request))
+        if len(spoiled) < 3:
             spoiled.append(True)
             route.fulfill(status=200, body=body, headers={"content-type": kind})
         else:
@@ -312,7 +315,8 @@ def test_a_pull_answered_by_something_that_is_not_the_server_is_a_sync_error_not
     expect(page.locator("#sync-error")).to_contain_text(said)
     wait_pill(page, "Online · synced", timeout_ms=30_000)  # after the backoff, the server's own answer
     expect(page.locator("#sync-error")).to_have_text("")
-    assert spoiled == [True, True]
+    assert spoiled == [True, True, True]
+    assert all(a["offset"] != "-1" for a in asked), asked
     expect(page.locator("#today-values")).to_contain_text("8")
 
 

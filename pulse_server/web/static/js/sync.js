@@ -1123,8 +1123,13 @@ export class Engine extends EventTarget {
       if (!Array.isArray(messages) || !response.headers.has('electric-offset')) {
         // A success that is not a shape answer (a captive portal's page, another service's JSON): taken
         // for one, it applied nothing, still counted as a sync, and was asked again at once, again and
-        // again. It is a failure of the pull: said, and asked again after a backoff.
-        throw new NotAnAnswer('pull', response);
+        // again. It is the server failing the pull, as a 5xx is: said until the server answers a pull, and
+        // asked again after a backoff from where the pull stood (nothing here is wrong: no refetch).
+        this.serverErrors = { ...this.serverErrors, pull: new NotAnAnswer('pull', response).message };
+        this.emit();
+        await sleep(backoff);
+        backoff = Math.min(MAX_BACKOFF_MS, backoff * 2);
+        continue;
       }
       backoff = 500;
       if (!(await this.checkAccount()) || generation !== this.generation) return; // not this account's any more
