@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pulse_cli.agent.account import Account, load_account, save_account
-from pulse_cli.agent.relay import high_water, refused_since, relay_batch
+from pulse_cli.agent.relay import hand_back, high_water, refused_since, relay_batch
 from pulse_cli.agent.upstream import Upstream
 from pulse_cli.store import meta
 from pulse_cli.store.connection import DB_NAME, meta_once, read_meta, write_meta
@@ -29,7 +29,6 @@ from pulse_cli.store.uow import SqliteUnitOfWork, wall_ms
 
 if TYPE_CHECKING:  # the server package is imported only when `pulse agent --serve` runs
     from pulse_server.device.ports import LogChange, Pushed, Row, Signed
-    from sync.wire import MutationResult
 
 TOKEN_TTL = dt.timedelta(days=30)
 DECIMALS = ("sleep_hours", "hrv_ms", "weight_kg")
@@ -125,10 +124,19 @@ class SqliteDeviceBackend:
         finally:
             conn.close()
 
-    def refused(self, client_id: str, limit: int) -> list[MutationResult]:
+    def refused(self, client_id: str, limit: int) -> list[dict[str, Any]]:
         conn = self._connect()
         try:
             return refused_since(conn, client_id, limit)
+        finally:
+            conn.close()
+
+    def hand_back(self, client_id: str, seqs: Sequence[int]) -> None:
+        conn = self._connect()
+        try:
+            with conn:
+                conn.execute("BEGIN IMMEDIATE")
+                hand_back(conn, client_id, seqs)
         finally:
             conn.close()
 

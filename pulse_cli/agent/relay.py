@@ -11,7 +11,7 @@ import datetime as dt
 import json
 import sqlite3
 from collections.abc import Mapping, Sequence
-from typing import Any, cast
+from typing import Any
 
 from pulse_cli.agent.outbox import KEEP_ACKED
 from pulse_cli.store import meta
@@ -23,7 +23,7 @@ from pulse_core.errors import ValidationError
 from sync.erasure import Erasure, refusal, refusing
 from sync.hlc import SKEW_LIMIT_MS, Stamp
 from sync.merge import apply_mutation
-from sync.wire import Mutation, MutationResult, ResultError, mutation_digest, parse_mutation, rejection, replay
+from sync.wire import Mutation, MutationResult, mutation_digest, parse_mutation, rejection, replay
 
 
 def high_water(conn: sqlite3.Connection, client_id: str) -> int | None:
@@ -59,21 +59,35 @@ def _pruned_marks(conn: sqlite3.Connection) -> dict[str, int]:
     return {str(k): int(v) for k, v in marks.items()}
 
 
-def refused_since(conn: sqlite3.Connection, client_id: str, limit: int) -> list[MutationResult]:
-    """A browser's changes this device took and the sync server refused when the device pushed them (still
-    rejected here: neither discarded nor fixed): each as its refusal, under the browser's seq. The browser
-    was answered `applied` when it pushed; this is how it learns otherwise (docs/pwa.md)."""
+def refused_since(conn: sqlite3.Connection, client_id: str, limit: int) -> list[dict[str, Any]]:
+    """A browser's changes this device took and the sync server refused when the device pushed them, not yet
+    handed back to the browser (`hand_back`): each as its refusal under the browser's seq, with the change
+    itself (the browser may no longer hold it). The browser was answered `applied` when it pushed; this is
+    how it learns otherwise (docs/pwa.md)."""
     rows = conn.execute(
-        "SELECT r.seq, o.result FROM relayed r JOIN outbox o ON o.seq = r.outbox_seq"
-        " WHERE r.client_id = ? AND o.status = 'rejected' ORDER BY r.seq LIMIT ?", (client_id, limit)).fetchall()
-    refused: list[MutationResult] = []
-    for seq, text in rows:
+        "SELECT r.seq, o.result, o.date, o.op, o.fields, o.base, o.hlc FROM relayed r"
+        " JOIN outbox o ON o.seq = r.outbox_seq WHERE r.client_id = ? AND o.status = 'rejected'"
+        " ORDER BY r.seq LIMIT ?", (client_id, limit)).fetchall()
+    refused: list[dict[str, Any]] = []
+    for seq, text, date, op, fields, base, hlc in rows:
         result = json.loads(text) if text else {}
         error = result.get("error") if isinstance(result, dict) else None
         if not isinstance(error, dict):
             error = {"code": "refused", "message": "the sync server refused it"}
-        refused.append({"seq": int(seq), "status": "rejected", "error": cast(ResultError, error)})
+        refused.append({"seq": int(seq), "status": "rejected", "error": error, "date": date, "op": op,
+                        "fields": json.loads(fields), "base": json.loads(base), "hlc": hlc})
     return refused
+
+
+def hand_back(conn: sqlite3.Connection, client_id: str, seqs: Sequence[int]) -> int:
+    """The browser holds these refused changes now, to fix or discard there: here they are discarded, so
+    they are neither listed again nor counted among this device's own refusals (`pulse rejected`)."""
+    done = 0
+    for seq in seqs:
+        done += conn.execute(
+            "UPDATE outbox SET status = 'discarded' WHERE status = 'rejected' AND seq ="
+            " (SELECT outbox_seq FROM relayed WHERE client_id = ? AND seq = ?)", (client_id, seq)).rowcount
+    return done
 
 
 def relay_batch(

@@ -16,7 +16,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
 from pulse_server.accounts import Principal
-from pulse_server.api.content_type import require_json
+from pulse_server.api.content_type import JsonDeclared, require_json
 from pulse_server.api.deps import (
     CurrentUser,
     DbDep,
@@ -26,7 +26,7 @@ from pulse_server.api.deps import (
     identify,
     must_write,
 )
-from pulse_server.api.schemas import HighWaterOut, PushRequest, PushResponse, RefusedOut, inline_schema
+from pulse_server.api.schemas import HighWaterOut, PushRequest, PushResponse, RefusedOut, RefusedTaken, inline_schema
 from pulse_server.db.database import Database
 from pulse_server.errors import ApiError, from_wire
 from pulse_server.logs import user_id
@@ -128,8 +128,20 @@ def refused(
     every refusal in the push itself, and never refuses later what it took. A device serving the app
     (`pulse agent --serve`) lists there the browser's changes it took and the sync server then refused;
     the app asks both the same way (docs/pwa.md)."""
+    _check_client_id(client_id)
+    return {"refused": []}
+
+
+@router.post("/refused/taken", status_code=204)
+def refused_taken(user: CurrentUser, body: RefusedTaken, _json: JsonDeclared) -> Response:
+    """The app holds these refused changes now (as it tells a device serving it, which then drops them from
+    its own refusals): nothing to do here, where none is ever listed."""
+    _check_client_id(body.client_id)
+    return Response(status_code=204)
+
+
+def _check_client_id(client_id: str) -> None:
     if not CLIENT_ID.fullmatch(client_id):
         raise ApiError(400, "bad_request", f"client_id: String should match pattern '^{CLIENT_ID.pattern}$'",
                        field="client_id", value=client_id)
-    return {"refused": []}
 

@@ -150,11 +150,28 @@ class HighWaterOut(BaseModel):
     high_water: dict[str, int | None]
 
 
+class RefusedChange(BaseModel):
+    seq: int
+    status: Literal["rejected"]
+    error: ErrorOut
+    date: str
+    op: str
+    fields: dict[str, Any]
+    base: dict[str, str | None]
+    hlc: str
+
+
 class RefusedOut(BaseModel):
-    refused: list[MutationResult] = Field(
-        description="Changes of this client acknowledged earlier and refused since, each as its refusal: "
-        "always empty from the sync server (its push answers every refusal), a browser's changes the "
-        "sync server refused after a device serving the app took them (docs/pwa.md)")
+    refused: list[RefusedChange] = Field(
+        description="Changes of this client acknowledged earlier and refused since, each as its refusal with "
+        "the change: always empty from the sync server (its push answers every refusal); from a device "
+        "serving the app, the browser's changes it took that the sync server then refused (docs/pwa.md)")
+
+
+class RefusedTaken(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    client_id: str
+    seqs: list[int] = Field(min_length=1, max_length=1000)
 
 
 class ConflictRecordOut(BaseModel):

@@ -50,9 +50,12 @@ class DeviceBackend(Protocol):
     def push(self, client_id: str, mutations: Sequence[Mapping[str, Any]]) -> Pushed:
         """Apply a browser's mutations exactly once by (client_id, seq); one result per mutation."""
 
-    def refused(self, client_id: str, limit: int) -> list[MutationResult]:
-        """A browser's changes this device took (answered as applied) that the sync server refused since,
-        each as its refusal with the browser's seq, oldest first, while refused here (not yet discarded)."""
+    def refused(self, client_id: str, limit: int) -> list[dict[str, Any]]:
+        """A browser's changes this device took (answered as applied) that the sync server refused since, not
+        yet handed back: each as its refusal under the browser's seq, with the change, oldest first."""
+
+    def hand_back(self, client_id: str, seqs: Sequence[int]) -> None:
+        """The browser holds these refused changes now: they leave this device's own refusals."""
 
     def conflicts(self, limit: int, after_version: int | None) -> list[dict[str, Any]]:
         """The conflict audit of the user's entries with their states (the cloud's form): oldest first,

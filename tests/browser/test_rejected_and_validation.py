@@ -11,7 +11,7 @@ import datetime as dt
 
 import pytest
 from browser_support import Target, log_day, outbox, sign_in, wait_pill
-from playwright.sync_api import Page, expect
+from playwright.sync_api import BrowserContext, Page, expect
 from sync_support import wait_for
 
 TODAY = dt.date.today().isoformat()
@@ -239,3 +239,35 @@ def test_a_change_the_device_took_and_the_server_refused_is_shown_rejected_not_l
     expect(page.locator("#rejected-list li")).to_have_count(1)
     expect(page.locator("#rejected-list li .message")).to_contain_text("NUL")
     assert target.stored(YESTERDAY) is None
+    # Handed back: the page holds it now, so the device counts it among its own refusals no more.
+    device = target.new_device("served")
+    wait_for(lambda: device.outbox_counts() == {"discarded": 1}, 20, "the device's copy handed back")
+
+
+@pytest.mark.parametrize("target", ["agent"], indirect=True)
+def test_a_refusal_of_a_change_the_page_no_longer_keeps_puts_it_back_as_rejected(
+    page: Page, context: BrowserContext, target: Target
+) -> None:
+    """The page drops acknowledged changes after their window; one the device took and the server refused
+    after that is put back from the device's copy, as rejected, with the change itself to fix."""
+    sign_in(page, target)
+    wait_pill(page, "Online · synced")
+    held: list[bool] = [True]
+    context.route("**/v1/sync/refused*", lambda route: route.fulfill(status=503, body="{}") if held[0]
+                  else route.continue_())
+    queue_unchecked(page, YESTERDAY, {"note": "before\x00after", "steps": 4321})
+    device = target.new_device("served")
+    wait_for(lambda: device.outbox_counts() == {"rejected": 1}, 30, "the sync server's refusal on the device")
+    page.wait_for_function("window.pulse.engine.outbox.length === 1 && window.pulse.engine.outbox[0].status === 'done'")
+    seq = outbox(page)[0]["seq"]
+    page.evaluate("(seq) => window.pulse.engine.store.transact(['outbox'], 'readwrite', (s) => s.outbox.delete(seq))",
+                  seq)  # as its window would, before the refusal is known here
+
+    held[0] = False
+    page.evaluate("window.pulse.engine.exchangeConflicts()")
+
+    wait_pill(page, "1 rejected", timeout_ms=40_000)
+    [row] = outbox(page)
+    assert (row["seq"], row["date"], row["status"]) == (seq, YESTERDAY, "rejected")
+    assert row["fields"] == {"note": "before\x00after", "steps": 4321}
+    wait_for(lambda: device.outbox_counts() == {"discarded": 1}, 20, "the device's copy handed back")

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from pulse_cli.agent import identity, outbox
-from pulse_cli.agent.relay import high_water, relay_batch
+from pulse_cli.agent.relay import hand_back, high_water, refused_since, relay_batch
 from pulse_cli.agent.relay import prune as prune_relayed
 from pulse_cli.agent.replica import compact_shape_log
 from pulse_cli.store.connection import open_store
@@ -142,3 +142,25 @@ def test_a_browsers_relayed_results_go_after_their_window_and_a_replay_of_one_is
     assert (again["status"], again.get("pruned")) == ("duplicate", True)
     assert len(outbox.pending(conn, 10)) == 1  # nothing queued again: only seq 3, as before
     assert prune_relayed(conn, now=NOW) == 0
+
+
+def test_a_refused_browser_change_is_listed_with_the_change_until_the_browser_takes_it(
+    conn: sqlite3.Connection,
+) -> None:
+    mutation = {"seq": 7, "date": "2026-11-20", "op": "set", "fields": {"steps": 77}, "base": {"steps": None},
+                "hlc": f"{NOW_MS - 5:016d}:00000:tab1"}
+    [taken] = relay_batch(SqliteUnitOfWork(conn, lambda: NOW_MS), "tab1", [mutation], NOW_MS, TODAY)
+    assert taken["status"] == "applied"
+    assert refused_since(conn, "tab1", 10) == []  # taken here, not refused
+    error = {"code": "invalid_value", "message": "note: the text cannot be stored"}
+    conn.execute("UPDATE outbox SET status = 'rejected', result = ? WHERE client_seq = 7",
+                 (json.dumps({"seq": 7, "status": "rejected", "error": error}),))
+
+    [listed] = refused_since(conn, "tab1", 10)
+    assert listed == {"seq": 7, "status": "rejected", "error": error, "date": "2026-11-20", "op": "set",
+                      "fields": {"steps": 77}, "base": {"steps": None}, "hlc": mutation["hlc"]}
+    assert refused_since(conn, "tab2", 10) == []  # another browser's: none
+
+    assert hand_back(conn, "tab1", [7, 8]) == 1
+    assert refused_since(conn, "tab1", 10) == [] and statuses(conn) == [(1, "discarded")]
+

@@ -100,6 +100,10 @@ def test_the_sync_server_never_refuses_later_what_its_push_answer_took(
     assert bad.status_code == 400 and bad.json()["error"]["field"] == "client_id"
     with Api(str(api.http.base_url)) as anonymous:
         assert anonymous.get("/v1/sync/refused", params={"client_id": "tab"}).status_code == 401
+        assert anonymous.post("/v1/sync/refused/taken", json={"client_id": "tab", "seqs": [1]}).status_code == 401
+    assert api.post("/v1/sync/refused/taken", json={"client_id": "tab", "seqs": [1]}).status_code == 204
+    refused_empty = api.post("/v1/sync/refused/taken", json={"client_id": "tab", "seqs": []})
+    assert refused_empty.status_code == 400 and refused_empty.json()["error"]["field"] == "seqs"
 
 
 def test_a_replay_whose_result_was_pruned_is_a_duplicate_and_changes_nothing(

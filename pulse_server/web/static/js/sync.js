@@ -2,8 +2,8 @@
 // batches; reads follow the user's shape (GET /v1/shape, the Electric protocol) into the local copy.
 //
 // Only these endpoints are used, with URLs relative to the app: /v1/auth/token, /v1/me, /v1/rules,
-// /v1/sync/push, /v1/sync/refused, /v1/shape, /v1/conflicts, /v1/conflicts/dismiss, /v1/erasures. The
-// cloud server and `pulse agent --serve` both serve them.
+// /v1/sync/push, /v1/sync/refused (and /taken), /v1/shape, /v1/conflicts, /v1/conflicts/dismiss,
+// /v1/erasures. The cloud server and `pulse agent --serve` both serve them.
 //
 // The rules every device follows (docs/sync.md) hold here too: one database, one client id (a push that
 // shows another database uses ours moves the pending changes to a new id); the server's time is the
@@ -769,12 +769,16 @@ export class Engine extends EventTarget {
   /**
    * Changes acknowledged earlier and refused since: a device serving this app (`pulse agent --serve`)
    * answers `applied` when it takes a change, and the sync server may refuse it when the device pushes it
-   * on. Asked for each id the acknowledged changes were sent under; each one refused becomes `rejected`
-   * here with its reason (listed with Fix and Discard), never a value that vanishes in silence. The cloud
-   * server answers none (its push answer says every refusal). False when the exchange should stop here.
+   * on. Asked for this database's id and each id its acknowledged changes were sent under; each one
+   * refused becomes `rejected` here with its reason (listed with Fix and Discard; put back from the
+   * device's copy if no longer kept here), never a value that vanishes in silence, and the device is told
+   * the page holds them now (`sync/refused/taken`). The cloud server answers none (its push answer says
+   * every refusal). False when the exchange should stop here.
    */
   async exchangeRefusals(store, token) {
-    const ids = [...new Set(this.outbox.filter((m) => m.status === 'done' && m.client_id).map((m) => m.client_id))];
+    const current = await store.getMeta('client_id');
+    const ids = [...new Set([current, ...this.outbox.filter((m) => m.status === 'done').map((m) => m.client_id)]
+      .filter(Boolean))];
     let marked = 0;
     for (const clientId of ids) {
       const response = await this.request(`sync/refused?client_id=${encodeURIComponent(clientId)}`, { token });
@@ -786,13 +790,23 @@ export class Engine extends EventTarget {
       if (!body.refused.length) continue;
       if (!(await this.checkAccount()) || store !== this.store) return false; // not this account's any more
       await store.transact(['outbox'], 'readwrite', async (s) => {
-        for (const result of body.refused) {
+        for (const { date, op, fields, base, hlc, ...result } of body.refused) {
           const stored = await s.outbox.get(result.seq);
-          if (!stored || stored.status !== 'done' || stored.client_id !== clientId) continue; // fixed or discarded
-          await s.outbox.put({ ...stored, status: 'rejected', result });
-          marked += 1;
+          if (stored && stored.status === 'done' && stored.client_id === clientId) {
+            await s.outbox.put({ ...stored, status: 'rejected', result });
+            marked += 1;
+          } else if (!stored && typeof date === 'string') { // acknowledged long ago, and no longer kept here
+            await s.outbox.put({ seq: result.seq, date, op, fields: fields || {}, base: base || {}, hlc,
+              status: 'rejected', result, lsn: null, created_ms: Date.now(), sent_at: Date.now(), client_id: clientId });
+            marked += 1;
+          } // else still pending, or already rejected here: the browser holds it already
         }
       });
+      // Held here now (to fix or discard): the device drops them from its own refusals and lists them no more
+      const taken = await this.request('sync/refused/taken', { method: 'POST', token,
+        json: { client_id: clientId, seqs: body.refused.map((r) => r.seq) } });
+      if (taken.status === 401) { await this.authExpired(await readJson(taken)); return false; }
+      if (!taken.ok && taken.status !== 429) throw new ServerFailed('refusals', taken, await readJson(taken));
     }
     if (marked) {
       this.announce();
