@@ -24,14 +24,15 @@ def shape_params(request: Request) -> dict[str, str]:
     return {k: v[0] for k, v in parse_qs(urlsplit(request.url).query).items()}
 
 
-def spoil_first(body: str, spoiled: list[bool], status: int = 200, times: int = 1) -> Callable[[Route], None]:
-    """A route handler that answers the first `times` requests with `body` (declared JSON, with `status`),
-    each noted in `spoiled`, and lets every later one through to the server."""
+def spoil_first(body: str, spoiled: list[bool], status: int = 200, times: int = 1,
+                kind: str = "application/json") -> Callable[[Route], None]:
+    """A route handler that answers the first `times` requests with `body` (declared as `kind`, with
+    `status`), each noted in `spoiled`, and lets every later one through to the server."""
 
     def handle(route: Route) -> None:
         if len(spoiled) < times:
             spoiled.append(True)
-            route.fulfill(status=status, body=body, headers={"content-type": "application/json"})
+            route.fulfill(status=status, body=body, headers={"content-type": kind})
         else:
             route.continue_()
 
@@ -232,61 +233,40 @@ def test_a_conflicts_answer_the_page_cannot_read_is_shown_and_asked_again(
 FAILED = json.dumps({"error": {"code": "unavailable", "message": "the database is unavailable"}})
 
 
-def test_a_server_failing_the_push_is_shown_until_it_takes_the_queue(
-    page: Page, context: BrowserContext, target: Target
+PORTAL = "<html><body>Sign in to the Wi-Fi</body></html>"
+
+
+@pytest.mark.parametrize(("status", "body", "kind", "said"), [
+    (503, FAILED, "application/json", "the server failed the push (503, unavailable)"),
+    # A 200 that is not a push answer was taken for one that answered nothing: the change stayed queued with
+    # no word and no retry, and the page counted it as a sync.
+    (200, '{"ok": true}', "application/json",
+     "Not sent: the answer to the push was not the sync server's (200, application/json)"),
+    (200, PORTAL, "text/html", "Not sent: the answer to the push was not the sync server's (200, text/html)"),
+], ids=["5xx", "other-json", "portal-page"])
+def test_a_push_the_server_fails_or_something_else_answers_is_shown_until_the_server_takes_the_queue(
+    status: int, body: str, kind: str, said: str, page: Page, context: BrowserContext, target: Target
 ) -> None:
-    """A server that is reached but fails every push (a 5xx) does not hold the queue back in silence:
-    the pill and the sync page say so, with the status and the error's code, until a push goes through."""
+    """A server that is reached but fails every push (a 5xx), or an answer that is not the server's, does not
+    hold the queue back in silence: the pill and the sync page say so, with what came back, until a push
+    goes through."""
     sign_in(page, target)
     spoiled: list[bool] = []
-    context.route("**/v1/sync/push", spoil_first(FAILED, spoiled, status=503, times=3))  # 3: as above
+    # 3: the retry's random backoff may start at 0 s (as above)
+    context.route("**/v1/sync/push", spoil_first(body, spoiled, status=status, times=3, kind=kind))
     log_day(page, TODAY, sleep_hours="8", steps="9000")
     wait_pill(page, "Online · sync error · 1 change queued")
-    expect(page.locator("#sync-error")).to_contain_text("the server failed the push (503, unavailable)")
-    pump_until(page, lambda: target.stored(TODAY), 30, "the write on the server after three failed pushes")
-    wait_pill(page, "Online · synced")
-    expect(page.locator("#sync-error")).to_have_text("")
-    assert spoiled == [True, True, True]
-    assert [m["status"] for m in outbox(page)] == ["done"]
-
-
-@pytest.mark.parametrize(("body", "kind"), [
-    ('{"ok": true}', "application/json"),  # another service's JSON
-    ("<html><body>Sign in to the Wi-Fi</body></html>", "text/html"),  # a captive portal's page
-], ids=["json", "page"])
-def test_a_push_answered_by_something_that_is_not_the_server_is_said_and_sent_again(
-    body: str, kind: str, page: Page, context: BrowserContext, target: Target
-) -> None:
-    """A 200 that is not a push answer was taken for one that answered nothing: the change stayed queued
-    with no word and no retry, and the page counted it as a sync. Now it is a sync error, and the change is
-    sent again until the server itself takes it."""
-    sign_in(page, target)
-    spoiled: list[bool] = []
-
-    def handle(route: Route) -> None:
-        if len(spoiled) < 3:  # 3: the retry's random backoff may start at 0 s (as above)
-            spoiled.append(True)
-            route.fulfill(status=200, body=body, headers={"content-type": kind})
-        else:
-            route.continue_()
-
-    context.route("**/v1/sync/push", handle)
-    log_day(page, TODAY, sleep_hours="6", steps="4000")
-    wait_pill(page, "Online · sync error · 1 change queued")
-    said = f"Not sent: the answer to the push was not the sync server's (200, {kind})"
     expect(page.locator("#sync-error")).to_contain_text(said)
     assert [m["status"] for m in outbox(page)] == ["pending"]
-    pump_until(page, lambda: target.stored(TODAY), 30, "the write on the server after three answers not its own")
+    pump_until(page, lambda: target.stored(TODAY), 30, "the write on the server after three spoiled answers")
     wait_pill(page, "Online · synced")
     expect(page.locator("#sync-error")).to_have_text("")
     assert spoiled == [True, True, True]
     assert [m["status"] for m in outbox(page)] == ["done"]
 
 
-@pytest.mark.parametrize(("body", "kind"), [
-    ('{"ok": true}', "application/json"),
-    ("<html><body>Sign in to the Wi-Fi</body></html>", "text/html"),
-], ids=["json", "page"])
+@pytest.mark.parametrize(("body", "kind"), [('{"ok": true}', "application/json"), (PORTAL, "text/html")],
+                         ids=["json", "page"])
 def test_a_pull_answered_by_something_that_is_not_the_server_is_a_sync_error_not_a_sync(
     body: str, kind: str, page: Page, context: BrowserContext, target: Target
 ) -> None:
