@@ -6,21 +6,31 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 import tempfile
+from pathlib import Path
 
 MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
+PREFIX = "pulse-metrics-"  # then the serving process's id: a folder whose process is gone is removed
 
 
 def share_between_processes() -> str | None:
-    """Before the server's processes start: their metrics go to one folder. A new temporary one, returned
+    """Before the server's processes start (and before prometheus_client is imported in this one, which
+    reads the folder once, as it is imported): their metrics go to one folder. A new temporary one, returned
     for `unshare` to remove; None when the operator set PROMETHEUS_MULTIPROC_DIR (theirs to manage)."""
-    assert "prometheus_client" not in sys.modules, "the folder is read once, as prometheus_client is imported"
     if os.environ.get(MULTIPROC_DIR):
         return None
-    folder = tempfile.mkdtemp(prefix="pulse-metrics-")
+    _remove_orphans()
+    folder = tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-")
     os.environ[MULTIPROC_DIR] = folder
     return folder
+
+
+def _remove_orphans() -> None:
+    """Folders of servers that ended without removing theirs (killed outright): their process is gone."""
+    for folder in Path(tempfile.gettempdir()).glob(f"{PREFIX}*-*"):
+        pid = folder.name.removeprefix(PREFIX).partition("-")[0]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def unshare(folder: str | None) -> None:
