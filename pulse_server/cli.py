@@ -164,6 +164,7 @@ def serve(
       pulse-server serve --host 0.0.0.0 --workers 2
       pulse-server serve --port 8001 --forwarded-allow-ips 127.0.0.1
     """
+    import logging
     import os
 
     import uvicorn
@@ -178,8 +179,14 @@ def serve(
     os.environ["PULSE_DATABASE_URL"] = settings.database_url  # worker processes read it again
     # Several processes: one set of metrics, whichever worker answers /metrics (before any of them starts)
     several = settings.workers > 1 or (settings.replication_reader and settings.replication_reader_process)
-    metrics_folder = share_between_processes() if several else None
     logs.configure(settings.log_level)
+    try:
+        metrics_folder = share_between_processes() if several else None
+    except OSError as exc:  # no temporary folder to write in: served all the same, and said
+        metrics_folder = None
+        logging.getLogger("pulse.server").warning(
+            "metrics cannot be shared between the server's processes (%s): each worker answers /metrics with its"
+            " own; set PROMETHEUS_MULTIPROC_DIR to a writable folder", exc)
     logs.announce_listening()
     reader = None
     if settings.replication_reader and settings.replication_reader_process:

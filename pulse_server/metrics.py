@@ -16,7 +16,7 @@ import os
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from pulse_server.metrics_folder import shared
+from pulse_server.metrics_folder import ended, shared
 
 # pulse_replication_reader_state's states ("off": this process runs no reader)
 READER_STATES = ("starting", "standby", "rebuilding", "following", "failing", "stopped", "off")
@@ -94,8 +94,5 @@ class Metrics:
 
     def process_ended(self) -> None:
         """As this process stops: its `live*` gauges leave the shared figures."""
-        if shared():
-            from prometheus_client import multiprocess
-
-            multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
+        ended(os.getpid())
 

@@ -29,8 +29,18 @@ def _remove_orphans() -> None:
     """Folders of servers that ended without removing theirs (killed outright): their process is gone."""
     for folder in Path(tempfile.gettempdir()).glob(f"{PREFIX}*-*"):
         pid = folder.name.removeprefix(PREFIX).partition("-")[0]
-        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+        if pid.isdigit() and not _alive(int(pid)):
             shutil.rmtree(folder, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's
+    return True
 
 
 def unshare(folder: str | None) -> None:
@@ -42,3 +52,12 @@ def unshare(folder: str | None) -> None:
 def shared() -> bool:
     """Whether this process's metrics are shared with the server's other processes."""
     return bool(os.environ.get(MULTIPROC_DIR))
+
+
+def ended(pid: int) -> None:
+    """A process of the server stopped (this one, or a reader process that died): its `live*` gauges leave
+    the shared figures (prometheus_client is imported here only then)."""
+    if shared():
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]

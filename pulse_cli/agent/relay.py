@@ -82,12 +82,9 @@ def refused_since(conn: sqlite3.Connection, client_id: str, limit: int) -> list[
 def hand_back(conn: sqlite3.Connection, client_id: str, seqs: Sequence[int]) -> int:
     """The browser holds these refused changes now, to fix or discard there: here they are discarded, so
     they are neither listed again nor counted among this device's own refusals (`pulse rejected`)."""
-    done = 0
-    for seq in seqs:
-        done += conn.execute(
-            "UPDATE outbox SET status = 'discarded' WHERE status = 'rejected' AND seq ="
-            " (SELECT outbox_seq FROM relayed WHERE client_id = ? AND seq = ?)", (client_id, seq)).rowcount
-    return done
+    return conn.executemany(
+        "UPDATE outbox SET status = 'discarded' WHERE status = 'rejected' AND seq ="
+        " (SELECT outbox_seq FROM relayed WHERE client_id = ? AND seq = ?)", [(client_id, s) for s in seqs]).rowcount
 
 
 def relay_batch(
@@ -99,15 +96,16 @@ def relay_batch(
     results = []
     with uow:
         erased = known(uow.conn, "")
+        pruned = _pruned_marks(uow.conn).get(client_id)
         for raw in mutations:
-            results.append(_relay_one(uow, client_id, raw, now_ms, today, erased))
+            results.append(_relay_one(uow, client_id, raw, now_ms, today, erased, pruned))
         uow.commit()
     return results
 
 
 def _relay_one(
     uow: SqliteUnitOfWork, client_id: str, raw: Mapping[str, Any], now_ms: int, today: dt.date,
-    erased: Sequence[Erasure],
+    erased: Sequence[Erasure], pruned: int | None,
 ) -> MutationResult:
     conn = uow.conn
     seq = raw.get("seq")
@@ -117,8 +115,7 @@ def _relay_one(
                              (client_id, seq)).fetchone()
         # A replay, or another browser profile with this id (a clash); a result past its window is pruned
         # (`prune`), and a replay of it is a duplicate, as on the server.
-        again = replay(seq, digest, client_id, None if prior is None else (json.loads(prior[0]), prior[1]),
-                       _pruned_marks(conn).get(client_id))
+        again = replay(seq, digest, client_id, None if prior is None else (json.loads(prior[0]), prior[1]), pruned)
         if again is not None:
             return again
     result: MutationResult

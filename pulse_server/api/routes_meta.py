@@ -59,8 +59,6 @@ def _replication_lag(conn: Any) -> int:
     return int(row[0]) if row else 0
 
 
-
-
 @router.get("/metrics", include_in_schema=False)
 def metrics(db: DbDep, m: MetricsDep, request: Request) -> Response:
     m.breaker_state.set(STATE_VALUES[db.breaker.state])

@@ -26,7 +26,14 @@ from pulse_server.api.deps import (
     identify,
     must_write,
 )
-from pulse_server.api.schemas import HighWaterOut, PushRequest, PushResponse, RefusedOut, RefusedTaken, inline_schema
+from pulse_server.api.schemas import (
+    HighWaterOut,
+    PushRequest,
+    PushResponse,
+    RefusedOut,
+    RefusedTaken,
+    inline_schema,
+)
 from pulse_server.db.database import Database
 from pulse_server.errors import ApiError, from_wire
 from pulse_server.logs import user_id
@@ -113,16 +120,15 @@ def high_water(
     """The highest seq the server holds for each of the caller's client ids (null: none). A device whose
     acknowledged seqs go past it pushes them again: the server was restored from a backup (docs/sync.md)."""
     for value in client_id:
-        if not CLIENT_ID.fullmatch(value):
-            raise ApiError(400, "bad_request", f"client_id: String should match pattern '^{CLIENT_ID.pattern}$'",
-                           field="client_id", value=value)
+        _check_client_id(value)
     rows = db.run(lambda conn: conn.execute(_HIGH_WATER, {"user": user.id, "ids": client_id}).fetchall())
     return {"high_water": {cid: None if seq is None else int(seq) for cid, seq in rows}}
 
 
 @router.get("/refused", response_model=RefusedOut)
 def refused(
-    user: CurrentUser, client_id: Annotated[str, Query(description="The client id of the pushing store")],
+    user: CurrentUser,
+    client_id: Annotated[str, Query(description="The client id of the pushing store")],
 ) -> dict[str, Any]:
     """Changes of this client acknowledged earlier and refused since: none here, ever. This server answers
     every refusal in the push itself, and never refuses later what it took. A device serving the app
@@ -136,12 +142,11 @@ def refused(
 def refused_taken(user: CurrentUser, body: RefusedTaken, _json: JsonDeclared) -> Response:
     """The app holds these refused changes now (as it tells a device serving it, which then drops them from
     its own refusals): nothing to do here, where none is ever listed."""
-    _check_client_id(body.client_id)
     return Response(status_code=204)
 
 
-def _check_client_id(client_id: str) -> None:
-    if not CLIENT_ID.fullmatch(client_id):
+def _check_client_id(value: str) -> None:
+    """A client id in the query, refused as the body's is (the field named `client_id`, not its location)."""
+    if not CLIENT_ID.fullmatch(value):
         raise ApiError(400, "bad_request", f"client_id: String should match pattern '^{CLIENT_ID.pattern}$'",
-                       field="client_id", value=client_id)
-
+                       field="client_id", value=value)

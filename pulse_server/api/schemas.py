@@ -7,6 +7,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr
 
 from pulse_core.rules import MANUAL
+from sync.hlc import CLIENT_ID
+
+CLIENT_ID_PATTERN = f"^{CLIENT_ID.pattern}$"  # a store's id on the wire (sync.hlc)
 
 
 class TokenRequest(BaseModel):
@@ -92,7 +95,7 @@ class MutationIn(BaseModel):
 
 class PushRequest(BaseModel):
     protocol: int
-    client_id: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    client_id: str = Field(pattern=CLIENT_ID_PATTERN)
     mutations: list[MutationIn]
     utc_offset_min: int | None = Field(default=None, ge=-840, le=840,
                                        description="The device's zone now, minutes east of UTC: dates are judged"
@@ -170,7 +173,7 @@ class RefusedOut(BaseModel):
 
 class RefusedTaken(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    client_id: str
+    client_id: str = Field(pattern=CLIENT_ID_PATTERN)
     seqs: list[int] = Field(min_length=1, max_length=1000)
 
 

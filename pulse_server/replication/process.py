@@ -66,14 +66,6 @@ def _stop_when_orphaned(parent: int, stop: threading.Event, every_s: float) -> N
             stop.set()
 
 
-def _ended(pid: int | None) -> None:
-    """A reader process that died: its reader state leaves the shared metrics (it could not say so itself)."""
-    if pid is not None and metrics_folder.shared():
-        from prometheus_client import multiprocess
-
-        multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
-
-
 class ReaderProcess:
     """One reader process started beside the server's workers, started again if it fails (a non-zero exit),
     stopped with them."""
@@ -104,7 +96,8 @@ class ReaderProcess:
                 return  # stopped by us, or by a signal to the whole group (the server is stopping too)
             log.warning("replication reader process exited; starting it again",
                         extra={"fields": {"exitcode": self.process.exitcode}})
-            _ended(self.process.pid)
+            if self.process.pid is not None:  # it could not say so itself: its reader state leaves the metrics
+                metrics_folder.ended(self.process.pid)
             if self.stopping.wait(self.restart_after_s):
                 return
             self._spawn()

@@ -1014,7 +1014,7 @@ export class Engine extends EventTarget {
    * other database's records, not acknowledgements). Clashed and held mutations stay pending.
    */
   async recordResults(store, clientId, batch, body, sentAt) {
-    const bySeq = new Map((body.results || []).map((r) => [r.seq, r]));
+    const bySeq = new Map(body.results.map((r) => [r.seq, r]));
     const receivedAt = Date.now();
     const answered = { count: 0, conflicts: 0, newId: null };
     await store.transact(['meta', 'outbox'], 'readwrite', async (s) => {
@@ -1036,7 +1036,7 @@ export class Engine extends EventTarget {
         await s.outbox.put({ ...stored, status: status === 'rejected' ? 'rejected' : 'done', result,
           lsn: body.lsn, sent_at: receivedAt, client_id: clientId });
       }
-      await observe(s, (body.results || []).map((r) => r.hlc)); // the stamps the server stored
+      await observe(s, body.results.map((r) => r.hlc)); // the stamps the server stored
       await dropExpired(s, receivedAt);
       await learnClock(s, body.server_time_ms, sentAt, receivedAt);
       if (clashed || stolen) answered.newId = await takeNewId(s, clientId);
