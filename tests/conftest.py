@@ -13,6 +13,8 @@ The fast tier, `-m "unit or integration"`, needs no Postgres and no other proces
 
 from __future__ import annotations
 
+import datetime as dt
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -43,6 +45,25 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             raise pytest.UsageError(f"{item.nodeid}: tests/{folder} has no tier in tests/conftest.py TIERS")
         for marker in TIERS[folder]:
             item.add_marker(marker)
+
+
+# -- Midnight ------------------------------------------------------------------------------------------
+# A test reads today when it needs it (calendar_days.py); one that began a moment before midnight would
+# still date a write by one day and check it by the next. Such a test starts just after midnight instead:
+# a minute and a half at most, and only in a run that crosses midnight.
+MIDNIGHT_MARGIN_S = 90
+
+
+def seconds_to_midnight(now: dt.datetime) -> float:
+    return (dt.datetime.combine(now.date() + dt.timedelta(days=1), dt.time(), now.tzinfo) - now).total_seconds()
+
+
+@pytest.fixture(autouse=True)
+def not_across_midnight() -> None:
+    """Local midnight (the processes' calendar) and UTC midnight (the server's, in the server tests)."""
+    left = min(seconds_to_midnight(dt.datetime.now()), seconds_to_midnight(dt.datetime.now(dt.UTC)))
+    if left < MIDNIGHT_MARGIN_S:
+        time.sleep(left + 1)
 
 
 # -- Chromium, for the app's tests (tests/browser) and the reports' (tests/reports) ----------------------

@@ -6,16 +6,13 @@ stopped by a sign-out in another. Each screen is kept as an image in tests/artef
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Callable
 
 from artefacts import artefact_dir
 from axe_check import assert_accessible, violations
 from browser_support import Target, log_day, sign_in, wait_pill
+from calendar_days import day
 from playwright.sync_api import BrowserContext, Page, expect
-
-YESTERDAY = (dt.date.today() - dt.timedelta(days=1)).isoformat()
-BEFORE = (dt.date.today() - dt.timedelta(days=2)).isoformat()
 
 
 def check(page: Page, screen: str) -> None:
@@ -48,8 +45,8 @@ def test_no_screen_has_an_axe_violation(
     expect(page.locator("#log-status")).to_contain_text("2 fields need fixing")
     check(page, "log-errors")
 
-    log_day(page, YESTERDAY, sleep_hours="7", steps="5000", note="start")
-    page.evaluate("(day) => window.pulse.engine.write(day, 'set', { steps: 200000 })", BEFORE)  # the server refuses it
+    log_day(page, day(-1), sleep_hours="7", steps="5000", note="start")
+    page.evaluate("(day) => window.pulse.engine.write(day, 'set', { steps: 200000 })", day(-2))  # the server refuses it
     wait_pill(page, "1 rejected")
     page.goto(target.app_url + "#history")
     expect(page.locator("#history-list li")).to_have_count(2)
@@ -63,8 +60,8 @@ def test_no_screen_has_an_axe_violation(
     phone = target.new_device("phone")
     phone.synced()
     context.set_offline(True)
-    log_day(page, YESTERDAY, steps="6000")
-    phone.log(YESTERDAY, steps="7000")
+    log_day(page, day(-1), steps="6000")
+    phone.log(day(-1), steps="7000")
     phone.synced()
     target.settle()
     context.set_offline(False)

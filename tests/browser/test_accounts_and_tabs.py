@@ -9,7 +9,6 @@ first and keeps them for their owner unless discarded. Every test looks behind t
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import secrets
 import time
@@ -29,12 +28,10 @@ from browser_support import (
     sign_out,
     wait_pill,
 )
+from calendar_days import day
 from playwright.sync_api import BrowserContext, Page, expect
 from sync_support import wait_for
 
-TODAY = dt.date.today().isoformat()
-YESTERDAY = (dt.date.today() - dt.timedelta(days=1)).isoformat()
-TWO_DAYS_AGO = (dt.date.today() - dt.timedelta(days=2)).isoformat()
 REFUSED_WRITE = """(date) => window.pulse.engine.write(date, 'set', { note: 'typed in a stopped tab' })
   .then(() => 'written', (error) => error.name)"""
 
@@ -88,7 +85,7 @@ def test_a_tab_whose_account_was_replaced_stops_and_bob_gets_nothing_of_ana(
     expect(tab_b.get_by_role("heading", name="Today")).to_be_visible()
 
     # A logs a day as ana; B shows it too.
-    log_day(page, YESTERDAY, sleep_hours="6.75", weight_kg="83.17", note=ana_note)
+    log_day(page, day(-1), sleep_hours="6.75", weight_kg="83.17", note=ana_note)
     wait_pill(page, "Online · synced")
     tab_b.goto(ana.app_url + "#history")
     expect(tab_b.locator("#history-list")).to_contain_text(ana_note)
@@ -105,23 +102,23 @@ def test_a_tab_whose_account_was_replaced_stops_and_bob_gets_nothing_of_ana(
     expect(tab_b.locator("#sync-pill")).to_have_text("This tab stopped")
 
     # Online, B cannot reach the log form; offline, a write in B is refused, while A (bob) logs a day.
-    tab_b.goto(ana.app_url + f"#log/{TODAY}")
+    tab_b.goto(ana.app_url + f"#log/{day(0)}")
     expect(tab_b.locator("#screen-log")).to_be_hidden()
     expect(tab_b.locator("#screen-locked")).to_be_visible()
     context.set_offline(True)
-    assert tab_b.evaluate(REFUSED_WRITE, TODAY) == "AccountChanged"
-    log_day(page, TWO_DAYS_AGO, steps="4321", note=bob_note)
+    assert tab_b.evaluate(REFUSED_WRITE, day(0)) == "AccountChanged"
+    log_day(page, day(-2), steps="4321", note=bob_note)
     wait_pill(page, "Offline · 1 change queued")
     context.set_offline(False)
-    wait_for(lambda: bob.stored(TWO_DAYS_AGO), 20, "bob's day on the server")
+    wait_for(lambda: bob.stored(day(-2)), 20, "bob's day on the server")
     wait_pill(page, "Online · synced")
 
     # Postgres: each account holds only its own day; no (client, seq) was applied under both.
-    assert ana.stored(YESTERDAY) is not None and ana.stored(YESTERDAY)["note"] == ana_note  # type: ignore[index]
-    assert bob.stored(TWO_DAYS_AGO)["note"] == bob_note  # type: ignore[index]
+    assert ana.stored(day(-1)) is not None and ana.stored(day(-1))["note"] == ana_note  # type: ignore[index]
+    assert bob.stored(day(-2))["note"] == bob_note  # type: ignore[index]
     for account in (ana, bob):
-        assert account.stored(TODAY) is None
-    assert bob.stored(YESTERDAY) is None and ana.stored(TWO_DAYS_AGO) is None
+        assert account.stored(day(0)) is None
+    assert bob.stored(day(-1)) is None and ana.stored(day(-2)) is None
     records = applied(pg, ana.username, bob.username)
     assert sorted(r[0] for r in records) == sorted([ana.username, bob.username])
     assert len({client for _, client, _ in records}) == 2  # two accounts never share a client id
@@ -159,7 +156,7 @@ def test_signing_in_as_someone_else_asks_and_keeps_the_unsynced_changes_for_thei
     page.bring_to_front()  # the tab in use (a tab behind gets few animation frames: every click waits)
 
     context.set_offline(True)
-    log_day(page, YESTERDAY, sleep_hours="7.25", note=note)
+    log_day(page, day(-1), sleep_hours="7.25", note=note)
     cal1.revoke_sign_ins()
     context.set_offline(False)
     wait_pill(page, "Sign in again to sync")
@@ -186,14 +183,14 @@ def test_signing_in_as_someone_else_asks_and_keeps_the_unsynced_changes_for_thei
     expect(page.get_by_role("heading", name="Today")).to_be_visible()
     wait_pill(page, "Online · synced")
     assert outbox(page) == []
-    assert cal1.stored(YESTERDAY) is None and cal2.stored(YESTERDAY) is None
+    assert cal1.stored(day(-1)) is None and cal2.stored(day(-1)) is None
     stored = everything_stored(page)
     assert where(stored, note) == {account_db(page, cal1.username)}
     kept_db = stored["databases"][account_db(page, cal1.username)]
     assert kept_db["rows"]["values"] == [] and "token" not in kept_db["meta"]["keys"]
 
     # Tab B never heard of it: its write is refused when it checks, and it says so.
-    assert tab_b.evaluate(REFUSED_WRITE, TODAY) == "AccountChanged"
+    assert tab_b.evaluate(REFUSED_WRITE, day(0)) == "AccountChanged"
     expect(tab_b.get_by_role("heading", name=f"Signed in as {cal2.username} in another tab")).to_be_visible()
     assert note not in tab_b.locator("body").inner_text()
 
@@ -207,9 +204,9 @@ def test_signing_in_as_someone_else_asks_and_keeps_the_unsynced_changes_for_thei
     expect(page.get_by_label("Password")).to_be_focused()
     page.get_by_label("Password").fill(cal1.password)
     page.get_by_role("button", name="Sign in", exact=True).click()
-    wait_for(lambda: cal1.stored(YESTERDAY), 20, "cal1's kept change on the server")
-    assert cal1.stored(YESTERDAY)["note"] == note  # type: ignore[index]
-    assert cal2.stored(YESTERDAY) is None
+    wait_for(lambda: cal1.stored(day(-1)), 20, "cal1's kept change on the server")
+    assert cal1.stored(day(-1))["note"] == note  # type: ignore[index]
+    assert cal2.stored(day(-1)) is None
     wait_pill(page, "Online · synced")
     assert [r[0] for r in applied(pg, cal1.username, cal2.username)] == [cal1.username]
     assert page.evaluate("window.pulse.engine.keptAccounts()") == []
@@ -224,7 +221,7 @@ def test_signing_out_with_unsynced_changes_keeps_them_or_discards_them_as_chosen
 
     # Keep: signed out, the change waits on the device and is sent at the next sign-in.
     context.set_offline(True)
-    log_day(page, YESTERDAY, steps="1111")
+    log_day(page, day(-1), steps="1111")
     sign_out(page)
     dialog = page.get_by_role("dialog")
     expect(dialog).to_contain_text("1 change has not reached the server")
@@ -233,12 +230,12 @@ def test_signing_out_with_unsynced_changes_keeps_them_or_discards_them_as_chosen
     expect(page.locator("#kept-list li")).to_contain_text(f"{target.username} · 1 change not synced")
     context.set_offline(False)
     sign_in(page, target)
-    wait_for(lambda: target.stored(YESTERDAY), 20, "the kept change on the server")
+    wait_for(lambda: target.stored(day(-1)), 20, "the kept change on the server")
     wait_pill(page, "Online · synced")
 
     # Discard at sign-out: the account's database goes, and the change never reaches the server.
     context.set_offline(True)
-    log_day(page, TODAY, steps="2222")
+    log_day(page, day(0), steps="2222")
     sign_out(page)
     dialog.get_by_role("button", name="Discard them and sign out").click()
     expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
@@ -252,7 +249,7 @@ def test_signing_out_with_unsynced_changes_keeps_them_or_discards_them_as_chosen
     sign_in(page, target)
     wait_pill(page, "Online · synced")
     context.set_offline(True)
-    log_day(page, TWO_DAYS_AGO, steps="3333")
+    log_day(page, day(-2), steps="3333")
     sign_out(page)
     dialog.get_by_role("button", name="Keep them and sign out").click()
     page.locator("#kept-list li").get_by_role("button", name="Discard").click()
@@ -264,8 +261,8 @@ def test_signing_out_with_unsynced_changes_keeps_them_or_discards_them_as_chosen
     context.set_offline(False)
     sign_in(page, target)
     wait_pill(page, "Online · synced")
-    assert target.stored(TODAY) is None and target.stored(TWO_DAYS_AGO) is None
-    assert target.stored(YESTERDAY)["steps"] == "1111"  # type: ignore[index]
+    assert target.stored(day(0)) is None and target.stored(day(-2)) is None
+    assert target.stored(day(-1))["steps"] == "1111"  # type: ignore[index]
 
 
 def sign_in_offline_is_refused(page: Page, target: Target) -> None:
@@ -284,7 +281,7 @@ def test_the_database_of_earlier_versions_moves_to_its_account_with_its_pending_
                        json={"username": target.username, "password": target.password}).json()["access_token"]
     client = f"legacy{secrets.token_hex(5)}"
     stamp = f"{time.time_ns() // 1_000_000:016d}:00000:{client}"
-    mutation = {"seq": 1, "date": YESTERDAY, "op": "set", "fields": {"note": "from before", "steps": 1234},
+    mutation = {"seq": 1, "date": day(-1), "op": "set", "fields": {"note": "from before", "steps": 1234},
                 "base": {"note": None, "steps": None}, "hlc": stamp, "status": "pending", "result": None,
                 "lsn": None, "created_ms": 0}
     meta = {"client_id": client, "next_seq": 2, "hlc_last": stamp, "token": token, "username": target.username,
@@ -311,12 +308,12 @@ def test_the_database_of_earlier_versions_moves_to_its_account_with_its_pending_
     page.goto(target.app_url)
     ready(page)
     expect(page.get_by_role("heading", name="Today")).to_be_visible()  # still signed in
-    wait_for(lambda: target.stored(YESTERDAY), 20, "the moved change on the server")
-    assert target.stored(YESTERDAY)["note"] == "from before"  # type: ignore[index]
+    wait_for(lambda: target.stored(day(-1)), 20, "the moved change on the server")
+    assert target.stored(day(-1))["note"] == "from before"  # type: ignore[index]
     assert applied(pg, target.username) == [(target.username, client, 1)]
     wait_pill(page, "Online · synced")
     page.wait_for_function("indexedDB.databases().then((all) => !all.some((d) => d.name === 'ngx-pulse'))")
     # The account keeps numbering from where the old database stopped, with the same client id.
-    log_day(page, TODAY, steps="4321")
-    wait_for(lambda: target.stored(TODAY), 20, "the next change on the server")
+    log_day(page, day(0), steps="4321")
+    wait_for(lambda: target.stored(day(0)), 20, "the next change on the server")
     assert applied(pg, target.username) == [(target.username, client, 1), (target.username, client, 2)]

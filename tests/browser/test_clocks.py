@@ -24,8 +24,10 @@ from playwright.sync_api import Page, Request, Route, expect
 from sync_support import PulseServer
 
 PG = psycopg.Connection[tuple[Any, ...]]
-NOW = dt.datetime.now(dt.UTC)
-TODAY = NOW.date()
+
+
+def utc_today() -> dt.date:
+    return dt.datetime.now(dt.UTC).date()
 
 
 def iso(date: dt.date) -> str:
@@ -57,8 +59,9 @@ def form_date(page: Page, target: Target) -> str:
 def test_an_edit_made_after_seeing_a_value_wins_in_a_browser_whose_clock_runs_behind(
     new_profile: Callable[..., Page], target: Target
 ) -> None:
-    day = iso(TODAY - dt.timedelta(days=2))
-    page = new_profile(clock=NOW - dt.timedelta(hours=3), timezone_id="UTC")
+    now = dt.datetime.now(dt.UTC)
+    day = iso(now.date() - dt.timedelta(days=2))
+    page = new_profile(clock=now - dt.timedelta(hours=3), timezone_id="UTC")
     page.context.route("**/v1/me", without_server_time)  # it has not learned how far behind it is
     sign_in(page, target)
     phone = target.new_device("phone")
@@ -81,8 +84,9 @@ def test_an_edit_made_after_seeing_a_value_wins_in_a_browser_whose_clock_runs_be
 def test_a_browser_two_days_ahead_dates_today_by_the_server_and_loses_to_a_later_correction(
     new_profile: Callable[..., Page], target: Target
 ) -> None:
-    today = iso(TODAY)
-    page = new_profile(clock=NOW + dt.timedelta(days=2), timezone_id="UTC")
+    now = dt.datetime.now(dt.UTC)
+    today = iso(now.date())
+    page = new_profile(clock=now + dt.timedelta(days=2), timezone_id="UTC")
     sign_in(page, target)
     assert form_date(page, target) == today  # by the server's time, not the browser's two days on
     page.goto(target.app_url + "#sync")
@@ -106,7 +110,7 @@ def test_a_browser_two_days_ahead_dates_today_by_the_server_and_loses_to_a_later
 
 def evening(days_before: int) -> str:
     """20:00 UTC, `days_before` days before today: already the next day in Kiritimati (UTC+14)."""
-    return f"{iso(TODAY - dt.timedelta(days=days_before))} 20:00:00"
+    return f"{iso(utc_today() - dt.timedelta(days=days_before))} 20:00:00"
 
 
 def test_tomorrow_in_kiritimati_is_taken_by_a_server_whose_day_is_still_today(
@@ -120,7 +124,7 @@ def test_tomorrow_in_kiritimati_is_taken_by_a_server_whose_day_is_still_today(
     page.on("request", lambda r: zones.append((r.post_data_json or {}).get("utc_offset_min"))
             if r.url.endswith("/v1/sync/push") else None)
     sign_in(page, target)
-    kiritimati_today = TODAY - dt.timedelta(days=2)
+    kiritimati_today = utc_today() - dt.timedelta(days=2)
     assert form_date(page, target) == iso(kiritimati_today)  # the server's time, in the browser's zone
 
     tomorrow = iso(kiritimati_today + dt.timedelta(days=1))
@@ -146,7 +150,7 @@ def test_a_date_merely_early_is_held_sent_again_at_each_sync_and_lands_once_its_
     pushed: list[Request] = []
     page.on("request", lambda r: pushed.append(r) if r.url.endswith("/v1/sync/push") else None)
     sign_in(page, target)
-    early = iso(TODAY - dt.timedelta(days=1))
+    early = iso(utc_today() - dt.timedelta(days=1))
     log_day(page, early, steps="1111")
 
     page.wait_for_function("window.pulse.engine.outbox.some((m) => m.result?.status === 'held')", timeout=30_000)

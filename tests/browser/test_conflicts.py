@@ -8,13 +8,11 @@ made on the CLI device. The CLI device sees the same states, and the sync pill c
 
 from __future__ import annotations
 
-import datetime as dt
-
 from browser_support import Target, log_day, outbox, sign_in, wait_pill
+from calendar_days import day
 from playwright.sync_api import BrowserContext, Page, expect
 from sync_support import Device, wait_for
 
-DAY = (dt.date.today() - dt.timedelta(days=1)).isoformat()
 OPEN_STATES = "() => [...document.querySelectorAll('#conflicts-list li[data-state]')].map((li) => li.dataset.state)"
 
 
@@ -37,7 +35,7 @@ def test_the_losing_page_lists_reasserts_and_dismisses_conflicts_and_every_devic
     page: Page, context: BrowserContext, target: Target
 ) -> None:
     sign_in(page, target)
-    log_day(page, DAY, sleep_hours="7", steps="5000", note="start")
+    log_day(page, day(-1), sleep_hours="7", steps="5000", note="start")
     all_sent(page)
     target.settle()
     phone = target.new_device("phone")
@@ -46,8 +44,8 @@ def test_the_losing_page_lists_reasserts_and_dismisses_conflicts_and_every_devic
     # Both edit the day from the same values: the page first (offline), the phone after, and the phone
     # syncs first. Its stamps are later, so its values are kept; the page's lose, field by field.
     context.set_offline(True)
-    log_day(page, DAY, sleep_hours="6", steps="6000", note="from the browser")
-    phone.log(DAY, sleep_hours="8", steps="7000", note="from the phone")
+    log_day(page, day(-1), sleep_hours="6", steps="6000", note="from the browser")
+    phone.log(day(-1), sleep_hours="8", steps="7000", note="from the phone")
     phone.synced()
     target.settle()
     context.set_offline(False)
@@ -68,7 +66,7 @@ def test_the_losing_page_lists_reasserts_and_dismisses_conflicts_and_every_devic
     wait_pill(page, "2 conflicts")
     assert page_states(page)["steps"] == "reasserted"
     all_sent(page)
-    wait_for(lambda: (target.stored(DAY) or {}).get("steps") == "6000", 20, "the re-asserted steps on the server")
+    wait_for(lambda: (target.stored(day(-1)) or {}).get("steps") == "6000", 20, "the re-asserted steps on the server")
     expect(conflicts).to_have_count(2)  # the list shows open ones by default
 
     # Dismiss the note's conflict offline: at once here, on the server once the page is back online.
@@ -98,8 +96,8 @@ def test_the_losing_page_lists_reasserts_and_dismisses_conflicts_and_every_devic
     expect(conflicts).to_have_count(3)
     # Each button is described by its conflict, and no field gains a second label.
     expect(steps.get_by_role("button", name="Dismiss")).to_have_accessible_description(
-        f"{DAY} · Steps kept 7,000 over 6,000")
-    page.goto(target.app_url + f"#log/{DAY}")
+        f"{day(-1)} · Steps kept 7,000 over 6,000")
+    page.goto(target.app_url + f"#log/{day(-1)}")
     expect(page.get_by_label("Steps")).to_have_value("6000")
     assert sorted(page.evaluate(OPEN_STATES)) == ["dismissed", "dismissed", "reasserted"]
     expect(page.locator("#conflicts-list li", has_text="Steps")).to_contain_text("Re-asserted")

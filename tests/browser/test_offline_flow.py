@@ -7,16 +7,14 @@ per ms up to 20, steps 1/333 point per step up to 30; total / 80 * 100, rounded 
 
 from __future__ import annotations
 
-import datetime as dt
 import re
 
 import pytest
 from browser_support import Target, log_day, outbox, pill, ready, sign_in, today_values, wait_pill
+from calendar_days import day
 from playwright.sync_api import BrowserContext, Page, expect
 from sync_support import wait_for
 
-TODAY = dt.date.today()
-YESTERDAY = TODAY - dt.timedelta(days=1)
 STAMP = re.compile(r"^\d{16}:\d{5}:(?P<client>[A-Za-z0-9_-]{1,64})$")
 
 # 7.5 h -> 30; 62 ms -> 12.4; 9000 steps -> 27.027...; 69.427... / 80 * 100 = 86.78 -> 87
@@ -37,12 +35,12 @@ def test_days_logged_offline_survive_a_reload_sync_to_a_cli_device_and_a_cli_edi
 
     context.set_offline(True)
     wait_pill(page, "Offline")
-    log_day(page, YESTERDAY.isoformat(), sleep_hours="6.25", hrv_ms="150", hrv_method="sdnn", steps="5000",
+    log_day(page, day(-1), sleep_hours="6.25", hrv_ms="150", hrv_method="sdnn", steps="5000",
             weight_kg="71.4", note="long ride")
     expect(page.locator("#log-status")).to_contain_text("Saved on this device")
-    log_day(page, TODAY.isoformat(), sleep_hours="7.5", hrv_ms="62", steps="9000")
+    log_day(page, day(0), sleep_hours="7.5", hrv_ms="62", steps="9000")
     wait_pill(page, "Offline · 2 changes queued")
-    assert target.stored(TODAY.isoformat()) is None and target.stored(YESTERDAY.isoformat()) is None
+    assert target.stored(day(0)) is None and target.stored(day(-1)) is None
 
     # The outbox holds the two mutations in the wire format of docs/push-protocol.md.
     queued = outbox(page)
@@ -63,7 +61,7 @@ def test_days_logged_offline_survive_a_reload_sync_to_a_cli_device_and_a_cli_edi
     page.goto(target.app_url + "#history")
     days = page.locator("#history-list li")
     expect(days).to_have_count(2)
-    assert days.nth(0).get_attribute("data-date") == TODAY.isoformat()
+    assert days.nth(0).get_attribute("data-date") == day(0)
     expect(days.nth(0)).to_contain_text(f"Score {TODAY_SCORE}")
     expect(days.nth(1)).to_contain_text(f"Score {YESTERDAY_SCORE}")
     expect(days.nth(1)).to_contain_text("HRV 150 ms (SDNN)")
@@ -73,11 +71,11 @@ def test_days_logged_offline_survive_a_reload_sync_to_a_cli_device_and_a_cli_edi
     page.evaluate("window.stillTheSamePage = true")
     context.set_offline(False)
     wait_pill(page, "Online · synced")
-    wait_for(lambda: target.stored(TODAY.isoformat()), 20, "today's entry on the server")
-    assert target.stored(TODAY.isoformat()) == {
+    wait_for(lambda: target.stored(day(0)), 20, "today's entry on the server")
+    assert target.stored(day(0)) == {
         "sleep_hours": "7.50", "hrv_ms": "62.00", "hrv_method": "rmssd", "steps": "9000", "weight_kg": None,
         "note": None, "score": TODAY_SCORE, "deleted": "false"}
-    assert target.stored(YESTERDAY.isoformat()) == {
+    assert target.stored(day(-1)) == {
         "sleep_hours": "6.25", "hrv_ms": "150.00", "hrv_method": "sdnn", "steps": "5000", "weight_kg": "71.40",
         "note": "long ride", "score": YESTERDAY_SCORE, "deleted": "false"}
     assert {m["status"] for m in outbox(page)} == {"done"}
@@ -86,16 +84,16 @@ def test_days_logged_offline_survive_a_reload_sync_to_a_cli_device_and_a_cli_edi
     target.settle()
     cli = target.new_device("cli")
     cli.synced()
-    seen = {e["date"]: e for e in cli.history(YESTERDAY.isoformat(), TODAY.isoformat())}
-    assert seen[TODAY.isoformat()]["steps"] == 9000 and seen[TODAY.isoformat()]["score"] == int(TODAY_SCORE)
-    assert seen[YESTERDAY.isoformat()]["note"] == "long ride"
-    assert seen[YESTERDAY.isoformat()]["hrv_method"] == "sdnn"
+    seen = {e["date"]: e for e in cli.history(day(-1), day(0))}
+    assert seen[day(0)]["steps"] == 9000 and seen[day(0)]["score"] == int(TODAY_SCORE)
+    assert seen[day(-1)]["note"] == "long ride"
+    assert seen[day(-1)]["hrv_method"] == "sdnn"
 
     # An edit made on the CLI reaches the open page through the live shape, without a reload.
     page.goto(target.app_url + "#today")
-    cli.log(TODAY.isoformat(), steps=12000)
+    cli.log(day(0), steps=12000)
     cli.synced()
     expect(page.locator("#today-values")).to_contain_text("12,000", timeout=20_000)
     expect(page.locator("#today-score")).to_have_text(EDITED_SCORE)
     assert page.evaluate("window.stillTheSamePage") is True
-    assert target.stored(TODAY.isoformat())["score"] == EDITED_SCORE  # type: ignore[index]
+    assert target.stored(day(0))["score"] == EDITED_SCORE  # type: ignore[index]

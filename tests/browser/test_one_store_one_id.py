@@ -9,21 +9,16 @@ to it and pushes again: Postgres ends with every change exactly once, and both p
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Callable
 from typing import Any
 
 import psycopg
 from browser_support import Target, copy_profile, log_day, outbox, sign_in
+from calendar_days import day
 from playwright.sync_api import Page, expect
 from sync_support import wait_for
 
 PG = psycopg.Connection[tuple[Any, ...]]
-TODAY = dt.date.today()
-
-
-def day(offset: int) -> str:
-    return (TODAY + dt.timedelta(days=offset)).isoformat()
 
 
 def applied_stamps(pg: PG, username: str) -> list[tuple[str, int, str]]:

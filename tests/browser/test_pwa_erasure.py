@@ -11,7 +11,6 @@ token.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import secrets
 import subprocess
@@ -19,18 +18,13 @@ from typing import Any
 
 import psycopg
 from browser_support import Target, eventually, log_day, outbox, sign_in, wait_pill
+from calendar_days import day
 from erasure_search import postgres_holding, sqlite_holding
 from playwright.sync_api import BrowserContext, Page, expect
 from sync_support import PASSWORD, PULSE_SERVER, Device, PulseServer, User, clean_env, wait_for
 
 from pulse_server.accounts import add_user, find_user, grant
 from pulse_server.db.database import Database
-
-TODAY = dt.date.today()
-
-
-def day(offset: int) -> str:
-    return (TODAY + dt.timedelta(days=offset)).isoformat()
 
 
 def _values() -> tuple[str, str]:

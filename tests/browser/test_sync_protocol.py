@@ -4,7 +4,6 @@ sync without costing the queue, and a response the page cannot apply is shown an
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 from collections.abc import Callable
 from typing import Any
@@ -12,11 +11,10 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from browser_support import Target, log_day, outbox, pump_until, ready, sign_in, wait_pill
+from calendar_days import day
 from playwright.sync_api import BrowserContext, Page, Request, Route, expect
 from sync_support import wait_for
 
-TODAY = dt.date.today().isoformat()
-YESTERDAY = (dt.date.today() - dt.timedelta(days=1)).isoformat()
 SAVED_SHAPE = "window.pulse.engine.store.getMeta('shape')"
 
 
@@ -41,7 +39,7 @@ def spoil_first(body: str, spoiled: list[bool], status: int = 200, times: int = 
 
 def test_a_reload_resumes_the_shape_from_the_saved_handle_and_offset(page: Page, target: Target) -> None:
     sign_in(page, target)
-    log_day(page, TODAY, sleep_hours="7", steps="7000")
+    log_day(page, day(0), sleep_hours="7", steps="7000")
     wait_pill(page, "Online · synced")
     page.wait_for_function(f"{SAVED_SHAPE}.then((s) => s && s.upToDate && s.offset !== '-1')")
     saved: dict[str, Any] = page.evaluate(SAVED_SHAPE)
@@ -61,12 +59,12 @@ def test_must_refetch_rebuilds_the_copy_from_a_snapshot_and_keeps_pending_writes
     page: Page, context: BrowserContext, target: Target
 ) -> None:
     sign_in(page, target)
-    log_day(page, YESTERDAY, sleep_hours="6.5", steps="6000")
+    log_day(page, day(-1), sleep_hours="6.5", steps="6000")
     wait_pill(page, "Online · synced")
 
     # Pushes fail for a while, so the next write stays pending through the refetch.
     context.route("**/v1/sync/push", lambda route: route.abort("internetdisconnected"))
-    log_day(page, TODAY, sleep_hours="8", steps="11000")
+    log_day(page, day(0), sleep_hours="8", steps="11000")
     wait_pill(page, "1 change queued")
 
     refetched: list[dict[str, str]] = []
@@ -94,7 +92,7 @@ def test_must_refetch_rebuilds_the_copy_from_a_snapshot_and_keeps_pending_writes
 
     context.unroute("**/v1/sync/push")
     page.evaluate("window.pulse.engine.push()")
-    wait_for(lambda: target.stored(TODAY), 20, "the pending write on the server after the refetch")
+    wait_for(lambda: target.stored(day(0)), 20, "the pending write on the server after the refetch")
 
 
 def test_a_refused_sign_in_keeps_the_queue_and_sync_resumes_after_signing_in_again(
@@ -104,18 +102,18 @@ def test_a_refused_sign_in_keeps_the_queue_and_sync_resumes_after_signing_in_aga
     sign_in(page, target)
     wait_pill(page, "Online · synced")
     target.revoke_sign_ins()
-    log_day(page, TODAY, sleep_hours="7.25", steps="8000")
+    log_day(page, day(0), sleep_hours="7.25", steps="8000")
     wait_pill(page, "Sign in again to sync")
     assert [m["status"] for m in outbox(page)] == ["pending"]
-    assert target.stored(TODAY) is None
+    assert target.stored(day(0)) is None
 
     page.get_by_role("link", name="Sync").click()
     page.get_by_role("link", name="Sign in again").click()
     expect(page.get_by_label("Username")).to_have_value(target.username)
     page.get_by_label("Password").fill(target.password)
     page.get_by_role("button", name="Sign in").click()
-    wait_for(lambda: target.stored(TODAY), 20, "the queued write on the server after signing in again")
-    stored = target.stored(TODAY)
+    wait_for(lambda: target.stored(day(0)), 20, "the queued write on the server after signing in again")
+    stored = target.stored(day(0))
     assert stored is not None and stored["sleep_hours"] == "7.25"
     wait_pill(page, "Online · synced")
 
@@ -153,7 +151,7 @@ def test_a_response_the_page_cannot_apply_is_shown_and_following_starts_again(
     silence: the pill and the sync page say so, the page asks again after a backoff, from a fresh
     snapshot after the second failure, and then follows the shape again, queue untouched."""
     sign_in(page, target)
-    log_day(page, YESTERDAY, sleep_hours="7", steps="7000")
+    log_day(page, day(-1), sleep_hours="7", steps="7000")
     wait_pill(page, "Online · synced")
     page.wait_for_function(f"{SAVED_SHAPE}.then((s) => s && s.upToDate && s.offset !== '-1')")
 
@@ -164,8 +162,8 @@ def test_a_response_the_page_cannot_apply_is_shown_and_following_starts_again(
         asked.append(shape_params(route.request))
         if len(spoiled) < 2:
             spoiled.append(True)
-            message = {"key": f'"public"."entries"/"{TODAY}"', "headers": {"operation": "insert"},
-                       "value": {"date": TODAY, "steps": "1", "stamps": "not a stamps text"}}
+            message = {"key": f'"public"."entries"/"{day(0)}"', "headers": {"operation": "insert"},
+                       "value": {"date": day(0), "steps": "1", "stamps": "not a stamps text"}}
             route.fulfill(status=200, body=json.dumps([message]), headers={
                 "content-type": "application/json", "electric-handle": "h", "electric-offset": "9_0"})
         else:
@@ -185,11 +183,11 @@ def test_a_response_the_page_cannot_apply_is_shown_and_following_starts_again(
     assert [m["status"] for m in outbox(page)] == ["done"]
 
     cli = target.new_device("cli")
-    cli.log(TODAY, steps=12000)
+    cli.log(day(0), steps=12000)
     cli.synced()
     page.goto(target.app_url + "#today")
     expect(page.locator("#today-values")).to_contain_text("12,000", timeout=20_000)
-    assert page.evaluate("(d) => Number(window.pulse.engine.view.get(d).steps)", YESTERDAY) == 7000
+    assert page.evaluate("(d) => Number(window.pulse.engine.view.get(d).steps)", day(-1)) == 7000
 
 
 def test_a_push_answer_the_page_cannot_read_is_shown_and_the_queue_sent_again(
@@ -200,10 +198,10 @@ def test_a_push_answer_the_page_cannot_read_is_shown_and_the_queue_sent_again(
     # Three spoiled answers: the backoff between them (random, from 0 s) leaves the error up long enough
     # to be read, however soon the first retry comes.
     context.route("**/v1/sync/push", spoil_first('{"results": [null]}', spoiled, times=3))
-    log_day(page, TODAY, sleep_hours="8", steps="9000")
+    log_day(page, day(0), sleep_hours="8", steps="9000")
     expect(page.locator("#sync-error")).to_contain_text("Could not send your changes")
     wait_pill(page, "Online · sync error · 1 change queued")  # said on every screen, not only on the Sync one
-    pump_until(page, lambda: target.stored(TODAY), 20, "the write on the server after the spoiled answer")
+    pump_until(page, lambda: target.stored(day(0)), 20, "the write on the server after the spoiled answer")
     wait_pill(page, "Online · synced")
     expect(page.locator("#sync-error")).to_have_text("")
     assert [m["status"] for m in outbox(page)] == ["done"]
@@ -216,7 +214,7 @@ def test_a_conflicts_answer_the_page_cannot_read_is_shown_and_asked_again(
     """The exchange of conflicts and erasures failing on the page's own side (here an answer that is not
     JSON) is said by the pill and the sync page, not swallowed; the next exchange clears it."""
     sign_in(page, target)
-    log_day(page, TODAY, sleep_hours="8")
+    log_day(page, day(0), sleep_hours="8")
     wait_pill(page, "Online · synced")
     spoiled: list[bool] = []
     context.route("**/v1/conflicts?*", spoil_first("not json", spoiled))
@@ -254,11 +252,11 @@ def test_a_push_the_server_fails_or_something_else_answers_is_shown_until_the_se
     spoiled: list[bool] = []
     # 3: the retry's random backoff may start at 0 s (as above)
     context.route("**/v1/sync/push", spoil_first(body, spoiled, status=status, times=3, kind=kind))
-    log_day(page, TODAY, sleep_hours="8", steps="9000")
+    log_day(page, day(0), sleep_hours="8", steps="9000")
     wait_pill(page, "Online · sync error · 1 change queued")
     expect(page.locator("#sync-error")).to_contain_text(said)
     assert [m["status"] for m in outbox(page)] == ["pending"]
-    pump_until(page, lambda: target.stored(TODAY), 30, "the write on the server after three spoiled answers")
+    pump_until(page, lambda: target.stored(day(0)), 30, "the write on the server after three spoiled answers")
     wait_pill(page, "Online · synced")
     expect(page.locator("#sync-error")).to_have_text("")
     assert spoiled == [True, True, True]
@@ -275,7 +273,7 @@ def test_a_pull_answered_by_something_that_is_not_the_server_is_a_sync_error_not
     naming what came back, the pull is asked again after a backoff from where it stood (no snapshot fetched
     again: nothing here was wrong), and the server's next answer heals it."""
     sign_in(page, target)
-    log_day(page, TODAY, sleep_hours="8")
+    log_day(page, day(0), sleep_hours="8")
     wait_pill(page, "Online · synced")
     spoiled: list[bool] = []
     asked: list[dict[str, str]] = []
@@ -306,7 +304,7 @@ def test_a_push_error_goes_once_nothing_is_left_to_push(page: Page, context: Bro
     sign_in(page, target)
     context.route("**/v1/sync/push", lambda route: route.fulfill(
         status=503, body=FAILED, headers={"content-type": "application/json"}))
-    log_day(page, TODAY, sleep_hours="8")
+    log_day(page, day(0), sleep_hours="8")
     wait_pill(page, "Online · sync error · 1 change queued")
     seq = outbox(page)[0]["seq"]
     page.evaluate("async (seq) => { await window.pulse.engine.discard(seq); await window.pulse.engine.push(); }", seq)
@@ -318,7 +316,7 @@ def test_a_server_failing_the_pull_is_shown_until_it_answers_it(
     page: Page, context: BrowserContext, target: Target
 ) -> None:
     sign_in(page, target)
-    log_day(page, TODAY, sleep_hours="8")
+    log_day(page, day(0), sleep_hours="8")
     wait_pill(page, "Online · synced")
     spoiled: list[bool] = []
     context.route("**/v1/shape?*", spoil_first(FAILED, spoiled, status=500))

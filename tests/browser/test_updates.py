@@ -7,11 +7,11 @@ is pending, on the next navigation when changes are waiting, and always within o
 
 from __future__ import annotations
 
-import datetime as dt
 import secrets
 from pathlib import Path
 
 from browser_support import Target, eventually, log_day, outbox, ready, sign_in, wait_pill
+from calendar_days import day
 from playwright.sync_api import BrowserContext, Page, expect
 from sync_support import PulseServer, wait_for
 
@@ -19,7 +19,6 @@ from pulse_server.web import shell_version
 
 MARK = "(mark) => getComputedStyle(document.documentElement).getPropertyValue('--shell-mark').includes(mark)"
 SHOWN_AGAIN = "document.dispatchEvent(new Event('visibilitychange'))"  # the page is visible: it checks
-TODAY = dt.date.today().isoformat()
 TODAY_STEPS = "5555"
 
 
@@ -82,7 +81,7 @@ def test_with_a_change_waiting_the_new_version_is_offered_and_starts_on_the_next
 
     # A change that cannot be pushed yet.
     context.route("**/v1/sync/push", lambda route: route.abort("internetdisconnected"))
-    log_day(page, TODAY, steps=TODAY_STEPS)
+    log_day(page, day(0), steps=TODAY_STEPS)
     wait_pill(page, "1 change queued")
 
     page.evaluate("window.oldPage = true")
@@ -106,5 +105,5 @@ def test_with_a_change_waiting_the_new_version_is_offered_and_starts_on_the_next
 
     context.unroute("**/v1/sync/push")
     page.evaluate("window.pulse.engine.push()")
-    wait_for(lambda: web_target.stored(TODAY), 20, "the queued change on the server")
-    assert web_target.stored(TODAY)["steps"] == TODAY_STEPS  # type: ignore[index]
+    wait_for(lambda: web_target.stored(day(0)), 20, "the queued change on the server")
+    assert web_target.stored(day(0))["steps"] == TODAY_STEPS  # type: ignore[index]

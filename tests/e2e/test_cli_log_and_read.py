@@ -8,14 +8,14 @@ import sqlite3
 from typing import Any
 
 import pytest
+from calendar_days import today
 
 pytestmark = pytest.mark.e2e
 
-TODAY = dt.date.today()
 
 
 def test_log_then_history_json_round_trips_every_field(pulse: Any) -> None:
-    day = (TODAY - dt.timedelta(days=2)).isoformat()
+    day = (today() - dt.timedelta(days=2)).isoformat()
     done = pulse("log", "--date", day, "--sleep", "7.25", "--hrv", "48.5", "--hrv-method", "sdnn",
                  "--steps", "8000", "--weight", "71.4", "--note", "easy run")
     assert done.returncode == 0, done.stderr
@@ -52,7 +52,7 @@ def test_log_merges_into_the_days_entry(pulse: Any) -> None:
         (["--steps", "100001"], "steps: 100001 is out of range (allowed 0 to 100000 steps)"),
         (["--weight", "19.99"], "weight_kg: 19.99 is out of range (allowed 20 to 500 kg)"),
         (["--steps", "abc"], "steps: 'abc' is not a number"),
-        (["--date", (TODAY + dt.timedelta(days=2)).isoformat(), "--steps", "1"], "is in the future"),
+        (["--date", (today() + dt.timedelta(days=2)).isoformat(), "--steps", "1"], "is in the future"),
     ],
 )
 def test_an_invalid_value_is_one_line_exit_2_and_changes_nothing(pulse: Any, args: list[str], needle: str) -> None:
@@ -67,7 +67,7 @@ def test_an_invalid_value_is_one_line_exit_2_and_changes_nothing(pulse: Any, arg
 
 
 def test_a_future_date_one_day_ahead_is_accepted(pulse: Any) -> None:
-    tomorrow = (TODAY + dt.timedelta(days=1)).isoformat()
+    tomorrow = (today() + dt.timedelta(days=1)).isoformat()
     assert pulse("log", "--date", tomorrow, "--steps", "10").returncode == 0
 
 
@@ -92,19 +92,19 @@ def test_the_weight_warning_compares_only_with_a_weight_from_the_7_days_before(p
 
 def test_delete_asks_first_and_yes_skips_the_question(pulse: Any) -> None:
     pulse("log", "--steps", "100")
-    refused = pulse("delete", TODAY.isoformat(), input="n\n")
+    refused = pulse("delete", today().isoformat(), input="n\n")
     assert refused.returncode == 1
     assert pulse.json("show")["entry"]["steps"] == 100
-    assert pulse("delete", TODAY.isoformat(), input="y\n").returncode == 0
+    assert pulse("delete", today().isoformat(), input="y\n").returncode == 0
     gone = pulse("show")
     assert gone.returncode == 1 and "no entry" in gone.stderr
-    assert pulse("delete", TODAY.isoformat(), "--yes").returncode == 1  # nothing left to delete
+    assert pulse("delete", today().isoformat(), "--yes").returncode == 1  # nothing left to delete
 
 
 def test_every_change_is_in_the_outbox_with_stamps(pulse: Any) -> None:
     pulse("log", "--sleep", "7")
     pulse("log", "--sleep", "8")
-    pulse("delete", TODAY.isoformat(), "--yes")
+    pulse("delete", today().isoformat(), "--yes")
     with sqlite3.connect(pulse.home / "pulse.db") as conn:
         rows = conn.execute("SELECT seq, op, fields, base, hlc FROM outbox ORDER BY seq").fetchall()
     assert [r[1] for r in rows] == ["set", "set", "delete"]
@@ -131,7 +131,7 @@ def test_export_csv_and_json_hold_the_same_days(pulse: Any, tmp_path: Any) -> No
 
     with out.open(newline="") as handle:
         rows = list(csv.DictReader(handle))
-    assert [r["date"] for r in rows] == [(TODAY - dt.timedelta(days=1)).isoformat(), TODAY.isoformat()]
+    assert [r["date"] for r in rows] == [(today() - dt.timedelta(days=1)).isoformat(), today().isoformat()]
     assert rows[1]["note"] == 'comma, and "quotes"' and rows[1]["steps"] == ""
     data = json.loads(pulse("export", "--format", "json").stdout)
     assert [e["date"] for e in data["entries"]] == [r["date"] for r in rows]

@@ -16,13 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from calendar_days import day
 from conftest import DATA, PULSE
 
 from pulse_cli.agent.account import Account, save_account
 
 pytestmark = pytest.mark.e2e
 
-DAY = (dt.date.today() - dt.timedelta(days=1)).isoformat()
 
 
 def run80(home: Path, *args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -33,7 +33,7 @@ def run80(home: Path, *args: str, input: str | None = None) -> subprocess.Comple
 
 def test_status_reads_as_words_on_a_device_that_never_signed_in(tmp_path: Path) -> None:
     home = tmp_path / "home"
-    assert run80(home, "log", "--date", DAY, "--steps", "5000").returncode == 0
+    assert run80(home, "log", "--date", day(-1), "--steps", "5000").returncode == 0
     client_id = json.loads(run80(home, "status", "--json").stdout)["client_id"]
     done = run80(home, "status")
     assert done.returncode == 0, done.stderr
@@ -52,13 +52,13 @@ def test_status_reads_as_words_on_a_device_that_never_signed_in(tmp_path: Path) 
 
 def test_logout_with_a_change_not_synced_is_refused_with_exit_4_and_says_so_in_the_singular(tmp_path: Path) -> None:
     home = tmp_path / "home"
-    assert run80(home, "log", "--date", DAY, "--sleep", "7").returncode == 0
+    assert run80(home, "log", "--date", day(-1), "--sleep", "7").returncode == 0
     done = run80(home, "logout")
     assert done.returncode == 4
     assert done.stderr == ("error: pending: 1 change is not synced yet and would be lost; run pulse sync first, or"
                            " pulse logout --discard to drop them\n")
     assert json.loads(run80(home, "status", "--json").stdout)["pending"] == 1, "nothing was dropped"
-    assert run80(home, "log", "--date", DAY, "--steps", "100").returncode == 0
+    assert run80(home, "log", "--date", day(-1), "--steps", "100").returncode == 0
     dropped = run80(home, "logout", "--discard")
     assert (dropped.returncode, dropped.stdout) == (0, "logged out; 2 unsynced changes discarded\n")
 
@@ -66,11 +66,11 @@ def test_logout_with_a_change_not_synced_is_refused_with_exit_4_and_says_so_in_t
 @pytest.mark.parametrize(("short", "long"), [("sleep", "sleep_hours"), ("weight", "weight_kg"), ("hrv", "hrv_ms")])
 def test_clear_takes_the_options_name_or_the_fields(tmp_path: Path, short: str, long: str) -> None:
     home = tmp_path / "home"
-    assert run80(home, "log", "--date", DAY, "--sleep", "7", "--weight", "70", "--hrv", "50", "--steps", "10")\
+    assert run80(home, "log", "--date", day(-1), "--sleep", "7", "--weight", "70", "--hrv", "50", "--steps", "10")\
         .returncode == 0
     for name in (short, long):
-        assert run80(home, "log", "--date", DAY, f"--{short}", "8" if short != "weight" else "71").returncode == 0
-        done = run80(home, "log", "--date", DAY, "--clear", name, "--json")
+        assert run80(home, "log", "--date", day(-1), f"--{short}", "8" if short != "weight" else "71").returncode == 0
+        done = run80(home, "log", "--date", day(-1), "--clear", name, "--json")
         assert done.returncode == 0, done.stderr
         entry = json.loads(done.stdout)["entry"]
         assert entry[long] is None and entry["steps"] == 10
@@ -129,7 +129,7 @@ def test_ctrl_c_during_an_import_says_nothing_was_kept_and_exits_130(tmp_path: P
     export = tmp_path / "export.xml"
     write_steps_export(export, 1500)  # ~40 MB: a second or more to read, on any machine
     home = tmp_path / "home"
-    assert run80(home, "log", "--date", DAY, "--steps", "1").returncode == 0
+    assert run80(home, "log", "--date", day(-1), "--steps", "1").returncode == 0
     env = {k: v for k, v in os.environ.items() if not k.startswith("PULSE_")}
     env.update({"PULSE_HOME": str(home), "COLUMNS": "80", "NO_COLOR": "1"})
     proc = subprocess.Popen([str(PULSE), "import", "apple-health", str(export)], env=env, text=True,
@@ -200,7 +200,7 @@ def history_rows(home: Path, *args: str) -> Any:
 
 def test_a_read_range_may_end_in_any_future_year(tmp_path: Path) -> None:
     home = tmp_path / "home"
-    assert run80(home, "log", "--date", DAY, "--steps", "4321").returncode == 0
+    assert run80(home, "log", "--date", day(-1), "--steps", "4321").returncode == 0
     year = dt.date.today().year
     found = history_rows(home, "--from", f"{year}-01-01", "--to", f"{year}-12-31")
     assert [e["steps"] for e in found["entries"]] == [4321] and found["to"] == f"{year}-12-31"
@@ -245,10 +245,10 @@ def test_an_import_shows_progress_by_bytes_read_on_a_terminal_and_nothing_elsewh
     assert (quiet.returncode, quiet.stderr) == (0, "")
 
 
-@pytest.mark.parametrize("args", [["log", "--date", DAY, "--steps", "5"], ["history", "--json"],
+@pytest.mark.parametrize("args", [["log", "--date", day(-1), "--steps", "5"], ["history", "--json"],
                                   ["log", "--date", "1800-01-01", "--steps", "5"]])
 def test_a_command_closes_the_store_when_it_ends_so_no_write_ahead_log_is_left(tmp_path: Path, args: list[str]) -> None:
     home = tmp_path / "home"
-    assert run80(home, "log", "--date", DAY, "--steps", "1").returncode == 0
+    assert run80(home, "log", "--date", day(-1), "--steps", "1").returncode == 0
     run80(home, *args)
     assert sorted(p.name for p in home.iterdir() if p.name.startswith("pulse.db")) == ["pulse.db"]

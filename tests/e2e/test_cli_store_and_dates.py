@@ -8,10 +8,10 @@ import stat
 from typing import Any
 
 import pytest
+from calendar_days import today
 
 pytestmark = pytest.mark.e2e
 
-TODAY = dt.date.today()
 
 
 def mode(path: Any) -> int:
@@ -53,10 +53,10 @@ def test_a_day_before_1900_is_refused_in_one_line(pulse: Any, day: str) -> None:
 
 def test_a_read_range_may_end_anywhere_but_a_write_at_most_a_day_ahead(pulse: Any) -> None:
     assert pulse("log", "--date", "yesterday", "--steps", "5000").returncode == 0
-    year_end = dt.date(TODAY.year + 1, 12, 31).isoformat()
-    history = pulse.json("history", "--from", f"{TODAY.year}-01-01", "--to", year_end)
+    year_end = dt.date(today().year + 1, 12, 31).isoformat()
+    history = pulse.json("history", "--from", f"{today().year}-01-01", "--to", year_end)
     assert [e["steps"] for e in history["entries"]] == [5000]
     assert history["to"] == year_end
-    ahead = (TODAY + dt.timedelta(days=2)).isoformat()
+    ahead = (today() + dt.timedelta(days=2)).isoformat()
     done = pulse("log", "--date", ahead, "--steps", "1")
     assert done.returncode == 2 and "in the future" in done.stderr

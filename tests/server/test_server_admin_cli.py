@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
+from calendar_days import day
 from psycopg import sql
 from server_support import (
     PULSE_SERVER,
@@ -37,7 +38,6 @@ from pulse_server.db.migrate import alembic_config
 
 ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = "correct horse battery"  # every test user's (tests/server/conftest.py)
-DAY = (dt.date.today() - dt.timedelta(days=3)).isoformat()
 # Every table that holds a user's id (pulse_server/db/models.py and migrations/versions).
 USER_TABLES = {"entries": "user_id", "conflicts": "user_id", "applied_mutations": "user_id", "tokens": "user_id",
                "client_high_water": "user_id", "shape_rows": "user_id", "scope_versions": "user_id",
@@ -214,9 +214,9 @@ def with_data_everywhere(user: User, api: Api, pg: psycopg.Connection[Any]) -> N
     """Entries, a conflict (two devices at one field), exactly-once records, a high-water mark, and the
     shape log's copy of the rows (written by the server's replication reader)."""
     ms = now_ms()
-    api.pushed("phone", [set_mutation(1, DAY, {"steps": 5000}, stamp(ms, 0, "phone"))])
-    api.pushed("watch", [set_mutation(1, DAY, {"steps": 6000}, stamp(ms + 1, 0, "watch"), base={"steps": None})])
-    assert api.put(f"/v1/entries/{DAY}", json={"sleep_hours": 7}).status_code == 200
+    api.pushed("phone", [set_mutation(1, day(-3), {"steps": 5000}, stamp(ms, 0, "phone"))])
+    api.pushed("watch", [set_mutation(1, day(-3), {"steps": 6000}, stamp(ms + 1, 0, "watch"), base={"steps": None})])
+    assert api.put(f"/v1/entries/{day(-3)}", json={"sleep_hours": 7}).status_code == 200
     assert api.post("/v1/auth/token", json={"username": user.username, "password": "not it"}).status_code == 401
     pg.execute("INSERT INTO client_high_water (user_id, client_id, seq) VALUES (%s, 'old-phone', 9)", (user.id,))
     wait_until(lambda: pg.execute("SELECT count(*) FROM shape_rows WHERE user_id = %s AND value->>'sleep_hours'"

@@ -31,7 +31,6 @@ from tcp_proxy import TcpProxy
 from throwaway_db import PG_HOST, PG_PORT, PG_USER
 
 DAYS = [f"2026-11-{d:02d}" for d in range(10, 18)]
-TODAY = dt.datetime.now(dt.UTC).date()
 
 
 def _history(devices: list[str], per_device: int, seed: int) -> dict[str, list[dict[str, Any]]]:
@@ -152,7 +151,7 @@ def test_pushes_survive_postgres_connections_killed_mid_stream_applying_each_mut
         assert _count(pg, user) == sum(len(m) for m in history.values())
         assert stored(pg, user.id) == before
         everything = [(name, m) for name, mutations in history.items() for m in mutations]
-        assert before == merged(everything, TODAY, now_ms())
+        assert before == merged(everything, dt.datetime.now(dt.UTC).date(), now_ms())
     finally:
         for device in devices:
             device.api.close()
@@ -211,7 +210,8 @@ def test_with_postgres_unreachable_the_breaker_answers_503_at_once_and_queued_pu
             device.drain()
             assert set(device.answers.values()) == {"duplicate"}
             assert _count(pg, user) == len(history)
-            assert stored(pg, user.id) == merged([("pear", m) for m in history], TODAY, now_ms())
+            today = dt.datetime.now(dt.UTC).date()
+            assert stored(pg, user.id) == merged([("pear", m) for m in history], today, now_ms())
     finally:
         proxy.close()
 

@@ -24,22 +24,18 @@ from typing import Any, TextIO
 
 import httpx
 import psycopg
+from calendar_days import day as day  # re-exported: the sync tests take it from here
+from calendar_days import today
 
 BIN = Path(sys.executable).parent
 PULSE = BIN / "pulse"
 PULSE_SERVER = BIN / "pulse-server"
 PASSWORD = "correct horse battery"  # every test user has it (it passes the server's rules)
-TODAY = dt.date.today()
 
 # `pulse log` options by field name.
 FLAGS = {"sleep_hours": "--sleep", "hrv_ms": "--hrv", "hrv_method": "--hrv-method", "steps": "--steps",
          "weight_kg": "--weight", "note": "--note"}
 STAMPED = ("sleep_hours", "hrv_ms", "steps", "weight_kg", "note", "deleted")
-
-
-def day(offset: int) -> str:
-    """A date `offset` days from today, as the CLI takes it."""
-    return (TODAY + dt.timedelta(days=offset)).isoformat()
 
 
 # libfaketime (Debian's `faketime`, installed by .ci/test): a process's wall clock shifted or set, its
@@ -347,7 +343,7 @@ def fitbit_export(folder: Path, days: int, last_day: dt.date | None = None) -> P
     out) and re-dated, so every day is a new entry and one import queues one mutation per day."""
     import csv
 
-    last = last_day or TODAY - dt.timedelta(days=1)
+    last = last_day or today() - dt.timedelta(days=1)
     with (FITBIT / "dailyActivity_merged.csv").open(newline="") as f:
         reader = csv.DictReader(f)
         header = reader.fieldnames

@@ -9,18 +9,17 @@ good: the server holds it, see test_sync_clocks.py.)
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 from collections.abc import Callable
 from typing import Any
 
 import psycopg
 import pytest
-from sync_support import TODAY, Device, PulseServer, User, applied_mutations, day, server_entries
+from sync_support import Device, PulseServer, User, applied_mutations, day, server_entries
 
 pytestmark = pytest.mark.e2e
 
-REFUSED = (TODAY - dt.timedelta(days=3)).isoformat()
+REFUSED = day(-3)
 TOO_MANY = 250_000  # steps: the limit is 100,000
 
 
