@@ -5,7 +5,8 @@ A server of several processes (`--workers N`, or the reader in a process of its 
 prometheus_client's multiprocess mode (`serve` sets PROMETHEUS_MULTIPROC_DIR before any process starts,
 `metrics_folder`): whichever worker answers `/metrics` reports every process's counters summed, and each
 gauge as its `multiprocess_mode` says: the latest maintenance of any worker, each process's reader state under a
-`pid` label, the leading reader's lag (the reader process reports its own), and the figures read as the
+`pid` label (a process that is gone, even one killed outright, leaves at the next scrape), the leading
+reader's lag (the reader process reports its own), and the figures read as the
 scrape is answered (readiness, the slot's lag, the breaker and the pool) as the answering worker reads
 them. A single process keeps them in memory, as before.
 """
@@ -16,7 +17,7 @@ import os
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from pulse_server.metrics_folder import ended, shared
+from pulse_server.metrics_folder import ended, forget_the_ended, shared
 
 # pulse_replication_reader_state's states ("off": this process runs no reader)
 READER_STATES = ("starting", "standby", "rebuilding", "following", "failing", "stopped", "off")
@@ -88,6 +89,7 @@ class Metrics:
             return generate_latest(self.registry)
         from prometheus_client import multiprocess
 
+        forget_the_ended()
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
         return generate_latest(registry)

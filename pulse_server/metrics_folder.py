@@ -61,3 +61,16 @@ def ended(pid: int) -> None:
         from prometheus_client import multiprocess
 
         multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
+
+
+def forget_the_ended() -> None:
+    """Before the shared figures are read: the `live*` gauges of every process of the server that ended
+    without saying so (a worker killed outright, by the kernel's OOM killer or SIGKILL) leave them, so a
+    dead process's reader state is never reported as if it still ran."""
+    folder = os.environ.get(MULTIPROC_DIR)
+    if not folder:
+        return
+    pids = {path.stem.rpartition("_")[2] for path in Path(folder).glob("gauge_live*_*.db")}
+    for pid in pids:
+        if pid.isdigit() and not _alive(int(pid)):
+            ended(int(pid))

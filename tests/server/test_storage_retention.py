@@ -7,7 +7,9 @@ A database of its own (maintenance works on the whole database; the shared one s
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -286,3 +288,49 @@ def test_with_two_workers_every_scrape_reports_the_whole_server(setup: Setup, tm
     assert counted == [checks_before + 30] * 10
     assert all(t > 0 for t in ended), ended
     assert said_ready == [1.0 if ready else 0.0] * 10  # as the answering worker finds it, never a stale 0
+
+
+def test_a_worker_killed_outright_leaves_no_reader_state_behind(setup: Setup, tmp_path: Path) -> None:
+    """Each worker reports its reader's state under its pid. One killed outright (SIGKILL, the OOM killer)
+    never says it ended: its last state stayed in every scrape ("following", from a process that is gone)
+    until the server stopped. A scrape now drops the states of processes that are gone."""
+    server = ServerProcess(tmp_path / "killed.log", {"PULSE_DATABASE_URL": setup.url, "PULSE_WORKERS": "2"})
+    try:
+        server.wait_ready()
+        deadline = time.monotonic() + 30
+        while len(workers := [pid for pid in _children(server.proc.pid) if _reported(server, pid)]) < 2:
+            assert time.monotonic() < deadline, server.log_text()  # each worker's state, once it has run
+            time.sleep(0.2)
+        victim = workers[0]
+        os.kill(victim, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while victim in _children(server.proc.pid):
+            assert time.monotonic() < deadline, "the killed worker is still there"
+            time.sleep(0.1)
+        time.sleep(0.5)  # the supervisor reaps it (and starts another)
+        scrapes = [_reported(server, victim) for _ in range(10)]
+        survivor = _reported(server, workers[1])
+    finally:
+        server.stop()
+    assert scrapes == [[]] * 10
+    assert survivor, "the other worker's state is still reported"
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            stat = (entry / "stat").read_text()
+        except (OSError, ValueError):
+            continue
+        fields = stat.rpartition(")")[2].split()
+        if entry.name.isdigit() and int(fields[1]) == pid and fields[0] != "Z":
+            found.append(int(entry.name))
+    return found
+
+
+def _reported(server: ServerProcess, pid: int) -> list[str]:
+    """The reader states a scrape reports under that process's pid."""
+    with Api(server.url) as api:
+        text = api.get("/metrics").text
+    return re.findall(rf'^pulse_replication_reader_state{{pid="{pid}",state="(\w+)"}} 1\.0$', text, re.M)
