@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -96,7 +96,7 @@ def truncate_rows(conn: psycopg.Connection[Any]) -> None:
 class LogEntry:
     lsn: int
     op: int
-    txid: int
+    xid: int  # its transaction's 32-bit id: the log's txid is it with the reader's xid epoch (`Batch.write`)
     key: Key
     operation: str  # "insert" | "update" | "delete"
     row: dict[str, str | None]
@@ -133,49 +133,85 @@ class Batch:
             return {} if self.truncated else None
         return {} if entry.operation == "delete" else entry.row
 
-    def write(self, conn: psycopg.Connection[Any]) -> None:
+    @property
+    def plain(self) -> bool:
+        """Only changes of rows: no erasure to purge the log for, no truncate (`write_alone` can log it)."""
+        return not self.erasures and not self.truncated
+
+    def write(self, conn: psycopg.Connection[Any], epoch: int) -> None:
+        """Into the log and `shape_rows`, in the caller's transaction (which sets the new head after)."""
         if self.log:
             conn.execute(
                 "INSERT INTO shape_log (lsn, op, txid, user_id, date, operation, value)"
-                " SELECT * FROM json_to_recordset(%s) AS r(lsn int8, op int4, txid int8, user_id int8,"
-                " date date, operation text, value jsonb) ON CONFLICT DO NOTHING",
-                (_document([{"lsn": e.lsn, "op": e.op, "txid": e.txid, "user_id": e.key[0], "date": e.key[1],
-                             "operation": e.operation, "value": e.shown} for e in self.log]),),
+                " SELECT r.lsn, r.op, %s::int8 | r.xid, r.user_id, r.date, r.operation, r.value"
+                f" FROM json_to_recordset(%s) AS {_LOG_RECORD} ON CONFLICT DO NOTHING",
+                (epoch << 32, self._log_document()),
             )
         erase(conn, self.erasures)
         if self.truncated:
             truncate_rows(conn)
-        gone = [e for e in self.rows.values() if e.operation == "delete"]
-        if gone:
-            conn.execute(
-                "DELETE FROM shape_rows s USING unnest(%b::int8[], %b::text[]::date[], %b::int8[], %b::int4[])"
-                " AS k(user_id, date, lsn, op)"
-                " WHERE s.user_id = k.user_id AND s.date = k.date AND (s.lsn, s.op) < (k.lsn, k.op)",
-                _columns(gone, lambda e: (e.key[0], e.key[1], e.lsn, e.op)),
-            )
-        present = [e for e in self.rows.values() if e.operation != "delete"]
-        if present:
-            # `message` is the row's snapshot message with the default columns, encoded once here rather than
-            # on every snapshot request.
-            conn.execute(
-                "INSERT INTO shape_rows (user_id, date, value, lsn, op, message)"
-                " SELECT * FROM json_to_recordset(%s) AS r(user_id int8, date date, value jsonb, lsn int8,"
-                " op int4, message text)"
-                " ON CONFLICT (user_id, date) DO UPDATE SET value = excluded.value, lsn = excluded.lsn,"
-                " op = excluded.op, message = excluded.message"
-                " WHERE (shape_rows.lsn, shape_rows.op) < (excluded.lsn, excluded.op)",
-                (_document([{"user_id": e.key[0], "date": e.key[1], "value": e.shown, "lsn": e.lsn, "op": e.op,
-                             "message": stored_message(e.row, *e.key, self.usernames.get(e.key[0]))}
-                            for e in present]),),
-            )
+        gone, present = self._row_documents()
+        if gone is not None:
+            conn.execute(f"DELETE FROM shape_rows s USING json_to_recordset(%s) AS {_GONE_RECORD} WHERE {_GONE_MATCH}",
+                         (gone,))
+        if present is not None:
+            conn.execute(f"INSERT INTO shape_rows (user_id, date, value, lsn, op, message) {_PRESENT_ROWS}",
+                         {"present": present})
+
+    def write_alone(self, conn: psycopg.Connection[Any], channel: str) -> tuple[int, int] | None:
+        """A plain batch in one statement, its own transaction: the log, `shape_rows`, the new head and the
+        notification that wakes the watchers (one statement a round, not seven: at a few transactions a round,
+        the statements were most of the reader's cost). The new head, or None when every change was logged
+        already (a replay after a crash: the head stays and no one is woken)."""
+        assert self.plain
+        gone, present = self._row_documents()
+        row = conn.execute(
+            "WITH logged AS (INSERT INTO shape_log (lsn, op, txid, user_id, date, operation, value)"
+            "  SELECT r.lsn, r.op, ((pg_current_xact_id()::text::int8 >> 32) << 32) | r.xid, r.user_id, r.date,"
+            f"  r.operation, r.value FROM json_to_recordset(%(log)s) AS {_LOG_RECORD}"
+            "  ON CONFLICT DO NOTHING RETURNING lsn, op),"
+            f" gone AS (DELETE FROM shape_rows s USING json_to_recordset(%(gone)s) AS {_GONE_RECORD}"
+            f"  WHERE {_GONE_MATCH}),"
+            f" present AS (INSERT INTO shape_rows (user_id, date, value, lsn, op, message) {_PRESENT_ROWS}),"
+            " head AS (UPDATE shape_state s SET head_lsn = h.lsn, head_op = h.op, updated_at = now()"
+            "  FROM (SELECT lsn, op FROM logged ORDER BY lsn DESC, op DESC LIMIT 1) h"
+            "  WHERE s.id = 1 AND (h.lsn, h.op) > (s.head_lsn, s.head_op) RETURNING s.head_lsn, s.head_op)"
+            " SELECT head_lsn, head_op, pg_notify(%(channel)s, head_lsn || '_' || head_op) FROM head",
+            {"log": self._log_document(), "gone": gone or "[]", "present": present or "[]", "channel": channel},
+        ).fetchone()
+        return None if row is None else (int(row[0]), int(row[1]))
+
+    def _log_document(self) -> Json:
+        return _document([{"lsn": e.lsn, "op": e.op, "xid": e.xid, "user_id": e.key[0], "date": e.key[1],
+                           "operation": e.operation, "value": e.shown} for e in self.log])
+
+    def _row_documents(self) -> tuple[Json | None, Json | None]:
+        """The rows the batch deleted (their keys and offsets), and those it left (their values and snapshot
+        messages: the message with the default columns is encoded once here, not on every snapshot request)."""
+        gone = [{"user_id": e.key[0], "date": e.key[1], "lsn": e.lsn, "op": e.op}
+                for e in self.rows.values() if e.operation == "delete"]
+        present = [{"user_id": e.key[0], "date": e.key[1], "value": e.shown, "lsn": e.lsn, "op": e.op,
+                    "message": stored_message(e.row, *e.key, self.usernames.get(e.key[0]))}
+                   for e in self.rows.values() if e.operation != "delete"]
+        return (_document(gone) if gone else None), (_document(present) if present else None)
 
 
-def build_batch(conn: psycopg.Connection[Any], transactions: list[Transaction], epoch: int) -> Batch:
+_LOG_RECORD = "r(lsn int8, op int4, xid int8, user_id int8, date date, operation text, value jsonb)"
+_GONE_RECORD = "k(user_id int8, date date, lsn int8, op int4)"
+_GONE_MATCH = "s.user_id = k.user_id AND s.date = k.date AND (s.lsn, s.op) < (k.lsn, k.op)"
+_PRESENT_ROWS = (
+    "SELECT * FROM json_to_recordset(%(present)s) AS r(user_id int8, date date, value jsonb, lsn int8, op int4,"
+    " message text)"
+    " ON CONFLICT (user_id, date) DO UPDATE SET value = excluded.value, lsn = excluded.lsn, op = excluded.op,"
+    " message = excluded.message WHERE (shape_rows.lsn, shape_rows.op) < (excluded.lsn, excluded.op)"
+)
+
+
+def build_batch(conn: psycopg.Connection[Any], transactions: list[Transaction]) -> Batch:
     """The log entries of these (in-memory) transactions, and the final state of every row they touch."""
     batch = Batch()
     for tx in transactions:
         lsn = tx.begin.final_lsn
-        txid = (epoch << 32) | tx.begin.xid
         batch.erasures.extend(Erased.of(c, lsn) for c in tx.changes if isinstance(c, Change) and erasure_record(c))
         for op, change in enumerate(c for c in tx.changes if synced(c)):
             if isinstance(change, Truncate):
@@ -190,7 +226,7 @@ def build_batch(conn: psycopg.Connection[Any], transactions: list[Transaction], 
                     ).fetchone()
                     previous = stored[0] if stored else {}
                 row = {**{k: previous.get(k) for k in change.unchanged}, **row}
-            batch.add(LogEntry(lsn, op, txid, key, change.operation, row))
+            batch.add(LogEntry(lsn, op, tx.begin.xid, key, change.operation, row))
     return batch
 
 
@@ -198,8 +234,3 @@ def _document(rows: list[dict[str, Any]]) -> Json:
     """Rows as one JSON array for json_to_recordset(): a statement's whole batch in one parameter, encoded
     by orjson (per-column arrays cost psycopg's array dumpers more CPU than the rest of the reader's round)."""
     return Json(rows, dumps=orjson.dumps)
-
-
-def _columns(entries: list[LogEntry], fields: Callable[[LogEntry], tuple[Any, ...]]) -> list[list[Any]]:
-    """Rows to columns: one array parameter per column, for unnest()."""
-    return [list(column) for column in zip(*(fields(e) for e in entries), strict=True)]

@@ -45,7 +45,7 @@ from psycopg import sql
 
 from pulse_server.memory import release_free_memory
 from pulse_server.replication.assembly import Assembler
-from pulse_server.replication.batch import Transaction, build_batch
+from pulse_server.replication.batch import Batch, Transaction, build_batch
 from pulse_server.replication.origin import CURRENT_TIMELINE, SlotStatus, read_status, slot_name
 from pulse_server.replication.pgoutput import DecodeError
 from pulse_server.replication.staging import Staging
@@ -312,8 +312,15 @@ class ReplicationReader:
 
     def record(self, conn: psycopg.Connection[Any], transactions: list[Transaction]) -> ReadStats:
         """Whole transactions into the shape log, with the new head and a NOTIFY, in one transaction: those
-        in memory set-wise, a staged one moved in SQL, in commit order."""
+        in memory set-wise, a staged one moved in SQL, in commit order. A round of row changes alone (the
+        usual one) is one statement (`Batch.write_alone`)."""
         stats = ReadStats(transactions=len(transactions))
+        if not any(tx.staged for tx in transactions):
+            batch = self._batch(conn, transactions)
+            if batch.plain:  # the usual round: one statement
+                stats.changes = len(batch.log)
+                stats.head = batch.write_alone(conn, LOG_CHANNEL) or stats.head
+                return stats
         with conn.transaction():
             epoch = self._xid_epoch(conn)
             held: list[Transaction] = []
@@ -342,10 +349,14 @@ class ReplicationReader:
         change that left TOASTed columns out reads the row's previous state from shape_rows)."""
         if not transactions:
             return 0
-        batch = build_batch(conn, transactions, epoch)
-        batch.usernames = self._usernames(conn, {key[0] for key in batch.rows})
-        batch.write(conn)
+        batch = self._batch(conn, transactions)
+        batch.write(conn, epoch)
         return len(batch.log)
+
+    def _batch(self, conn: psycopg.Connection[Any], transactions: list[Transaction]) -> Batch:
+        batch = build_batch(conn, transactions)
+        batch.usernames = self._usernames(conn, {key[0] for key in batch.rows})
+        return batch
 
     @staticmethod
     def _xid_epoch(conn: psycopg.Connection[Any]) -> int:

@@ -40,6 +40,7 @@ TOKENS_CHANNEL = "pulse_tokens"  # tokens revoked or removed, a user renamed (mi
 log = logging.getLogger("pulse.shapes")
 
 Offset = tuple[int, int]
+CATCH_UP_CHANGES = 10_000  # changes the watcher reads from the log at once
 SnapshotRow = tuple[int, bytes | None, dict[str, Any] | None]  # (user_id, stored message(s), value)
 
 
@@ -79,7 +80,27 @@ def read_head(conn: psycopg.Connection[Any]) -> Head:
         "SELECT head_lsn, head_op, generation, log_id::text, horizon_lsn, horizon_op FROM shape_state WHERE id = 1"
     ).fetchone()
     assert row is not None
+    return _head(row)
+
+
+def _head(row: Sequence[Any]) -> Head:
     return Head((int(row[0]), int(row[1])), int(row[2]), row[3], (int(row[4]), int(row[5])))
+
+
+def read_head_and_changes(conn: psycopg.Connection[Any], after: Offset, limit: int) -> tuple[Head, list[LogChange]]:
+    """The head, and every user's changes strictly after `after` (oldest first, `limit` at most), in one
+    statement: what the watcher reads at each notification (two statements there were a third of its cost)."""
+    rows = conn.execute(
+        "SELECT s.head_lsn, s.head_op, s.generation, s.log_id::text, s.horizon_lsn, s.horizon_op,"
+        " c.lsn, c.op, c.txid, c.user_id, c.operation, c.value FROM shape_state s"
+        " LEFT JOIN LATERAL (SELECT lsn, op, txid, user_id, operation, value::text AS value FROM shape_log"
+        "  WHERE (lsn, op) > (%s, %s) ORDER BY lsn, op LIMIT %s) c ON true"
+        " WHERE s.id = 1 ORDER BY c.lsn, c.op",
+        (after[0], after[1], limit),
+    ).fetchall()
+    assert rows
+    changes = [LogChange(int(r[6]), int(r[7]), int(r[8]), int(r[9]), r[10], r[11]) for r in rows if r[6] is not None]
+    return _head(rows[0]), changes
 
 
 class _RawText(Loader):
@@ -540,8 +561,9 @@ class LogWatcher:
                 if GRANTS_CHANNEL in channels:
                     self.callers.forget_coaches()
                     self.wake_all(grants=True)
-                if not self._check_build(conn):
-                    self._catch_up(conn, self.head)
+                head, changes = read_head_and_changes(conn, self.head, CATCH_UP_CHANGES)
+                if not self._check_build(conn, head):
+                    self._catch_up(conn, self.head, changes)
                 if ERASED_CHANNEL in channels:
                     self._forget_erased([n.payload for n in notes if n.channel == ERASED_CHANNEL])
 
@@ -563,10 +585,11 @@ class LogWatcher:
     def _idle_s(self) -> float:
         return 1.0 if self.health is None else min(1.0, self.health.next_check_s)
 
-    def _check_build(self, conn: psycopg.Connection[Any]) -> bool:
+    def _check_build(self, conn: psycopg.Connection[Any], head: Head | None = None) -> bool:
         """When the log is another build than the tail's (first read, or rebuilt since): read its tail
-        again from the new log, and wake every held request (their handles are stale). Whether it was."""
-        head = read_head(conn)
+        again from the new log, and wake every held request (their handles are stale). Whether it was.
+        `head`: as just read, if it was."""
+        head = head or read_head(conn)
         with self._lock:
             self.horizon = head.horizon
         if head.build == self.build:
@@ -609,11 +632,13 @@ class LogWatcher:
                     self.by_user.setdefault(change.user_id, []).append(change)
                 self.tail_bytes = sum(_cost(c) for c in kept)
 
-    def _catch_up(self, conn: psycopg.Connection[Any], after: Offset) -> None:
+    def _catch_up(self, conn: psycopg.Connection[Any], after: Offset, first: list[LogChange] | None = None) -> None:
+        """The changes after `after` into the tail, `CATCH_UP_CHANGES` a read (`first`: the first read, made)."""
         users: set[int] = set()
         read = 0
         while True:
-            changes = read_changes(conn, None, after, 10_000)
+            changes = read_changes(conn, None, after, CATCH_UP_CHANGES) if first is None else first
+            first = None
             users.update(c.user_id for c in changes)
             if not changes:
                 break
@@ -621,11 +646,11 @@ class LogWatcher:
             with self._lock:
                 self._add(changes)
             after = changes[-1].offset
-            if len(changes) < 10_000:
+            if len(changes) < CATCH_UP_CHANGES:
                 break
         if self.loop is not None and users:
             self.loop.call_soon_threadsafe(self._wake, frozenset(users))
-        if read >= 10_000:  # a burst: what it took is free again (most of it was cut from the tail)
+        if read >= CATCH_UP_CHANGES:  # a burst: what it took is free again (most of it was cut from the tail)
             release_free_memory()
 
     def _add(self, changes: list[LogChange]) -> None:
