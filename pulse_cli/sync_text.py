@@ -144,6 +144,8 @@ def _live(info: dict[str, Any]) -> str:
         return f"the agent follows the server (pid {live['pid']})"
     since = live.get("since")
     when = f" since {local_time(dt.datetime.fromisoformat(since))}" if since else ""
+    if live["state"] == "connecting":
+        return f"the agent has asked the server{when} and has no answer yet (pid {live['pid']})"
     return (f"the agent's live pull fails{when}: {live.get('error')}; it tries again every few seconds"
             " (its log has the detail)")
 

@@ -1,7 +1,7 @@
-"""What the agent's live pull is doing, for `pulse status`: following the server, or failing and about to
-follow again (and why); and, in a second file, why its sync rounds fail while they do. Kept in small files
-of their own beside the store, not in the store: the failure they must tell of may be the store itself
-(held by another writer, refusing a write).
+"""What the agent's live pull is doing, for `pulse status`: connecting (started, no answer yet), following
+the server, or failing and about to follow again (and why); and, in a second file, why its sync rounds
+fail while they do. Kept in small files of their own beside the store, not in the store: the failure
+they must tell of may be the store itself (held by another writer, refusing a write).
 
 Written by the live pull on each change of state only (atomically: a reader sees the old file or the
 new); removed when the agent stops. A file whose process is gone (the agent was killed) is not reported,
@@ -19,17 +19,22 @@ from typing import Any
 
 FILE = "agent-live.json"
 ROUND_FILE = "agent-round.json"  # the agent's rounds failing: since when, and the last error
+CONNECTING = "connecting"  # started, and the server has not answered yet
 FOLLOWING = "following"
 RETRYING = "retrying"
 
 
 class LiveState:
-    """The live pull's side: `following()` and `failed(...)` write the file when the state changes."""
+    """The live pull's side: `connecting()`, `following()` and `failed(...)` write the file when the state
+    changes."""
 
     def __init__(self, home: Path) -> None:
         self.path = home / FILE
         self.state: str | None = None
         self.error: str | None = None
+
+    def connecting(self) -> None:
+        self._set(CONNECTING, None)
 
     def following(self) -> None:
         self._set(FOLLOWING, None)
@@ -80,7 +85,7 @@ class RoundState:
 def read(home: Path) -> dict[str, Any] | None:
     """The live pull's state ({"state", "error", "since", "pid"}), or None: no agent follows this store."""
     record = _read(home / FILE)
-    if record is None or record.get("state") not in (FOLLOWING, RETRYING):
+    if record is None or record.get("state") not in (CONNECTING, FOLLOWING, RETRYING):
         return None
     return {"state": record["state"], "error": record.get("error"), "since": record.get("since"),
             "pid": record["pid"]}

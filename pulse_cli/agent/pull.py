@@ -140,12 +140,12 @@ def _follow_once(
             live.clear()
             sleep_until(stop, 5.0)
             return pause
+        if live.state is None:
+            live.connecting()  # started: only the server's first answer says it follows (as after a failure)
         device = bootstrap(str(home), upstream=upstream)
         with device.upstream.shape(account, load_cursor(device.conn)) as stream:
             if streams is not None:
                 streams[:] = [stream]
-            if live.state is None:
-                live.following()  # started (after a failure, only an answer says it follows again)
             while not stop.is_set():
                 for batch in stream.poll_parts(live=True):
                     if batch.must_refetch:  # the next round (the outbox watch) pushes what it lost

@@ -190,6 +190,35 @@ def test_pulse_status_says_why_the_agents_syncs_fail_until_one_passes(
         proxy.close()
 
 
+def test_an_agent_whose_server_has_not_answered_is_not_said_to_follow_it(
+    make_device: Callable[..., Device], make_user: Callable[..., User], start_agent: Callable[..., AgentProcess],
+    server: PulseServer,
+) -> None:
+    """`pulse status` said "the agent follows the server" from the moment the live pull opened its stream,
+    before any answer: an agent started while the server kept every connection waiting was said to follow
+    it until the client's timeout. Now it is "connecting" until the first answer."""
+    proxy = HttpFaultProxy(("127.0.0.1", server.port))
+    try:
+        user = make_user()
+        a = make_device("A", proxy.url)
+        assert a.login(user).returncode == 0
+        proxy.blackhole()  # connections accepted, never answered
+        agent = start_agent(a, interval_s=600)
+        wait_for(lambda: a.status()["live_pull"] is not None, 30, "the live pull's state", every_s=0.1)
+        live = a.status()["live_pull"]
+        assert (live["state"], live["pid"]) == ("connecting", agent.proc.pid), live
+        text = a.ok("status").stdout
+        assert "has no answer yet" in text and "follows the server" not in text, text
+
+        proxy.up()
+        wait_for(lambda: a.status()["live_pull"]["state"] == "following", 40, "status to say it follows",
+                 every_s=0.2)
+        assert "the agent follows the server" in a.ok("status").stdout
+        assert "Traceback" not in agent.text()
+    finally:
+        proxy.close()
+
+
 def test_changes_the_server_refuses_in_an_agents_round_are_said_in_its_log(
     make_device: Callable[..., Device], make_user: Callable[..., User], start_agent: Callable[[Device], AgentProcess],
 ) -> None:
