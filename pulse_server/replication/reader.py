@@ -315,11 +315,14 @@ class ReplicationReader:
         in memory set-wise, a staged one moved in SQL, in commit order. A round of row changes alone (the
         usual one) is one statement (`Batch.write_alone`)."""
         stats = ReadStats(transactions=len(transactions))
-        if not any(tx.staged for tx in transactions):
+        # The usual round, one statement: its own transaction, so only on a connection in autocommit (as the
+        # reader's is), where it commits before the stream is acknowledged.
+        if conn.autocommit and not any(tx.staged for tx in transactions):
             batch = self._batch(conn, transactions)
-            if batch.plain:  # the usual round: one statement
+            if batch.plain:
                 stats.changes = len(batch.log)
-                stats.head = batch.write_alone(conn, LOG_CHANNEL) or stats.head
+                stats.head = batch.write_alone(conn, LOG_CHANNEL) or self._head(conn)  # None: all logged before
+                self.staging.release(conn)  # emptied after an aborted streamed transaction, as every round does
                 return stats
         with conn.transaction():
             epoch = self._xid_epoch(conn)
@@ -357,6 +360,11 @@ class ReplicationReader:
         batch = build_batch(conn, transactions)
         batch.usernames = self._usernames(conn, {key[0] for key in batch.rows})
         return batch
+
+    @staticmethod
+    def _head(conn: psycopg.Connection[Any]) -> tuple[int, int]:
+        row = conn.execute("SELECT head_lsn, head_op FROM shape_state WHERE id = 1").fetchone()
+        return (0, 0) if row is None else (int(row[0]), int(row[1]))
 
     @staticmethod
     def _xid_epoch(conn: psycopg.Connection[Any]) -> int:
