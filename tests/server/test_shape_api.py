@@ -11,6 +11,7 @@ import contextlib
 import json
 import re
 import secrets
+import socket
 import threading
 import time
 import zlib
@@ -386,7 +387,9 @@ def test_a_client_leaving_in_the_middle_of_a_snapshot_ends_its_read(
     """The snapshot streams from an open transaction; a client that goes away half way must not leave
     that transaction (and its pooled connection) behind. (A filtered snapshot is read a few thousand
     rows at a time: 20,000 rows of 1 kB are more than the sockets buffer; uncompressed, since these rows
-    compress to almost nothing.)"""
+    compress to almost nothing. The client's receive buffer is set small: left to the kernel, it grew
+    up to net.ipv4.tcp_rmem's 32 MB here, the whole body, and the read sometimes ended before the client
+    had read its first part.)"""
     user = new_user()
     pg.execute("INSERT INTO entries (user_id, date, steps, note) SELECT %s, '1990-01-01'::date + i, i, repeat('x', 999)"
                " FROM generate_series(0, 19999) i", (user.id,))
@@ -398,8 +401,9 @@ def test_a_client_leaving_in_the_middle_of_a_snapshot_ends_its_read(
                               " AND query LIKE '%%shape_snapshot%%'"
                               ).fetchone()[0])  # type: ignore[index]
 
+    small_buffer = httpx.HTTPTransport(socket_options=[(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 16)])
     with (httpx.Client(base_url=shapes.url, headers={"Authorization": f"Bearer {user.token}",
-                                                      "Accept-Encoding": "identity"}) as http,
+                                                      "Accept-Encoding": "identity"}, transport=small_buffer) as http,
           http.stream("GET", SHAPE, params={"table": "entries", "offset": "-1", "where": "steps >= 0"})
           as response):
         assert response.status_code == 200
