@@ -13,11 +13,9 @@ them. A single process keeps them in memory, as before.
 
 from __future__ import annotations
 
-import os
-
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from pulse_server.metrics_folder import ended, forget_the_ended, shared
+from pulse_server.metrics_folder import forget_the_ended, shared
 
 # pulse_replication_reader_state's states ("off": this process runs no reader)
 READER_STATES = ("starting", "standby", "rebuilding", "following", "failing", "stopped", "off")
@@ -93,8 +91,3 @@ class Metrics:
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
         return generate_latest(registry)
-
-    def process_ended(self) -> None:
-        """As this process stops: its `live*` gauges leave the shared figures."""
-        ended(os.getpid())
-

@@ -54,23 +54,16 @@ def shared() -> bool:
     return bool(os.environ.get(MULTIPROC_DIR))
 
 
-def ended(pid: int) -> None:
-    """A process of the server stopped (this one, or a reader process that died): its `live*` gauges leave
-    the shared figures (prometheus_client is imported here only then)."""
-    if shared():
-        from prometheus_client import multiprocess
-
-        multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
-
-
 def forget_the_ended() -> None:
-    """Before the shared figures are read: the `live*` gauges of every process of the server that ended
-    without saying so (a worker killed outright, by the kernel's OOM killer or SIGKILL) leave them, so a
-    dead process's reader state is never reported as if it still ran."""
+    """Before the shared figures are read: the `live*` gauges of every process of the server that is gone
+    leave them, whether it stopped, died (a reader process, started again) or was killed outright (the
+    kernel's OOM killer, SIGKILL), so a dead process's reader state is never reported as if it still ran."""
     folder = os.environ.get(MULTIPROC_DIR)
     if not folder:
         return
+    from prometheus_client import multiprocess
+
     pids = {path.stem.rpartition("_")[2] for path in Path(folder).glob("gauge_live*_*.db")}
     for pid in pids:
         if pid.isdigit() and not _alive(int(pid)):
-            ended(int(pid))
+            multiprocess.mark_process_dead(int(pid))  # type: ignore[no-untyped-call]

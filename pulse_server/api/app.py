@@ -415,7 +415,6 @@ class Background:
             self.watcher.stop()
         if self.schedule is not None:
             self.schedule.stop()
-        self.metrics.process_ended()
 
     def record_maintenance(self, report: maintenance.Report | None, error: BaseException | None) -> None:
         m = self.metrics

@@ -44,10 +44,7 @@ def run_reader(database_url: str, log_level: str, wait_s: float, parent: int | N
     reader = ReplicationReader(libpq_url(database_url), wait_s=wait_s,
                                on_rebuild=lambda _: measured.replication_rebuilds.inc())
     threading.Thread(target=_report, args=(reader, measured, stop), daemon=True).start()
-    try:
-        reader.run(stop)
-    finally:
-        measured.process_ended()
+    reader.run(stop)  # once this process is gone, its state leaves /metrics at the next scrape
 
 
 def _report(reader: ReplicationReader, measured: metrics.Metrics, stop: threading.Event) -> None:
@@ -96,8 +93,6 @@ class ReaderProcess:
                 return  # stopped by us, or by a signal to the whole group (the server is stopping too)
             log.warning("replication reader process exited; starting it again",
                         extra={"fields": {"exitcode": self.process.exitcode}})
-            if self.process.pid is not None:  # it could not say so itself: its reader state leaves the metrics
-                metrics_folder.ended(self.process.pid)
             if self.stopping.wait(self.restart_after_s):
                 return
             self._spawn()
