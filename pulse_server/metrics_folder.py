@@ -4,6 +4,7 @@ imported in any of its processes, this one included (the library reads it once, 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -66,4 +67,5 @@ def forget_the_ended() -> None:
     pids = {path.stem.rpartition("_")[2] for path in Path(folder).glob("gauge_live*_*.db")}
     for pid in pids:
         if pid.isdigit() and not _alive(int(pid)):
-            multiprocess.mark_process_dead(int(pid))  # type: ignore[no-untyped-call]
+            with contextlib.suppress(FileNotFoundError):  # another worker's scrape removed them first
+                multiprocess.mark_process_dead(int(pid))  # type: ignore[no-untyped-call]

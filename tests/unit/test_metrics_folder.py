@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 import pytest
@@ -42,3 +43,34 @@ def test_the_operators_own_folder_is_used_and_never_removed(tmp_path: Path, monk
     assert metrics_folder.share_between_processes() is None
     metrics_folder.unshare(None)
     assert tmp_path.exists() and metrics_folder.shared()
+
+
+def test_scrapes_at_once_each_drop_the_gone_processes_without_failing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two workers answering /metrics at the same moment both find a process gone and both remove its
+    files: the second found them removed under it, and its scrape failed (FileNotFoundError, a 500)."""
+    monkeypatch.setenv(metrics_folder.MULTIPROC_DIR, str(tmp_path))
+    gone = [int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                               text=True, check=True).stdout) for _ in range(3)]
+    failures: list[BaseException] = []
+
+    def scrape() -> None:
+        try:
+            metrics_folder.forget_the_ended()
+        except BaseException as exc:  # collected for the assertion
+            failures.append(exc)
+
+    for _ in range(50):
+        for pid in gone:
+            for mode in ("liveall", "livemax", "livesum", "livemin", "livemostrecent"):
+                (tmp_path / f"gauge_{mode}_{pid}.db").touch()
+        kept = tmp_path / f"gauge_liveall_{os.getpid()}.db"  # this process lives: its files stay
+        kept.touch()
+        scrapes = [threading.Thread(target=scrape) for _ in range(4)]
+        for thread in scrapes:
+            thread.start()
+        for thread in scrapes:
+            thread.join()
+        assert [p.name for p in tmp_path.iterdir()] == [kept.name]
+    assert failures == []
