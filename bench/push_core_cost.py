@@ -37,7 +37,7 @@ from peers import PulseDevice
 from pulse_core.entry import Entry
 from pulse_server.push import _checkstorable
 from sync.merge import apply_mutation
-from sync.wire import Mutation, mutation_digest, parse_mutation
+from sync.wire import Arrival, Mutation, mutation_digest, parse_mutation
 
 BATCH = 100
 SKEW_LIMIT_MS = 60_000
@@ -83,11 +83,12 @@ def main() -> None:
 
     def merge() -> None:
         entries: dict[str, Entry] = {}
+        arrival = Arrival(now_ms, SKEW_LIMIT_MS)
         for m in parsed:
             entry = entries.get(m.date.isoformat())
             if entry is None:
                 entry = entries[m.date.isoformat()] = Entry(user="1", date=m.date)
-            apply_mutation(entry, m, now_ms, SKEW_LIMIT_MS)
+            apply_mutation(entry, m, arrival)
 
     steps = {"check": check, "digest": digest, "merge": merge}
     costs = {name: timed(step, args.repeats) / count * 1e6 for name, step in steps.items()}

@@ -30,7 +30,17 @@ from sync.erasure import refusal as erased_refusal
 from sync.erasure import refusing
 from sync.hlc import Stamp
 from sync.merge import Conflict, apply_mutation
-from sync.wire import API_CLIENT, Mutation, MutationResult, mutation_digest, parse_mutation, refusal, replay, storable
+from sync.wire import (
+    API_CLIENT,
+    Arrival,
+    Mutation,
+    MutationResult,
+    mutation_digest,
+    parse_mutation,
+    refusal,
+    replay,
+    storable,
+)
 
 # What pulse_push_write raises when an entry or a seq changed since the push read it (migration 0005).
 CHANGED_SINCE_READ = "PU001"
@@ -172,7 +182,8 @@ class Reconciler:
         entries = {e.date: e for e in repo.get_many(str(user_id), dates, lock=True)}
         earlier = Recorded.from_rows(earlier_rows.fetchall())
         known = known_for_push(conn, user_id, str(user_id), dates)
-        merged = self._merge_batch(user_id, client_id, raw, parsed, earlier, entries, server_ms, known)
+        merged = self._merge_batch(user_id, client_id, raw, parsed, earlier, entries, self._arrival(server_ms),
+                                   known)
         repo.save_many(list(merged.touched.values()))
         if merged.audit:
             with conn.cursor() as cur:
@@ -204,7 +215,7 @@ class Reconciler:
         parsed: list[Mutation | MutationResult],
         earlier: Recorded,
         entries: dict[dt.date, Entry],
-        server_ms: int,
+        arrival: Arrival,
         known: Known,
     ) -> _Merged:
         """The batch merged into `entries` in memory, in order: its results, the ones to record, the
@@ -227,7 +238,7 @@ class Reconciler:
                 continue
             if isinstance(outcome, Mutation):
                 entry = entries.setdefault(outcome.date, Entry(user=str(user_id), date=outcome.date))
-                result, conflicts, clamped = self._merge_in_memory(entry, outcome, server_ms)
+                result, conflicts, clamped = apply_mutation(entry, outcome, arrival)
                 merged.touched[outcome.date] = entry
                 merged.audit.extend((outcome, c, clamped) for c in conflicts)
             else:
@@ -277,7 +288,8 @@ class Reconciler:
                 seen[entry.date] = row[5]
             elif row[0] == 3:
                 earlier.newest, earlier.pruned = row[1], None if row[5] is None else int(row[5])
-        merged = self._merge_batch(user.id, client_id, raw, parsed, earlier, entries, server_ms, known)
+        merged = self._merge_batch(user.id, client_id, raw, parsed, earlier, entries, self._arrival(server_ms),
+                                   known)
         if not merged.fresh:  # nothing to write (replays, clashes): no transaction, no txid
             return user, BatchOutcome(merged.results, None, None, merged.touched, earlier.high_water)
         rows = []
@@ -310,10 +322,9 @@ class Reconciler:
         return user, BatchOutcome(merged.results, written[0], str(lsn_to_int(written[1])), merged.touched,
                                   earlier.high_water)
 
-    def _merge_in_memory(
-        self, entry: Entry, m: Mutation, server_ms: int
-    ) -> tuple[MutationResult, list[Conflict], bool]:
-        return apply_mutation(entry, m, server_ms, self.skew_limit_ms)
+    def _arrival(self, server_ms: int) -> Arrival:
+        """How this push's stamps are taken: clamped to `server_ms` past the skew limit, in order."""
+        return Arrival(server_ms, self.skew_limit_ms)
 
     def apply_batch_savepoints(
         self, conn: psycopg.Connection[Any], user_id: int, client_id: str, raw: Sequence[dict[str, Any]]
@@ -329,9 +340,10 @@ class Reconciler:
         dates = sorted({m.date for m in _parse_batch(raw, client_id, today) if isinstance(m, Mutation)})
         known = known_for_push(conn, user_id, str(user_id), dates)
         merged = _Merged()
+        arrival = self._arrival(server_ms)
         for item in raw:
             with conn.transaction():  # a savepoint: one bad mutation never fails its batch
-                result = self._apply_one(conn, repo, user_id, client_id, item, server_ms, today, merged.touched,
+                result = self._apply_one(conn, repo, user_id, client_id, item, arrival, today, merged.touched,
                                          earlier, known)
             merged.results.append(result)
             if result["status"] not in ("duplicate", "clash", "held") and not _erased(result):
@@ -345,7 +357,7 @@ class Reconciler:
         user_id: int,
         client_id: str,
         item: dict[str, Any],
-        server_ms: int,
+        arrival: Arrival,
         today: dt.date,
         touched: dict[dt.date, Entry],
         earlier: Recorded,
@@ -368,7 +380,7 @@ class Reconciler:
                 return erased_refusal(seq, mutation.date, erased)  # not recorded, as in `_merge_batch`
             try:
                 with conn.transaction():
-                    result = self._merge(conn, repo, user_id, client_id, mutation, server_ms, touched)
+                    result = self._merge(conn, repo, user_id, client_id, mutation, arrival, touched)
             except (pg_errors.DataError, UnicodeEncodeError) as exc:  # NUL in text; a lone surrogate
                 diag = getattr(exc, "diag", None)
                 message = f"value not storable: {(diag and diag.message_primary) or storable(str(exc))}"
@@ -388,14 +400,14 @@ class Reconciler:
         user_id: int,
         client_id: str,
         m: Mutation,
-        server_ms: int,
+        arrival: Arrival,
         touched: dict[dt.date, Entry],
     ) -> MutationResult:
         # A new day has no row to lock yet: a transaction-level advisory lock on (user, date) makes
         # concurrent pushes to it wait for each other instead of overwriting.
         conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"entry:{user_id}:{m.date}",))
         entry = repo.get(str(user_id), m.date, lock=True) or Entry(user=str(user_id), date=m.date)
-        result, conflicts, clamped = self._merge_in_memory(entry, m, server_ms)
+        result, conflicts, clamped = apply_mutation(entry, m, arrival)
         repo.save(entry)
         touched[m.date] = entry
         if conflicts:

@@ -19,7 +19,7 @@ from typing import Any
 from pulse_core.entry import DELETED, MERGE_FIELDS, Entry, FieldValue
 from pulse_core.rules import MANUAL
 from pulse_core.score import rescore
-from sync.wire import ConflictOut, Mutation, MutationResult, clamp
+from sync.wire import Arrival, ConflictOut, Mutation, MutationResult
 
 LWW_V2 = "lww@2"
 RULES: dict[str, str] = dict.fromkeys(MERGE_FIELDS, LWW_V2)
@@ -138,17 +138,17 @@ def merge_delete(entry: Entry, base: Mapping[str, str | None], stamp: str, sourc
     return outcome
 
 
-def apply_mutation(
-    entry: Entry, m: Mutation, now_ms: int, skew_limit_ms: int
-) -> tuple[MutationResult, list[Conflict], bool]:
-    """Merge a checked mutation into `entry` as a receiver does (clamping a stamp too far ahead of
-    `now_ms`): its result as the push response carries it, its conflicts, and whether it was clamped."""
-    stamp, clamped = clamp(m.stamp, now_ms, skew_limit_ms)
+def apply_mutation(entry: Entry, m: Mutation, arrival: Arrival) -> tuple[MutationResult, list[Conflict], bool]:
+    """Merge a checked mutation into `entry` as a receiver does, in the order of its push (`arrival`
+    clamps a stamp too far ahead of the receiver's time): its result as the push response carries it,
+    its conflicts, and whether it was clamped."""
+    base = arrival.base(m.base)
+    stamp, clamped = arrival.take(m.seq, m.stamp)
     text = str(stamp)
     if m.op == "delete":
-        outcome = merge_delete(entry, m.base, text, m.source)
+        outcome = merge_delete(entry, base, text, m.source)
     else:
-        outcome = merge_set(entry, m.fields, m.base, text, m.source)
+        outcome = merge_set(entry, m.fields, base, text, m.source)
     result: MutationResult = {"seq": m.seq, "status": "conflict" if outcome.conflicts else "applied",
                               "hlc": text}
     if clamped:

@@ -22,7 +22,7 @@ from pulse_core.errors import ValidationError
 from pulse_core.rules import MANUAL, SOURCES
 from pulse_core.values import fail, parse_date, parse_fields
 from sync.errors import PushRefused
-from sync.hlc import CLIENT_ID, Stamp, StampError
+from sync.hlc import CLIENT_ID, MAX_COUNTER, Stamp, StampError
 
 PROTOCOL = 1
 MAX_BATCH = 500
@@ -251,6 +251,42 @@ def clamp(stamp: Stamp, server_ms: int, limit_ms: int) -> tuple[Stamp, bool]:
     if stamp.ms > server_ms + limit_ms:
         return Stamp(server_ms, stamp.counter, stamp.node), True
     return stamp, False
+
+
+class Arrival:
+    """The stamps of one push as its receiver takes them (docs/push-protocol.md, "Clock sanity").
+
+    A stamp too far ahead is clamped (`clamp`), yet never to a stamp at or before one taken for a lower
+    seq of the same push: then it goes just after the latest of those. A device whose clock runs ahead
+    stamps two edits of a field at different times that clamp to one stamp when their counters match,
+    and the later would be taken for the earlier again and lost; so clamped edits keep the order they
+    were made in. A base naming a stamp clamped earlier in the push names what that stamp became, so
+    an edit made on top of it is not taken for a concurrent one."""
+
+    def __init__(self, server_ms: int, limit_ms: int) -> None:
+        self.server_ms = server_ms
+        self.limit_ms = limit_ms
+        self._taken: list[tuple[int, Stamp]] = []  # (seq, stamp taken) of this push so far
+        self._renamed: dict[str, str] = {}
+
+    def take(self, seq: int, stamp: Stamp) -> tuple[Stamp, bool]:
+        """The stamp a mutation is merged at, and whether it was clamped."""
+        taken, clamped = clamp(stamp, self.server_ms, self.limit_ms)
+        if clamped:
+            before = max((s for q, s in self._taken if q < seq), default=None)
+            if before is not None and before >= taken:
+                taken = Stamp(before.ms, before.counter + 1, stamp.node) if before.counter < MAX_COUNTER \
+                    else Stamp(before.ms + 1, 0, stamp.node)
+            self._renamed[str(stamp)] = str(taken)
+        self._taken.append((seq, taken))
+        return taken, clamped
+
+    def base(self, base: Mapping[str, str | None]) -> Mapping[str, str | None]:
+        """A mutation's base, with the stamps clamped earlier in this push as they were taken."""
+        if not self._renamed:
+            return base
+        return {name: self._renamed.get(stamp, stamp) if stamp is not None else None
+                for name, stamp in base.items()}
 
 
 def storable(value: Any) -> Any:

@@ -30,6 +30,7 @@ from sync.hlc import SKEW_LIMIT_MS  # the cloud server's default (PULSE_CLOCK_SK
 from sync.merge import apply_mutation
 from sync.wire import (
     MAX_BATCH,
+    Arrival,
     MutationResult,
     check_batch,
     mutation_digest,
@@ -120,8 +121,9 @@ class FakeSyncServer:
         today = dt.datetime.fromtimestamp(server_ms / 1000 + (body.utc_offset_min or 0) * 60, dt.UTC).date()
         before = self._high_water_of(body.client_id)
         results, touched = [], set()
+        arrival = Arrival(server_ms, SKEW_LIMIT_MS)
         for raw in body.mutations:
-            result = self._apply(body.client_id, raw, server_ms, today, touched)
+            result = self._apply(body.client_id, raw, arrival, today, touched)
             results.append(result)
         txid = lsn = None
         if touched:
@@ -132,7 +134,7 @@ class FakeSyncServer:
         return httpx.Response(200, json=push_response(server_ms, txid, lsn, MAX_BATCH, before, results))
 
     def _apply(
-        self, client_id: str, raw: Json, server_ms: int, today: dt.date, touched: set[dt.date]
+        self, client_id: str, raw: Json, arrival: Arrival, today: dt.date, touched: set[dt.date]
     ) -> MutationResult:
         seq, digest = int(raw["seq"]), mutation_digest(raw)
         again = replay(seq, digest, client_id, self.recorded.get((client_id, seq)), None)
@@ -146,7 +148,7 @@ class FakeSyncServer:
                 return result  # not recorded: welcome once its day comes
         else:
             entry = self.entries.setdefault(mutation.date, Entry(user=str(self.user_id), date=mutation.date))
-            result, _conflicts, _clamped = apply_mutation(entry, mutation, server_ms, SKEW_LIMIT_MS)
+            result, _conflicts, _clamped = apply_mutation(entry, mutation, arrival)
             touched.add(mutation.date)
         self.recorded[(client_id, seq)] = (result, digest)
         return result

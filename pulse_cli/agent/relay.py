@@ -23,7 +23,7 @@ from pulse_core.errors import ValidationError
 from sync.erasure import Erasure, refusal, refusing
 from sync.hlc import SKEW_LIMIT_MS, Stamp
 from sync.merge import apply_mutation
-from sync.wire import Mutation, MutationResult, mutation_digest, parse_mutation, rejection, replay
+from sync.wire import Arrival, Mutation, MutationResult, mutation_digest, parse_mutation, rejection, replay
 
 
 def high_water(conn: sqlite3.Connection, client_id: str) -> int | None:
@@ -97,14 +97,15 @@ def relay_batch(
     with uow:
         erased = known(uow.conn, "")
         pruned = _pruned_marks(uow.conn).get(client_id)
+        arrival = Arrival(now_ms, SKEW_LIMIT_MS)  # the batch's stamps, clamped in order as the server does
         for raw in mutations:
-            results.append(_relay_one(uow, client_id, raw, now_ms, today, erased, pruned))
+            results.append(_relay_one(uow, client_id, raw, arrival, today, erased, pruned))
         uow.commit()
     return results
 
 
 def _relay_one(
-    uow: SqliteUnitOfWork, client_id: str, raw: Mapping[str, Any], now_ms: int, today: dt.date,
+    uow: SqliteUnitOfWork, client_id: str, raw: Mapping[str, Any], arrival: Arrival, today: dt.date,
     erased: Sequence[Erasure], pruned: int | None,
 ) -> MutationResult:
     conn = uow.conn
@@ -128,7 +129,7 @@ def _relay_one(
         erasure = refusing(erased, mutation.date, str(mutation.stamp))
         if erasure is not None:  # made before an erasure of its day: refused as the server refuses it, unrecorded
             return refusal(seq, mutation.date, erasure)
-        result, outbox_seq = _apply(uow, client_id, mutation, now_ms)
+        result, outbox_seq = _apply(uow, client_id, mutation, arrival)
     if isinstance(seq, int) and not isinstance(seq, bool):
         conn.execute(
             "INSERT INTO relayed (client_id, seq, outbox_seq, result, digest, created_at) VALUES (?, ?, ?, ?, ?, ?)",
@@ -138,9 +139,9 @@ def _relay_one(
     return result
 
 
-def _apply(uow: SqliteUnitOfWork, client_id: str, m: Mutation, now_ms: int) -> tuple[MutationResult, int]:
+def _apply(uow: SqliteUnitOfWork, client_id: str, m: Mutation, arrival: Arrival) -> tuple[MutationResult, int]:
     entry = uow.entries.get(OWNER, m.date) or Entry(user=OWNER, date=m.date)
-    result, _conflicts, _clamped = apply_mutation(entry, m, now_ms, SKEW_LIMIT_MS)
+    result, _conflicts, _clamped = apply_mutation(entry, m, arrival)
     uow.entries.save(entry)
     stamp = Stamp.parse(result["hlc"])
     uow.observe(stamp)

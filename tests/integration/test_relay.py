@@ -82,6 +82,20 @@ def test_the_later_stamp_wins_in_the_local_view_and_a_clock_far_ahead_is_clamped
     assert ahead["hlc"] == stamp(NOW_MS) and ahead["clamped_from"] == stamp(NOW_MS + 3_600_000)
 
 
+def test_a_browser_far_ahead_keeps_the_order_of_its_edits_once_clamped(conn: sqlite3.Connection) -> None:
+    # Two edits of one field, both an hour ahead, in one batch: clamped to the same stamp, the correction
+    # would be taken for the typo again.
+    typo, fixed = stamp(NOW_MS + 3_600_000), stamp(NOW_MS + 3_600_010)
+    results = relay(conn, {"seq": 1, "date": "2025-11-26", "op": "set", "fields": {"steps": 1000}, "base": {},
+                           "hlc": typo},
+                    {"seq": 2, "date": "2025-11-26", "op": "set", "fields": {"steps": 10000},
+                     "base": {"steps": typo}, "hlc": fixed})
+    assert [r["status"] for r in results] == ["applied", "applied"]
+    assert results[0]["hlc"] == stamp(NOW_MS) < results[1]["hlc"] <= f"{NOW_MS + 60_000:016d}"
+    assert conn.execute("SELECT steps FROM entries WHERE date = '2025-11-26'").fetchone()[0] == 10000
+    assert [row.wire()["hlc"] for row in pending(conn, 10)] == [r["hlc"] for r in results]  # as queued upstream
+
+
 def test_a_rebuild_that_changes_nothing_adds_nothing_to_the_shape_log(conn: sqlite3.Connection) -> None:
     relay(conn, {"seq": 1, "date": "2025-11-26", "op": "set", "fields": {"steps": 500}, "base": {},
                  "hlc": stamp(NOW_MS)})

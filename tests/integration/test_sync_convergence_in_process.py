@@ -80,3 +80,22 @@ def test_the_fake_server_speaks_the_wire_the_engine_expects() -> None:
         assert pulled.pulled == 1
         assert [e.as_json() for e in b.entries.list(b.user)] == [e.as_json() for e in a.entries.list(a.user)]
         assert "POST /v1/sync/push" in server.requests and "GET /v1/shape" in server.requests
+
+
+def test_a_device_whose_clock_runs_ahead_keeps_the_corrections_it_made_offline() -> None:
+    """Its stamps are clamped to the server's time: a typo fixed, and a day deleted and logged afresh, in
+    one push, stay in the order they were made, on the server and in the view rebuilt from its answer."""
+    server = FakeSyncServer(lambda: now_ms() - 300_000)  # this device runs five minutes fast
+    with three_devices(server.username, server.token(), URL, Upstream(server.transport, _no_wait)) as devices:
+        a = devices[0]
+        for edit in [(0, "set", DATES[0], {"steps": "1000"}), (0, "set", DATES[0], {"steps": "10000"}),
+                     (0, "set", DATES[1], {"note": "old"}), (0, "delete", DATES[1]),
+                     (0, "set", DATES[1], {"steps": "4242"})]:
+            apply(a, edit)
+            time.sleep(0.002)  # stamps a few ms apart, as typed: each clamps to counter 0
+        report = run_sync(a)
+        assert report.pushed == {"applied": 5} and pending(a) == 0
+        expected = [(DATES[1], 4242, None), (DATES[0], 10000, None)]
+        assert sorted((d.isoformat(), e.steps, e.note) for d, e in server.entries.items()) == sorted(expected)
+        assert sorted((e.date.isoformat(), e.steps, e.note) for e in a.entries.list(a.user)) == sorted(expected)
+        assert_the_view_is_a_full_rebuild(a)

@@ -224,6 +224,34 @@ def test_a_stamp_more_than_a_minute_ahead_is_clamped_to_server_time(
     assert kept["hlc"] == near and "clamped_from" not in kept
 
 
+def test_edits_queued_by_a_device_whose_clock_runs_ahead_keep_their_order_once_clamped(
+    make_user: Callable[..., User], client: Callable[..., Api]
+) -> None:
+    # Offline, a device five minutes fast logs 1000 steps and corrects them to 10000; on another day it
+    # writes a note, deletes the day and logs it afresh. Each stamp clamps to server time with counter 0:
+    # unless the push keeps their order, the correction takes the typo's stamp and is dropped as a replay.
+    api = client(make_user())
+    before = now_ms()
+    ahead = before + 300_000
+    typo, fixed = stamp(ahead, 0, "fast"), stamp(ahead + 11, 0, "fast")
+    note, gone = stamp(ahead + 20, 0, "fast"), stamp(ahead + 30, 0, "fast")
+    response = api.pushed("fast", [
+        set_mutation(1, DAY, {"steps": 1000}, typo),
+        set_mutation(2, DAY, {"steps": 10000}, fixed, base={"steps": typo}),
+        set_mutation(3, OTHER_DAY, {"note": "old"}, note),
+        delete_mutation(4, OTHER_DAY, gone, base={"note": note}),
+        set_mutation(5, OTHER_DAY, {"steps": 4242}, stamp(ahead + 40, 0, "fast"), base={"steps": gone}),
+    ])
+    results = response["results"]
+    assert [r["status"] for r in results] == ["applied"] * 5  # each made on top of the one before: no conflict
+    taken = [r["hlc"] for r in results]
+    assert taken == sorted(taken) and len(set(taken)) == 5
+    assert all(before <= int(t.split(":")[0]) <= response["server_time_ms"] for t in taken)
+    entry, other = api.entry(DAY), api.entry(OTHER_DAY)
+    assert entry is not None and entry["steps"] == 10000
+    assert other is not None and (other["deleted"], other["steps"], other["note"]) == (False, 4242, None)
+
+
 def test_a_device_a_day_ahead_loses_to_a_later_edit_from_a_device_with_the_right_time(
     make_user: Callable[..., User], client: Callable[..., Api]
 ) -> None:
