@@ -128,6 +128,9 @@ _CONFLICTS = (
 )
 
 
+_CONFLICTS_SETTLED = "SELECT pg_advisory_xact_lock(hashtextextended('conflicts:' || %s::text, 0))"
+
+
 @router.get("/conflicts", response_model=ConflictsOut)
 def list_conflicts(
     user: CurrentUser,
@@ -140,6 +143,8 @@ def list_conflicts(
     order = " ORDER BY c.id DESC" if after_version is None else " ORDER BY c.version"
 
     def read(conn: Any) -> list[dict[str, Any]]:
+        # Writers take a version under this lock, shared (migration 0016): holding it, none is in flight
+        conn.execute(_CONFLICTS_SETTLED, (user.id,))
         rows = conn.execute(_CONFLICTS + order + " LIMIT %(limit)s",
                             {"user": user.id, "after": after_version or 0, "limit": limit}).fetchall()
         return [_conflict_json(user.id, row) for row in rows]
@@ -163,5 +168,5 @@ def _conflict_json(user_id: int, row: tuple[Any, ...]) -> dict[str, Any]:
 def dismiss_conflicts(body: DismissRequest, user: CurrentUser, _json: JsonDeclared, db: DbDep) -> None:
     """Put conflicts aside on every device of yours (ids of other users' conflicts are ignored)."""
     db.run(lambda conn: conn.execute(
-        "UPDATE conflicts SET dismissed_at = now(), version = nextval('conflict_version_seq')"
+        "UPDATE conflicts SET dismissed_at = now()"  # and a new version (migration 0016's trigger)
         " WHERE user_id = %s AND id = ANY(%s) AND dismissed_at IS NULL", (user.id, body.ids)))

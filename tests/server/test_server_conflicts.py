@@ -3,8 +3,12 @@ dismissed from any device."""
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable
+from typing import Any
 
+import psycopg
 from server_support import Api, User, now_ms, set_mutation, stamp
 
 DAY = "2026-11-18"
@@ -61,3 +65,40 @@ def test_nobody_dismisses_another_users_conflict_and_bad_bodies_are_400(
         response = owner.post("/v1/conflicts/dismiss", json=body)
         assert response.status_code == 400, body
         assert response.json()["error"]["code"] == "bad_request"
+
+
+def test_a_conflict_still_being_committed_is_not_passed_by_a_device_reading_after_its_version(
+    make_user: Callable[..., User], client: Callable[..., Api], database_url: str
+) -> None:
+    # Versions come from a sequence: a push that took one and commits after another push that took the
+    # next must not be left behind a device that read up to the later one meanwhile.
+    user = make_user()
+    api = client(user)
+    with psycopg.connect(database_url, application_name="pulse-tests-slow-push") as slow:
+        held = slow.execute(
+            "INSERT INTO conflicts (user_id, date, client_id, seq, field, kept, lost, kept_hlc, lost_hlc, rule,"
+            " clamped, created_at) VALUES (%s, %s, 'slow', 1, 'note', '\"kept\"', '\"lost\"', %s, %s, 'lww@2',"
+            " false, now()) RETURNING id", (user.id, DAY, stamp(now_ms(), 0, "x"), stamp(now_ms(), 0, "slow")),
+        ).fetchone()
+        assert held is not None  # its version is taken; its transaction is still open
+        ms = now_ms()
+        api.pushed("a", [set_mutation(1, DAY, {"steps": 1}, stamp(ms, 0, "a"))])
+        api.pushed("b", [set_mutation(1, DAY, {"steps": 2}, stamp(ms + 1, 0, "b"))])  # a later version, committed
+
+        answers: list[dict[str, Any]] = []
+        reader = threading.Thread(target=lambda: answers.append(api.get("/v1/conflicts",
+                                                                        params={"after_version": 0}).json()))
+        reader.start()
+        with psycopg.connect(database_url, autocommit=True) as look:
+            deadline = time.monotonic() + 10
+            while reader.is_alive() and time.monotonic() < deadline and not look.execute(
+                    "SELECT 1 FROM pg_stat_activity WHERE datname = current_database()"
+                    " AND wait_event_type = 'Lock' AND wait_event = 'advisory'").fetchone():
+                time.sleep(0.02)
+        slow.commit()
+        reader.join(timeout=10)
+        (first,) = answers
+        later = api.get("/v1/conflicts", params={"after_version": first["version"]}).json()
+    seen = {c["id"] for c in first["conflicts"]} | {c["id"] for c in later["conflicts"]}
+    assert held[0] in seen  # on a sequence alone, the device's next read starts past it
+    assert len(seen) == 2
