@@ -146,6 +146,7 @@ def seed_demo(
     athletes = demo_athletes(data_dir)
     summary.athletes = len(athletes)
     with db.session() as session:
+        _refuse_real_accounts(session, [a.username for a in athletes])  # before anything is created
         coach_id = _ensure_coach(session, coach, password, summary)
         ids = _ensure_athletes(session, athletes, summary)
         _ensure_grants(session, coach_id, ids.values(), summary)
@@ -172,6 +173,18 @@ def _ensure_coach(session: Session, name: str, password: Callable[[], str], summ
                        field="coach", value=name, allowed="a coach or a new name")
     assert row.id is not None
     return row.id
+
+
+def _refuse_real_accounts(session: Session, names: list[str]) -> None:
+    """A demo athlete's name held by an account that signs in is a real person's: the demo never grants
+    a coach their entries nor writes into them (only its own athletes, which cannot sign in, are adopted)."""
+    real = session.exec(select(User.username).where(
+        User.username.in_(names), User.password_hash != NO_LOGIN, User.is_coach.is_(False)  # type: ignore[attr-defined]
+    ).order_by(User.username)).first()
+    if real is not None:
+        raise ApiError(409, "already_exists", f"username: {real} is an account that signs in, not a demo athlete"
+                       " (allowed a name the demo created or a new one; rename or remove that account first)",
+                       field="username", value=real)
 
 
 def _ensure_athletes(session: Session, athletes: list[DemoAthlete], summary: SeedSummary) -> dict[str, int]:

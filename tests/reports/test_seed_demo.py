@@ -112,3 +112,22 @@ def test_seed_demo_help_has_examples() -> None:
     done = server_cli("postgresql://unused", "seed-demo", "--help")
     assert done.returncode == 0
     assert "Examples:" in done.stdout and "pulse-server seed-demo --coach coach" in done.stdout
+
+
+def test_seed_demo_adopts_no_account_that_signs_in_even_with_a_demo_athletes_name(
+    seeded: Any, database_url: str, pg: psycopg.Connection[Any]
+) -> None:
+    # Someone signed up as fitbit-1503960366 before the demo ran: the demo must not give a coach their data.
+    name = "fitbit-1503960366"
+    (demo_hash,) = pg.execute("SELECT password_hash FROM users WHERE username = %s", (name,)).fetchone() or ("",)
+    made = server_cli(database_url, "user", "passwd", name, "--password-stdin", input="a-real-person-1\n")
+    assert made.returncode == 0, made.stderr
+    try:
+        done = server_cli(database_url, "seed-demo", "--coach", "coach-third", "--password-stdin",
+                          input=PASSWORD + "\n")
+        assert done.returncode == 2
+        assert done.stderr.strip() == f"error: username: {name} is an account that signs in, not a demo athlete" \
+            " (allowed a name the demo created or a new one; rename or remove that account first)"
+        assert pg.execute("SELECT count(*) FROM users WHERE username = 'coach-third'").fetchone() == (0,)
+    finally:
+        pg.execute("UPDATE users SET password_hash = %s WHERE username = %s", (demo_hash, name))
