@@ -31,7 +31,7 @@ class Callers:
 
     Each user also has a mark, moved whenever their tokens may have changed (everyone's when the watcher
     connects again): a held live request notes its user's mark when it reads its token, and reads the
-    token again when the mark moved (`route._changes`), so a revoked token's held request ends."""
+    token again when the mark moved (`route._still_allowed`), so a revoked token's held request ends."""
 
     LIMIT = 100_000  # entries; past it the map starts again (each token is read again at its next request)
 

@@ -545,6 +545,9 @@ class LogWatcher:
             self.callers.listen(True)  # every revocation from now on reaches us
             self.build = None
             self._check_build(conn)
+            # Grants or tokens may have changed while no LISTEN held, and their notifications are lost:
+            # every held request looks again, and reads its caller again (its mark moved just above).
+            self.wake_all()
             checked = 0.0
             while not self._stop.is_set():
                 if self.health is not None and time.monotonic() - checked >= self.health.next_check_s:

@@ -7,6 +7,7 @@ import contextlib
 import secrets
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
@@ -395,6 +396,49 @@ async def _new_handle(req: protocol.ShapeRequest, handle: str, db: Database, who
     return None if same_build(handle, current) else current
 
 
+@dataclass
+class _Held:
+    """What a held long poll or SSE stream knows of its caller, and the watcher's epoch and the user's mark
+    (`callers.py`) when it learnt it."""
+
+    who: Principal
+    scope: Scope
+    epoch: int
+    mark: int
+
+
+def _caller_may_have_changed(watcher: LogWatcher, held: _Held) -> bool:
+    """Whether the caller must be read again: its user's mark moved (tokens revoked, a role or username
+    changed, the watcher's LISTEN lost or made again), or no LISTEN holds now, so a revocation would
+    reach nobody."""
+    return not watcher.callers.listening or watcher.callers.mark(held.who.id) != held.mark
+
+
+async def _still_allowed(
+    request: Request, req: protocol.ShapeRequest, handle: str, db: Database, token: str, held: _Held,
+    read_again: bool,
+) -> Response | None:
+    """Checked after a held request has read changes and before it sends them: None while its handle still
+    names what its caller may see (`held` then has the caller as it is now), else the answer it ends with:
+    401 for a refused token, 409 with the new handle for a scope changed by a grant or a role, or a rebuilt
+    log (docs/shapes.md, "Live requests and tokens"). `read_again`: read the caller again, its scope
+    included; otherwise a moved epoch (grants, the log) reads the scope and the head again."""
+    watcher: LogWatcher | None = getattr(request.app.state, "watcher", None)
+    epoch = watcher.epoch if watcher is not None else 0  # before the reads: a change during them is not missed
+    if read_again:
+        found = await _lookup(request, db, token, cached=True)
+        if found is None:
+            return answers.unauthorized(REFUSED)
+        current = current_handle(req, found[1], found[2])
+        if not same_build(handle, current):
+            return answers.must_refetch(current)
+        held.who, held.scope, held.mark = found[0], found[1], found[3]
+    elif epoch != held.epoch and (new_handle := await _new_handle(req, handle, db, held.who)) is not None:
+        return answers.must_refetch(new_handle)
+    held.epoch = epoch
+    return None
+
+
 async def _read_after(
     watcher: LogWatcher | None, db: Database, scope: Scope, after: tuple[int, int], build: Build
 ) -> tuple[list[LogChange], tuple[int, int], bool]:
@@ -414,26 +458,22 @@ async def _changes(
     """Catch-up and long polls. An answer that would say up-to-date is a 503 while no reader follows
     the slot; a held request is woken, and looks again, when grants change, the log is rebuilt (409),
     the reader stops following (503), the server shuts down (503: the client comes back) or its user's
-    tokens change (it reads its token again: 401 if it was revoked). `seen`: the watcher's epoch and the
-    user's mark when the caller was read."""
+    tokens change (it reads its token again: 401 if it was revoked, 409 if its scope changed). `seen`: the
+    watcher's epoch and the user's mark when the caller was read."""
     watcher: LogWatcher | None = getattr(request.app.state, "watcher", None)
     after = req.position
     deadline = time.monotonic() + protocol.LIVE_HOLD_S
-    epoch, mark = seen
+    held = _Held(who, scope, *seen)
     while True:
-        if req.live and watcher is not None and watcher.callers.mark(who.id) != mark:
-            if (found := await _lookup(request, db, token, cached=True)) is None:
-                return answers.unauthorized(REFUSED)
-            mark = found[3]
-        if watcher is not None and epoch != watcher.epoch:
-            epoch = watcher.epoch
-            if (new_handle := await _new_handle(req, handle, db, who)) is not None:
-                return answers.must_refetch(new_handle)
         try:
-            changes, reached, at_head = await _read_after(watcher, db, scope, after, build)
+            changes, reached, at_head = await _read_after(watcher, db, held.scope, after, build)
         except _Trimmed:
-            return answers.must_refetch(await _new_handle(req, "", db, who) or handle)
-        messages = await _messages(req, scope, db, changes)
+            return answers.must_refetch(await _new_handle(req, "", db, held.who) or handle)
+        # Without a watcher a long poll is never held: the caller it read at first is as fresh as any.
+        read_again = req.live and watcher is not None and _caller_may_have_changed(watcher, held)
+        if (ended := await _still_allowed(request, req, handle, db, token, held, read_again)) is not None:
+            return ended
+        messages = await _messages(req, held.scope, db, changes)
         remaining = deadline - time.monotonic()
         if at_head and _not_ready(request) is not None:
             if (reason := await _still_not_ready(request)) is None:
@@ -450,7 +490,7 @@ async def _changes(
             return answers.respond(request, req, handle, messages, position, up_to_date=at_head)
         after = max(after, reached)  # nothing for this client yet: skip what others changed
         # Woken for anything that concerns it.
-        await watcher.wait(remaining, after, epoch, scope.user_ids, (who.id, mark))
+        await watcher.wait(remaining, after, held.epoch, held.scope.user_ids, (held.who.id, held.mark))
 
 
 def _sse(
@@ -467,22 +507,20 @@ def _sse(
 
     async def events() -> AsyncIterator[bytes]:
         after = req.position
-        epoch, mark = seen
+        held = _Held(who, scope, *seen)
         started = quiet_since = time.monotonic()
         while True:
-            if watcher is not None and watcher.callers.mark(who.id) != mark:
-                if (found := await _lookup(request, db, token, cached=True)) is None:
-                    return
-                mark = found[3]
-            if watcher is not None and (watcher.closing or epoch != watcher.epoch):
-                epoch = watcher.epoch
-                if watcher.closing or await _new_handle(req, handle, db, who) is not None:
-                    return
+            if watcher is not None and watcher.closing:
+                return
             try:
-                changes, reached, at_head = await _read_after(watcher, db, scope, after, build)
+                changes, reached, at_head = await _read_after(watcher, db, held.scope, after, build)
             except _Trimmed:
                 return
-            messages = await _messages(req, scope, db, changes)
+            # Without a watcher nothing says when the caller changes: it is read again at each poll.
+            read_again = watcher is None or _caller_may_have_changed(watcher, held)
+            if await _still_allowed(request, req, handle, db, token, held, read_again) is not None:
+                return
+            messages = await _messages(req, held.scope, db, changes)
             after = max(after, reached)
             if at_head and _not_ready(request) is not None:
                 return  # the client asks again from its last up-to-date, and gets the 503
@@ -503,7 +541,7 @@ def _sse(
             if watcher is None:
                 await asyncio.sleep(min(timeout, 1.0))
             else:
-                await watcher.wait(timeout, after, epoch, scope.user_ids, (who.id, mark))
+                await watcher.wait(timeout, after, held.epoch, held.scope.user_ids, (held.who.id, held.mark))
 
     headers = {
         "electric-handle": handle,
