@@ -58,19 +58,28 @@ def forget_token(home: Path) -> None:
     credentials_path(home).unlink(missing_ok=True)
 
 
-def bind_home(conn: sqlite3.Connection, server: str, username: str, role: str) -> None:
-    """The first login adopts what was logged before it; another user's login on this home is refused.
-    The role is kept in the store, so a coach's home refuses writes without reading the credentials."""
+def bind_home(conn: sqlite3.Connection, server: str, username: str, role: str, account_id: str | None = None) -> None:
+    """The first login adopts what was logged before it; another user's login on this home is refused,
+    and so is a new account's that was given the name of the one whose data the home holds (`account_id`,
+    the server's id of the account: None from a server that does not give it). The role is kept in the
+    store, so a coach's home refuses writes without reading the credentials."""
     bound_user = read_meta(conn, meta.ACCOUNT_USERNAME)
     bound_server = read_meta(conn, meta.ACCOUNT_SERVER)
     if bound_user is None:
         write_meta(conn, meta.ACCOUNT_USERNAME, username)
         write_meta(conn, meta.ACCOUNT_SERVER, server)
-        write_meta(conn, meta.ACCOUNT_ROLE, role)
-        return
-    if bound_user != username or bound_server != server:
+    elif bound_user != username or bound_server != server:
         raise AccountError(
             f"username: this home holds the data of {bound_user} on {bound_server}; "
             f"use another --home (or PULSE_HOME) to sign in as {username}"
         )
+    bound_id = read_meta(conn, meta.ACCOUNT_ID)
+    if account_id is not None and bound_id is not None and bound_id != account_id:
+        raise AccountError(
+            f"username: this home holds the data of an earlier account named {username} on {server}, removed"
+            f" from it since (account {bound_id}, now {account_id}); use another --home (or PULSE_HOME) to sign"
+            f" in as the new {username}"
+        )
+    if account_id is not None:
+        write_meta(conn, meta.ACCOUNT_ID, account_id)
     write_meta(conn, meta.ACCOUNT_ROLE, role)

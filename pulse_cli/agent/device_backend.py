@@ -98,6 +98,13 @@ class SqliteDeviceBackend:
         finally:
             conn.close()
 
+    def account_id(self) -> str | None:
+        conn = self._connect()
+        try:
+            return read_meta(conn, meta.ACCOUNT_ID)
+        finally:
+            conn.close()
+
     def now_ms(self) -> int:
         """This device's clock corrected by the offset it learned from its sync server: the time the
         pages it serves take as the server's (their offset then matches the device's own)."""

@@ -37,7 +37,7 @@ def login(
     url = server.strip().rstrip("/")
     with device.conn:
         device.conn.execute("BEGIN IMMEDIATE")
-        bind_home(device.conn, url, username, me["role"])
+        bind_home(device.conn, url, username, me["role"], me["account"] if isinstance(me.get("account"), str) else None)
         if isinstance(me.get("server_time_ms"), int):  # from now on stamps and "today" use the server's time
             clock.learn_offset(device.conn, me["server_time_ms"], sent_at, received_at)
     save_account(device.home, Account(url, username, me["role"], token["access_token"], token["expires_at"]))

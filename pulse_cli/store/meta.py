@@ -14,6 +14,7 @@ CLOCK_OFFSET_MS = "clock_offset_ms"  # how far the server's clock is ahead of th
 ACCOUNT_USERNAME = "account_username"
 ACCOUNT_SERVER = "account_server"
 ACCOUNT_ROLE = "account_role"  # athlete | coach: a coach's home refuses writes
+ACCOUNT_ID = "account_id"  # the server's id of the account (`/v1/me`): a name reused later is another account
 OWNER_USER_ID = "owner_user_id"  # the server's id of this device's user, learned from the shape
 # Sync state
 LAST_SYNC = "last_sync"  # when the last round ended (ISO, UTC)

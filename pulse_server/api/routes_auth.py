@@ -33,4 +33,5 @@ def issue_token(body: TokenRequest, request: Request, db: DbDep, settings: Setti
 
 @router.get("/me", response_model=Me)
 def me(user: CurrentUser, clock: ClockDep) -> Me:
-    return Me(username=user.username, role="coach" if user.is_coach else "athlete", server_time_ms=clock())
+    return Me(username=user.username, role="coach" if user.is_coach else "athlete", server_time_ms=clock(),
+              account=str(user.id))

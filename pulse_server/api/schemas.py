@@ -28,6 +28,9 @@ class Me(BaseModel):
     username: str
     role: Literal["athlete", "coach"]
     server_time_ms: int | None = Field(default=None, description="The server's clock: devices learn their offset")
+    account: str | None = Field(default=None, description=(
+        "The account's id, never given to another: a device keeps it with the account's data, so that a name"
+        " removed and given to someone else later is not taken for the account that held it"))
 
 
 # A number (or its text) for pulse_core to check, so that 1.5 steps is a 422 not_an_integer as in a push.

@@ -72,7 +72,7 @@ def create_device_app(backend: DeviceBackend, throttle: LoginThrottle | None = N
     @app.get("/v1/me", response_model=Me, tags=["auth"])
     def me(_: SignedIn) -> Me:
         return Me(username=backend.username, role="coach" if backend.role == "coach" else "athlete",
-                  server_time_ms=backend.now_ms())
+                  server_time_ms=backend.now_ms(), account=backend.account_id())
 
     @app.get("/", include_in_schema=False)
     def root() -> RedirectResponse:

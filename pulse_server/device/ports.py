@@ -40,6 +40,9 @@ class DeviceBackend(Protocol):
     def now_ms(self) -> int:
         """The device's clock as its sync server's (corrected by the offset it learned)."""
 
+    def account_id(self) -> str | None:
+        """The sync server's id of the device's account (as its `/v1/me` gives it), None if not known."""
+
     def sign_in(self, username: str, password: str) -> Signed | None:
         """A token for the device's own user, or None for a wrong username or password. Raises
         pulse_server.errors.ApiError when the password cannot be checked now (503)."""

@@ -32,6 +32,9 @@ from calendar_days import day
 from playwright.sync_api import BrowserContext, Page, expect
 from sync_support import wait_for
 
+from pulse_server.accounts import add_user, find_user, remove_user
+from pulse_server.db.database import Database
+
 REFUSED_WRITE = """(date) => window.pulse.engine.write(date, 'set', { note: 'typed in a stopped tab' })
   .then(() => 'written', (error) => error.name)"""
 
@@ -317,3 +320,36 @@ def test_the_database_of_earlier_versions_moves_to_its_account_with_its_pending_
     log_day(page, day(0), steps="4321")
     wait_for(lambda: target.stored(day(0)), 20, "the next change on the server")
     assert applied(pg, target.username) == [(target.username, client, 1), (target.username, client, 2)]
+
+
+def test_a_name_removed_and_given_to_someone_else_gets_nothing_of_the_account_that_held_it(
+    page: Page, target: Target, db: Database, pg: PG
+) -> None:
+    # ana uses the app on a shared tablet; the operator removes her account and later gives the name to
+    # another person, who signs in on the same tablet. Its database is named after the username.
+    synced, unsynced = f"old ana synced {secrets.token_hex(4)}", f"old ana unsynced {secrets.token_hex(4)}"
+    sign_in(page, target)
+    log_day(page, day(-1), note=synced)
+    wait_for(lambda: target.stored(day(-1)), 20, "the first holder's day on the server")
+    wait_pill(page, "Online · synced")
+    with db.session() as session:
+        old = find_user(session, target.username)
+    assert old is not None and old.id is not None
+    with pg.transaction():
+        remove_user(pg, old.id, target.username, int(time.time() * 1000))
+    with db.session() as session:
+        new = add_user(session, target.username, target.password, False)
+    log_day(page, day(0), note=unsynced)  # the first holder's token is refused now: it stays queued
+    wait_pill(page, "Sign in again to sync")
+
+    page.get_by_role("link", name="Sync").click()
+    page.get_by_role("link", name="Sign in again").click()
+    page.get_by_label("Password").fill(target.password)
+    page.get_by_role("button", name="Sign in").click()
+    wait_pill(page, "Online · synced")
+    assert outbox(page) == []
+    text = screens_text(page, target.app_url)
+    assert synced not in text and unsynced not in text
+    assert where(everything_stored(page), "old ana") == set()
+    assert pg.execute("SELECT count(*) FROM entries WHERE user_id = %s", (new.id,)).fetchone() == (0,)
+    assert applied(pg, target.username) == []

@@ -20,6 +20,7 @@ import psycopg
 import pytest
 from fault_proxy import HttpFaultProxy
 from sync_support import (
+    PASSWORD,
     PULSE_SERVER,
     Device,
     PulseServer,
@@ -29,6 +30,9 @@ from sync_support import (
     day,
     server_entries,
 )
+
+from pulse_server.accounts import add_user, remove_user
+from pulse_server.db.database import Database
 
 pytestmark = pytest.mark.e2e
 
@@ -208,6 +212,29 @@ def test_a_home_with_one_users_data_refuses_another_users_login(
 
     assert a.login(ana).returncode == 0, "its own user may come back"
     assert [e["steps"] for e in a.history(day(-1), day(-1))] == [1234]
+
+
+def test_a_home_of_a_removed_account_refuses_the_login_of_whoever_is_given_its_name_later(
+    make_device: Callable[..., Device], make_user: Callable[..., User], db: Database, database_url: str,
+) -> None:
+    ana = make_user("ana")
+    a = make_device("A")
+    assert a.login(ana).returncode == 0
+    a.log(day(-1), note="the first ana's")
+    a.synced()
+    a.log(day(0), note="the first ana's, not synced")
+    with psycopg.connect(database_url) as conn:  # the operator removes the account...
+        remove_user(conn, ana.id, ana.username, int(time.time() * 1000))
+    with db.session() as session:  # ...and later gives its name to someone else
+        new = add_user(session, ana.username, PASSWORD, False)
+
+    done = a.login(User(int(new.id or 0), ana.username))
+    assert done.returncode == 1
+    assert f"this home holds the data of an earlier account named {ana.username}" in done.stderr
+    assert "use another --home" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    assert a.run("sync").returncode != 0  # the first ana's token is refused, and no other was kept
+    with psycopg.connect(database_url) as conn:
+        assert conn.execute("SELECT count(*) FROM entries WHERE user_id = %s", (new.id,)).fetchone() == (0,)
 
 
 def test_with_nothing_queued_sync_also_answers_offline_within_seconds(

@@ -522,7 +522,8 @@ export class Engine extends EventTarget {
     if (!me.ok) throw new Error(who?.error?.message || 'sign-in failed');
     if (typeof who?.username !== 'string') throw new NotAnAnswer('sign-in', me);
     if (who.role !== 'athlete') throw new Error(`${who.username} is a coach account: the app logs an athlete's own days`);
-    return { token, username: who.username, role: who.role, clock: [who.server_time_ms, sentAt, receivedAt] };
+    return { token, username: who.username, role: who.role, clock: [who.server_time_ms, sentAt, receivedAt],
+      account: typeof who.account === 'string' ? who.account : null };
   }
 
   /**
@@ -559,9 +560,12 @@ export class Engine extends EventTarget {
         this.store = null;
         await this.useAccount(auth.username);
       }
+      const held = await this.store.getMeta('account');
+      if (auth.account && held && held !== auth.account) await this.forgetEarlierAccount(auth.username);
       await this.store.transact(['meta'], 'readwrite', async (s) => {
         await s.meta.put(auth.token, 'token');
         await s.meta.put(auth.role, 'role');
+        if (auth.account) await s.meta.put(auth.account, 'account');
         if (auth.clock) await learnClock(s, ...auth.clock);
       });
       this.token = auth.token;
@@ -572,6 +576,20 @@ export class Engine extends EventTarget {
       await this.refresh();
       this.resume();
     });
+  }
+
+  /**
+   * The database of this name holds an earlier account's data: that account was removed from the server
+   * and its name given to someone else, who is signing in. Nothing of it may reach them, nor be pushed
+   * under their token: it is deleted (the server has nowhere to put it), and the new account starts empty.
+   */
+  async forgetEarlierAccount(username) {
+    const name = this.store.name;
+    this.store.close();
+    this.store = null;
+    await deleteDatabase(name);
+    await this.device.transact(['kept'], 'readwrite', (s) => s.kept.delete(username));
+    await this.useAccount(username);
   }
 
   /** Sign this tab's account out of the device: its changes kept for it if `keep`, else everything. */
