@@ -161,11 +161,12 @@ def prune_results(conn: psycopg.Connection[Any], retention: Retention, stop: thr
             DELETE FROM applied_mutations WHERE ctid = ANY(ARRAY(
                 SELECT ctid FROM applied_mutations
                  WHERE applied_at < now() - make_interval(secs => %(window_s)s) LIMIT %(batch)s))
-            RETURNING user_id, client_id, seq
+            RETURNING user_id, client_id, seq, applied_at
         ), folded AS (
-            INSERT INTO client_high_water AS h (user_id, client_id, seq, updated_at)
-            SELECT user_id, client_id, max(seq), now() FROM gone GROUP BY user_id, client_id
-            ON CONFLICT (user_id, client_id) DO UPDATE SET seq = greatest(h.seq, excluded.seq), updated_at = now()
+            INSERT INTO client_high_water AS h (user_id, client_id, seq, pruned_before, updated_at)
+            SELECT user_id, client_id, max(seq), max(applied_at), now() FROM gone GROUP BY user_id, client_id
+            ON CONFLICT (user_id, client_id) DO UPDATE SET seq = greatest(h.seq, excluded.seq),
+                pruned_before = greatest(h.pruned_before, excluded.pruned_before), updated_at = now()
             RETURNING 1
         )
         SELECT (SELECT count(*) FROM gone), (SELECT count(*) FROM folded)

@@ -39,6 +39,7 @@ from sync.wire import (
     parse_mutation,
     refusal,
     replay,
+    stamped_after,
     storable,
 )
 
@@ -70,7 +71,8 @@ _READ_FOR_PUSH = (
     "  FROM me JOIN applied_mutations a ON NOT me.is_coach AND a.user_id = me.id AND a.client_id = %(client)s"
     "  AND a.seq = ANY(%(seqs)s::bigint[]) AND a.seq BETWEEN %(low)s::bigint AND %(high)s::bigint"
     " UNION ALL SELECT 3, (SELECT max(a.seq) FROM applied_mutations a WHERE a.user_id = me.id"
-    "  AND a.client_id = %(client)s), NULL, NULL, NULL, h.seq::text, " + _NO_ENTRY +
+    "  AND a.client_id = %(client)s), (extract(epoch FROM h.pruned_before) * 1000)::bigint::text, NULL, NULL,"
+    "  h.seq::text, " + _NO_ENTRY +
     "  FROM me LEFT JOIN client_high_water h ON h.user_id = me.id AND h.client_id = %(client)s WHERE NOT me.is_coach"
 )
 # The seqs and days are looked up between their lowest and highest too: that bound is an index range
@@ -82,8 +84,9 @@ _READ_EARLIER = (
     " WHERE user_id = %(user)s AND client_id = %(client)s AND seq = ANY(%(seqs)s::bigint[])"
     " AND seq BETWEEN %(low)s::bigint AND %(high)s::bigint"
     " UNION ALL SELECT -1, jsonb_build_object('max', (SELECT max(seq) FROM applied_mutations"
-    "  WHERE user_id = %(user)s AND client_id = %(client)s), 'pruned', (SELECT seq FROM client_high_water"
-    "  WHERE user_id = %(user)s AND client_id = %(client)s)), NULL"
+    "  WHERE user_id = %(user)s AND client_id = %(client)s), 'pruned', h.seq, 'pruned_before_ms',"
+    "  (extract(epoch FROM h.pruned_before) * 1000)::bigint), NULL"
+    "  FROM (SELECT 1) AS one LEFT JOIN client_high_water h ON h.user_id = %(user)s AND h.client_id = %(client)s"
 )
 
 
@@ -94,10 +97,16 @@ class Recorded:
     results: dict[int, tuple[MutationResult, str | None]] = field(default_factory=dict)  # seq -> result, digest
     newest: int | None = None  # the highest seq with a result
     pruned: int | None = None  # the highest seq whose result was pruned (client_high_water)
+    # When the newest of the pruned results had been applied (ms; None: not known, marks folded before
+    # migration 0017): a mutation stamped after it is not among them (sync.wire.stamped_after)
+    pruned_before_ms: int | None = None
 
-    def replay(self, seq: int, digest: str, client_id: str) -> MutationResult | None:
+    def replay(self, seq: int, digest: str, client_id: str, raw: Mapping[str, Any]) -> MutationResult | None:
         """The answer to a (client, seq) already recorded (sync.wire.replay), or None."""
-        return replay(seq, digest, client_id, self.results.get(seq), self.pruned)
+        recorded = self.results.get(seq)
+        recent = (recorded is None and self.pruned is not None and seq <= self.pruned
+                  and stamped_after(raw, self.pruned_before_ms))
+        return replay(seq, digest, client_id, recorded, self.pruned, recent)
 
     @property
     def high_water(self) -> int | None:
@@ -110,6 +119,7 @@ class Recorded:
         for seq, result, digest in rows:
             if seq == -1:
                 recorded.newest, recorded.pruned = result.get("max"), result.get("pruned")
+                recorded.pruned_before_ms = result.get("pruned_before_ms")
             else:
                 recorded.results[int(seq)] = (result, digest)
         return recorded
@@ -224,7 +234,7 @@ class Reconciler:
         for item, outcome in zip(raw, parsed, strict=True):
             seq = int(item["seq"])  # the request schema requires an integer seq
             digest = mutation_digest(item)
-            again = earlier.replay(seq, digest, client_id)
+            again = earlier.replay(seq, digest, client_id, item)
             if again is not None:
                 merged.results.append(again)
                 continue
@@ -288,6 +298,7 @@ class Reconciler:
                 seen[entry.date] = row[5]
             elif row[0] == 3:
                 earlier.newest, earlier.pruned = row[1], None if row[5] is None else int(row[5])
+                earlier.pruned_before_ms = None if row[2] is None else int(row[2])
         merged = self._merge_batch(user.id, client_id, raw, parsed, earlier, entries, self._arrival(server_ms),
                                    known)
         if not merged.fresh:  # nothing to write (replays, clashes): no transaction, no txid
@@ -365,7 +376,7 @@ class Reconciler:
     ) -> MutationResult:
         seq = item.get("seq")
         digest = mutation_digest(item)
-        again = earlier.replay(int(item["seq"]), digest, client_id)
+        again = earlier.replay(int(item["seq"]), digest, client_id, item)
         if again is not None:
             return again
         try:

@@ -327,20 +327,40 @@ def duplicate(seq: Any, original: MutationResult | None) -> MutationResult:
 
 def replay(
     seq: int, digest: str, client_id: str, recorded: tuple[MutationResult, str | None] | None,
-    pruned_up_to: int | None,
+    pruned_up_to: int | None, made_recently: bool = False,
 ) -> MutationResult | None:
     """The answer to a (client, seq) the receiver already holds: `recorded` is its result and digest (None:
     none kept); `pruned_up_to`, the highest seq whose result was pruned. A duplicate (the original result),
     a clash when the content differs (another store with the same client id), a duplicate whose result was
-    pruned; None for a mutation not seen before."""
+    pruned; None for a mutation not seen before. `made_recently` (`stamped_after`): the mutation was made
+    after every result pruned of its client had been applied, so none of them is its own: at or below the
+    pruned mark, its seq was used by another store (a copy of the home, pushing its own edits under seqs
+    the original pushed long ago), a clash and not a duplicate to be taken for applied."""
     if recorded is not None:
         original, recorded_digest = recorded
         if recorded_digest is not None and recorded_digest != digest:
             return clash(seq, client_id)
         return duplicate(seq, original)
     if pruned_up_to is not None and seq <= pruned_up_to:
-        return duplicate(seq, None)
+        return clash(seq, client_id) if made_recently else duplicate(seq, None)
     return None
+
+
+# A device stamps by the server's time (its learned offset), give or take its clock's drift since, and a
+# stamp may run up to the skew limit ahead: a mutation counts as made after a moment only this far past it.
+RECENT_MARGIN_MS = 86_400_000
+
+
+def stamped_after(raw: Mapping[str, Any], moment_ms: int | None) -> bool:
+    """Whether a mutation (as sent) was stamped more than `RECENT_MARGIN_MS` after `moment_ms` (None: not
+    known, never)."""
+    if moment_ms is None or not isinstance(hlc := raw.get("hlc"), str):
+        return False
+    try:
+        stamp = Stamp.parse(hlc)
+    except StampError:
+        return False
+    return stamp.ms > moment_ms + RECENT_MARGIN_MS
 
 
 def clash(seq: Any, client_id: str) -> MutationResult:

@@ -23,7 +23,16 @@ from pulse_core.errors import ValidationError
 from sync.erasure import Erasure, refusal, refusing
 from sync.hlc import SKEW_LIMIT_MS, Stamp
 from sync.merge import apply_mutation
-from sync.wire import Arrival, Mutation, MutationResult, mutation_digest, parse_mutation, rejection, replay
+from sync.wire import (
+    Arrival,
+    Mutation,
+    MutationResult,
+    mutation_digest,
+    parse_mutation,
+    rejection,
+    replay,
+    stamped_after,
+)
 
 
 def high_water(conn: sqlite3.Connection, client_id: str) -> int | None:
@@ -115,8 +124,11 @@ def _relay_one(
         prior = conn.execute("SELECT result, digest FROM relayed WHERE client_id = ? AND seq = ?",
                              (client_id, seq)).fetchone()
         # A replay, or another browser profile with this id (a clash); a result past its window is pruned
-        # (`prune`), and a replay of it is a duplicate, as on the server.
-        again = replay(seq, digest, client_id, None if prior is None else (json.loads(prior[0]), prior[1]), pruned)
+        # (`prune`), and a replay of it is a duplicate, as on the server, unless it was made after every
+        # pruned result (each was made before the window began): then another profile uses this id.
+        recent = stamped_after(raw, arrival.server_ms - int(KEEP_ACKED.total_seconds() * 1000))
+        again = replay(seq, digest, client_id, None if prior is None else (json.loads(prior[0]), prior[1]), pruned,
+                       prior is None and recent)
         if again is not None:
             return again
     result: MutationResult

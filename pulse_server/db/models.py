@@ -119,6 +119,8 @@ class ClientHighWater(SQLModel, table=True):
     user_id: int = Field(sa_column=Column(BigInteger, ForeignKey("users.id", ondelete="CASCADE"), primary_key=True))
     client_id: str = Field(sa_column=Column(Text, primary_key=True))
     seq: int = Field(sa_column=Column(BigInteger, nullable=False))
+    # When the newest of the pruned results had been applied (NULL: folded before migration 0017)
+    pruned_before: dt.datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
     updated_at: dt.datetime = Field(default_factory=_utcnow)
 
 

@@ -126,8 +126,9 @@ def test_a_browsers_relayed_results_go_after_their_window_and_a_replay_of_one_is
     def relay(*mutations: dict[str, Any]) -> list[dict[str, Any]]:
         return relay_batch(SqliteUnitOfWork(conn, lambda: NOW_MS), "tab1", list(mutations), NOW_MS, TODAY)
 
+    made = NOW_MS - 31 * 86_400_000  # relayed then, as their results' age below says
     mutations = [{"seq": seq, "date": f"2026-11-{seq:02d}", "op": "set", "fields": {"steps": seq}, "base": {},
-                  "hlc": f"{NOW_MS - 100 + seq:016d}:00000:tab1"} for seq in (1, 2, 3, 4)]
+                  "hlc": f"{made - 100 + seq:016d}:00000:tab1"} for seq in (1, 2, 3, 4)]
     assert [r["status"] for r in relay(*mutations)] == ["applied"] * 4
     conn.execute("UPDATE outbox SET status = 'applied' WHERE client_seq IN (1, 4)")
     conn.execute("UPDATE outbox SET status = 'rejected' WHERE client_seq = 2")  # seq 3: still pending

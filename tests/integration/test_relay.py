@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from pulse_cli.agent.outbox import pending
-from pulse_cli.agent.relay import relay_batch
+from pulse_cli.agent.relay import prune, relay_batch
 from pulse_cli.agent.replica import rebuild_view
 from pulse_cli.store.connection import open_store, read_meta
 from pulse_cli.store.uow import SqliteUnitOfWork
@@ -94,6 +94,23 @@ def test_a_browser_far_ahead_keeps_the_order_of_its_edits_once_clamped(conn: sql
     assert results[0]["hlc"] == stamp(NOW_MS) < results[1]["hlc"] <= f"{NOW_MS + 60_000:016d}"
     assert conn.execute("SELECT steps FROM entries WHERE date = '2025-11-26'").fetchone()[0] == 10000
     assert [row.wire()["hlc"] for row in pending(conn, 10)] == [r["hlc"] for r in results]  # as queued upstream
+
+
+def test_a_copied_browser_profile_reusing_pruned_seqs_is_a_clash_and_a_replay_still_a_duplicate(
+    conn: sqlite3.Connection,
+) -> None:
+    made = NOW_MS - 40 * 86_400_000  # forty days ago: relayed then, results pruned since
+    old = [{"seq": n, "date": f"2025-10-{10 + n}", "op": "set", "fields": {"steps": n}, "base": {},
+            "hlc": stamp(made + n)} for n in (1, 2, 3)]
+    assert [r["status"] for r in relay(conn, *old)] == ["applied"] * 3
+    conn.execute("UPDATE outbox SET status = 'applied'")  # the device pushed them on
+    conn.execute("BEGIN IMMEDIATE")
+    assert prune(conn, dt.datetime.now(dt.UTC) + dt.timedelta(days=31)) == 2  # seqs 1 and 2; 3, the newest, kept
+    conn.execute("COMMIT")
+    copy = {"seq": 2, "date": "2025-11-20", "op": "set", "fields": {"note": "made on the copy"}, "base": {},
+            "hlc": stamp(NOW_MS)}
+    assert [r["status"] for r in relay(conn, copy, old[0])] == ["clash", "duplicate"]
+    assert conn.execute("SELECT count(*) FROM entries WHERE date = '2025-11-20'").fetchone() == (0,)
 
 
 def test_a_rebuild_that_changes_nothing_adds_nothing_to_the_shape_log(conn: sqlite3.Connection) -> None:

@@ -74,9 +74,9 @@ def maintained(url: str, *args: str) -> dict[str, Any]:
     return figures
 
 
-def mutations_for(client: str, seqs: range, month: str) -> list[dict[str, Any]]:
-    """One mutation per seq, each to its own day of the month (`month` is YYYY-MM)."""
-    ms = now_ms()
+def mutations_for(client: str, seqs: range, month: str, days_ago: int = 0) -> list[dict[str, Any]]:
+    """One mutation per seq, each to its own day of the month (`month` is YYYY-MM), made `days_ago`."""
+    ms = now_ms() - days_ago * 86_400_000
     return [set_mutation(seq, f"{month}-{seq:02d}", {"steps": 1000 + seq}, stamp(ms, seq, client)) for seq in seqs]
 
 
@@ -130,7 +130,7 @@ def test_results_past_their_window_become_a_high_water_mark_and_newer_ones_stay(
 def test_a_replay_at_or_below_the_high_water_mark_whose_result_was_pruned_is_a_duplicate(setup: Setup) -> None:
     """Depends on the push side (pulse_server/push.py): a seq at or below client_high_water.seq with no
     recorded result is answered `duplicate` and never applied again."""
-    sent = mutations_for("tablet", range(1, 4), "2026-07")
+    sent = mutations_for("tablet", range(1, 4), "2026-07", days_ago=31)  # made, pushed, then aged, as in life
     first = send(setup, "tablet", sent)
     assert [r["status"] for r in first] == ["applied", "applied", "applied"]
     before = setup.pg.execute("SELECT steps, steps_hlc, xmin::text FROM entries WHERE user_id = %s"
@@ -144,6 +144,32 @@ def test_a_replay_at_or_below_the_high_water_mark_whose_result_was_pruned_is_a_d
                              " AND date = '2026-07-02'", (setup.user_id,)).fetchone()
     assert after == before  # not applied again: the row was not even rewritten
     assert recorded_seqs(setup, "tablet") == []
+
+
+def test_a_copy_of_a_store_reusing_seqs_whose_results_were_pruned_is_told_of_the_clash(setup: Setup) -> None:
+    """A home copied (or restored from a backup) pushes its own new edits under seqs the original pushed
+    long ago, whose results were pruned since: they are not replays (each was made after every pruned
+    result had been applied), and answered `clash`, never `duplicate` (which the device takes for
+    applied: its edits were lost in silence)."""
+    original = mutations_for("laptop", range(1, 3), "2026-08", days_ago=40)
+    assert [r["status"] for r in send(setup, "laptop", original)] == ["applied", "applied"]
+    age_results(setup, "laptop", range(1, 3), 40)
+    assert maintained(setup.url)["results_pruned"] == 2
+    pruned_before = setup.pg.execute(
+        "SELECT now() - pruned_before FROM client_high_water WHERE user_id = %s AND client_id = 'laptop'",
+        (setup.user_id,)).fetchone()
+    assert pruned_before is not None and 39 <= pruned_before[0].days <= 40  # the newest pruned result's time
+
+    ms = now_ms()
+    copy = [set_mutation(2, "2026-08-20", {"note": "made on the copy"}, stamp(ms, 0, "laptop")),
+            set_mutation(3, "2026-08-21", {"note": "made on the copy too"}, stamp(ms, 1, "laptop"))]
+    results = send(setup, "laptop", copy)
+    assert [r["status"] for r in results] == ["clash", "applied"], results
+    assert results[0]["error"]["code"] == "client_id_reused"
+    # The original's own replay, stamped when it was made, is still a duplicate.
+    assert [r["status"] for r in send(setup, "laptop", original[:1])] == ["duplicate"]
+    assert setup.pg.execute("SELECT count(*) FROM entries WHERE user_id = %s AND date = '2026-08-20'",
+                            (setup.user_id,)).fetchone() == (0,)
 
 
 def add_conflicts(setup: Setup, ages_days: list[int]) -> None:

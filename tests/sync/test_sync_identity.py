@@ -21,10 +21,12 @@ import httpx
 import psycopg
 import pytest
 from sync_support import (
+    PULSE_SERVER,
     Device,
     PulseServer,
     User,
     applied_mutations,
+    clean_env,
     day,
     server_entries,
     wait_for,
@@ -124,6 +126,40 @@ def test_two_copies_of_one_home_both_keep_every_edit(
     recorded = applied_mutations(pg, user.id)
     assert len(recorded) == 5 == len({(cid, seq) for cid, seq, _ in recorded})
     assert {(cid, seq) for cid, seq, _ in recorded} <= made
+
+
+def test_a_copy_that_pushes_after_the_originals_results_were_pruned_keeps_every_edit(
+    make_device: Callable[..., Device], make_user: Callable[..., User], token_for: Callable[[User], str],
+    server: PulseServer, pg: psycopg.Connection[Any], database_url: str,
+) -> None:
+    # The copy's seqs were pushed by the original long ago and their results pruned since: with nothing
+    # left to compare, the server answered the copy's new edits `duplicate`, and it took them for applied.
+    user = make_user()
+    c = make_device("C")
+    assert c.login(user).returncode == 0
+    c.log(day(-9), steps=900)
+    c.synced()
+    c2 = make_device("C2")
+    shutil.copytree(c.home, c2.home)
+    c.log(day(-8), note="from C")
+    c.log(day(-7), note="C again")
+    c.synced()
+    # Forty days on, the server's maintenance prunes those results (their seqs kept as a mark).
+    pg.execute("UPDATE applied_mutations SET applied_at = now() - interval '40 days' WHERE user_id = %s", (user.id,))
+    pruned = subprocess.run([str(PULSE_SERVER), "maintain", "--json"], capture_output=True, text=True, timeout=120,
+                            env=clean_env(PULSE_DATABASE_URL=database_url))
+    assert pruned.returncode == 0, pruned.stderr
+    assert pg.execute("SELECT seq FROM client_high_water WHERE user_id = %s", (user.id,)).fetchall() == [(3,)]
+
+    c2.log(day(-6), note="from C2")  # seq 2 on the copy
+    c2.log(day(-5), note="C2 again")  # seq 3
+    done = c2.synced()
+    assert "it now syncs as" in done.stdout, done.stdout
+    assert c2.client_id != c.client_id and set(c2.outbox_counts()) <= {"applied"}
+    wait_replicated(pg, user.id)
+    expected = {day(-9): (900, None), day(-8): (None, "from C"), day(-7): (None, "C again"),
+                day(-6): (None, "from C2"), day(-5): (None, "C2 again")}
+    assert days_of(server_entries(server.url, token_for(user), FIRST, LAST)) == expected
 
 
 # -- a server restored from a dump --------------------------------------------------------------------
