@@ -183,12 +183,7 @@ class Reconciler:
         seqs = [s for item in raw if isinstance(s := item.get("seq"), int)]
         earlier_rows = conn.execute(_READ_EARLIER, {"user": user_id, "client": client_id, **_seq_range(seqs)})
         dates = sorted({m.date for m in parsed if isinstance(m, Mutation)})
-        if dates:  # in date order, so two batches never wait for each other in a cycle
-            conn.execute(
-                "SELECT pg_advisory_xact_lock(hashtextextended('entry:' || %s::text || ':' || d::text, 0))"
-                " FROM unnest(%s::date[]) AS d ORDER BY d",
-                (user_id, dates),
-            )
+        _lock_days(conn, user_id, dates)
         entries = {e.date: e for e in repo.get_many(str(user_id), dates, lock=True)}
         earlier = Recorded.from_rows(earlier_rows.fetchall())
         known = known_for_push(conn, user_id, str(user_id), dates)
@@ -349,6 +344,9 @@ class Reconciler:
         earlier = Recorded.from_rows(conn.execute(_READ_EARLIER, {"user": user_id, "client": client_id,
                                                                    **_seq_range(seqs)}).fetchall())
         dates = sorted({m.date for m in _parse_batch(raw, client_id, today) if isinstance(m, Mutation)})
+        # Every day at once, before any conflict is audited: holding the conflicts lock (migration 0016)
+        # while waiting for a day could stall a push that holds the day behind a reader of the conflicts
+        _lock_days(conn, user_id, dates)
         known = known_for_push(conn, user_id, str(user_id), dates)
         merged = _Merged()
         arrival = self._arrival(server_ms)
@@ -381,6 +379,7 @@ class Reconciler:
             return again
         try:
             mutation = parse_mutation(item, client_id, today)
+            _checkstorable(mutation)  # as `_parse_batch` refuses it for the other paths
         except ValidationError as exc:
             result = refusal(seq, exc)
             if result["status"] == "held":
@@ -392,7 +391,8 @@ class Reconciler:
             try:
                 with conn.transaction():
                     result = self._merge(conn, repo, user_id, client_id, mutation, arrival, touched)
-            except (pg_errors.DataError, UnicodeEncodeError) as exc:  # NUL in text; a lone surrogate
+            except (pg_errors.DataError, UnicodeEncodeError) as exc:  # what Postgres refuses all the same
+                arrival.forget(mutation.seq)  # rolled back: its stamp does not hold a place in the push
                 diag = getattr(exc, "diag", None)
                 message = f"value not storable: {(diag and diag.message_primary) or storable(str(exc))}"
                 result = {"seq": seq, "status": "rejected", "error": {"code": "invalid_value", "message": message}}
@@ -508,6 +508,14 @@ _ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 def _audit_row(user_id: int, client_id: str, m: Mutation, c: Conflict, clamped: bool) -> tuple[Any, ...]:
     return (user_id, m.date, client_id, m.seq, c.field, Jsonb(c.kept), Jsonb(c.lost), c.kept_hlc, c.lost_hlc,
             c.rule, clamped)
+
+
+def _lock_days(conn: psycopg.Connection[Any], user_id: int, dates: list[dt.date]) -> None:
+    """The (user, day) locks of a batch's days, in date order, so two batches never wait for each other in
+    a cycle (the keys `_merge` takes one at a time)."""
+    if dates:
+        conn.execute("SELECT pg_advisory_xact_lock(hashtextextended('entry:' || %s::text || ':' || d::text, 0))"
+                     " FROM unnest(%s::date[]) AS d ORDER BY d", (user_id, dates))
 
 
 def _parse_batch(raw: Sequence[dict[str, Any]], client_id: str, today: dt.date) -> list[Mutation | MutationResult]:

@@ -266,20 +266,38 @@ class Arrival:
     def __init__(self, server_ms: int, limit_ms: int) -> None:
         self.server_ms = server_ms
         self.limit_ms = limit_ms
-        self._taken: list[tuple[int, Stamp]] = []  # (seq, stamp taken) of this push so far
+        self._taken: dict[int, Stamp] = {}  # seq -> the stamp taken, in this push so far
         self._renamed: dict[str, str] = {}
+        # While seqs come in increasing order (as devices send them), the latest stamp taken is the latest
+        # of the lower seqs: no scan
+        self._in_order = True
+        self._top_seq: int | None = None
+        self._latest: Stamp | None = None
 
     def take(self, seq: int, stamp: Stamp) -> tuple[Stamp, bool]:
         """The stamp a mutation is merged at, and whether it was clamped."""
         taken, clamped = clamp(stamp, self.server_ms, self.limit_ms)
+        in_order = self._in_order and (self._top_seq is None or seq > self._top_seq)
         if clamped:
-            before = max((s for q, s in self._taken if q < seq), default=None)
+            before = self._latest if in_order else max((s for q, s in self._taken.items() if q < seq), default=None)
             if before is not None and before >= taken:
                 taken = Stamp(before.ms, before.counter + 1, stamp.node) if before.counter < MAX_COUNTER \
                     else Stamp(before.ms + 1, 0, stamp.node)
             self._renamed[str(stamp)] = str(taken)
-        self._taken.append((seq, taken))
+        self._in_order = in_order
+        self._top_seq = seq if self._top_seq is None else max(self._top_seq, seq)
+        self._taken[seq] = taken
+        if self._latest is None or taken > self._latest:
+            self._latest = taken
         return taken, clamped
+
+    def forget(self, seq: int) -> None:
+        """A mutation taken, then not written after all (its savepoint rolled back): as if never taken."""
+        gone = self._taken.pop(seq, None)
+        if gone is not None:
+            self._renamed = {was: now for was, now in self._renamed.items() if now != str(gone)}
+            self._latest = max(self._taken.values(), default=None)
+            self._top_seq = max(self._taken, default=None)
 
     def base(self, base: Mapping[str, str | None]) -> Mapping[str, str | None]:
         """A mutation's base, with the stamps clamped earlier in this push as they were taken."""

@@ -153,8 +153,9 @@ def _relay_one(
 
 def _apply(uow: SqliteUnitOfWork, client_id: str, m: Mutation, arrival: Arrival) -> tuple[MutationResult, int]:
     entry = uow.entries.get(OWNER, m.date) or Entry(user=OWNER, date=m.date)
+    base = arrival.base(m.base)  # queued as merged here: a stamp clamped earlier in the batch as it was taken
     result, _conflicts, _clamped = apply_mutation(entry, m, arrival)
     uow.entries.save(entry)
     stamp = Stamp.parse(result["hlc"])
     uow.observe(stamp)
-    return result, uow.queue(OWNER, m.date, m.op, m.fields, m.base, str(stamp), m.source, client_id, m.seq)
+    return result, uow.queue(OWNER, m.date, m.op, m.fields, dict(base), str(stamp), m.source, client_id, m.seq)

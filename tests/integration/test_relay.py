@@ -93,7 +93,9 @@ def test_a_browser_far_ahead_keeps_the_order_of_its_edits_once_clamped(conn: sql
     assert [r["status"] for r in results] == ["applied", "applied"]
     assert results[0]["hlc"] == stamp(NOW_MS) < results[1]["hlc"] <= f"{NOW_MS + 60_000:016d}"
     assert conn.execute("SELECT steps FROM entries WHERE date = '2025-11-26'").fetchone()[0] == 10000
-    assert [row.wire()["hlc"] for row in pending(conn, 10)] == [r["hlc"] for r in results]  # as queued upstream
+    queued = [row.wire() for row in pending(conn, 10)]
+    assert [m["hlc"] for m in queued] == [r["hlc"] for r in results]  # as queued upstream
+    assert queued[1]["base"] == {"steps": results[0]["hlc"]}  # made on top of the first: not a conflict there
 
 
 def test_a_copied_browser_profile_reusing_pruned_seqs_is_a_clash_and_a_replay_still_a_duplicate(

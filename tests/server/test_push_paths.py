@@ -58,13 +58,20 @@ def batches() -> list[list[dict[str, Any]]]:
         delete_mutation(10, day(-2), at(NOW - 800), base={"steps": at(NOW - 900)}),
         set_mutation(11, day(-4), {"steps": 2}, at(NOW - 950), base={"steps": None}),  # by hand, over the import
     ]
-    return [first, second]
+    ahead = NOW + 3_600_000  # a device an hour fast, each edit made on top of the one before
+    third = [
+        set_mutation(12, day(-5), {"steps": 5}, at(ahead)),
+        set_mutation(13, day(-5), {"steps": 6}, at(ahead + 10), base={"steps": at(ahead)}),
+        delete_mutation(14, day(-5), at(ahead + 20), base={"steps": at(ahead + 10)}),
+    ]
+    return [first, second, third]
 
 
 # The statuses, worked out from the rules (docs/push-protocol.md), not read from the code.
 EXPECTED = [
     ["applied", "conflict", "applied", "rejected", "applied", "applied", "duplicate", "rejected", "applied"],
     ["duplicate", "duplicate", "clash", "applied", "applied", "conflict"],
+    ["applied", "applied", "applied"],  # clamped, in the order made: neither a replay nor a conflict
 ]
 
 
@@ -133,6 +140,7 @@ def test_every_path_gives_every_result_alike(
     assert first[5]["hlc"] == stamp(NOW, 0, CLIENT) and first[5]["clamped_from"] == at(NOW + 3_600_000)
     assert first[3]["error"]["code"] == "out_of_range" and first[3]["error"]["field"] == "sleep_hours"
     assert first[7]["error"]["code"] == "invalid_hlc"
+    assert [r["hlc"] for r in answers["unlocked"]] == [stamp(NOW, n, CLIENT) for n in range(3)]  # the third
 
 
 def answers_of(paths: dict[str, Path_], raw: list[dict[str, Any]]) -> list[MutationResult]:
