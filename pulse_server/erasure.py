@@ -87,10 +87,11 @@ def _erase_results(conn: psycopg.Connection[Any], days: dict[str, Any]) -> int:
         f"""
         WITH gone AS (
             DELETE FROM applied_mutations WHERE user_id = %(user)s AND (date IS NULL OR {_RANGE})
-            RETURNING client_id, seq, applied_at
+            RETURNING client_id, seq,
+                greatest(applied_at, to_timestamp(left(result->>'clamped_from', 16)::bigint / 1000.0)) AS made
         ), marks AS (
             INSERT INTO client_high_water (user_id, client_id, seq, pruned_before, updated_at)
-            SELECT %(user)s, client_id, max(seq), max(applied_at), now() FROM gone GROUP BY client_id
+            SELECT %(user)s, client_id, max(seq), max(made), now() FROM gone GROUP BY client_id
             ON CONFLICT (user_id, client_id) DO UPDATE SET seq = greatest(client_high_water.seq, excluded.seq),
                 pruned_before = greatest(client_high_water.pruned_before, excluded.pruned_before),
                 updated_at = now()

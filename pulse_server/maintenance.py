@@ -146,7 +146,9 @@ def _yield_after(started: float, stop: threading.Event) -> None:
 
 def prune_results(conn: psycopg.Connection[Any], retention: Retention, stop: threading.Event) -> tuple[int, int]:
     """Results older than the window: each (user, client)'s highest seq among them folded into
-    client_high_water, and the rows deleted, in one statement per batch (both or neither)."""
+    client_high_water, and the rows deleted, in one statement per batch (both or neither). The mark keeps
+    the latest time among them too (`pruned_before`): when one was applied, or the stamp it was sent with
+    if that was later (clamped), so a replay of any of them is stamped no later (sync.wire.stamped_after)."""
     moved = 0
 
     def one_batch(cur: psycopg.Cursor[Any]) -> int:
@@ -161,10 +163,11 @@ def prune_results(conn: psycopg.Connection[Any], retention: Retention, stop: thr
             DELETE FROM applied_mutations WHERE ctid = ANY(ARRAY(
                 SELECT ctid FROM applied_mutations
                  WHERE applied_at < now() - make_interval(secs => %(window_s)s) LIMIT %(batch)s))
-            RETURNING user_id, client_id, seq, applied_at
+            RETURNING user_id, client_id, seq,
+                greatest(applied_at, to_timestamp(left(result->>'clamped_from', 16)::bigint / 1000.0)) AS made
         ), folded AS (
             INSERT INTO client_high_water AS h (user_id, client_id, seq, pruned_before, updated_at)
-            SELECT user_id, client_id, max(seq), max(applied_at), now() FROM gone GROUP BY user_id, client_id
+            SELECT user_id, client_id, max(seq), max(made), now() FROM gone GROUP BY user_id, client_id
             ON CONFLICT (user_id, client_id) DO UPDATE SET seq = greatest(h.seq, excluded.seq),
                 pruned_before = greatest(h.pruned_before, excluded.pruned_before), updated_at = now()
             RETURNING 1

@@ -172,6 +172,16 @@ def test_a_copy_of_a_store_reusing_seqs_whose_results_were_pruned_is_told_of_the
                             (setup.user_id,)).fetchone() == (0,)
 
 
+def test_a_replay_of_a_clamped_mutation_whose_result_was_pruned_is_still_a_duplicate(setup: Setup) -> None:
+    # Sent by a device three days fast: clamped when applied, its stamp as sent is later than that time.
+    ahead = set_mutation(1, "2026-09-01", {"steps": 1}, stamp(now_ms() + 3 * 86_400_000, 0, "watch"))
+    first = send(setup, "watch", [ahead])
+    assert first[0]["status"] == "applied" and first[0]["clamped_from"] == ahead["hlc"]
+    age_results(setup, "watch", range(1, 2), 40)
+    assert maintained(setup.url)["results_pruned"] == 1
+    assert [r["status"] for r in send(setup, "watch", [ahead])] == ["duplicate"]
+
+
 def add_conflicts(setup: Setup, ages_days: list[int]) -> None:
     for i, age in enumerate(ages_days):
         setup.pg.execute(
