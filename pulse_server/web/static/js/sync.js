@@ -552,6 +552,8 @@ export class Engine extends EventTarget {
       if (this.locked) throw new AccountChanged('this tab stopped: reload it to sign in');
       if (this.username !== auth.username) this.stopSync();
       const previous = (await readSession(this.device))?.username ?? null;
+      // Before any tab is told of the sign-in: one following it must not open an earlier holder's data.
+      if (auth.account) await this.forgetEarlierAccount(auth.username, auth.account);
       await writeSession(this.device, auth.username);
       this.channel?.postMessage({ type: 'session' });
       if (previous && previous !== auth.username) await this.retire(previous, keep);
@@ -560,8 +562,6 @@ export class Engine extends EventTarget {
         this.store = null;
         await this.useAccount(auth.username);
       }
-      const held = await this.store.getMeta('account');
-      if (auth.account && held && held !== auth.account) await this.forgetEarlierAccount(auth.username);
       await this.store.transact(['meta'], 'readwrite', async (s) => {
         await s.meta.put(auth.token, 'token');
         await s.meta.put(auth.role, 'role');
@@ -579,17 +579,23 @@ export class Engine extends EventTarget {
   }
 
   /**
-   * The database of this name holds an earlier account's data: that account was removed from the server
-   * and its name given to someone else, who is signing in. Nothing of it may reach them, nor be pushed
-   * under their token: it is deleted (the server has nowhere to put it), and the new account starts empty.
+   * If the database of this name holds another account's data (one removed from the server, whose name was
+   * given to the person signing in as `account`), it is deleted: nothing of it may reach them, nor be
+   * pushed under their token, and the server has nowhere to put it. The new account starts empty.
    */
-  async forgetEarlierAccount(username) {
-    const name = this.store.name;
-    this.store.close();
-    this.store = null;
-    await deleteDatabase(name);
+  async forgetEarlierAccount(username, account) {
+    const own = this.username === username && this.store;
+    const store = own ? this.store : await openAccount(username);
+    const held = await store.getMeta('account');
+    if (!held || held === account) {
+      if (!own) store.close();
+      return;
+    }
+    this.stopSync();
+    store.close();
+    if (own) this.store = null;
+    await deleteDatabase(store.name);
     await this.device.transact(['kept'], 'readwrite', (s) => s.kept.delete(username));
-    await this.useAccount(username);
   }
 
   /** Sign this tab's account out of the device: its changes kept for it if `keep`, else everything. */
