@@ -269,35 +269,48 @@ class Arrival:
         self._taken: dict[int, Stamp] = {}  # seq -> the stamp taken, in this push so far
         self._renamed: dict[str, str] = {}
         # While seqs come in increasing order (as devices send them), the latest stamp taken is the latest
-        # of the lower seqs: no scan
+        # of the lower seqs: brought up to date over what was taken since it was last asked (no scan)
         self._in_order = True
-        self._top_seq: int | None = None
+        self._top_seq = -1
         self._latest: Stamp | None = None
+        self._unseen: list[Stamp] = []
 
     def take(self, seq: int, stamp: Stamp) -> tuple[Stamp, bool]:
         """The stamp a mutation is merged at, and whether it was clamped."""
-        taken, clamped = clamp(stamp, self.server_ms, self.limit_ms)
-        in_order = self._in_order and (self._top_seq is None or seq > self._top_seq)
-        if clamped:
-            before = self._latest if in_order else max((s for q, s in self._taken.items() if q < seq), default=None)
-            if before is not None and before >= taken:
-                taken = Stamp(before.ms, before.counter + 1, stamp.node) if before.counter < MAX_COUNTER \
-                    else Stamp(before.ms + 1, 0, stamp.node)
-            self._renamed[str(stamp)] = str(taken)
-        self._in_order = in_order
-        self._top_seq = seq if self._top_seq is None else max(self._top_seq, seq)
+        if seq > self._top_seq:
+            self._top_seq = seq
+        else:
+            self._in_order = False
+        if stamp.ms <= self.server_ms + self.limit_ms:  # most stamps: kept as sent
+            self._taken[seq] = stamp
+            self._unseen.append(stamp)
+            return stamp, False
+        taken = Stamp(self.server_ms, stamp.counter, stamp.node)  # `clamp`
+        before = self._latest_taken() if self._in_order else \
+            max((s for q, s in self._taken.items() if q < seq), default=None)
+        if before is not None and before >= taken:
+            taken = Stamp(before.ms, before.counter + 1, stamp.node) if before.counter < MAX_COUNTER \
+                else Stamp(before.ms + 1, 0, stamp.node)
+        self._renamed[str(stamp)] = str(taken)
         self._taken[seq] = taken
-        if self._latest is None or taken > self._latest:
-            self._latest = taken
-        return taken, clamped
+        self._unseen.append(taken)
+        return taken, True
+
+    def _latest_taken(self) -> Stamp | None:
+        if self._unseen:
+            newest = max(self._unseen)
+            if self._latest is None or newest > self._latest:
+                self._latest = newest
+            self._unseen.clear()
+        return self._latest
 
     def forget(self, seq: int) -> None:
         """A mutation taken, then not written after all (its savepoint rolled back): as if never taken."""
         gone = self._taken.pop(seq, None)
         if gone is not None:
             self._renamed = {was: now for was, now in self._renamed.items() if now != str(gone)}
-            self._latest = max(self._taken.values(), default=None)
-            self._top_seq = max(self._taken, default=None)
+            self._latest, self._unseen = None, list(self._taken.values())
+            self._top_seq = max(self._taken, default=-1)
 
     def base(self, base: Mapping[str, str | None]) -> Mapping[str, str | None]:
         """A mutation's base, with the stamps clamped earlier in this push as they were taken."""
