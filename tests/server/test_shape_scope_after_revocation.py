@@ -187,6 +187,13 @@ def _refetch_leaves_the_athlete_out(coached: Coached) -> None:
     assert _rows_of(fresh.json(), coached.athlete_user.id) == [], fresh.text
 
 
+def _ended_without_the_athlete(messages: list[dict[str, Any]], ended: bool, coached: Coached) -> None:
+    """The stream sent nothing of the athlete and ended, and a new snapshot leaves the athlete out."""
+    assert _rows_of(messages, coached.athlete_user.id) == [], messages
+    assert ended and messages == [], messages
+    _refetch_leaves_the_athlete_out(coached)
+
+
 def test_a_coachs_sse_stream_ends_without_the_athlete_after_a_revocation_the_watcher_missed(
     servers: Servers, coached: Coached
 ) -> None:
@@ -195,9 +202,7 @@ def test_a_coachs_sse_stream_ends_without_the_athlete_after_a_revocation_the_wat
         _athlete_writes(servers, coached)
 
     messages, ended = _stream_after(coached, revoke_unheard_and_write)
-    assert _rows_of(messages, coached.athlete_user.id) == [], messages
-    assert ended and messages == [], messages
-    _refetch_leaves_the_athlete_out(coached)
+    _ended_without_the_athlete(messages, ended, coached)
 
 
 def test_a_coachs_long_poll_answers_409_after_a_revocation_the_watcher_missed(
@@ -226,9 +231,7 @@ def test_without_a_watcher_a_coachs_sse_stream_ends_without_the_athlete_after_a_
         _athlete_writes(servers, coached)
 
     messages, ended = _stream_after(coached, revoke_and_write)
-    assert _rows_of(messages, coached.athlete_user.id) == [], messages
-    assert ended and messages == [], messages
-    _refetch_leaves_the_athlete_out(coached)
+    _ended_without_the_athlete(messages, ended, coached)
 
 
 def test_a_coachs_sse_stream_ends_without_the_athlete_when_the_coach_is_no_longer_a_coach(
@@ -239,6 +242,4 @@ def test_a_coachs_sse_stream_ends_without_the_athlete_when_the_coach_is_no_longe
         _athlete_writes(servers, coached)
 
     messages, ended = _stream_after(coached, demote_and_write)
-    assert _rows_of(messages, coached.athlete_user.id) == [], messages
-    assert ended and messages == [], messages
-    _refetch_leaves_the_athlete_out(coached)
+    _ended_without_the_athlete(messages, ended, coached)
