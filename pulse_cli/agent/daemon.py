@@ -55,6 +55,10 @@ class Agent:
         device: Device | None = None
         try:
             device = self._device()  # a store that cannot be opened fails the round like anything else
+            # What is pending now goes with this round, whichever job started it: the outbox watch starts
+            # another only for a change queued after (it took a change a failed round had tried for new
+            # when its first look came after that round, and synced again at once)
+            self._seen_seq = self._newest_pending()
             report = run_sync(device, automatic=True)
             pushed = sum(report.pushed.values())
             if pushed or report.pulled:
@@ -99,8 +103,9 @@ class Agent:
         change triggers a round."""
         newest = self._newest_pending()
         if newest > self._seen_seq:
-            self.round()
-        self._seen_seq = newest
+            self.round()  # which takes what is pending as it starts as seen
+        else:
+            self._seen_seq = newest  # lower when changes went (a change queued again later is new)
 
     def _newest_pending(self) -> int:
         if self._watch_conn is None:
