@@ -148,7 +148,7 @@ def prune_results(conn: psycopg.Connection[Any], retention: Retention, stop: thr
     """Results older than the window: each (user, client)'s highest seq among them folded into
     client_high_water, and the rows deleted, in one statement per batch (both or neither). The mark keeps
     the latest time among them too (`pruned_before`): when one was applied, or the stamp it was sent with
-    if that was later (clamped), so a replay of any of them is stamped no later (sync.wire.stamped_after)."""
+    if that was later (clamped), so a replay of any of them is stamped no later (sync.wire.replay)."""
     moved = 0
 
     def one_batch(cur: psycopg.Cursor[Any]) -> int:

@@ -39,7 +39,6 @@ from sync.wire import (
     parse_mutation,
     refusal,
     replay,
-    stamped_after,
     storable,
 )
 
@@ -98,15 +97,13 @@ class Recorded:
     newest: int | None = None  # the highest seq with a result
     pruned: int | None = None  # the highest seq whose result was pruned (client_high_water)
     # When the newest of the pruned results had been applied (ms; None: not known, marks folded before
-    # migration 0017): a mutation stamped after it is not among them (sync.wire.stamped_after)
+    # migration 0017): a mutation stamped after it is not among them (sync.wire.replay)
     pruned_before_ms: int | None = None
 
     def replay(self, seq: int, digest: str, client_id: str, raw: Mapping[str, Any]) -> MutationResult | None:
         """The answer to a (client, seq) already recorded (sync.wire.replay), or None."""
-        recorded = self.results.get(seq)
-        recent = (recorded is None and self.pruned is not None and seq <= self.pruned
-                  and stamped_after(raw, self.pruned_before_ms))
-        return replay(seq, digest, client_id, recorded, self.pruned, recent)
+        return replay(seq, digest, client_id, self.results.get(seq), self.pruned, raw.get("hlc"),
+                      self.pruned_before_ms)
 
     @property
     def high_water(self) -> int | None:

@@ -281,11 +281,11 @@ class Arrival:
             self._top_seq = seq
         else:
             self._in_order = False
-        if stamp.ms <= self.server_ms + self.limit_ms:  # most stamps: kept as sent
+        taken, clamped = clamp(stamp, self.server_ms, self.limit_ms)
+        if not clamped:  # most stamps: kept as sent
             self._taken[seq] = stamp
             self._unseen.append(stamp)
             return stamp, False
-        taken = Stamp(self.server_ms, stamp.counter, stamp.node)  # `clamp`
         before = self._latest_taken() if self._in_order else \
             max((s for q, s in self._taken.items() if q < seq), default=None)
         if before is not None and before >= taken:
@@ -358,22 +358,22 @@ def duplicate(seq: Any, original: MutationResult | None) -> MutationResult:
 
 def replay(
     seq: int, digest: str, client_id: str, recorded: tuple[MutationResult, str | None] | None,
-    pruned_up_to: int | None, made_recently: bool = False,
+    pruned_up_to: int | None, hlc: Any = None, pruned_before_ms: int | None = None,
 ) -> MutationResult | None:
     """The answer to a (client, seq) the receiver already holds: `recorded` is its result and digest (None:
     none kept); `pruned_up_to`, the highest seq whose result was pruned. A duplicate (the original result),
     a clash when the content differs (another store with the same client id), a duplicate whose result was
-    pruned; None for a mutation not seen before. `made_recently` (`stamped_after`): the mutation was made
-    after every result pruned of its client had been applied, so none of them is its own: at or below the
-    pruned mark, its seq was used by another store (a copy of the home, pushing its own edits under seqs
-    the original pushed long ago), a clash and not a duplicate to be taken for applied."""
+    pruned; None for a mutation not seen before. At or below the pruned mark, a mutation whose `hlc` (as
+    sent) is later than every pruned result (`pruned_before_ms`: when the newest had been applied; None:
+    not known) is none of them: another store used its seq (a copy of the home, pushing its own edits
+    under seqs the original pushed long ago), a clash and not a duplicate to be taken for applied."""
     if recorded is not None:
         original, recorded_digest = recorded
         if recorded_digest is not None and recorded_digest != digest:
             return clash(seq, client_id)
         return duplicate(seq, original)
     if pruned_up_to is not None and seq <= pruned_up_to:
-        return clash(seq, client_id) if made_recently else duplicate(seq, None)
+        return clash(seq, client_id) if _stamped_after(hlc, pruned_before_ms) else duplicate(seq, None)
     return None
 
 
@@ -382,10 +382,9 @@ def replay(
 RECENT_MARGIN_MS = 86_400_000
 
 
-def stamped_after(raw: Mapping[str, Any], moment_ms: int | None) -> bool:
-    """Whether a mutation (as sent) was stamped more than `RECENT_MARGIN_MS` after `moment_ms` (None: not
-    known, never)."""
-    if moment_ms is None or not isinstance(hlc := raw.get("hlc"), str):
+def _stamped_after(hlc: Any, moment_ms: int | None) -> bool:
+    """Whether a stamp (as sent) is more than `RECENT_MARGIN_MS` after `moment_ms` (None: not known, never)."""
+    if moment_ms is None or not isinstance(hlc, str):
         return False
     try:
         stamp = Stamp.parse(hlc)

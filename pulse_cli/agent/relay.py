@@ -31,7 +31,6 @@ from sync.wire import (
     parse_mutation,
     rejection,
     replay,
-    stamped_after,
 )
 
 
@@ -126,9 +125,8 @@ def _relay_one(
         # A replay, or another browser profile with this id (a clash); a result past its window is pruned
         # (`prune`), and a replay of it is a duplicate, as on the server, unless it was made after every
         # pruned result (each was made before the window began): then another profile uses this id.
-        recent = stamped_after(raw, arrival.server_ms - int(KEEP_ACKED.total_seconds() * 1000))
         again = replay(seq, digest, client_id, None if prior is None else (json.loads(prior[0]), prior[1]), pruned,
-                       prior is None and recent)
+                       raw.get("hlc"), arrival.server_ms - int(KEEP_ACKED.total_seconds() * 1000))
         if again is not None:
             return again
     result: MutationResult
