@@ -35,13 +35,19 @@ def _remove_orphans() -> None:
 
 
 def _alive(pid: int) -> bool:
+    """Whether the process runs: a zombie (killed, not yet reaped by the server's supervisor, which takes a
+    while on a busy machine) is gone already."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True  # another user's
-    return True
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[:1]
+    except OSError:
+        return True  # no /proc: by the signal alone
+    return state != ["Z"]
 
 
 def unshare(folder: str | None) -> None:

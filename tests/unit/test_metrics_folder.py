@@ -9,6 +9,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -74,3 +75,17 @@ def test_scrapes_at_once_each_drop_the_gone_processes_without_failing(
             thread.join()
         assert [p.name for p in tmp_path.iterdir()] == [kept.name]
     assert failures == []
+
+
+def test_a_process_that_ended_but_is_not_reaped_yet_counts_as_gone() -> None:
+    # A worker killed outright stays a zombie until the supervisor reaps it: its state must not be reported.
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    try:
+        deadline = time.monotonic() + 30
+        while Path(f"/proc/{child.pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z":
+            assert time.monotonic() < deadline, "the child never ended"
+            time.sleep(0.02)
+        assert not metrics_folder._alive(child.pid)
+        assert metrics_folder._alive(os.getpid())
+    finally:
+        child.wait()
