@@ -175,11 +175,17 @@ def test_pulse_status_says_why_the_agents_syncs_fail_until_one_passes(
         assert "the agent's syncs fail since" in text and "answered 404" in text, text
         assert a.outbox_counts() == {"pending": 1}
 
-        proxy.always("POST", "/v1/sync/push", None)
-        time.sleep(1.1)  # the failure's time and the sync's are kept to the second
-        a.synced()  # by hand, before the agent's next round (10 minutes away): status no longer says it
-        assert (a.home / "agent-round.json").exists() and a.status()["agent_rounds"] is None
-        assert "syncs fail" not in a.ok("status").stdout
+        # The agent is held still while the user syncs by hand, so that no round of its own comes between
+        # (one could, on a busy machine: a look at the outbox that comes late, a live pull's refetch)
+        agent.proc.send_signal(signal.SIGSTOP)
+        try:
+            proxy.always("POST", "/v1/sync/push", None)
+            time.sleep(1.1)  # the failure's time and the sync's are kept to the second
+            a.synced()  # by hand, before the agent's next round: status no longer says it
+            assert (a.home / "agent-round.json").exists() and a.status()["agent_rounds"] is None
+            assert "syncs fail" not in a.ok("status").stdout
+        finally:
+            agent.proc.send_signal(signal.SIGCONT)
         assert server_steps(pg, user, day(-1)) == 4321
         a.log(day(-2), steps=1234)  # a new change starts one of the agent's rounds at once
         wait_for(lambda: server_steps(pg, user, day(-2)) == 1234, 30, "the agent's round", every_s=0.2)
